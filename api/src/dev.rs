@@ -1,0 +1,219 @@
+//! `strongbox dev`: a three-node TLS cluster on 127.0.0.1 in one command.
+//!
+//! Generates a throwaway CA and node certificates (once), writes one config
+//! per node, runs each node as a child process of this binary, waits for a
+//! leader, writes the client profile, and stops all nodes on Ctrl-C. Run
+//! again, it reuses the data; `--fresh` starts over.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use strongbox_proto::v1::cluster_client::ClusterClient;
+use strongbox_proto::v1::StatusRequest;
+use tokio::process::{Child, Command};
+
+use crate::client::{default_profile_path, Profile};
+use crate::config::{Member, NodeConfig, RaftSettings, TlsFiles};
+use crate::tls::{write_private, DevPki};
+
+#[derive(Args, Debug, Clone)]
+pub struct DevArgs {
+    /// Where certificates, configs, data and logs go
+    /// (default: ~/.local/share/strongbox/dev).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Delete any previous dev cluster in --dir first.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Plaintext instead of TLS (prints a warning).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Ports: client base+1.., peer base+11.., metrics base+21...
+    #[arg(long, default_value_t = 7100)]
+    pub base_port: u16,
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u64,
+}
+
+pub fn default_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".local/share/strongbox/dev"))
+        .unwrap_or_else(|| PathBuf::from(".strongbox-dev"))
+}
+
+/// Writes certificates (if missing) and one config per node; returns the
+/// config paths and the client profile. Shared with the integration tests.
+pub fn prepare(
+    dir: &Path,
+    nodes: u64,
+    base_port: u16,
+    insecure: bool,
+    raft: RaftSettings,
+) -> anyhow::Result<(Vec<(PathBuf, NodeConfig)>, Profile)> {
+    std::fs::create_dir_all(dir)?;
+    let ca_path = dir.join("ca.pem");
+    if !insecure && !ca_path.exists() {
+        let pki = DevPki::new("strongbox dev CA")?;
+        let localhost: Vec<std::net::IpAddr> = vec!["127.0.0.1".parse()?, "::1".parse()?];
+        for id in 1..=nodes {
+            let c = pki.node_cert(&format!("strongbox-node-{id}"), &localhost)?;
+            std::fs::write(dir.join(format!("node{id}.pem")), &c.cert_pem)?;
+            write_private(&dir.join(format!("node{id}.key")), &c.key_pem)?;
+        }
+        std::fs::write(&ca_path, &pki.ca_cert_pem)?;
+    }
+    let addr = |offset: u64, id: u64| format!("127.0.0.1:{}", base_port as u64 + offset + id);
+    let members: BTreeMap<u64, Member> =
+        (1..=nodes).map(|id| (id, Member { raft_addr: addr(10, id), api_addr: addr(0, id) })).collect();
+    let mut out = Vec::new();
+    for id in 1..=nodes {
+        let cfg = NodeConfig {
+            id,
+            data_dir: dir.join(format!("node{id}")),
+            api_addr: addr(0, id),
+            raft_addr: addr(10, id),
+            metrics_addr: Some(addr(20, id)),
+            advertise_api_addr: None,
+            advertise_raft_addr: None,
+            tls: (!insecure).then(|| TlsFiles {
+                ca_cert: ca_path.clone(),
+                cert: dir.join(format!("node{id}.pem")),
+                key: dir.join(format!("node{id}.key")),
+            }),
+            insecure,
+            initial_members: members.clone(),
+            raft: raft.clone(),
+            log_format: "text".into(),
+        };
+        let path = dir.join(format!("node{id}.toml"));
+        std::fs::write(&path, cfg.to_toml())?;
+        out.push((path, cfg));
+    }
+    let profile = Profile {
+        endpoints: members.values().map(|m| m.api_addr.clone()).collect(),
+        ca_cert: (!insecure).then(|| ca_path.clone()),
+        insecure,
+    };
+    Ok((out, profile))
+}
+
+/// Starts `strongbox serve --config` for one node, logging to `log`.
+pub fn spawn_node(exe: &Path, config: &Path, log: &Path) -> anyhow::Result<Child> {
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let child = Command::new(exe)
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .kill_on_drop(true)
+        .spawn()?;
+    Ok(child)
+}
+
+/// Polls nodes until one reports a leader.
+pub async fn wait_for_leader(profile: &Profile, timeout: Duration) -> anyhow::Result<u64> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        for ep in &profile.endpoints {
+            if let Ok(ch) = profile.channel_to(ep) {
+                let call = ClusterClient::new(ch).status(StatusRequest {});
+                if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(1), call).await {
+                    if let Some(l) = r.into_inner().leader_id {
+                        return Ok(l);
+                    }
+                }
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("no leader after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Sends SIGTERM and waits for a clean exit (SIGKILL after a grace period).
+pub async fn stop_child(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGTERM);
+        }
+    }
+    if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+        let _ = child.kill().await;
+    }
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    anyhow::ensure!((1..=7).contains(&args.nodes), "--nodes must be 1..=7");
+    let dir = args.dir.clone().unwrap_or_else(default_dir);
+    if args.fresh && dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+        println!("removed the previous dev cluster in {}", dir.display());
+    }
+    if args.insecure {
+        eprintln!("WARNING: --insecure: TLS is OFF on every port. Never use this outside a test.");
+    }
+    let (configs, profile) = prepare(&dir, args.nodes, args.base_port, args.insecure, RaftSettings::default())?;
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::new();
+    for (path, cfg) in &configs {
+        let log = dir.join(format!("node{}.log", cfg.id));
+        children.push(spawn_node(&exe, path, &log)?);
+    }
+    let leader = match wait_for_leader(&profile, Duration::from_secs(60)).await {
+        Ok(l) => l,
+        Err(e) => {
+            for c in &mut children {
+                stop_child(c).await;
+            }
+            anyhow::bail!("{e}; see the node logs in {}", dir.display());
+        }
+    };
+    let profile_path = default_profile_path();
+    profile.save(&profile_path)?;
+
+    println!("strongbox dev cluster is up: {} nodes, leader is node {leader}", configs.len());
+    for (_, cfg) in &configs {
+        println!(
+            "  node {}  client {}  peer {}  metrics http://{}/metrics  data {}",
+            cfg.id,
+            cfg.api_addr,
+            cfg.raft_addr,
+            cfg.metrics_addr.as_deref().unwrap_or("-"),
+            cfg.data_dir.display()
+        );
+    }
+    println!("  logs: {}/node*.log", dir.display());
+    if let Some(ca) = &profile.ca_cert {
+        println!("  CA certificate: {}", ca.display());
+    }
+    println!("client profile written to {}; from another terminal:", profile_path.display());
+    println!("  strongbox cluster status");
+    println!("  strongbox secrets put team-a/db/password s3cr3t");
+    println!("  strongbox secrets get team-a/db/password");
+    println!("Ctrl-C stops all nodes (data is kept; --fresh starts over).");
+
+    let exited = async {
+        loop {
+            for (i, c) in children.iter_mut().enumerate() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    return (i, status);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    tokio::select! {
+        _ = crate::cli::shutdown_signal() => println!("stopping the cluster..."),
+        (i, status) = exited => eprintln!("node {} exited ({status}); stopping the others", i + 1),
+    }
+    for c in &mut children {
+        stop_child(c).await;
+    }
+    println!("stopped.");
+    Ok(())
+}

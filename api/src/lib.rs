@@ -1,0 +1,13 @@
+//! The strongbox server and CLI: gRPC services, TLS, configuration, the dev
+//! cluster launcher. No storage logic lives here: services validate, stamp
+//! time and ids into commands, and hand them to the Raft node.
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod dev;
+pub mod limits;
+pub mod observe;
+pub mod server;
+pub mod services;
+pub mod tls;

@@ -1,0 +1,56 @@
+//! Per-RPC metrics and the small helpers every handler shares.
+
+use std::future::Future;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use strongbox_store::{CommandError, ErrorCode};
+use tonic::{Code, Response, Status};
+
+use crate::limits::REQUEST_BYTES_MAX;
+
+/// Runs a handler, counting it by method and status code and timing it.
+pub async fn rpc<T>(method: &'static str, f: impl Future<Output = Result<T, Status>>) -> Result<Response<T>, Status> {
+    let started = Instant::now();
+    let res = f.await;
+    let code = match &res {
+        Ok(_) => Code::Ok,
+        Err(s) => s.code(),
+    };
+    metrics::counter!("strongbox_rpc_total", "method" => method, "code" => format!("{code:?}")).increment(1);
+    metrics::histogram!("strongbox_rpc_seconds", "method" => method).record(started.elapsed().as_secs_f64());
+    res.map(Response::new)
+}
+
+/// RESOURCE_EXHAUSTED for requests over the size cap.
+pub fn check_size<M: prost::Message>(msg: &M) -> Result<(), Status> {
+    let len = msg.encoded_len();
+    if len > REQUEST_BYTES_MAX {
+        return Err(Status::resource_exhausted(format!(
+            "request is {len} bytes; the limit is {REQUEST_BYTES_MAX} bytes"
+        )));
+    }
+    Ok(())
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The client's idempotency key, or a fresh one.
+pub fn request_id(given: Option<&strongbox_proto::v1::WriteOptions>) -> String {
+    match given.map(|o| o.request_id.as_str()) {
+        Some(id) if !id.is_empty() => id.to_string(),
+        _ => uuid::Uuid::new_v4().to_string(),
+    }
+}
+
+pub fn command_status(e: CommandError) -> Status {
+    match e.code {
+        ErrorCode::InvalidArgument => Status::invalid_argument(e.message),
+        ErrorCode::NotFound => Status::not_found(e.message),
+        ErrorCode::FailedPrecondition => Status::failed_precondition(e.message),
+        ErrorCode::AlreadyExists => Status::already_exists(e.message),
+        ErrorCode::PermissionDenied => Status::permission_denied(e.message),
+        ErrorCode::ResourceExhausted => Status::resource_exhausted(e.message),
+    }
+}

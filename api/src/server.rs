@@ -1,0 +1,167 @@
+//! One strongbox node: storage, Raft, the peer port and the client port.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use strongbox_proto::raft::v1::raft_peer_server::RaftPeerServer;
+use strongbox_proto::v1::cluster_server::ClusterServer;
+use strongbox_proto::v1::secrets_server::SecretsServer;
+use strongbox_raft::config::PEER_MESSAGE_BYTES_MAX;
+use strongbox_raft::network::PeerChannels;
+use strongbox_raft::peer_service::PeerService;
+use strongbox_raft::{NodeInfo, RaftNode};
+use strongbox_store::codec::Codec;
+use strongbox_store::Db;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::config::NodeConfig;
+use crate::limits::{CONCURRENCY_PER_CONNECTION_MAX, GRPC_DECODE_BYTES_MAX};
+use crate::services::cluster::ClusterService;
+use crate::services::secrets::SecretsService;
+
+/// Runs a node until `shutdown` resolves, then stops it cleanly.
+pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    if let Some(addr) = &cfg.metrics_addr {
+        let addr: SocketAddr = addr.parse().map_err(|e| anyhow::anyhow!("metrics_addr {addr:?}: {e}"))?;
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .set_buckets(&[
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])?
+            .install()
+            .map_err(|e| anyhow::anyhow!("cannot start metrics endpoint on {addr}: {e}"))?;
+    }
+
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", cfg.data_dir.display()))?;
+    let db = Db::open(&cfg.data_dir.join("db"), Codec::plaintext())
+        .map_err(|e| anyhow::anyhow!("cannot open storage in {}: {e}", cfg.data_dir.display()))?;
+
+    let tls = match (&cfg.tls, cfg.insecure) {
+        (_, true) => {
+            tracing::warn!("INSECURE: TLS is off on the client and peer ports; anyone on the network can read and forge traffic");
+            None
+        }
+        (Some(files), false) => Some(crate::tls::load(files)?),
+        (None, false) => anyhow::bail!("no TLS configured and insecure is not set"),
+    };
+
+    let info = NodeInfo { raft_addr: cfg.public_raft_addr(), api_addr: cfg.public_api_addr() };
+    let channels = PeerChannels::new(tls.as_ref().map(|t| t.peer_client()));
+    let node = RaftNode::start(cfg.id, info, db, &cfg.raft.tuning(), channels).await?;
+
+    let raft_listener = TcpListener::bind(&cfg.raft_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on raft_addr {}: {e}", cfg.raft_addr))?;
+    let api_listener = TcpListener::bind(&cfg.api_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on api_addr {}: {e}", cfg.api_addr))?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let mut peer = Server::builder().tcp_nodelay(true);
+    if let Some(t) = &tls {
+        peer = peer.tls_config(t.peer_server())?;
+    }
+    let peer_svc = RaftPeerServer::new(PeerService::new(node.clone()))
+        .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
+    let peer_task = tokio::spawn(
+        peer.add_service(peer_svc)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(raft_listener), stopped(stop_rx.clone())),
+    );
+
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health.set_serving::<SecretsServer<SecretsService>>().await;
+    health.set_serving::<ClusterServer<ClusterService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(strongbox_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let mut api = Server::builder()
+        .tcp_nodelay(true)
+        .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION_MAX)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)));
+    if let Some(t) = &tls {
+        api = api.tls_config(t.api_server())?;
+    }
+    let api_task = tokio::spawn(
+        api.add_service(health_svc)
+            .add_service(reflection)
+            .add_service(SecretsServer::new(SecretsService::new(node.clone())).max_decoding_message_size(GRPC_DECODE_BYTES_MAX))
+            .add_service(ClusterServer::new(ClusterService::new(node.clone())).max_decoding_message_size(GRPC_DECODE_BYTES_MAX))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(api_listener), stopped(stop_rx.clone())),
+    );
+
+    tracing::info!(id = cfg.id, api = %cfg.api_addr, raft = %cfg.raft_addr, "node started");
+    maybe_initialize(&cfg, &node).await?;
+    let metrics_task = tokio::spawn(export_raft_metrics(node.clone()));
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    metrics_task.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(5), api_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), peer_task).await;
+    let _ = node.raft.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The node with the smallest id among `initial_members` initializes a
+/// pristine cluster, exactly once; every other start is a no-op.
+async fn maybe_initialize(cfg: &NodeConfig, node: &RaftNode) -> anyhow::Result<()> {
+    let Some((&first, _)) = cfg.initial_members.first_key_value() else { return Ok(()) };
+    if first != cfg.id {
+        return Ok(());
+    }
+    let members: BTreeMap<u64, NodeInfo> = cfg
+        .initial_members
+        .iter()
+        .map(|(id, m)| (*id, NodeInfo { raft_addr: m.raft_addr.clone(), api_addr: m.api_addr.clone() }))
+        .collect();
+    if node.initialize(members).await? {
+        tracing::info!(members = ?cfg.initial_members.keys().collect::<Vec<_>>(), "initialized a new cluster");
+    }
+    Ok(())
+}
+
+/// Mirrors openraft's metrics into Prometheus gauges as they change.
+async fn export_raft_metrics(node: RaftNode) {
+    let mut rx = node.raft.metrics();
+    loop {
+        {
+            let m = rx.borrow_and_update().clone();
+            metrics::gauge!("strongbox_raft_term").set(m.current_term as f64);
+            metrics::gauge!("strongbox_raft_is_leader")
+                .set(if m.state == openraft::ServerState::Leader { 1.0 } else { 0.0 });
+            metrics::gauge!("strongbox_raft_leader_id").set(m.current_leader.map_or(0.0, |l| l as f64));
+            let last = m.last_log_index.unwrap_or(0);
+            metrics::gauge!("strongbox_raft_last_log_index").set(last as f64);
+            metrics::gauge!("strongbox_raft_applied_index").set(m.last_applied.map_or(0.0, |l| l.index as f64));
+            metrics::gauge!("strongbox_raft_snapshot_index").set(m.snapshot.map_or(0.0, |l| l.index as f64));
+            if let Some(repl) = &m.replication {
+                for (peer, matched) in repl.iter() {
+                    let matched = matched.map_or(0, |l| l.index);
+                    let peer = peer.to_string();
+                    metrics::gauge!("strongbox_raft_peer_matched_index", "peer" => peer.clone()).set(matched as f64);
+                    metrics::gauge!("strongbox_raft_peer_lag_entries", "peer" => peer)
+                        .set(last.saturating_sub(matched) as f64);
+                }
+            }
+        }
+        if let Ok(committed) = node.raft.with_raft_state(|s| s.committed.map_or(0, |l| l.index)).await {
+            metrics::gauge!("strongbox_raft_committed_index").set(committed as f64);
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,126 @@
+use std::time::Duration;
+
+use strongbox_proto::v1::cluster_server::Cluster;
+use strongbox_proto::v1::*;
+use strongbox_raft::node::NodeStatus;
+use strongbox_raft::wire::MembershipOp;
+use strongbox_raft::{NodeInfo, RaftNode};
+use tonic::{Request, Response, Status};
+
+use crate::observe::rpc;
+
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct ClusterService {
+    node: RaftNode,
+}
+
+impl ClusterService {
+    pub fn new(node: RaftNode) -> Self {
+        ClusterService { node }
+    }
+
+    async fn members(&self) -> Result<Vec<Member>, Status> {
+        Ok(members_of(&self.node.status().await?))
+    }
+}
+
+fn members_of(s: &NodeStatus) -> Vec<Member> {
+    s.members
+        .iter()
+        .map(|(id, node, voter, matched)| Member {
+            id: *id,
+            raft_addr: node.raft_addr.clone(),
+            api_addr: node.api_addr.clone(),
+            voter: *voter,
+            matched_index: *matched,
+        })
+        .collect()
+}
+
+fn state_name(s: openraft::ServerState) -> &'static str {
+    match s {
+        openraft::ServerState::Leader => "leader",
+        openraft::ServerState::Follower => "follower",
+        openraft::ServerState::Candidate => "candidate",
+        openraft::ServerState::Learner => "learner",
+        openraft::ServerState::Shutdown => "shutdown",
+    }
+}
+
+fn require_id(id: u64) -> Result<u64, Status> {
+    if id == 0 {
+        return Err(Status::invalid_argument("id: must be a non-zero node id"));
+    }
+    Ok(id)
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        rpc("cluster.status", async {
+            let s = self.node.status().await?;
+            Ok(StatusResponse {
+                node_id: s.id,
+                state: state_name(s.state).into(),
+                leader_id: s.leader,
+                term: s.term,
+                last_log_index: s.last_log_index,
+                committed_index: s.committed_index,
+                applied_index: s.applied_index,
+                revision: s.revision,
+                snapshot_index: s.snapshot_index,
+                purged_index: s.purged_index,
+                members: members_of(&s),
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+        })
+        .await
+    }
+
+    async fn add_learner(&self, req: Request<AddLearnerRequest>) -> Result<Response<MembershipResponse>, Status> {
+        rpc("cluster.add_learner", async {
+            let r = req.into_inner();
+            let id = require_id(r.id)?;
+            for (field, v) in [("raft_addr", &r.raft_addr), ("api_addr", &r.api_addr)] {
+                if v.parse::<std::net::SocketAddr>().is_err() && !v.contains(':') {
+                    return Err(Status::invalid_argument(format!("{field}: {v:?} is not host:port")));
+                }
+            }
+            let op = MembershipOp::AddLearner { id, node: NodeInfo { raft_addr: r.raft_addr, api_addr: r.api_addr } };
+            let log_id = self.node.change_membership(op, MEMBERSHIP_TIMEOUT).await?;
+            Ok(MembershipResponse { members: self.members().await?, log_index: log_id.index })
+        })
+        .await
+    }
+
+    async fn promote(&self, req: Request<PromoteRequest>) -> Result<Response<MembershipResponse>, Status> {
+        rpc("cluster.promote", async {
+            let id = require_id(req.into_inner().id)?;
+            let log_id = self.node.change_membership(MembershipOp::Promote { id }, MEMBERSHIP_TIMEOUT).await?;
+            Ok(MembershipResponse { members: self.members().await?, log_index: log_id.index })
+        })
+        .await
+    }
+
+    async fn remove(&self, req: Request<RemoveRequest>) -> Result<Response<MembershipResponse>, Status> {
+        rpc("cluster.remove", async {
+            let id = require_id(req.into_inner().id)?;
+            let log_id = self.node.change_membership(MembershipOp::Remove { id }, MEMBERSHIP_TIMEOUT).await?;
+            Ok(MembershipResponse { members: self.members().await?, log_index: log_id.index })
+        })
+        .await
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderResponse>, Status> {
+        rpc("cluster.transfer_leader", async {
+            let id = require_id(req.into_inner().id)?;
+            let leader = self.node.transfer_leader(id, MEMBERSHIP_TIMEOUT).await?;
+            Ok(TransferLeaderResponse { leader_id: leader })
+        })
+        .await
+    }
+}

@@ -1,0 +1,53 @@
+//! Raft timing and snapshot policy. Defaults suit TLS on a loaded 2-core box
+//! (openraft's 50 ms heartbeat / 150-300 ms election are too tight there).
+
+use openraft::{Config, SnapshotPolicy};
+
+#[derive(Debug, Clone)]
+pub struct RaftTuning {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many applied entries.
+    pub snapshot_logs: u64,
+    /// Entries kept in the log behind a snapshot (for lagging followers).
+    pub logs_kept_behind_snapshot: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        RaftTuning {
+            heartbeat_ms: 250,
+            election_timeout_min_ms: 1000,
+            election_timeout_max_ms: 2000,
+            snapshot_logs: 10_000,
+            logs_kept_behind_snapshot: 1_000,
+        }
+    }
+}
+
+/// Largest gRPC message between peers. Append batches are bounded below it.
+pub const PEER_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Snapshot chunk size: well under the peer message limit.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
+/// Entries per AppendEntries RPC.
+pub const APPEND_ENTRIES_MAX: u64 = 512;
+
+impl RaftTuning {
+    pub fn to_config(&self) -> Result<Config, openraft::ConfigError> {
+        Config {
+            cluster_name: "strongbox".into(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            install_snapshot_timeout: 10_000,
+            send_snapshot_timeout: 30_000,
+            max_payload_entries: APPEND_ENTRIES_MAX,
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_logs),
+            max_in_snapshot_log_to_keep: self.logs_kept_behind_snapshot,
+            ..Default::default()
+        }
+        .validate()
+    }
+}

@@ -1,0 +1,17 @@
+//! openraft glue for strongbox: the RocksDB log store, the state machine
+//! adapter, the tonic network between peers and the node that ties them up.
+//!
+//! This crate moves commands around without looking inside them: it knows
+//! nothing of secrets, users or ledgers, only that `store` applies them.
+
+pub mod config;
+pub mod log_store;
+pub mod network;
+pub mod node;
+pub mod peer_service;
+pub mod sm_store;
+pub mod types;
+pub mod wire;
+
+pub use node::{NodeError, RaftNode};
+pub use types::{NodeId, NodeInfo, TypeConfig};

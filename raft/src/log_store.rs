@@ -1,0 +1,163 @@
+//! The Raft log in RocksDB (column families `log` and `raft_meta`).
+//!
+//! Durability rules (openraft): `append` signals completion only after the
+//! WriteBatch holding every entry of the call is fsynced — one batch and one
+//! fsync per call, whatever the number of entries (group commit). `save_vote`
+//! returns only once the vote is fsynced.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::time::Instant;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader};
+use strongbox_store::layout::u64_key;
+use strongbox_store::{Cf, Db, DbError};
+
+use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_LAST_PURGED: &[u8] = b"last_purged";
+
+#[derive(Clone)]
+pub struct LogStore {
+    db: Db,
+}
+
+fn io_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
+    StorageError::from_io_error(subject, verb, std::io::Error::other(e.to_string()))
+}
+
+fn read_err(e: DbError) -> StorageError {
+    io_err(ErrorSubject::Logs, ErrorVerb::Read, e)
+}
+
+impl LogStore {
+    pub fn new(db: Db) -> Self {
+        LogStore { db }
+    }
+
+    fn last_purged(&self) -> Result<Option<LogId>, StorageError> {
+        self.db.get(Cf::RaftMeta, KEY_LAST_PURGED).map_err(read_err)
+    }
+
+    /// Runs a durable (fsynced) write off the async runtime.
+    async fn write_synced(
+        &self,
+        batch: strongbox_store::Batch,
+        subject: ErrorSubject<u64>,
+    ) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        let started = Instant::now();
+        let res = tokio::task::spawn_blocking(move || db.write(batch, true))
+            .await
+            .map_err(|e| io_err(subject.clone(), ErrorVerb::Write, e))?;
+        metrics::histogram!("strongbox_log_fsync_seconds").record(started.elapsed().as_secs_f64());
+        res.map_err(|e| io_err(subject, ErrorVerb::Write, e))
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i + 1,
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&i) => Some(i.saturating_add(1)),
+            Bound::Excluded(&i) => Some(i),
+            Bound::Unbounded => None,
+        };
+        if end.is_some_and(|e| e <= start) {
+            return Ok(Vec::new());
+        }
+        let end_key = end.map(u64_key);
+        let rows = self
+            .db
+            .scan::<Entry>(Cf::Log, &u64_key(start), end_key.as_ref().map(|k| &k[..]), usize::MAX)
+            .map_err(read_err)?;
+        Ok(rows.into_iter().map(|(_, e)| e).collect())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id = self.last_purged()?;
+        let last = match self.db.last_raw(Cf::Log).map_err(read_err)? {
+            None => None,
+            Some((_, raw)) => {
+                let e: Entry = strongbox_store::db::decode(Cf::Log, &raw).map_err(read_err)?;
+                Some(e.log_id)
+            }
+        };
+        Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let mut b = self.db.batch();
+        b.put(Cf::RaftMeta, KEY_VOTE, vote);
+        self.write_synced(b, ErrorSubject::Vote).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        self.db.get(Cf::RaftMeta, KEY_VOTE).map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, e))
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Not fsynced: losing it only means re-applying from the snapshot or
+        // applied index on restart, which is always safe.
+        let mut b = self.db.batch();
+        b.put(Cf::RaftMeta, KEY_COMMITTED, &committed);
+        self.db.write(b, false).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.db.get::<Option<LogId>>(Cf::RaftMeta, KEY_COMMITTED).map_err(read_err)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut b = self.db.batch();
+        let mut n = 0u64;
+        for e in entries {
+            b.put(Cf::Log, &u64_key(e.log_id.index), &e);
+            n += 1;
+        }
+        metrics::histogram!("strongbox_log_append_entries").record(n as f64);
+        let res = self.write_synced(b, ErrorSubject::Logs).await;
+        match &res {
+            Ok(()) => callback.log_io_completed(Ok(())),
+            Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
+        }
+        res
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut b = self.db.batch();
+        b.delete_range(Cf::Log, &u64_key(log_id.index), &u64_key(u64::MAX));
+        self.write_synced(b, ErrorSubject::Logs).await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        debug_assert!(self.last_purged()?.map_or(true, |p| p.index <= log_id.index), "purge only moves forward");
+        // One atomic batch: the purge marker and the deletion land together.
+        let mut b = self.db.batch();
+        b.put(Cf::RaftMeta, KEY_LAST_PURGED, &log_id);
+        b.delete_range(Cf::Log, &u64_key(0), &u64_key(log_id.index + 1));
+        self.write_synced(b, ErrorSubject::Logs).await
+    }
+}

@@ -1,0 +1,332 @@
+//! A running Raft member: proposes writes (forwarding them to the leader when
+//! it is a follower), runs read barriers, reports status and changes
+//! membership. The api layer talks to this, never to openraft directly.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::raft::ClientWriteResponse;
+use openraft::{ChangeMembers, ServerState};
+use strongbox_proto::raft::v1::ReadIndexRequest;
+use strongbox_store::{Command, Db, Response, StateMachine};
+use tokio::time::{sleep, timeout, Instant};
+
+use crate::config::RaftTuning;
+use crate::log_store::LogStore;
+use crate::network::{NetworkFactory, PeerChannels};
+use crate::sm_store::SmStore;
+use crate::types::{LogId, NodeId, NodeInfo, Raft, TypeConfig};
+use crate::wire::{self, ForwardReply, Forwarded, MembershipOp};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("no leader is known yet (election in progress); retry shortly")]
+    NoLeader,
+    #[error("timed out after {0} ms waiting for {1}; a write may still be applied later (retry with the same request_id)")]
+    Timeout(u128, &'static str),
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("this node has stopped: {0}")]
+    Fatal(String),
+}
+
+impl From<NodeError> for tonic::Status {
+    fn from(e: NodeError) -> Self {
+        let msg = e.to_string();
+        match e {
+            NodeError::NoLeader => tonic::Status::unavailable(msg),
+            NodeError::Timeout(..) => tonic::Status::deadline_exceeded(msg),
+            NodeError::Refused(_) => tonic::Status::failed_precondition(msg),
+            NodeError::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
+            NodeError::Fatal(_) => tonic::Status::unavailable(msg),
+        }
+    }
+}
+
+/// Everything `cluster status` shows about one node.
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    pub state: ServerState,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub committed_index: u64,
+    pub applied_index: u64,
+    pub snapshot_index: u64,
+    pub purged_index: u64,
+    pub revision: u64,
+    /// (id, node, is_voter, matched index if this node leads)
+    pub members: Vec<(NodeId, NodeInfo, bool, Option<u64>)>,
+}
+
+#[derive(Clone)]
+pub struct RaftNode {
+    pub id: NodeId,
+    pub info: NodeInfo,
+    pub raft: Raft,
+    pub sm: StateMachine,
+    channels: Arc<PeerChannels>,
+}
+
+const BACKOFF_START_MS: u64 = 20;
+const BACKOFF_MAX_MS: u64 = 400;
+
+impl RaftNode {
+    pub async fn start(
+        id: NodeId,
+        info: NodeInfo,
+        db: Db,
+        tuning: &RaftTuning,
+        channels: Arc<PeerChannels>,
+    ) -> Result<RaftNode, NodeError> {
+        let config = Arc::new(tuning.to_config().map_err(|e| NodeError::InvalidArgument(e.to_string()))?);
+        let sm = StateMachine::new(db.clone());
+        let raft = Raft::new(
+            id,
+            config,
+            NetworkFactory::new(channels.clone()),
+            LogStore::new(db),
+            SmStore::new(sm.clone()),
+        )
+        .await
+        .map_err(|e| NodeError::Fatal(e.to_string()))?;
+        Ok(RaftNode { id, info, raft, sm, channels })
+    }
+
+    /// Initializes a brand-new cluster with these voters. Does nothing (and
+    /// returns false) if this node already belongs to an initialized cluster.
+    pub async fn initialize(&self, members: BTreeMap<NodeId, NodeInfo>) -> Result<bool, NodeError> {
+        if self.raft.is_initialized().await.map_err(|e| NodeError::Fatal(e.to_string()))? {
+            return Ok(false);
+        }
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(true),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),
+            Err(RaftError::APIError(e)) => Err(NodeError::InvalidArgument(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(NodeError::Fatal(e.to_string())),
+        }
+    }
+
+    /// Proposes a command and waits for it to be applied, on whichever node
+    /// leads. Retries through elections until `budget` runs out.
+    pub async fn write(&self, cmd: Command, budget: Duration) -> Result<(LogId, Response), NodeError> {
+        let started = Instant::now();
+        let res = timeout(budget, self.propose(Forwarded::Write(cmd))).await;
+        metrics::histogram!("strongbox_write_seconds").record(started.elapsed().as_secs_f64());
+        res.map_err(|_| NodeError::Timeout(budget.as_millis(), "the write to commit"))?
+    }
+
+    pub async fn change_membership(&self, op: MembershipOp, budget: Duration) -> Result<LogId, NodeError> {
+        timeout(budget, self.propose(Forwarded::Membership(op)))
+            .await
+            .map_err(|_| NodeError::Timeout(budget.as_millis(), "the membership change"))?
+            .map(|(log_id, _)| log_id)
+    }
+
+    async fn propose(&self, fwd: Forwarded) -> Result<(LogId, Response), NodeError> {
+        let mut backoff_ms = BACKOFF_START_MS;
+        loop {
+            let res = match &fwd {
+                Forwarded::Write(cmd) => self.raft.client_write(cmd.clone()).await,
+                Forwarded::Membership(op) => self.apply_membership_local(op.clone()).await,
+            };
+            let leader = match res {
+                Ok(r) => return Ok((r.log_id, r.data)),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_id.zip(f.leader_node),
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                    return Err(NodeError::Refused(e.to_string()))
+                }
+                Err(RaftError::Fatal(e)) => return Err(NodeError::Fatal(e.to_string())),
+            };
+            if let Some((leader_id, node)) = leader.filter(|(l, _)| *l != self.id) {
+                metrics::counter!("strongbox_forwarded_total").increment(1);
+                match self.forward_to(&node, &fwd).await {
+                    Ok(ForwardReply::Applied { log_id, response }) => return Ok((log_id, response)),
+                    Ok(ForwardReply::Refused { message }) => return Err(NodeError::Refused(message)),
+                    Ok(ForwardReply::NotLeader { .. }) | Ok(ForwardReply::Fatal { .. }) => {}
+                    Err(status) => {
+                        tracing::debug!(leader_id, %status, "forward to leader failed; retrying");
+                    }
+                }
+            }
+            // Leader unknown or changing: the same command (same request id)
+            // is proposed again; apply deduplicates it if the first attempt won.
+            sleep(Duration::from_millis(backoff_ms)).await;
+            backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
+        }
+    }
+
+    async fn forward_to(&self, leader: &NodeInfo, fwd: &Forwarded) -> Result<ForwardReply, tonic::Status> {
+        let mut client = self
+            .channels
+            .client(&leader.raft_addr)
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let reply = client.forward(wire::encode(fwd)).await?;
+        wire::decode(reply.get_ref())
+    }
+
+    /// Runs a membership change on this node (which must lead).
+    pub async fn apply_membership_local(
+        &self,
+        op: MembershipOp,
+    ) -> Result<ClientWriteResponse<TypeConfig>, RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>> {
+        match op {
+            MembershipOp::AddLearner { id, node } => self.raft.add_learner(id, node, true).await,
+            MembershipOp::Promote { id } => {
+                self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await
+            }
+            MembershipOp::Remove { id } => {
+                let is_voter = self.raft.metrics().borrow().membership_config.membership().voter_ids().any(|v| v == id);
+                let change = if is_voter {
+                    ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+                } else {
+                    ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+                };
+                self.raft.change_membership(change, false).await
+            }
+        }
+    }
+
+    /// On the leader: confirms leadership with a quorum (one heartbeat round)
+    /// and returns the index a linearizable read must see applied.
+    pub async fn leader_read_index(&self) -> Result<u64, NodeError> {
+        let mut backoff_ms = BACKOFF_START_MS;
+        for _ in 0..5 {
+            match self.raft.get_read_log_id().await {
+                Ok((read, _applied)) => return Ok(read.map_or(0, |l| l.index)),
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
+                    return Err(NodeError::Refused("not the leader".into()))
+                }
+                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+                    tracing::debug!(%e, "read index: quorum not reached; retrying");
+                }
+                Err(RaftError::Fatal(e)) => return Err(NodeError::Fatal(e.to_string())),
+            }
+            sleep(Duration::from_millis(backoff_ms)).await;
+            backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
+        }
+        Err(NodeError::NoLeader)
+    }
+
+    /// Read index from whoever leads: locally, or over the peer port.
+    async fn read_index(&self) -> Result<u64, NodeError> {
+        let mut backoff_ms = BACKOFF_START_MS;
+        loop {
+            let leader = {
+                let m = self.raft.metrics().borrow().clone();
+                m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned().map(|n| (l, n)))
+            };
+            match leader {
+                Some((l, _)) if l == self.id => match self.leader_read_index().await {
+                    Err(NodeError::Refused(_)) => {}
+                    other => return other,
+                },
+                Some((_, node)) => {
+                    let reply = match self.channels.client(&node.raft_addr) {
+                        Ok(mut c) => c.read_index(ReadIndexRequest {}).await,
+                        Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+                    };
+                    match reply {
+                        Ok(r) => return Ok(r.into_inner().index),
+                        Err(s) => tracing::debug!(%s, "read index from leader failed; retrying"),
+                    }
+                }
+                None => {}
+            }
+            sleep(Duration::from_millis(backoff_ms)).await;
+            backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
+        }
+    }
+
+    /// Waits until a read on this node may be served: after a linearizable
+    /// barrier (if asked) and once `min_revision` is applied here.
+    pub async fn read_barrier(&self, linearizable: bool, min_revision: u64, budget: Duration) -> Result<(), NodeError> {
+        let deadline = Instant::now() + budget;
+        if linearizable {
+            let index = timeout(budget, self.read_index())
+                .await
+                .map_err(|_| NodeError::Timeout(budget.as_millis(), "a quorum to confirm the leader"))??;
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.raft
+                .wait(Some(left))
+                .applied_index_at_least(Some(index), "linearizable read")
+                .await
+                .map_err(|_| NodeError::Timeout(budget.as_millis(), "this node to apply up to the read index"))?;
+        }
+        if min_revision > 0 {
+            let sm = self.sm.clone();
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.raft
+                .wait(Some(left))
+                .metrics(move |_| sm.revision().map_or(false, |r| r >= min_revision), "min_revision")
+                .await
+                .map_err(|_| NodeError::Timeout(budget.as_millis(), "this node to reach min_revision"))?;
+        }
+        Ok(())
+    }
+
+    /// Asks `to` to campaign, then waits until it leads. openraft 0.9 has no
+    /// leadership-transfer API; an up-to-date node that starts an election
+    /// with a higher term wins it.
+    pub async fn transfer_leader(&self, to: NodeId, budget: Duration) -> Result<Option<NodeId>, NodeError> {
+        let node = {
+            let m = self.raft.metrics().borrow().clone();
+            let membership = m.membership_config.membership();
+            if !membership.voter_ids().any(|v| v == to) {
+                return Err(NodeError::InvalidArgument(format!("id: node {to} is not a voter")));
+            }
+            membership.get_node(&to).cloned().expect("voters have node info")
+        };
+        if to == self.id {
+            self.raft.trigger().elect().await.map_err(|e| NodeError::Fatal(e.to_string()))?;
+        } else {
+            let mut c = self.channels.client(&node.raft_addr).map_err(|e| NodeError::Refused(e.to_string()))?;
+            c.trigger_election(strongbox_proto::raft::v1::Empty {})
+                .await
+                .map_err(|s| NodeError::Refused(format!("node {to} did not start an election: {}", s.message())))?;
+        }
+        let m = self
+            .raft
+            .wait(Some(budget))
+            .metrics(move |m| m.current_leader == Some(to), "leader transfer")
+            .await
+            .map_err(|_| NodeError::Timeout(budget.as_millis(), "the new leader"))?;
+        Ok(m.current_leader)
+    }
+
+    pub async fn status(&self) -> Result<NodeStatus, NodeError> {
+        let m = self.raft.metrics().borrow().clone();
+        let committed = self
+            .raft
+            .with_raft_state(|s| s.committed.map_or(0, |l| l.index))
+            .await
+            .map_err(|e| NodeError::Fatal(e.to_string()))?;
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| {
+                let matched = m.replication.as_ref().and_then(|r| r.get(id)).and_then(|l| l.map(|l| l.index));
+                (*id, node.clone(), voters.contains(id), matched)
+            })
+            .collect();
+        Ok(NodeStatus {
+            id: self.id,
+            state: m.state,
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            committed_index: committed,
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            snapshot_index: m.snapshot.map_or(0, |l| l.index),
+            purged_index: m.purged.map_or(0, |l| l.index),
+            revision: self.sm.revision().map_err(|e| NodeError::Fatal(e.to_string()))?,
+            members,
+        })
+    }
+}

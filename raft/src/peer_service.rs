@@ -1,0 +1,70 @@
+//! The peer port's gRPC service: Raft RPCs in, forwarded writes and read-index
+//! requests from followers. Reachable only by holders of a cluster certificate.
+
+use openraft::error::{ClientWriteError, RaftError};
+use strongbox_proto::raft::v1::raft_peer_server::RaftPeer;
+use strongbox_proto::raft::v1::{Empty, Payload, ReadIndexRequest, ReadIndexResponse};
+use tonic::{Request, Response, Status};
+
+use crate::node::RaftNode;
+use crate::wire::{self, ForwardReply, Forwarded};
+
+pub struct PeerService {
+    node: RaftNode,
+}
+
+impl PeerService {
+    pub fn new(node: RaftNode) -> Self {
+        PeerService { node }
+    }
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn append_entries(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc = wire::decode(req.get_ref())?;
+        let res = self.node.raft.append_entries(rpc).await;
+        Ok(Response::new(wire::encode(&res)))
+    }
+
+    async fn vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc = wire::decode(req.get_ref())?;
+        let res = self.node.raft.vote(rpc).await;
+        Ok(Response::new(wire::encode(&res)))
+    }
+
+    async fn install_snapshot(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc = wire::decode(req.get_ref())?;
+        let res = self.node.raft.install_snapshot(rpc).await;
+        Ok(Response::new(wire::encode(&res)))
+    }
+
+    async fn forward(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let fwd: Forwarded = wire::decode(req.get_ref())?;
+        let res = match fwd {
+            Forwarded::Write(cmd) => self.node.raft.client_write(cmd).await,
+            Forwarded::Membership(op) => self.node.apply_membership_local(op).await,
+        };
+        let reply = match res {
+            Ok(r) => ForwardReply::Applied { log_id: r.log_id, response: r.data },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => ForwardReply::NotLeader {
+                leader: f.leader_id.zip(f.leader_node),
+            },
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                ForwardReply::Refused { message: e.to_string() }
+            }
+            Err(RaftError::Fatal(f)) => ForwardReply::Fatal { message: f.to_string() },
+        };
+        Ok(Response::new(wire::encode(&reply)))
+    }
+
+    async fn read_index(&self, _req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+        let index = self.node.leader_read_index().await.map_err(Status::from)?;
+        Ok(Response::new(ReadIndexResponse { index }))
+    }
+
+    async fn trigger_election(&self, _req: Request<Empty>) -> Result<Response<Empty>, Status> {
+        self.node.raft.trigger().elect().await.map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(Empty {}))
+    }
+}

@@ -1,0 +1,32 @@
+use serde::{Deserialize, Serialize};
+
+use super::{validate_secret_path, CommandError, ErrorCode, Outcome, SecretMeta};
+use crate::layout::Cf;
+use crate::state_machine::Tx;
+use crate::DbError;
+
+/// Soft-deletes the latest version of a secret: reads of the latest version
+/// answer not-found, older versions stay readable, and a later put revives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteSecret {
+    pub path: String,
+}
+
+impl DeleteSecret {
+    pub fn validate(&self) -> Result<(), CommandError> {
+        validate_secret_path(&self.path)
+    }
+
+    pub(crate) fn apply(&self, tx: &mut Tx<'_>) -> Result<Result<Outcome, CommandError>, DbError> {
+        let key = self.path.as_bytes();
+        let meta: Option<SecretMeta> = tx.get(Cf::Secrets, key)?;
+        let Some(mut meta) = meta.filter(|m| !m.deleted) else {
+            return Ok(Err(CommandError::new(ErrorCode::NotFound, format!("no secret at {}", self.path))));
+        };
+        meta.deleted = true;
+        meta.updated_revision = tx.next_revision();
+        meta.updated_ms = tx.clock_ms();
+        tx.put(Cf::Secrets, key, &meta);
+        Ok(Ok(Outcome::SecretDeleted { version: meta.latest_version }))
+    }
+}

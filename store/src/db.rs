@@ -1,0 +1,202 @@
+//! A thin wrapper around RocksDB that forces every value through the codec
+//! and every record through one serialisation (postcard). The raw handle never
+//! leaves this module.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec::{Codec, CodecError};
+use crate::layout::Cf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("undecodable record in column family {cf}: {reason}")]
+    Decode { cf: &'static str, reason: String },
+}
+
+struct Inner {
+    db: DB,
+    codec: Codec,
+}
+
+/// A shared handle to the node's database.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+impl Db {
+    pub fn open(path: &Path, codec: Codec) -> Result<Db, DbError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::None);
+        // Bounded background work on a 2-core box.
+        opts.increase_parallelism(2);
+        opts.set_max_background_jobs(2);
+        let cfs = Cf::ALL.iter().map(|cf| {
+            let mut o = Options::default();
+            o.set_compression_type(rocksdb::DBCompressionType::None);
+            ColumnFamilyDescriptor::new(cf.name(), o)
+        });
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        Ok(Db { inner: Arc::new(Inner { db, codec }) })
+    }
+
+    fn handle(&self, cf: Cf) -> &rocksdb::ColumnFamily {
+        // Every Cf is created at open: a missing handle is a programming error.
+        self.inner.db.cf_handle(cf.name()).expect("column family created at open")
+    }
+
+    pub fn codec(&self) -> &Codec {
+        &self.inner.codec
+    }
+
+    pub fn get_raw(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
+        match self.inner.db.get_pinned_cf(self.handle(cf), key)? {
+            None => Ok(None),
+            Some(sealed) => Ok(Some(self.inner.codec.open(cf, key, &sealed)?)),
+        }
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, cf: Cf, key: &[u8]) -> Result<Option<T>, DbError> {
+        match self.get_raw(cf, key)? {
+            None => Ok(None),
+            Some(plain) => Ok(Some(decode(cf, &plain)?)),
+        }
+    }
+
+    /// Records with `from <= key < to` (or to the end), in key order, at most `limit`.
+    pub fn scan_raw(
+        &self,
+        cf: Cf,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DbError> {
+        let mut out = Vec::new();
+        let iter = self.inner.db.iterator_cf(self.handle(cf), IteratorMode::From(from, Direction::Forward));
+        for item in iter {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            if let Some(to) = to {
+                if &*k >= to {
+                    break;
+                }
+            }
+            let plain = self.inner.codec.open(cf, &k, &v)?;
+            out.push((k.into_vec(), plain));
+        }
+        Ok(out)
+    }
+
+    pub fn scan<T: DeserializeOwned>(
+        &self,
+        cf: Cf,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, T)>, DbError> {
+        self.scan_raw(cf, from, to, limit)?
+            .into_iter()
+            .map(|(k, v)| Ok((k, decode(cf, &v)?)))
+            .collect()
+    }
+
+    /// The last record of a column family, if any.
+    pub fn last_raw(&self, cf: Cf) -> Result<Option<(Vec<u8>, Vec<u8>)>, DbError> {
+        let mut iter = self.inner.db.iterator_cf(self.handle(cf), IteratorMode::End);
+        match iter.next() {
+            None => Ok(None),
+            Some(item) => {
+                let (k, v) = item?;
+                let plain = self.inner.codec.open(cf, &k, &v)?;
+                Ok(Some((k.into_vec(), plain)))
+            }
+        }
+    }
+
+    pub fn batch(&self) -> Batch {
+        Batch { wb: WriteBatch::default(), db: self.clone() }
+    }
+
+    /// Writes a batch atomically. `sync` waits for fsync of the WAL.
+    pub fn write(&self, batch: Batch, sync: bool) -> Result<(), DbError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(sync);
+        self.inner.db.write_opt(batch.wb, &wo)?;
+        Ok(())
+    }
+
+    /// Visits every record of the given column families as of one point in
+    /// time (a RocksDB snapshot), values opened by the codec.
+    pub fn for_each_consistent(
+        &self,
+        cfs: &[Cf],
+        mut f: impl FnMut(Cf, &[u8], Vec<u8>) -> Result<(), DbError>,
+    ) -> Result<(), DbError> {
+        let snap = self.inner.db.snapshot();
+        for &cf in cfs {
+            for item in snap.iterator_cf(self.handle(cf), IteratorMode::Start) {
+                let (k, v) = item?;
+                let plain = self.inner.codec.open(cf, &k, &v)?;
+                f(cf, &k, plain)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An atomic group of writes, values sealed by the codec as they are added.
+pub struct Batch {
+    wb: WriteBatch,
+    db: Db,
+}
+
+impl Batch {
+    pub fn put_raw(&mut self, cf: Cf, key: &[u8], plain: &[u8]) {
+        let sealed = self.db.inner.codec.seal(cf, key, plain);
+        self.wb.put_cf(self.db.handle(cf), key, sealed);
+    }
+
+    pub fn put<T: Serialize>(&mut self, cf: Cf, key: &[u8], value: &T) {
+        self.put_raw(cf, key, &encode(value));
+    }
+
+    pub fn delete(&mut self, cf: Cf, key: &[u8]) {
+        self.wb.delete_cf(self.db.handle(cf), key);
+    }
+
+    /// Deletes `from <= key < to`.
+    pub fn delete_range(&mut self, cf: Cf, from: &[u8], to: &[u8]) {
+        self.wb.delete_range_cf(self.db.handle(cf), from, to);
+    }
+
+    pub fn len(&self) -> usize {
+        self.wb.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.wb.is_empty()
+    }
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // postcard cannot fail on our own plain data types (no maps with
+    // non-string keys issues, no unsized sequences).
+    postcard::to_stdvec(value).expect("postcard encodes plain data")
+}
+
+pub fn decode<T: DeserializeOwned>(cf: Cf, bytes: &[u8]) -> Result<T, DbError> {
+    postcard::from_bytes(bytes).map_err(|e| DbError::Decode { cf: cf.name(), reason: e.to_string() })
+}

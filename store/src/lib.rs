@@ -1,0 +1,19 @@
+//! The deterministic state machine of strongbox and everything it keeps on disk.
+//!
+//! `store` knows nothing of networking or Raft: it is handed commands that
+//! already carry their time and ids, applies them in order, and persists the
+//! result in RocksDB. Every byte that reaches RocksDB goes through [`codec`],
+//! the single seam where encryption at rest plugs in.
+
+pub mod codec;
+pub mod command;
+pub mod db;
+pub mod layout;
+pub mod limits;
+pub mod snapshot;
+pub mod state_machine;
+
+pub use command::{Command, CommandError, ErrorCode, Op, Response};
+pub use db::{Batch, Db, DbError};
+pub use layout::Cf;
+pub use state_machine::{ApplyBatch, StateMachine};

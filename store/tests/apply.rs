@@ -1,0 +1,151 @@
+//! Behaviour of the state machine: what applies, what must not.
+
+use strongbox_store::codec::Codec;
+use strongbox_store::command::{DeleteSecret, Outcome, PutSecret};
+use strongbox_store::snapshot::Image;
+use strongbox_store::{Command, Db, ErrorCode, Op, StateMachine};
+
+fn open() -> (tempfile::TempDir, StateMachine) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), Codec::plaintext()).unwrap();
+    (dir, StateMachine::new(db))
+}
+
+fn put(id: &str, t: u64, path: &str, value: &str, cas: Option<u64>) -> Command {
+    Command {
+        request_id: id.into(),
+        time_ms: t,
+        op: Op::PutSecret(PutSecret { path: path.into(), value: value.as_bytes().to_vec(), cas }),
+    }
+}
+
+fn apply_one(sm: &StateMachine, cmd: &Command) -> strongbox_store::Response {
+    let mut b = sm.begin().unwrap();
+    let r = b.apply(cmd).unwrap();
+    b.commit().unwrap();
+    r
+}
+
+#[test]
+fn put_then_get_versions_and_revision() {
+    let (_d, sm) = open();
+    let r1 = apply_one(&sm, &put("a", 1, "team/db", "v1", None));
+    assert_eq!(r1.result, Ok(Outcome::SecretWritten { version: 1 }));
+    assert_eq!(r1.revision, 1);
+    let r2 = apply_one(&sm, &put("b", 2, "team/db", "v2", None));
+    assert_eq!(r2.result, Ok(Outcome::SecretWritten { version: 2 }));
+    assert_eq!(sm.revision().unwrap(), 2);
+    assert_eq!(sm.get_secret("team/db", None).unwrap().unwrap().value, b"v2");
+    assert_eq!(sm.get_secret("team/db", Some(1)).unwrap().unwrap().value, b"v1");
+}
+
+#[test]
+fn duplicate_request_id_is_applied_once() {
+    let (_d, sm) = open();
+    let cmd = put("same-id", 5, "p", "x", None);
+    let first = apply_one(&sm, &cmd);
+    let again = apply_one(&sm, &cmd);
+    assert!(!first.deduplicated);
+    assert!(again.deduplicated);
+    assert_eq!(first.result, again.result);
+    assert_eq!(sm.revision().unwrap(), 1, "a retry must not change state");
+    assert_eq!(sm.get_secret("p", None).unwrap().unwrap().latest_version, 1);
+}
+
+#[test]
+fn duplicate_inside_one_batch_is_applied_once() {
+    let (_d, sm) = open();
+    let cmd = put("id", 5, "p", "x", None);
+    let mut b = sm.begin().unwrap();
+    b.apply(&cmd).unwrap();
+    let again = b.apply(&cmd).unwrap();
+    b.commit().unwrap();
+    assert!(again.deduplicated);
+    assert_eq!(sm.get_secret("p", None).unwrap().unwrap().latest_version, 1);
+}
+
+#[test]
+fn cas_admits_exactly_one_writer() {
+    let (_d, sm) = open();
+    let mut b = sm.begin().unwrap();
+    let wins: Vec<bool> = (0..5).map(|i| b.apply(&put(&format!("w{i}"), 1, "lock", "me", Some(0))).unwrap().result.is_ok()).collect();
+    b.commit().unwrap();
+    assert_eq!(wins.iter().filter(|w| **w).count(), 1);
+    let refused = apply_one(&sm, &put("late", 2, "lock", "me", Some(0)));
+    assert_eq!(refused.result.unwrap_err().code, ErrorCode::FailedPrecondition);
+    assert_eq!(sm.revision().unwrap(), 1, "refused CAS must not bump the revision");
+}
+
+#[test]
+fn batch_grouping_does_not_change_results() {
+    let cmds: Vec<Command> = (0..20).map(|i| put(&format!("r{}", i % 7), i, &format!("k{}", i % 3), "v", None)).collect();
+    let (_d1, one_by_one) = open();
+    let singles: Vec<_> = cmds.iter().map(|c| apply_one(&one_by_one, c)).collect();
+    let (_d2, batched) = open();
+    let mut b = batched.begin().unwrap();
+    let grouped: Vec<_> = cmds.iter().map(|c| b.apply(c).unwrap()).collect();
+    b.commit().unwrap();
+    assert_eq!(singles, grouped);
+    assert_eq!(one_by_one.revision().unwrap(), batched.revision().unwrap());
+}
+
+#[test]
+fn invalid_input_is_refused_and_changes_nothing() {
+    let (_d, sm) = open();
+    for bad in ["", "/lead", "trail/", "a//b", "sp ace"] {
+        let r = apply_one(&sm, &put(&format!("id{bad}"), 1, bad, "v", None));
+        assert_eq!(r.result.unwrap_err().code, ErrorCode::InvalidArgument, "path {bad:?}");
+    }
+    let big = "x".repeat(strongbox_store::limits::SECRET_VALUE_BYTES_MAX + 1);
+    assert!(apply_one(&sm, &put("big", 1, "ok", &big, None)).result.is_err());
+    assert_eq!(sm.revision().unwrap(), 0);
+    assert!(sm.get_secret("ok", None).unwrap().is_none());
+}
+
+#[test]
+fn soft_delete_hides_latest_keeps_history() {
+    let (_d, sm) = open();
+    apply_one(&sm, &put("a", 1, "p", "v1", None));
+    let del = Command { request_id: "d".into(), time_ms: 2, op: Op::DeleteSecret(DeleteSecret { path: "p".into() }) };
+    assert_eq!(apply_one(&sm, &del).result, Ok(Outcome::SecretDeleted { version: 1 }));
+    assert!(sm.get_secret("p", None).unwrap().is_none());
+    assert_eq!(sm.get_secret("p", Some(1)).unwrap().unwrap().value, b"v1");
+    let del2 = Command { request_id: "d2".into(), ..del };
+    assert_eq!(apply_one(&sm, &del2).result.unwrap_err().code, ErrorCode::NotFound);
+}
+
+#[test]
+fn old_versions_are_bounded() {
+    let (_d, sm) = open();
+    let max = strongbox_store::limits::SECRET_VERSIONS_MAX;
+    for i in 0..max + 3 {
+        apply_one(&sm, &put(&format!("id{i}"), i, "p", &i.to_string(), None));
+    }
+    assert!(sm.get_secret("p", Some(1)).unwrap().is_none());
+    assert!(sm.get_secret("p", Some(4)).unwrap().is_some());
+}
+
+#[test]
+fn request_ids_expire_after_window_by_state_machine_time() {
+    let (_d, sm) = open();
+    let w = strongbox_store::limits::DEDUP_WINDOW_MS;
+    apply_one(&sm, &put("id", 1, "p", "a", None));
+    apply_one(&sm, &put("other", 2 + w, "q", "b", None));
+    let late_retry = apply_one(&sm, &put("id", 3 + w, "p", "a", None));
+    assert!(!late_retry.deduplicated);
+    assert_eq!(sm.get_secret("p", None).unwrap().unwrap().latest_version, 2);
+}
+
+#[test]
+fn snapshot_image_roundtrip_replaces_state() {
+    let (_d1, a) = open();
+    apply_one(&a, &put("1", 1, "x", "from-a", None));
+    let image = Image::from_bytes(&Image::export(a.db()).unwrap().to_bytes()).unwrap();
+    let (_d2, b) = open();
+    apply_one(&b, &put("2", 1, "only-in-b", "gone", None));
+    apply_one(&b, &put("3", 1, "y", "gone", None));
+    image.install(b.db()).unwrap();
+    assert_eq!(b.get_secret("x", None).unwrap().unwrap().value, b"from-a");
+    assert!(b.get_secret("only-in-b", None).unwrap().is_none());
+    assert_eq!(b.revision().unwrap(), 1);
+}
