@@ -11,7 +11,11 @@ use crate::client::{default_profile_path, Profile};
 use crate::config::NodeConfig;
 
 #[derive(Parser, Debug)]
-#[command(name = "strongbox", version, about = "Replicated credential and transaction store")]
+#[command(
+    name = "strongbox",
+    version,
+    about = "Replicated credential and transaction store"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub conn: ConnArgs,
@@ -112,9 +116,13 @@ pub enum SecretsCmd {
 
 fn init_logging(json: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
     if json {
-        tracing_subscriber::fmt().with_env_filter(filter).json().init();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
@@ -123,7 +131,11 @@ fn init_logging(json: bool) {
 impl ConnArgs {
     pub fn profile(&self) -> anyhow::Result<Profile> {
         if !self.endpoint.is_empty() {
-            return Ok(Profile { endpoints: self.endpoint.clone(), ca_cert: self.ca.clone(), insecure: self.insecure });
+            return Ok(Profile {
+                endpoints: self.endpoint.clone(),
+                ca_cert: self.ca.clone(),
+                insecure: self.insecure,
+            });
         }
         let path = self.profile.clone().unwrap_or_else(default_profile_path);
         let mut p = Profile::load(&path)?;
@@ -166,26 +178,53 @@ async fn cluster(profile: Profile, cmd: ClusterCmd) -> anyhow::Result<()> {
     let mut client = ClusterClient::new(profile.connect().await?);
     match cmd {
         ClusterCmd::Status => {
-            let s = client.status(StatusRequest {}).await.map_err(status_err)?.into_inner();
-            println!("cluster: leader {}, term {}", s.leader_id.map_or("none".into(), |l| l.to_string()), s.term);
+            let s = client
+                .status(StatusRequest {})
+                .await
+                .map_err(status_err)?
+                .into_inner();
+            println!(
+                "cluster: leader {}, term {}",
+                s.leader_id.map_or("none".into(), |l| l.to_string()),
+                s.term
+            );
             println!(
                 "{:<4} {:<9} {:<22} {:<22} {:>9} {:>10} {:>9} {:>9} {:>9}",
-                "id", "role", "api", "raft", "last_log", "committed", "applied", "revision", "snapshot"
+                "id",
+                "role",
+                "api",
+                "raft",
+                "last_log",
+                "committed",
+                "applied",
+                "revision",
+                "snapshot"
             );
             for m in &s.members {
                 // Each member reports its own indexes; ask it directly.
                 let own = match profile.channel_to(&m.api_addr) {
                     Ok(ch) => {
-                        let call = ClusterClient::new(ch).status(StatusRequest {});
-                        tokio::time::timeout(std::time::Duration::from_secs(2), call).await.ok().and_then(|r| r.ok())
+                        let mut c = ClusterClient::new(ch);
+                        let call = c.status(StatusRequest {});
+                        tokio::time::timeout(std::time::Duration::from_secs(2), call)
+                            .await
+                            .ok()
+                            .and_then(|r| r.ok())
                     }
                     Err(_) => None,
                 };
                 match own.map(|r| r.into_inner()) {
                     Some(o) => println!(
                         "{:<4} {:<9} {:<22} {:<22} {:>9} {:>10} {:>9} {:>9} {:>9}",
-                        m.id, o.state, m.api_addr, m.raft_addr, o.last_log_index, o.committed_index,
-                        o.applied_index, o.revision, o.snapshot_index
+                        m.id,
+                        o.state,
+                        m.api_addr,
+                        m.raft_addr,
+                        o.last_log_index,
+                        o.committed_index,
+                        o.applied_index,
+                        o.revision,
+                        o.snapshot_index
                     ),
                     None => println!(
                         "{:<4} {:<9} {:<22} {:<22} {:>9}",
@@ -198,20 +237,40 @@ async fn cluster(profile: Profile, cmd: ClusterCmd) -> anyhow::Result<()> {
                 }
             }
         }
-        ClusterCmd::AddLearner { id, raft_addr, api_addr } => {
-            let r = client.add_learner(AddLearnerRequest { id, raft_addr, api_addr }).await.map_err(status_err)?;
+        ClusterCmd::AddLearner {
+            id,
+            raft_addr,
+            api_addr,
+        } => {
+            let r = client
+                .add_learner(AddLearnerRequest {
+                    id,
+                    raft_addr,
+                    api_addr,
+                })
+                .await
+                .map_err(status_err)?;
             print_members(&r.into_inner());
         }
         ClusterCmd::Promote { id } => {
-            let r = client.promote(PromoteRequest { id }).await.map_err(status_err)?;
+            let r = client
+                .promote(PromoteRequest { id })
+                .await
+                .map_err(status_err)?;
             print_members(&r.into_inner());
         }
         ClusterCmd::Remove { id } => {
-            let r = client.remove(RemoveRequest { id }).await.map_err(status_err)?;
+            let r = client
+                .remove(RemoveRequest { id })
+                .await
+                .map_err(status_err)?;
             print_members(&r.into_inner());
         }
         ClusterCmd::TransferLeader { id } => {
-            let r = client.transfer_leader(TransferLeaderRequest { id }).await.map_err(status_err)?;
+            let r = client
+                .transfer_leader(TransferLeaderRequest { id })
+                .await
+                .map_err(status_err)?;
             println!("leader is now {:?}", r.into_inner().leader_id);
         }
     }
@@ -221,17 +280,30 @@ async fn cluster(profile: Profile, cmd: ClusterCmd) -> anyhow::Result<()> {
 fn print_members(r: &MembershipResponse) {
     println!("membership at log index {}:", r.log_index);
     for m in &r.members {
-        println!("  {} {} api={} raft={}", m.id, if m.voter { "voter" } else { "learner" }, m.api_addr, m.raft_addr);
+        println!(
+            "  {} {} api={} raft={}",
+            m.id,
+            if m.voter { "voter" } else { "learner" },
+            m.api_addr,
+            m.raft_addr
+        );
     }
 }
 
 async fn secrets(profile: Profile, cmd: SecretsCmd) -> anyhow::Result<()> {
     let mut client = SecretsClient::new(profile.connect().await?);
     match cmd {
-        SecretsCmd::Put { path, value, cas, request_id } => {
+        SecretsCmd::Put {
+            path,
+            value,
+            cas,
+            request_id,
+        } => {
             let r = client
                 .put(PutSecretRequest {
-                    options: Some(WriteOptions { request_id: request_id.unwrap_or_default() }),
+                    options: Some(WriteOptions {
+                        request_id: request_id.unwrap_or_default(),
+                    }),
                     path,
                     value: value.into_bytes(),
                     cas,
@@ -239,13 +311,34 @@ async fn secrets(profile: Profile, cmd: SecretsCmd) -> anyhow::Result<()> {
                 .await
                 .map_err(status_err)?
                 .into_inner();
-            println!("version {} revision {}{}", r.version, r.revision, if r.deduplicated { " (deduplicated)" } else { "" });
+            println!(
+                "version {} revision {}{}",
+                r.version,
+                r.revision,
+                if r.deduplicated {
+                    " (deduplicated)"
+                } else {
+                    ""
+                }
+            );
         }
-        SecretsCmd::Get { path, version, local, min_revision } => {
-            let consistency = if local { Consistency::Local } else { Consistency::Linearizable };
+        SecretsCmd::Get {
+            path,
+            version,
+            local,
+            min_revision,
+        } => {
+            let consistency = if local {
+                Consistency::Local
+            } else {
+                Consistency::Linearizable
+            };
             let r = client
                 .get(GetSecretRequest {
-                    options: Some(ReadOptions { consistency: consistency as i32, min_revision }),
+                    options: Some(ReadOptions {
+                        consistency: consistency as i32,
+                        min_revision,
+                    }),
                     path,
                     version,
                 })
@@ -253,12 +346,17 @@ async fn secrets(profile: Profile, cmd: SecretsCmd) -> anyhow::Result<()> {
                 .map_err(status_err)?
                 .into_inner();
             println!("{}", String::from_utf8_lossy(&r.value));
-            eprintln!("(version {} of {}, revision {})", r.version, r.latest_version, r.revision);
+            eprintln!(
+                "(version {} of {}, revision {})",
+                r.version, r.latest_version, r.revision
+            );
         }
         SecretsCmd::Delete { path, request_id } => {
             let r = client
                 .delete(DeleteSecretRequest {
-                    options: Some(WriteOptions { request_id: request_id.unwrap_or_default() }),
+                    options: Some(WriteOptions {
+                        request_id: request_id.unwrap_or_default(),
+                    }),
                     path,
                 })
                 .await

@@ -65,8 +65,17 @@ pub fn prepare(
         std::fs::write(&ca_path, &pki.ca_cert_pem)?;
     }
     let addr = |offset: u64, id: u64| format!("127.0.0.1:{}", base_port as u64 + offset + id);
-    let members: BTreeMap<u64, Member> =
-        (1..=nodes).map(|id| (id, Member { raft_addr: addr(10, id), api_addr: addr(0, id) })).collect();
+    let members: BTreeMap<u64, Member> = (1..=nodes)
+        .map(|id| {
+            (
+                id,
+                Member {
+                    raft_addr: addr(10, id),
+                    api_addr: addr(0, id),
+                },
+            )
+        })
+        .collect();
     let mut out = Vec::new();
     for id in 1..=nodes {
         let cfg = NodeConfig {
@@ -101,7 +110,10 @@ pub fn prepare(
 
 /// Starts `strongbox serve --config` for one node, logging to `log`.
 pub fn spawn_node(exe: &Path, config: &Path, log: &Path) -> anyhow::Result<Child> {
-    let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
     let child = Command::new(exe)
         .arg("serve")
         .arg("--config")
@@ -119,7 +131,8 @@ pub async fn wait_for_leader(profile: &Profile, timeout: Duration) -> anyhow::Re
     loop {
         for ep in &profile.endpoints {
             if let Ok(ch) = profile.channel_to(ep) {
-                let call = ClusterClient::new(ch).status(StatusRequest {});
+                let mut c = ClusterClient::new(ch);
+                let call = c.status(StatusRequest {});
                 if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(1), call).await {
                     if let Some(l) = r.into_inner().leader_id {
                         return Ok(l);
@@ -142,7 +155,10 @@ pub async fn stop_child(child: &mut Child) {
             libc::kill(pid as i32, libc::SIGTERM);
         }
     }
-    if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .is_err()
+    {
         let _ = child.kill().await;
     }
 }
@@ -157,7 +173,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     if args.insecure {
         eprintln!("WARNING: --insecure: TLS is OFF on every port. Never use this outside a test.");
     }
-    let (configs, profile) = prepare(&dir, args.nodes, args.base_port, args.insecure, RaftSettings::default())?;
+    let (configs, profile) = prepare(
+        &dir,
+        args.nodes,
+        args.base_port,
+        args.insecure,
+        RaftSettings::default(),
+    )?;
     let exe = std::env::current_exe()?;
     let mut children = Vec::new();
     for (path, cfg) in &configs {
@@ -176,7 +198,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let profile_path = default_profile_path();
     profile.save(&profile_path)?;
 
-    println!("strongbox dev cluster is up: {} nodes, leader is node {leader}", configs.len());
+    println!(
+        "strongbox dev cluster is up: {} nodes, leader is node {leader}",
+        configs.len()
+    );
     for (_, cfg) in &configs {
         println!(
             "  node {}  client {}  peer {}  metrics http://{}/metrics  data {}",
@@ -191,7 +216,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     if let Some(ca) = &profile.ca_cert {
         println!("  CA certificate: {}", ca.display());
     }
-    println!("client profile written to {}; from another terminal:", profile_path.display());
+    println!(
+        "client profile written to {}; from another terminal:",
+        profile_path.display()
+    );
     println!("  strongbox cluster status");
     println!("  strongbox secrets put team-a/db/password s3cr3t");
     println!("  strongbox secrets get team-a/db/password");

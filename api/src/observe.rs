@@ -9,15 +9,20 @@ use tonic::{Code, Response, Status};
 use crate::limits::REQUEST_BYTES_MAX;
 
 /// Runs a handler, counting it by method and status code and timing it.
-pub async fn rpc<T>(method: &'static str, f: impl Future<Output = Result<T, Status>>) -> Result<Response<T>, Status> {
+pub async fn rpc<T>(
+    method: &'static str,
+    f: impl Future<Output = Result<T, Status>>,
+) -> Result<Response<T>, Status> {
     let started = Instant::now();
     let res = f.await;
     let code = match &res {
         Ok(_) => Code::Ok,
         Err(s) => s.code(),
     };
-    metrics::counter!("strongbox_rpc_total", "method" => method, "code" => format!("{code:?}")).increment(1);
-    metrics::histogram!("strongbox_rpc_seconds", "method" => method).record(started.elapsed().as_secs_f64());
+    metrics::counter!("strongbox_rpc_total", "method" => method, "code" => format!("{code:?}"))
+        .increment(1);
+    metrics::histogram!("strongbox_rpc_seconds", "method" => method)
+        .record(started.elapsed().as_secs_f64());
     res.map(Response::new)
 }
 
@@ -33,7 +38,9 @@ pub fn check_size<M: prost::Message>(msg: &M) -> Result<(), Status> {
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The client's idempotency key, or a fresh one.

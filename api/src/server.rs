@@ -26,11 +26,14 @@ use crate::services::secrets::SecretsService;
 /// Runs a node until `shutdown` resolves, then stops it cleanly.
 pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     if let Some(addr) = &cfg.metrics_addr {
-        let addr: SocketAddr = addr.parse().map_err(|e| anyhow::anyhow!("metrics_addr {addr:?}: {e}"))?;
+        let addr: SocketAddr = addr
+            .parse()
+            .map_err(|e| anyhow::anyhow!("metrics_addr {addr:?}: {e}"))?;
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(addr)
             .set_buckets(&[
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0, 10.0,
             ])?
             .install()
             .map_err(|e| anyhow::anyhow!("cannot start metrics endpoint on {addr}: {e}"))?;
@@ -50,7 +53,10 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         (None, false) => anyhow::bail!("no TLS configured and insecure is not set"),
     };
 
-    let info = NodeInfo { raft_addr: cfg.public_raft_addr(), api_addr: cfg.public_api_addr() };
+    let info = NodeInfo {
+        raft_addr: cfg.public_raft_addr(),
+        api_addr: cfg.public_api_addr(),
+    };
     let channels = PeerChannels::new(tls.as_ref().map(|t| t.peer_client()));
     let node = RaftNode::start(cfg.id, info, db, &cfg.raft.tuning(), channels).await?;
 
@@ -73,10 +79,10 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let peer_svc = RaftPeerServer::new(PeerService::new(node.clone()))
         .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
-    let peer_task = tokio::spawn(
-        peer.add_service(peer_svc)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(raft_listener), stopped(stop_rx.clone())),
-    );
+    let peer_task = tokio::spawn(peer.add_service(peer_svc).serve_with_incoming_shutdown(
+        TcpListenerStream::new(raft_listener),
+        stopped(stop_rx.clone()),
+    ));
 
     let (health, health_svc) = tonic_health::server::health_reporter();
     health.set_serving::<SecretsServer<SecretsService>>().await;
@@ -95,9 +101,18 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let api_task = tokio::spawn(
         api.add_service(health_svc)
             .add_service(reflection)
-            .add_service(SecretsServer::new(SecretsService::new(node.clone())).max_decoding_message_size(GRPC_DECODE_BYTES_MAX))
-            .add_service(ClusterServer::new(ClusterService::new(node.clone())).max_decoding_message_size(GRPC_DECODE_BYTES_MAX))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(api_listener), stopped(stop_rx.clone())),
+            .add_service(
+                SecretsServer::new(SecretsService::new(node.clone()))
+                    .max_decoding_message_size(GRPC_DECODE_BYTES_MAX),
+            )
+            .add_service(
+                ClusterServer::new(ClusterService::new(node.clone()))
+                    .max_decoding_message_size(GRPC_DECODE_BYTES_MAX),
+            )
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(api_listener),
+                stopped(stop_rx.clone()),
+            ),
     );
 
     tracing::info!(id = cfg.id, api = %cfg.api_addr, raft = %cfg.raft_addr, "node started");
@@ -118,14 +133,24 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
 /// The node with the smallest id among `initial_members` initializes a
 /// pristine cluster, exactly once; every other start is a no-op.
 async fn maybe_initialize(cfg: &NodeConfig, node: &RaftNode) -> anyhow::Result<()> {
-    let Some((&first, _)) = cfg.initial_members.first_key_value() else { return Ok(()) };
+    let Some((&first, _)) = cfg.initial_members.first_key_value() else {
+        return Ok(());
+    };
     if first != cfg.id {
         return Ok(());
     }
     let members: BTreeMap<u64, NodeInfo> = cfg
         .initial_members
         .iter()
-        .map(|(id, m)| (*id, NodeInfo { raft_addr: m.raft_addr.clone(), api_addr: m.api_addr.clone() }))
+        .map(|(id, m)| {
+            (
+                *id,
+                NodeInfo {
+                    raft_addr: m.raft_addr.clone(),
+                    api_addr: m.api_addr.clone(),
+                },
+            )
+        })
         .collect();
     if node.initialize(members).await? {
         tracing::info!(members = ?cfg.initial_members.keys().collect::<Vec<_>>(), "initialized a new cluster");
@@ -140,24 +165,37 @@ async fn export_raft_metrics(node: RaftNode) {
         {
             let m = rx.borrow_and_update().clone();
             metrics::gauge!("strongbox_raft_term").set(m.current_term as f64);
-            metrics::gauge!("strongbox_raft_is_leader")
-                .set(if m.state == openraft::ServerState::Leader { 1.0 } else { 0.0 });
-            metrics::gauge!("strongbox_raft_leader_id").set(m.current_leader.map_or(0.0, |l| l as f64));
+            metrics::gauge!("strongbox_raft_is_leader").set(
+                if m.state == openraft::ServerState::Leader {
+                    1.0
+                } else {
+                    0.0
+                },
+            );
+            metrics::gauge!("strongbox_raft_leader_id")
+                .set(m.current_leader.map_or(0.0, |l| l as f64));
             let last = m.last_log_index.unwrap_or(0);
             metrics::gauge!("strongbox_raft_last_log_index").set(last as f64);
-            metrics::gauge!("strongbox_raft_applied_index").set(m.last_applied.map_or(0.0, |l| l.index as f64));
-            metrics::gauge!("strongbox_raft_snapshot_index").set(m.snapshot.map_or(0.0, |l| l.index as f64));
+            metrics::gauge!("strongbox_raft_applied_index")
+                .set(m.last_applied.map_or(0.0, |l| l.index as f64));
+            metrics::gauge!("strongbox_raft_snapshot_index")
+                .set(m.snapshot.map_or(0.0, |l| l.index as f64));
             if let Some(repl) = &m.replication {
                 for (peer, matched) in repl.iter() {
                     let matched = matched.map_or(0, |l| l.index);
                     let peer = peer.to_string();
-                    metrics::gauge!("strongbox_raft_peer_matched_index", "peer" => peer.clone()).set(matched as f64);
+                    metrics::gauge!("strongbox_raft_peer_matched_index", "peer" => peer.clone())
+                        .set(matched as f64);
                     metrics::gauge!("strongbox_raft_peer_lag_entries", "peer" => peer)
                         .set(last.saturating_sub(matched) as f64);
                 }
             }
         }
-        if let Ok(committed) = node.raft.with_raft_state(|s| s.committed.map_or(0, |l| l.index)).await {
+        if let Ok(committed) = node
+            .raft
+            .with_raft_state(|s| s.committed.map_or(0, |l| l.index))
+            .await
+        {
             metrics::gauge!("strongbox_raft_committed_index").set(committed as f64);
         }
         if rx.changed().await.is_err() {

@@ -1,1 +1,1 @@
-
+//! Consistency harness for strongbox: built out by the harness issue.

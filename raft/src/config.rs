@@ -40,8 +40,7 @@ impl RaftTuning {
             heartbeat_interval: self.heartbeat_ms,
             election_timeout_min: self.election_timeout_min_ms,
             election_timeout_max: self.election_timeout_max_ms,
-            install_snapshot_timeout: 10_000,
-            send_snapshot_timeout: 30_000,
+            install_snapshot_timeout: 10_000, // per chunk; the 200 ms default is too tight
             max_payload_entries: APPEND_ENTRIES_MAX,
             snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_logs),

@@ -8,11 +8,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use serde::de::DeserializeOwned;
 use strongbox_proto::raft::v1::raft_peer_client::RaftPeerClient;
@@ -35,7 +38,10 @@ pub struct PeerChannels {
 impl PeerChannels {
     /// `tls: None` only behind the explicit `--insecure` flag.
     pub fn new(tls: Option<ClientTlsConfig>) -> Arc<Self> {
-        Arc::new(PeerChannels { tls, channels: Mutex::new(HashMap::new()) })
+        Arc::new(PeerChannels {
+            tls,
+            channels: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, tonic::transport::Error> {
@@ -78,7 +84,11 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
-        PeerClient { target, node: node.clone(), channels: self.channels.clone() }
+        PeerClient {
+            target,
+            node: node.clone(),
+            channels: self.channels.clone(),
+        }
     }
 }
 
@@ -105,9 +115,9 @@ fn map_status<E: std::error::Error>(status: tonic::Status, entries_hint: u64) ->
 
 impl PeerClient {
     fn client(&self) -> Result<RaftPeerClient<Channel>, tonic::Status> {
-        self.channels
-            .client(&self.node.raft_addr)
-            .map_err(|e| tonic::Status::unavailable(format!("bad peer address {}: {e}", self.node.raft_addr)))
+        self.channels.client(&self.node.raft_addr).map_err(|e| {
+            tonic::Status::unavailable(format!("bad peer address {}: {e}", self.node.raft_addr))
+        })
     }
 
     fn unwrap_remote<T: DeserializeOwned, E: std::error::Error + DeserializeOwned>(
@@ -118,7 +128,13 @@ impl PeerClient {
         let payload = reply.map_err(|s| map_status(s, entries_hint))?.into_inner();
         let res: Result<T, RaftError<NodeId, E>> =
             wire::decode(&payload).map_err(|s| RPCError::Network(NetworkError::new(&s)))?;
-        res.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
+        res.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                e,
+            ))
+        })
     }
 }
 
@@ -137,7 +153,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let hint = (rpc.entries.len() as u64 / 2).max(1);
         let mut client = self.client().map_err(|s| map_status(s, hint))?;
         let started = std::time::Instant::now();
-        let reply = client.append_entries(with_ttl(wire::encode(&rpc), &option)).await;
+        let reply = client
+            .append_entries(with_ttl(wire::encode(&rpc), &option))
+            .await;
         metrics::histogram!("strongbox_peer_rpc_seconds", "rpc" => "append_entries")
             .record(started.elapsed().as_secs_f64());
         self.unwrap_remote(reply, hint)
@@ -149,11 +167,17 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
         let mut client = self.client().map_err(|s| map_status(s, 1))?;
-        let reply = client.install_snapshot(with_ttl(wire::encode(&rpc), &option)).await;
+        let reply = client
+            .install_snapshot(with_ttl(wire::encode(&rpc), &option))
+            .await;
         self.unwrap_remote(reply, 1)
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> Result<VoteResponse<NodeId>, RpcErr> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcErr> {
         let mut client = self.client().map_err(|s| map_status(s, 1))?;
         let reply = client.vote(with_ttl(wire::encode(&rpc), &option)).await;
         self.unwrap_remote(reply, 1)

@@ -46,25 +46,42 @@ impl RaftPeer for PeerService {
             Forwarded::Membership(op) => self.node.apply_membership_local(op).await,
         };
         let reply = match res {
-            Ok(r) => ForwardReply::Applied { log_id: r.log_id, response: r.data },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => ForwardReply::NotLeader {
-                leader: f.leader_id.zip(f.leader_node),
+            Ok(r) => ForwardReply::Applied {
+                log_id: r.log_id,
+                response: r.data,
             },
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                ForwardReply::Refused { message: e.to_string() }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                ForwardReply::NotLeader {
+                    leader: f.leader_id.zip(f.leader_node),
+                }
             }
-            Err(RaftError::Fatal(f)) => ForwardReply::Fatal { message: f.to_string() },
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                ForwardReply::Refused {
+                    message: e.to_string(),
+                }
+            }
+            Err(RaftError::Fatal(f)) => ForwardReply::Fatal {
+                message: f.to_string(),
+            },
         };
         Ok(Response::new(wire::encode(&reply)))
     }
 
-    async fn read_index(&self, _req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+    async fn read_index(
+        &self,
+        _req: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
         let index = self.node.leader_read_index().await.map_err(Status::from)?;
         Ok(Response::new(ReadIndexResponse { index }))
     }
 
     async fn trigger_election(&self, _req: Request<Empty>) -> Result<Response<Empty>, Status> {
-        self.node.raft.trigger().elect().await.map_err(|e| Status::unavailable(e.to_string()))?;
+        self.node
+            .raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(Empty {}))
     }
 }

@@ -8,11 +8,14 @@ use strongbox_proto::raft::v1::Payload;
 use crate::types::{LogId, NodeId, NodeInfo};
 
 pub fn encode<T: Serialize>(v: &T) -> Payload {
-    Payload { data: postcard::to_stdvec(v).expect("postcard encodes openraft messages") }
+    Payload {
+        data: postcard::to_stdvec(v).expect("postcard encodes openraft messages"),
+    }
 }
 
 pub fn decode<T: DeserializeOwned>(p: &Payload) -> Result<T, tonic::Status> {
-    postcard::from_bytes(&p.data).map_err(|e| tonic::Status::invalid_argument(format!("undecodable peer payload: {e}")))
+    postcard::from_bytes(&p.data)
+        .map_err(|e| tonic::Status::invalid_argument(format!("undecodable peer payload: {e}")))
 }
 
 /// Membership changes, executed by the leader.
@@ -33,10 +36,19 @@ pub enum Forwarded {
 /// The leader's answer to a forwarded request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ForwardReply {
-    Applied { log_id: LogId, response: strongbox_store::Response },
+    Applied {
+        log_id: LogId,
+        response: strongbox_store::Response,
+    },
     /// This node is not the leader (any more); here is who is, if known.
-    NotLeader { leader: Option<(NodeId, NodeInfo)> },
+    NotLeader {
+        leader: Option<(NodeId, NodeInfo)>,
+    },
     /// Refused (e.g. a membership change already in progress).
-    Refused { message: String },
-    Fatal { message: String },
+    Refused {
+        message: String,
+    },
+    Fatal {
+        message: String,
+    },
 }

@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -48,12 +50,17 @@ impl Db {
             ColumnFamilyDescriptor::new(cf.name(), o)
         });
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(Db { inner: Arc::new(Inner { db, codec }) })
+        Ok(Db {
+            inner: Arc::new(Inner { db, codec }),
+        })
     }
 
     fn handle(&self, cf: Cf) -> &rocksdb::ColumnFamily {
         // Every Cf is created at open: a missing handle is a programming error.
-        self.inner.db.cf_handle(cf.name()).expect("column family created at open")
+        self.inner
+            .db
+            .cf_handle(cf.name())
+            .expect("column family created at open")
     }
 
     pub fn codec(&self) -> &Codec {
@@ -83,7 +90,10 @@ impl Db {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DbError> {
         let mut out = Vec::new();
-        let iter = self.inner.db.iterator_cf(self.handle(cf), IteratorMode::From(from, Direction::Forward));
+        let iter = self.inner.db.iterator_cf(
+            self.handle(cf),
+            IteratorMode::From(from, Direction::Forward),
+        );
         for item in iter {
             if out.len() >= limit {
                 break;
@@ -115,7 +125,10 @@ impl Db {
 
     /// The last record of a column family, if any.
     pub fn last_raw(&self, cf: Cf) -> Result<Option<(Vec<u8>, Vec<u8>)>, DbError> {
-        let mut iter = self.inner.db.iterator_cf(self.handle(cf), IteratorMode::End);
+        let mut iter = self
+            .inner
+            .db
+            .iterator_cf(self.handle(cf), IteratorMode::End);
         match iter.next() {
             None => Ok(None),
             Some(item) => {
@@ -127,7 +140,10 @@ impl Db {
     }
 
     pub fn batch(&self) -> Batch {
-        Batch { wb: WriteBatch::default(), db: self.clone() }
+        Batch {
+            wb: WriteBatch::default(),
+            db: self.clone(),
+        }
     }
 
     /// Writes a batch atomically. `sync` waits for fsync of the WAL.
@@ -198,5 +214,8 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 pub fn decode<T: DeserializeOwned>(cf: Cf, bytes: &[u8]) -> Result<T, DbError> {
-    postcard::from_bytes(bytes).map_err(|e| DbError::Decode { cf: cf.name(), reason: e.to_string() })
+    postcard::from_bytes(bytes).map_err(|e| DbError::Decode {
+        cf: cf.name(),
+        reason: e.to_string(),
+    })
 }

@@ -82,7 +82,11 @@ pub struct Response {
 impl Response {
     /// The response for log entries that carry no command (blank, membership).
     pub fn none(revision: u64) -> Response {
-        Response { revision, result: Ok(Outcome::None), deduplicated: false }
+        Response {
+            revision,
+            result: Ok(Outcome::None),
+            deduplicated: false,
+        }
     }
 }
 
@@ -113,7 +117,10 @@ pub enum ErrorCode {
 
 impl CommandError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        CommandError { code, message: message.into() }
+        CommandError {
+            code,
+            message: message.into(),
+        }
     }
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidArgument, message)

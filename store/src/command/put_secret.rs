@@ -1,6 +1,9 @@
 use serde::{Deserialize, Serialize};
 
-use super::{secret_version_key, validate_secret_path, CommandError, ErrorCode, Outcome, SecretMeta, SecretVersion};
+use super::{
+    secret_version_key, validate_secret_path, CommandError, ErrorCode, Outcome, SecretMeta,
+    SecretVersion,
+};
 use crate::layout::Cf;
 use crate::limits::{SECRET_VALUE_BYTES_MAX, SECRET_VERSIONS_MAX};
 use crate::state_machine::Tx;
@@ -46,10 +49,17 @@ impl PutSecret {
         tx.put(
             Cf::SecretVersions,
             &secret_version_key(&self.path, version),
-            &SecretVersion { value: self.value.clone(), created_ms: now_ms, revision },
+            &SecretVersion {
+                value: self.value.clone(),
+                created_ms: now_ms,
+                revision,
+            },
         );
         if version > SECRET_VERSIONS_MAX {
-            tx.delete(Cf::SecretVersions, &secret_version_key(&self.path, version - SECRET_VERSIONS_MAX));
+            tx.delete(
+                Cf::SecretVersions,
+                &secret_version_key(&self.path, version - SECRET_VERSIONS_MAX),
+            );
         }
         tx.put(
             Cf::Secrets,

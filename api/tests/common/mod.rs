@@ -1,0 +1,200 @@
+//! A real cluster of `strongbox serve` processes over real sockets and TLS.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use strongbox_api::client::Profile;
+use strongbox_api::config::{NodeConfig, RaftSettings};
+use strongbox_api::dev;
+use strongbox_proto::v1::cluster_client::ClusterClient;
+use strongbox_proto::v1::secrets_client::SecretsClient;
+use strongbox_proto::v1::*;
+use tokio::process::Child;
+use tonic::transport::Channel;
+
+/// Clusters are heavy on 2 cores: one at a time per test binary.
+pub static SERIAL: Mutex<()> = Mutex::new(());
+
+static NEXT_CLUSTER: AtomicU16 = AtomicU16::new(0);
+
+pub fn fast_raft() -> RaftSettings {
+    RaftSettings {
+        heartbeat_ms: 100,
+        election_timeout_min_ms: 600,
+        election_timeout_max_ms: 1200,
+        ..RaftSettings::default()
+    }
+}
+
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub configs: BTreeMap<u64, (PathBuf, NodeConfig)>,
+    pub children: BTreeMap<u64, Child>,
+    pub profile: Profile,
+}
+
+impl TestCluster {
+    pub async fn start(nodes: u64, raft: RaftSettings) -> TestCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let n = NEXT_CLUSTER.fetch_add(1, Ordering::SeqCst);
+        let base = 20_000 + (std::process::id() % 200) as u16 * 100 + n * 30;
+        let (configs, profile) = dev::prepare(dir.path(), nodes, base, false, raft).unwrap();
+        let configs: BTreeMap<u64, _> = configs.into_iter().map(|(p, c)| (c.id, (p, c))).collect();
+        let mut c = TestCluster {
+            dir,
+            configs,
+            children: BTreeMap::new(),
+            profile,
+        };
+        for id in c.configs.keys().copied().collect::<Vec<_>>() {
+            c.spawn(id);
+        }
+        c.wait_leader(Duration::from_secs(30)).await;
+        c
+    }
+
+    fn spawn(&mut self, id: u64) {
+        let (path, _) = &self.configs[&id];
+        let log = self.dir.path().join(format!("node{id}.log"));
+        let child =
+            dev::spawn_node(&PathBuf::from(env!("CARGO_BIN_EXE_strongbox")), path, &log).unwrap();
+        self.children.insert(id, child);
+    }
+
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node{id}.log"))).unwrap_or_default()
+    }
+
+    /// kill -9: no chance to flush anything.
+    pub async fn kill(&mut self, id: u64) {
+        let mut c = self.children.remove(&id).expect("running node");
+        c.kill().await.unwrap();
+    }
+
+    pub async fn stop(&mut self, id: u64) {
+        let mut c = self.children.remove(&id).expect("running node");
+        dev::stop_child(&mut c).await;
+    }
+
+    pub fn restart(&mut self, id: u64) {
+        assert!(!self.children.contains_key(&id));
+        self.spawn(id);
+    }
+
+    pub fn api_addr(&self, id: u64) -> String {
+        self.configs[&id].1.api_addr.clone()
+    }
+
+    pub fn raft_addr(&self, id: u64) -> String {
+        self.configs[&id].1.raft_addr.clone()
+    }
+
+    pub fn channel(&self, id: u64) -> Channel {
+        self.profile.channel_to(&self.api_addr(id)).unwrap()
+    }
+
+    pub fn secrets(&self, id: u64) -> SecretsClient<Channel> {
+        SecretsClient::new(self.channel(id))
+    }
+
+    pub fn cluster(&self, id: u64) -> ClusterClient<Channel> {
+        ClusterClient::new(self.channel(id))
+    }
+
+    pub async fn status(&self, id: u64) -> Option<StatusResponse> {
+        let mut c = self.cluster(id);
+        let call = c.status(StatusRequest {});
+        tokio::time::timeout(Duration::from_secs(2), call)
+            .await
+            .ok()?
+            .ok()
+            .map(|r| r.into_inner())
+    }
+
+    /// The leader as seen by a running node, once one is elected.
+    pub async fn wait_leader(&self, timeout: Duration) -> u64 {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            for id in self.children.keys() {
+                if let Some(s) = self.status(*id).await {
+                    if let Some(l) = s.leader_id.filter(|l| self.children.contains_key(l)) {
+                        return l;
+                    }
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no leader within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until node `id` has applied at least `index`.
+    pub async fn wait_applied(&self, id: u64, index: u64, timeout: Duration) -> StatusResponse {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.status(id).await {
+                if s.applied_index >= index {
+                    return s;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {id} did not apply {index} within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+pub fn put_req(path: &str, value: &str, request_id: &str) -> PutSecretRequest {
+    PutSecretRequest {
+        options: Some(WriteOptions {
+            request_id: request_id.into(),
+        }),
+        path: path.into(),
+        value: value.as_bytes().to_vec(),
+        cas: None,
+    }
+}
+
+pub fn get_req(path: &str, consistency: Consistency, min_revision: u64) -> GetSecretRequest {
+    GetSecretRequest {
+        options: Some(ReadOptions {
+            consistency: consistency as i32,
+            min_revision,
+        }),
+        path: path.into(),
+        version: 0,
+    }
+}
+
+/// Puts through node `id`, retrying while the cluster elects (same request
+/// id, so a retry never applies twice).
+pub async fn put_retry(
+    c: &TestCluster,
+    id: u64,
+    path: &str,
+    value: &str,
+    request_id: &str,
+) -> PutSecretResponse {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match c.secrets(id).put(put_req(path, value, request_id)).await {
+            Ok(r) => return r.into_inner(),
+            Err(s) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "put {path} via node {id} kept failing: {s:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Side-by-side write benchmark on this machine, one run: a three-node
+# strongbox cluster (TLS, fsync) and a three-node etcd 3.4 cluster (Debian's
+# etcd-server, loopback, no TLS), the same closed-loop put load at 1, 16 and
+# 64 clients. Prints markdown rows for BENCHMARKS.md.
+#
+#   benches/run.sh [duration_s]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${1:-10}"
+command -v etcd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server; }
+./scripts/setup.sh
+cargo build --bin strongbox --bin strongbox-bench
+BIN="${CARGO_TARGET_DIR:-target}/debug"
+WORK="$(mktemp -d /tmp/strongbox-bench.XXXXXX)"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+# strongbox: its own dev launcher, in a scratch dir, on ports 7600+.
+STRONGBOX_PROFILE="$WORK/profile.toml" "$BIN/strongbox" dev --dir "$WORK/sb" --base-port 7600 >"$WORK/dev.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 120); do grep -q "cluster is up" "$WORK/dev.log" && break; sleep 0.5; done
+grep -q "cluster is up" "$WORK/dev.log" || { cat "$WORK/dev.log"; exit 1; }
+
+# etcd: three members on loopback.
+cluster="e1=http://127.0.0.1:7711,e2=http://127.0.0.1:7712,e3=http://127.0.0.1:7713"
+for i in 1 2 3; do
+  etcd --name "e$i" --data-dir "$WORK/etcd$i" \
+    --listen-peer-urls "http://127.0.0.1:771$i" --initial-advertise-peer-urls "http://127.0.0.1:771$i" \
+    --listen-client-urls "http://127.0.0.1:770$i" --advertise-client-urls "http://127.0.0.1:770$i" \
+    --initial-cluster "$cluster" --initial-cluster-state new --log-level error >"$WORK/etcd$i.log" 2>&1 &
+  pids+=($!)
+done
+for _ in $(seq 1 60); do
+  ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:7701 endpoint health >/dev/null 2>&1 && break; sleep 0.5
+done
+
+echo "| system | clients | acked writes/s | p50 ms | p99 ms | p99.9 ms | errors |"
+echo "|---|---|---|---|---|---|---|"
+"$BIN/strongbox-bench" --target strongbox --endpoints 127.0.0.1:7601,127.0.0.1:7602,127.0.0.1:7603 \
+  --ca "$WORK/sb/ca.pem" --duration-s "$DURATION" --markdown
+"$BIN/strongbox-bench" --target etcd --endpoints 127.0.0.1:7701,127.0.0.1:7702,127.0.0.1:7703 \
+  --duration-s "$DURATION" --markdown
