@@ -155,8 +155,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(false);
             crate::dev::run(args).await
         }
-        Command::Cluster(cmd) => cluster(cli.conn.profile()?, cmd).await,
-        Command::Secrets(cmd) => secrets(cli.conn.profile()?, cmd).await,
+        Command::Cluster(cmd) => {
+            default_sigpipe();
+            cluster(cli.conn.profile()?, cmd).await
+        }
+        Command::Secrets(cmd) => {
+            default_sigpipe();
+            secrets(cli.conn.profile()?, cmd).await
+        }
+    }
+}
+
+/// Client commands end quietly when their output is piped into `head`
+/// (servers keep Rust's default of ignoring SIGPIPE).
+fn default_sigpipe() {
+    // SAFETY: resetting a signal disposition before any output is written.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -158,48 +158,34 @@ async fn maybe_initialize(cfg: &NodeConfig, node: &RaftNode) -> anyhow::Result<(
     Ok(())
 }
 
-/// Mirrors openraft's metrics into Prometheus gauges as they change.
+/// Mirrors openraft's metrics into Prometheus gauges once a second. (Not on
+/// every change: openraft's metrics change on every heartbeat ack, and
+/// reading the committed index itself touches the core.)
 async fn export_raft_metrics(node: RaftNode) {
-    let mut rx = node.raft.metrics();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        {
-            let m = rx.borrow_and_update().clone();
-            metrics::gauge!("strongbox_raft_term").set(m.current_term as f64);
-            metrics::gauge!("strongbox_raft_is_leader").set(
-                if m.state == openraft::ServerState::Leader {
-                    1.0
-                } else {
-                    0.0
-                },
-            );
-            metrics::gauge!("strongbox_raft_leader_id")
-                .set(m.current_leader.map_or(0.0, |l| l as f64));
-            let last = m.last_log_index.unwrap_or(0);
-            metrics::gauge!("strongbox_raft_last_log_index").set(last as f64);
-            metrics::gauge!("strongbox_raft_applied_index")
-                .set(m.last_applied.map_or(0.0, |l| l.index as f64));
-            metrics::gauge!("strongbox_raft_snapshot_index")
-                .set(m.snapshot.map_or(0.0, |l| l.index as f64));
-            if let Some(repl) = &m.replication {
-                for (peer, matched) in repl.iter() {
-                    let matched = matched.map_or(0, |l| l.index);
-                    let peer = peer.to_string();
-                    metrics::gauge!("strongbox_raft_peer_matched_index", "peer" => peer.clone())
-                        .set(matched as f64);
-                    metrics::gauge!("strongbox_raft_peer_lag_entries", "peer" => peer)
-                        .set(last.saturating_sub(matched) as f64);
-                }
+        tick.tick().await;
+        let m = node.raft.metrics().borrow().clone();
+        metrics::gauge!("strongbox_raft_term").set(m.current_term as f64);
+        metrics::gauge!("strongbox_raft_is_leader")
+            .set(if m.state == openraft::ServerState::Leader { 1.0 } else { 0.0 });
+        metrics::gauge!("strongbox_raft_leader_id").set(m.current_leader.map_or(0.0, |l| l as f64));
+        let last = m.last_log_index.unwrap_or(0);
+        metrics::gauge!("strongbox_raft_last_log_index").set(last as f64);
+        metrics::gauge!("strongbox_raft_applied_index").set(m.last_applied.map_or(0.0, |l| l.index as f64));
+        metrics::gauge!("strongbox_raft_snapshot_index").set(m.snapshot.map_or(0.0, |l| l.index as f64));
+        if let Some(repl) = &m.replication {
+            for (peer, matched) in repl.iter() {
+                let matched = matched.map_or(0, |l| l.index);
+                let peer = peer.to_string();
+                metrics::gauge!("strongbox_raft_peer_matched_index", "peer" => peer.clone()).set(matched as f64);
+                metrics::gauge!("strongbox_raft_peer_lag_entries", "peer" => peer).set(last.saturating_sub(matched) as f64);
             }
         }
-        if let Ok(committed) = node
-            .raft
-            .with_raft_state(|s| s.committed.map_or(0, |l| l.index))
-            .await
-        {
-            metrics::gauge!("strongbox_raft_committed_index").set(committed as f64);
-        }
-        if rx.changed().await.is_err() {
-            return;
+        match node.raft.with_raft_state(|s| s.committed.map_or(0, |l| l.index)).await {
+            Ok(committed) => metrics::gauge!("strongbox_raft_committed_index").set(committed as f64),
+            Err(_) => return,
         }
     }
 }
