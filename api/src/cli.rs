@@ -11,11 +11,7 @@ use crate::client::{default_profile_path, Profile};
 use crate::config::NodeConfig;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "strongbox",
-    version,
-    about = "Replicated credential and transaction store"
-)]
+#[command(name = "strongbox", version, about = "Replicated credential and transaction store")]
 pub struct Cli {
     #[command(flatten)]
     pub conn: ConnArgs,
@@ -116,13 +112,9 @@ pub enum SecretsCmd {
 
 fn init_logging(json: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
     if json {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .json()
-            .init();
+        tracing_subscriber::fmt().with_env_filter(filter).json().init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
@@ -193,11 +185,7 @@ async fn cluster(profile: Profile, cmd: ClusterCmd) -> anyhow::Result<()> {
     let mut client = ClusterClient::new(profile.connect().await?);
     match cmd {
         ClusterCmd::Status => {
-            let s = client
-                .status(StatusRequest {})
-                .await
-                .map_err(status_err)?
-                .into_inner();
+            let s = client.status(StatusRequest {}).await.map_err(status_err)?.into_inner();
             println!(
                 "cluster: leader {}, term {}",
                 s.leader_id.map_or("none".into(), |l| l.to_string()),
@@ -205,15 +193,7 @@ async fn cluster(profile: Profile, cmd: ClusterCmd) -> anyhow::Result<()> {
             );
             println!(
                 "{:<4} {:<9} {:<22} {:<22} {:>9} {:>10} {:>9} {:>9} {:>9}",
-                "id",
-                "role",
-                "api",
-                "raft",
-                "last_log",
-                "committed",
-                "applied",
-                "revision",
-                "snapshot"
+                "id", "role", "api", "raft", "last_log", "committed", "applied", "revision", "snapshot"
             );
             for m in &s.members {
                 // Each member reports its own indexes; ask it directly.
@@ -252,40 +232,23 @@ async fn cluster(profile: Profile, cmd: ClusterCmd) -> anyhow::Result<()> {
                 }
             }
         }
-        ClusterCmd::AddLearner {
-            id,
-            raft_addr,
-            api_addr,
-        } => {
+        ClusterCmd::AddLearner { id, raft_addr, api_addr } => {
             let r = client
-                .add_learner(AddLearnerRequest {
-                    id,
-                    raft_addr,
-                    api_addr,
-                })
+                .add_learner(AddLearnerRequest { id, raft_addr, api_addr })
                 .await
                 .map_err(status_err)?;
             print_members(&r.into_inner());
         }
         ClusterCmd::Promote { id } => {
-            let r = client
-                .promote(PromoteRequest { id })
-                .await
-                .map_err(status_err)?;
+            let r = client.promote(PromoteRequest { id }).await.map_err(status_err)?;
             print_members(&r.into_inner());
         }
         ClusterCmd::Remove { id } => {
-            let r = client
-                .remove(RemoveRequest { id })
-                .await
-                .map_err(status_err)?;
+            let r = client.remove(RemoveRequest { id }).await.map_err(status_err)?;
             print_members(&r.into_inner());
         }
         ClusterCmd::TransferLeader { id } => {
-            let r = client
-                .transfer_leader(TransferLeaderRequest { id })
-                .await
-                .map_err(status_err)?;
+            let r = client.transfer_leader(TransferLeaderRequest { id }).await.map_err(status_err)?;
             println!("leader is now {:?}", r.into_inner().leader_id);
         }
     }
@@ -308,17 +271,10 @@ fn print_members(r: &MembershipResponse) {
 async fn secrets(profile: Profile, cmd: SecretsCmd) -> anyhow::Result<()> {
     let mut client = SecretsClient::new(profile.connect().await?);
     match cmd {
-        SecretsCmd::Put {
-            path,
-            value,
-            cas,
-            request_id,
-        } => {
+        SecretsCmd::Put { path, value, cas, request_id } => {
             let r = client
                 .put(PutSecretRequest {
-                    options: Some(WriteOptions {
-                        request_id: request_id.unwrap_or_default(),
-                    }),
+                    options: Some(WriteOptions { request_id: request_id.unwrap_or_default() }),
                     path,
                     value: value.into_bytes(),
                     cas,
@@ -330,30 +286,14 @@ async fn secrets(profile: Profile, cmd: SecretsCmd) -> anyhow::Result<()> {
                 "version {} revision {}{}",
                 r.version,
                 r.revision,
-                if r.deduplicated {
-                    " (deduplicated)"
-                } else {
-                    ""
-                }
+                if r.deduplicated { " (deduplicated)" } else { "" }
             );
         }
-        SecretsCmd::Get {
-            path,
-            version,
-            local,
-            min_revision,
-        } => {
-            let consistency = if local {
-                Consistency::Local
-            } else {
-                Consistency::Linearizable
-            };
+        SecretsCmd::Get { path, version, local, min_revision } => {
+            let consistency = if local { Consistency::Local } else { Consistency::Linearizable };
             let r = client
                 .get(GetSecretRequest {
-                    options: Some(ReadOptions {
-                        consistency: consistency as i32,
-                        min_revision,
-                    }),
+                    options: Some(ReadOptions { consistency: consistency as i32, min_revision }),
                     path,
                     version,
                 })
@@ -361,17 +301,12 @@ async fn secrets(profile: Profile, cmd: SecretsCmd) -> anyhow::Result<()> {
                 .map_err(status_err)?
                 .into_inner();
             println!("{}", String::from_utf8_lossy(&r.value));
-            eprintln!(
-                "(version {} of {}, revision {})",
-                r.version, r.latest_version, r.revision
-            );
+            eprintln!("(version {} of {}, revision {})", r.version, r.latest_version, r.revision);
         }
         SecretsCmd::Delete { path, request_id } => {
             let r = client
                 .delete(DeleteSecretRequest {
-                    options: Some(WriteOptions {
-                        request_id: request_id.unwrap_or_default(),
-                    }),
+                    options: Some(WriteOptions { request_id: request_id.unwrap_or_default() }),
                     path,
                 })
                 .await

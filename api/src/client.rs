@@ -54,10 +54,8 @@ impl Profile {
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true);
         if !self.insecure {
-            let ca_path = self
-                .ca_cert
-                .as_ref()
-                .ok_or_else(|| anyhow::anyhow!("the profile names no ca_cert"))?;
+            let ca_path =
+                self.ca_cert.as_ref().ok_or_else(|| anyhow::anyhow!("the profile names no ca_cert"))?;
             let ca = std::fs::read(ca_path)
                 .map_err(|e| anyhow::anyhow!("cannot read CA {}: {e}", ca_path.display()))?;
             ep = ep.tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))?;
@@ -74,10 +72,7 @@ impl Profile {
                 Err(e) => last_err = Some(format!("{addr}: {e}")),
             }
         }
-        anyhow::bail!(
-            "no endpoint answered ({})",
-            last_err.unwrap_or_else(|| "no endpoints".into())
-        )
+        anyhow::bail!("no endpoint answered ({})", last_err.unwrap_or_else(|| "no endpoints".into()))
     }
 
     /// A channel to one specific endpoint, connected lazily.

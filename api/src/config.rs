@@ -92,8 +92,8 @@ impl NodeConfig {
     pub fn load(path: &Path) -> anyhow::Result<NodeConfig> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
-        let cfg: NodeConfig = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?;
+        let cfg: NodeConfig =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -115,15 +115,11 @@ impl NodeConfig {
     }
 
     pub fn public_api_addr(&self) -> String {
-        self.advertise_api_addr
-            .clone()
-            .unwrap_or_else(|| self.api_addr.clone())
+        self.advertise_api_addr.clone().unwrap_or_else(|| self.api_addr.clone())
     }
 
     pub fn public_raft_addr(&self) -> String {
-        self.advertise_raft_addr
-            .clone()
-            .unwrap_or_else(|| self.raft_addr.clone())
+        self.advertise_raft_addr.clone().unwrap_or_else(|| self.raft_addr.clone())
     }
 
     pub fn to_toml(&self) -> String {

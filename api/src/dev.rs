@@ -65,17 +65,8 @@ pub fn prepare(
         std::fs::write(&ca_path, &pki.ca_cert_pem)?;
     }
     let addr = |offset: u64, id: u64| format!("127.0.0.1:{}", base_port as u64 + offset + id);
-    let members: BTreeMap<u64, Member> = (1..=nodes)
-        .map(|id| {
-            (
-                id,
-                Member {
-                    raft_addr: addr(10, id),
-                    api_addr: addr(0, id),
-                },
-            )
-        })
-        .collect();
+    let members: BTreeMap<u64, Member> =
+        (1..=nodes).map(|id| (id, Member { raft_addr: addr(10, id), api_addr: addr(0, id) })).collect();
     let mut out = Vec::new();
     for id in 1..=nodes {
         let cfg = NodeConfig {
@@ -110,10 +101,7 @@ pub fn prepare(
 
 /// Starts `strongbox serve --config` for one node, logging to `log`.
 pub fn spawn_node(exe: &Path, config: &Path, log: &Path) -> anyhow::Result<Child> {
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)?;
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     let child = Command::new(exe)
         .arg("serve")
         .arg("--config")
@@ -155,10 +143,7 @@ pub async fn stop_child(child: &mut Child) {
             libc::kill(pid as i32, libc::SIGTERM);
         }
     }
-    if tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
         let _ = child.kill().await;
     }
 }
@@ -173,13 +158,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     if args.insecure {
         eprintln!("WARNING: --insecure: TLS is OFF on every port. Never use this outside a test.");
     }
-    let (configs, profile) = prepare(
-        &dir,
-        args.nodes,
-        args.base_port,
-        args.insecure,
-        RaftSettings::default(),
-    )?;
+    let (configs, profile) =
+        prepare(&dir, args.nodes, args.base_port, args.insecure, RaftSettings::default())?;
     let exe = std::env::current_exe()?;
     let mut children = Vec::new();
     for (path, cfg) in &configs {
@@ -198,10 +178,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let profile_path = default_profile_path();
     profile.save(&profile_path)?;
 
-    println!(
-        "strongbox dev cluster is up: {} nodes, leader is node {leader}",
-        configs.len()
-    );
+    println!("strongbox dev cluster is up: {} nodes, leader is node {leader}", configs.len());
     for (_, cfg) in &configs {
         println!(
             "  node {}  client {}  peer {}  metrics http://{}/metrics  data {}",
@@ -216,10 +193,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     if let Some(ca) = &profile.ca_cert {
         println!("  CA certificate: {}", ca.display());
     }
-    println!(
-        "client profile written to {}; from another terminal:",
-        profile_path.display()
-    );
+    println!("client profile written to {}; from another terminal:", profile_path.display());
     println!("  strongbox cluster status");
     println!("  strongbox secrets put team-a/db/password s3cr3t");
     println!("  strongbox secrets get team-a/db/password");

@@ -19,10 +19,8 @@ pub async fn rpc<T>(
         Ok(_) => Code::Ok,
         Err(s) => s.code(),
     };
-    metrics::counter!("strongbox_rpc_total", "method" => method, "code" => format!("{code:?}"))
-        .increment(1);
-    metrics::histogram!("strongbox_rpc_seconds", "method" => method)
-        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("strongbox_rpc_total", "method" => method, "code" => format!("{code:?}")).increment(1);
+    metrics::histogram!("strongbox_rpc_seconds", "method" => method).record(started.elapsed().as_secs_f64());
     res.map(Response::new)
 }
 
@@ -38,9 +36,7 @@ pub fn check_size<M: prost::Message>(msg: &M) -> Result<(), Status> {
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The client's idempotency key, or a fresh one.

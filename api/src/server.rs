@@ -26,14 +26,12 @@ use crate::services::secrets::SecretsService;
 /// Runs a node until `shutdown` resolves, then stops it cleanly.
 pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     if let Some(addr) = &cfg.metrics_addr {
-        let addr: SocketAddr = addr
-            .parse()
-            .map_err(|e| anyhow::anyhow!("metrics_addr {addr:?}: {e}"))?;
+        let addr: SocketAddr = addr.parse().map_err(|e| anyhow::anyhow!("metrics_addr {addr:?}: {e}"))?;
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(addr)
             .set_buckets(&[
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                1.0, 2.5, 5.0, 10.0,
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                5.0, 10.0,
             ])?
             .install()
             .map_err(|e| anyhow::anyhow!("cannot start metrics endpoint on {addr}: {e}"))?;
@@ -53,10 +51,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         (None, false) => anyhow::bail!("no TLS configured and insecure is not set"),
     };
 
-    let info = NodeInfo {
-        raft_addr: cfg.public_raft_addr(),
-        api_addr: cfg.public_api_addr(),
-    };
+    let info = NodeInfo { raft_addr: cfg.public_raft_addr(), api_addr: cfg.public_api_addr() };
     let channels = PeerChannels::new(tls.as_ref().map(|t| t.peer_client()));
     let node = RaftNode::start(cfg.id, info, db, &cfg.raft.tuning(), channels).await?;
 
@@ -79,10 +74,10 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let peer_svc = RaftPeerServer::new(PeerService::new(node.clone()))
         .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
-    let peer_task = tokio::spawn(peer.add_service(peer_svc).serve_with_incoming_shutdown(
-        incoming(raft_listener),
-        stopped(stop_rx.clone()),
-    ));
+    let peer_task = tokio::spawn(
+        peer.add_service(peer_svc)
+            .serve_with_incoming_shutdown(incoming(raft_listener), stopped(stop_rx.clone())),
+    );
 
     let (health, health_svc) = tonic_health::server::health_reporter();
     health.set_serving::<SecretsServer<SecretsService>>().await;
@@ -109,10 +104,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
                 ClusterServer::new(ClusterService::new(node.clone()))
                     .max_decoding_message_size(GRPC_DECODE_BYTES_MAX),
             )
-            .serve_with_incoming_shutdown(
-                incoming(api_listener),
-                stopped(stop_rx.clone()),
-            ),
+            .serve_with_incoming_shutdown(incoming(api_listener), stopped(stop_rx.clone())),
     );
 
     tracing::info!(id = cfg.id, api = %cfg.api_addr, raft = %cfg.raft_addr, "node started");
@@ -149,15 +141,7 @@ async fn maybe_initialize(cfg: &NodeConfig, node: &RaftNode) -> anyhow::Result<(
     let members: BTreeMap<u64, NodeInfo> = cfg
         .initial_members
         .iter()
-        .map(|(id, m)| {
-            (
-                *id,
-                NodeInfo {
-                    raft_addr: m.raft_addr.clone(),
-                    api_addr: m.api_addr.clone(),
-                },
-            )
-        })
+        .map(|(id, m)| (*id, NodeInfo { raft_addr: m.raft_addr.clone(), api_addr: m.api_addr.clone() }))
         .collect();
     if node.initialize(members).await? {
         tracing::info!(members = ?cfg.initial_members.keys().collect::<Vec<_>>(), "initialized a new cluster");
@@ -175,20 +159,16 @@ async fn export_raft_metrics(node: RaftNode) {
         tick.tick().await;
         let m = node.raft.metrics().borrow().clone();
         metrics::gauge!("strongbox_raft_term").set(m.current_term as f64);
-        metrics::gauge!("strongbox_raft_is_leader").set(
-            if m.state == openraft::ServerState::Leader {
-                1.0
-            } else {
-                0.0
-            },
-        );
+        metrics::gauge!("strongbox_raft_is_leader").set(if m.state == openraft::ServerState::Leader {
+            1.0
+        } else {
+            0.0
+        });
         metrics::gauge!("strongbox_raft_leader_id").set(m.current_leader.map_or(0.0, |l| l as f64));
         let last = m.last_log_index.unwrap_or(0);
         metrics::gauge!("strongbox_raft_last_log_index").set(last as f64);
-        metrics::gauge!("strongbox_raft_applied_index")
-            .set(m.last_applied.map_or(0.0, |l| l.index as f64));
-        metrics::gauge!("strongbox_raft_snapshot_index")
-            .set(m.snapshot.map_or(0.0, |l| l.index as f64));
+        metrics::gauge!("strongbox_raft_applied_index").set(m.last_applied.map_or(0.0, |l| l.index as f64));
+        metrics::gauge!("strongbox_raft_snapshot_index").set(m.snapshot.map_or(0.0, |l| l.index as f64));
         if let Some(repl) = &m.replication {
             for (peer, matched) in repl.iter() {
                 let matched = matched.map_or(0, |l| l.index);
@@ -199,14 +179,8 @@ async fn export_raft_metrics(node: RaftNode) {
                     .set(last.saturating_sub(matched) as f64);
             }
         }
-        match node
-            .raft
-            .with_raft_state(|s| s.committed.map_or(0, |l| l.index))
-            .await
-        {
-            Ok(committed) => {
-                metrics::gauge!("strongbox_raft_committed_index").set(committed as f64)
-            }
+        match node.raft.with_raft_state(|s| s.committed.map_or(0, |l| l.index)).await {
+            Ok(committed) => metrics::gauge!("strongbox_raft_committed_index").set(committed as f64),
             Err(_) => return,
         }
     }

@@ -4,8 +4,7 @@
 use std::path::Path;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType,
 };
 use strongbox_raft::network::PEER_TLS_NAME;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
@@ -18,9 +17,7 @@ pub struct LoadedTls {
 }
 
 pub fn load(files: &TlsFiles) -> anyhow::Result<LoadedTls> {
-    let read = |p: &Path| {
-        std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))
-    };
+    let read = |p: &Path| std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()));
     let ca = Certificate::from_pem(read(&files.ca_cert)?);
     let identity = Identity::from_pem(read(&files.cert)?, read(&files.key)?);
     Ok(LoadedTls { ca, identity })
@@ -35,9 +32,7 @@ impl LoadedTls {
 
     /// Peer port: mutual TLS; only certificates signed by the cluster CA.
     pub fn peer_server(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new()
-            .identity(self.identity.clone())
-            .client_ca_root(self.ca.clone())
+        ServerTlsConfig::new().identity(self.identity.clone()).client_ca_root(self.ca.clone())
     }
 
     /// Dialling peers: present our node certificate, trust only the cluster CA.
@@ -64,39 +59,26 @@ impl DevPki {
     pub fn new(common_name: &str) -> anyhow::Result<DevPki> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
+        params.distinguished_name.push(DnType::CommonName, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let cert = params.self_signed(&key)?;
         let ca_cert_pem = cert.pem();
-        Ok(DevPki {
-            ca_cert_pem,
-            issuer: Issuer::new(params, key),
-        })
+        Ok(DevPki { ca_cert_pem, issuer: Issuer::new(params, key) })
     }
 
     /// A node certificate valid for the peer name, localhost and the given
     /// IP addresses, usable as both TLS server and client.
     pub fn node_cert(&self, node_name: &str, ips: &[std::net::IpAddr]) -> anyhow::Result<NodeCert> {
         let key = KeyPair::generate()?;
-        let mut params =
-            CertificateParams::new(vec![PEER_TLS_NAME.to_string(), "localhost".to_string()])?;
+        let mut params = CertificateParams::new(vec![PEER_TLS_NAME.to_string(), "localhost".to_string()])?;
         for ip in ips {
             params.subject_alt_names.push(SanType::IpAddress(*ip));
         }
-        params
-            .distinguished_name
-            .push(DnType::CommonName, node_name);
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.distinguished_name.push(DnType::CommonName, node_name);
+        params.extended_key_usages =
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(NodeCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        Ok(NodeCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 }
 
@@ -104,12 +86,7 @@ impl DevPki {
 pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     f.write_all(contents.as_bytes())?;
     Ok(())
 }

@@ -60,9 +60,7 @@ impl Client {
         match self {
             Client::Strongbox(c) => {
                 c.put(PutSecretRequest {
-                    options: Some(WriteOptions {
-                        request_id: key.clone(),
-                    }),
+                    options: Some(WriteOptions { request_id: key.clone() }),
                     path: key,
                     value,
                     cas: None,
@@ -84,11 +82,8 @@ async fn connect(args: &Args, i: usize) -> anyhow::Result<Client> {
             let mut e = Endpoint::from_shared(format!("https://{ep}"))?.tcp_nodelay(true);
             match &args.ca {
                 Some(ca) => {
-                    let pem =
-                        std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-                    e = e.tls_config(
-                        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
-                    )?;
+                    let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+                    e = e.tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))?;
                 }
                 None => e = Endpoint::from_shared(format!("http://{ep}"))?.tcp_nodelay(true),
             }
@@ -101,11 +96,7 @@ async fn connect(args: &Args, i: usize) -> anyhow::Result<Client> {
     }
 }
 
-async fn run_level(
-    args: Arc<Args>,
-    clients: usize,
-    run_id: u64,
-) -> anyhow::Result<(Outcome, Duration)> {
+async fn run_level(args: Arc<Args>, clients: usize, run_id: u64) -> anyhow::Result<(Outcome, Duration)> {
     let mut conns = Vec::new();
     for i in 0..clients {
         conns.push(connect(&args, i).await?);
@@ -118,11 +109,8 @@ async fn run_level(
     for (i, mut c) in conns.into_iter().enumerate() {
         let value = value.clone();
         tasks.push(tokio::spawn(async move {
-            let mut out = Outcome {
-                ok: 0,
-                errors: 0,
-                hist: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap(),
-            };
+            let mut out =
+                Outcome { ok: 0, errors: 0, hist: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap() };
             let mut n = 0u64;
             loop {
                 let started = Instant::now();
@@ -136,9 +124,7 @@ async fn run_level(
                     match res {
                         Ok(()) => {
                             out.ok += 1;
-                            out.hist
-                                .record(started.elapsed().as_micros().max(1) as u64)
-                                .unwrap();
+                            out.hist.record(started.elapsed().as_micros().max(1) as u64).unwrap();
                         }
                         Err(_) => out.errors += 1,
                     }
@@ -147,11 +133,7 @@ async fn run_level(
             out
         }));
     }
-    let mut total = Outcome {
-        ok: 0,
-        errors: 0,
-        hist: Histogram::new_with_bounds(1, 60_000_000, 3)?,
-    };
+    let mut total = Outcome { ok: 0, errors: 0, hist: Histogram::new_with_bounds(1, 60_000_000, 3)? };
     for t in tasks {
         let o = t.await?;
         total.ok += o.ok;
@@ -165,9 +147,7 @@ async fn run_level(
 async fn main() -> anyhow::Result<()> {
     let args = Arc::new(Args::parse());
     anyhow::ensure!(!args.endpoints.is_empty(), "--endpoints is required");
-    let run_id = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
+    let run_id = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     for &n in &args.clients {
         let (o, d) = run_level(args.clone(), n, run_id * 1000 + n as u64).await?;
         let rate = o.ok as f64 / d.as_secs_f64();

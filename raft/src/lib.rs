@@ -9,6 +9,7 @@ pub mod log_store;
 pub mod network;
 pub mod node;
 pub mod peer_service;
+pub mod proposer;
 pub mod sm_store;
 pub mod types;
 pub mod wire;

@@ -25,11 +25,7 @@ pub struct LogStore {
     db: Db,
 }
 
-fn io_err(
-    subject: ErrorSubject<u64>,
-    verb: ErrorVerb,
-    e: impl std::error::Error + 'static,
-) -> StorageError {
+fn io_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
     StorageError::from_io_error(subject, verb, std::io::Error::other(e.to_string()))
 }
 
@@ -83,12 +79,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let end_key = end.map(u64_key);
         let rows = self
             .db
-            .scan::<Entry>(
-                Cf::Log,
-                &u64_key(start),
-                end_key.as_ref().map(|k| &k[..]),
-                usize::MAX,
-            )
+            .scan::<Entry>(Cf::Log, &u64_key(start), end_key.as_ref().map(|k| &k[..]), usize::MAX)
             .map_err(read_err)?;
         Ok(rows.into_iter().map(|(_, e)| e).collect())
     }
@@ -106,10 +97,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Some(e.log_id)
             }
         };
-        Ok(LogState {
-            last_purged_log_id,
-            last_log_id: last.or(last_purged_log_id),
-        })
+        Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -123,9 +111,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.db
-            .get(Cf::RaftMeta, KEY_VOTE)
-            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, e))
+        self.db.get(Cf::RaftMeta, KEY_VOTE).map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, e))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
@@ -133,24 +119,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // applied index on restart, which is always safe.
         let mut b = self.db.batch();
         b.put(Cf::RaftMeta, KEY_COMMITTED, &committed);
-        self.db
-            .write(b, false)
-            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))
+        self.db.write(b, false).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self
-            .db
-            .get::<Option<LogId>>(Cf::RaftMeta, KEY_COMMITTED)
-            .map_err(read_err)?
-            .flatten())
+        Ok(self.db.get::<Option<LogId>>(Cf::RaftMeta, KEY_COMMITTED).map_err(read_err)?.flatten())
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -178,8 +154,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         debug_assert!(
-            self.last_purged()?
-                .map_or(true, |p| p.index <= log_id.index),
+            self.last_purged()?.map_or(true, |p| p.index <= log_id.index),
             "purge only moves forward"
         );
         // One atomic batch: the purge marker and the deletion land together.

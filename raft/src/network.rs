@@ -9,8 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
-    Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -38,10 +37,7 @@ pub struct PeerChannels {
 impl PeerChannels {
     /// `tls: None` only behind the explicit `--insecure` flag.
     pub fn new(tls: Option<ClientTlsConfig>) -> Arc<Self> {
-        Arc::new(PeerChannels {
-            tls,
-            channels: Mutex::new(HashMap::new()),
-        })
+        Arc::new(PeerChannels { tls, channels: Mutex::new(HashMap::new()) })
     }
 
     pub fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, tonic::transport::Error> {
@@ -84,11 +80,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
-        PeerClient {
-            target,
-            node: node.clone(),
-            channels: self.channels.clone(),
-        }
+        PeerClient { target, node: node.clone(), channels: self.channels.clone() }
     }
 }
 
@@ -115,9 +107,9 @@ fn map_status<E: std::error::Error>(status: tonic::Status, entries_hint: u64) ->
 
 impl PeerClient {
     fn client(&self) -> Result<RaftPeerClient<Channel>, tonic::Status> {
-        self.channels.client(&self.node.raft_addr).map_err(|e| {
-            tonic::Status::unavailable(format!("bad peer address {}: {e}", self.node.raft_addr))
-        })
+        self.channels
+            .client(&self.node.raft_addr)
+            .map_err(|e| tonic::Status::unavailable(format!("bad peer address {}: {e}", self.node.raft_addr)))
     }
 
     fn unwrap_remote<T: DeserializeOwned, E: std::error::Error + DeserializeOwned>(
@@ -128,13 +120,7 @@ impl PeerClient {
         let payload = reply.map_err(|s| map_status(s, entries_hint))?.into_inner();
         let res: Result<T, RaftError<NodeId, E>> =
             wire::decode(&payload).map_err(|s| RPCError::Network(NetworkError::new(&s)))?;
-        res.map_err(|e| {
-            RPCError::RemoteError(RemoteError::new_with_node(
-                self.target,
-                self.node.clone(),
-                e,
-            ))
-        })
+        res.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
     }
 }
 
@@ -153,9 +139,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let hint = (rpc.entries.len() as u64 / 2).max(1);
         let mut client = self.client().map_err(|s| map_status(s, hint))?;
         let started = std::time::Instant::now();
-        let reply = client
-            .append_entries(with_ttl(wire::encode(&rpc), &option))
-            .await;
+        let reply = client.append_entries(with_ttl(wire::encode(&rpc), &option)).await;
         metrics::histogram!("strongbox_peer_rpc_seconds", "rpc" => "append_entries")
             .record(started.elapsed().as_secs_f64());
         self.unwrap_remote(reply, hint)
@@ -167,9 +151,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
         let mut client = self.client().map_err(|s| map_status(s, 1))?;
-        let reply = client
-            .install_snapshot(with_ttl(wire::encode(&rpc), &option))
-            .await;
+        let reply = client.install_snapshot(with_ttl(wire::encode(&rpc), &option)).await;
         self.unwrap_remote(reply, 1)
     }
 

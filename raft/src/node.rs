@@ -16,6 +16,7 @@ use tokio::time::{sleep, timeout, Instant};
 use crate::config::RaftTuning;
 use crate::log_store::LogStore;
 use crate::network::{NetworkFactory, PeerChannels};
+use crate::proposer::{ProposeError, Proposer};
 use crate::sm_store::SmStore;
 use crate::types::{LogId, NodeId, NodeInfo, Raft, TypeConfig};
 use crate::wire::{self, ForwardReply, Forwarded, MembershipOp};
@@ -28,6 +29,11 @@ pub enum NodeError {
     Timeout(u128, &'static str),
     #[error("{0}")]
     Refused(String),
+    #[error(
+        "the leader's write queue is full ({} pending); retry with backoff",
+        crate::proposer::PROPOSAL_QUEUE_MAX
+    )]
+    Overloaded,
     #[error("{0}")]
     InvalidArgument(String),
     #[error("this node has stopped: {0}")]
@@ -41,6 +47,7 @@ impl From<NodeError> for tonic::Status {
             NodeError::NoLeader => tonic::Status::unavailable(msg),
             NodeError::Timeout(..) => tonic::Status::deadline_exceeded(msg),
             NodeError::Refused(_) => tonic::Status::failed_precondition(msg),
+            NodeError::Overloaded => tonic::Status::resource_exhausted(msg),
             NodeError::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
             NodeError::Fatal(_) => tonic::Status::unavailable(msg),
         }
@@ -71,6 +78,7 @@ pub struct RaftNode {
     pub raft: Raft,
     pub sm: StateMachine,
     channels: Arc<PeerChannels>,
+    proposer: Proposer,
 }
 
 const BACKOFF_START_MS: u64 = 20;
@@ -84,11 +92,7 @@ impl RaftNode {
         tuning: &RaftTuning,
         channels: Arc<PeerChannels>,
     ) -> Result<RaftNode, NodeError> {
-        let config = Arc::new(
-            tuning
-                .to_config()
-                .map_err(|e| NodeError::InvalidArgument(e.to_string()))?,
-        );
+        let config = Arc::new(tuning.to_config().map_err(|e| NodeError::InvalidArgument(e.to_string()))?);
         let sm = StateMachine::new(db.clone());
         let raft = Raft::new(
             id,
@@ -99,24 +103,14 @@ impl RaftNode {
         )
         .await
         .map_err(|e| NodeError::Fatal(e.to_string()))?;
-        Ok(RaftNode {
-            id,
-            info,
-            raft,
-            sm,
-            channels,
-        })
+        let proposer = Proposer::start(raft.clone());
+        Ok(RaftNode { id, info, raft, sm, channels, proposer })
     }
 
     /// Initializes a brand-new cluster with these voters. Does nothing (and
     /// returns false) if this node already belongs to an initialized cluster.
     pub async fn initialize(&self, members: BTreeMap<NodeId, NodeInfo>) -> Result<bool, NodeError> {
-        if self
-            .raft
-            .is_initialized()
-            .await
-            .map_err(|e| NodeError::Fatal(e.to_string()))?
-        {
+        if self.raft.is_initialized().await.map_err(|e| NodeError::Fatal(e.to_string()))? {
             return Ok(false);
         }
         match self.raft.initialize(members).await {
@@ -129,54 +123,40 @@ impl RaftNode {
 
     /// Proposes a command and waits for it to be applied, on whichever node
     /// leads. Retries through elections until `budget` runs out.
-    pub async fn write(
-        &self,
-        cmd: Command,
-        budget: Duration,
-    ) -> Result<(LogId, Response), NodeError> {
+    pub async fn write(&self, cmd: Command, budget: Duration) -> Result<(LogId, Response), NodeError> {
         let started = Instant::now();
         let res = timeout(budget, self.propose(Forwarded::Write(cmd))).await;
         metrics::histogram!("strongbox_write_seconds").record(started.elapsed().as_secs_f64());
-        res.map_err(|_| NodeError::Timeout(budget.as_millis(), "the write to commit"))?
+        let (log_id, response) =
+            res.map_err(|_| NodeError::Timeout(budget.as_millis(), "the write to commit"))??;
+        let response =
+            response.ok_or_else(|| NodeError::Fatal("a write was answered without a response".into()))?;
+        Ok((log_id, response))
     }
 
-    pub async fn change_membership(
-        &self,
-        op: MembershipOp,
-        budget: Duration,
-    ) -> Result<LogId, NodeError> {
+    pub async fn change_membership(&self, op: MembershipOp, budget: Duration) -> Result<LogId, NodeError> {
         timeout(budget, self.propose(Forwarded::Membership(op)))
             .await
             .map_err(|_| NodeError::Timeout(budget.as_millis(), "the membership change"))?
             .map(|(log_id, _)| log_id)
     }
 
-    async fn propose(&self, fwd: Forwarded) -> Result<(LogId, Response), NodeError> {
+    async fn propose(&self, fwd: Forwarded) -> Result<(LogId, Option<Response>), NodeError> {
         let mut backoff_ms = BACKOFF_START_MS;
         loop {
-            let res = match &fwd {
-                Forwarded::Write(cmd) => self.raft.client_write(cmd.clone()).await,
-                Forwarded::Membership(op) => self.apply_membership_local(op.clone()).await,
-            };
-            let leader = match res {
-                Ok(r) => return Ok((r.log_id, r.data)),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                    f.leader_id.zip(f.leader_node)
-                }
-                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                    return Err(NodeError::Refused(e.to_string()))
-                }
-                Err(RaftError::Fatal(e)) => return Err(NodeError::Fatal(e.to_string())),
+            let leader = match self.propose_here(&fwd).await {
+                Ok(r) => return Ok(r),
+                Err(ProposeError::NotLeader(leader)) => leader,
+                Err(ProposeError::Overloaded) => return Err(NodeError::Overloaded),
+                Err(ProposeError::Refused(m)) => return Err(NodeError::Refused(m)),
+                Err(ProposeError::Fatal(m)) => return Err(NodeError::Fatal(m)),
             };
             if let Some((leader_id, node)) = leader.filter(|(l, _)| *l != self.id) {
                 metrics::counter!("strongbox_forwarded_total").increment(1);
                 match self.forward_to(&node, &fwd).await {
-                    Ok(ForwardReply::Applied { log_id, response }) => {
-                        return Ok((log_id, response))
-                    }
-                    Ok(ForwardReply::Refused { message }) => {
-                        return Err(NodeError::Refused(message))
-                    }
+                    Ok(ForwardReply::Applied { log_id, response }) => return Ok((log_id, response)),
+                    Ok(ForwardReply::Refused { message }) => return Err(NodeError::Refused(message)),
+                    Ok(ForwardReply::Overloaded) => return Err(NodeError::Overloaded),
                     Ok(ForwardReply::NotLeader { .. }) | Ok(ForwardReply::Fatal { .. }) => {}
                     Err(status) => {
                         tracing::debug!(leader_id, %status, "forward to leader failed; retrying");
@@ -190,15 +170,26 @@ impl RaftNode {
         }
     }
 
-    async fn forward_to(
-        &self,
-        leader: &NodeInfo,
-        fwd: &Forwarded,
-    ) -> Result<ForwardReply, tonic::Status> {
-        let mut client = self
-            .channels
-            .client(&leader.raft_addr)
-            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    /// Proposes through this node's own Raft; fails with NotLeader elsewhere.
+    pub async fn propose_here(&self, fwd: &Forwarded) -> Result<(LogId, Option<Response>), ProposeError> {
+        match fwd {
+            Forwarded::Write(cmd) => self.proposer.propose(cmd.clone()).await.map(|(l, r)| (l, Some(r))),
+            Forwarded::Membership(op) => match self.apply_membership_local(op.clone()).await {
+                Ok(r) => Ok((r.log_id, None)),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    Err(ProposeError::NotLeader(f.leader_id.zip(f.leader_node)))
+                }
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                    Err(ProposeError::Refused(e.to_string()))
+                }
+                Err(RaftError::Fatal(e)) => Err(ProposeError::Fatal(e.to_string())),
+            },
+        }
+    }
+
+    async fn forward_to(&self, leader: &NodeInfo, fwd: &Forwarded) -> Result<ForwardReply, tonic::Status> {
+        let mut client =
+            self.channels.client(&leader.raft_addr).map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let reply = client.forward(wire::encode(fwd)).await?;
         wire::decode(reply.get_ref())
     }
@@ -207,26 +198,15 @@ impl RaftNode {
     pub async fn apply_membership_local(
         &self,
         op: MembershipOp,
-    ) -> Result<
-        ClientWriteResponse<TypeConfig>,
-        RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>,
-    > {
+    ) -> Result<ClientWriteResponse<TypeConfig>, RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>> {
         match op {
             MembershipOp::AddLearner { id, node } => self.raft.add_learner(id, node, true).await,
             MembershipOp::Promote { id } => {
-                self.raft
-                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-                    .await
+                self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await
             }
             MembershipOp::Remove { id } => {
-                let is_voter = self
-                    .raft
-                    .metrics()
-                    .borrow()
-                    .membership_config
-                    .membership()
-                    .voter_ids()
-                    .any(|v| v == id);
+                let is_voter =
+                    self.raft.metrics().borrow().membership_config.membership().voter_ids().any(|v| v == id);
                 let change = if is_voter {
                     ChangeMembers::RemoveVoters(BTreeSet::from([id]))
                 } else {
@@ -264,13 +244,8 @@ impl RaftNode {
         loop {
             let leader = {
                 let m = self.raft.metrics().borrow().clone();
-                m.current_leader.and_then(|l| {
-                    m.membership_config
-                        .membership()
-                        .get_node(&l)
-                        .cloned()
-                        .map(|n| (l, n))
-                })
+                m.current_leader
+                    .and_then(|l| m.membership_config.membership().get_node(&l).cloned().map(|n| (l, n)))
             };
             match leader {
                 Some((l, _)) if l == self.id => match self.leader_read_index().await {
@@ -304,19 +279,16 @@ impl RaftNode {
     ) -> Result<(), NodeError> {
         let deadline = Instant::now() + budget;
         if linearizable {
-            let index = timeout(budget, self.read_index()).await.map_err(|_| {
-                NodeError::Timeout(budget.as_millis(), "a quorum to confirm the leader")
-            })??;
+            let index = timeout(budget, self.read_index())
+                .await
+                .map_err(|_| NodeError::Timeout(budget.as_millis(), "a quorum to confirm the leader"))??;
             let left = deadline.saturating_duration_since(Instant::now());
             self.raft
                 .wait(Some(left))
                 .applied_index_at_least(Some(index), "linearizable read")
                 .await
                 .map_err(|_| {
-                    NodeError::Timeout(
-                        budget.as_millis(),
-                        "this node to apply up to the read index",
-                    )
+                    NodeError::Timeout(budget.as_millis(), "this node to apply up to the read index")
                 })?;
         }
         if min_revision > 0 {
@@ -324,14 +296,9 @@ impl RaftNode {
             let left = deadline.saturating_duration_since(Instant::now());
             self.raft
                 .wait(Some(left))
-                .metrics(
-                    move |_| sm.revision().map_or(false, |r| r >= min_revision),
-                    "min_revision",
-                )
+                .metrics(move |_| sm.revision().map_or(false, |r| r >= min_revision), "min_revision")
                 .await
-                .map_err(|_| {
-                    NodeError::Timeout(budget.as_millis(), "this node to reach min_revision")
-                })?;
+                .map_err(|_| NodeError::Timeout(budget.as_millis(), "this node to reach min_revision"))?;
         }
         Ok(())
     }
@@ -339,43 +306,23 @@ impl RaftNode {
     /// Asks `to` to campaign, then waits until it leads. openraft 0.9 has no
     /// leadership-transfer API; an up-to-date node that starts an election
     /// with a higher term wins it.
-    pub async fn transfer_leader(
-        &self,
-        to: NodeId,
-        budget: Duration,
-    ) -> Result<Option<NodeId>, NodeError> {
+    pub async fn transfer_leader(&self, to: NodeId, budget: Duration) -> Result<Option<NodeId>, NodeError> {
         let node = {
             let m = self.raft.metrics().borrow().clone();
             let membership = m.membership_config.membership();
             if !membership.voter_ids().any(|v| v == to) {
-                return Err(NodeError::InvalidArgument(format!(
-                    "id: node {to} is not a voter"
-                )));
+                return Err(NodeError::InvalidArgument(format!("id: node {to} is not a voter")));
             }
-            membership
-                .get_node(&to)
-                .cloned()
-                .expect("voters have node info")
+            membership.get_node(&to).cloned().expect("voters have node info")
         };
         if to == self.id {
-            self.raft
-                .trigger()
-                .elect()
-                .await
-                .map_err(|e| NodeError::Fatal(e.to_string()))?;
+            self.raft.trigger().elect().await.map_err(|e| NodeError::Fatal(e.to_string()))?;
         } else {
-            let mut c = self
-                .channels
-                .client(&node.raft_addr)
-                .map_err(|e| NodeError::Refused(e.to_string()))?;
-            c.trigger_election(strongbox_proto::raft::v1::Empty {})
-                .await
-                .map_err(|s| {
-                    NodeError::Refused(format!(
-                        "node {to} did not start an election: {}",
-                        s.message()
-                    ))
-                })?;
+            let mut c =
+                self.channels.client(&node.raft_addr).map_err(|e| NodeError::Refused(e.to_string()))?;
+            c.trigger_election(strongbox_proto::raft::v1::Empty {}).await.map_err(|s| {
+                NodeError::Refused(format!("node {to} did not start an election: {}", s.message()))
+            })?;
         }
         let m = self
             .raft
@@ -398,11 +345,7 @@ impl RaftNode {
         let members = membership
             .nodes()
             .map(|(id, node)| {
-                let matched = m
-                    .replication
-                    .as_ref()
-                    .and_then(|r| r.get(id))
-                    .and_then(|l| l.map(|l| l.index));
+                let matched = m.replication.as_ref().and_then(|r| r.get(id)).and_then(|l| l.map(|l| l.index));
                 (*id, node.clone(), voters.contains(id), matched)
             })
             .collect();
@@ -416,10 +359,7 @@ impl RaftNode {
             applied_index: m.last_applied.map_or(0, |l| l.index),
             snapshot_index: m.snapshot.map_or(0, |l| l.index),
             purged_index: m.purged.map_or(0, |l| l.index),
-            revision: self
-                .sm
-                .revision()
-                .map_err(|e| NodeError::Fatal(e.to_string()))?,
+            revision: self.sm.revision().map_err(|e| NodeError::Fatal(e.to_string()))?,
             members,
         })
     }

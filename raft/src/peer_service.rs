@@ -1,12 +1,12 @@
 //! The peer port's gRPC service: Raft RPCs in, forwarded writes and read-index
 //! requests from followers. Reachable only by holders of a cluster certificate.
 
-use openraft::error::{ClientWriteError, RaftError};
 use strongbox_proto::raft::v1::raft_peer_server::RaftPeer;
 use strongbox_proto::raft::v1::{Empty, Payload, ReadIndexRequest, ReadIndexResponse};
 use tonic::{Request, Response, Status};
 
 use crate::node::RaftNode;
+use crate::proposer::ProposeError;
 use crate::wire::{self, ForwardReply, Forwarded};
 
 pub struct PeerService {
@@ -41,28 +41,12 @@ impl RaftPeer for PeerService {
 
     async fn forward(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         let fwd: Forwarded = wire::decode(req.get_ref())?;
-        let res = match fwd {
-            Forwarded::Write(cmd) => self.node.raft.client_write(cmd).await,
-            Forwarded::Membership(op) => self.node.apply_membership_local(op).await,
-        };
-        let reply = match res {
-            Ok(r) => ForwardReply::Applied {
-                log_id: r.log_id,
-                response: r.data,
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                ForwardReply::NotLeader {
-                    leader: f.leader_id.zip(f.leader_node),
-                }
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                ForwardReply::Refused {
-                    message: e.to_string(),
-                }
-            }
-            Err(RaftError::Fatal(f)) => ForwardReply::Fatal {
-                message: f.to_string(),
-            },
+        let reply = match self.node.propose_here(&fwd).await {
+            Ok((log_id, response)) => ForwardReply::Applied { log_id, response },
+            Err(ProposeError::NotLeader(leader)) => ForwardReply::NotLeader { leader },
+            Err(ProposeError::Overloaded) => ForwardReply::Overloaded,
+            Err(ProposeError::Refused(message)) => ForwardReply::Refused { message },
+            Err(ProposeError::Fatal(message)) => ForwardReply::Fatal { message },
         };
         Ok(Response::new(wire::encode(&reply)))
     }
@@ -76,12 +60,7 @@ impl RaftPeer for PeerService {
     }
 
     async fn trigger_election(&self, _req: Request<Empty>) -> Result<Response<Empty>, Status> {
-        self.node
-            .raft
-            .trigger()
-            .elect()
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        self.node.raft.trigger().elect().await.map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(Empty {}))
     }
 }

@@ -9,9 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::RaftStateMachine;
-use openraft::{
-    EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, Snapshot,
-};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, Snapshot};
 use serde::{Deserialize, Serialize};
 use strongbox_store::snapshot::Image;
 use strongbox_store::{Cf, DbError, Response, StateMachine};
@@ -35,27 +33,16 @@ pub struct SmStore {
 }
 
 fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
-    StorageError::from_io_error(
-        ErrorSubject::StateMachine,
-        verb,
-        std::io::Error::other(e.to_string()),
-    )
+    StorageError::from_io_error(ErrorSubject::StateMachine, verb, std::io::Error::other(e.to_string()))
 }
 
 fn snap_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
-    StorageError::from_io_error(
-        ErrorSubject::Snapshot(None),
-        verb,
-        std::io::Error::other(e.to_string()),
-    )
+    StorageError::from_io_error(ErrorSubject::Snapshot(None), verb, std::io::Error::other(e.to_string()))
 }
 
 impl SmStore {
     pub fn new(sm: StateMachine) -> Self {
-        SmStore {
-            sm,
-            snapshot_seq: Arc::new(AtomicU64::new(0)),
-        }
+        SmStore { sm, snapshot_seq: Arc::new(AtomicU64::new(0)) }
     }
 
     pub fn state_machine(&self) -> &StateMachine {
@@ -82,34 +69,20 @@ impl RaftSnapshotBuilder<TypeConfig> for SmStore {
             // One RocksDB snapshot: data, applied log id and membership all
             // from the same instant, while apply keeps running.
             let image = Image::export(this.sm.db()).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-            let last_log_id: Option<LogId> = image
-                .meta(META_APPLIED)
-                .map_err(|e| snap_err(ErrorVerb::Read, e))?;
-            let last_membership: StoredMembership = image
-                .meta(META_MEMBERSHIP)
-                .map_err(|e| snap_err(ErrorVerb::Read, e))?
-                .unwrap_or_default();
+            let last_log_id: Option<LogId> =
+                image.meta(META_APPLIED).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+            let last_membership: StoredMembership =
+                image.meta(META_MEMBERSHIP).map_err(|e| snap_err(ErrorVerb::Read, e))?.unwrap_or_default();
             let seq = this.snapshot_seq.fetch_add(1, Ordering::Relaxed);
             let snapshot_id = match &last_log_id {
                 Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, seq),
                 None => format!("none-{seq}"),
             };
-            let meta = SnapshotMeta {
-                last_log_id,
-                last_membership,
-                snapshot_id,
-            };
-            let stored = StoredSnapshot {
-                meta: meta.clone(),
-                image: image.to_bytes(),
-            };
-            this.save_current_snapshot(&stored)
-                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
+            let stored = StoredSnapshot { meta: meta.clone(), image: image.to_bytes() };
+            this.save_current_snapshot(&stored).map_err(|e| snap_err(ErrorVerb::Write, e))?;
             metrics::counter!("strongbox_snapshots_built_total").increment(1);
-            Ok(Snapshot {
-                meta,
-                snapshot: Box::new(Cursor::new(stored.image)),
-            })
+            Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.image)) })
         })
         .await
         .map_err(|e| snap_err(ErrorVerb::Write, e))?
@@ -123,14 +96,12 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         self.read_applied().map_err(|e| sm_err(ErrorVerb::Read, e))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Response>>, StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let (mut applied, mut membership) = self
-            .read_applied()
-            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let (mut applied, mut membership) = self.read_applied().map_err(|e| sm_err(ErrorVerb::Read, e))?;
         let mut batch = self.sm.begin().map_err(|e| sm_err(ErrorVerb::Read, e))?;
         let mut responses = Vec::new();
         for entry in entries {
@@ -142,13 +113,15 @@ impl RaftStateMachine<TypeConfig> for SmStore {
             );
             applied = Some(entry.log_id);
             let response = match &entry.payload {
-                EntryPayload::Blank => batch.apply_none(),
-                EntryPayload::Normal(cmd) => {
-                    batch.apply(cmd).map_err(|e| sm_err(ErrorVerb::Write, e))?
-                }
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Normal(cmds) => cmds
+                    .iter()
+                    .map(|cmd| batch.apply(cmd))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| sm_err(ErrorVerb::Write, e))?,
                 EntryPayload::Membership(m) => {
                     membership = StoredMembership::new(Some(entry.log_id), m.clone());
-                    batch.apply_none()
+                    Vec::new()
                 }
             };
             responses.push(response);
@@ -185,9 +158,8 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || {
             let image = Image::from_bytes(&bytes).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-            let image_applied: Option<LogId> = image
-                .meta(META_APPLIED)
-                .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+            let image_applied: Option<LogId> =
+                image.meta(META_APPLIED).map_err(|e| snap_err(ErrorVerb::Read, e))?;
             if image_applied != meta.last_log_id {
                 return Err(snap_err(
                     ErrorVerb::Read,
@@ -198,9 +170,7 @@ impl RaftStateMachine<TypeConfig> for SmStore {
                 ));
             }
             // Atomic: the old state machine is replaced in one WriteBatch.
-            image
-                .install(this.sm.db())
-                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            image.install(this.sm.db()).map_err(|e| snap_err(ErrorVerb::Write, e))?;
             this.save_current_snapshot(&StoredSnapshot { meta, image: bytes })
                 .map_err(|e| snap_err(ErrorVerb::Write, e))?;
             metrics::counter!("strongbox_snapshots_installed_total").increment(1);
@@ -211,14 +181,8 @@ impl RaftStateMachine<TypeConfig> for SmStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let stored: Option<StoredSnapshot> = self
-            .sm
-            .db()
-            .get(Cf::Snapshot, KEY_CURRENT_SNAPSHOT)
-            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        Ok(stored.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.image)),
-        }))
+        let stored: Option<StoredSnapshot> =
+            self.sm.db().get(Cf::Snapshot, KEY_CURRENT_SNAPSHOT).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        Ok(stored.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.image)) }))
     }
 }

@@ -21,8 +21,10 @@ impl fmt::Display for NodeInfo {
 
 openraft::declare_raft_types!(
     pub TypeConfig:
-        D = strongbox_store::Command,
-        R = strongbox_store::Response,
+        // One entry carries a group of commands (see proposer.rs); it
+        // answers with one response per command, in order.
+        D = Vec<strongbox_store::Command>,
+        R = Vec<strongbox_store::Response>,
         NodeId = NodeId,
         Node = NodeInfo,
         SnapshotData = std::io::Cursor<Vec<u8>>,

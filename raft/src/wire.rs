@@ -8,9 +8,7 @@ use strongbox_proto::raft::v1::Payload;
 use crate::types::{LogId, NodeId, NodeInfo};
 
 pub fn encode<T: Serialize>(v: &T) -> Payload {
-    Payload {
-        data: postcard::to_stdvec(v).expect("postcard encodes openraft messages"),
-    }
+    Payload { data: postcard::to_stdvec(v).expect("postcard encodes openraft messages") }
 }
 
 pub fn decode<T: DeserializeOwned>(p: &Payload) -> Result<T, tonic::Status> {
@@ -36,10 +34,13 @@ pub enum Forwarded {
 /// The leader's answer to a forwarded request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ForwardReply {
+    /// Applied; writes carry their response, membership changes none.
     Applied {
         log_id: LogId,
-        response: strongbox_store::Response,
+        response: Option<strongbox_store::Response>,
     },
+    /// The leader's proposal queue is full.
+    Overloaded,
     /// This node is not the leader (any more); here is who is, if known.
     NotLeader {
         leader: Option<(NodeId, NodeInfo)>,

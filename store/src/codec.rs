@@ -12,11 +12,7 @@ const FORMAT_PLAIN: u8 = 0;
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
     #[error("corrupt value in column family {cf} at key {key_hex}: {reason}")]
-    Corrupt {
-        cf: &'static str,
-        key_hex: String,
-        reason: String,
-    },
+    Corrupt { cf: &'static str, key_hex: String, reason: String },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -44,11 +40,7 @@ impl Codec {
 }
 
 fn corrupt(cf: Cf, key: &[u8], reason: String) -> CodecError {
-    CodecError::Corrupt {
-        cf: cf.name(),
-        key_hex: hex(key),
-        reason,
-    }
+    CodecError::Corrupt { cf: cf.name(), key_hex: hex(key), reason }
 }
 
 pub fn hex(bytes: &[u8]) -> String {

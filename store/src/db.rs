@@ -5,9 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{
-    ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
-};
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -50,17 +48,12 @@ impl Db {
             ColumnFamilyDescriptor::new(cf.name(), o)
         });
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(Db {
-            inner: Arc::new(Inner { db, codec }),
-        })
+        Ok(Db { inner: Arc::new(Inner { db, codec }) })
     }
 
     fn handle(&self, cf: Cf) -> &rocksdb::ColumnFamily {
         // Every Cf is created at open: a missing handle is a programming error.
-        self.inner
-            .db
-            .cf_handle(cf.name())
-            .expect("column family created at open")
+        self.inner.db.cf_handle(cf.name()).expect("column family created at open")
     }
 
     pub fn codec(&self) -> &Codec {
@@ -90,10 +83,7 @@ impl Db {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DbError> {
         let mut out = Vec::new();
-        let iter = self.inner.db.iterator_cf(
-            self.handle(cf),
-            IteratorMode::From(from, Direction::Forward),
-        );
+        let iter = self.inner.db.iterator_cf(self.handle(cf), IteratorMode::From(from, Direction::Forward));
         for item in iter {
             if out.len() >= limit {
                 break;
@@ -117,18 +107,12 @@ impl Db {
         to: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, T)>, DbError> {
-        self.scan_raw(cf, from, to, limit)?
-            .into_iter()
-            .map(|(k, v)| Ok((k, decode(cf, &v)?)))
-            .collect()
+        self.scan_raw(cf, from, to, limit)?.into_iter().map(|(k, v)| Ok((k, decode(cf, &v)?))).collect()
     }
 
     /// The last record of a column family, if any.
     pub fn last_raw(&self, cf: Cf) -> Result<Option<(Vec<u8>, Vec<u8>)>, DbError> {
-        let mut iter = self
-            .inner
-            .db
-            .iterator_cf(self.handle(cf), IteratorMode::End);
+        let mut iter = self.inner.db.iterator_cf(self.handle(cf), IteratorMode::End);
         match iter.next() {
             None => Ok(None),
             Some(item) => {
@@ -140,10 +124,7 @@ impl Db {
     }
 
     pub fn batch(&self) -> Batch {
-        Batch {
-            wb: WriteBatch::default(),
-            db: self.clone(),
-        }
+        Batch { wb: WriteBatch::default(), db: self.clone() }
     }
 
     /// Writes a batch atomically. `sync` waits for fsync of the WAL.
@@ -214,8 +195,5 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 pub fn decode<T: DeserializeOwned>(cf: Cf, bytes: &[u8]) -> Result<T, DbError> {
-    postcard::from_bytes(bytes).map_err(|e| DbError::Decode {
-        cf: cf.name(),
-        reason: e.to_string(),
-    })
+    postcard::from_bytes(bytes).map_err(|e| DbError::Decode { cf: cf.name(), reason: e.to_string() })
 }

@@ -38,13 +38,8 @@ impl Cf {
 
     /// The column families that make up the state machine: what a snapshot
     /// carries and what installing one replaces.
-    pub const STATE_MACHINE: [Cf; 5] = [
-        Cf::SmMeta,
-        Cf::Secrets,
-        Cf::SecretVersions,
-        Cf::Requests,
-        Cf::RequestsByTime,
-    ];
+    pub const STATE_MACHINE: [Cf; 5] =
+        [Cf::SmMeta, Cf::Secrets, Cf::SecretVersions, Cf::Requests, Cf::RequestsByTime];
 
     pub fn name(self) -> &'static str {
         match self {

@@ -53,12 +53,9 @@ impl Image {
             }
         }
         for (cf, k, v) in &self.records {
-            let cf = Cf::from_u8(*cf)
-                .filter(|cf| Cf::STATE_MACHINE.contains(cf))
-                .ok_or_else(|| DbError::Decode {
-                    cf: "snapshot",
-                    reason: format!("unknown column family {cf}"),
-                })?;
+            let cf = Cf::from_u8(*cf).filter(|cf| Cf::STATE_MACHINE.contains(cf)).ok_or_else(|| {
+                DbError::Decode { cf: "snapshot", reason: format!("unknown column family {cf}") }
+            })?;
             batch.put_raw(cf, k, v);
         }
         db.write(batch, true)

@@ -53,10 +53,7 @@ impl StateMachine {
 
     /// The cluster revision of the applied state.
     pub fn revision(&self) -> Result<u64, DbError> {
-        Ok(self
-            .db
-            .get::<u64>(Cf::SmMeta, sm_keys::REVISION)?
-            .unwrap_or(0))
+        Ok(self.db.get::<u64>(Cf::SmMeta, sm_keys::REVISION)?.unwrap_or(0))
     }
 
     pub fn begin(&self) -> Result<ApplyBatch<'_>, DbError> {
@@ -64,10 +61,7 @@ impl StateMachine {
             sm: self,
             overlay: Overlay::new(),
             revision: self.revision()?,
-            clock_ms: self
-                .db
-                .get::<u64>(Cf::SmMeta, sm_keys::CLOCK_MS)?
-                .unwrap_or(0),
+            clock_ms: self.db.get::<u64>(Cf::SmMeta, sm_keys::CLOCK_MS)?.unwrap_or(0),
         })
     }
 
@@ -77,11 +71,7 @@ impl StateMachine {
     }
 
     /// Reads a secret: the latest live version, or a given one.
-    pub fn get_secret(
-        &self,
-        path: &str,
-        version: Option<u64>,
-    ) -> Result<Option<SecretView>, DbError> {
+    pub fn get_secret(&self, path: &str, version: Option<u64>) -> Result<Option<SecretView>, DbError> {
         let Some(meta) = self.db.get::<SecretMeta>(Cf::Secrets, path.as_bytes())? else {
             return Ok(None);
         };
@@ -90,9 +80,7 @@ impl StateMachine {
             None if meta.deleted => return Ok(None),
             None => meta.latest_version,
         };
-        let Some(v) = self
-            .db
-            .get::<SecretVersion>(Cf::SecretVersions, &secret_version_key(path, version))?
+        let Some(v) = self.db.get::<SecretVersion>(Cf::SecretVersions, &secret_version_key(path, version))?
         else {
             return Ok(None);
         };
@@ -134,11 +122,7 @@ impl<'a> ApplyBatch<'a> {
         if let Err(e) = cmd.validate() {
             // The proposer validated too; a command that fails here is refused
             // the same way on every node and, lacking a usable id, not recorded.
-            return Ok(Response {
-                revision: self.revision,
-                result: Err(e),
-                deduplicated: false,
-            });
+            return Ok(Response { revision: self.revision, result: Err(e), deduplicated: false });
         }
 
         let id_key = cmd.request_id.as_bytes();
@@ -153,49 +137,23 @@ impl<'a> ApplyBatch<'a> {
             }
         }
 
-        let mut tx = Tx {
-            batch: self,
-            staged: Overlay::new(),
-            bumps_revision: false,
-        };
+        let mut tx = Tx { batch: self, staged: Overlay::new(), bumps_revision: false };
         let result: Result<Outcome, _> = cmd.op.apply(&mut tx)?;
-        let Tx {
-            staged,
-            bumps_revision,
-            ..
-        } = tx;
+        let Tx { staged, bumps_revision, .. } = tx;
         if result.is_ok() {
             self.overlay.extend(staged);
             if bumps_revision {
                 self.revision += 1;
             }
         }
-        let response = Response {
-            revision: self.revision,
-            result,
-            deduplicated: false,
-        };
+        let response = Response { revision: self.revision, result, deduplicated: false };
 
-        let rec = RequestRecord {
-            time_ms: self.clock_ms,
-            response: response.clone(),
-        };
+        let rec = RequestRecord { time_ms: self.clock_ms, response: response.clone() };
+        self.overlay.insert((Cf::Requests, id_key.to_vec()), Some(encode(&rec)));
         self.overlay
-            .insert((Cf::Requests, id_key.to_vec()), Some(encode(&rec)));
-        self.overlay.insert(
-            (
-                Cf::RequestsByTime,
-                by_time_key(self.clock_ms, &cmd.request_id),
-            ),
-            Some(Vec::new()),
-        );
+            .insert((Cf::RequestsByTime, by_time_key(self.clock_ms, &cmd.request_id)), Some(Vec::new()));
         self.prune_request_ids()?;
         Ok(response)
-    }
-
-    /// The response for a log entry without a command.
-    pub fn apply_none(&self) -> Response {
-        Response::none(self.revision)
     }
 
     /// Bounded physical removal of request ids past the dedup window.
@@ -205,12 +163,7 @@ impl<'a> ApplyBatch<'a> {
             return Ok(());
         }
         let upto = cutoff_ms.to_be_bytes();
-        let old = self.sm.db.scan_raw(
-            Cf::RequestsByTime,
-            &[],
-            Some(&upto),
-            DEDUP_PRUNE_PER_COMMAND_MAX,
-        )?;
+        let old = self.sm.db.scan_raw(Cf::RequestsByTime, &[], Some(&upto), DEDUP_PRUNE_PER_COMMAND_MAX)?;
         for (k, _) in old {
             let id = k[8..].to_vec();
             self.overlay.insert((Cf::RequestsByTime, k), None);
@@ -222,22 +175,15 @@ impl<'a> ApplyBatch<'a> {
     /// Stages a record of `SmMeta` owned by the caller (the Raft layer's
     /// applied log id and membership), committed with the batch.
     pub fn put_meta<T: Serialize>(&mut self, key: &[u8], value: &T) {
-        self.overlay
-            .insert((Cf::SmMeta, key.to_vec()), Some(encode(value)));
+        self.overlay.insert((Cf::SmMeta, key.to_vec()), Some(encode(value)));
     }
 
     /// Writes everything as one RocksDB WriteBatch. Not synced on its own:
     /// the log entries it came from are durable, and the next log fsync
     /// (same WAL) makes it durable too; a crash re-applies from the log.
     pub fn commit(mut self) -> Result<(), DbError> {
-        self.overlay.insert(
-            (Cf::SmMeta, sm_keys::REVISION.to_vec()),
-            Some(encode(&self.revision)),
-        );
-        self.overlay.insert(
-            (Cf::SmMeta, sm_keys::CLOCK_MS.to_vec()),
-            Some(encode(&self.clock_ms)),
-        );
+        self.overlay.insert((Cf::SmMeta, sm_keys::REVISION.to_vec()), Some(encode(&self.revision)));
+        self.overlay.insert((Cf::SmMeta, sm_keys::CLOCK_MS.to_vec()), Some(encode(&self.clock_ms)));
         let mut batch = self.sm.db.batch();
         for ((cf, key), value) in self.overlay {
             match value {

@@ -15,11 +15,7 @@ fn put(id: &str, t: u64, path: &str, value: &str, cas: Option<u64>) -> Command {
     Command {
         request_id: id.into(),
         time_ms: t,
-        op: Op::PutSecret(PutSecret {
-            path: path.into(),
-            value: value.as_bytes().to_vec(),
-            cas,
-        }),
+        op: Op::PutSecret(PutSecret { path: path.into(), value: value.as_bytes().to_vec(), cas }),
     }
 }
 
@@ -39,14 +35,8 @@ fn put_then_get_versions_and_revision() {
     let r2 = apply_one(&sm, &put("b", 2, "team/db", "v2", None));
     assert_eq!(r2.result, Ok(Outcome::SecretWritten { version: 2 }));
     assert_eq!(sm.revision().unwrap(), 2);
-    assert_eq!(
-        sm.get_secret("team/db", None).unwrap().unwrap().value,
-        b"v2"
-    );
-    assert_eq!(
-        sm.get_secret("team/db", Some(1)).unwrap().unwrap().value,
-        b"v1"
-    );
+    assert_eq!(sm.get_secret("team/db", None).unwrap().unwrap().value, b"v2");
+    assert_eq!(sm.get_secret("team/db", Some(1)).unwrap().unwrap().value, b"v1");
 }
 
 #[test]
@@ -79,32 +69,19 @@ fn cas_admits_exactly_one_writer() {
     let (_d, sm) = open();
     let mut b = sm.begin().unwrap();
     let wins: Vec<bool> = (0..5)
-        .map(|i| {
-            b.apply(&put(&format!("w{i}"), 1, "lock", "me", Some(0)))
-                .unwrap()
-                .result
-                .is_ok()
-        })
+        .map(|i| b.apply(&put(&format!("w{i}"), 1, "lock", "me", Some(0))).unwrap().result.is_ok())
         .collect();
     b.commit().unwrap();
     assert_eq!(wins.iter().filter(|w| **w).count(), 1);
     let refused = apply_one(&sm, &put("late", 2, "lock", "me", Some(0)));
-    assert_eq!(
-        refused.result.unwrap_err().code,
-        ErrorCode::FailedPrecondition
-    );
-    assert_eq!(
-        sm.revision().unwrap(),
-        1,
-        "refused CAS must not bump the revision"
-    );
+    assert_eq!(refused.result.unwrap_err().code, ErrorCode::FailedPrecondition);
+    assert_eq!(sm.revision().unwrap(), 1, "refused CAS must not bump the revision");
 }
 
 #[test]
 fn batch_grouping_does_not_change_results() {
-    let cmds: Vec<Command> = (0..20)
-        .map(|i| put(&format!("r{}", i % 7), i, &format!("k{}", i % 3), "v", None))
-        .collect();
+    let cmds: Vec<Command> =
+        (0..20).map(|i| put(&format!("r{}", i % 7), i, &format!("k{}", i % 3), "v", None)).collect();
     let (_d1, one_by_one) = open();
     let singles: Vec<_> = cmds.iter().map(|c| apply_one(&one_by_one, c)).collect();
     let (_d2, batched) = open();
@@ -120,16 +97,10 @@ fn invalid_input_is_refused_and_changes_nothing() {
     let (_d, sm) = open();
     for bad in ["", "/lead", "trail/", "a//b", "sp ace"] {
         let r = apply_one(&sm, &put(&format!("id{bad}"), 1, bad, "v", None));
-        assert_eq!(
-            r.result.unwrap_err().code,
-            ErrorCode::InvalidArgument,
-            "path {bad:?}"
-        );
+        assert_eq!(r.result.unwrap_err().code, ErrorCode::InvalidArgument, "path {bad:?}");
     }
     let big = "x".repeat(strongbox_store::limits::SECRET_VALUE_BYTES_MAX + 1);
-    assert!(apply_one(&sm, &put("big", 1, "ok", &big, None))
-        .result
-        .is_err());
+    assert!(apply_one(&sm, &put("big", 1, "ok", &big, None)).result.is_err());
     assert_eq!(sm.revision().unwrap(), 0);
     assert!(sm.get_secret("ok", None).unwrap().is_none());
 }
@@ -143,20 +114,11 @@ fn soft_delete_hides_latest_keeps_history() {
         time_ms: 2,
         op: Op::DeleteSecret(DeleteSecret { path: "p".into() }),
     };
-    assert_eq!(
-        apply_one(&sm, &del).result,
-        Ok(Outcome::SecretDeleted { version: 1 })
-    );
+    assert_eq!(apply_one(&sm, &del).result, Ok(Outcome::SecretDeleted { version: 1 }));
     assert!(sm.get_secret("p", None).unwrap().is_none());
     assert_eq!(sm.get_secret("p", Some(1)).unwrap().unwrap().value, b"v1");
-    let del2 = Command {
-        request_id: "d2".into(),
-        ..del
-    };
-    assert_eq!(
-        apply_one(&sm, &del2).result.unwrap_err().code,
-        ErrorCode::NotFound
-    );
+    let del2 = Command { request_id: "d2".into(), ..del };
+    assert_eq!(apply_one(&sm, &del2).result.unwrap_err().code, ErrorCode::NotFound);
 }
 
 #[test]

@@ -57,10 +57,7 @@ fn require_id(id: u64) -> Result<u64, Status> {
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn status(
-        &self,
-        _req: Request<StatusRequest>,
-    ) -> Result<Response<StatusResponse>, Status> {
+    async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         rpc("cluster.status", async {
             let s = self.node.status().await?;
             Ok(StatusResponse {
@@ -90,59 +87,34 @@ impl Cluster for ClusterService {
             let id = require_id(r.id)?;
             for (field, v) in [("raft_addr", &r.raft_addr), ("api_addr", &r.api_addr)] {
                 if v.parse::<std::net::SocketAddr>().is_err() && !v.contains(':') {
-                    return Err(Status::invalid_argument(format!(
-                        "{field}: {v:?} is not host:port"
-                    )));
+                    return Err(Status::invalid_argument(format!("{field}: {v:?} is not host:port")));
                 }
             }
             let op = MembershipOp::AddLearner {
                 id,
-                node: NodeInfo {
-                    raft_addr: r.raft_addr,
-                    api_addr: r.api_addr,
-                },
+                node: NodeInfo { raft_addr: r.raft_addr, api_addr: r.api_addr },
             };
             let log_id = self.node.change_membership(op, MEMBERSHIP_TIMEOUT).await?;
-            Ok(MembershipResponse {
-                members: self.members().await?,
-                log_index: log_id.index,
-            })
+            Ok(MembershipResponse { members: self.members().await?, log_index: log_id.index })
         })
         .await
     }
 
-    async fn promote(
-        &self,
-        req: Request<PromoteRequest>,
-    ) -> Result<Response<MembershipResponse>, Status> {
+    async fn promote(&self, req: Request<PromoteRequest>) -> Result<Response<MembershipResponse>, Status> {
         rpc("cluster.promote", async {
             let id = require_id(req.into_inner().id)?;
-            let log_id = self
-                .node
-                .change_membership(MembershipOp::Promote { id }, MEMBERSHIP_TIMEOUT)
-                .await?;
-            Ok(MembershipResponse {
-                members: self.members().await?,
-                log_index: log_id.index,
-            })
+            let log_id =
+                self.node.change_membership(MembershipOp::Promote { id }, MEMBERSHIP_TIMEOUT).await?;
+            Ok(MembershipResponse { members: self.members().await?, log_index: log_id.index })
         })
         .await
     }
 
-    async fn remove(
-        &self,
-        req: Request<RemoveRequest>,
-    ) -> Result<Response<MembershipResponse>, Status> {
+    async fn remove(&self, req: Request<RemoveRequest>) -> Result<Response<MembershipResponse>, Status> {
         rpc("cluster.remove", async {
             let id = require_id(req.into_inner().id)?;
-            let log_id = self
-                .node
-                .change_membership(MembershipOp::Remove { id }, MEMBERSHIP_TIMEOUT)
-                .await?;
-            Ok(MembershipResponse {
-                members: self.members().await?,
-                log_index: log_id.index,
-            })
+            let log_id = self.node.change_membership(MembershipOp::Remove { id }, MEMBERSHIP_TIMEOUT).await?;
+            Ok(MembershipResponse { members: self.members().await?, log_index: log_id.index })
         })
         .await
     }

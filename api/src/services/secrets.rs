@@ -29,36 +29,24 @@ impl SecretsService {
 pub async fn read_barrier(node: &RaftNode, opts: Option<&ReadOptions>) -> Result<(), Status> {
     let linearizable = opts.is_none_or(|o| o.consistency() == Consistency::Linearizable);
     let min_revision = opts.map_or(0, |o| o.min_revision);
-    node.read_barrier(linearizable, min_revision, READ_TIMEOUT)
-        .await?;
+    node.read_barrier(linearizable, min_revision, READ_TIMEOUT).await?;
     Ok(())
 }
 
 #[tonic::async_trait]
 impl Secrets for SecretsService {
-    async fn put(
-        &self,
-        req: Request<PutSecretRequest>,
-    ) -> Result<Response<PutSecretResponse>, Status> {
+    async fn put(&self, req: Request<PutSecretRequest>) -> Result<Response<PutSecretResponse>, Status> {
         rpc("secrets.put", async {
             let req = req.into_inner();
             check_size(&req)?;
             let cmd = Command {
                 request_id: request_id(req.options.as_ref()),
                 time_ms: now_ms(),
-                op: Op::PutSecret(PutSecret {
-                    path: req.path,
-                    value: req.value,
-                    cas: req.cas,
-                }),
+                op: Op::PutSecret(PutSecret { path: req.path, value: req.value, cas: req.cas }),
             };
             match self.write(cmd).await? {
                 (Outcome::SecretWritten { version }, revision, deduplicated) => {
-                    Ok(PutSecretResponse {
-                        version,
-                        revision,
-                        deduplicated,
-                    })
+                    Ok(PutSecretResponse { version, revision, deduplicated })
                 }
                 (other, ..) => Err(Status::internal(format!("unexpected outcome {other:?}"))),
             }
@@ -66,26 +54,16 @@ impl Secrets for SecretsService {
         .await
     }
 
-    async fn get(
-        &self,
-        req: Request<GetSecretRequest>,
-    ) -> Result<Response<GetSecretResponse>, Status> {
+    async fn get(&self, req: Request<GetSecretRequest>) -> Result<Response<GetSecretResponse>, Status> {
         rpc("secrets.get", async {
             let req = req.into_inner();
             check_size(&req)?;
             validate_secret_path(&req.path).map_err(command_status)?;
             read_barrier(&self.node, req.options.as_ref()).await?;
             let version = (req.version != 0).then_some(req.version);
-            let found = self
-                .node
-                .sm
-                .get_secret(&req.path, version)
-                .map_err(|e| Status::internal(e.to_string()))?;
-            let revision = self
-                .node
-                .sm
-                .revision()
-                .map_err(|e| Status::internal(e.to_string()))?;
+            let found =
+                self.node.sm.get_secret(&req.path, version).map_err(|e| Status::internal(e.to_string()))?;
+            let revision = self.node.sm.revision().map_err(|e| Status::internal(e.to_string()))?;
             match found {
                 None => Err(Status::not_found(match version {
                     Some(v) => format!("no version {v} of secret {}", req.path),
@@ -118,11 +96,7 @@ impl Secrets for SecretsService {
             };
             match self.write(cmd).await? {
                 (Outcome::SecretDeleted { version }, revision, deduplicated) => {
-                    Ok(DeleteSecretResponse {
-                        version,
-                        revision,
-                        deduplicated,
-                    })
+                    Ok(DeleteSecretResponse { version, revision, deduplicated })
                 }
                 (other, ..) => Err(Status::internal(format!("unexpected outcome {other:?}"))),
             }

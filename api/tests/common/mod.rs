@@ -45,12 +45,7 @@ impl TestCluster {
         let base = 20_000 + (std::process::id() % 200) as u16 * 100 + n * 30;
         let (configs, profile) = dev::prepare(dir.path(), nodes, base, false, raft).unwrap();
         let configs: BTreeMap<u64, _> = configs.into_iter().map(|(p, c)| (c.id, (p, c))).collect();
-        let mut c = TestCluster {
-            dir,
-            configs,
-            children: BTreeMap::new(),
-            profile,
-        };
+        let mut c = TestCluster { dir, configs, children: BTreeMap::new(), profile };
         for id in c.configs.keys().copied().collect::<Vec<_>>() {
             c.spawn(id);
         }
@@ -61,8 +56,7 @@ impl TestCluster {
     fn spawn(&mut self, id: u64) {
         let (path, _) = &self.configs[&id];
         let log = self.dir.path().join(format!("node{id}.log"));
-        let child =
-            dev::spawn_node(&PathBuf::from(env!("CARGO_BIN_EXE_strongbox")), path, &log).unwrap();
+        let child = dev::spawn_node(&PathBuf::from(env!("CARGO_BIN_EXE_strongbox")), path, &log).unwrap();
         self.children.insert(id, child);
     }
 
@@ -109,11 +103,7 @@ impl TestCluster {
     pub async fn status(&self, id: u64) -> Option<StatusResponse> {
         let mut c = self.cluster(id);
         let call = c.status(StatusRequest {});
-        tokio::time::timeout(Duration::from_secs(2), call)
-            .await
-            .ok()?
-            .ok()
-            .map(|r| r.into_inner())
+        tokio::time::timeout(Duration::from_secs(2), call).await.ok()?.ok().map(|r| r.into_inner())
     }
 
     /// The leader as seen by a running node, once one is elected.
@@ -127,10 +117,7 @@ impl TestCluster {
                     }
                 }
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no leader within {timeout:?}"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "no leader within {timeout:?}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -155,9 +142,7 @@ impl TestCluster {
 
 pub fn put_req(path: &str, value: &str, request_id: &str) -> PutSecretRequest {
     PutSecretRequest {
-        options: Some(WriteOptions {
-            request_id: request_id.into(),
-        }),
+        options: Some(WriteOptions { request_id: request_id.into() }),
         path: path.into(),
         value: value.as_bytes().to_vec(),
         cas: None,
@@ -166,10 +151,7 @@ pub fn put_req(path: &str, value: &str, request_id: &str) -> PutSecretRequest {
 
 pub fn get_req(path: &str, consistency: Consistency, min_revision: u64) -> GetSecretRequest {
     GetSecretRequest {
-        options: Some(ReadOptions {
-            consistency: consistency as i32,
-            min_revision,
-        }),
+        options: Some(ReadOptions { consistency: consistency as i32, min_revision }),
         path: path.into(),
         version: 0,
     }

@@ -21,17 +21,12 @@ impl DeleteSecret {
         let key = self.path.as_bytes();
         let meta: Option<SecretMeta> = tx.get(Cf::Secrets, key)?;
         let Some(mut meta) = meta.filter(|m| !m.deleted) else {
-            return Ok(Err(CommandError::new(
-                ErrorCode::NotFound,
-                format!("no secret at {}", self.path),
-            )));
+            return Ok(Err(CommandError::new(ErrorCode::NotFound, format!("no secret at {}", self.path))));
         };
         meta.deleted = true;
         meta.updated_revision = tx.next_revision();
         meta.updated_ms = tx.clock_ms();
         tx.put(Cf::Secrets, key, &meta);
-        Ok(Ok(Outcome::SecretDeleted {
-            version: meta.latest_version,
-        }))
+        Ok(Ok(Outcome::SecretDeleted { version: meta.latest_version }))
     }
 }

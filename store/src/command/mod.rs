@@ -58,6 +58,15 @@ impl Op {
 }
 
 impl Command {
+    /// Approximate encoded size, for bounding proposals.
+    pub fn size_bytes(&self) -> usize {
+        let op = match &self.op {
+            Op::PutSecret(c) => c.path.len() + c.value.len() + 9,
+            Op::DeleteSecret(c) => c.path.len(),
+        };
+        self.request_id.len() + op + 16
+    }
+
     pub fn validate(&self) -> Result<(), CommandError> {
         if self.request_id.is_empty() || self.request_id.len() > REQUEST_ID_BYTES_MAX {
             return Err(CommandError::invalid(format!(
@@ -79,20 +88,8 @@ pub struct Response {
     pub deduplicated: bool,
 }
 
-impl Response {
-    /// The response for log entries that carry no command (blank, membership).
-    pub fn none(revision: u64) -> Response {
-        Response {
-            revision,
-            result: Ok(Outcome::None),
-            deduplicated: false,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
-    None,
     SecretWritten { version: u64 },
     SecretDeleted { version: u64 },
 }
@@ -117,10 +114,7 @@ pub enum ErrorCode {
 
 impl CommandError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        CommandError {
-            code,
-            message: message.into(),
-        }
+        CommandError { code, message: message.into() }
     }
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidArgument, message)

@@ -1,8 +1,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    secret_version_key, validate_secret_path, CommandError, ErrorCode, Outcome, SecretMeta,
-    SecretVersion,
+    secret_version_key, validate_secret_path, CommandError, ErrorCode, Outcome, SecretMeta, SecretVersion,
 };
 use crate::layout::Cf;
 use crate::limits::{SECRET_VALUE_BYTES_MAX, SECRET_VERSIONS_MAX};
@@ -39,7 +38,10 @@ impl PutSecret {
             if expected != current {
                 return Ok(Err(CommandError::new(
                     ErrorCode::FailedPrecondition,
-                    format!("check-and-set failed for {}: expected version {expected}, current is {current}", self.path),
+                    format!(
+                        "check-and-set failed for {}: expected version {expected}, current is {current}",
+                        self.path
+                    ),
                 )));
             }
         }
@@ -49,17 +51,10 @@ impl PutSecret {
         tx.put(
             Cf::SecretVersions,
             &secret_version_key(&self.path, version),
-            &SecretVersion {
-                value: self.value.clone(),
-                created_ms: now_ms,
-                revision,
-            },
+            &SecretVersion { value: self.value.clone(), created_ms: now_ms, revision },
         );
         if version > SECRET_VERSIONS_MAX {
-            tx.delete(
-                Cf::SecretVersions,
-                &secret_version_key(&self.path, version - SECRET_VERSIONS_MAX),
-            );
+            tx.delete(Cf::SecretVersions, &secret_version_key(&self.path, version - SECRET_VERSIONS_MAX));
         }
         tx.put(
             Cf::Secrets,
