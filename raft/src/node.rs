@@ -16,10 +16,10 @@ use tokio::time::{sleep, timeout, Instant};
 use crate::config::RaftTuning;
 use crate::log_store::LogStore;
 use crate::network::{NetworkFactory, PeerChannels};
-use crate::proposer::{ProposeError, Proposer};
+use crate::proposer::{forward_rpc, ProposeError, ProposeResult, Proposer};
 use crate::sm_store::SmStore;
 use crate::types::{LogId, NodeId, NodeInfo, Raft, TypeConfig};
-use crate::wire::{self, ForwardReply, Forwarded, MembershipOp};
+use crate::wire::{ForwardReply, Forwarded, MembershipOp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -38,6 +38,15 @@ pub enum NodeError {
     InvalidArgument(String),
     #[error("this node has stopped: {0}")]
     Fatal(String),
+}
+
+fn propose_error(e: ProposeError) -> NodeError {
+    match e {
+        ProposeError::NotLeader => NodeError::NoLeader,
+        ProposeError::Overloaded => NodeError::Overloaded,
+        ProposeError::Refused(m) => NodeError::Refused(m),
+        ProposeError::Fatal(m) => NodeError::Fatal(m),
+    }
 }
 
 impl From<NodeError> for tonic::Status {
@@ -103,7 +112,7 @@ impl RaftNode {
         )
         .await
         .map_err(|e| NodeError::Fatal(e.to_string()))?;
-        let proposer = Proposer::start(raft.clone());
+        let proposer = Proposer::start(id, raft.clone(), channels.clone());
         Ok(RaftNode { id, info, raft, sm, channels, proposer })
     }
 
@@ -122,76 +131,79 @@ impl RaftNode {
     }
 
     /// Proposes a command and waits for it to be applied, on whichever node
-    /// leads. Retries through elections until `budget` runs out.
+    /// leads. Retries through elections until `budget` runs out: the same
+    /// command (same request id) is proposed again, and apply deduplicates it
+    /// if an earlier attempt won.
     pub async fn write(&self, cmd: Command, budget: Duration) -> Result<(LogId, Response), NodeError> {
         let started = Instant::now();
-        let res = timeout(budget, self.propose(Forwarded::Write(cmd))).await;
+        let attempt = async {
+            let mut backoff_ms = BACKOFF_START_MS;
+            loop {
+                match self.proposer.propose(cmd.clone()).await {
+                    Ok(r) => return Ok(r),
+                    Err(ProposeError::NotLeader) => {}
+                    Err(e) => return Err(propose_error(e)),
+                }
+                sleep(Duration::from_millis(backoff_ms)).await;
+                backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
+            }
+        };
+        let res = timeout(budget, attempt).await;
         metrics::histogram!("strongbox_write_seconds").record(started.elapsed().as_secs_f64());
-        let (log_id, response) =
-            res.map_err(|_| NodeError::Timeout(budget.as_millis(), "the write to commit"))??;
-        let response =
-            response.ok_or_else(|| NodeError::Fatal("a write was answered without a response".into()))?;
-        Ok((log_id, response))
+        res.map_err(|_| NodeError::Timeout(budget.as_millis(), "the write to commit"))?
+    }
+
+    /// Proposes a command only if this node leads (forwarded writes).
+    pub async fn propose_local(&self, cmd: Command) -> ProposeResult {
+        self.proposer.propose_local(cmd).await
     }
 
     pub async fn change_membership(&self, op: MembershipOp, budget: Duration) -> Result<LogId, NodeError> {
-        timeout(budget, self.propose(Forwarded::Membership(op)))
+        let attempt = async {
+            let mut backoff_ms = BACKOFF_START_MS;
+            loop {
+                let res = match self.leader() {
+                    Some((l, node)) if l != self.id => {
+                        match forward_rpc(&self.channels, &node, Forwarded::Membership(op.clone())).await {
+                            Ok(ForwardReply::Membership(r)) => r,
+                            Ok(other) => Err(ProposeError::Fatal(format!("unexpected reply {other:?}"))),
+                            Err(_) => Err(ProposeError::NotLeader),
+                        }
+                    }
+                    _ => self.membership_here(op.clone()).await,
+                };
+                match res {
+                    Ok(log_id) => return Ok(log_id),
+                    Err(ProposeError::NotLeader) => {}
+                    Err(e) => return Err(propose_error(e)),
+                }
+                sleep(Duration::from_millis(backoff_ms)).await;
+                backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
+            }
+        };
+        timeout(budget, attempt)
             .await
             .map_err(|_| NodeError::Timeout(budget.as_millis(), "the membership change"))?
-            .map(|(log_id, _)| log_id)
     }
 
-    async fn propose(&self, fwd: Forwarded) -> Result<(LogId, Option<Response>), NodeError> {
-        let mut backoff_ms = BACKOFF_START_MS;
-        loop {
-            let leader = match self.propose_here(&fwd).await {
-                Ok(r) => return Ok(r),
-                Err(ProposeError::NotLeader(leader)) => leader,
-                Err(ProposeError::Overloaded) => return Err(NodeError::Overloaded),
-                Err(ProposeError::Refused(m)) => return Err(NodeError::Refused(m)),
-                Err(ProposeError::Fatal(m)) => return Err(NodeError::Fatal(m)),
-            };
-            if let Some((leader_id, node)) = leader.filter(|(l, _)| *l != self.id) {
-                metrics::counter!("strongbox_forwarded_total").increment(1);
-                match self.forward_to(&node, &fwd).await {
-                    Ok(ForwardReply::Applied { log_id, response }) => return Ok((log_id, response)),
-                    Ok(ForwardReply::Refused { message }) => return Err(NodeError::Refused(message)),
-                    Ok(ForwardReply::Overloaded) => return Err(NodeError::Overloaded),
-                    Ok(ForwardReply::NotLeader { .. }) | Ok(ForwardReply::Fatal { .. }) => {}
-                    Err(status) => {
-                        tracing::debug!(leader_id, %status, "forward to leader failed; retrying");
-                    }
-                }
+    /// Runs a membership change if this node leads.
+    pub async fn membership_here(&self, op: MembershipOp) -> Result<LogId, ProposeError> {
+        match self.apply_membership_local(op).await {
+            Ok(r) => Ok(r.log_id),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(ProposeError::NotLeader),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(ProposeError::Refused(e.to_string()))
             }
-            // Leader unknown or changing: the same command (same request id)
-            // is proposed again; apply deduplicates it if the first attempt won.
-            sleep(Duration::from_millis(backoff_ms)).await;
-            backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
+            Err(RaftError::Fatal(e)) => Err(ProposeError::Fatal(e.to_string())),
         }
     }
 
-    /// Proposes through this node's own Raft; fails with NotLeader elsewhere.
-    pub async fn propose_here(&self, fwd: &Forwarded) -> Result<(LogId, Option<Response>), ProposeError> {
-        match fwd {
-            Forwarded::Write(cmd) => self.proposer.propose(cmd.clone()).await.map(|(l, r)| (l, Some(r))),
-            Forwarded::Membership(op) => match self.apply_membership_local(op.clone()).await {
-                Ok(r) => Ok((r.log_id, None)),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                    Err(ProposeError::NotLeader(f.leader_id.zip(f.leader_node)))
-                }
-                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                    Err(ProposeError::Refused(e.to_string()))
-                }
-                Err(RaftError::Fatal(e)) => Err(ProposeError::Fatal(e.to_string())),
-            },
-        }
-    }
-
-    async fn forward_to(&self, leader: &NodeInfo, fwd: &Forwarded) -> Result<ForwardReply, tonic::Status> {
-        let mut client =
-            self.channels.client(&leader.raft_addr).map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-        let reply = client.forward(wire::encode(fwd)).await?;
-        wire::decode(reply.get_ref())
+    /// The current leader and its address, as this node believes.
+    fn leader(&self) -> Option<(NodeId, NodeInfo)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let leader = m.current_leader?;
+        Some((leader, m.membership_config.membership().get_node(&leader)?.clone()))
     }
 
     /// Runs a membership change on this node (which must lead).

@@ -6,7 +6,6 @@ use strongbox_proto::raft::v1::{Empty, Payload, ReadIndexRequest, ReadIndexRespo
 use tonic::{Request, Response, Status};
 
 use crate::node::RaftNode;
-use crate::proposer::ProposeError;
 use crate::wire::{self, ForwardReply, Forwarded};
 
 pub struct PeerService {
@@ -41,12 +40,13 @@ impl RaftPeer for PeerService {
 
     async fn forward(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         let fwd: Forwarded = wire::decode(req.get_ref())?;
-        let reply = match self.node.propose_here(&fwd).await {
-            Ok((log_id, response)) => ForwardReply::Applied { log_id, response },
-            Err(ProposeError::NotLeader(leader)) => ForwardReply::NotLeader { leader },
-            Err(ProposeError::Overloaded) => ForwardReply::Overloaded,
-            Err(ProposeError::Refused(message)) => ForwardReply::Refused { message },
-            Err(ProposeError::Fatal(message)) => ForwardReply::Fatal { message },
+        let reply = match fwd {
+            Forwarded::Writes(cmds) => {
+                // Each joins this node's next batch; none is forwarded again.
+                let results = futures::future::join_all(cmds.into_iter().map(|c| self.node.propose_local(c)));
+                ForwardReply::Writes(results.await)
+            }
+            Forwarded::Membership(op) => ForwardReply::Membership(self.node.membership_here(op).await),
         };
         Ok(Response::new(wire::encode(&reply)))
     }

@@ -1,45 +1,61 @@
-//! Group commit on the leader: concurrent commands are coalesced into one
-//! Raft entry, so they share one log append, one fsync, one replication
-//! round and one apply batch.
+//! Group commit: concurrent commands are coalesced into one Raft entry, so
+//! they share one log append, one fsync, one replication round and one apply
+//! batch.
 //!
 //! openraft 0.9 appends (and fsyncs) every `client_write` on its own, so
 //! without this each write pays a full fsync on the leader's critical path.
-//! At most `PROPOSALS_IN_FLIGHT_MAX` entries are in flight; while they are,
-//! new commands queue up and leave together as the next entry. The queue is
-//! bounded: a full queue is an explicit refusal, not unbounded memory.
+//! Every node batches: the leader proposes a batch as one entry; a follower
+//! forwards the whole batch to the leader in one peer RPC, where its commands
+//! join the leader's next batch. At most `PROPOSALS_IN_FLIGHT_MAX` batches
+//! are in flight per node; while they are, new commands queue up and leave
+//! together. The queue is bounded: a full queue is an explicit refusal.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
+use serde::{Deserialize, Serialize};
 use strongbox_store::{Command, Response};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::network::PeerChannels;
 use crate::types::{LogId, NodeId, NodeInfo, Raft};
+use crate::wire::{self, ForwardReply, Forwarded};
 
 /// Commands waiting to be proposed; beyond this, RESOURCE_EXHAUSTED.
 pub const PROPOSAL_QUEUE_MAX: usize = 4096;
-/// Commands per Raft entry.
+/// Commands per Raft entry (and per forwarded batch).
 pub const PROPOSAL_COMMANDS_MAX: usize = 256;
 /// Approximate bytes per Raft entry (one command may exceed it alone).
 pub const PROPOSAL_BYTES_MAX: usize = 256 * 1024;
-/// Entries proposed but not yet applied.
+/// Batches proposed or forwarded but not yet answered, per node.
 pub const PROPOSALS_IN_FLIGHT_MAX: usize = 2;
+/// How long a follower waits for the leader to answer a forwarded batch.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
 pub enum ProposeError {
-    /// Not the leader; the leader if known.
-    NotLeader(Option<(NodeId, NodeInfo)>),
+    /// No leader reachable right now (election, leader change, lost peer):
+    /// retry the same command after a back-off; dedup makes that safe.
+    #[error("no leader reachable")]
+    NotLeader,
+    #[error("proposal queue full")]
     Overloaded,
     /// Refused as a whole (e.g. a membership change already in progress).
+    #[error("{0}")]
     Refused(String),
+    #[error("{0}")]
     Fatal(String),
 }
 
-type Reply = oneshot::Sender<Result<(LogId, Response), ProposeError>>;
+pub type ProposeResult = Result<(LogId, Response), ProposeError>;
 
 struct Pending {
     cmd: Command,
-    reply: Reply,
+    /// Proposed here or nowhere: commands a follower forwarded to us are not
+    /// forwarded again (no ping-pong between nodes with stale leader views).
+    local_only: bool,
+    reply: oneshot::Sender<ProposeResult>,
 }
 
 #[derive(Clone)]
@@ -47,19 +63,33 @@ pub struct Proposer {
     tx: mpsc::Sender<Pending>,
 }
 
+struct Ctx {
+    id: NodeId,
+    raft: Raft,
+    channels: Arc<PeerChannels>,
+}
+
 impl Proposer {
-    /// Starts the batching task for this node's Raft.
-    pub fn start(raft: Raft) -> Proposer {
+    pub fn start(id: NodeId, raft: Raft, channels: Arc<PeerChannels>) -> Proposer {
         let (tx, rx) = mpsc::channel(PROPOSAL_QUEUE_MAX);
-        tokio::spawn(run(raft, rx));
+        tokio::spawn(run(Arc::new(Ctx { id, raft, channels }), rx));
         Proposer { tx }
     }
 
-    /// Proposes one command through this node's Raft (which must lead) and
-    /// waits for its own response.
-    pub async fn propose(&self, cmd: Command) -> Result<(LogId, Response), ProposeError> {
+    /// Proposes one command through whichever node leads and waits for its
+    /// own response.
+    pub async fn propose(&self, cmd: Command) -> ProposeResult {
+        self.submit(cmd, false).await
+    }
+
+    /// Proposes one command only if this node leads.
+    pub async fn propose_local(&self, cmd: Command) -> ProposeResult {
+        self.submit(cmd, true).await
+    }
+
+    async fn submit(&self, cmd: Command, local_only: bool) -> ProposeResult {
         let (reply, rx) = oneshot::channel();
-        self.tx.try_send(Pending { cmd, reply }).map_err(|e| match e {
+        self.tx.try_send(Pending { cmd, local_only, reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => ProposeError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => ProposeError::Fatal("proposer stopped".into()),
         })?;
@@ -67,13 +97,11 @@ impl Proposer {
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
+async fn run(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Pending>) {
     let in_flight = Arc::new(Semaphore::new(PROPOSALS_IN_FLIGHT_MAX));
     while let Some(first) = rx.recv().await {
         // Waiting for a slot is what lets the next batch fill up.
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
         let mut bytes = first.cmd.size_bytes();
         let mut batch = vec![first];
         while batch.len() < PROPOSAL_COMMANDS_MAX && bytes < PROPOSAL_BYTES_MAX {
@@ -86,34 +114,91 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
             }
         }
         metrics::histogram!("strongbox_proposal_commands").record(batch.len() as f64);
-        let raft = raft.clone();
+        let ctx = ctx.clone();
         tokio::spawn(async move {
-            let (cmds, replies): (Vec<Command>, Vec<Reply>) =
-                batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
-            let res = raft.client_write(cmds).await;
+            dispatch(&ctx, batch).await;
             drop(permit);
-            match res {
-                Ok(r) => {
-                    assert_eq!(r.data.len(), replies.len(), "one response per proposed command");
-                    for (reply, response) in replies.into_iter().zip(r.data) {
-                        let _ = reply.send(Ok((r.log_id, response)));
-                    }
-                }
-                Err(e) => {
-                    let err = match e {
-                        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                            ProposeError::NotLeader(f.leader_id.zip(f.leader_node))
-                        }
-                        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-                            ProposeError::Fatal(format!("unexpected membership error for a write: {e}"))
-                        }
-                        RaftError::Fatal(f) => ProposeError::Fatal(f.to_string()),
-                    };
-                    for reply in replies {
-                        let _ = reply.send(Err(err.clone()));
-                    }
-                }
-            }
         });
     }
+}
+
+fn current_leader(raft: &Raft) -> Option<(NodeId, NodeInfo)> {
+    let m = raft.metrics();
+    let m = m.borrow();
+    let leader = m.current_leader?;
+    Some((leader, m.membership_config.membership().get_node(&leader)?.clone()))
+}
+
+async fn dispatch(ctx: &Ctx, batch: Vec<Pending>) {
+    match current_leader(&ctx.raft).filter(|(l, _)| *l != ctx.id) {
+        Some((_, leader)) => {
+            let (local_only, remote): (Vec<Pending>, Vec<Pending>) =
+                batch.into_iter().partition(|p| p.local_only);
+            for p in local_only {
+                let _ = p.reply.send(Err(ProposeError::NotLeader));
+            }
+            if !remote.is_empty() {
+                forward(ctx, &leader, remote).await;
+            }
+        }
+        None => propose_here(ctx, batch).await,
+    }
+}
+
+async fn propose_here(ctx: &Ctx, batch: Vec<Pending>) {
+    let (cmds, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+    match ctx.raft.client_write(cmds).await {
+        Ok(r) => {
+            assert_eq!(r.data.len(), replies.len(), "one response per proposed command");
+            for (reply, response) in replies.into_iter().zip(r.data) {
+                let _ = reply.send(Ok((r.log_id, response)));
+            }
+        }
+        Err(e) => {
+            let err = match e {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => ProposeError::NotLeader,
+                RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                    ProposeError::Fatal(format!("unexpected membership error for a write: {e}"))
+                }
+                RaftError::Fatal(f) => ProposeError::Fatal(f.to_string()),
+            };
+            for reply in replies {
+                let _ = reply.send(Err(err.clone()));
+            }
+        }
+    }
+}
+
+async fn forward(ctx: &Ctx, leader: &NodeInfo, batch: Vec<Pending>) {
+    metrics::counter!("strongbox_forwarded_total").increment(batch.len() as u64);
+    let (cmds, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+    let n = cmds.len();
+    let results = match forward_rpc(&ctx.channels, leader, Forwarded::Writes(cmds)).await {
+        Ok(ForwardReply::Writes(results)) if results.len() == n => results,
+        Ok(other) => {
+            vec![Err(ProposeError::Fatal(format!("leader answered a write batch with {other:?}"))); n]
+        }
+        Err(status) => {
+            // Unknown outcome: the caller retries with the same request ids.
+            tracing::debug!(%status, "forwarding to the leader failed");
+            vec![Err(ProposeError::NotLeader); n]
+        }
+    };
+    for (reply, res) in replies.into_iter().zip(results) {
+        let _ = reply.send(res);
+    }
+}
+
+/// Sends a forwarded request to the leader's peer port.
+pub(crate) async fn forward_rpc(
+    channels: &PeerChannels,
+    leader: &NodeInfo,
+    fwd: Forwarded,
+) -> Result<ForwardReply, tonic::Status> {
+    let mut client =
+        channels.client(&leader.raft_addr).map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut req = tonic::Request::new(wire::encode(&fwd));
+    req.set_timeout(FORWARD_TIMEOUT);
+    let reply = client.forward(req).await?;
+    wire::decode(reply.get_ref())
 }

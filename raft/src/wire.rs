@@ -5,6 +5,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use strongbox_proto::raft::v1::Payload;
 
+use crate::proposer::{ProposeError, ProposeResult};
 use crate::types::{LogId, NodeId, NodeInfo};
 
 pub fn encode<T: Serialize>(v: &T) -> Payload {
@@ -27,29 +28,14 @@ pub enum MembershipOp {
 /// What a follower hands to the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Forwarded {
-    Write(strongbox_store::Command),
+    /// A batch of stamped commands; each is answered on its own.
+    Writes(Vec<strongbox_store::Command>),
     Membership(MembershipOp),
 }
 
 /// The leader's answer to a forwarded request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ForwardReply {
-    /// Applied; writes carry their response, membership changes none.
-    Applied {
-        log_id: LogId,
-        response: Option<strongbox_store::Response>,
-    },
-    /// The leader's proposal queue is full.
-    Overloaded,
-    /// This node is not the leader (any more); here is who is, if known.
-    NotLeader {
-        leader: Option<(NodeId, NodeInfo)>,
-    },
-    /// Refused (e.g. a membership change already in progress).
-    Refused {
-        message: String,
-    },
-    Fatal {
-        message: String,
-    },
+    Writes(Vec<ProposeResult>),
+    Membership(Result<LogId, ProposeError>),
 }
