@@ -28,8 +28,12 @@ pub const PROPOSAL_QUEUE_MAX: usize = 4096;
 pub const PROPOSAL_COMMANDS_MAX: usize = 256;
 /// Approximate bytes per Raft entry (one command may exceed it alone).
 pub const PROPOSAL_BYTES_MAX: usize = 256 * 1024;
-/// Batches proposed or forwarded but not yet answered, per node.
+/// Batches proposed to this node's Raft but not yet applied. Small, so that
+/// commands queue up and leave together (openraft appends each on its own).
 pub const PROPOSALS_IN_FLIGHT_MAX: usize = 2;
+/// Batches forwarded to the leader but not yet answered. Wider: the leader
+/// batches again, and queueing twice would double the latency.
+pub const FORWARDS_IN_FLIGHT_MAX: usize = 8;
 /// How long a follower waits for the leader to answer a forwarded batch.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -98,10 +102,13 @@ impl Proposer {
 }
 
 async fn run(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Pending>) {
-    let in_flight = Arc::new(Semaphore::new(PROPOSALS_IN_FLIGHT_MAX));
+    let proposals = Arc::new(Semaphore::new(PROPOSALS_IN_FLIGHT_MAX));
+    let forwards = Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT_MAX));
     while let Some(first) = rx.recv().await {
+        let leads_here = current_leader(&ctx.raft).is_none_or(|(l, _)| l == ctx.id);
+        let slots = if leads_here { &proposals } else { &forwards };
         // Waiting for a slot is what lets the next batch fill up.
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
         let mut bytes = first.cmd.size_bytes();
         let mut batch = vec![first];
         while batch.len() < PROPOSAL_COMMANDS_MAX && bytes < PROPOSAL_BYTES_MAX {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::command::{secret_version_key, Command, Outcome, Response, SecretMeta, SecretVersion};
 use crate::db::{decode, encode, Db, DbError};
 use crate::layout::{sm_keys, Cf};
-use crate::limits::{DEDUP_PRUNE_PER_COMMAND_MAX, DEDUP_WINDOW_MS};
+use crate::limits::{DEDUP_PRUNE_PER_BATCH_MAX, DEDUP_WINDOW_MS};
 
 #[derive(Clone)]
 pub struct StateMachine {
@@ -152,18 +152,18 @@ impl<'a> ApplyBatch<'a> {
         self.overlay.insert((Cf::Requests, id_key.to_vec()), Some(encode(&rec)));
         self.overlay
             .insert((Cf::RequestsByTime, by_time_key(self.clock_ms, &cmd.request_id)), Some(Vec::new()));
-        self.prune_request_ids()?;
         Ok(response)
     }
 
-    /// Bounded physical removal of request ids past the dedup window.
+    /// Bounded physical removal of request ids past the dedup window, once
+    /// per batch (an iterator per command costs more than it saves).
     fn prune_request_ids(&mut self) -> Result<(), DbError> {
         let cutoff_ms = self.clock_ms.saturating_sub(DEDUP_WINDOW_MS);
         if cutoff_ms == 0 {
             return Ok(());
         }
         let upto = cutoff_ms.to_be_bytes();
-        let old = self.sm.db.scan_raw(Cf::RequestsByTime, &[], Some(&upto), DEDUP_PRUNE_PER_COMMAND_MAX)?;
+        let old = self.sm.db.scan_raw(Cf::RequestsByTime, &[], Some(&upto), DEDUP_PRUNE_PER_BATCH_MAX)?;
         for (k, _) in old {
             let id = k[8..].to_vec();
             self.overlay.insert((Cf::RequestsByTime, k), None);
@@ -182,6 +182,7 @@ impl<'a> ApplyBatch<'a> {
     /// the log entries it came from are durable, and the next log fsync
     /// (same WAL) makes it durable too; a crash re-applies from the log.
     pub fn commit(mut self) -> Result<(), DbError> {
+        self.prune_request_ids()?;
         self.overlay.insert((Cf::SmMeta, sm_keys::REVISION.to_vec()), Some(encode(&self.revision)));
         self.overlay.insert((Cf::SmMeta, sm_keys::CLOCK_MS.to_vec()), Some(encode(&self.clock_ms)));
         let mut batch = self.sm.db.batch();
