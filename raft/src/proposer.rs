@@ -33,7 +33,7 @@ pub const PROPOSAL_BYTES_MAX: usize = 256 * 1024;
 pub const PROPOSALS_IN_FLIGHT_MAX: usize = 2;
 /// Batches forwarded to the leader but not yet answered. Wider: the leader
 /// batches again, and queueing twice would double the latency.
-pub const FORWARDS_IN_FLIGHT_MAX: usize = 8;
+pub const FORWARDS_IN_FLIGHT_MAX: usize = 2;
 /// How long a follower waits for the leader to answer a forwarded batch.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
