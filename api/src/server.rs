@@ -51,16 +51,18 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         (None, false) => anyhow::bail!("no TLS configured and insecure is not set"),
     };
 
-    let info = NodeInfo { raft_addr: cfg.public_raft_addr(), api_addr: cfg.public_api_addr() };
-    let channels = PeerChannels::new(tls.as_ref().map(|t| t.peer_client()));
-    let node = RaftNode::start(cfg.id, info, db, &cfg.raft.tuning(), channels).await?;
-
+    // Bind before starting Raft: a port conflict fails fast, and clients
+    // that connect early queue in the backlog instead of being refused.
     let raft_listener = TcpListener::bind(&cfg.raft_addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on raft_addr {}: {e}", cfg.raft_addr))?;
     let api_listener = TcpListener::bind(&cfg.api_addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on api_addr {}: {e}", cfg.api_addr))?;
+
+    let info = NodeInfo { raft_addr: cfg.public_raft_addr(), api_addr: cfg.public_api_addr() };
+    let channels = PeerChannels::new(tls.as_ref().map(|t| t.peer_client()));
+    let node = RaftNode::start(cfg.id, info, db, &cfg.raft.tuning(), channels).await?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

@@ -301,3 +301,83 @@ async fn health_and_metrics_are_served() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+#[tokio::test]
+async fn membership_add_learner_promote_transfer_remove() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = TestCluster::start_with_spares(3, 1, fast_raft()).await;
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let w = put_retry(&c, leader, "mem/before", "1", "mem-1").await;
+
+    // Node 4 starts empty, with no initial members: it waits to be added.
+    c.spawn(4);
+    let add = AddLearnerRequest { id: 4, raft_addr: c.raft_addr(4), api_addr: c.api_addr(4) };
+    // Through a follower: membership changes are forwarded to the leader.
+    let r = c.cluster(follower).add_learner(add).await.unwrap().into_inner();
+    let m4 = r.members.iter().find(|m| m.id == 4).expect("node 4 is a member");
+    assert!(!m4.voter, "added as a learner");
+    // openraft's blocking add_learner only waits until the learner is within
+    // replication_lag_threshold entries, which a short log always is.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let got = loop {
+        match c.secrets(4).get(get_req("mem/before", Consistency::Local, w.revision)).await {
+            Ok(r) => break r,
+            Err(e) => assert!(tokio::time::Instant::now() < deadline, "node 4: {e:?}\n{}", c.log(4)),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(got.into_inner().value, b"1", "the learner caught up");
+
+    let r = c.cluster(follower).promote(PromoteRequest { id: 4 }).await.unwrap().into_inner();
+    assert!(r.members.iter().any(|m| m.id == 4 && m.voter), "promoted: {r:?}");
+    assert_eq!(r.members.iter().filter(|m| m.voter).count(), 4);
+
+    let t = c.cluster(1).transfer_leader(TransferLeaderRequest { id: 4 }).await.unwrap().into_inner();
+    assert_eq!(t.leader_id, Some(4));
+    put_retry(&c, 4, "mem/after", "2", "mem-2").await;
+
+    let t = c
+        .cluster(4)
+        .transfer_leader(TransferLeaderRequest { id: leader })
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}\n{}", c.log(leader), c.log(4)))
+        .into_inner();
+    assert_eq!(t.leader_id, Some(leader));
+    let r = c.cluster(leader).remove(RemoveRequest { id: 4 }).await.unwrap().into_inner();
+    assert_eq!(r.members.len(), 3, "node 4 removed: {r:?}");
+    assert!(r.members.iter().all(|m| m.id != 4));
+    let e = c.cluster(leader).promote(PromoteRequest { id: 0 }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    c.stop(4).await;
+    put_retry(&c, follower, "mem/without-4", "3", "mem-3").await;
+}
+
+#[tokio::test]
+async fn no_quorum_answers_unavailable_and_loses_nothing() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = TestCluster::start(3, fast_raft()).await;
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    put_retry(&c, leader, "q/a", "1", "q-1").await;
+    let survivor = (1..=3).find(|id| *id != leader).unwrap();
+    for id in (1..=3).filter(|id| *id != survivor) {
+        c.kill(id).await;
+    }
+    // A lone node cannot elect itself: writes and linearizable reads fail
+    // with UNAVAILABLE (not a hang, not a silent success).
+    let e = c.secrets(survivor).put(put_req("q/b", "2", "q-2")).await.unwrap_err();
+    assert!(matches!(e.code(), Code::Unavailable | Code::DeadlineExceeded), "{e:?}");
+    let e = c.secrets(survivor).get(get_req("q/a", Consistency::Linearizable, 0)).await.unwrap_err();
+    assert!(matches!(e.code(), Code::Unavailable | Code::DeadlineExceeded), "{e:?}");
+    // A local read still answers from the survivor's own state.
+    let got = c.secrets(survivor).get(get_req("q/a", Consistency::Local, 0)).await.unwrap();
+    assert_eq!(got.into_inner().value, b"1");
+    for id in (1..=3).filter(|id| *id != survivor) {
+        c.restart(id);
+    }
+    c.wait_leader(Duration::from_secs(30)).await;
+    // The failed write is "maybe applied": it may have landed or not, but a
+    // retry with the same id applies it at most once.
+    let r = put_retry(&c, survivor, "q/b", "2", "q-2").await;
+    assert_eq!(r.version, 1);
+}

@@ -30,8 +30,10 @@ impl Default for RaftTuning {
 pub const PEER_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Snapshot chunk size: well under the peer message limit.
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
-/// Entries per AppendEntries RPC.
-pub const APPEND_ENTRIES_MAX: u64 = 512;
+/// Entries per AppendEntries RPC. An entry is a proposal of at most
+/// ~320 KiB (proposer.rs: 256 KiB plus one command), so 48 stay under
+/// `PEER_MESSAGE_BYTES_MAX`; beyond it openraft gets PayloadTooLarge and halves.
+pub const APPEND_ENTRIES_MAX: u64 = 48;
 
 impl RaftTuning {
     pub fn to_config(&self) -> Result<Config, openraft::ConfigError> {

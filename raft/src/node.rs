@@ -23,7 +23,7 @@ use crate::wire::{ForwardReply, Forwarded, MembershipOp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    #[error("no leader is known yet (election in progress); retry shortly")]
+    #[error("no leader: an election is in progress or a majority of nodes is unreachable; retry shortly")]
     NoLeader,
     #[error("timed out after {0} ms waiting for {1}; a write may still be applied later (retry with the same request_id)")]
     Timeout(u128, &'static str),
@@ -150,7 +150,7 @@ impl RaftNode {
         };
         let res = timeout(budget, attempt).await;
         metrics::histogram!("strongbox_write_seconds").record(started.elapsed().as_secs_f64());
-        res.map_err(|_| NodeError::Timeout(budget.as_millis(), "the write to commit"))?
+        res.map_err(|_| self.timeout_error(budget, "the write to commit"))?
     }
 
     /// Proposes a command only if this node leads (forwarded writes).
@@ -181,9 +181,20 @@ impl RaftNode {
                 backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
             }
         };
-        timeout(budget, attempt)
+        let log_id = timeout(budget, attempt)
             .await
-            .map_err(|_| NodeError::Timeout(budget.as_millis(), "the membership change"))?
+            .map_err(|_| self.timeout_error(budget, "the membership change"))??;
+        // Let this node see the new membership before answering, so the
+        // caller's next status (served here) reflects the change.
+        let _ = self
+            .raft
+            .wait(Some(budget))
+            .metrics(
+                move |m| m.membership_config.log_id().is_some_and(|l| l.index >= log_id.index),
+                "membership visible",
+            )
+            .await;
+        Ok(log_id)
     }
 
     /// Runs a membership change if this node leads.
@@ -195,6 +206,15 @@ impl RaftNode {
                 Err(ProposeError::Refused(e.to_string()))
             }
             Err(RaftError::Fatal(e)) => Err(ProposeError::Fatal(e.to_string())),
+        }
+    }
+
+    /// Out of time: UNAVAILABLE if no leader is known (an election, or a
+    /// lost quorum), DEADLINE_EXCEEDED if one is but did not answer in time.
+    fn timeout_error(&self, budget: Duration, what: &'static str) -> NodeError {
+        match self.leader() {
+            None => NodeError::NoLeader,
+            Some(_) => NodeError::Timeout(budget.as_millis(), what),
         }
     }
 
@@ -293,7 +313,7 @@ impl RaftNode {
         if linearizable {
             let index = timeout(budget, self.read_index())
                 .await
-                .map_err(|_| NodeError::Timeout(budget.as_millis(), "a quorum to confirm the leader"))??;
+                .map_err(|_| self.timeout_error(budget, "a quorum to confirm the leader"))??;
             let left = deadline.saturating_duration_since(Instant::now());
             self.raft
                 .wait(Some(left))
@@ -315,34 +335,88 @@ impl RaftNode {
         Ok(())
     }
 
-    /// Asks `to` to campaign, then waits until it leads. openraft 0.9 has no
-    /// leadership-transfer API; an up-to-date node that starts an election
-    /// with a higher term wins it.
+    /// Hands leadership to voter `to`, from any node (run by the leader).
     pub async fn transfer_leader(&self, to: NodeId, budget: Duration) -> Result<Option<NodeId>, NodeError> {
+        let deadline = Instant::now() + budget;
+        let mut backoff_ms = BACKOFF_START_MS;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let res = match self.leader() {
+                Some((l, _)) if l == to => return Ok(Some(to)),
+                Some((l, node)) if l != self.id => {
+                    let fwd = Forwarded::TransferLeader { to, budget_ms: left.as_millis() as u64 };
+                    match forward_rpc(&self.channels, &node, fwd).await {
+                        Ok(ForwardReply::TransferLeader(r)) => r,
+                        Ok(other) => Err(ProposeError::Fatal(format!("unexpected reply {other:?}"))),
+                        Err(_) => Err(ProposeError::NotLeader),
+                    }
+                }
+                _ => self.transfer_leader_here(to, left).await,
+            };
+            match res {
+                Ok(leader) => return Ok(leader),
+                Err(ProposeError::NotLeader) if Instant::now() < deadline => {}
+                Err(ProposeError::NotLeader) => return Err(self.timeout_error(budget, "the new leader")),
+                Err(e) => return Err(propose_error(e)),
+            }
+            sleep(Duration::from_millis(backoff_ms)).await;
+            backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
+        }
+    }
+
+    /// Leadership transfer, run on the leader. openraft 0.9 has no transfer
+    /// API, and followers refuse a candidate while the leader's lease is
+    /// alive; so the leader stops heartbeats and its own elections, and asks
+    /// the target to campaign until it wins (its log is complete: it is a
+    /// voter the leader replicates to). Both are re-enabled whatever happens.
+    pub async fn transfer_leader_here(
+        &self,
+        to: NodeId,
+        budget: Duration,
+    ) -> Result<Option<NodeId>, ProposeError> {
         let node = {
-            let m = self.raft.metrics().borrow().clone();
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            if m.current_leader != Some(self.id) {
+                return Err(ProposeError::NotLeader);
+            }
             let membership = m.membership_config.membership();
             if !membership.voter_ids().any(|v| v == to) {
-                return Err(NodeError::InvalidArgument(format!("id: node {to} is not a voter")));
+                return Err(ProposeError::Refused(format!("id: node {to} is not a voter")));
             }
             membership.get_node(&to).cloned().expect("voters have node info")
         };
         if to == self.id {
-            self.raft.trigger().elect().await.map_err(|e| NodeError::Fatal(e.to_string()))?;
-        } else {
-            let mut c =
-                self.channels.client(&node.raft_addr).map_err(|e| NodeError::Refused(e.to_string()))?;
-            c.trigger_election(strongbox_proto::raft::v1::Empty {}).await.map_err(|s| {
-                NodeError::Refused(format!("node {to} did not start an election: {}", s.message()))
-            })?;
+            return Ok(Some(to));
         }
-        let m = self
-            .raft
-            .wait(Some(budget))
-            .metrics(move |m| m.current_leader == Some(to), "leader transfer")
-            .await
-            .map_err(|_| NodeError::Timeout(budget.as_millis(), "the new leader"))?;
-        Ok(m.current_leader)
+        let deadline = Instant::now() + budget;
+        self.raft.runtime_config().heartbeat(false);
+        self.raft.runtime_config().elect(false);
+        let result = loop {
+            let asked = match self.channels.client(&node.raft_addr) {
+                Ok(mut c) => c.trigger_election(strongbox_proto::raft::v1::Empty {}).await.map(|_| ()),
+                Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+            };
+            if let Err(s) = asked {
+                tracing::debug!(to, %s, "leader transfer: election trigger failed; retrying");
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let round = Duration::from_millis(self.raft.config().election_timeout_min).min(left);
+            let waited =
+                self.raft.wait(Some(round)).metrics(move |m| m.current_leader == Some(to), "transfer").await;
+            if let Ok(m) = waited {
+                break Ok(m.current_leader);
+            }
+            if Instant::now() >= deadline {
+                break Err(ProposeError::Refused(format!(
+                    "node {to} did not win an election within {} ms; leadership stays",
+                    budget.as_millis()
+                )));
+            }
+        };
+        self.raft.runtime_config().heartbeat(true);
+        self.raft.runtime_config().elect(true);
+        result
     }
 
     pub async fn status(&self) -> Result<NodeStatus, NodeError> {

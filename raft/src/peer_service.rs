@@ -1,8 +1,10 @@
 //! The peer port's gRPC service: Raft RPCs in, forwarded writes and read-index
 //! requests from followers. Reachable only by holders of a cluster certificate.
 
+use std::time::Duration;
 use strongbox_proto::raft::v1::raft_peer_server::RaftPeer;
 use strongbox_proto::raft::v1::{Empty, Payload, ReadIndexRequest, ReadIndexResponse};
+
 use tonic::{Request, Response, Status};
 
 use crate::node::RaftNode;
@@ -47,6 +49,9 @@ impl RaftPeer for PeerService {
                 ForwardReply::Writes(results.await)
             }
             Forwarded::Membership(op) => ForwardReply::Membership(self.node.membership_here(op).await),
+            Forwarded::TransferLeader { to, budget_ms } => ForwardReply::TransferLeader(
+                self.node.transfer_leader_here(to, Duration::from_millis(budget_ms)).await,
+            ),
         };
         Ok(Response::new(wire::encode(&reply)))
     }

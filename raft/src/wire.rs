@@ -31,6 +31,11 @@ pub enum Forwarded {
     /// A batch of stamped commands; each is answered on its own.
     Writes(Vec<strongbox_store::Command>),
     Membership(MembershipOp),
+    /// Hand leadership to this voter (run by the leader).
+    TransferLeader {
+        to: NodeId,
+        budget_ms: u64,
+    },
 }
 
 /// The leader's answer to a forwarded request.
@@ -38,4 +43,6 @@ pub enum Forwarded {
 pub enum ForwardReply {
     Writes(Vec<ProposeResult>),
     Membership(Result<LogId, ProposeError>),
+    /// The leader after the transfer.
+    TransferLeader(Result<Option<NodeId>, ProposeError>),
 }

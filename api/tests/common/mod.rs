@@ -40,20 +40,34 @@ pub struct TestCluster {
 
 impl TestCluster {
     pub async fn start(nodes: u64, raft: RaftSettings) -> TestCluster {
+        Self::start_with_spares(nodes, 0, raft).await
+    }
+
+    /// `voters` nodes form the cluster; `spares` more get certificates and
+    /// configs (without initial members) but are not started.
+    pub async fn start_with_spares(voters: u64, spares: u64, raft: RaftSettings) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let n = NEXT_CLUSTER.fetch_add(1, Ordering::SeqCst);
         let base = 20_000 + (std::process::id() % 200) as u16 * 100 + n * 30;
-        let (configs, profile) = dev::prepare(dir.path(), nodes, base, false, raft).unwrap();
-        let configs: BTreeMap<u64, _> = configs.into_iter().map(|(p, c)| (c.id, (p, c))).collect();
+        let (configs, profile) = dev::prepare(dir.path(), voters + spares, base, false, raft).unwrap();
+        let mut configs: BTreeMap<u64, _> = configs.into_iter().map(|(p, c)| (c.id, (p, c))).collect();
+        for (path, cfg) in configs.values_mut() {
+            if cfg.id > voters {
+                cfg.initial_members.clear();
+            } else {
+                cfg.initial_members.retain(|id, _| *id <= voters);
+            }
+            std::fs::write(path, cfg.to_toml()).unwrap();
+        }
         let mut c = TestCluster { dir, configs, children: BTreeMap::new(), profile };
-        for id in c.configs.keys().copied().collect::<Vec<_>>() {
+        for id in 1..=voters {
             c.spawn(id);
         }
         c.wait_leader(Duration::from_secs(30)).await;
         c
     }
 
-    fn spawn(&mut self, id: u64) {
+    pub fn spawn(&mut self, id: u64) {
         let (path, _) = &self.configs[&id];
         let log = self.dir.path().join(format!("node{id}.log"));
         let child = dev::spawn_node(&PathBuf::from(env!("CARGO_BIN_EXE_strongbox")), path, &log).unwrap();
