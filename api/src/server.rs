@@ -84,10 +84,19 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let (health, health_svc) = tonic_health::server::health_reporter();
     health.set_serving::<SecretsServer<SecretsService>>().await;
     health.set_serving::<ClusterServer<ClusterService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(strongbox_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Both reflection versions: grpcurl speaks v1, many clients still v1alpha.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(strongbox_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // The descriptor set also holds the peer protocol: list only
+            // what this port serves.
+            .with_service_name("strongbox.v1.Secrets")
+            .with_service_name("strongbox.v1.Cluster")
+            .with_service_name("grpc.health.v1.Health")
+    };
+    let reflection = reflection_builder().build_v1()?;
+    let reflection_alpha = reflection_builder().build_v1alpha()?;
     let mut api = Server::builder()
         .tcp_nodelay(true)
         .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION_MAX)
@@ -98,6 +107,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let api_task = tokio::spawn(
         api.add_service(health_svc)
             .add_service(reflection)
+            .add_service(reflection_alpha)
             .add_service(
                 SecretsServer::new(SecretsService::new(node.clone()))
                     .max_decoding_message_size(GRPC_DECODE_BYTES_MAX),

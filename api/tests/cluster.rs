@@ -279,6 +279,30 @@ async fn health_and_metrics_are_served() {
         .into_inner();
     assert_eq!(r.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
 
+    // Server reflection (v1 and v1alpha) lists the client services only.
+    {
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = ServerReflectionClient::new(c.channel(2))
+            .server_reflection_info(tokio_stream::iter(vec![req]))
+            .await
+            .unwrap()
+            .into_inner();
+        let reply = stream.message().await.unwrap().expect("one reflection reply");
+        let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+            panic!("unexpected reflection reply {reply:?}")
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        assert!(names.contains(&"strongbox.v1.Secrets".to_string()), "{names:?}");
+        assert!(!names.iter().any(|n| n.contains("raft")), "peer protocol must not be advertised: {names:?}");
+    }
+
     // Raft gauges are exported once a second.
     let metrics_addr = c.configs[&leader].1.metrics_addr.clone().unwrap();
     let wanted = [
