@@ -37,6 +37,10 @@ pub struct DevArgs {
     pub nodes: u64,
 }
 
+const RESTART_DELAY: Duration = Duration::from_secs(10);
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
+const RESTARTS_PER_WINDOW_MAX: usize = 3;
+
 pub fn default_dir() -> PathBuf {
     std::env::var_os("HOME")
         .map(|h| PathBuf::from(h).join(".local/share/strongbox/dev"))
@@ -197,21 +201,43 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("  strongbox cluster status");
     println!("  strongbox secrets put team-a/db/password s3cr3t");
     println!("  strongbox secrets get team-a/db/password");
-    println!("Ctrl-C stops all nodes (data is kept; --fresh starts over).");
+    println!("Ctrl-C stops all nodes (data is kept; --fresh starts over). A node that dies is restarted.");
 
-    let exited = async {
+    // A node that dies (say, `kill -9` to watch a failover) is restarted
+    // with its data after a pause; a node that keeps dying stops everything.
+    let supervise = async {
+        let mut restarts: Vec<Vec<tokio::time::Instant>> = vec![Vec::new(); children.len()];
         loop {
-            for (i, c) in children.iter_mut().enumerate() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    return (i, status);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            for (i, (path, cfg)) in configs.iter().enumerate() {
+                let Ok(Some(status)) = children[i].try_wait() else { continue };
+                let now = tokio::time::Instant::now();
+                restarts[i].retain(|t| now.duration_since(*t) < RESTART_WINDOW);
+                if restarts[i].len() >= RESTARTS_PER_WINDOW_MAX {
+                    return format!(
+                        "node {} exited {} times within {RESTART_WINDOW:?}; see {}/node{}.log",
+                        cfg.id,
+                        restarts[i].len() + 1,
+                        dir.display(),
+                        cfg.id
+                    );
+                }
+                println!(
+                    "node {} exited ({status}); restarting it in {RESTART_DELAY:?} with its data",
+                    cfg.id
+                );
+                tokio::time::sleep(RESTART_DELAY).await;
+                restarts[i].push(now);
+                match spawn_node(&exe, path, &dir.join(format!("node{}.log", cfg.id))) {
+                    Ok(c) => children[i] = c,
+                    Err(e) => return format!("cannot restart node {}: {e}", cfg.id),
                 }
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     };
     tokio::select! {
         _ = crate::cli::shutdown_signal() => println!("stopping the cluster..."),
-        (i, status) = exited => eprintln!("node {} exited ({status}); stopping the others", i + 1),
+        why = supervise => eprintln!("{why}; stopping the cluster"),
     }
     for c in &mut children {
         stop_child(c).await;
