@@ -30,7 +30,7 @@ pub const PROPOSAL_COMMANDS_MAX: usize = 256;
 pub const PROPOSAL_BYTES_MAX: usize = 256 * 1024;
 /// Batches proposed to this node's Raft but not yet applied. Small, so that
 /// commands queue up and leave together (openraft appends each on its own).
-pub const PROPOSALS_IN_FLIGHT_MAX: usize = 2;
+pub const PROPOSALS_IN_FLIGHT_MAX: usize = 1;
 /// Batches forwarded to the leader but not yet answered. Wider: the leader
 /// batches again, and queueing twice would double the latency.
 pub const FORWARDS_IN_FLIGHT_MAX: usize = 2;
