@@ -383,7 +383,11 @@ async fn no_quorum_answers_unavailable_and_loses_nothing() {
     let mut c = TestCluster::start(3, fast_raft()).await;
     let leader = c.wait_leader(Duration::from_secs(10)).await;
     put_retry(&c, leader, "q/a", "1", "q-1").await;
+    // A majority acknowledged the write; make sure the survivor applied it
+    // too, so its local read below has something to show.
+    let applied = c.status(leader).await.unwrap().applied_index;
     let survivor = (1..=3).find(|id| *id != leader).unwrap();
+    c.wait_applied(survivor, applied, Duration::from_secs(10)).await;
     for id in (1..=3).filter(|id| *id != survivor) {
         c.kill(id).await;
     }
