@@ -6,8 +6,9 @@
 //! without this each write pays a full fsync on the leader's critical path.
 //! Every node batches: the leader proposes a batch as one entry; a follower
 //! forwards the whole batch to the leader in one peer RPC, where its commands
-//! join the leader's next batch. At most `PROPOSALS_IN_FLIGHT_MAX` batches
-//! are in flight per node; while they are, new commands queue up and leave
+//! join the leader's next batch. At most `PROPOSALS_IN_FLIGHT_MAX` (leader) or
+//! `FORWARDS_IN_FLIGHT_MAX` (follower) batches are in flight; meanwhile new
+//! commands queue up and leave
 //! together. The queue is bounded: a full queue is an explicit refusal.
 
 use std::sync::Arc;
@@ -28,8 +29,9 @@ pub const PROPOSAL_QUEUE_MAX: usize = 4096;
 pub const PROPOSAL_COMMANDS_MAX: usize = 256;
 /// Approximate bytes per Raft entry (one command may exceed it alone).
 pub const PROPOSAL_BYTES_MAX: usize = 256 * 1024;
-/// Batches proposed to this node's Raft but not yet applied. Small, so that
-/// commands queue up and leave together (openraft appends each on its own).
+/// Batches proposed to this node's Raft but not yet applied. One: commands
+/// queue up and leave together (openraft appends each on its own); measured
+/// better than two at 1, 16 and 64 clients (BENCHMARKS.md).
 pub const PROPOSALS_IN_FLIGHT_MAX: usize = 1;
 /// Batches forwarded to the leader but not yet answered. Wider: the leader
 /// batches again, and queueing twice would double the latency.
