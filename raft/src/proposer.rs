@@ -8,8 +8,8 @@
 //! forwards the whole batch to the leader in one peer RPC, where its commands
 //! join the leader's next batch. At most `PROPOSALS_IN_FLIGHT_MAX` (leader) or
 //! `FORWARDS_IN_FLIGHT_MAX` (follower) batches are in flight; meanwhile new
-//! commands queue up and leave
-//! together. The queue is bounded: a full queue is an explicit refusal.
+//! commands queue up and leave together. The queue is bounded: a full queue
+//! is an explicit refusal.
 
 use std::sync::Arc;
 use std::time::Duration;
