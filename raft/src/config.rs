@@ -20,8 +20,11 @@ impl Default for RaftTuning {
             heartbeat_ms: 250,
             election_timeout_min_ms: 1000,
             election_timeout_max_ms: 2000,
-            snapshot_logs: 10_000,
-            logs_kept_behind_snapshot: 1_000,
+            // Like etcd's --snapshot-count (100,000) and catch-up entries
+            // (5,000). An entry is a batch of commands, and every snapshot
+            // is a full export of the state, so 10,000 was too often.
+            snapshot_logs: 100_000,
+            logs_kept_behind_snapshot: 5_000,
         }
     }
 }
