@@ -289,11 +289,20 @@ async fn health_and_metrics_are_served() {
             host: String::new(),
             message_request: Some(MessageRequest::ListServices(String::new())),
         };
-        let mut stream = ServerReflectionClient::new(c.channel(2))
-            .server_reflection_info(tokio_stream::iter(vec![req]))
-            .await
-            .unwrap()
-            .into_inner();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let mut stream = loop {
+            let call = ServerReflectionClient::new(c.channel(2))
+                .server_reflection_info(tokio_stream::iter(vec![req.clone()]))
+                .await;
+            match call {
+                Ok(s) => break s.into_inner(),
+                Err(e) => {
+                    eprintln!("reflection call failed (retrying): {e:?}");
+                    assert!(tokio::time::Instant::now() < deadline, "reflection keeps failing: {e:?}");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
         let reply = stream.message().await.unwrap().expect("one reflection reply");
         let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
             panic!("unexpected reflection reply {reply:?}")
