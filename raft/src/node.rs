@@ -274,12 +274,7 @@ impl RaftNode {
     async fn read_index(&self) -> Result<u64, NodeError> {
         let mut backoff_ms = BACKOFF_START_MS;
         loop {
-            let leader = {
-                let m = self.raft.metrics().borrow().clone();
-                m.current_leader
-                    .and_then(|l| m.membership_config.membership().get_node(&l).cloned().map(|n| (l, n)))
-            };
-            match leader {
+            match self.leader() {
                 Some((l, _)) if l == self.id => match self.leader_read_index().await {
                     Err(NodeError::Refused(_)) => {}
                     other => return other,
