@@ -93,6 +93,22 @@ pub struct RaftNode {
 const BACKOFF_START_MS: u64 = 20;
 const BACKOFF_MAX_MS: u64 = 400;
 
+/// Exponential back-off between retries while a leader is elected or found.
+struct Backoff {
+    next_ms: u64,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff { next_ms: BACKOFF_START_MS }
+    }
+
+    async fn wait(&mut self) {
+        sleep(Duration::from_millis(self.next_ms)).await;
+        self.next_ms = (self.next_ms * 2).min(BACKOFF_MAX_MS);
+    }
+}
+
 impl RaftNode {
     pub async fn start(
         id: NodeId,
@@ -137,15 +153,14 @@ impl RaftNode {
     pub async fn write(&self, cmd: Command, budget: Duration) -> Result<(LogId, Response), NodeError> {
         let started = Instant::now();
         let attempt = async {
-            let mut backoff_ms = BACKOFF_START_MS;
+            let mut backoff = Backoff::new();
             loop {
                 match self.proposer.propose(cmd.clone()).await {
                     Ok(r) => return Ok(r),
                     Err(ProposeError::NotLeader) => {}
                     Err(e) => return Err(propose_error(e)),
                 }
-                sleep(Duration::from_millis(backoff_ms)).await;
-                backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
+                backoff.wait().await;
             }
         };
         let res = timeout(budget, attempt).await;
@@ -160,7 +175,7 @@ impl RaftNode {
 
     pub async fn change_membership(&self, op: MembershipOp, budget: Duration) -> Result<LogId, NodeError> {
         let attempt = async {
-            let mut backoff_ms = BACKOFF_START_MS;
+            let mut backoff = Backoff::new();
             loop {
                 let res = match self.leader() {
                     Some((l, node)) if l != self.id => {
@@ -177,8 +192,7 @@ impl RaftNode {
                     Err(ProposeError::NotLeader) => {}
                     Err(e) => return Err(propose_error(e)),
                 }
-                sleep(Duration::from_millis(backoff_ms)).await;
-                backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
+                backoff.wait().await;
             }
         };
         let log_id = timeout(budget, attempt)
@@ -252,7 +266,7 @@ impl RaftNode {
     /// On the leader: confirms leadership with a quorum (one heartbeat round)
     /// and returns the index a linearizable read must see applied.
     pub async fn leader_read_index(&self) -> Result<u64, NodeError> {
-        let mut backoff_ms = BACKOFF_START_MS;
+        let mut backoff = Backoff::new();
         for _ in 0..5 {
             match self.raft.get_read_log_id().await {
                 Ok((read, _applied)) => return Ok(read.map_or(0, |l| l.index)),
@@ -264,15 +278,14 @@ impl RaftNode {
                 }
                 Err(RaftError::Fatal(e)) => return Err(NodeError::Fatal(e.to_string())),
             }
-            sleep(Duration::from_millis(backoff_ms)).await;
-            backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
+            backoff.wait().await;
         }
         Err(NodeError::NoLeader)
     }
 
     /// Read index from whoever leads: locally, or over the peer port.
     async fn read_index(&self) -> Result<u64, NodeError> {
-        let mut backoff_ms = BACKOFF_START_MS;
+        let mut backoff = Backoff::new();
         loop {
             match self.leader() {
                 Some((l, _)) if l == self.id => match self.leader_read_index().await {
@@ -291,8 +304,7 @@ impl RaftNode {
                 }
                 None => {}
             }
-            sleep(Duration::from_millis(backoff_ms)).await;
-            backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
+            backoff.wait().await;
         }
     }
 
@@ -333,7 +345,7 @@ impl RaftNode {
     /// Hands leadership to voter `to`, from any node (run by the leader).
     pub async fn transfer_leader(&self, to: NodeId, budget: Duration) -> Result<Option<NodeId>, NodeError> {
         let deadline = Instant::now() + budget;
-        let mut backoff_ms = BACKOFF_START_MS;
+        let mut backoff = Backoff::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let res = match self.leader() {
@@ -354,8 +366,7 @@ impl RaftNode {
                 Err(ProposeError::NotLeader) => return Err(self.timeout_error(budget, "the new leader")),
                 Err(e) => return Err(propose_error(e)),
             }
-            sleep(Duration::from_millis(backoff_ms)).await;
-            backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
+            backoff.wait().await;
         }
     }
 
