@@ -43,6 +43,6 @@ done
 echo "| system | clients | acked writes/s | p50 ms | p99 ms | p99.9 ms | errors |"
 echo "|---|---|---|---|---|---|---|"
 "$BIN/strongbox-bench" --target strongbox --endpoints 127.0.0.1:7601,127.0.0.1:7602,127.0.0.1:7603 \
-  --ca "$WORK/sb/ca.pem" --duration-s "$DURATION" --markdown
+  --ca "$WORK/sb/ca.pem" --token-file "$WORK/token" --duration-s "$DURATION" --markdown
 "$BIN/strongbox-bench" --target etcd --endpoints 127.0.0.1:7701,127.0.0.1:7702,127.0.0.1:7703 \
   --duration-s "$DURATION" --markdown

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building strongbox needs on a fresh Debian machine:
-# libclang (RocksDB's bindings) and a C++ compiler. protoc is vendored.
+# libclang (RocksDB's bindings), a C++ compiler, and protoc for the etcd
+# client the benchmark uses (strongbox's own protos use a vendored protoc).
 set -euo pipefail
 need=()
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 dpkg -s g++ >/dev/null 2>&1 || need+=(g++)
 dpkg -s make >/dev/null 2>&1 || need+=(make)
+dpkg -s protobuf-compiler >/dev/null 2>&1 || need+=(protobuf-compiler)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

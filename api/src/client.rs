@@ -5,7 +5,65 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+/// Attaches `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Bearer {
+    pub fn new(token: Option<&str>) -> anyhow::Result<Bearer> {
+        let value = token
+            .map(|t| format!("Bearer {t}").parse::<MetadataValue<Ascii>>())
+            .transpose()
+            .map_err(|_| anyhow::anyhow!("the token is not valid ASCII"))?;
+        Ok(Bearer(value.map(|mut v| {
+            v.set_sensitive(true);
+            v
+        })))
+    }
+
+    pub fn none() -> Bearer {
+        Bearer(None)
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A channel whose calls carry the bearer token.
+pub type AuthChannel = InterceptedService<Channel, Bearer>;
+
+/// The CLI's token file: next to the profile (`token`), mode 0600.
+pub fn token_path(profile_path: &Path) -> PathBuf {
+    profile_path.with_file_name("token")
+}
+
+/// `$STRONGBOX_TOKEN`, else the token file, else none.
+pub fn load_token(profile_path: &Path) -> Option<String> {
+    if let Ok(t) = std::env::var("STRONGBOX_TOKEN") {
+        return Some(t);
+    }
+    std::fs::read_to_string(token_path(profile_path)).ok().map(|t| t.trim().to_string())
+}
+
+pub fn save_token(profile_path: &Path, token: &str) -> anyhow::Result<PathBuf> {
+    let path = token_path(profile_path);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    crate::tls::write_private(&path, token)?;
+    Ok(path)
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Profile {

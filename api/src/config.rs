@@ -34,6 +34,60 @@ pub struct NodeConfig {
     /// "text" or "json".
     #[serde(default = "default_log_format")]
     pub log_format: String,
+    #[serde(default)]
+    pub auth: AuthSettings,
+    /// Largest secret value accepted, in bytes (the store's hard cap is 1 MiB).
+    #[serde(default = "default_secret_value_bytes_max")]
+    pub secret_value_bytes_max: usize,
+}
+
+fn default_secret_value_bytes_max() -> usize {
+    64 * 1024
+}
+
+/// Passwords, tokens, lockout, and the first admin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthSettings {
+    /// argon2id cost; refused below OWASP's minimum (19 MiB, 2 passes).
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+    /// Password hashes computed at once, and how many more may wait.
+    pub hash_workers: usize,
+    pub hash_queue_max: usize,
+    /// Failed logins within the window that lock a user, and for how long.
+    pub lockout_failures_max: u32,
+    pub lockout_window_s: u64,
+    pub lockout_duration_s: u64,
+    /// Token lifetime when a login asks for none, and the most any token
+    /// lives counting renewals.
+    pub token_ttl_default_s: u64,
+    pub token_ttl_max_s: u64,
+    /// The first admin, created once when this node initializes a cluster.
+    pub bootstrap_admin_username: String,
+    /// Where its password comes from (else $STRONGBOX_BOOTSTRAP_PASSWORD,
+    /// else a random one printed once on stdout).
+    pub bootstrap_password_file: Option<PathBuf>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            hash_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            hash_queue_max: 64,
+            lockout_failures_max: 5,
+            lockout_window_s: 15 * 60,
+            lockout_duration_s: 15 * 60,
+            token_ttl_default_s: 60 * 60,
+            token_ttl_max_s: 24 * 60 * 60,
+            bootstrap_admin_username: "admin".into(),
+            bootstrap_password_file: None,
+        }
+    }
 }
 
 fn default_log_format() -> String {
@@ -103,6 +157,20 @@ impl NodeConfig {
         anyhow::ensure!(
             self.insecure || self.tls.is_some(),
             "no [tls] section: give ca_cert, cert and key, or set insecure = true (plaintext, tests only)"
+        );
+        anyhow::ensure!(
+            (1..=strongbox_store::limits::SECRET_VALUE_BYTES_MAX).contains(&self.secret_value_bytes_max),
+            "secret_value_bytes_max must be 1..={}",
+            strongbox_store::limits::SECRET_VALUE_BYTES_MAX
+        );
+        let a = &self.auth;
+        anyhow::ensure!(
+            (1..=100).contains(&a.lockout_failures_max),
+            "auth.lockout_failures_max must be 1..=100"
+        );
+        anyhow::ensure!(
+            a.token_ttl_default_s >= 1 && a.token_ttl_default_s <= a.token_ttl_max_s,
+            "auth.token_ttl_default_s must be 1..=auth.token_ttl_max_s"
         );
         if !self.initial_members.is_empty() {
             anyhow::ensure!(

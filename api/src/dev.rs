@@ -10,12 +10,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
+use strongbox_proto::v1::auth_client::AuthClient;
 use strongbox_proto::v1::cluster_client::ClusterClient;
-use strongbox_proto::v1::StatusRequest;
+use strongbox_proto::v1::{LoginRequest, StatusRequest};
 use tokio::process::{Child, Command};
+use zeroize::Zeroizing;
 
-use crate::client::{default_profile_path, Profile};
-use crate::config::{Member, NodeConfig, RaftSettings, TlsFiles};
+use crate::client::{default_profile_path, save_token, AuthChannel, Bearer, Profile};
+use crate::config::{AuthSettings, Member, NodeConfig, RaftSettings, TlsFiles};
 use crate::tls::{write_private, DevPki};
 
 #[derive(Args, Debug, Clone)]
@@ -37,6 +39,8 @@ pub struct DevArgs {
     pub nodes: u64,
 }
 
+/// The admin token `dev` saves for the CLI lives as long as tokens may.
+const DEV_TOKEN_TTL_S: u64 = 24 * 60 * 60;
 const RESTART_DELAY: Duration = Duration::from_secs(10);
 const RESTART_WINDOW: Duration = Duration::from_secs(60);
 const RESTARTS_PER_WINDOW_MAX: usize = 3;
@@ -68,6 +72,14 @@ pub fn prepare(
         }
         std::fs::write(&ca_path, &pki.ca_cert_pem)?;
     }
+    let password_file = dir.join("admin-password");
+    if !password_file.exists() {
+        let mut raw = Zeroizing::new([0u8; 18]);
+        rand::fill(&mut raw[..]);
+        use base64::Engine;
+        let pw = Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw[..]));
+        write_private(&password_file, &pw)?;
+    }
     let addr = |offset: u64, id: u64| format!("127.0.0.1:{}", base_port as u64 + offset + id);
     let members: BTreeMap<u64, Member> =
         (1..=nodes).map(|id| (id, Member { raft_addr: addr(10, id), api_addr: addr(0, id) })).collect();
@@ -90,6 +102,11 @@ pub fn prepare(
             initial_members: members.clone(),
             raft: raft.clone(),
             log_format: "text".into(),
+            auth: AuthSettings {
+                bootstrap_password_file: Some(password_file.clone()),
+                ..AuthSettings::default()
+            },
+            secret_value_bytes_max: 64 * 1024,
         };
         let path = dir.join(format!("node{id}.toml"));
         std::fs::write(&path, cfg.to_toml())?;
@@ -117,13 +134,48 @@ pub fn spawn_node(exe: &Path, config: &Path, log: &Path) -> anyhow::Result<Child
     Ok(child)
 }
 
+/// The dev cluster's admin password (written by [`prepare`]).
+pub fn admin_password(dir: &Path) -> anyhow::Result<Zeroizing<String>> {
+    let p = dir.join("admin-password");
+    let text =
+        std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?;
+    Ok(Zeroizing::new(text.trim().to_string()))
+}
+
+/// Logs in as the first admin, retrying until the cluster has elected a
+/// leader and created the admin.
+pub async fn login_admin(
+    profile: &Profile,
+    password: &str,
+    ttl_seconds: u64,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = String::from("no endpoint answered");
+    loop {
+        for ep in &profile.endpoints {
+            let Ok(ch) = profile.channel_to(ep) else { continue };
+            let req = LoginRequest { username: "admin".into(), password: password.into(), ttl_seconds };
+            match tokio::time::timeout(Duration::from_secs(5), AuthClient::new(ch).login(req)).await {
+                Ok(Ok(r)) => return Ok(r.into_inner().access_token),
+                Ok(Err(s)) => last = format!("{ep}: {:?}: {}", s.code(), s.message()),
+                Err(_) => last = format!("{ep}: no answer within 5s"),
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("could not log in as admin within {timeout:?} ({last})");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// Polls nodes until one reports a leader.
-pub async fn wait_for_leader(profile: &Profile, timeout: Duration) -> anyhow::Result<u64> {
+pub async fn wait_for_leader(profile: &Profile, token: &str, timeout: Duration) -> anyhow::Result<u64> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         for ep in &profile.endpoints {
             if let Ok(ch) = profile.channel_to(ep) {
-                let mut c = ClusterClient::new(ch);
+                let mut c = ClusterClient::new(AuthChannel::new(ch, Bearer::new(Some(token))?));
                 let call = c.status(StatusRequest {});
                 if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(1), call).await {
                     if let Some(l) = r.into_inner().leader_id {
@@ -170,7 +222,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let log = dir.join(format!("node{}.log", cfg.id));
         children.push(spawn_node(&exe, path, &log)?);
     }
-    let leader = match wait_for_leader(&profile, Duration::from_secs(60)).await {
+    let password = admin_password(&dir)?;
+    let up = async {
+        let token = login_admin(&profile, &password, DEV_TOKEN_TTL_S, Duration::from_secs(90)).await?;
+        let leader = wait_for_leader(&profile, &token, Duration::from_secs(30)).await?;
+        anyhow::Ok((token, leader))
+    };
+    let (token, leader) = match up.await {
         Ok(l) => l,
         Err(e) => {
             for c in &mut children {
@@ -181,6 +239,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     };
     let profile_path = default_profile_path();
     profile.save(&profile_path)?;
+    let token_file = save_token(&profile_path, &token)?;
 
     println!("strongbox dev cluster is up: {} nodes, leader is node {leader}", configs.len());
     for (_, cfg) in &configs {
@@ -197,10 +256,21 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     if let Some(ca) = &profile.ca_cert {
         println!("  CA certificate: {}", ca.display());
     }
-    println!("client profile written to {}; from another terminal:", profile_path.display());
+    println!(
+        "  admin: user \"admin\", password {} (also in {})",
+        &*password,
+        dir.join("admin-password").display()
+    );
+    println!(
+        "client profile written to {}, an admin token to {} (valid {}h); from another terminal:",
+        profile_path.display(),
+        token_file.display(),
+        DEV_TOKEN_TTL_S / 3600
+    );
     println!("  strongbox cluster status");
-    println!("  strongbox secrets put team-a/db/password s3cr3t");
-    println!("  strongbox secrets get team-a/db/password");
+    println!("  echo -n s3cr3t | strongbox secret put team-a/db/password");
+    println!("  strongbox secret get team-a/db/password");
+    println!("  strongbox login --username admin    # when the token expires");
     println!("Ctrl-C stops all nodes (data is kept; --fresh starts over). A node that dies is restarted.");
 
     // A node that dies (say, `kill -9` to watch a failover) is restarted

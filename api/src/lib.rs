@@ -2,6 +2,8 @@
 //! cluster launcher. No storage logic lives here: services validate, stamp
 //! time and ids into commands, and hand them to the Raft node.
 
+pub mod auth;
+pub mod bootstrap;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -55,5 +55,6 @@ pub fn command_status(e: CommandError) -> Status {
         ErrorCode::AlreadyExists => Status::already_exists(e.message),
         ErrorCode::PermissionDenied => Status::permission_denied(e.message),
         ErrorCode::ResourceExhausted => Status::resource_exhausted(e.message),
+        ErrorCode::Unauthenticated => Status::unauthenticated(e.message),
     }
 }

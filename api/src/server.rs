@@ -6,8 +6,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use strongbox_proto::raft::v1::raft_peer_server::RaftPeerServer;
+use strongbox_proto::v1::auth_server::AuthServer;
+use strongbox_proto::v1::clients_server::ClientsServer;
 use strongbox_proto::v1::cluster_server::ClusterServer;
+use strongbox_proto::v1::roles_server::RolesServer;
 use strongbox_proto::v1::secrets_server::SecretsServer;
+use strongbox_proto::v1::users_server::UsersServer;
 use strongbox_raft::config::PEER_MESSAGE_BYTES_MAX;
 use strongbox_raft::network::PeerChannels;
 use strongbox_raft::peer_service::PeerService;
@@ -18,10 +22,16 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
+use crate::auth::Auth;
 use crate::config::NodeConfig;
 use crate::limits::{CONCURRENCY_PER_CONNECTION_MAX, GRPC_DECODE_BYTES_MAX};
+use crate::services::auth::AuthService;
+use crate::services::clients::ClientsService;
 use crate::services::cluster::ClusterService;
+use crate::services::roles::RolesService;
 use crate::services::secrets::SecretsService;
+use crate::services::users::UsersService;
+use crate::services::Api;
 
 /// Runs a node until `shutdown` resolves, then stops it cleanly.
 pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -37,6 +47,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             .map_err(|e| anyhow::anyhow!("cannot start metrics endpoint on {addr}: {e}"))?;
     }
 
+    let auth = std::sync::Arc::new(Auth::new(cfg.auth.clone())?);
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", cfg.data_dir.display()))?;
     let db = Db::open(&cfg.data_dir.join("db"), Codec::plaintext())
@@ -63,6 +74,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let info = NodeInfo { raft_addr: cfg.public_raft_addr(), api_addr: cfg.public_api_addr() };
     let channels = PeerChannels::new(tls.as_ref().map(|t| t.peer_client()));
     let node = RaftNode::start(cfg.id, info, db, &cfg.raft.tuning(), channels).await?;
+    let services = Api::new(node.clone(), auth, cfg.secret_value_bytes_max);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -84,6 +96,10 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let (health, health_svc) = tonic_health::server::health_reporter();
     health.set_serving::<SecretsServer<SecretsService>>().await;
     health.set_serving::<ClusterServer<ClusterService>>().await;
+    health.set_serving::<AuthServer<AuthService>>().await;
+    health.set_serving::<UsersServer<UsersService>>().await;
+    health.set_serving::<ClientsServer<ClientsService>>().await;
+    health.set_serving::<RolesServer<RolesService>>().await;
     // Both reflection versions: grpcurl speaks v1, many clients still v1alpha.
     let reflection_builder = || {
         tonic_reflection::server::Builder::configure()
@@ -93,6 +109,10 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             // what this port serves.
             .with_service_name("strongbox.v1.Secrets")
             .with_service_name("strongbox.v1.Cluster")
+            .with_service_name("strongbox.v1.Auth")
+            .with_service_name("strongbox.v1.Users")
+            .with_service_name("strongbox.v1.Clients")
+            .with_service_name("strongbox.v1.Roles")
             .with_service_name("grpc.health.v1.Health")
     };
     let reflection = reflection_builder().build_v1()?;
@@ -109,24 +129,44 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             .add_service(reflection)
             .add_service(reflection_alpha)
             .add_service(
-                SecretsServer::new(SecretsService::new(node.clone()))
+                SecretsServer::new(SecretsService::new(services.clone()))
                     .max_decoding_message_size(GRPC_DECODE_BYTES_MAX),
             )
             .add_service(
-                ClusterServer::new(ClusterService::new(node.clone()))
+                ClusterServer::new(ClusterService::new(services.clone()))
+                    .max_decoding_message_size(GRPC_DECODE_BYTES_MAX),
+            )
+            .add_service(
+                AuthServer::new(AuthService::new(services.clone()))
+                    .max_decoding_message_size(GRPC_DECODE_BYTES_MAX),
+            )
+            .add_service(
+                UsersServer::new(UsersService::new(services.clone()))
+                    .max_decoding_message_size(GRPC_DECODE_BYTES_MAX),
+            )
+            .add_service(
+                ClientsServer::new(ClientsService::new(services.clone()))
+                    .max_decoding_message_size(GRPC_DECODE_BYTES_MAX),
+            )
+            .add_service(
+                RolesServer::new(RolesService::new(services.clone()))
                     .max_decoding_message_size(GRPC_DECODE_BYTES_MAX),
             )
             .serve_with_incoming_shutdown(incoming(api_listener), stopped(stop_rx.clone())),
     );
 
     tracing::info!(id = cfg.id, api = %cfg.api_addr, raft = %cfg.raft_addr, "node started");
-    maybe_initialize(&cfg, &node).await?;
+    let bootstrap_task =
+        maybe_initialize(&cfg, &node).await?.then(|| tokio::spawn(crate::bootstrap::run(services.clone())));
     let metrics_task = tokio::spawn(export_raft_metrics(node.clone()));
 
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     metrics_task.abort();
+    if let Some(t) = bootstrap_task {
+        t.abort();
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), api_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), peer_task).await;
     let _ = node.raft.shutdown().await;
@@ -142,13 +182,14 @@ fn incoming(listener: TcpListener) -> TcpIncoming {
 }
 
 /// The node with the smallest id among `initial_members` initializes a
-/// pristine cluster, exactly once; every other start is a no-op.
-async fn maybe_initialize(cfg: &NodeConfig, node: &RaftNode) -> anyhow::Result<()> {
+/// pristine cluster, exactly once; every other start is a no-op. True for
+/// that node (it also creates the first admin).
+async fn maybe_initialize(cfg: &NodeConfig, node: &RaftNode) -> anyhow::Result<bool> {
     let Some((&first, _)) = cfg.initial_members.first_key_value() else {
-        return Ok(());
+        return Ok(false);
     };
     if first != cfg.id {
-        return Ok(());
+        return Ok(false);
     }
     let members: BTreeMap<u64, NodeInfo> = cfg
         .initial_members
@@ -158,7 +199,7 @@ async fn maybe_initialize(cfg: &NodeConfig, node: &RaftNode) -> anyhow::Result<(
     if node.initialize(members).await? {
         tracing::info!(members = ?cfg.initial_members.keys().collect::<Vec<_>>(), "initialized a new cluster");
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Mirrors openraft's metrics into Prometheus gauges once a second. (Not on

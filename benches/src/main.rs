@@ -12,6 +12,7 @@ use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use strongbox_proto::v1::secrets_client::SecretsClient;
 use strongbox_proto::v1::{PutSecretRequest, WriteOptions};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
@@ -42,6 +43,32 @@ struct Args {
     /// Print markdown table rows.
     #[arg(long)]
     markdown: bool,
+    /// File holding a strongbox access token (e.g. the one `strongbox dev`
+    /// saves next to the client profile); else $STRONGBOX_TOKEN.
+    #[arg(long)]
+    token_file: Option<std::path::PathBuf>,
+}
+
+/// Adds the bearer token to every strongbox call.
+#[derive(Clone)]
+struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+fn bearer(args: &Args) -> anyhow::Result<Bearer> {
+    let token = match &args.token_file {
+        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+        None => std::env::var("STRONGBOX_TOKEN").ok(),
+    };
+    let value = token.map(|t| format!("Bearer {}", t.trim()).parse()).transpose()?;
+    Ok(Bearer(value))
 }
 
 struct Outcome {
@@ -51,7 +78,7 @@ struct Outcome {
 }
 
 enum Client {
-    Strongbox(SecretsClient<Channel>),
+    Strongbox(SecretsClient<InterceptedService<Channel, Bearer>>),
     Etcd(etcd_client::KvClient),
 }
 
@@ -64,6 +91,7 @@ impl Client {
                     path: key,
                     value,
                     cas: None,
+                    max_versions: None,
                 })
                 .await?;
             }
@@ -87,7 +115,7 @@ async fn connect(args: &Args, i: usize) -> anyhow::Result<Client> {
                 }
                 None => e = Endpoint::from_shared(format!("http://{ep}"))?.tcp_nodelay(true),
             }
-            Ok(Client::Strongbox(SecretsClient::new(e.connect().await?)))
+            Ok(Client::Strongbox(SecretsClient::with_interceptor(e.connect().await?, bearer(args)?)))
         }
         Target::Etcd => {
             let c = etcd_client::Client::connect([ep.as_str()], None).await?;

@@ -22,10 +22,20 @@ pub enum Cf {
     RequestsByTime = 6,
     /// The last snapshot built or installed (meta and image).
     Snapshot = 7,
+    /// Users, keyed by username.
+    Users = 8,
+    /// Service clients, keyed by client id.
+    Clients = 9,
+    /// Roles, keyed by name.
+    Roles = 10,
+    /// Access tokens, keyed by the SHA-256 of the token.
+    Tokens = 11,
+    /// Token hashes ordered by expiry, for pruning `Tokens`.
+    TokensByExpiry = 12,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 8] = [
+    pub const ALL: [Cf; 13] = [
         Cf::Log,
         Cf::RaftMeta,
         Cf::SmMeta,
@@ -34,12 +44,27 @@ impl Cf {
         Cf::Requests,
         Cf::RequestsByTime,
         Cf::Snapshot,
+        Cf::Users,
+        Cf::Clients,
+        Cf::Roles,
+        Cf::Tokens,
+        Cf::TokensByExpiry,
     ];
 
     /// The column families that make up the state machine: what a snapshot
     /// carries and what installing one replaces.
-    pub const STATE_MACHINE: [Cf; 5] =
-        [Cf::SmMeta, Cf::Secrets, Cf::SecretVersions, Cf::Requests, Cf::RequestsByTime];
+    pub const STATE_MACHINE: [Cf; 10] = [
+        Cf::SmMeta,
+        Cf::Secrets,
+        Cf::SecretVersions,
+        Cf::Requests,
+        Cf::RequestsByTime,
+        Cf::Users,
+        Cf::Clients,
+        Cf::Roles,
+        Cf::Tokens,
+        Cf::TokensByExpiry,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -51,6 +76,11 @@ impl Cf {
             Cf::Requests => "requests",
             Cf::RequestsByTime => "requests_by_time",
             Cf::Snapshot => "snapshot",
+            Cf::Users => "users",
+            Cf::Clients => "clients",
+            Cf::Roles => "roles",
+            Cf::Tokens => "tokens",
+            Cf::TokensByExpiry => "tokens_by_expiry",
         }
     }
 
@@ -65,6 +95,8 @@ pub mod sm_keys {
     pub const REVISION: &[u8] = b"revision";
     /// State machine clock: the largest command time applied so far.
     pub const CLOCK_MS: &[u8] = b"clock_ms";
+    /// Set once the first admin credential exists.
+    pub const BOOTSTRAPPED: &[u8] = b"bootstrapped";
 }
 
 /// Big-endian u64 key: sorts numerically.

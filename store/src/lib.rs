@@ -5,6 +5,7 @@
 //! result in RocksDB. Every byte that reaches RocksDB goes through [`codec`],
 //! the single seam where encryption at rest plugs in.
 
+pub mod auth;
 pub mod codec;
 pub mod command;
 pub mod db;
@@ -13,7 +14,7 @@ pub mod limits;
 pub mod snapshot;
 pub mod state_machine;
 
-pub use command::{Command, CommandError, ErrorCode, Op, Response};
+pub use command::{Actor, Command, CommandError, ErrorCode, Op, Response};
 pub use db::{Batch, Db, DbError};
 pub use layout::Cf;
 pub use state_machine::{ApplyBatch, StateMachine};

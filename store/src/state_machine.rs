@@ -12,10 +12,14 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::command::{secret_version_key, Command, Outcome, Response, SecretMeta, SecretVersion};
+use crate::auth::{self, Caller, PrincipalRecord, Read, RoleRecord, TokenHash, TokenRecord};
+use crate::command::{
+    secret_version_key, Actor, Command, CommandError, Ctx, ErrorCode, Outcome, Required, Response,
+    SecretMeta, SecretVersion,
+};
 use crate::db::{decode, encode, Db, DbError};
 use crate::layout::{sm_keys, Cf};
-use crate::limits::{DEDUP_PRUNE_PER_BATCH_MAX, DEDUP_WINDOW_MS};
+use crate::limits::{DEDUP_PRUNE_PER_BATCH_MAX, DEDUP_WINDOW_MS, TOKEN_PRUNE_PER_BATCH_MAX};
 
 #[derive(Clone)]
 pub struct StateMachine {
@@ -27,6 +31,14 @@ pub struct StateMachine {
 struct RequestRecord {
     time_ms: u64,
     response: Response,
+}
+
+/// One entry of a secret folder listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListEntry {
+    /// `name` for a secret, `name/` for a sub-folder.
+    pub name: String,
+    pub folder: bool,
 }
 
 /// A secret as a reader sees it.
@@ -68,6 +80,98 @@ impl StateMachine {
     /// A record of `SmMeta` written by the Raft layer (its position, membership).
     pub fn meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, DbError> {
         self.db.get(Cf::SmMeta, key)
+    }
+
+    pub fn bootstrapped(&self) -> Result<bool, DbError> {
+        Ok(self.db.get::<bool>(Cf::SmMeta, sm_keys::BOOTSTRAPPED)?.is_some())
+    }
+
+    /// The caller behind a token hash as of `now_ms` (the serving node's
+    /// clock: reads are checked outside apply).
+    pub fn resolve_token(
+        &self,
+        hash: &TokenHash,
+        now_ms: u64,
+    ) -> Result<Result<Caller, CommandError>, DbError> {
+        auth::resolve(self, hash, now_ms)
+    }
+
+    pub fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, DbError> {
+        self.db.get(Cf::Tokens, hash)
+    }
+
+    pub fn principal(&self, p: &auth::Principal) -> Result<Option<PrincipalRecord>, DbError> {
+        auth::principal_record(self, p)
+    }
+
+    /// Users (`clients = false`) or clients, by name, after `after`.
+    pub fn list_principals(
+        &self,
+        clients: bool,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, PrincipalRecord)>, DbError> {
+        let cf = if clients { Cf::Clients } else { Cf::Users };
+        self.list_named(cf, after, limit)
+    }
+
+    pub fn role(&self, name: &str) -> Result<Option<RoleRecord>, DbError> {
+        self.db.get(Cf::Roles, name.as_bytes())
+    }
+
+    pub fn list_roles(&self, after: &str, limit: usize) -> Result<Vec<(String, RoleRecord)>, DbError> {
+        self.list_named(Cf::Roles, after, limit)
+    }
+
+    fn list_named<T: DeserializeOwned>(
+        &self,
+        cf: Cf,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, T)>, DbError> {
+        let mut from = after.as_bytes().to_vec();
+        if !from.is_empty() {
+            from.push(0);
+        }
+        let rows = self.db.scan::<T>(cf, &from, None, limit)?;
+        Ok(rows.into_iter().map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v)).collect())
+    }
+
+    pub fn secret_meta(&self, path: &str) -> Result<Option<SecretMeta>, DbError> {
+        self.db.get(Cf::Secrets, path.as_bytes())
+    }
+
+    /// The direct children of a folder (`""` is the root, else `team-a/`):
+    /// secrets and sub-folders in name order, starting after `after`.
+    pub fn list_secrets(&self, folder: &str, after: &str, limit: usize) -> Result<Vec<ListEntry>, DbError> {
+        let prefix = folder.as_bytes();
+        let mut from = prefix.to_vec();
+        from.extend_from_slice(after.as_bytes());
+        match after.strip_suffix('/') {
+            // Skip the whole sub-folder: '0' is the byte after '/'.
+            Some(_) => *from.last_mut().expect("non-empty") = b'0',
+            None if !after.is_empty() => from.push(0),
+            None => {}
+        }
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let Some((key, _)) = self.db.scan_raw(Cf::Secrets, &from, None, 1)?.pop() else { break };
+            if !key.starts_with(prefix) {
+                break;
+            }
+            let rest = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            match rest.find('/') {
+                Some(i) => {
+                    from = [prefix, rest[..i].as_bytes(), b"0"].concat();
+                    out.push(ListEntry { name: rest[..=i].to_string(), folder: true });
+                }
+                None => {
+                    from = [key.as_slice(), &[0]].concat();
+                    out.push(ListEntry { name: rest, folder: false });
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Reads a secret: the latest live version, or a given one.
@@ -138,7 +242,10 @@ impl<'a> ApplyBatch<'a> {
         }
 
         let mut tx = Tx { batch: self, staged: Overlay::new(), bumps_revision: false };
-        let result: Result<Outcome, _> = cmd.op.apply(&mut tx)?;
+        let result: Result<Outcome, _> = match authorize(&tx, cmd, self.clock_ms)? {
+            Ok(caller) => cmd.op.apply(&mut tx, &Ctx { caller: caller.as_ref() })?,
+            Err(e) => Err(e),
+        };
         let Tx { staged, bumps_revision, .. } = tx;
         if result.is_ok() {
             self.overlay.extend(staged);
@@ -153,6 +260,22 @@ impl<'a> ApplyBatch<'a> {
         self.overlay
             .insert((Cf::RequestsByTime, by_time_key(self.clock_ms, &cmd.request_id)), Some(Vec::new()));
         Ok(response)
+    }
+
+    /// Bounded physical removal of expired tokens, once per batch.
+    fn prune_tokens(&mut self) -> Result<(), DbError> {
+        let upto = (self.clock_ms + 1).to_be_bytes();
+        let old = self.sm.db.scan_raw(Cf::TokensByExpiry, &[], Some(&upto), TOKEN_PRUNE_PER_BATCH_MAX)?;
+        for (k, _) in old {
+            // Renewed or revoked in this batch: the overlay already moved it.
+            if self.overlay.get(&(Cf::TokensByExpiry, k.clone())) == Some(&None) {
+                continue;
+            }
+            let hash = k[8..].to_vec();
+            self.overlay.insert((Cf::TokensByExpiry, k), None);
+            self.overlay.insert((Cf::Tokens, hash), None);
+        }
+        Ok(())
     }
 
     /// Bounded physical removal of request ids past the dedup window, once
@@ -183,6 +306,7 @@ impl<'a> ApplyBatch<'a> {
     /// (same WAL) makes it durable too; a crash re-applies from the log.
     pub fn commit(mut self) -> Result<(), DbError> {
         self.prune_request_ids()?;
+        self.prune_tokens()?;
         self.overlay.insert((Cf::SmMeta, sm_keys::REVISION.to_vec()), Some(encode(&self.revision)));
         self.overlay.insert((Cf::SmMeta, sm_keys::CLOCK_MS.to_vec()), Some(encode(&self.clock_ms)));
         let mut batch = self.sm.db.batch();
@@ -209,15 +333,55 @@ pub(crate) struct Tx<'b> {
     bumps_revision: bool,
 }
 
-impl Tx<'_> {
-    pub fn get<T: DeserializeOwned>(&self, cf: Cf, key: &[u8]) -> Result<Option<T>, DbError> {
+/// Who the command runs as, checked against what its op requires.
+/// `Ok(Err)` is a refusal; the op is not applied.
+fn authorize(
+    tx: &Tx<'_>,
+    cmd: &Command,
+    now_ms: u64,
+) -> Result<Result<Option<Caller>, CommandError>, DbError> {
+    let hash = match (&cmd.actor, cmd.op.required()) {
+        (Actor::Node, Required::Node) => return Ok(Ok(None)),
+        (Actor::Token(_), Required::Node) => {
+            return Ok(Err(CommandError::new(
+                ErrorCode::PermissionDenied,
+                format!("{} is performed by nodes only", cmd.op.name()),
+            )))
+        }
+        (Actor::Node, _) => {
+            return Ok(Err(CommandError::new(ErrorCode::Unauthenticated, "this operation needs a token")))
+        }
+        (Actor::Token(hash), _) => hash,
+    };
+    let caller = match auth::resolve(tx, hash, now_ms)? {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(e)),
+    };
+    if let Required::Access(access) = cmd.op.required() {
+        if let Err(e) = caller.require(&access) {
+            return Ok(Err(e));
+        }
+    }
+    Ok(Ok(Some(caller)))
+}
+
+impl Read for StateMachine {
+    fn get<T: DeserializeOwned>(&self, cf: Cf, key: &[u8]) -> Result<Option<T>, DbError> {
+        self.db.get(cf, key)
+    }
+}
+
+impl Read for Tx<'_> {
+    fn get<T: DeserializeOwned>(&self, cf: Cf, key: &[u8]) -> Result<Option<T>, DbError> {
         let raw = match self.staged.get(&(cf, key.to_vec())) {
             Some(v) => v.clone(),
             None => self.batch.read(cf, key)?,
         };
         raw.map(|r| decode(cf, &r)).transpose()
     }
+}
 
+impl Tx<'_> {
     pub fn put<T: Serialize>(&mut self, cf: Cf, key: &[u8], value: &T) {
         self.staged.insert((cf, key.to_vec()), Some(encode(value)));
     }

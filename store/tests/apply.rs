@@ -1,40 +1,21 @@
 //! Behaviour of the state machine: what applies, what must not.
 
-use strongbox_store::codec::Codec;
-use strongbox_store::command::{DeleteSecret, Outcome, PutSecret};
+mod common;
+
+use common::*;
+use strongbox_store::command::{DeleteSecret, Outcome};
 use strongbox_store::snapshot::Image;
-use strongbox_store::{Command, Db, ErrorCode, Op, StateMachine};
-
-fn open() -> (tempfile::TempDir, StateMachine) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(dir.path(), Codec::plaintext()).unwrap();
-    (dir, StateMachine::new(db))
-}
-
-fn put(id: &str, t: u64, path: &str, value: &str, cas: Option<u64>) -> Command {
-    Command {
-        request_id: id.into(),
-        time_ms: t,
-        op: Op::PutSecret(PutSecret { path: path.into(), value: value.as_bytes().to_vec(), cas }),
-    }
-}
-
-fn apply_one(sm: &StateMachine, cmd: &Command) -> strongbox_store::Response {
-    let mut b = sm.begin().unwrap();
-    let r = b.apply(cmd).unwrap();
-    b.commit().unwrap();
-    r
-}
+use strongbox_store::{Command, ErrorCode, Op};
 
 #[test]
 fn put_then_get_versions_and_revision() {
     let (_d, sm) = open();
     let r1 = apply_one(&sm, &put("a", 1, "team/db", "v1", None));
     assert_eq!(r1.result, Ok(Outcome::SecretWritten { version: 1 }));
-    assert_eq!(r1.revision, 1);
+    assert_eq!(r1.revision, BASE + 1);
     let r2 = apply_one(&sm, &put("b", 2, "team/db", "v2", None));
     assert_eq!(r2.result, Ok(Outcome::SecretWritten { version: 2 }));
-    assert_eq!(sm.revision().unwrap(), 2);
+    assert_eq!(sm.revision().unwrap(), BASE + 2);
     assert_eq!(sm.get_secret("team/db", None).unwrap().unwrap().value, b"v2");
     assert_eq!(sm.get_secret("team/db", Some(1)).unwrap().unwrap().value, b"v1");
 }
@@ -48,7 +29,7 @@ fn duplicate_request_id_is_applied_once() {
     assert!(!first.deduplicated);
     assert!(again.deduplicated);
     assert_eq!(first.result, again.result);
-    assert_eq!(sm.revision().unwrap(), 1, "a retry must not change state");
+    assert_eq!(sm.revision().unwrap(), BASE + 1, "a retry must not change state");
     assert_eq!(sm.get_secret("p", None).unwrap().unwrap().latest_version, 1);
 }
 
@@ -75,7 +56,7 @@ fn cas_admits_exactly_one_writer() {
     assert_eq!(wins.iter().filter(|w| **w).count(), 1);
     let refused = apply_one(&sm, &put("late", 2, "lock", "me", Some(0)));
     assert_eq!(refused.result.unwrap_err().code, ErrorCode::FailedPrecondition);
-    assert_eq!(sm.revision().unwrap(), 1, "refused CAS must not bump the revision");
+    assert_eq!(sm.revision().unwrap(), BASE + 1, "refused CAS must not bump the revision");
 }
 
 #[test]
@@ -101,7 +82,7 @@ fn invalid_input_is_refused_and_changes_nothing() {
     }
     let big = "x".repeat(strongbox_store::limits::SECRET_VALUE_BYTES_MAX + 1);
     assert!(apply_one(&sm, &put("big", 1, "ok", &big, None)).result.is_err());
-    assert_eq!(sm.revision().unwrap(), 0);
+    assert_eq!(sm.revision().unwrap(), BASE);
     assert!(sm.get_secret("ok", None).unwrap().is_none());
 }
 
@@ -109,11 +90,7 @@ fn invalid_input_is_refused_and_changes_nothing() {
 fn soft_delete_hides_latest_keeps_history() {
     let (_d, sm) = open();
     apply_one(&sm, &put("a", 1, "p", "v1", None));
-    let del = Command {
-        request_id: "d".into(),
-        time_ms: 2,
-        op: Op::DeleteSecret(DeleteSecret { path: "p".into() }),
-    };
+    let del = as_admin("d", 2, Op::DeleteSecret(DeleteSecret { path: "p".into() }));
     assert_eq!(apply_one(&sm, &del).result, Ok(Outcome::SecretDeleted { version: 1 }));
     assert!(sm.get_secret("p", None).unwrap().is_none());
     assert_eq!(sm.get_secret("p", Some(1)).unwrap().unwrap().value, b"v1");
@@ -124,7 +101,7 @@ fn soft_delete_hides_latest_keeps_history() {
 #[test]
 fn old_versions_are_bounded() {
     let (_d, sm) = open();
-    let max = strongbox_store::limits::SECRET_VERSIONS_MAX;
+    let max = strongbox_store::limits::SECRET_VERSIONS_DEFAULT;
     for i in 0..max + 3 {
         apply_one(&sm, &put(&format!("id{i}"), i, "p", &i.to_string(), None));
     }
@@ -154,5 +131,5 @@ fn snapshot_image_roundtrip_replaces_state() {
     image.install(b.db()).unwrap();
     assert_eq!(b.get_secret("x", None).unwrap().unwrap().value, b"from-a");
     assert!(b.get_secret("only-in-b", None).unwrap().is_none());
-    assert_eq!(b.revision().unwrap(), 1);
+    assert_eq!(b.revision().unwrap(), BASE + 1);
 }

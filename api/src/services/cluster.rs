@@ -7,17 +7,27 @@ use strongbox_raft::wire::MembershipOp;
 use strongbox_raft::{NodeInfo, RaftNode};
 use tonic::{Request, Response, Status};
 
+use super::Api;
+use crate::auth::tokens::bearer;
+use crate::auth::Rpc;
 use crate::observe::rpc;
 
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct ClusterService {
     node: RaftNode,
+    api: Api,
 }
 
 impl ClusterService {
-    pub fn new(node: RaftNode) -> Self {
-        ClusterService { node }
+    pub fn new(api: Api) -> Self {
+        ClusterService { node: api.node.clone(), api }
+    }
+
+    /// Membership changes are checked after a linearizable barrier: they do
+    /// not pass through apply, so this is the only check.
+    async fn admin(&self, meta: &tonic::metadata::MetadataMap, rpc: Rpc) -> Result<(), Status> {
+        self.api.read(meta, rpc, "", None).await.map(|_| ())
     }
 
     async fn members(&self) -> Result<Vec<Member>, Status> {
@@ -57,8 +67,11 @@ fn require_id(id: u64) -> Result<u64, Status> {
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         rpc("cluster.status", async {
+            // Against local state, no barrier: status must answer without a
+            // quorum, which is when it is needed most.
+            self.api.check(&bearer(req.metadata())?, Rpc::ClusterStatus, "")?;
             let s = self.node.status().await?;
             Ok(StatusResponse {
                 node_id: s.id,
@@ -83,6 +96,7 @@ impl Cluster for ClusterService {
         req: Request<AddLearnerRequest>,
     ) -> Result<Response<MembershipResponse>, Status> {
         rpc("cluster.add_learner", async {
+            self.admin(req.metadata(), Rpc::ClusterAddLearner).await?;
             let r = req.into_inner();
             let id = require_id(r.id)?;
             for (field, v) in [("raft_addr", &r.raft_addr), ("api_addr", &r.api_addr)] {
@@ -102,6 +116,7 @@ impl Cluster for ClusterService {
 
     async fn promote(&self, req: Request<PromoteRequest>) -> Result<Response<MembershipResponse>, Status> {
         rpc("cluster.promote", async {
+            self.admin(req.metadata(), Rpc::ClusterPromote).await?;
             let id = require_id(req.into_inner().id)?;
             let log_id =
                 self.node.change_membership(MembershipOp::Promote { id }, MEMBERSHIP_TIMEOUT).await?;
@@ -112,6 +127,7 @@ impl Cluster for ClusterService {
 
     async fn remove(&self, req: Request<RemoveRequest>) -> Result<Response<MembershipResponse>, Status> {
         rpc("cluster.remove", async {
+            self.admin(req.metadata(), Rpc::ClusterRemove).await?;
             let id = require_id(req.into_inner().id)?;
             let log_id = self.node.change_membership(MembershipOp::Remove { id }, MEMBERSHIP_TIMEOUT).await?;
             Ok(MembershipResponse { members: self.members().await?, log_index: log_id.index })
@@ -124,6 +140,7 @@ impl Cluster for ClusterService {
         req: Request<TransferLeaderRequest>,
     ) -> Result<Response<TransferLeaderResponse>, Status> {
         rpc("cluster.transfer_leader", async {
+            self.admin(req.metadata(), Rpc::ClusterTransferLeader).await?;
             let id = require_id(req.into_inner().id)?;
             let leader = self.node.transfer_leader(id, MEMBERSHIP_TIMEOUT).await?;
             Ok(TransferLeaderResponse { leader_id: leader })

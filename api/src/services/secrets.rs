@@ -1,54 +1,65 @@
 use strongbox_proto::v1::secrets_server::Secrets;
 use strongbox_proto::v1::*;
-use strongbox_raft::RaftNode;
-use strongbox_store::command::{validate_secret_path, DeleteSecret, Outcome, PutSecret};
-use strongbox_store::{Command, Op};
+use strongbox_store::command::{
+    validate_secret_path, DeleteSecret, DestroySecretVersions, Outcome, PutSecret,
+};
+use strongbox_store::Op;
 use tonic::{Request, Response, Status};
 
-use crate::limits::{READ_TIMEOUT, WRITE_TIMEOUT};
-use crate::observe::{check_size, command_status, now_ms, request_id, rpc};
+use super::{internal, next_token, page, unexpected, Api};
+use crate::auth::Rpc;
+use crate::observe::{check_size, command_status, rpc};
 
 pub struct SecretsService {
-    node: RaftNode,
+    api: Api,
 }
 
 impl SecretsService {
-    pub fn new(node: RaftNode) -> Self {
-        SecretsService { node }
-    }
-
-    async fn write(&self, cmd: Command) -> Result<(Outcome, u64, bool), Status> {
-        cmd.validate().map_err(command_status)?;
-        let (_, resp) = self.node.write(cmd, WRITE_TIMEOUT).await?;
-        let outcome = resp.result.map_err(command_status)?;
-        Ok((outcome, resp.revision, resp.deduplicated))
+    pub fn new(api: Api) -> Self {
+        SecretsService { api }
     }
 }
 
-/// Applies the read options: a linearizable barrier and/or min_revision.
-pub async fn read_barrier(node: &RaftNode, opts: Option<&ReadOptions>) -> Result<(), Status> {
-    let linearizable = opts.is_none_or(|o| o.consistency() == Consistency::Linearizable);
-    let min_revision = opts.map_or(0, |o| o.min_revision);
-    node.read_barrier(linearizable, min_revision, READ_TIMEOUT).await?;
-    Ok(())
+fn path_arg(path: &str) -> Result<(), Status> {
+    validate_secret_path(path).map_err(|e| Status::invalid_argument(format!("path: {}", e.message)))
+}
+
+/// `""`, `team-a` or `team-a/` → the key prefix of the folder's children.
+fn folder_prefix(folder: &str) -> Result<String, Status> {
+    let trimmed = folder.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    validate_secret_path(trimmed).map_err(|e| Status::invalid_argument(format!("folder: {}", e.message)))?;
+    Ok(format!("{trimmed}/"))
 }
 
 #[tonic::async_trait]
 impl Secrets for SecretsService {
     async fn put(&self, req: Request<PutSecretRequest>) -> Result<Response<PutSecretResponse>, Status> {
         rpc("secrets.put", async {
-            let req = req.into_inner();
-            check_size(&req)?;
-            let cmd = Command {
-                request_id: request_id(req.options.as_ref()),
-                time_ms: now_ms(),
-                op: Op::PutSecret(PutSecret { path: req.path, value: req.value, cas: req.cas }),
-            };
-            match self.write(cmd).await? {
-                (Outcome::SecretWritten { version }, revision, deduplicated) => {
-                    Ok(PutSecretResponse { version, revision, deduplicated })
+            check_size(req.get_ref())?;
+            let (meta, _, r) = req.into_parts();
+            path_arg(&r.path)?;
+            let limit = self.api.secret_value_bytes_max;
+            if r.value.len() > limit {
+                return Err(Status::resource_exhausted(format!(
+                    "value: {} bytes; this cluster's limit is {limit} bytes",
+                    r.value.len()
+                )));
+            }
+            let op = Op::PutSecret(PutSecret {
+                path: r.path.clone(),
+                value: r.value,
+                cas: r.cas,
+                max_versions: r.max_versions,
+            });
+            let w = self.api.write(&meta, Rpc::SecretsPut, &r.path, r.options.as_ref(), op).await?;
+            match w.outcome {
+                Outcome::SecretWritten { version } => {
+                    Ok(PutSecretResponse { version, revision: w.revision, deduplicated: w.deduplicated })
                 }
-                (other, ..) => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+                other => Err(unexpected(other)),
             }
         })
         .await
@@ -56,18 +67,17 @@ impl Secrets for SecretsService {
 
     async fn get(&self, req: Request<GetSecretRequest>) -> Result<Response<GetSecretResponse>, Status> {
         rpc("secrets.get", async {
-            let req = req.into_inner();
-            check_size(&req)?;
-            validate_secret_path(&req.path).map_err(command_status)?;
-            read_barrier(&self.node, req.options.as_ref()).await?;
-            let version = (req.version != 0).then_some(req.version);
-            let found =
-                self.node.sm.get_secret(&req.path, version).map_err(|e| Status::internal(e.to_string()))?;
-            let revision = self.node.sm.revision().map_err(|e| Status::internal(e.to_string()))?;
+            check_size(req.get_ref())?;
+            let (meta, _, r) = req.into_parts();
+            path_arg(&r.path)?;
+            self.api.read(&meta, Rpc::SecretsGet, &r.path, r.options.as_ref()).await?;
+            let version = (r.version != 0).then_some(r.version);
+            let found = self.api.node.sm.get_secret(&r.path, version).map_err(internal)?;
+            let revision = self.api.revision()?;
             match found {
                 None => Err(Status::not_found(match version {
-                    Some(v) => format!("no version {v} of secret {}", req.path),
-                    None => format!("no secret at {}", req.path),
+                    Some(v) => format!("no version {v} of secret {}", r.path),
+                    None => format!("no secret at {}", r.path),
                 })),
                 Some(s) => Ok(GetSecretResponse {
                     path: s.path,
@@ -87,19 +97,93 @@ impl Secrets for SecretsService {
         req: Request<DeleteSecretRequest>,
     ) -> Result<Response<DeleteSecretResponse>, Status> {
         rpc("secrets.delete", async {
-            let req = req.into_inner();
-            check_size(&req)?;
-            let cmd = Command {
-                request_id: request_id(req.options.as_ref()),
-                time_ms: now_ms(),
-                op: Op::DeleteSecret(DeleteSecret { path: req.path }),
-            };
-            match self.write(cmd).await? {
-                (Outcome::SecretDeleted { version }, revision, deduplicated) => {
-                    Ok(DeleteSecretResponse { version, revision, deduplicated })
+            check_size(req.get_ref())?;
+            let (meta, _, r) = req.into_parts();
+            path_arg(&r.path)?;
+            let op = Op::DeleteSecret(DeleteSecret { path: r.path.clone() });
+            let w = self.api.write(&meta, Rpc::SecretsDelete, &r.path, r.options.as_ref(), op).await?;
+            match w.outcome {
+                Outcome::SecretDeleted { version } => {
+                    Ok(DeleteSecretResponse { version, revision: w.revision, deduplicated: w.deduplicated })
                 }
-                (other, ..) => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+                other => Err(unexpected(other)),
             }
+        })
+        .await
+    }
+
+    async fn destroy(
+        &self,
+        req: Request<DestroySecretRequest>,
+    ) -> Result<Response<DestroySecretResponse>, Status> {
+        rpc("secrets.destroy", async {
+            check_size(req.get_ref())?;
+            let (meta, _, r) = req.into_parts();
+            path_arg(&r.path)?;
+            let op = Op::DestroySecretVersions(DestroySecretVersions {
+                path: r.path.clone(),
+                versions: r.versions,
+            });
+            op.validate().map_err(command_status)?;
+            let w = self.api.write(&meta, Rpc::SecretsDestroy, &r.path, r.options.as_ref(), op).await?;
+            match w.outcome {
+                Outcome::SecretVersionsDestroyed { destroyed } => Ok(DestroySecretResponse {
+                    destroyed,
+                    revision: w.revision,
+                    deduplicated: w.deduplicated,
+                }),
+                other => Err(unexpected(other)),
+            }
+        })
+        .await
+    }
+
+    async fn list(&self, req: Request<ListSecretsRequest>) -> Result<Response<ListSecretsResponse>, Status> {
+        rpc("secrets.list", async {
+            check_size(req.get_ref())?;
+            let (meta, _, r) = req.into_parts();
+            let prefix = folder_prefix(&r.folder)?;
+            let (size, after) = page(r.page.as_ref())?;
+            self.api.read(&meta, Rpc::SecretsList, prefix.trim_end_matches('/'), r.options.as_ref()).await?;
+            let entries = self.api.node.sm.list_secrets(&prefix, &after, size).map_err(internal)?;
+            let next_page_token = next_token(&entries, size, |e| e.name.clone());
+            Ok(ListSecretsResponse {
+                entries: entries
+                    .into_iter()
+                    .map(|e| SecretEntry { name: e.name, folder: e.folder })
+                    .collect(),
+                next_page_token,
+                revision: self.api.revision()?,
+            })
+        })
+        .await
+    }
+
+    async fn metadata(
+        &self,
+        req: Request<SecretMetadataRequest>,
+    ) -> Result<Response<SecretMetadata>, Status> {
+        rpc("secrets.metadata", async {
+            check_size(req.get_ref())?;
+            let (meta, _, r) = req.into_parts();
+            path_arg(&r.path)?;
+            self.api.read(&meta, Rpc::SecretsMetadata, &r.path, r.options.as_ref()).await?;
+            let Some(m) = self.api.node.sm.secret_meta(&r.path).map_err(internal)? else {
+                return Err(Status::not_found(format!("no secret at {}", r.path)));
+            };
+            Ok(SecretMetadata {
+                path: r.path,
+                latest_version: m.latest_version,
+                oldest_version: m.oldest_version,
+                max_versions: m.max_versions,
+                deleted: m.deleted,
+                created_revision: m.created_revision,
+                created_ms: m.created_ms,
+                updated_revision: m.updated_revision,
+                updated_ms: m.updated_ms,
+                updated_by: m.updated_by,
+                revision: self.api.revision()?,
+            })
         })
         .await
     }

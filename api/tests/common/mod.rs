@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use strongbox_api::client::Profile;
+use strongbox_api::client::{AuthChannel, Bearer, Profile};
 use strongbox_api::config::{NodeConfig, RaftSettings};
 use strongbox_api::dev;
 use strongbox_proto::v1::cluster_client::ClusterClient;
@@ -36,6 +36,9 @@ pub struct TestCluster {
     pub configs: BTreeMap<u64, (PathBuf, NodeConfig)>,
     pub children: BTreeMap<u64, Child>,
     pub profile: Profile,
+    /// The first admin's password and a token for it.
+    pub admin_password: String,
+    pub admin_token: String,
 }
 
 impl TestCluster {
@@ -59,10 +62,22 @@ impl TestCluster {
             }
             std::fs::write(path, cfg.to_toml()).unwrap();
         }
-        let mut c = TestCluster { dir, configs, children: BTreeMap::new(), profile };
+        let admin_password = dev::admin_password(dir.path()).unwrap().to_string();
+        let mut c = TestCluster {
+            dir,
+            configs,
+            children: BTreeMap::new(),
+            profile,
+            admin_password,
+            admin_token: String::new(),
+        };
         for id in 1..=voters {
             c.spawn(id);
         }
+        let mut voters_only = c.profile.clone();
+        voters_only.endpoints.truncate(voters as usize);
+        c.admin_token =
+            dev::login_admin(&voters_only, &c.admin_password, 0, Duration::from_secs(60)).await.unwrap();
         c.wait_leader(Duration::from_secs(30)).await;
         c
     }
@@ -102,16 +117,32 @@ impl TestCluster {
         self.configs[&id].1.raft_addr.clone()
     }
 
+    /// A channel to node `id` without a token.
     pub fn channel(&self, id: u64) -> Channel {
         self.profile.channel_to(&self.api_addr(id)).unwrap()
     }
 
-    pub fn secrets(&self, id: u64) -> SecretsClient<Channel> {
-        SecretsClient::new(self.channel(id))
+    /// A channel to node `id` whose calls carry `token` (None: no token).
+    pub fn authed(&self, id: u64, token: Option<&str>) -> AuthChannel {
+        AuthChannel::new(self.channel(id), Bearer::new(token).unwrap())
     }
 
-    pub fn cluster(&self, id: u64) -> ClusterClient<Channel> {
-        ClusterClient::new(self.channel(id))
+    /// As the first admin.
+    pub fn admin(&self, id: u64) -> AuthChannel {
+        self.authed(id, Some(&self.admin_token))
+    }
+
+    pub fn secrets(&self, id: u64) -> SecretsClient<AuthChannel> {
+        SecretsClient::new(self.admin(id))
+    }
+
+    pub fn cluster(&self, id: u64) -> ClusterClient<AuthChannel> {
+        ClusterClient::new(self.admin(id))
+    }
+
+    /// Every node's log so far, concatenated.
+    pub fn all_logs(&self) -> String {
+        self.configs.keys().map(|id| self.log(*id)).collect::<Vec<_>>().join("\n")
     }
 
     pub async fn status(&self, id: u64) -> Option<StatusResponse> {
@@ -160,6 +191,7 @@ pub fn put_req(path: &str, value: &str, request_id: &str) -> PutSecretRequest {
         path: path.into(),
         value: value.as_bytes().to_vec(),
         cas: None,
+        max_versions: None,
     }
 }
 

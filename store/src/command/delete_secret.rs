@@ -1,9 +1,12 @@
 use serde::{Deserialize, Serialize};
 
-use super::{validate_secret_path, CommandError, ErrorCode, Outcome, SecretMeta};
+use super::{
+    refuse, secret_resource, validate_secret_path, Applied, CommandError, Ctx, ErrorCode, Outcome, Required,
+    SecretMeta,
+};
+use crate::auth::{Access, Action, Read};
 use crate::layout::Cf;
 use crate::state_machine::Tx;
-use crate::DbError;
 
 /// Soft-deletes the latest version of a secret: reads of the latest version
 /// answer not-found, older versions stay readable, and a later put revives it.
@@ -17,15 +20,20 @@ impl DeleteSecret {
         validate_secret_path(&self.path)
     }
 
-    pub(crate) fn apply(&self, tx: &mut Tx<'_>) -> Result<Result<Outcome, CommandError>, DbError> {
+    pub fn required(&self) -> Required {
+        Required::Access(Access::new(Action::Write, secret_resource(&self.path)))
+    }
+
+    pub(crate) fn apply(&self, tx: &mut Tx<'_>, ctx: &Ctx<'_>) -> Applied {
         let key = self.path.as_bytes();
         let meta: Option<SecretMeta> = tx.get(Cf::Secrets, key)?;
         let Some(mut meta) = meta.filter(|m| !m.deleted) else {
-            return Ok(Err(CommandError::new(ErrorCode::NotFound, format!("no secret at {}", self.path))));
+            return refuse(ErrorCode::NotFound, format!("no secret at {}", self.path));
         };
         meta.deleted = true;
         meta.updated_revision = tx.next_revision();
         meta.updated_ms = tx.clock_ms();
+        meta.updated_by = ctx.actor_name();
         tx.put(Cf::Secrets, key, &meta);
         Ok(Ok(Outcome::SecretDeleted { version: meta.latest_version }))
     }

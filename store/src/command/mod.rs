@@ -1,18 +1,54 @@
 //! State machine commands, one per file, mini-redis style: each file holds the
-//! command's fields, its validation and its apply. [`Op`] dispatches.
+//! command's fields, its validation, the permission it needs and its apply.
+//! [`Op`] dispatches.
 //!
-//! A command arrives fully formed: the proposing node has stamped its time and
-//! any generated ids, so applying it is a pure function of (state, command).
+//! A command arrives fully formed: the proposing node has stamped its time,
+//! the caller's token hash and any generated ids or hashes, so applying it is
+//! a pure function of (state, command). Authorisation happens inside apply
+//! too: a permission or token removed before a write commits blocks it.
 
+mod assign_role;
+mod bootstrap;
+mod change_password;
+mod create_client;
+mod create_user;
+mod delete_principal;
+mod delete_role;
 mod delete_secret;
+mod destroy_secret_versions;
+pub mod issue_token;
+mod put_role;
 mod put_secret;
+mod record_login_failure;
+mod renew_token;
+mod revoke_token;
+mod set_enabled;
+mod set_password;
+mod unlock_user;
 
+pub use assign_role::AssignRole;
+pub use bootstrap::Bootstrap;
+pub use change_password::ChangePassword;
+pub use create_client::CreateClient;
+pub use create_user::CreateUser;
+pub use delete_principal::DeletePrincipal;
+pub use delete_role::DeleteRole;
 pub use delete_secret::DeleteSecret;
+pub use destroy_secret_versions::DestroySecretVersions;
+pub use issue_token::IssueToken;
+pub use put_role::PutRole;
 pub use put_secret::PutSecret;
+pub use record_login_failure::RecordLoginFailure;
+pub use renew_token::RenewToken;
+pub use revoke_token::RevokeToken;
+pub use set_enabled::SetEnabled;
+pub use set_password::SetPassword;
+pub use unlock_user::UnlockUser;
 
 use serde::{Deserialize, Serialize};
 
-use crate::limits::REQUEST_ID_BYTES_MAX;
+use crate::auth::{Access, Caller, Principal, TokenHash};
+use crate::limits::{CREDENTIAL_BYTES_MAX, REQUEST_ID_BYTES_MAX, ROLES_PER_PRINCIPAL_MAX};
 use crate::state_machine::Tx;
 use crate::DbError;
 
@@ -25,46 +61,122 @@ pub struct Command {
     /// Wall-clock time stamped by the proposing node, in ms since the epoch.
     /// Apply never reads a clock; it uses the largest time seen so far.
     pub time_ms: u64,
+    pub actor: Actor,
     pub op: Op,
 }
 
+/// On whose behalf a command runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Op {
-    PutSecret(PutSecret),
-    DeleteSecret(DeleteSecret),
+pub enum Actor {
+    /// The SHA-256 of the caller's bearer token, resolved inside apply.
+    Token(TokenHash),
+    /// A node acting on its own after checking credentials itself (login
+    /// bookkeeping, bootstrap). Clients can never send this: nodes build
+    /// commands, clients only send RPCs.
+    Node,
 }
 
-impl Op {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Op::PutSecret(_) => "put_secret",
-            Op::DeleteSecret(_) => "delete_secret",
-        }
+/// The result of applying one op: `Err` is a storage failure (the node must
+/// stop), `Ok(Err)` a deterministic refusal.
+pub(crate) type Applied = Result<Result<Outcome, CommandError>, DbError>;
+
+/// A refusal, as `apply` returns it.
+pub(crate) fn refuse(code: ErrorCode, message: impl Into<String>) -> Applied {
+    Ok(Err(CommandError::new(code, message)))
+}
+
+/// Who may apply an op.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Required {
+    Node,
+    /// Any valid token (self-service: change password, renew, logout).
+    Authenticated,
+    Access(Access),
+}
+
+/// What apply knows about the caller.
+pub struct Ctx<'c> {
+    pub caller: Option<&'c Caller>,
+}
+
+impl Ctx<'_> {
+    /// The caller of an op that requires a token.
+    pub fn caller(&self) -> &Caller {
+        self.caller.expect("ops that need a caller declare Required::Authenticated or Access")
     }
 
-    pub fn validate(&self) -> Result<(), CommandError> {
-        match self {
-            Op::PutSecret(c) => c.validate(),
-            Op::DeleteSecret(c) => c.validate(),
-        }
+    /// Who to record as the author of a change.
+    pub fn actor_name(&self) -> String {
+        self.caller.map_or_else(|| "node".to_string(), |c| c.principal.to_string())
     }
+}
 
-    pub(crate) fn apply(&self, tx: &mut Tx<'_>) -> Result<Result<Outcome, CommandError>, DbError> {
-        match self {
-            Op::PutSecret(c) => c.apply(tx),
-            Op::DeleteSecret(c) => c.apply(tx),
+macro_rules! ops {
+    ($($variant:ident($ty:ident) = $name:literal,)*) => {
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        pub enum Op {
+            $($variant($ty),)*
         }
-    }
+
+        impl Op {
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(Op::$variant(_) => $name,)*
+                }
+            }
+
+            pub fn validate(&self) -> Result<(), CommandError> {
+                match self {
+                    $(Op::$variant(c) => c.validate(),)*
+                }
+            }
+
+            pub fn required(&self) -> Required {
+                match self {
+                    $(Op::$variant(c) => c.required(),)*
+                }
+            }
+
+            pub(crate) fn apply(&self, tx: &mut Tx<'_>, ctx: &Ctx<'_>) -> Applied {
+                match self {
+                    $(Op::$variant(c) => c.apply(tx, ctx),)*
+                }
+            }
+        }
+    };
+}
+
+ops! {
+    PutSecret(PutSecret) = "put_secret",
+    DeleteSecret(DeleteSecret) = "delete_secret",
+    DestroySecretVersions(DestroySecretVersions) = "destroy_secret_versions",
+    Bootstrap(Bootstrap) = "bootstrap",
+    CreateUser(CreateUser) = "create_user",
+    CreateClient(CreateClient) = "create_client",
+    DeletePrincipal(DeletePrincipal) = "delete_principal",
+    SetEnabled(SetEnabled) = "set_enabled",
+    SetPassword(SetPassword) = "set_password",
+    ChangePassword(ChangePassword) = "change_password",
+    UnlockUser(UnlockUser) = "unlock_user",
+    RecordLoginFailure(RecordLoginFailure) = "record_login_failure",
+    IssueToken(IssueToken) = "issue_token",
+    RevokeToken(RevokeToken) = "revoke_token",
+    RenewToken(RenewToken) = "renew_token",
+    PutRole(PutRole) = "put_role",
+    DeleteRole(DeleteRole) = "delete_role",
+    AssignRole(AssignRole) = "assign_role",
 }
 
 impl Command {
     /// Approximate encoded size, for bounding proposals.
     pub fn size_bytes(&self) -> usize {
         let op = match &self.op {
-            Op::PutSecret(c) => c.path.len() + c.value.len() + 9,
+            // The hot path: no encoding just to measure.
+            Op::PutSecret(c) => c.path.len() + c.value.len() + 24,
             Op::DeleteSecret(c) => c.path.len(),
+            other => crate::db::encode(other).len(),
         };
-        self.request_id.len() + op + 16
+        self.request_id.len() + op + 48
     }
 
     pub fn validate(&self) -> Result<(), CommandError> {
@@ -90,8 +202,30 @@ pub struct Response {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
-    SecretWritten { version: u64 },
-    SecretDeleted { version: u64 },
+    /// Applied; nothing more to report.
+    Done,
+    SecretWritten {
+        version: u64,
+    },
+    SecretDeleted {
+        version: u64,
+    },
+    SecretVersionsDestroyed {
+        destroyed: u64,
+    },
+    TokenIssued {
+        expires_ms: u64,
+    },
+    TokenRenewed {
+        expires_ms: u64,
+    },
+    /// RFC 7009: revoking an unknown token succeeds too.
+    TokenRevoked {
+        existed: bool,
+    },
+    LoginFailureRecorded {
+        locked: bool,
+    },
 }
 
 /// A deterministic refusal: every node reaches the same one, nothing applied.
@@ -110,6 +244,7 @@ pub enum ErrorCode {
     AlreadyExists,
     PermissionDenied,
     ResourceExhausted,
+    Unauthenticated,
 }
 
 impl CommandError {
@@ -118,6 +253,9 @@ impl CommandError {
     }
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidArgument, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
     }
 }
 
@@ -144,6 +282,48 @@ pub fn validate_secret_path(path: &str) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// The resource a secret path is checked against: `secrets:<path>`.
+pub fn secret_resource(path: &str) -> String {
+    format!("secrets:{path}")
+}
+
+/// A credential as stored (PHC string or digest): bounded, non-empty.
+pub fn validate_credential(c: &str) -> Result<(), CommandError> {
+    if c.is_empty() || c.len() > CREDENTIAL_BYTES_MAX {
+        return Err(CommandError::invalid("credential must be 1..=512 bytes"));
+    }
+    Ok(())
+}
+
+pub fn validate_role_names(roles: &[String]) -> Result<(), CommandError> {
+    if roles.len() > ROLES_PER_PRINCIPAL_MAX {
+        return Err(CommandError::new(
+            ErrorCode::ResourceExhausted,
+            format!("at most {ROLES_PER_PRINCIPAL_MAX} roles per principal, got {}", roles.len()),
+        ));
+    }
+    roles.iter().try_for_each(|r| crate::auth::validate_name("role", r))
+}
+
+/// Every named role must exist.
+pub(crate) fn check_roles_exist(tx: &Tx<'_>, roles: &[String]) -> Result<Result<(), CommandError>, DbError> {
+    use crate::auth::{Read, RoleRecord};
+    for r in roles {
+        if tx.get::<RoleRecord>(crate::Cf::Roles, r.as_bytes())?.is_none() {
+            return Ok(Err(CommandError::not_found(format!("no role named {r:?}"))));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// The resource that governs a kind of principal: `users` or `clients`.
+pub fn principal_resource(p: &Principal) -> &'static str {
+    match p {
+        Principal::User(_) => "users",
+        Principal::Client(_) => "clients",
+    }
+}
+
 /// Key of one secret version: `path 0x00 version_be`. Paths never contain 0x00.
 pub fn secret_version_key(path: &str, version: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(path.len() + 9);
@@ -157,11 +337,17 @@ pub fn secret_version_key(path: &str, version: u64) -> Vec<u8> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecretMeta {
     pub latest_version: u64,
+    /// Versions below this have been dropped (beyond max_versions).
+    pub oldest_version: u64,
+    pub max_versions: u64,
     /// Soft-deleted: the latest version is hidden from reads.
     pub deleted: bool,
     pub created_revision: u64,
+    pub created_ms: u64,
     pub updated_revision: u64,
     pub updated_ms: u64,
+    /// The principal behind the last change (`user:alice`).
+    pub updated_by: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,12 +1,13 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    secret_version_key, validate_secret_path, CommandError, ErrorCode, Outcome, SecretMeta, SecretVersion,
+    secret_resource, secret_version_key, validate_secret_path, Applied, CommandError, Ctx, ErrorCode,
+    Outcome, Required, SecretMeta, SecretVersion,
 };
+use crate::auth::{Access, Action, Read};
 use crate::layout::Cf;
-use crate::limits::{SECRET_VALUE_BYTES_MAX, SECRET_VERSIONS_MAX};
+use crate::limits::{SECRET_VALUE_BYTES_MAX, SECRET_VERSIONS_DEFAULT, SECRET_VERSIONS_LIMIT};
 use crate::state_machine::Tx;
-use crate::DbError;
 
 /// Writes a new version of the secret at `path`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,21 +17,35 @@ pub struct PutSecret {
     /// Check-and-set: succeed only if the current version is this one
     /// (0 = the secret must not exist).
     pub cas: Option<u64>,
+    /// Versions to keep from now on (1..=100); unset keeps the current
+    /// setting (10 for a new secret).
+    pub max_versions: Option<u64>,
 }
 
 impl PutSecret {
     pub fn validate(&self) -> Result<(), CommandError> {
         validate_secret_path(&self.path)?;
         if self.value.len() > SECRET_VALUE_BYTES_MAX {
-            return Err(CommandError::invalid(format!(
-                "value is {} bytes; the limit is {SECRET_VALUE_BYTES_MAX}",
-                self.value.len()
-            )));
+            return Err(CommandError::new(
+                ErrorCode::ResourceExhausted,
+                format!("value is {} bytes; the limit is {SECRET_VALUE_BYTES_MAX}", self.value.len()),
+            ));
+        }
+        if let Some(m) = self.max_versions {
+            if !(1..=SECRET_VERSIONS_LIMIT).contains(&m) {
+                return Err(CommandError::invalid(format!(
+                    "max_versions must be 1..={SECRET_VERSIONS_LIMIT}, got {m}"
+                )));
+            }
         }
         Ok(())
     }
 
-    pub(crate) fn apply(&self, tx: &mut Tx<'_>) -> Result<Result<Outcome, CommandError>, DbError> {
+    pub fn required(&self) -> Required {
+        Required::Access(Access::new(Action::Write, secret_resource(&self.path)))
+    }
+
+    pub(crate) fn apply(&self, tx: &mut Tx<'_>, ctx: &Ctx<'_>) -> Applied {
         let key = self.path.as_bytes();
         let meta: Option<SecretMeta> = tx.get(Cf::Secrets, key)?;
         let current = meta.as_ref().map_or(0, |m| m.latest_version);
@@ -53,18 +68,27 @@ impl PutSecret {
             &secret_version_key(&self.path, version),
             &SecretVersion { value: self.value.clone(), created_ms: now_ms, revision },
         );
-        if version > SECRET_VERSIONS_MAX {
-            tx.delete(Cf::SecretVersions, &secret_version_key(&self.path, version - SECRET_VERSIONS_MAX));
+        let max_versions =
+            self.max_versions.or(meta.as_ref().map(|m| m.max_versions)).unwrap_or(SECRET_VERSIONS_DEFAULT);
+        let mut oldest_version = meta.as_ref().map_or(1, |m| m.oldest_version);
+        // Bounded: max_versions only shrinks by at most SECRET_VERSIONS_LIMIT.
+        while version - oldest_version + 1 > max_versions {
+            tx.delete(Cf::SecretVersions, &secret_version_key(&self.path, oldest_version));
+            oldest_version += 1;
         }
         tx.put(
             Cf::Secrets,
             key,
             &SecretMeta {
                 latest_version: version,
+                oldest_version,
+                max_versions,
                 deleted: false,
                 created_revision: meta.as_ref().map_or(revision, |m| m.created_revision),
+                created_ms: meta.as_ref().map_or(now_ms, |m| m.created_ms),
                 updated_revision: revision,
                 updated_ms: now_ms,
+                updated_by: ctx.actor_name(),
             },
         );
         Ok(Ok(Outcome::SecretWritten { version }))

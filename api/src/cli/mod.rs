@@ -1,0 +1,231 @@
+//! The `strongbox` command line: server (`serve`, `dev`) and client commands.
+//! Client commands read the profile (endpoints, CA) and the token saved by
+//! `strongbox login`; secrets and passwords come from a prompt or stdin,
+//! never from argv (visible to every user in `ps`).
+
+mod admin;
+mod cluster;
+mod secrets;
+mod session;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use zeroize::Zeroizing;
+
+use crate::client::{default_profile_path, load_token, AuthChannel, Bearer, Profile};
+use crate::config::NodeConfig;
+
+#[derive(Parser, Debug)]
+#[command(name = "strongbox", version, about = "Replicated credential and transaction store")]
+pub struct Cli {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ConnArgs {
+    /// Client profile (default: $STRONGBOX_PROFILE or ~/.config/strongbox/profile.toml).
+    /// The token from `strongbox login` is kept next to it, in `token`.
+    #[arg(long, global = true)]
+    pub profile: Option<PathBuf>,
+    /// Node client address (host:port); overrides the profile's endpoints. Repeatable.
+    #[arg(long, global = true)]
+    pub endpoint: Vec<String>,
+    /// CA certificate for --endpoint.
+    #[arg(long, global = true)]
+    pub ca: Option<PathBuf>,
+    /// Plaintext connection (only to nodes started with insecure = true).
+    #[arg(long, global = true)]
+    pub insecure: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run one node from a config file.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+        /// Log as JSON lines.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Start a three-node TLS cluster on 127.0.0.1 and wait for Ctrl-C.
+    Dev(crate::dev::DevArgs),
+    /// Log in with a username and password; the token is saved (mode 0600).
+    Login(session::LoginArgs),
+    /// Revoke the saved token and forget it.
+    Logout,
+    /// Who the saved token belongs to, its roles and expiry.
+    Whoami,
+    /// Change your own password (prompts, or two lines on stdin: old, new).
+    Passwd {
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Tokens: renew, revoke, introspect, client-credentials grant.
+    #[command(subcommand)]
+    Token(session::TokenCmd),
+    /// Users (admin).
+    #[command(subcommand)]
+    User(admin::UserCmd),
+    /// Roles and their assignment (admin).
+    #[command(subcommand)]
+    Role(admin::RoleCmd),
+    /// Service clients (admin).
+    #[command(subcommand)]
+    Client(admin::ClientCmd),
+    /// Versioned secrets.
+    #[command(subcommand, alias = "secrets")]
+    Secret(secrets::SecretCmd),
+    /// Cluster status and membership.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCmd),
+    /// The permission every RPC needs (Markdown table).
+    Permissions,
+}
+
+fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    if json {
+        tracing_subscriber::fmt().with_env_filter(filter).json().init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+}
+
+/// What a client command needs to talk to the cluster.
+pub struct Conn {
+    pub profile: Profile,
+    pub profile_path: PathBuf,
+    pub token: Option<String>,
+}
+
+impl Conn {
+    /// A channel to the first endpoint that answers, carrying the token.
+    pub async fn channel(&self) -> anyhow::Result<AuthChannel> {
+        let ch = self.profile.connect().await?;
+        Ok(AuthChannel::new(ch, Bearer::new(self.token.as_deref())?))
+    }
+
+    /// A channel to one endpoint, carrying the token.
+    pub fn channel_to(&self, addr: &str) -> anyhow::Result<AuthChannel> {
+        Ok(AuthChannel::new(self.profile.channel_to(addr)?, Bearer::new(self.token.as_deref())?))
+    }
+}
+
+impl ConnArgs {
+    pub fn conn(&self) -> anyhow::Result<Conn> {
+        let profile_path = self.profile.clone().unwrap_or_else(default_profile_path);
+        let profile = if !self.endpoint.is_empty() {
+            Profile { endpoints: self.endpoint.clone(), ca_cert: self.ca.clone(), insecure: self.insecure }
+        } else {
+            let mut p = Profile::load(&profile_path)?;
+            p.insecure |= self.insecure;
+            p
+        };
+        let token = load_token(&profile_path);
+        Ok(Conn { profile, profile_path, token })
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config, log_json } => {
+            let cfg = NodeConfig::load(&config)?;
+            init_logging(log_json || cfg.log_format == "json");
+            return crate::server::run(cfg, shutdown_signal()).await;
+        }
+        Command::Dev(args) => {
+            init_logging(false);
+            return crate::dev::run(args).await;
+        }
+        Command::Permissions => {
+            print!("{}", crate::auth::permissions::markdown());
+            return Ok(());
+        }
+        _ => {}
+    }
+    default_sigpipe();
+    let conn = cli.conn.conn()?;
+    match cli.command {
+        Command::Login(args) => session::login(conn, args).await,
+        Command::Logout => session::logout(conn).await,
+        Command::Whoami => session::whoami(conn).await,
+        Command::Passwd { password_stdin } => session::passwd(conn, password_stdin).await,
+        Command::Token(cmd) => session::token(conn, cmd).await,
+        Command::User(cmd) => admin::user(conn, cmd).await,
+        Command::Role(cmd) => admin::role(conn, cmd).await,
+        Command::Client(cmd) => admin::client(conn, cmd).await,
+        Command::Secret(cmd) => secrets::secret(conn, cmd).await,
+        Command::Cluster(cmd) => cluster::cluster(conn, cmd).await,
+        Command::Serve { .. } | Command::Dev(_) | Command::Permissions => unreachable!("handled above"),
+    }
+}
+
+/// Client commands end quietly when their output is piped into `head`
+/// (servers keep Rust's default of ignoring SIGPIPE).
+fn default_sigpipe() {
+    // SAFETY: resetting a signal disposition before any output is written.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn status_err(s: tonic::Status) -> anyhow::Error {
+    if s.code() == tonic::Code::Unauthenticated {
+        return anyhow::anyhow!("{:?}: {} (log in with `strongbox login`)", s.code(), s.message());
+    }
+    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+}
+
+/// A secret from a hidden prompt, or one line of stdin when `from_stdin`
+/// or when stdin is not a terminal.
+pub fn read_secret(prompt: &str, from_stdin: bool) -> anyhow::Result<Zeroizing<String>> {
+    if from_stdin || !std::io::stdin().is_terminal() {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin().read_line(&mut line)?;
+        let trimmed = line.trim_end_matches(['\n', '\r']);
+        anyhow::ensure!(!trimmed.is_empty(), "{prompt} expected on stdin, got an empty line");
+        return Ok(Zeroizing::new(trimmed.to_string()));
+    }
+    Ok(Zeroizing::new(rpassword::prompt_password(format!("{prompt}: "))?))
+}
+
+/// Idempotency key flag shared by writes.
+pub fn write_opts(request_id: Option<String>) -> Option<strongbox_proto::v1::WriteOptions> {
+    Some(strongbox_proto::v1::WriteOptions { request_id: request_id.unwrap_or_default() })
+}
+
+/// `--local` / `--min-revision` → read options.
+pub fn read_opts(local: bool, min_revision: u64) -> Option<strongbox_proto::v1::ReadOptions> {
+    use strongbox_proto::v1::{Consistency, ReadOptions};
+    let consistency = if local { Consistency::Local } else { Consistency::Linearizable };
+    Some(ReadOptions { consistency: consistency as i32, min_revision })
+}
+
+pub fn fmt_ms(ms: u64) -> String {
+    if ms == 0 {
+        return "-".into();
+    }
+    let now = crate::observe::now_ms();
+    if ms >= now {
+        format!("in {}s", (ms - now) / 1000)
+    } else {
+        format!("{}s ago", (now - ms) / 1000)
+    }
+}

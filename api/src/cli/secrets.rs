@@ -1,0 +1,154 @@
+//! `strongbox secret ...`.
+
+use std::io::Read;
+
+use clap::Subcommand;
+use strongbox_proto::v1::secrets_client::SecretsClient;
+use strongbox_proto::v1::*;
+
+use super::{fmt_ms, read_opts, status_err, write_opts, Conn};
+
+#[derive(Subcommand, Debug)]
+pub enum SecretCmd {
+    /// Write a new version; the value is read from stdin (or --value).
+    Put {
+        path: String,
+        /// The value (visible in `ps`: prefer stdin for real secrets).
+        #[arg(long)]
+        value: Option<String>,
+        /// Check-and-set on the current version (0 = must not exist).
+        #[arg(long)]
+        cas: Option<u64>,
+        /// Versions to keep (1..100).
+        #[arg(long)]
+        max_versions: Option<u64>,
+        /// Idempotency key: retrying with the same id applies at most once.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    Get {
+        path: String,
+        #[arg(long, default_value_t = 0)]
+        version: u64,
+        /// Serve from the contacted node without a leader round (may be stale).
+        #[arg(long)]
+        local: bool,
+        #[arg(long, default_value_t = 0)]
+        min_revision: u64,
+    },
+    /// Soft delete (older versions stay readable; a put revives the secret).
+    Delete {
+        path: String,
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Permanently remove the values of some versions.
+    Destroy {
+        path: String,
+        #[arg(long = "version", required = true)]
+        versions: Vec<u64>,
+    },
+    /// Secrets and folders directly under a folder.
+    List {
+        #[arg(default_value = "")]
+        folder: String,
+    },
+    /// Versions, times and who changed it last.
+    Meta { path: String },
+}
+
+pub async fn secret(conn: Conn, cmd: SecretCmd) -> anyhow::Result<()> {
+    let mut client = SecretsClient::new(conn.channel().await?);
+    match cmd {
+        SecretCmd::Put { path, value, cas, max_versions, request_id } => {
+            let value = match value {
+                Some(v) => v.into_bytes(),
+                None => {
+                    let mut buf = Vec::new();
+                    std::io::stdin().read_to_end(&mut buf)?;
+                    buf
+                }
+            };
+            let r = client
+                .put(PutSecretRequest { options: write_opts(request_id), path, value, cas, max_versions })
+                .await
+                .map_err(status_err)?
+                .into_inner();
+            println!(
+                "version {} revision {}{}",
+                r.version,
+                r.revision,
+                if r.deduplicated { " (deduplicated)" } else { "" }
+            );
+        }
+        SecretCmd::Get { path, version, local, min_revision } => {
+            let r = client
+                .get(GetSecretRequest { options: read_opts(local, min_revision), path, version })
+                .await
+                .map_err(status_err)?
+                .into_inner();
+            println!("{}", String::from_utf8_lossy(&r.value));
+            eprintln!("(version {} of {}, revision {})", r.version, r.latest_version, r.revision);
+        }
+        SecretCmd::Delete { path, request_id } => {
+            let r = client
+                .delete(DeleteSecretRequest { options: write_opts(request_id), path })
+                .await
+                .map_err(status_err)?
+                .into_inner();
+            println!("deleted version {} revision {}", r.version, r.revision);
+        }
+        SecretCmd::Destroy { path, versions } => {
+            let r = client
+                .destroy(DestroySecretRequest { options: write_opts(None), path, versions })
+                .await
+                .map_err(status_err)?
+                .into_inner();
+            println!("destroyed {} version(s), revision {}", r.destroyed, r.revision);
+        }
+        SecretCmd::List { folder } => {
+            let mut page_token = String::new();
+            loop {
+                let r = client
+                    .list(ListSecretsRequest {
+                        options: None,
+                        folder: folder.clone(),
+                        page: Some(Page { page_size: 1000, page_token }),
+                    })
+                    .await
+                    .map_err(status_err)?
+                    .into_inner();
+                for e in &r.entries {
+                    println!("{}", e.name);
+                }
+                if r.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = r.next_page_token;
+            }
+        }
+        SecretCmd::Meta { path } => {
+            let m = client
+                .metadata(SecretMetadataRequest { options: None, path })
+                .await
+                .map_err(status_err)?
+                .into_inner();
+            println!("path: {}", m.path);
+            println!(
+                "versions: {}..={} (keeps {}){}",
+                m.oldest_version,
+                m.latest_version,
+                m.max_versions,
+                if m.deleted { ", latest deleted" } else { "" }
+            );
+            println!("created: revision {}, {}", m.created_revision, fmt_ms(m.created_ms));
+            println!(
+                "updated: revision {}, {} by {}",
+                m.updated_revision,
+                fmt_ms(m.updated_ms),
+                m.updated_by
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! Roles and their assignment to users and clients.
+
+use strongbox_proto::v1::roles_server::Roles;
+use strongbox_proto::v1::*;
+use strongbox_store::auth::{normalize_resource, validate_name, Action, Effect, Principal, RoleRecord, Rule};
+use strongbox_store::command::{AssignRole, DeleteRole, PutRole};
+use strongbox_store::Op;
+use tonic::{Request, Response, Status};
+
+use super::users::written;
+use super::{internal, next_token, page, Api};
+use crate::auth::Rpc;
+use crate::observe::{check_size, rpc};
+
+pub struct RolesService {
+    api: Api,
+}
+
+impl RolesService {
+    pub fn new(api: Api) -> Self {
+        RolesService { api }
+    }
+
+    async fn assign_op(
+        &self,
+        req: Request<AssignRoleRequest>,
+        rpc_: Rpc,
+        assign: bool,
+    ) -> Result<WriteResponse, Status> {
+        check_size(req.get_ref())?;
+        let (meta, _, r) = req.into_parts();
+        let principal = Principal::parse(&r.principal)
+            .map_err(|e| Status::invalid_argument(format!("principal: {}", e.message)))?;
+        role_arg(&r.role)?;
+        let op = Op::AssignRole(AssignRole { principal, role: r.role, assign });
+        Ok(written(self.api.write(&meta, rpc_, "", r.options.as_ref(), op).await?))
+    }
+}
+
+fn role_arg(name: &str) -> Result<(), Status> {
+    validate_name("role", name).map_err(|e| Status::invalid_argument(format!("name: {}", e.message)))
+}
+
+fn rule_from(i: usize, p: Permission) -> Result<Rule, Status> {
+    let bad = |m: String| Status::invalid_argument(format!("permissions[{i}]: {m}"));
+    let effect = match p.effect.as_str() {
+        "allow" | "" => Effect::Allow,
+        "deny" => Effect::Deny,
+        other => return Err(bad(format!("effect must be allow or deny, got {other:?}"))),
+    };
+    let action = Action::parse(&p.action).map_err(|e| bad(e.message))?;
+    let rule = Rule { effect, action, resource: normalize_resource(&p.resource) };
+    rule.validate().map_err(|e| bad(e.message))?;
+    Ok(rule)
+}
+
+fn role_view(name: String, r: RoleRecord) -> Role {
+    Role {
+        name,
+        permissions: r
+            .rules
+            .into_iter()
+            .map(|rule| Permission {
+                effect: match rule.effect {
+                    Effect::Allow => "allow".into(),
+                    Effect::Deny => "deny".into(),
+                },
+                action: rule.action.as_str().into(),
+                resource: rule.resource,
+            })
+            .collect(),
+        created_revision: r.created_revision,
+        updated_revision: r.updated_revision,
+        updated_ms: r.updated_ms,
+    }
+}
+
+#[tonic::async_trait]
+impl Roles for RolesService {
+    async fn put(&self, req: Request<PutRoleRequest>) -> Result<Response<WriteResponse>, Status> {
+        rpc("roles.put", async {
+            check_size(req.get_ref())?;
+            let (meta, _, r) = req.into_parts();
+            role_arg(&r.name)?;
+            let rules = r
+                .permissions
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| rule_from(i, p))
+                .collect::<Result<Vec<_>, _>>()?;
+            let op = Op::PutRole(PutRole { name: r.name, rules });
+            Ok(written(self.api.write(&meta, Rpc::RolesPut, "", r.options.as_ref(), op).await?))
+        })
+        .await
+    }
+
+    async fn get(&self, req: Request<GetRoleRequest>) -> Result<Response<Role>, Status> {
+        rpc("roles.get", async {
+            let (meta, _, r) = req.into_parts();
+            role_arg(&r.name)?;
+            self.api.read(&meta, Rpc::RolesGet, "", r.options.as_ref()).await?;
+            match self.api.node.sm.role(&r.name).map_err(internal)? {
+                Some(role) => Ok(role_view(r.name, role)),
+                None => Err(Status::not_found(format!("no role {:?}", r.name))),
+            }
+        })
+        .await
+    }
+
+    async fn list(&self, req: Request<ListRolesRequest>) -> Result<Response<ListRolesResponse>, Status> {
+        rpc("roles.list", async {
+            let (meta, _, r) = req.into_parts();
+            let (size, after) = page(r.page.as_ref())?;
+            self.api.read(&meta, Rpc::RolesList, "", r.options.as_ref()).await?;
+            let rows = self.api.node.sm.list_roles(&after, size).map_err(internal)?;
+            let next_page_token = next_token(&rows, size, |(n, _)| n.clone());
+            Ok(ListRolesResponse {
+                roles: rows.into_iter().map(|(n, r)| role_view(n, r)).collect(),
+                next_page_token,
+                revision: self.api.revision()?,
+            })
+        })
+        .await
+    }
+
+    async fn delete(&self, req: Request<DeleteRoleRequest>) -> Result<Response<WriteResponse>, Status> {
+        rpc("roles.delete", async {
+            check_size(req.get_ref())?;
+            let (meta, _, r) = req.into_parts();
+            role_arg(&r.name)?;
+            let op = Op::DeleteRole(DeleteRole { name: r.name });
+            Ok(written(self.api.write(&meta, Rpc::RolesDelete, "", r.options.as_ref(), op).await?))
+        })
+        .await
+    }
+
+    async fn assign(&self, req: Request<AssignRoleRequest>) -> Result<Response<WriteResponse>, Status> {
+        rpc("roles.assign", async { self.assign_op(req, Rpc::RolesAssign, true).await }).await
+    }
+
+    async fn unassign(&self, req: Request<AssignRoleRequest>) -> Result<Response<WriteResponse>, Status> {
+        rpc("roles.unassign", async { self.assign_op(req, Rpc::RolesUnassign, false).await }).await
+    }
+}

@@ -1,0 +1,450 @@
+//! Authentication and authorisation on a real three-node cluster: the RBAC
+//! matrix, linearizable revocation across nodes, lockout, expiry, service
+//! clients, and that no secret reaches a log.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use strongbox_api::auth::{Need, Rpc};
+use strongbox_api::client::AuthChannel;
+use strongbox_proto::v1::auth_client::AuthClient;
+use strongbox_proto::v1::clients_client::ClientsClient;
+use strongbox_proto::v1::cluster_client::ClusterClient;
+use strongbox_proto::v1::roles_client::RolesClient;
+use strongbox_proto::v1::secrets_client::SecretsClient;
+use strongbox_proto::v1::users_client::UsersClient;
+use strongbox_proto::v1::*;
+use tonic::{Code, Status};
+
+const PASSWORD: &str = "correct horse battery";
+
+fn wo() -> Option<WriteOptions> {
+    None
+}
+
+async fn create_user(c: &TestCluster, name: &str, roles: &[&str]) {
+    UsersClient::new(c.admin(1))
+        .create(CreateUserRequest {
+            options: wo(),
+            username: name.into(),
+            password: PASSWORD.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("create user {name}: {s:?}"));
+}
+
+async fn put_role(c: &TestCluster, name: &str, perms: &[(&str, &str, &str)]) {
+    let permissions = perms
+        .iter()
+        .map(|(e, a, r)| Permission { effect: e.to_string(), action: a.to_string(), resource: r.to_string() })
+        .collect();
+    RolesClient::new(c.admin(1))
+        .put(PutRoleRequest { options: wo(), name: name.into(), permissions })
+        .await
+        .unwrap_or_else(|s| panic!("put role {name}: {s:?}"));
+}
+
+async fn login(c: &TestCluster, node: u64, user: &str, password: &str) -> Result<TokenResponse, Status> {
+    AuthClient::new(c.channel(node))
+        .login(LoginRequest { username: user.into(), password: password.into(), ttl_seconds: 0 })
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn get(c: &TestCluster, node: u64, token: &str, path: &str) -> Result<GetSecretResponse, Status> {
+    SecretsClient::new(c.authed(node, Some(token)))
+        .get(get_req(path, Consistency::Linearizable, 0))
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Calls one RPC with harmless arguments; only the status matters.
+async fn call(ch: AuthChannel, rpc: Rpc, tag: &str) -> Result<(), Status> {
+    let path = "team-a/matrix".to_string();
+    let read = || None::<ReadOptions>;
+    macro_rules! go {
+        ($e:expr) => {
+            $e.await.map(|_| ())
+        };
+    }
+    let mut secrets = SecretsClient::new(ch.clone());
+    let mut auth = AuthClient::new(ch.clone());
+    let mut users = UsersClient::new(ch.clone());
+    let mut clients = ClientsClient::new(ch.clone());
+    let mut roles = RolesClient::new(ch.clone());
+    let mut cluster = ClusterClient::new(ch);
+    let user = |u: &str| UserRequest { options: wo(), username: u.into() };
+    let client = |id: &str| ClientRequest { options: wo(), client_id: id.into() };
+    match rpc {
+        Rpc::SecretsPut => go!(secrets.put(put_req(&path, "v", ""))),
+        Rpc::SecretsGet => go!(secrets.get(get_req(&path, Consistency::Linearizable, 0))),
+        Rpc::SecretsDelete => go!(secrets.delete(DeleteSecretRequest { options: wo(), path })),
+        Rpc::SecretsDestroy => {
+            go!(secrets.destroy(DestroySecretRequest { options: wo(), path, versions: vec![1] }))
+        }
+        Rpc::SecretsList => {
+            go!(secrets.list(ListSecretsRequest { options: read(), folder: path, page: None }))
+        }
+        Rpc::SecretsMetadata => go!(secrets.metadata(SecretMetadataRequest { options: read(), path })),
+        Rpc::AuthLogin => {
+            go!(auth.login(LoginRequest { username: "ghost".into(), password: "x".into(), ttl_seconds: 0 }))
+        }
+        Rpc::AuthClientToken => go!(auth.client_token(ClientTokenRequest {
+            grant_type: String::new(),
+            client_id: "ghost".into(),
+            client_secret: "x".into(),
+            scopes: vec![],
+            ttl_seconds: 0
+        })),
+        // Logout would end the session the rest of the matrix uses; it is
+        // exercised on a token of its own below.
+        Rpc::AuthLogout => Ok(()),
+        Rpc::AuthRevoke => go!(auth.revoke(RevokeRequest { options: wo(), token: "sbx_unknown".into() })),
+        Rpc::AuthRenew => go!(auth.renew(RenewRequest { options: wo(), ttl_seconds: 0 })),
+        Rpc::AuthWhoAmI => go!(auth.who_am_i(WhoAmIRequest { options: read() })),
+        Rpc::AuthIntrospect => {
+            go!(auth.introspect(IntrospectRequest { options: read(), token: "sbx_unknown".into() }))
+        }
+        Rpc::AuthChangePassword => go!(auth.change_password(ChangePasswordRequest {
+            options: wo(),
+            old_password: PASSWORD.into(),
+            new_password: PASSWORD.into()
+        })),
+        Rpc::UsersCreate => go!(users.create(CreateUserRequest {
+            options: wo(),
+            username: format!("new-{tag}"),
+            password: PASSWORD.into(),
+            roles: vec![]
+        })),
+        Rpc::UsersGet => go!(users.get(GetUserRequest { options: read(), username: "admin".into() })),
+        Rpc::UsersList => go!(users.list(ListUsersRequest { options: read(), page: None })),
+        Rpc::UsersDelete => go!(users.delete(user("ghost"))),
+        Rpc::UsersDisable => go!(users.disable(user("ghost"))),
+        Rpc::UsersEnable => go!(users.enable(user("ghost"))),
+        Rpc::UsersSetPassword => go!(users.set_password(SetPasswordRequest {
+            options: wo(),
+            username: "ghost".into(),
+            password: PASSWORD.into()
+        })),
+        Rpc::UsersUnlock => go!(users.unlock(user("ghost"))),
+        Rpc::ClientsCreate => go!(clients.create(CreateClientRequest {
+            options: wo(),
+            client_id: format!("c-{tag}"),
+            roles: vec![]
+        })),
+        Rpc::ClientsGet => go!(clients.get(GetClientRequest { options: read(), client_id: "ghost".into() })),
+        Rpc::ClientsList => go!(clients.list(ListClientsRequest { options: read(), page: None })),
+        Rpc::ClientsDelete => go!(clients.delete(client("ghost"))),
+        Rpc::ClientsDisable => go!(clients.disable(client("ghost"))),
+        Rpc::ClientsEnable => go!(clients.enable(client("ghost"))),
+        Rpc::RolesPut => {
+            go!(roles.put(PutRoleRequest { options: wo(), name: format!("r-{tag}"), permissions: vec![] }))
+        }
+        Rpc::RolesGet => go!(roles.get(GetRoleRequest { options: read(), name: "admin".into() })),
+        Rpc::RolesList => go!(roles.list(ListRolesRequest { options: read(), page: None })),
+        Rpc::RolesDelete => go!(roles.delete(DeleteRoleRequest { options: wo(), name: "ghost".into() })),
+        Rpc::RolesAssign => go!(roles.assign(AssignRoleRequest {
+            options: wo(),
+            principal: "user:ghost".into(),
+            role: "ghost".into()
+        })),
+        Rpc::RolesUnassign => go!(roles.unassign(AssignRoleRequest {
+            options: wo(),
+            principal: "user:ghost".into(),
+            role: "ghost".into()
+        })),
+        Rpc::ClusterStatus => go!(cluster.status(StatusRequest {})),
+        // id 0 is refused as invalid only after the permission check.
+        Rpc::ClusterAddLearner => go!(cluster.add_learner(AddLearnerRequest {
+            id: 0,
+            raft_addr: "x:1".into(),
+            api_addr: "x:1".into()
+        })),
+        Rpc::ClusterPromote => go!(cluster.promote(PromoteRequest { id: 0 })),
+        Rpc::ClusterRemove => go!(cluster.remove(RemoveRequest { id: 0 })),
+        Rpc::ClusterTransferLeader => go!(cluster.transfer_leader(TransferLeaderRequest { id: 0 })),
+    }
+}
+
+/// The auth refusal of a call, if it was refused for who called.
+fn auth_failure(r: &Result<(), Status>) -> Option<Code> {
+    match r {
+        Err(s) if matches!(s.code(), Code::Unauthenticated | Code::PermissionDenied) => Some(s.code()),
+        _ => None,
+    }
+}
+
+/// Public RPCs may refuse the (bogus) credentials they are given, but never
+/// for want of a bearer token.
+fn asked_for_a_token(r: &Result<(), Status>) -> bool {
+    matches!(r, Err(s) if s.message().contains("authorization"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rbac_matrix_every_rpc_allowed_and_denied() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = TestCluster::start(3, fast_raft()).await;
+    create_user(&c, "nobody", &[]).await;
+    let nobody = login(&c, 2, "nobody", PASSWORD).await.unwrap().access_token;
+
+    for (i, rpc) in Rpc::ALL.iter().enumerate() {
+        let node = 1 + (i as u64 % 3);
+        let tag = format!("{i}");
+        // No token at all.
+        let anon = call(c.authed(node, None), *rpc, &tag).await;
+        match rpc.need() {
+            Need::Public => assert!(!asked_for_a_token(&anon), "{rpc:?} is public: {anon:?}"),
+            _ => assert_eq!(
+                auth_failure(&anon),
+                Some(Code::Unauthenticated),
+                "{rpc:?} without a token: {anon:?}"
+            ),
+        }
+        // A valid token without any role.
+        let r = call(c.authed(node, Some(&nobody)), *rpc, &tag).await;
+        match rpc.need() {
+            Need::Access(..) => {
+                assert_eq!(
+                    auth_failure(&r),
+                    Some(Code::PermissionDenied),
+                    "{rpc:?} by a user without roles: {r:?}"
+                )
+            }
+            Need::Public => assert!(!asked_for_a_token(&r), "{rpc:?} is public: {r:?}"),
+            Need::Authenticated => assert_eq!(auth_failure(&r), None, "{rpc:?} needs only a token: {r:?}"),
+        }
+        // A user holding exactly the permission the table names.
+        if let Need::Access(action, template) = rpc.need() {
+            let resource = rpc.need().access("team-a/matrix").unwrap().resource;
+            let role = format!("only-{i}");
+            put_role(&c, &role, &[("allow", action.as_str(), &resource)]).await;
+            let user = format!("holder-{i}");
+            create_user(&c, &user, &[&role]).await;
+            let token = login(&c, node, &user, PASSWORD).await.unwrap().access_token;
+            let r = call(c.authed(node, Some(&token)), *rpc, &tag).await;
+            assert_eq!(auth_failure(&r), None, "{rpc:?} with {} on {template}: {r:?}", action.as_str());
+        }
+    }
+
+    // Logout, on a token of its own: afterwards that token is dead.
+    let t = login(&c, 1, "nobody", PASSWORD).await.unwrap().access_token;
+    AuthClient::new(c.authed(3, Some(&t))).logout(LogoutRequest { options: wo() }).await.unwrap();
+    let who = AuthClient::new(c.authed(2, Some(&t))).who_am_i(WhoAmIRequest { options: None }).await;
+    assert_eq!(who.unwrap_err().code(), Code::Unauthenticated);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revocation_on_the_leader_holds_on_every_follower_at_once() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = TestCluster::start(3, fast_raft()).await;
+    put_role(&c, "team-a", &[("allow", "read", "secrets:team-a/*"), ("allow", "write", "secrets:team-a/*")])
+        .await;
+    create_user(&c, "carol", &["team-a"]).await;
+    put_retry(&c, 1, "team-a/db", "v", "seed").await;
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let followers: Vec<u64> = (1..=3).filter(|n| *n != leader).collect();
+
+    for round in 0..3 {
+        let token = login(&c, followers[round % 2], "carol", PASSWORD).await.unwrap().access_token;
+        for n in 1..=3 {
+            get(&c, n, &token, "team-a/db").await.unwrap_or_else(|s| panic!("node {n} before revoke: {s:?}"));
+        }
+        AuthClient::new(c.admin(leader))
+            .revoke(RevokeRequest { options: wo(), token: token.clone() })
+            .await
+            .unwrap();
+        for &n in &followers {
+            let r = get(&c, n, &token, "team-a/db").await;
+            assert_eq!(
+                r.unwrap_err().code(),
+                Code::Unauthenticated,
+                "round {round}: follower {n} still accepts a revoked token"
+            );
+            let w = SecretsClient::new(c.authed(n, Some(&token))).put(put_req("team-a/db", "x", "")).await;
+            assert_eq!(
+                w.unwrap_err().code(),
+                Code::Unauthenticated,
+                "round {round}: follower {n} wrote with a revoked token"
+            );
+        }
+    }
+
+    // Disabling a user: its tokens die everywhere, and its login fails with
+    // the same answer as a wrong password.
+    let token = login(&c, 1, "carol", PASSWORD).await.unwrap().access_token;
+    UsersClient::new(c.admin(leader))
+        .disable(UserRequest { options: wo(), username: "carol".into() })
+        .await
+        .unwrap();
+    for n in 1..=3 {
+        assert_eq!(get(&c, n, &token, "team-a/db").await.unwrap_err().code(), Code::Unauthenticated);
+    }
+    let disabled = login(&c, 2, "carol", PASSWORD).await.unwrap_err();
+    let wrong = login(&c, 2, "admin", "not the password").await.unwrap_err();
+    assert_eq!((disabled.code(), disabled.message()), (wrong.code(), wrong.message()));
+
+    // A role taken away: the next read is denied on every node.
+    create_user(&c, "dave", &["team-a"]).await;
+    let token = login(&c, 3, "dave", PASSWORD).await.unwrap().access_token;
+    get(&c, 2, &token, "team-a/db").await.unwrap();
+    RolesClient::new(c.admin(leader))
+        .unassign(AssignRoleRequest { options: wo(), principal: "user:dave".into(), role: "team-a".into() })
+        .await
+        .unwrap();
+    for n in 1..=3 {
+        assert_eq!(get(&c, n, &token, "team-a/db").await.unwrap_err().code(), Code::PermissionDenied);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lockout_expiry_enumeration_clients_and_no_secrets_in_logs() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = TestCluster::start(3, fast_raft()).await;
+    put_role(&c, "team-a", &[("allow", "read", "secrets:team-a/*"), ("allow", "write", "secrets:team-a/*")])
+        .await;
+    create_user(&c, "erin", &["team-a"]).await;
+
+    // Unknown user and wrong password: the same status and message.
+    let unknown = login(&c, 1, "no-such-user", "whatever-pass").await.unwrap_err();
+    let wrong = login(&c, 1, "erin", "wrong-password-1").await.unwrap_err();
+    assert_eq!(unknown.code(), Code::Unauthenticated);
+    assert_eq!((unknown.code(), unknown.message()), (wrong.code(), wrong.message()));
+
+    // Five failures (one above, four here, through different nodes) lock
+    // the user: even the right password is refused, until an admin unlocks.
+    for i in 0..4 {
+        login(&c, 1 + i % 3, "erin", &format!("wrong-password-{i}")).await.unwrap_err();
+    }
+    let locked = login(&c, 2, "erin", PASSWORD).await.unwrap_err();
+    assert_eq!((locked.code(), locked.message()), (wrong.code(), wrong.message()));
+    for n in 1..=3 {
+        let u = UsersClient::new(c.admin(n))
+            .get(GetUserRequest { options: None, username: "erin".into() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(u.locked, "node {n} does not see the lockout");
+    }
+    UsersClient::new(c.admin(3))
+        .unlock(UserRequest { options: wo(), username: "erin".into() })
+        .await
+        .unwrap();
+    let token = login(&c, 1, "erin", PASSWORD).await.unwrap().access_token;
+
+    // Concurrent check-and-set through every node: exactly one winner.
+    let mut tasks = Vec::new();
+    for i in 0..12u64 {
+        let ch = c.authed(1 + i % 3, Some(&token));
+        tasks.push(tokio::spawn(async move {
+            let mut req = put_req("team-a/lock", &format!("owner-{i}"), "");
+            req.cas = Some(0);
+            SecretsClient::new(ch).put(req).await
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => wins += 1,
+            Err(s) => assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}"),
+        }
+    }
+    assert_eq!(wins, 1, "concurrent CAS must have exactly one winner");
+
+    // An expired token is refused.
+    let short = AuthClient::new(c.channel(2))
+        .login(LoginRequest { username: "erin".into(), password: PASSWORD.into(), ttl_seconds: 1 })
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    get(&c, 2, &short, "team-a/lock").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let expired = get(&c, 2, &short, "team-a/lock").await.unwrap_err();
+    assert_eq!(expired.code(), Code::Unauthenticated);
+    assert!(expired.message().contains("expired"), "{}", expired.message());
+
+    // A service client: secret shown once, token with its scopes,
+    // introspection (RFC 7662) and revocation (RFC 7009).
+    let created = ClientsClient::new(c.admin(1))
+        .create(CreateClientRequest { options: wo(), client_id: "ci".into(), roles: vec!["team-a".into()] })
+        .await
+        .unwrap()
+        .into_inner();
+    let grant = |secret: String| ClientTokenRequest {
+        grant_type: "client_credentials".into(),
+        client_id: "ci".into(),
+        client_secret: secret,
+        scopes: vec![],
+        ttl_seconds: 0,
+    };
+    let bad = AuthClient::new(c.channel(3)).client_token(grant("sbxc_wrong".into())).await.unwrap_err();
+    assert_eq!(bad.code(), Code::Unauthenticated);
+    let ct = AuthClient::new(c.channel(3))
+        .client_token(grant(created.client_secret.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ct.scopes, vec!["team-a".to_string()]);
+    SecretsClient::new(c.authed(2, Some(&ct.access_token)))
+        .put(put_req("team-a/from-ci", "ci-value", ""))
+        .await
+        .unwrap();
+    let intro = AuthClient::new(c.admin(1))
+        .introspect(IntrospectRequest { options: None, token: ct.access_token.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(intro.active);
+    assert_eq!(
+        (intro.client_id.as_str(), intro.scope.as_str(), intro.sub.as_str()),
+        ("ci", "team-a", "client:ci")
+    );
+    let denied = AuthClient::new(c.authed(1, Some(&token)))
+        .introspect(IntrospectRequest { options: None, token: ct.access_token.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "introspection needs read on tokens");
+    AuthClient::new(c.admin(2))
+        .revoke(RevokeRequest { options: wo(), token: ct.access_token.clone() })
+        .await
+        .unwrap();
+    let intro = AuthClient::new(c.admin(3))
+        .introspect(IntrospectRequest { options: None, token: ct.access_token.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!intro.active);
+
+    // Secrets: metadata names who changed it; list shows folders.
+    let m = SecretsClient::new(c.admin(1))
+        .metadata(SecretMetadataRequest { options: None, path: "team-a/from-ci".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(m.updated_by, "client:ci");
+    let listed = SecretsClient::new(c.admin(2))
+        .list(ListSecretsRequest { options: None, folder: String::new(), page: None })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), vec!["team-a/"]);
+
+    // Nothing secret reached any node's log.
+    let logs = c.all_logs();
+    for needle in [
+        PASSWORD,
+        "ci-value",
+        "owner-",
+        &token,
+        &created.client_secret,
+        &ct.access_token,
+        &c.admin_password,
+        &c.admin_token,
+    ] {
+        assert!(!logs.contains(needle), "a node log contains {needle:?}");
+    }
+    assert!(logs.contains("node started"), "the logs were captured");
+}

@@ -1,0 +1,404 @@
+//! Who may do what: principals, roles, tokens, and the one authorisation
+//! check used both inside apply (writes) and on the serving node (reads).
+//!
+//! Deny by default; an explicit deny wins over any allow. A token is valid
+//! while its record exists, it has not expired, and its principal still
+//! exists, is enabled, and has the epoch the token was issued under (so
+//! disabling or deleting a principal kills its tokens, and re-enabling or
+//! re-creating it does not revive them).
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::command::{CommandError, ErrorCode};
+use crate::layout::Cf;
+use crate::limits::{NAME_BYTES_MAX, ROLE_RULES_MAX};
+use crate::DbError;
+
+/// Reads of the state, inside apply (through the batch overlay) or outside.
+pub trait Read {
+    fn get<T: DeserializeOwned>(&self, cf: Cf, key: &[u8]) -> Result<Option<T>, DbError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Principal {
+    User(String),
+    Client(String),
+}
+
+impl Principal {
+    /// `user:alice` / `client:ci`.
+    pub fn parse(s: &str) -> Result<Principal, CommandError> {
+        match s.split_once(':') {
+            Some(("user", n)) => Ok(Principal::User(n.to_string())),
+            Some(("client", n)) => Ok(Principal::Client(n.to_string())),
+            _ => Err(CommandError::invalid(format!("principal {s:?} must be user:<name> or client:<id>"))),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Principal::User(n) | Principal::Client(n) => n,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), CommandError> {
+        validate_name(self.kind(), self.name())
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Principal::User(_) => "user",
+            Principal::Client(_) => "client",
+        }
+    }
+
+    fn cf(&self) -> Cf {
+        match self {
+            Principal::User(_) => Cf::Users,
+            Principal::Client(_) => Cf::Clients,
+        }
+    }
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.kind(), self.name())
+    }
+}
+
+/// Usernames, client ids and role names: 1..=128 bytes of `[A-Za-z0-9._@-]`.
+pub fn validate_name(what: &str, name: &str) -> Result<(), CommandError> {
+    if name.is_empty() || name.len() > NAME_BYTES_MAX {
+        return Err(CommandError::invalid(format!(
+            "{what} name must be 1..={NAME_BYTES_MAX} bytes, got {}",
+            name.len()
+        )));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "._@-".contains(*c))) {
+        return Err(CommandError::invalid(format!(
+            "{what} name {name:?} contains {c:?}: use letters, digits, '.', '_', '@' or '-'"
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Action {
+    Read,
+    Write,
+    /// Covers read and write on the same resource, plus administration.
+    Admin,
+}
+
+impl Action {
+    pub fn parse(s: &str) -> Result<Action, CommandError> {
+        match s {
+            "read" => Ok(Action::Read),
+            "write" => Ok(Action::Write),
+            "admin" => Ok(Action::Admin),
+            _ => Err(CommandError::invalid(format!("action {s:?} must be read, write or admin"))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Read => "read",
+            Action::Write => "write",
+            Action::Admin => "admin",
+        }
+    }
+
+    fn covers(self, wanted: Action) -> bool {
+        self == wanted || self == Action::Admin
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Effect {
+    Allow,
+    Deny,
+}
+
+/// One permission of a role: `allow read secrets:team-a/*`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    pub effect: Effect,
+    pub action: Action,
+    /// A resource (`users`, `secrets:team-a/db/password`, `ledger:7`), or a
+    /// prefix pattern ending in `*` (`secrets:team-a/*`, `*`).
+    pub resource: String,
+}
+
+impl Rule {
+    pub fn validate(&self) -> Result<(), CommandError> {
+        let r = &self.resource;
+        if r.is_empty() || r.len() > crate::limits::SECRET_PATH_BYTES_MAX + 16 {
+            return Err(CommandError::invalid(format!("resource pattern {r:?} is empty or too long")));
+        }
+        if r[..r.len() - 1].contains('*') {
+            return Err(CommandError::invalid(format!(
+                "resource pattern {r:?}: '*' is only allowed at the end"
+            )));
+        }
+        if let Some(c) = r.chars().find(|c| !c.is_ascii_graphic()) {
+            return Err(CommandError::invalid(format!("resource pattern {r:?} contains {c:?}")));
+        }
+        Ok(())
+    }
+
+    fn matches(&self, access: &Access) -> bool {
+        self.action.covers(access.action) && pattern_matches(&self.resource, &access.resource)
+    }
+}
+
+/// `secrets:/team-a/*` and `secrets:team-a/*` mean the same: paths are
+/// stored without a leading slash.
+pub fn normalize_resource(r: &str) -> String {
+    match r.strip_prefix("secrets:/") {
+        Some(rest) => format!("secrets:{rest}"),
+        None => r.to_string(),
+    }
+}
+
+fn pattern_matches(pattern: &str, resource: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => resource.starts_with(prefix),
+        None => pattern == resource,
+    }
+}
+
+/// What a request needs: an action on a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    pub action: Action,
+    pub resource: String,
+}
+
+impl Access {
+    pub fn new(action: Action, resource: impl Into<String>) -> Access {
+        Access { action, resource: resource.into() }
+    }
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} on {}", self.action.as_str(), self.resource)
+    }
+}
+
+/// The role every bootstrap creates; it cannot be changed or deleted.
+pub const ADMIN_ROLE: &str = "admin";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleRecord {
+    pub rules: Vec<Rule>,
+    pub created_revision: u64,
+    pub updated_revision: u64,
+    pub updated_ms: u64,
+}
+
+pub fn validate_rules(rules: &[Rule]) -> Result<(), CommandError> {
+    if rules.len() > ROLE_RULES_MAX {
+        return Err(CommandError::new(
+            ErrorCode::ResourceExhausted,
+            format!("a role has at most {ROLE_RULES_MAX} rules, got {}", rules.len()),
+        ));
+    }
+    rules.iter().try_for_each(Rule::validate)
+}
+
+/// A user or a service client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrincipalRecord {
+    /// Users: an argon2id PHC string. Clients: hex SHA-256 of the generated
+    /// secret (high entropy, so a fast hash is enough).
+    pub credential: String,
+    pub enabled: bool,
+    pub roles: Vec<String>,
+    /// Tokens carry the epoch they were issued under; it changes when the
+    /// principal is disabled, so its old tokens die for good.
+    pub epoch: u64,
+    pub created_revision: u64,
+    pub created_ms: u64,
+    pub updated_revision: u64,
+    pub updated_ms: u64,
+    /// Times of recent failed logins (users), at most the lockout threshold.
+    pub failed_logins_ms: Vec<u64>,
+    /// Locked while the state-machine clock is below this.
+    pub locked_until_ms: u64,
+}
+
+impl PrincipalRecord {
+    pub fn new(credential: String, roles: Vec<String>, revision: u64, now_ms: u64) -> Self {
+        PrincipalRecord {
+            credential,
+            enabled: true,
+            roles,
+            epoch: revision,
+            created_revision: revision,
+            created_ms: now_ms,
+            updated_revision: revision,
+            updated_ms: now_ms,
+            failed_logins_ms: Vec::new(),
+            locked_until_ms: 0,
+        }
+    }
+
+    pub fn locked(&self, now_ms: u64) -> bool {
+        self.locked_until_ms > now_ms
+    }
+}
+
+pub fn principal_record(r: &impl Read, p: &Principal) -> Result<Option<PrincipalRecord>, DbError> {
+    r.get(p.cf(), p.name().as_bytes())
+}
+
+/// The stored half of an access token: the token itself is never stored,
+/// only its SHA-256 (the key of this record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub principal: Principal,
+    pub epoch: u64,
+    /// For service clients: the roles this token may use (OAuth scopes);
+    /// `None` for users (all of the user's roles).
+    pub scopes: Option<Vec<String>>,
+    pub issued_ms: u64,
+    pub expires_ms: u64,
+    /// Renewals never extend past this.
+    pub renew_until_ms: u64,
+}
+
+pub type TokenHash = [u8; 32];
+
+/// Key of a token in `TokensByExpiry`: expiry first, for pruning.
+pub fn token_expiry_key(expires_ms: u64, hash: &TokenHash) -> Vec<u8> {
+    let mut k = expires_ms.to_be_bytes().to_vec();
+    k.extend_from_slice(hash);
+    k
+}
+
+/// An authenticated caller and the roles it acts with.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub token_hash: TokenHash,
+    pub token: TokenRecord,
+    /// The roles this token acts with (after scopes), existing ones only.
+    pub role_names: Vec<String>,
+    roles: Vec<RoleRecord>,
+}
+
+impl Caller {
+    pub fn allows(&self, access: &Access) -> bool {
+        let rules = || self.roles.iter().flat_map(|r| r.rules.iter()).filter(|r| r.matches(access));
+        let mut matching = rules();
+        let any_allow = matching.any(|r| r.effect == Effect::Allow);
+        any_allow && !rules().any(|r| r.effect == Effect::Deny)
+    }
+
+    pub fn require(&self, access: &Access) -> Result<(), CommandError> {
+        if self.allows(access) {
+            return Ok(());
+        }
+        Err(CommandError::new(ErrorCode::PermissionDenied, format!("{} may not {access}", self.principal)))
+    }
+}
+
+fn unauthenticated(why: &str) -> CommandError {
+    CommandError::new(ErrorCode::Unauthenticated, why)
+}
+
+/// Resolves a token hash to its caller as of `now_ms`. `Ok(Err(_))` is a
+/// refusal (UNAUTHENTICATED), `Err(_)` a storage failure.
+pub fn resolve(
+    r: &impl Read,
+    hash: &TokenHash,
+    now_ms: u64,
+) -> Result<Result<Caller, CommandError>, DbError> {
+    let Some(token) = r.get::<TokenRecord>(Cf::Tokens, hash)? else {
+        return Ok(Err(unauthenticated("the token is unknown or revoked; log in again")));
+    };
+    if token.expires_ms <= now_ms {
+        return Ok(Err(unauthenticated("the token has expired; log in again")));
+    }
+    let Some(rec) = principal_record(r, &token.principal)? else {
+        return Ok(Err(unauthenticated("the token's principal no longer exists")));
+    };
+    if !rec.enabled || rec.epoch != token.epoch {
+        return Ok(Err(unauthenticated("the token's principal is disabled or was re-created")));
+    }
+    let mut roles = Vec::new();
+    let mut role_names = Vec::new();
+    for name in &rec.roles {
+        if token.scopes.as_ref().is_some_and(|s| !s.contains(name)) {
+            continue;
+        }
+        if let Some(role) = r.get::<RoleRecord>(Cf::Roles, name.as_bytes())? {
+            roles.push(role);
+            role_names.push(name.clone());
+        }
+    }
+    Ok(Ok(Caller { principal: token.principal.clone(), token_hash: *hash, token, role_names, roles }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn role(rules: &[(Effect, Action, &str)]) -> RoleRecord {
+        RoleRecord {
+            rules: rules
+                .iter()
+                .map(|(e, a, r)| Rule { effect: *e, action: *a, resource: r.to_string() })
+                .collect(),
+            created_revision: 1,
+            updated_revision: 1,
+            updated_ms: 0,
+        }
+    }
+
+    fn caller(roles: Vec<RoleRecord>) -> Caller {
+        let p = Principal::User("u".into());
+        Caller {
+            principal: p.clone(),
+            token_hash: [0; 32],
+            token: TokenRecord {
+                principal: p,
+                epoch: 1,
+                scopes: None,
+                issued_ms: 0,
+                expires_ms: 1,
+                renew_until_ms: 1,
+            },
+            role_names: vec![],
+            roles,
+        }
+    }
+
+    #[test]
+    fn deny_by_default_and_deny_wins() {
+        use Action::*;
+        use Effect::*;
+        let nobody = caller(vec![]);
+        assert!(!nobody.allows(&Access::new(Read, "secrets:a")));
+        let c = caller(vec![
+            role(&[(Allow, Read, "secrets:team-a/*"), (Allow, Admin, "users")]),
+            role(&[(Deny, Read, "secrets:team-a/root/*")]),
+        ]);
+        assert!(c.allows(&Access::new(Read, "secrets:team-a/db/password")));
+        assert!(!c.allows(&Access::new(Write, "secrets:team-a/db/password")), "read does not imply write");
+        assert!(!c.allows(&Access::new(Read, "secrets:team-a/root/key")), "explicit deny wins");
+        assert!(!c.allows(&Access::new(Read, "secrets:team-b/x")));
+        assert!(c.allows(&Access::new(Write, "users")), "admin covers write");
+        assert!(!c.allows(&Access::new(Read, "users:x")), "no pattern, exact match only");
+    }
+
+    #[test]
+    fn leading_slash_in_secret_patterns_is_normalised() {
+        assert_eq!(normalize_resource("secrets:/team-a/*"), "secrets:team-a/*");
+        assert_eq!(normalize_resource("ledger:7"), "ledger:7");
+    }
+}

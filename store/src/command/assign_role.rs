@@ -1,0 +1,56 @@
+use serde::{Deserialize, Serialize};
+
+use super::create_user::principal_cf;
+use super::{check_roles_exist, refuse, Applied, CommandError, Ctx, ErrorCode, Outcome, Required};
+use crate::auth::{principal_record, validate_name, Access, Action, Principal};
+use crate::limits::ROLES_PER_PRINCIPAL_MAX;
+use crate::state_machine::Tx;
+
+/// Assigns a role to a user or client, or takes it away. Idempotent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignRole {
+    pub principal: Principal,
+    pub role: String,
+    pub assign: bool,
+}
+
+impl AssignRole {
+    pub fn validate(&self) -> Result<(), CommandError> {
+        self.principal.validate()?;
+        validate_name("role", &self.role)
+    }
+
+    pub fn required(&self) -> Required {
+        Required::Access(Access::new(Action::Admin, "roles"))
+    }
+
+    pub(crate) fn apply(&self, tx: &mut Tx<'_>, _ctx: &Ctx<'_>) -> Applied {
+        let p = &self.principal;
+        let Some(mut rec) = principal_record(tx, p)? else {
+            return refuse(ErrorCode::NotFound, format!("no {p}"));
+        };
+        let has = rec.roles.contains(&self.role);
+        if has == self.assign {
+            return Ok(Ok(Outcome::Done));
+        }
+        if self.assign {
+            if let Err(e) = check_roles_exist(tx, std::slice::from_ref(&self.role))? {
+                return Ok(Err(e));
+            }
+            if rec.roles.len() >= ROLES_PER_PRINCIPAL_MAX {
+                return refuse(
+                    ErrorCode::ResourceExhausted,
+                    format!("{p} already has the maximum of {ROLES_PER_PRINCIPAL_MAX} roles"),
+                );
+            }
+            rec.roles.push(self.role.clone());
+            rec.roles.sort();
+        } else {
+            rec.roles.retain(|r| r != &self.role);
+        }
+        rec.updated_revision = tx.next_revision();
+        rec.updated_ms = tx.clock_ms();
+        tx.put(principal_cf(p), p.name().as_bytes(), &rec);
+        Ok(Ok(Outcome::Done))
+    }
+}

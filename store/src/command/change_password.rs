@@ -1,0 +1,45 @@
+use serde::{Deserialize, Serialize};
+
+use super::{refuse, validate_credential, Applied, CommandError, Ctx, ErrorCode, Outcome, Required};
+use crate::auth::{principal_record, Principal};
+use crate::layout::Cf;
+use crate::state_machine::Tx;
+
+/// A user changes their own password. The receiving node verified the old
+/// password against `expected_phc`; apply refuses if the stored hash changed
+/// in between (a concurrent change or reset wins).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangePassword {
+    pub expected_phc: String,
+    pub new_phc: String,
+}
+
+impl ChangePassword {
+    pub fn validate(&self) -> Result<(), CommandError> {
+        validate_credential(&self.expected_phc)?;
+        validate_credential(&self.new_phc)
+    }
+
+    pub fn required(&self) -> Required {
+        Required::Authenticated
+    }
+
+    pub(crate) fn apply(&self, tx: &mut Tx<'_>, ctx: &Ctx<'_>) -> Applied {
+        let p = &ctx.caller().principal;
+        let Principal::User(name) = p else {
+            return refuse(ErrorCode::FailedPrecondition, "service clients have secrets, not passwords");
+        };
+        let Some(mut rec) = principal_record(tx, p)? else {
+            return refuse(ErrorCode::NotFound, format!("no {p}"));
+        };
+        if rec.credential != self.expected_phc {
+            return refuse(ErrorCode::Unauthenticated, "the old password is wrong");
+        }
+        let revision = tx.next_revision();
+        rec.credential = self.new_phc.clone();
+        rec.updated_revision = revision;
+        rec.updated_ms = tx.clock_ms();
+        tx.put(Cf::Users, name.as_bytes(), &rec);
+        Ok(Ok(Outcome::Done))
+    }
+}

@@ -1,0 +1,31 @@
+use serde::{Deserialize, Serialize};
+
+use super::create_user::create_principal;
+use super::{validate_credential, validate_role_names, Applied, CommandError, Ctx, Required};
+use crate::auth::{Access, Action, Principal};
+use crate::state_machine::Tx;
+
+/// Creates a service client (OAuth2 client-credentials). The node generated
+/// the secret, showed it once, and sends only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateClient {
+    pub client_id: String,
+    pub secret_digest: String,
+    pub roles: Vec<String>,
+}
+
+impl CreateClient {
+    pub fn validate(&self) -> Result<(), CommandError> {
+        Principal::Client(self.client_id.clone()).validate()?;
+        validate_credential(&self.secret_digest)?;
+        validate_role_names(&self.roles)
+    }
+
+    pub fn required(&self) -> Required {
+        Required::Access(Access::new(Action::Admin, "clients"))
+    }
+
+    pub(crate) fn apply(&self, tx: &mut Tx<'_>, _ctx: &Ctx<'_>) -> Applied {
+        create_principal(tx, &Principal::Client(self.client_id.clone()), &self.secret_digest, &self.roles)
+    }
+}

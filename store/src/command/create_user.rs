@@ -1,0 +1,62 @@
+use serde::{Deserialize, Serialize};
+
+use super::{
+    check_roles_exist, refuse, validate_credential, validate_role_names, Applied, CommandError, Ctx,
+    ErrorCode, Outcome, Required,
+};
+use crate::auth::{principal_record, Access, Action, Principal, PrincipalRecord};
+use crate::state_machine::Tx;
+
+/// Creates a user with an argon2id password hash computed by the node that
+/// received the request (never inside apply).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateUser {
+    pub username: String,
+    pub password_phc: String,
+    pub roles: Vec<String>,
+}
+
+impl CreateUser {
+    pub fn validate(&self) -> Result<(), CommandError> {
+        Principal::User(self.username.clone()).validate()?;
+        validate_credential(&self.password_phc)?;
+        validate_role_names(&self.roles)
+    }
+
+    pub fn required(&self) -> Required {
+        Required::Access(Access::new(Action::Admin, "users"))
+    }
+
+    pub(crate) fn apply(&self, tx: &mut Tx<'_>, _ctx: &Ctx<'_>) -> Applied {
+        create_principal(tx, &Principal::User(self.username.clone()), &self.password_phc, &self.roles)
+    }
+}
+
+/// Shared by users and clients: refuses duplicates and unknown roles.
+pub(super) fn create_principal(
+    tx: &mut Tx<'_>,
+    p: &Principal,
+    credential: &str,
+    roles: &[String],
+) -> Applied {
+    if principal_record(tx, p)?.is_some() {
+        return refuse(ErrorCode::AlreadyExists, format!("{p} already exists"));
+    }
+    if let Err(e) = check_roles_exist(tx, roles)? {
+        return Ok(Err(e));
+    }
+    let mut roles = roles.to_vec();
+    roles.sort();
+    roles.dedup();
+    let revision = tx.next_revision();
+    let rec = PrincipalRecord::new(credential.to_string(), roles, revision, tx.clock_ms());
+    tx.put(principal_cf(p), p.name().as_bytes(), &rec);
+    Ok(Ok(Outcome::Done))
+}
+
+pub(super) fn principal_cf(p: &Principal) -> crate::Cf {
+    match p {
+        Principal::User(_) => crate::Cf::Users,
+        Principal::Client(_) => crate::Cf::Clients,
+    }
+}

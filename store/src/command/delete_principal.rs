@@ -1,0 +1,33 @@
+use serde::{Deserialize, Serialize};
+
+use super::create_user::principal_cf;
+use super::{principal_resource, refuse, Applied, CommandError, Ctx, ErrorCode, Outcome, Required};
+use crate::auth::{principal_record, Access, Action, Principal};
+use crate::state_machine::Tx;
+
+/// Deletes a user or client. Its tokens stop working at once: they name a
+/// principal that no longer exists (and a re-created one has a new epoch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletePrincipal {
+    pub principal: Principal,
+}
+
+impl DeletePrincipal {
+    pub fn validate(&self) -> Result<(), CommandError> {
+        self.principal.validate()
+    }
+
+    pub fn required(&self) -> Required {
+        Required::Access(Access::new(Action::Admin, principal_resource(&self.principal)))
+    }
+
+    pub(crate) fn apply(&self, tx: &mut Tx<'_>, _ctx: &Ctx<'_>) -> Applied {
+        let p = &self.principal;
+        if principal_record(tx, p)?.is_none() {
+            return refuse(ErrorCode::NotFound, format!("no {p}"));
+        }
+        tx.next_revision();
+        tx.delete(principal_cf(p), p.name().as_bytes());
+        Ok(Ok(Outcome::Done))
+    }
+}

@@ -1,0 +1,63 @@
+use serde::{Deserialize, Serialize};
+
+use super::{
+    refuse, secret_resource, secret_version_key, validate_secret_path, Applied, CommandError, Ctx, ErrorCode,
+    Outcome, Required, SecretMeta, SecretVersion,
+};
+use crate::auth::{Access, Action, Read};
+use crate::layout::Cf;
+use crate::limits::DESTROY_VERSIONS_MAX;
+use crate::state_machine::Tx;
+
+/// Permanently removes the values of the given versions; the version
+/// numbers are never reused. Versions already gone are skipped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestroySecretVersions {
+    pub path: String,
+    pub versions: Vec<u64>,
+}
+
+impl DestroySecretVersions {
+    pub fn validate(&self) -> Result<(), CommandError> {
+        validate_secret_path(&self.path)?;
+        if self.versions.is_empty() || self.versions.len() > DESTROY_VERSIONS_MAX {
+            return Err(CommandError::invalid(format!(
+                "versions must name 1..={DESTROY_VERSIONS_MAX} versions, got {}",
+                self.versions.len()
+            )));
+        }
+        if self.versions.contains(&0) {
+            return Err(CommandError::invalid("versions start at 1"));
+        }
+        Ok(())
+    }
+
+    pub fn required(&self) -> Required {
+        Required::Access(Access::new(Action::Write, secret_resource(&self.path)))
+    }
+
+    pub(crate) fn apply(&self, tx: &mut Tx<'_>, ctx: &Ctx<'_>) -> Applied {
+        let key = self.path.as_bytes();
+        let Some(mut meta) = tx.get::<SecretMeta>(Cf::Secrets, key)? else {
+            return refuse(ErrorCode::NotFound, format!("no secret at {}", self.path));
+        };
+        let mut versions = self.versions.clone();
+        versions.sort_unstable();
+        versions.dedup();
+        let mut destroyed = 0;
+        for v in versions {
+            let vk = secret_version_key(&self.path, v);
+            if tx.get::<SecretVersion>(Cf::SecretVersions, &vk)?.is_some() {
+                tx.delete(Cf::SecretVersions, &vk);
+                destroyed += 1;
+            }
+        }
+        if destroyed > 0 {
+            meta.updated_revision = tx.next_revision();
+            meta.updated_ms = tx.clock_ms();
+            meta.updated_by = ctx.actor_name();
+            tx.put(Cf::Secrets, key, &meta);
+        }
+        Ok(Ok(Outcome::SecretVersionsDestroyed { destroyed }))
+    }
+}

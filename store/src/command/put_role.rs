@@ -1,0 +1,41 @@
+use serde::{Deserialize, Serialize};
+
+use super::{refuse, Applied, CommandError, Ctx, ErrorCode, Outcome, Required};
+use crate::auth::{validate_name, validate_rules, Access, Action, Read, RoleRecord, Rule, ADMIN_ROLE};
+use crate::layout::Cf;
+use crate::state_machine::Tx;
+
+/// Creates a role or replaces its rules. Holders see the new rules on their
+/// next request (reads) or the next write applied (writes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutRole {
+    pub name: String,
+    pub rules: Vec<Rule>,
+}
+
+impl PutRole {
+    pub fn validate(&self) -> Result<(), CommandError> {
+        validate_name("role", &self.name)?;
+        validate_rules(&self.rules)
+    }
+
+    pub fn required(&self) -> Required {
+        Required::Access(Access::new(Action::Admin, "roles"))
+    }
+
+    pub(crate) fn apply(&self, tx: &mut Tx<'_>, _ctx: &Ctx<'_>) -> Applied {
+        if self.name == ADMIN_ROLE {
+            return refuse(ErrorCode::FailedPrecondition, "the built-in admin role cannot be changed");
+        }
+        let old = tx.get::<RoleRecord>(Cf::Roles, self.name.as_bytes())?;
+        let revision = tx.next_revision();
+        let role = RoleRecord {
+            rules: self.rules.clone(),
+            created_revision: old.map_or(revision, |o| o.created_revision),
+            updated_revision: revision,
+            updated_ms: tx.clock_ms(),
+        };
+        tx.put(Cf::Roles, self.name.as_bytes(), &role);
+        Ok(Ok(Outcome::Done))
+    }
+}

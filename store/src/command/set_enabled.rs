@@ -1,0 +1,43 @@
+use serde::{Deserialize, Serialize};
+
+use super::create_user::principal_cf;
+use super::{principal_resource, refuse, Applied, CommandError, Ctx, ErrorCode, Outcome, Required};
+use crate::auth::{principal_record, Access, Action, Principal};
+use crate::state_machine::Tx;
+
+/// Disables or enables a user or client. Disabling moves the principal to a
+/// new epoch, so tokens issued before stay dead after re-enabling.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetEnabled {
+    pub principal: Principal,
+    pub enabled: bool,
+}
+
+impl SetEnabled {
+    pub fn validate(&self) -> Result<(), CommandError> {
+        self.principal.validate()
+    }
+
+    pub fn required(&self) -> Required {
+        Required::Access(Access::new(Action::Admin, principal_resource(&self.principal)))
+    }
+
+    pub(crate) fn apply(&self, tx: &mut Tx<'_>, _ctx: &Ctx<'_>) -> Applied {
+        let p = &self.principal;
+        let Some(mut rec) = principal_record(tx, p)? else {
+            return refuse(ErrorCode::NotFound, format!("no {p}"));
+        };
+        if rec.enabled == self.enabled {
+            return Ok(Ok(Outcome::Done));
+        }
+        let revision = tx.next_revision();
+        rec.enabled = self.enabled;
+        if !self.enabled {
+            rec.epoch = revision;
+        }
+        rec.updated_revision = revision;
+        rec.updated_ms = tx.clock_ms();
+        tx.put(principal_cf(p), p.name().as_bytes(), &rec);
+        Ok(Ok(Outcome::Done))
+    }
+}

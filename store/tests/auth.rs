@@ -1,0 +1,202 @@
+//! Authorisation inside apply: what a caller may do, and what must never
+//! get through (revoked, disabled, expired, locked, or unprivileged).
+
+mod common;
+
+use common::*;
+use strongbox_store::auth::{Action, Effect, Principal, Rule};
+use strongbox_store::command::{
+    AssignRole, Bootstrap, CreateUser, Outcome, PutRole, RecordLoginFailure, RevokeToken, SetEnabled,
+    UnlockUser,
+};
+use strongbox_store::{ErrorCode, Op, StateMachine};
+
+const BOB: [u8; 32] = [2; 32];
+const BOB_PHC: &str = "$argon2id$bob";
+
+fn rule(effect: Effect, action: Action, resource: &str) -> Rule {
+    Rule { effect, action, resource: resource.into() }
+}
+
+/// bob holds role `team-a` (read and write on secrets:team-a/*) and is logged in.
+fn with_bob(sm: &StateMachine) {
+    let role = PutRole {
+        name: "team-a".into(),
+        rules: vec![
+            rule(Effect::Allow, Action::Read, "secrets:team-a/*"),
+            rule(Effect::Allow, Action::Write, "secrets:team-a/*"),
+        ],
+    };
+    assert!(apply_one(sm, &as_admin("role", 1, Op::PutRole(role))).result.is_ok());
+    let bob =
+        CreateUser { username: "bob".into(), password_phc: BOB_PHC.into(), roles: vec!["team-a".into()] };
+    assert!(apply_one(sm, &as_admin("bob", 1, Op::CreateUser(bob))).result.is_ok());
+    assert!(apply_one(sm, &login("bob", BOB_PHC, BOB, 1, FAR_MS)).result.is_ok());
+}
+
+fn code(r: &strongbox_store::Response) -> ErrorCode {
+    r.result.clone().unwrap_err().code
+}
+
+#[test]
+fn permissions_are_checked_inside_apply_deny_by_default() {
+    let (_d, sm) = open();
+    with_bob(&sm);
+    let rev = sm.revision().unwrap();
+    let ok = apply_one(&sm, &as_token(BOB, "w1", 2, put_op("team-a/db", "v", None)));
+    assert_eq!(ok.result, Ok(Outcome::SecretWritten { version: 1 }));
+    let denied = apply_one(&sm, &as_token(BOB, "w2", 2, put_op("team-b/db", "v", None)));
+    assert_eq!(code(&denied), ErrorCode::PermissionDenied);
+    assert!(sm.get_secret("team-b/db", None).unwrap().is_none(), "a denied write leaves nothing");
+    assert_eq!(sm.revision().unwrap(), rev + 1, "a denied write does not bump the revision");
+    let create = CreateUser { username: "eve".into(), password_phc: "x".into(), roles: vec![] };
+    let r = apply_one(&sm, &as_token(BOB, "w3", 2, Op::CreateUser(create)));
+    assert_eq!(code(&r), ErrorCode::PermissionDenied, "no rule on users: denied");
+}
+
+#[test]
+fn an_explicit_deny_wins_over_an_allow() {
+    let (_d, sm) = open();
+    with_bob(&sm);
+    let deny = PutRole {
+        name: "no-root".into(),
+        rules: vec![rule(Effect::Deny, Action::Write, "secrets:team-a/root/*")],
+    };
+    assert!(apply_one(&sm, &as_admin("deny", 2, Op::PutRole(deny))).result.is_ok());
+    let assign =
+        AssignRole { principal: Principal::User("bob".into()), role: "no-root".into(), assign: true };
+    assert!(apply_one(&sm, &as_admin("assign", 2, Op::AssignRole(assign))).result.is_ok());
+    let r = apply_one(&sm, &as_token(BOB, "w", 3, put_op("team-a/root/key", "v", None)));
+    assert_eq!(code(&r), ErrorCode::PermissionDenied);
+    let r = apply_one(&sm, &as_token(BOB, "w2", 3, put_op("team-a/other", "v", None)));
+    assert!(r.result.is_ok());
+}
+
+#[test]
+fn a_permission_removed_before_a_write_commits_blocks_it() {
+    let (_d, sm) = open();
+    with_bob(&sm);
+    // One batch: the role loses its write rule, then bob's write applies.
+    let read_only =
+        PutRole { name: "team-a".into(), rules: vec![rule(Effect::Allow, Action::Read, "secrets:team-a/*")] };
+    let mut b = sm.begin().unwrap();
+    assert!(b.apply(&as_admin("ro", 2, Op::PutRole(read_only))).unwrap().result.is_ok());
+    let r = b.apply(&as_token(BOB, "late", 2, put_op("team-a/db", "v", None))).unwrap();
+    b.commit().unwrap();
+    assert_eq!(code(&r), ErrorCode::PermissionDenied);
+    assert!(sm.get_secret("team-a/db", None).unwrap().is_none());
+}
+
+#[test]
+fn revoked_disabled_and_expired_tokens_get_nothing() {
+    let (_d, sm) = open();
+    with_bob(&sm);
+    // Revoked.
+    assert_eq!(
+        apply_one(&sm, &as_admin("rv", 2, Op::RevokeToken(RevokeToken { token_hash: BOB }))).result,
+        Ok(Outcome::TokenRevoked { existed: true })
+    );
+    let r = apply_one(&sm, &as_token(BOB, "w", 3, put_op("team-a/x", "v", None)));
+    assert_eq!(code(&r), ErrorCode::Unauthenticated);
+    // RFC 7009: revoking again (unknown token) succeeds.
+    assert_eq!(
+        apply_one(&sm, &as_admin("rv2", 3, Op::RevokeToken(RevokeToken { token_hash: BOB }))).result,
+        Ok(Outcome::TokenRevoked { existed: false })
+    );
+
+    // Disabled, then enabled again: the old token stays dead, a new login works.
+    let bob2 = [3; 32];
+    assert!(apply_one(&sm, &login("bob", BOB_PHC, bob2, 4, FAR_MS)).result.is_ok());
+    let off = SetEnabled { principal: Principal::User("bob".into()), enabled: false };
+    assert!(apply_one(&sm, &as_admin("off", 5, Op::SetEnabled(off))).result.is_ok());
+    assert_eq!(
+        code(&apply_one(&sm, &as_token(bob2, "w2", 5, put_op("team-a/x", "v", None)))),
+        ErrorCode::Unauthenticated
+    );
+    assert_eq!(code(&apply_one(&sm, &login("bob", BOB_PHC, [4; 32], 5, FAR_MS))), ErrorCode::Unauthenticated);
+    let on = SetEnabled { principal: Principal::User("bob".into()), enabled: true };
+    assert!(apply_one(&sm, &as_admin("on", 6, Op::SetEnabled(on))).result.is_ok());
+    assert_eq!(
+        code(&apply_one(&sm, &as_token(bob2, "w3", 6, put_op("team-a/x", "v", None)))),
+        ErrorCode::Unauthenticated
+    );
+
+    // Expired: by the state-machine clock, and then pruned from disk.
+    let short = [5; 32];
+    assert!(apply_one(&sm, &login("bob", BOB_PHC, short, 7, 100)).result.is_ok());
+    assert!(apply_one(&sm, &as_token(short, "w4", 50, put_op("team-a/x", "v", None))).result.is_ok());
+    let r = apply_one(&sm, &as_token(short, "w5", 100, put_op("team-a/y", "v", None)));
+    assert_eq!(code(&r), ErrorCode::Unauthenticated);
+    assert!(sm.token(&short).unwrap().is_none(), "expired tokens are pruned");
+    assert!(sm.get_secret("team-a/y", None).unwrap().is_none());
+}
+
+#[test]
+fn login_failures_lock_the_user_on_every_node_alike() {
+    let (_d, sm) = open();
+    with_bob(&sm);
+    let fail = |i: u64| {
+        let op = Op::RecordLoginFailure(RecordLoginFailure {
+            username: "bob".into(),
+            failures_max: 3,
+            window_ms: 1000,
+            lockout_ms: 5000,
+        });
+        apply_one(&sm, &as_node(&format!("f{i}"), 10 + i, op))
+    };
+    assert_eq!(fail(0).result, Ok(Outcome::LoginFailureRecorded { locked: false }));
+    assert_eq!(fail(1).result, Ok(Outcome::LoginFailureRecorded { locked: false }));
+    assert_eq!(fail(2).result, Ok(Outcome::LoginFailureRecorded { locked: true }));
+    let p = sm.principal(&Principal::User("bob".into())).unwrap().unwrap();
+    assert!(p.locked(13) && p.locked_until_ms == 5012);
+    // Locked: even the right password gets no token.
+    assert_eq!(
+        code(&apply_one(&sm, &login("bob", BOB_PHC, [9; 32], 20, FAR_MS))),
+        ErrorCode::Unauthenticated
+    );
+    let unlock = UnlockUser { username: "bob".into() };
+    assert!(apply_one(&sm, &as_admin("unlock", 21, Op::UnlockUser(unlock))).result.is_ok());
+    assert!(apply_one(&sm, &login("bob", BOB_PHC, [9; 32], 22, FAR_MS)).result.is_ok());
+    // Failures outside the window do not add up.
+    for i in 0..5 {
+        let op = Op::RecordLoginFailure(RecordLoginFailure {
+            username: "bob".into(),
+            failures_max: 3,
+            window_ms: 1000,
+            lockout_ms: 5000,
+        });
+        let r = apply_one(&sm, &as_node(&format!("slow{i}"), 100 + i * 2000, op));
+        assert_eq!(r.result, Ok(Outcome::LoginFailureRecorded { locked: false }));
+    }
+    // An unknown user is a no-op, not an error (no enumeration).
+    let op = Op::RecordLoginFailure(RecordLoginFailure {
+        username: "nobody".into(),
+        failures_max: 3,
+        window_ms: 1,
+        lockout_ms: 1,
+    });
+    assert!(apply_one(&sm, &as_node("ghost", 30_000, op)).result.is_ok());
+}
+
+#[test]
+fn a_stale_credential_gets_no_token() {
+    let (_d, sm) = open();
+    with_bob(&sm);
+    let r = apply_one(&sm, &login("bob", "$argon2id$old-hash", [8; 32], 2, FAR_MS));
+    assert_eq!(code(&r), ErrorCode::Unauthenticated);
+    assert!(sm.token(&[8; 32]).unwrap().is_none());
+}
+
+#[test]
+fn node_only_ops_are_refused_from_tokens_and_bootstrap_happens_once() {
+    let (_d, sm) = open();
+    let boot = Bootstrap { username: "mallory".into(), password_phc: "x".into() };
+    let r = apply_one(&sm, &as_admin("b1", 1, Op::Bootstrap(boot.clone())));
+    assert_eq!(code(&r), ErrorCode::PermissionDenied);
+    let r = apply_one(&sm, &as_node("b2", 1, Op::Bootstrap(boot)));
+    assert_eq!(code(&r), ErrorCode::FailedPrecondition);
+    assert!(sm.principal(&Principal::User("mallory".into())).unwrap().is_none());
+    // And a token-less command for a token op is refused.
+    let r = apply_one(&sm, &as_node("n", 1, put_op("a", "b", None)));
+    assert_eq!(code(&r), ErrorCode::Unauthenticated);
+}

@@ -1,0 +1,64 @@
+//! A state machine in a temp dir with its first admin logged in.
+
+#![allow(dead_code)]
+
+use strongbox_store::auth::{Principal, TokenHash};
+use strongbox_store::codec::Codec;
+use strongbox_store::command::{Bootstrap, IssueToken, PutSecret};
+use strongbox_store::{Actor, Command, Db, Op, Response, StateMachine};
+
+pub const ADMIN_TOKEN: TokenHash = [7; 32];
+pub const ADMIN_PHC: &str = "$argon2id$admin";
+/// Revision after bootstrap and the admin's login.
+pub const BASE: u64 = 2;
+pub const FAR_MS: u64 = 1 << 60;
+
+pub fn open() -> (tempfile::TempDir, StateMachine) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), Codec::plaintext()).unwrap();
+    let sm = StateMachine::new(db);
+    let boot = Bootstrap { username: "admin".into(), password_phc: ADMIN_PHC.into() };
+    assert!(apply_one(&sm, &as_node("boot", 0, Op::Bootstrap(boot))).result.is_ok());
+    assert!(apply_one(&sm, &login("admin", ADMIN_PHC, ADMIN_TOKEN, 0, FAR_MS)).result.is_ok());
+    assert_eq!(sm.revision().unwrap(), BASE);
+    (dir, sm)
+}
+
+pub fn as_node(id: &str, t: u64, op: Op) -> Command {
+    Command { request_id: id.into(), time_ms: t, actor: Actor::Node, op }
+}
+
+pub fn as_token(token: TokenHash, id: &str, t: u64, op: Op) -> Command {
+    Command { request_id: id.into(), time_ms: t, actor: Actor::Token(token), op }
+}
+
+pub fn as_admin(id: &str, t: u64, op: Op) -> Command {
+    as_token(ADMIN_TOKEN, id, t, op)
+}
+
+pub fn login(user: &str, phc: &str, token: TokenHash, t: u64, expires_ms: u64) -> Command {
+    let op = Op::IssueToken(IssueToken {
+        principal: Principal::User(user.into()),
+        verified_credential: phc.into(),
+        token_hash: token,
+        expires_ms,
+        renew_until_ms: expires_ms,
+        scopes: None,
+    });
+    as_node(&format!("login-{user}-{t}-{}", token[0]), t, op)
+}
+
+pub fn put_op(path: &str, value: &str, cas: Option<u64>) -> Op {
+    Op::PutSecret(PutSecret { path: path.into(), value: value.as_bytes().to_vec(), cas, max_versions: None })
+}
+
+pub fn put(id: &str, t: u64, path: &str, value: &str, cas: Option<u64>) -> Command {
+    as_admin(id, t, put_op(path, value, cas))
+}
+
+pub fn apply_one(sm: &StateMachine, cmd: &Command) -> Response {
+    let mut b = sm.begin().unwrap();
+    let r = b.apply(cmd).unwrap();
+    b.commit().unwrap();
+    r
+}
