@@ -180,9 +180,10 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
     let e = s.put(put_req("a//b", "v", "")).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
 
+    // Over the configured value limit (64 KiB), under the request cap.
     let big = "x".repeat(100 * 1024);
     let e = s.put(put_req("ok/path", &big, "")).await.unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(e.code(), Code::ResourceExhausted);
     assert!(e.message().contains("value"), "{}", e.message());
 
     let huge = "x".repeat(2 * 1024 * 1024);

@@ -51,7 +51,10 @@ impl TestCluster {
     pub async fn start_with_spares(voters: u64, spares: u64, raft: RaftSettings) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let n = NEXT_CLUSTER.fetch_add(1, Ordering::SeqCst);
-        let base = 20_000 + (std::process::id() % 200) as u16 * 100 + n * 30;
+        // Below the kernel's ephemeral range (32768+): a port there can be
+        // taken by any outgoing connection before a node binds it.
+        assert!(n < 13, "each test binary has 400 ports: at most 13 clusters");
+        let base = 20_000 + (std::process::id() % 30) as u16 * 400 + n * 30;
         let (configs, profile) = dev::prepare(dir.path(), voters + spares, base, false, raft).unwrap();
         let mut configs: BTreeMap<u64, _> = configs.into_iter().map(|(p, c)| (c.id, (p, c))).collect();
         for (path, cfg) in configs.values_mut() {
@@ -222,6 +225,22 @@ pub async fn put_retry(
                     "put {path} via node {id} kept failing: {s:?}"
                 );
                 tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    /// A failed test shows what the nodes said.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for id in self.configs.keys() {
+                let log = self.log(*id);
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                eprintln!("---- node {id} log (last 30 lines) ----");
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
             }
         }
     }
