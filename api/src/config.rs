@@ -36,6 +36,12 @@ pub struct NodeConfig {
     pub log_format: String,
     #[serde(default)]
     pub auth: AuthSettings,
+    /// Hex master key (64 characters), mode 0600; else $STRONGBOX_MASTER_KEY.
+    /// One of the two is required unless insecure_no_encryption is set.
+    pub master_key_file: Option<PathBuf>,
+    /// Store data in plaintext. Tests only; `serve --insecure-no-encryption`.
+    #[serde(default)]
+    pub insecure_no_encryption: bool,
     /// Largest secret value accepted, in bytes (the store's hard cap is 1 MiB).
     #[serde(default = "default_secret_value_bytes_max")]
     pub secret_value_bytes_max: usize,

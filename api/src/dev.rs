@@ -85,6 +85,14 @@ pub fn prepare(
         (1..=nodes).map(|id| (id, Member { raft_addr: addr(10, id), api_addr: addr(0, id) })).collect();
     let mut out = Vec::new();
     for id in 1..=nodes {
+        // Encryption at rest: one master key per node, in its data dir.
+        let data_dir = dir.join(format!("node{id}"));
+        std::fs::create_dir_all(&data_dir)?;
+        let master_key_file = data_dir.join("master.key");
+        if !master_key_file.exists() {
+            let (_, hex) = strongbox_store::keyring::MasterKey::generate();
+            write_private(&master_key_file, &hex)?;
+        }
         let cfg = NodeConfig {
             id,
             data_dir: dir.join(format!("node{id}")),
@@ -107,6 +115,8 @@ pub fn prepare(
                 ..AuthSettings::default()
             },
             secret_value_bytes_max: 64 * 1024,
+            master_key_file: Some(master_key_file),
+            insecure_no_encryption: false,
         };
         let path = dir.join(format!("node{id}.toml"));
         std::fs::write(&path, cfg.to_toml())?;
@@ -253,6 +263,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         );
     }
     println!("  logs: {}/node*.log", dir.display());
+    println!(
+        "  encryption at rest: on; each node's master key is {}/node<N>/master.key (0600; keep a copy elsewhere)",
+        dir.display()
+    );
     if let Some(ca) = &profile.ca_cert {
         println!("  CA certificate: {}", ca.display());
     }

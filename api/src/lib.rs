@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod dev;
+pub mod encryption;
 pub mod limits;
 pub mod observe;
 pub mod server;

@@ -9,6 +9,7 @@ use strongbox_proto::raft::v1::raft_peer_server::RaftPeerServer;
 use strongbox_proto::v1::auth_server::AuthServer;
 use strongbox_proto::v1::clients_server::ClientsServer;
 use strongbox_proto::v1::cluster_server::ClusterServer;
+use strongbox_proto::v1::keys_server::KeysServer;
 use strongbox_proto::v1::roles_server::RolesServer;
 use strongbox_proto::v1::secrets_server::SecretsServer;
 use strongbox_proto::v1::users_server::UsersServer;
@@ -16,7 +17,6 @@ use strongbox_raft::config::PEER_MESSAGE_BYTES_MAX;
 use strongbox_raft::network::PeerChannels;
 use strongbox_raft::peer_service::PeerService;
 use strongbox_raft::{NodeInfo, RaftNode};
-use strongbox_store::codec::Codec;
 use strongbox_store::Db;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -28,6 +28,7 @@ use crate::limits::{CONCURRENCY_PER_CONNECTION_MAX, GRPC_DECODE_BYTES_MAX};
 use crate::services::auth::AuthService;
 use crate::services::clients::ClientsService;
 use crate::services::cluster::ClusterService;
+use crate::services::keys::KeysService;
 use crate::services::roles::RolesService;
 use crate::services::secrets::SecretsService;
 use crate::services::users::UsersService;
@@ -50,8 +51,10 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let auth = std::sync::Arc::new(Auth::new(cfg.auth.clone())?);
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", cfg.data_dir.display()))?;
-    let db = Db::open(&cfg.data_dir.join("db"), Codec::plaintext())
+    let codec = crate::encryption::codec(&cfg)?;
+    let db = Db::open(&cfg.data_dir.join("db"), codec)
         .map_err(|e| anyhow::anyhow!("cannot open storage in {}: {e}", cfg.data_dir.display()))?;
+    let reencryption = std::sync::Arc::new(strongbox_store::reencrypt::Progress::default());
 
     let tls = match (&cfg.tls, cfg.insecure) {
         (_, true) => {
@@ -100,6 +103,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     health.set_serving::<UsersServer<UsersService>>().await;
     health.set_serving::<ClientsServer<ClientsService>>().await;
     health.set_serving::<RolesServer<RolesService>>().await;
+    health.set_serving::<KeysServer<KeysService>>().await;
     // Both reflection versions: grpcurl speaks v1, many clients still v1alpha.
     let reflection_builder = || {
         tonic_reflection::server::Builder::configure()
@@ -113,6 +117,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             .with_service_name("strongbox.v1.Users")
             .with_service_name("strongbox.v1.Clients")
             .with_service_name("strongbox.v1.Roles")
+            .with_service_name("strongbox.v1.Keys")
             .with_service_name("grpc.health.v1.Health")
     };
     let reflection = reflection_builder().build_v1()?;
@@ -152,6 +157,11 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
                 RolesServer::new(RolesService::new(services.clone()))
                     .max_decoding_message_size(GRPC_DECODE_BYTES_MAX),
             )
+            .add_service(KeysServer::new(KeysService::new(
+                services.clone(),
+                cfg.clone(),
+                reencryption.clone(),
+            )))
             .serve_with_incoming_shutdown(incoming(api_listener), stopped(stop_rx.clone())),
     );
 
@@ -159,11 +169,14 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let bootstrap_task =
         maybe_initialize(&cfg, &node).await?.then(|| tokio::spawn(crate::bootstrap::run(services.clone())));
     let metrics_task = tokio::spawn(export_raft_metrics(node.clone()));
+    let reencrypt_task =
+        tokio::spawn(crate::encryption::reencrypt_in_background(node.sm.db().clone(), reencryption));
 
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     metrics_task.abort();
+    reencrypt_task.abort();
     if let Some(t) = bootstrap_task {
         t.abort();
     }

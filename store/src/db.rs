@@ -18,6 +18,8 @@ pub enum DbError {
     Rocks(#[from] rocksdb::Error),
     #[error(transparent)]
     Codec(#[from] CodecError),
+    #[error("keyring: {0}")]
+    Keyring(String),
     #[error("undecodable record in column family {cf}: {reason}")]
     Decode { cf: &'static str, reason: String },
 }
@@ -25,6 +27,9 @@ pub enum DbError {
 struct Inner {
     db: DB,
     codec: Codec,
+    /// Serialises writers with the re-encryption pass, so a value it
+    /// re-seals can never overwrite a newer one.
+    write_lock: std::sync::Mutex<()>,
 }
 
 /// A shared handle to the node's database.
@@ -58,7 +63,7 @@ impl Db {
             ColumnFamilyDescriptor::new(cf.name(), o)
         });
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(Db { inner: Arc::new(Inner { db, codec }) })
+        Ok(Db { inner: Arc::new(Inner { db, codec, write_lock: std::sync::Mutex::new(()) }) })
     }
 
     fn handle(&self, cf: Cf) -> &rocksdb::ColumnFamily {
@@ -141,8 +146,45 @@ impl Db {
     pub fn write(&self, batch: Batch, sync: bool) -> Result<(), DbError> {
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
+        let _g = self.inner.write_lock.lock().expect("write lock");
         self.inner.db.write_opt(batch.wb, &wo)?;
         Ok(())
+    }
+
+    /// Re-seals, under the active data key, up to `limit` values of `cf`
+    /// from `from` on that are sealed under an older key. Returns where to
+    /// continue (None: the column family is done), values scanned, values
+    /// rewritten.
+    pub fn reencrypt_chunk(
+        &self,
+        cf: Cf,
+        from: &[u8],
+        limit: usize,
+    ) -> Result<(Option<Vec<u8>>, u64, u64), DbError> {
+        let _g = self.inner.write_lock.lock().expect("write lock");
+        let mut wb = WriteBatch::default();
+        let mut scanned = 0u64;
+        let mut next = None;
+        let iter = self.inner.db.iterator_cf(self.handle(cf), IteratorMode::From(from, Direction::Forward));
+        for item in iter {
+            let (k, v) = item?;
+            if scanned as usize >= limit {
+                next = Some(k.into_vec());
+                break;
+            }
+            scanned += 1;
+            if self.inner.codec.stale(&v) {
+                let plain = self.inner.codec.open(cf, &k, &v)?;
+                wb.put_cf(self.handle(cf), &k, self.inner.codec.seal(cf, &k, &plain));
+            }
+        }
+        let rewritten = wb.len() as u64;
+        if rewritten > 0 {
+            let mut wo = WriteOptions::default();
+            wo.set_sync(true);
+            self.inner.db.write_opt(wb, &wo)?;
+        }
+        Ok((next, scanned, rewritten))
     }
 
     /// Visits every record of the given column families as of one point in

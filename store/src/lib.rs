@@ -9,8 +9,10 @@ pub mod auth;
 pub mod codec;
 pub mod command;
 pub mod db;
+pub mod keyring;
 pub mod layout;
 pub mod limits;
+pub mod reencrypt;
 pub mod snapshot;
 pub mod state_machine;
 

@@ -104,6 +104,9 @@ rpcs! {
     RolesDelete = "Roles/Delete" => Access(Admin, "roles");
     RolesAssign = "Roles/Assign" => Access(Admin, "roles");
     RolesUnassign = "Roles/Unassign" => Access(Admin, "roles");
+    KeysStatus = "Keys/Status" => Access(Read, "keys");
+    KeysRotateDataKey = "Keys/RotateDataKey" => Access(Admin, "keys");
+    KeysRotateMasterKey = "Keys/RotateMasterKey" => Access(Admin, "keys");
     ClusterStatus = "Cluster/Status" => Access(Read, "cluster");
     ClusterAddLearner = "Cluster/AddLearner" => Access(Admin, "cluster");
     ClusterPromote = "Cluster/Promote" => Access(Admin, "cluster");

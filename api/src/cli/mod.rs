@@ -52,6 +52,9 @@ pub enum Command {
         /// Log as JSON lines.
         #[arg(long)]
         log_json: bool,
+        /// Keep data in plaintext on disk (tests only).
+        #[arg(long)]
+        insecure_no_encryption: bool,
     },
     /// Start a three-node TLS cluster on 127.0.0.1 and wait for Ctrl-C.
     Dev(crate::dev::DevArgs),
@@ -135,8 +138,9 @@ impl ConnArgs {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { config, log_json } => {
-            let cfg = NodeConfig::load(&config)?;
+        Command::Serve { config, log_json, insecure_no_encryption } => {
+            let mut cfg = NodeConfig::load(&config)?;
+            cfg.insecure_no_encryption |= insecure_no_encryption;
             init_logging(log_json || cfg.log_format == "json");
             return crate::server::run(cfg, shutdown_signal()).await;
         }

@@ -1,0 +1,132 @@
+//! Encryption at rest: the keyring, rotation and the re-encryption pass, and
+//! what must never happen (a wrong key changing anything, an old key opening
+//! data after it is retired).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use strongbox_store::codec::Codec;
+use strongbox_store::keyring::{Keyring, MasterKey};
+use strongbox_store::reencrypt::{Progress, Reencryptor};
+use strongbox_store::{Cf, Db};
+
+/// Every file under `dir` and its bytes.
+fn snapshot_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            out.extend(snapshot_files(&p));
+        } else {
+            out.insert(p.display().to_string(), std::fs::read(&p).unwrap());
+        }
+    }
+    out
+}
+
+fn open_db(dir: &Path, mk: MasterKey) -> (Db, Arc<Keyring>) {
+    let k = Arc::new(if Keyring::exists(dir) {
+        Keyring::open(dir, mk).unwrap()
+    } else {
+        Keyring::create(dir, mk).unwrap()
+    });
+    (Db::open(&dir.join("db"), Codec::encrypted(k.clone())).unwrap(), k)
+}
+
+#[test]
+fn a_wrong_master_key_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mk, hex) = MasterKey::generate();
+    {
+        let (db, _) = open_db(dir.path(), mk);
+        let mut b = db.batch();
+        b.put_raw(Cf::Secrets, b"team/db", b"marker-value");
+        db.write(b, true).unwrap();
+    }
+    let before = snapshot_files(dir.path());
+    let (wrong, _) = MasterKey::generate();
+    let err = Keyring::open(dir.path(), wrong).err().expect("a wrong master key must be refused");
+    assert!(err.to_string().contains("wrong key"), "{err}");
+    assert_eq!(before, snapshot_files(dir.path()), "a refused start must not touch a byte");
+    // The right key still opens everything.
+    let (db, _) = open_db(dir.path(), MasterKey::from_hex(&hex).unwrap());
+    assert_eq!(db.get_raw(Cf::Secrets, b"team/db").unwrap().unwrap(), b"marker-value");
+}
+
+#[test]
+fn rotation_reencrypts_everything_and_retires_the_old_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mk, hex) = MasterKey::generate();
+    let (db, keyring) = open_db(dir.path(), mk);
+    let mut b = db.batch();
+    for i in 0..2000u32 {
+        let cf = [Cf::Secrets, Cf::Users, Cf::Log][i as usize % 3];
+        b.put_raw(cf, &i.to_be_bytes(), format!("value-{i}").as_bytes());
+    }
+    db.write(b, true).unwrap();
+    let old = db.codec().seal(Cf::Secrets, b"probe", b"old");
+    assert_eq!(keyring.rotate().unwrap(), 2);
+    // New writes use the new key at once.
+    assert!(!db.codec().stale(&db.codec().seal(Cf::Secrets, b"k", b"v")));
+    assert!(db.codec().stale(&old));
+
+    let progress = Progress::default();
+    let mut pass = Reencryptor::new();
+    let mut steps = 0;
+    while !pass.step(&db, 100, &progress).unwrap() {
+        steps += 1;
+        assert!(steps < 1000, "the pass must end");
+    }
+    assert_eq!(progress.rewritten.load(std::sync::atomic::Ordering::Relaxed), 2000);
+    let keys = keyring.keys();
+    assert!(
+        keys.iter().any(|k| k.id == 1 && k.retired) && keys.iter().any(|k| k.id == 2 && k.active),
+        "{keys:?}"
+    );
+    assert!(db.codec().open(Cf::Secrets, b"probe", &old).is_err(), "a retired key opens nothing");
+    drop(db);
+    drop(keyring);
+
+    // Restart: every value readable with the keyring as it is now.
+    let (db, keyring) = open_db(dir.path(), MasterKey::from_hex(&hex).unwrap());
+    for i in 0..2000u32 {
+        let cf = [Cf::Secrets, Cf::Users, Cf::Log][i as usize % 3];
+        assert_eq!(db.get_raw(cf, &i.to_be_bytes()).unwrap().unwrap(), format!("value-{i}").as_bytes());
+    }
+    assert_eq!(keyring.active(), 2);
+}
+
+#[test]
+fn master_key_rotation_rewraps_without_rewriting_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mk, old_hex) = MasterKey::generate();
+    let (db, keyring) = open_db(dir.path(), mk);
+    let mut b = db.batch();
+    b.put_raw(Cf::Secrets, b"a", b"kept");
+    db.write(b, true).unwrap();
+    let (new, new_hex) = MasterKey::generate();
+    keyring.rewrap(new).unwrap();
+    drop(db);
+    drop(keyring);
+    assert!(
+        Keyring::open(dir.path(), MasterKey::from_hex(&old_hex).unwrap()).is_err(),
+        "the old master key is out"
+    );
+    let (db, _) = open_db(dir.path(), MasterKey::from_hex(&new_hex).unwrap());
+    assert_eq!(db.get_raw(Cf::Secrets, b"a").unwrap().unwrap(), b"kept");
+}
+
+#[test]
+fn master_key_files_readable_by_others_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, hex) = MasterKey::generate();
+    let p = dir.path().join("master.key");
+    std::fs::write(&p, hex.as_bytes()).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(MasterKey::load_file(&p).err().unwrap().to_string().contains("chmod 600"));
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(MasterKey::load_file(&p).is_ok());
+    assert!(MasterKey::from_hex("not hex").is_err());
+}
