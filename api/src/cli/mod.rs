@@ -5,6 +5,7 @@
 
 mod admin;
 mod cluster;
+mod keys;
 mod secrets;
 mod session;
 
@@ -87,6 +88,9 @@ pub enum Command {
     /// Cluster status and membership.
     #[command(subcommand)]
     Cluster(cluster::ClusterCmd),
+    /// Encryption at rest: data keys, rotation (on every node).
+    #[command(subcommand)]
+    Keys(keys::KeysCmd),
     /// The permission every RPC needs (Markdown table).
     Permissions,
 }
@@ -167,6 +171,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Client(cmd) => admin::client(conn, cmd).await,
         Command::Secret(cmd) => secrets::secret(conn, cmd).await,
         Command::Cluster(cmd) => cluster::cluster(conn, cmd).await,
+        Command::Keys(cmd) => keys::keys(conn, cmd).await,
         Command::Serve { .. } | Command::Dev(_) | Command::Permissions => unreachable!("handled above"),
     }
 }
