@@ -5,6 +5,7 @@
 # 64 clients. Prints markdown rows for BENCHMARKS.md.
 #
 #   benches/run.sh [duration_s]
+#   ENCRYPTION=off benches/run.sh      # strongbox without encryption at rest
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
@@ -22,7 +23,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 # strongbox: its own dev launcher, in a scratch dir, on ports 7600+.
-STRONGBOX_PROFILE="$WORK/profile.toml" "$BIN/strongbox" dev --dir "$WORK/sb" --base-port 7600 >"$WORK/dev.log" 2>&1 &
+STRONGBOX_PROFILE="$WORK/profile.toml" "$BIN/strongbox" dev --dir "$WORK/sb" --base-port 7600 $([ "${ENCRYPTION:-on}" = off ] && echo --insecure-no-encryption) >"$WORK/dev.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 120); do grep -q "cluster is up" "$WORK/dev.log" && break; sleep 0.5; done
 grep -q "cluster is up" "$WORK/dev.log" || { cat "$WORK/dev.log"; exit 1; }

@@ -37,6 +37,9 @@ pub struct DevArgs {
     pub base_port: u16,
     #[arg(long, default_value_t = 3)]
     pub nodes: u64,
+    /// Keep data in plaintext on disk (for comparing benchmarks; a new dir only).
+    #[arg(long)]
+    pub insecure_no_encryption: bool,
 }
 
 /// The admin token `dev` saves for the CLI lives as long as tokens may.
@@ -224,8 +227,16 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     if args.insecure {
         eprintln!("WARNING: --insecure: TLS is OFF on every port. Never use this outside a test.");
     }
-    let (configs, profile) =
+    let (mut configs, profile) =
         prepare(&dir, args.nodes, args.base_port, args.insecure, RaftSettings::default())?;
+    if args.insecure_no_encryption {
+        eprintln!("WARNING: --insecure-no-encryption: data is stored in plaintext.");
+        for (path, cfg) in &mut configs {
+            cfg.master_key_file = None;
+            cfg.insecure_no_encryption = true;
+            std::fs::write(path.as_path(), cfg.to_toml())?;
+        }
+    }
     let exe = std::env::current_exe()?;
     let mut children = Vec::new();
     for (path, cfg) in &configs {
