@@ -12,6 +12,7 @@ use strongbox_api::client::AuthChannel;
 use strongbox_proto::v1::auth_client::AuthClient;
 use strongbox_proto::v1::clients_client::ClientsClient;
 use strongbox_proto::v1::cluster_client::ClusterClient;
+use strongbox_proto::v1::keys_client::KeysClient;
 use strongbox_proto::v1::roles_client::RolesClient;
 use strongbox_proto::v1::secrets_client::SecretsClient;
 use strongbox_proto::v1::users_client::UsersClient;
@@ -75,6 +76,7 @@ async fn call(ch: AuthChannel, rpc: Rpc, tag: &str) -> Result<(), Status> {
     let mut users = UsersClient::new(ch.clone());
     let mut clients = ClientsClient::new(ch.clone());
     let mut roles = RolesClient::new(ch.clone());
+    let mut keys = KeysClient::new(ch.clone());
     let mut cluster = ClusterClient::new(ch);
     let user = |u: &str| UserRequest { options: wo(), username: u.into() };
     let client = |id: &str| ClientRequest { options: wo(), client_id: id.into() };
@@ -154,6 +156,10 @@ async fn call(ch: AuthChannel, rpc: Rpc, tag: &str) -> Result<(), Status> {
             principal: "user:ghost".into(),
             role: "ghost".into()
         })),
+        Rpc::KeysStatus => go!(keys.status(KeysStatusRequest {})),
+        Rpc::KeysRotateDataKey => go!(keys.rotate_data_key(RotateDataKeyRequest {})),
+        // No "<master_key_file>.new" exists: refused after the permission check.
+        Rpc::KeysRotateMasterKey => go!(keys.rotate_master_key(RotateMasterKeyRequest {})),
         Rpc::ClusterStatus => go!(cluster.status(StatusRequest {})),
         // id 0 is refused as invalid only after the permission check.
         Rpc::ClusterAddLearner => go!(cluster.add_learner(AddLearnerRequest {

@@ -72,6 +72,7 @@ impl StateMachine {
         Ok(ApplyBatch {
             sm: self,
             overlay: Overlay::new(),
+            callers: Default::default(),
             revision: self.revision()?,
             clock_ms: self.db.get::<u64>(Cf::SmMeta, sm_keys::CLOCK_MS)?.unwrap_or(0),
         })
@@ -205,7 +206,14 @@ pub struct ApplyBatch<'a> {
     overlay: Overlay,
     revision: u64,
     clock_ms: u64,
+    /// Callers resolved earlier in this batch (many commands of a batch
+    /// carry the same token). Pure memoisation: dropped whenever a command
+    /// changes tokens, principals or roles, and re-checked for expiry.
+    callers: std::collections::HashMap<TokenHash, Caller>,
 }
+
+/// Column families whose change can change who a token is and what it may do.
+const AUTH_CFS: [Cf; 4] = [Cf::Tokens, Cf::Users, Cf::Clients, Cf::Roles];
 
 impl<'a> ApplyBatch<'a> {
     pub fn revision(&self) -> u64 {
@@ -241,17 +249,33 @@ impl<'a> ApplyBatch<'a> {
             }
         }
 
+        let cached = match &cmd.actor {
+            Actor::Token(h) => self.callers.get(h).filter(|c| c.token.expires_ms > self.clock_ms).cloned(),
+            Actor::Node => None,
+        };
         let mut tx = Tx { batch: self, staged: Overlay::new(), bumps_revision: false };
-        let result: Result<Outcome, _> = match authorize(&tx, cmd, self.clock_ms)? {
-            Ok(caller) => cmd.op.apply(&mut tx, &Ctx { caller: caller.as_ref() })?,
+        let mut resolved = None;
+        let result: Result<Outcome, _> = match authorize(&tx, cmd, self.clock_ms, cached)? {
+            Ok(caller) => {
+                let r = cmd.op.apply(&mut tx, &Ctx { caller: caller.as_ref() })?;
+                resolved = caller;
+                r
+            }
             Err(e) => Err(e),
         };
         let Tx { staged, bumps_revision, .. } = tx;
         if result.is_ok() {
+            if staged.keys().any(|(cf, _)| AUTH_CFS.contains(cf)) {
+                self.callers.clear();
+                resolved = None;
+            }
             self.overlay.extend(staged);
             if bumps_revision {
                 self.revision += 1;
             }
+        }
+        if let Some(c) = resolved {
+            self.callers.insert(c.token_hash, c);
         }
         let response = Response { revision: self.revision, result, deduplicated: false };
 
@@ -339,6 +363,7 @@ fn authorize(
     tx: &Tx<'_>,
     cmd: &Command,
     now_ms: u64,
+    cached: Option<Caller>,
 ) -> Result<Result<Option<Caller>, CommandError>, DbError> {
     let hash = match (&cmd.actor, cmd.op.required()) {
         (Actor::Node, Required::Node) => return Ok(Ok(None)),
@@ -353,9 +378,12 @@ fn authorize(
         }
         (Actor::Token(hash), _) => hash,
     };
-    let caller = match auth::resolve(tx, hash, now_ms)? {
-        Ok(c) => c,
-        Err(e) => return Ok(Err(e)),
+    let caller = match cached {
+        Some(c) => c,
+        None => match auth::resolve(tx, hash, now_ms)? {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        },
     };
     if let Required::Access(access) = cmd.op.required() {
         if let Err(e) = caller.require(&access) {

@@ -200,3 +200,39 @@ fn node_only_ops_are_refused_from_tokens_and_bootstrap_happens_once() {
     let r = apply_one(&sm, &as_node("n", 1, put_op("a", "b", None)));
     assert_eq!(code(&r), ErrorCode::Unauthenticated);
 }
+
+#[test]
+fn a_caller_remembered_within_a_batch_is_forgotten_when_its_rights_change() {
+    let (_d, sm) = open();
+    with_bob(&sm);
+    let mut b = sm.begin().unwrap();
+    assert!(b.apply(&as_token(BOB, "w1", 2, put_op("team-a/a", "v", None))).unwrap().result.is_ok());
+    let read_only =
+        PutRole { name: "team-a".into(), rules: vec![rule(Effect::Allow, Action::Read, "secrets:team-a/*")] };
+    assert!(b.apply(&as_admin("ro", 2, Op::PutRole(read_only))).unwrap().result.is_ok());
+    let r = b.apply(&as_token(BOB, "w2", 2, put_op("team-a/b", "v", None))).unwrap();
+    assert_eq!(
+        code(&r),
+        ErrorCode::PermissionDenied,
+        "a role change inside the batch applies to the next command"
+    );
+    let rw = PutRole {
+        name: "team-a".into(),
+        rules: vec![rule(Effect::Allow, Action::Write, "secrets:team-a/*")],
+    };
+    assert!(b.apply(&as_admin("rw", 2, Op::PutRole(rw))).unwrap().result.is_ok());
+    assert!(b.apply(&as_token(BOB, "w3", 2, put_op("team-a/c", "v", None))).unwrap().result.is_ok());
+    assert!(b
+        .apply(&as_admin("rv", 2, Op::RevokeToken(RevokeToken { token_hash: BOB })))
+        .unwrap()
+        .result
+        .is_ok());
+    let r = b.apply(&as_token(BOB, "w4", 2, put_op("team-a/d", "v", None))).unwrap();
+    assert_eq!(
+        code(&r),
+        ErrorCode::Unauthenticated,
+        "a revocation inside the batch applies to the next command"
+    );
+    b.commit().unwrap();
+    assert!(sm.get_secret("team-a/d", None).unwrap().is_none());
+}
