@@ -187,6 +187,12 @@ impl Db {
         Ok((next, scanned, rewritten))
     }
 
+    /// Flushes a column family's memtable to an SST file (tests, tooling).
+    pub fn flush(&self, cf: Cf) -> Result<(), DbError> {
+        self.inner.db.flush_cf(self.handle(cf))?;
+        Ok(())
+    }
+
     /// Visits every record of the given column families as of one point in
     /// time (a RocksDB snapshot), values opened by the codec.
     pub fn for_each_consistent(

@@ -130,3 +130,47 @@ fn master_key_files_readable_by_others_are_refused() {
     assert!(MasterKey::load_file(&p).is_ok());
     assert!(MasterKey::from_hex("not hex").is_err());
 }
+
+/// RocksDB's block checksum catches this first and names the file; the
+/// GCM tag (codec tests) catches a tamper that also fixes the checksums.
+#[test]
+fn a_flipped_byte_in_a_data_file_is_reported_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mk, hex) = MasterKey::generate();
+    {
+        let (db, _) = open_db(dir.path(), mk);
+        let mut b = db.batch();
+        for i in 0..64u32 {
+            b.put_raw(Cf::Secrets, &i.to_be_bytes(), &[b'v'; 1024]);
+        }
+        db.write(b, true).unwrap();
+        db.flush(Cf::Secrets).unwrap();
+    }
+    // Flip one byte in the middle of every SST file (the data blocks).
+    let mut flipped = 0;
+    for entry in std::fs::read_dir(dir.path().join("db")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "sst") {
+            let mut bytes = std::fs::read(&p).unwrap();
+            let mid = bytes.len() / 3;
+            bytes[mid] ^= 0x40;
+            std::fs::write(&p, bytes).unwrap();
+            flipped += 1;
+        }
+    }
+    assert!(flipped > 0, "the flush wrote an SST file");
+    let (db, _) = open_db(dir.path(), MasterKey::from_hex(&hex).unwrap());
+    let mut errors = 0;
+    for i in 0..64u32 {
+        match db.get_raw(Cf::Secrets, &i.to_be_bytes()) {
+            Ok(Some(v)) => assert_eq!(v, vec![b'v'; 1024], "a corrupted value was served"),
+            Ok(None) => panic!("value {i} silently vanished"),
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(msg.contains("secrets") || msg.contains(".sst") || msg.contains("orrupt"), "{msg}");
+                errors += 1;
+            }
+        }
+    }
+    assert!(errors > 0, "the flipped byte went unnoticed");
+}
