@@ -60,3 +60,21 @@ pub(super) fn principal_cf(p: &Principal) -> crate::Cf {
         Principal::Client(_) => crate::Cf::Clients,
     }
 }
+
+/// Loads a principal (NOT_FOUND if absent), lets `change` edit it under the
+/// command's new revision, stamps the update and stores it.
+pub(super) fn update_principal(
+    tx: &mut Tx<'_>,
+    p: &Principal,
+    change: impl FnOnce(&mut PrincipalRecord, u64),
+) -> Applied {
+    let Some(mut rec) = principal_record(tx, p)? else {
+        return refuse(ErrorCode::NotFound, format!("no {p}"));
+    };
+    let revision = tx.next_revision();
+    change(&mut rec, revision);
+    rec.updated_revision = revision;
+    rec.updated_ms = tx.clock_ms();
+    tx.put(principal_cf(p), p.name().as_bytes(), &rec);
+    Ok(Ok(Outcome::Done))
+}

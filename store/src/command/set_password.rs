@@ -1,8 +1,8 @@
 use serde::{Deserialize, Serialize};
 
-use super::{refuse, validate_credential, Applied, CommandError, Ctx, ErrorCode, Outcome, Required};
-use crate::auth::{principal_record, Access, Action, Principal};
-use crate::layout::Cf;
+use super::create_user::update_principal;
+use super::{validate_credential, Applied, CommandError, Ctx, Required};
+use crate::auth::{Access, Action, Principal};
 use crate::state_machine::Tx;
 
 /// An administrator sets a user's password (a reset): the user's existing
@@ -24,18 +24,11 @@ impl SetPassword {
     }
 
     pub(crate) fn apply(&self, tx: &mut Tx<'_>, _ctx: &Ctx<'_>) -> Applied {
-        let p = Principal::User(self.username.clone());
-        let Some(mut rec) = principal_record(tx, &p)? else {
-            return refuse(ErrorCode::NotFound, format!("no {p}"));
-        };
-        let revision = tx.next_revision();
-        rec.credential = self.password_phc.clone();
-        rec.epoch = revision;
-        rec.failed_logins_ms.clear();
-        rec.locked_until_ms = 0;
-        rec.updated_revision = revision;
-        rec.updated_ms = tx.clock_ms();
-        tx.put(Cf::Users, self.username.as_bytes(), &rec);
-        Ok(Ok(Outcome::Done))
+        update_principal(tx, &Principal::User(self.username.clone()), |rec, revision| {
+            rec.credential = self.password_phc.clone();
+            rec.epoch = revision;
+            rec.failed_logins_ms.clear();
+            rec.locked_until_ms = 0;
+        })
     }
 }

@@ -1,8 +1,8 @@
 use serde::{Deserialize, Serialize};
 
-use super::{refuse, Applied, CommandError, Ctx, ErrorCode, Outcome, Required};
-use crate::auth::{principal_record, Access, Action, Principal};
-use crate::layout::Cf;
+use super::create_user::update_principal;
+use super::{Applied, CommandError, Ctx, Required};
+use crate::auth::{Access, Action, Principal};
 use crate::state_machine::Tx;
 
 /// Lifts a lockout and forgets recent failed logins.
@@ -21,16 +21,9 @@ impl UnlockUser {
     }
 
     pub(crate) fn apply(&self, tx: &mut Tx<'_>, _ctx: &Ctx<'_>) -> Applied {
-        let p = Principal::User(self.username.clone());
-        let Some(mut rec) = principal_record(tx, &p)? else {
-            return refuse(ErrorCode::NotFound, format!("no {p}"));
-        };
-        let revision = tx.next_revision();
-        rec.failed_logins_ms.clear();
-        rec.locked_until_ms = 0;
-        rec.updated_revision = revision;
-        rec.updated_ms = tx.clock_ms();
-        tx.put(Cf::Users, self.username.as_bytes(), &rec);
-        Ok(Ok(Outcome::Done))
+        update_principal(tx, &Principal::User(self.username.clone()), |rec, _| {
+            rec.failed_logins_ms.clear();
+            rec.locked_until_ms = 0;
+        })
     }
 }
