@@ -6,6 +6,8 @@
 #
 #   benches/run.sh [duration_s]
 #   ENCRYPTION=off benches/run.sh      # strongbox without encryption at rest
+#   WORKLOAD=transfers benches/run.sh  # ledger transfers: strongbox batches of
+#                                      # 1/100/1000/8189 vs etcd's Txn transfer
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
@@ -41,9 +43,20 @@ for _ in $(seq 1 60); do
   ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:7701 endpoint health >/dev/null 2>&1 && break; sleep 0.5
 done
 
+SB=(--target strongbox --endpoints 127.0.0.1:7601,127.0.0.1:7602,127.0.0.1:7603
+  --ca "$WORK/sb/ca.pem" --token-file "$WORK/token" --duration-s "$DURATION" --markdown)
+ETCD=(--target etcd --endpoints 127.0.0.1:7701,127.0.0.1:7702,127.0.0.1:7703 --duration-s "$DURATION" --markdown)
+if [ "${WORKLOAD:-puts}" = transfers ]; then
+  echo "| system | clients | transfers per request | transfers/s | p50 ms | p99 ms | p99.9 ms | errors |"
+  echo "|---|---|---|---|---|---|---|---|"
+  "$BIN/strongbox-bench" "${SB[@]}" --workload transfers --batch 1 --clients 64
+  for b in 100 1000 8189; do
+    "$BIN/strongbox-bench" "${SB[@]}" --workload transfers --batch "$b" --clients 16
+  done
+  "$BIN/strongbox-bench" "${ETCD[@]}" --workload transfers --clients 64
+  exit 0
+fi
 echo "| system | clients | acked writes/s | p50 ms | p99 ms | p99.9 ms | errors |"
 echo "|---|---|---|---|---|---|---|"
-"$BIN/strongbox-bench" --target strongbox --endpoints 127.0.0.1:7601,127.0.0.1:7602,127.0.0.1:7603 \
-  --ca "$WORK/sb/ca.pem" --token-file "$WORK/token" --duration-s "$DURATION" --markdown
-"$BIN/strongbox-bench" --target etcd --endpoints 127.0.0.1:7701,127.0.0.1:7702,127.0.0.1:7703 \
-  --duration-s "$DURATION" --markdown
+"$BIN/strongbox-bench" "${SB[@]}"
+"$BIN/strongbox-bench" "${ETCD[@]}"

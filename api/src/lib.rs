@@ -11,6 +11,7 @@ pub mod dev;
 pub mod encryption;
 pub mod limits;
 pub mod observe;
+pub mod pulse;
 pub mod server;
 pub mod services;
 pub mod tls;

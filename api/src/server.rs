@@ -10,6 +10,7 @@ use strongbox_proto::v1::auth_server::AuthServer;
 use strongbox_proto::v1::clients_server::ClientsServer;
 use strongbox_proto::v1::cluster_server::ClusterServer;
 use strongbox_proto::v1::keys_server::KeysServer;
+use strongbox_proto::v1::ledger_server::LedgerServer;
 use strongbox_proto::v1::roles_server::RolesServer;
 use strongbox_proto::v1::secrets_server::SecretsServer;
 use strongbox_proto::v1::users_server::UsersServer;
@@ -29,6 +30,7 @@ use crate::services::auth::AuthService;
 use crate::services::clients::ClientsService;
 use crate::services::cluster::ClusterService;
 use crate::services::keys::KeysService;
+use crate::services::ledger::LedgerService;
 use crate::services::roles::RolesService;
 use crate::services::secrets::SecretsService;
 use crate::services::users::UsersService;
@@ -104,6 +106,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     health.set_serving::<ClientsServer<ClientsService>>().await;
     health.set_serving::<RolesServer<RolesService>>().await;
     health.set_serving::<KeysServer<KeysService>>().await;
+    health.set_serving::<LedgerServer<LedgerService>>().await;
     // Both reflection versions: grpcurl speaks v1, many clients still v1alpha.
     let reflection_builder = || {
         tonic_reflection::server::Builder::configure()
@@ -118,6 +121,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             .with_service_name("strongbox.v1.Clients")
             .with_service_name("strongbox.v1.Roles")
             .with_service_name("strongbox.v1.Keys")
+            .with_service_name("strongbox.v1.Ledger")
             .with_service_name("grpc.health.v1.Health")
     };
     let reflection = reflection_builder().build_v1()?;
@@ -157,6 +161,10 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
                 RolesServer::new(RolesService::new(services.clone()))
                     .max_decoding_message_size(GRPC_DECODE_BYTES_MAX),
             )
+            .add_service(
+                LedgerServer::new(LedgerService::new(services.clone()))
+                    .max_decoding_message_size(GRPC_DECODE_BYTES_MAX),
+            )
             .add_service(KeysServer::new(KeysService::new(
                 services.clone(),
                 cfg.clone(),
@@ -169,6 +177,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let bootstrap_task =
         maybe_initialize(&cfg, &node).await?.then(|| tokio::spawn(crate::bootstrap::run(services.clone())));
     let metrics_task = tokio::spawn(export_raft_metrics(node.clone()));
+    let pulse_task = tokio::spawn(crate::pulse::run(services.clone()));
     let reencrypt_task =
         tokio::spawn(crate::encryption::reencrypt_in_background(node.sm.db().clone(), reencryption));
 
@@ -176,6 +185,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     metrics_task.abort();
+    pulse_task.abort();
     reencrypt_task.abort();
     if let Some(t) = bootstrap_task {
         t.abort();

@@ -13,6 +13,7 @@ use strongbox_proto::v1::auth_client::AuthClient;
 use strongbox_proto::v1::clients_client::ClientsClient;
 use strongbox_proto::v1::cluster_client::ClusterClient;
 use strongbox_proto::v1::keys_client::KeysClient;
+use strongbox_proto::v1::ledger_client::LedgerClient;
 use strongbox_proto::v1::roles_client::RolesClient;
 use strongbox_proto::v1::secrets_client::SecretsClient;
 use strongbox_proto::v1::users_client::UsersClient;
@@ -20,6 +21,17 @@ use strongbox_proto::v1::*;
 use tonic::{Code, Status};
 
 const PASSWORD: &str = "correct horse battery";
+/// The ledger the matrix's ledger RPCs work on.
+const MATRIX_LEDGER: u32 = 7;
+
+/// What a request is about, for the permission template of its RPC.
+fn subject(rpc: Rpc) -> String {
+    if rpc.method().starts_with("Ledger/") {
+        MATRIX_LEDGER.to_string()
+    } else {
+        "team-a/matrix".into()
+    }
+}
 
 fn wo() -> Option<WriteOptions> {
     None
@@ -77,7 +89,11 @@ async fn call(ch: AuthChannel, rpc: Rpc, tag: &str) -> Result<(), Status> {
     let mut clients = ClientsClient::new(ch.clone());
     let mut roles = RolesClient::new(ch.clone());
     let mut keys = KeysClient::new(ch.clone());
+    let mut ledger = LedgerClient::new(ch.clone());
     let mut cluster = ClusterClient::new(ch);
+    let u = |v: u128| Some(U128 { lo: v as u64, hi: (v >> 64) as u64 });
+    let account = |id| Account { id: u(id), ledger: MATRIX_LEDGER, code: 1, ..Default::default() };
+    let filter = AccountFilterRequest { account_id: u(1), ..Default::default() };
     let user = |u: &str| UserRequest { options: wo(), username: u.into() };
     let client = |id: &str| ClientRequest { options: wo(), client_id: id.into() };
     match rpc {
@@ -160,6 +176,32 @@ async fn call(ch: AuthChannel, rpc: Rpc, tag: &str) -> Result<(), Status> {
         Rpc::KeysRotateDataKey => go!(keys.rotate_data_key(RotateDataKeyRequest {})),
         // No "<master_key_file>.new" exists: refused after the permission check.
         Rpc::KeysRotateMasterKey => go!(keys.rotate_master_key(RotateMasterKeyRequest {})),
+        // Accounts 1 and 2 and transfer 1 exist once the holders of the
+        // create permissions have run, so the queries have a ledger to check.
+        Rpc::LedgerCreateAccounts => go!(ledger.create_accounts(CreateAccountsRequest {
+            accounts: vec![account(1), account(2)],
+            options: wo()
+        })),
+        Rpc::LedgerCreateTransfers => go!(ledger.create_transfers(CreateTransfersRequest {
+            transfers: vec![Transfer {
+                id: u(1),
+                debit_account_id: u(1),
+                credit_account_id: u(2),
+                amount: u(5),
+                ledger: MATRIX_LEDGER,
+                code: 1,
+                ..Default::default()
+            }],
+            options: wo()
+        })),
+        Rpc::LedgerLookupAccounts => {
+            go!(ledger.lookup_accounts(LookupAccountsRequest { ids: vec![u(1).unwrap()], options: read() }))
+        }
+        Rpc::LedgerLookupTransfers => {
+            go!(ledger.lookup_transfers(LookupTransfersRequest { ids: vec![u(1).unwrap()], options: read() }))
+        }
+        Rpc::LedgerGetAccountTransfers => go!(ledger.get_account_transfers(filter.clone())),
+        Rpc::LedgerGetAccountBalances => go!(ledger.get_account_balances(filter)),
         Rpc::ClusterStatus => go!(cluster.status(StatusRequest {})),
         // id 0 is refused as invalid only after the permission check.
         Rpc::ClusterAddLearner => go!(cluster.add_learner(AddLearnerRequest {
@@ -225,7 +267,7 @@ async fn rbac_matrix_every_rpc_allowed_and_denied() {
         }
         // A user holding exactly the permission the table names.
         if let Need::Access(action, template) = rpc.need() {
-            let resource = rpc.need().access("team-a/matrix").unwrap().resource;
+            let resource = rpc.need().access(&subject(*rpc)).unwrap().resource;
             let role = format!("only-{i}");
             put_role(&c, &role, &[("allow", action.as_str(), &resource)]).await;
             let user = format!("holder-{i}");

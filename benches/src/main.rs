@@ -1,8 +1,11 @@
-//! Write load generator: acknowledged puts/s and latency percentiles at a
+//! Write load generator: acknowledged writes/s and latency percentiles at a
 //! given client concurrency, against strongbox or etcd, same load for both.
 //!
-//! Each client runs closed-loop (one request in flight), writing unique keys
-//! with a fixed-size value. Clients are spread over the given endpoints.
+//! Each client runs closed-loop (one request in flight). `puts` writes
+//! unique keys with a fixed-size value; `transfers` moves value between
+//! accounts (see `ledger.rs`). Clients are spread over the given endpoints.
+
+mod ledger;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,10 +24,21 @@ enum Target {
     Etcd,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+enum Workload {
+    Puts,
+    Transfers,
+}
+
 #[derive(Parser, Debug)]
 struct Args {
     #[arg(long, value_enum)]
     target: Target,
+    #[arg(long, value_enum, default_value = "puts")]
+    workload: Workload,
+    /// Transfers per request (strongbox; etcd does one transfer per Txn).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     /// host:port, comma separated.
     #[arg(long, value_delimiter = ',')]
     endpoints: Vec<String>,
@@ -51,7 +65,7 @@ struct Args {
 
 /// Adds the bearer token to every strongbox call.
 #[derive(Clone)]
-struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
 impl tonic::service::Interceptor for Bearer {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
@@ -79,12 +93,31 @@ struct Outcome {
 
 enum Client {
     Strongbox(SecretsClient<InterceptedService<Channel, Bearer>>),
+    Ledger(strongbox_proto::v1::ledger_client::LedgerClient<InterceptedService<Channel, Bearer>>),
     Etcd(etcd_client::KvClient),
 }
 
 impl Client {
+    /// One request; Ok(writes it acknowledged: puts or transfers).
+    async fn op(
+        &mut self,
+        args: &Args,
+        run_id: u64,
+        key: String,
+        value: Vec<u8>,
+        seed: u64,
+    ) -> anyhow::Result<u64> {
+        match (self, args.workload) {
+            (Client::Ledger(c), _) => ledger::strongbox_batch(c, run_id, args.batch).await,
+            (Client::Etcd(c), Workload::Transfers) => ledger::etcd_transfer(c, seed).await,
+            (c, Workload::Puts) => c.put(key, value).await.map(|_| 1),
+            (Client::Strongbox(_), Workload::Transfers) => unreachable!("transfers use the ledger client"),
+        }
+    }
+
     async fn put(&mut self, key: String, value: Vec<u8>) -> anyhow::Result<()> {
         match self {
+            Client::Ledger(_) => unreachable!("puts use the secrets client"),
             Client::Strongbox(c) => {
                 c.put(PutSecretRequest {
                     options: Some(WriteOptions { request_id: key.clone() }),
@@ -115,7 +148,15 @@ async fn connect(args: &Args, i: usize) -> anyhow::Result<Client> {
                 }
                 None => e = Endpoint::from_shared(format!("http://{ep}"))?.tcp_nodelay(true),
             }
-            Ok(Client::Strongbox(SecretsClient::with_interceptor(e.connect().await?, bearer(args)?)))
+            let ch = e.connect().await?;
+            Ok(match args.workload {
+                Workload::Puts => Client::Strongbox(SecretsClient::with_interceptor(ch, bearer(args)?)),
+                Workload::Transfers => Client::Ledger(
+                    strongbox_proto::v1::ledger_client::LedgerClient::with_interceptor(ch, bearer(args)?)
+                        .max_decoding_message_size(8 << 20)
+                        .max_encoding_message_size(8 << 20),
+                ),
+            })
         }
         Target::Etcd => {
             let c = etcd_client::Client::connect([ep.as_str()], None).await?;
@@ -129,6 +170,13 @@ async fn run_level(args: Arc<Args>, clients: usize, run_id: u64) -> anyhow::Resu
     for i in 0..clients {
         conns.push(connect(&args, i).await?);
     }
+    if args.workload == Workload::Transfers {
+        match conns.first_mut() {
+            Some(Client::Ledger(c)) => ledger::setup_strongbox(c).await?,
+            Some(Client::Etcd(c)) => ledger::setup_etcd(c).await?,
+            _ => {}
+        }
+    }
     let value = vec![b'x'; args.value_bytes];
     let warmup_until = Instant::now() + Duration::from_secs(args.warmup_s);
     let measure = Duration::from_secs(args.duration_s);
@@ -136,6 +184,7 @@ async fn run_level(args: Arc<Args>, clients: usize, run_id: u64) -> anyhow::Resu
     let mut tasks = Vec::new();
     for (i, mut c) in conns.into_iter().enumerate() {
         let value = value.clone();
+        let args = args.clone();
         tasks.push(tokio::spawn(async move {
             let mut out =
                 Outcome { ok: 0, errors: 0, hist: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap() };
@@ -147,11 +196,12 @@ async fn run_level(args: Arc<Args>, clients: usize, run_id: u64) -> anyhow::Resu
                 }
                 let key = format!("bench/r{run_id}/c{i}/k{n}");
                 n += 1;
-                let res = c.put(key, value.clone()).await;
+                let seed = (i as u64) << 40 | n;
+                let res = c.op(&args, run_id, key, value.clone(), seed).await;
                 if started >= warmup_until && Instant::now() <= end {
                     match res {
-                        Ok(()) => {
-                            out.ok += 1;
+                        Ok(acked) => {
+                            out.ok += acked;
                             out.hist.record(started.elapsed().as_micros().max(1) as u64).unwrap();
                         }
                         Err(_) => out.errors += 1,
@@ -180,7 +230,17 @@ async fn main() -> anyhow::Result<()> {
         let (o, d) = run_level(args.clone(), n, run_id * 1000 + n as u64).await?;
         let rate = o.ok as f64 / d.as_secs_f64();
         let ms = |q: f64| o.hist.value_at_quantile(q) as f64 / 1000.0;
-        if args.markdown {
+        let batch = if args.target == Target::Etcd { "1 (Txn)".to_string() } else { args.batch.to_string() };
+        if args.markdown && args.workload == Workload::Transfers {
+            println!(
+                "| {:?} | {n} | {batch} | {rate:.0} | {:.2} | {:.2} | {:.2} | {} |",
+                args.target,
+                ms(0.5),
+                ms(0.99),
+                ms(0.999),
+                o.errors
+            );
+        } else if args.markdown {
             println!(
                 "| {:?} | {n} | {rate:.0} | {:.2} | {:.2} | {:.2} | {} |",
                 args.target,
@@ -191,8 +251,9 @@ async fn main() -> anyhow::Result<()> {
             );
         } else {
             println!(
-                "{:?} clients={n} acked_writes_per_s={rate:.0} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} errors={}",
+                "{:?} {:?} clients={n} batch={batch} acked_per_s={rate:.0} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} errors={}",
                 args.target,
+                args.workload,
                 ms(0.5),
                 ms(0.99),
                 ms(0.999),

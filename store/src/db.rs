@@ -89,6 +89,18 @@ impl Db {
         }
     }
 
+    /// Several records as of one point in time (a RocksDB snapshot): a
+    /// reader never sees half of an applied batch.
+    pub fn get_many<T: DeserializeOwned>(&self, cf: Cf, keys: &[&[u8]]) -> Result<Vec<Option<T>>, DbError> {
+        let snap = self.inner.db.snapshot();
+        keys.iter()
+            .map(|k| match snap.get_cf(self.handle(cf), k)? {
+                None => Ok(None),
+                Some(v) => Ok(Some(decode(cf, &self.inner.codec.open(cf, k, &v)?)?)),
+            })
+            .collect()
+    }
+
     /// Records with `from <= key < to` (or to the end), in key order, at most `limit`.
     pub fn scan_raw(
         &self,
@@ -109,6 +121,30 @@ impl Db {
                     break;
                 }
             }
+            let plain = self.inner.codec.open(cf, &k, &v)?;
+            out.push((k.into_vec(), plain));
+        }
+        Ok(out)
+    }
+
+    /// Records with `from <= key < to`, in reverse key order, at most `limit`.
+    pub fn scan_rev_raw(
+        &self,
+        cf: Cf,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DbError> {
+        let mut out = Vec::new();
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_lower_bound(from.to_vec());
+        ro.set_iterate_upper_bound(to.to_vec());
+        let iter = self.inner.db.iterator_cf_opt(self.handle(cf), ro, IteratorMode::End);
+        for item in iter {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
             let plain = self.inner.codec.open(cf, &k, &v)?;
             out.push((k.into_vec(), plain));
         }

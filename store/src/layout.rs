@@ -32,10 +32,25 @@ pub enum Cf {
     Tokens = 11,
     /// Token hashes ordered by expiry, for pruning `Tokens`.
     TokensByExpiry = 12,
+    /// Ledger accounts, keyed by big-endian u128 id.
+    Accounts = 13,
+    /// Ledger transfers, keyed by big-endian u128 id.
+    Transfers = 14,
+    /// The state of each pending (two-phase) transfer, keyed by its id.
+    PendingTransfers = 15,
+    /// Pending transfers ordered by expiry: `expires_at_ns ++ id`.
+    PendingExpiry = 16,
+    /// Transfers of an account in time order: `account ++ timestamp`.
+    AccountTransfers = 17,
+    /// Balances after each change, for accounts with the history flag:
+    /// `account ++ timestamp`.
+    AccountHistory = 18,
+    /// Per-ledger sums of account balances (the double-entry invariant).
+    LedgerTotals = 19,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 13] = [
+    pub const ALL: [Cf; 20] = [
         Cf::Log,
         Cf::RaftMeta,
         Cf::SmMeta,
@@ -49,11 +64,18 @@ impl Cf {
         Cf::Roles,
         Cf::Tokens,
         Cf::TokensByExpiry,
+        Cf::Accounts,
+        Cf::Transfers,
+        Cf::PendingTransfers,
+        Cf::PendingExpiry,
+        Cf::AccountTransfers,
+        Cf::AccountHistory,
+        Cf::LedgerTotals,
     ];
 
     /// The column families that make up the state machine: what a snapshot
     /// carries and what installing one replaces.
-    pub const STATE_MACHINE: [Cf; 10] = [
+    pub const STATE_MACHINE: [Cf; 17] = [
         Cf::SmMeta,
         Cf::Secrets,
         Cf::SecretVersions,
@@ -64,6 +86,13 @@ impl Cf {
         Cf::Roles,
         Cf::Tokens,
         Cf::TokensByExpiry,
+        Cf::Accounts,
+        Cf::Transfers,
+        Cf::PendingTransfers,
+        Cf::PendingExpiry,
+        Cf::AccountTransfers,
+        Cf::AccountHistory,
+        Cf::LedgerTotals,
     ];
 
     pub fn name(self) -> &'static str {
@@ -81,6 +110,13 @@ impl Cf {
             Cf::Roles => "roles",
             Cf::Tokens => "tokens",
             Cf::TokensByExpiry => "tokens_by_expiry",
+            Cf::Accounts => "accounts",
+            Cf::Transfers => "transfers",
+            Cf::PendingTransfers => "pending_transfers",
+            Cf::PendingExpiry => "pending_expiry",
+            Cf::AccountTransfers => "account_transfers",
+            Cf::AccountHistory => "account_history",
+            Cf::LedgerTotals => "ledger_totals",
         }
     }
 
@@ -97,6 +133,8 @@ pub mod sm_keys {
     pub const CLOCK_MS: &[u8] = b"clock_ms";
     /// Set once the first admin credential exists.
     pub const BOOTSTRAPPED: &[u8] = b"bootstrapped";
+    /// The last ledger event timestamp handed out (ns, strictly increasing).
+    pub const LEDGER_TIMESTAMP_NS: &[u8] = b"ledger_timestamp_ns";
 }
 
 /// Big-endian u64 key: sorts numerically.

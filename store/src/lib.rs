@@ -11,6 +11,7 @@ pub mod command;
 pub mod db;
 pub mod keyring;
 pub mod layout;
+pub mod ledger;
 pub mod limits;
 pub mod reencrypt;
 pub mod snapshot;

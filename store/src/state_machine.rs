@@ -253,7 +253,7 @@ impl<'a> ApplyBatch<'a> {
             Actor::Token(h) => self.callers.get(h).filter(|c| c.token.expires_ms > self.clock_ms).cloned(),
             Actor::Node => None,
         };
-        let mut tx = Tx { batch: self, staged: Overlay::new(), bumps_revision: false };
+        let mut tx = Tx { batch: self, staged: Overlay::new(), bumps_revision: false, undo: None };
         let mut resolved = None;
         let result: Result<Outcome, _> = match authorize(&tx, cmd, self.clock_ms, cached)? {
             Ok(caller) => {
@@ -355,6 +355,13 @@ pub(crate) struct Tx<'b> {
     batch: &'b ApplyBatch<'b>,
     staged: Overlay,
     bumps_revision: bool,
+    /// While a savepoint is open: how to undo each staged write since.
+    undo: Option<Undo>,
+}
+
+struct Undo {
+    writes: Vec<((Cf, Vec<u8>), Option<Option<Vec<u8>>>)>,
+    bumps_revision: bool,
 }
 
 /// Who the command runs as, checked against what its op requires.
@@ -411,11 +418,80 @@ impl Read for Tx<'_> {
 
 impl Tx<'_> {
     pub fn put<T: Serialize>(&mut self, cf: Cf, key: &[u8], value: &T) {
-        self.staged.insert((cf, key.to_vec()), Some(encode(value)));
+        self.stage((cf, key.to_vec()), Some(encode(value)));
     }
 
     pub fn delete(&mut self, cf: Cf, key: &[u8]) {
-        self.staged.insert((cf, key.to_vec()), None);
+        self.stage((cf, key.to_vec()), None);
+    }
+
+    fn stage(&mut self, key: (Cf, Vec<u8>), value: Option<Vec<u8>>) {
+        match &mut self.undo {
+            Some(undo) => {
+                let before = self.staged.insert(key.clone(), value);
+                undo.writes.push((key, before));
+            }
+            None => {
+                self.staged.insert(key, value);
+            }
+        }
+    }
+
+    /// Starts a group of writes that can be undone as one (a linked chain of
+    /// ledger events). Savepoints do not nest.
+    pub fn savepoint(&mut self) {
+        assert!(self.undo.is_none(), "savepoints do not nest");
+        self.undo = Some(Undo { writes: Vec::new(), bumps_revision: self.bumps_revision });
+    }
+
+    /// Keeps the writes since the savepoint.
+    pub fn release(&mut self) {
+        self.undo.take().expect("release without a savepoint");
+    }
+
+    /// Undoes every write since the savepoint.
+    pub fn rollback(&mut self) {
+        let undo = self.undo.take().expect("rollback without a savepoint");
+        for (key, before) in undo.writes.into_iter().rev() {
+            match before {
+                Some(v) => self.staged.insert(key, v),
+                None => self.staged.remove(&key),
+            };
+        }
+        self.bumps_revision = undo.bumps_revision;
+    }
+
+    /// Records with `from <= key < to` as this command sees them (the
+    /// database, the batch's earlier writes, this command's own), in key
+    /// order, at most `limit`. Seeing the batch's writes keeps the result
+    /// independent of how a node happens to group entries into batches.
+    pub fn scan_raw(
+        &self,
+        cf: Cf,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DbError> {
+        let range = (cf, from.to_vec())..(cf, to.to_vec());
+        let layers = [self.batch.overlay.range(range.clone()), self.staged.range(range)];
+        let pending: usize = layers.iter().map(|l| l.clone().count()).sum();
+        // Each overlay entry can hide at most one database row.
+        let fetch = limit + pending;
+        let db_rows = self.batch.sm.db.scan_raw(cf, from, Some(to), fetch)?;
+        let cut = (db_rows.len() == fetch).then(|| db_rows.last().map(|(k, _)| k.clone())).flatten();
+        let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> =
+            db_rows.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        for layer in layers {
+            for ((_, k), v) in layer {
+                merged.insert(k.clone(), v.clone());
+            }
+        }
+        Ok(merged
+            .into_iter()
+            .take_while(|(k, _)| cut.as_ref().is_none_or(|c| k <= c))
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .take(limit)
+            .collect())
     }
 
     /// The revision this command's changes carry (one per command).

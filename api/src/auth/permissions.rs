@@ -107,6 +107,12 @@ rpcs! {
     KeysStatus = "Keys/Status" => Access(Read, "keys");
     KeysRotateDataKey = "Keys/RotateDataKey" => Access(Admin, "keys");
     KeysRotateMasterKey = "Keys/RotateMasterKey" => Access(Admin, "keys");
+    LedgerCreateAccounts = "Ledger/CreateAccounts" => Access(Write, "ledgers:<ledger>");
+    LedgerCreateTransfers = "Ledger/CreateTransfers" => Access(Write, "ledgers:<ledger>");
+    LedgerLookupAccounts = "Ledger/LookupAccounts" => Access(Read, "ledgers:<ledger>");
+    LedgerLookupTransfers = "Ledger/LookupTransfers" => Access(Read, "ledgers:<ledger>");
+    LedgerGetAccountTransfers = "Ledger/GetAccountTransfers" => Access(Read, "ledgers:<ledger>");
+    LedgerGetAccountBalances = "Ledger/GetAccountBalances" => Access(Read, "ledgers:<ledger>");
     ClusterStatus = "Cluster/Status" => Access(Read, "cluster");
     ClusterAddLearner = "Cluster/AddLearner" => Access(Admin, "cluster");
     ClusterPromote = "Cluster/Promote" => Access(Admin, "cluster");

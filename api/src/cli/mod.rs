@@ -6,6 +6,7 @@
 mod admin;
 mod cluster;
 mod keys;
+mod ledger;
 mod secrets;
 mod session;
 
@@ -85,6 +86,12 @@ pub enum Command {
     /// Versioned secrets.
     #[command(subcommand, alias = "secrets")]
     Secret(secrets::SecretCmd),
+    /// Ledger accounts: create (one or a JSON-lines batch), get, transfers, balances.
+    #[command(subcommand, alias = "accounts")]
+    Account(ledger::AccountCmd),
+    /// Ledger transfers: create (one or a JSON-lines batch), get.
+    #[command(subcommand, alias = "transfers")]
+    Transfer(ledger::TransferCmd),
     /// Cluster status and membership.
     #[command(subcommand)]
     Cluster(cluster::ClusterCmd),
@@ -172,6 +179,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Secret(cmd) => secrets::secret(conn, cmd).await,
         Command::Cluster(cmd) => cluster::cluster(conn, cmd).await,
         Command::Keys(cmd) => keys::keys(conn, cmd).await,
+        Command::Account(cmd) => ledger::account(conn, cmd).await,
+        Command::Transfer(cmd) => ledger::transfer(conn, cmd).await,
         Command::Serve { .. } | Command::Dev(_) | Command::Permissions => unreachable!("handled above"),
     }
 }

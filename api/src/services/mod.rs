@@ -5,6 +5,7 @@ pub mod auth;
 pub mod clients;
 pub mod cluster;
 pub mod keys;
+pub mod ledger;
 pub mod roles;
 pub mod secrets;
 pub mod users;

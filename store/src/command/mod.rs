@@ -10,12 +10,15 @@
 mod assign_role;
 mod bootstrap;
 mod change_password;
+mod create_accounts;
 mod create_client;
+mod create_transfers;
 mod create_user;
 mod delete_principal;
 mod delete_role;
 mod delete_secret;
 mod destroy_secret_versions;
+mod expire_pending_transfers;
 pub mod issue_token;
 mod put_role;
 mod put_secret;
@@ -29,12 +32,15 @@ mod unlock_user;
 pub use assign_role::AssignRole;
 pub use bootstrap::Bootstrap;
 pub use change_password::ChangePassword;
+pub use create_accounts::CreateAccounts;
 pub use create_client::CreateClient;
+pub use create_transfers::CreateTransfers;
 pub use create_user::CreateUser;
 pub use delete_principal::DeletePrincipal;
 pub use delete_role::DeleteRole;
 pub use delete_secret::DeleteSecret;
 pub use destroy_secret_versions::DestroySecretVersions;
+pub use expire_pending_transfers::ExpirePendingTransfers;
 pub use issue_token::IssueToken;
 pub use put_role::PutRole;
 pub use put_secret::PutSecret;
@@ -165,6 +171,9 @@ ops! {
     PutRole(PutRole) = "put_role",
     DeleteRole(DeleteRole) = "delete_role",
     AssignRole(AssignRole) = "assign_role",
+    CreateAccounts(CreateAccounts) = "create_accounts",
+    CreateTransfers(CreateTransfers) = "create_transfers",
+    ExpirePendingTransfers(ExpirePendingTransfers) = "expire_pending_transfers",
 }
 
 impl Command {
@@ -174,6 +183,11 @@ impl Command {
             // The hot path: no encoding just to measure.
             Op::PutSecret(c) => c.path.len() + c.value.len() + 24,
             Op::DeleteSecret(c) => c.path.len(),
+            // Postcard's varints make events smaller than this bound.
+            Op::CreateAccounts(c) => c.accounts.len() * std::mem::size_of::<crate::ledger::model::Account>(),
+            Op::CreateTransfers(c) => {
+                c.transfers.len() * std::mem::size_of::<crate::ledger::model::Transfer>()
+            }
             other => crate::db::encode(other).len(),
         };
         self.request_id.len() + op + 48
@@ -225,6 +239,15 @@ pub enum Outcome {
     },
     LoginFailureRecorded {
         locked: bool,
+    },
+    AccountsCreated {
+        results: Vec<crate::ledger::results::CreateAccountResult>,
+    },
+    TransfersCreated {
+        results: Vec<crate::ledger::results::CreateTransferResult>,
+    },
+    PendingExpired {
+        expired: u64,
     },
 }
 

@@ -1,0 +1,55 @@
+use serde::{Deserialize, Serialize};
+
+use super::{Applied, CommandError, Ctx, ErrorCode, Outcome, Required};
+use crate::ledger::chain::ChainCodes;
+use crate::ledger::model::{account_flags, Account};
+use crate::ledger::results::CreateAccountResult as R;
+use crate::ledger::{create_account, expire_due, run_chains, Abort, EVENTS_PER_BATCH_MAX};
+use crate::state_machine::Tx;
+
+/// A batch of accounts, applied in order; one result per account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateAccounts {
+    pub accounts: Vec<Account>,
+}
+
+impl CreateAccounts {
+    pub fn validate(&self) -> Result<(), CommandError> {
+        validate_batch(self.accounts.len())
+    }
+
+    /// Write on each account's ledger, checked per event inside apply.
+    pub fn required(&self) -> Required {
+        Required::Authenticated
+    }
+
+    pub(crate) fn apply(&self, tx: &mut Tx<'_>, ctx: &Ctx<'_>) -> Applied {
+        let caller = ctx.caller();
+        let codes = ChainCodes {
+            ok: R::Ok,
+            linked_event_failed: R::LinkedEventFailed,
+            linked_event_chain_open: R::LinkedEventChainOpen,
+        };
+        expire_due(tx)?;
+        let linked = |a: &Account| a.has(account_flags::LINKED);
+        match run_chains(tx, &self.accounts, linked, codes, |tx, a| create_account(tx, caller, a)) {
+            Ok(results) => Ok(Ok(Outcome::AccountsCreated { results })),
+            Err(Abort::Db(e)) => Err(e),
+            Err(Abort::Refused(e)) => Ok(Err(e)),
+        }
+    }
+}
+
+/// 1..=EVENTS_PER_BATCH_MAX events.
+pub(crate) fn validate_batch(events: usize) -> Result<(), CommandError> {
+    if events == 0 {
+        return Err(CommandError::invalid("a batch needs at least one event"));
+    }
+    if events > EVENTS_PER_BATCH_MAX {
+        return Err(CommandError::new(
+            ErrorCode::ResourceExhausted,
+            format!("a batch holds at most {EVENTS_PER_BATCH_MAX} events, got {events}; split it"),
+        ));
+    }
+    Ok(())
+}

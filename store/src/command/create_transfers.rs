@@ -1,0 +1,43 @@
+use serde::{Deserialize, Serialize};
+
+use super::create_accounts::validate_batch;
+use super::{Applied, CommandError, Ctx, Outcome, Required};
+use crate::ledger::chain::ChainCodes;
+use crate::ledger::model::{transfer_flags, Transfer};
+use crate::ledger::results::CreateTransferResult as R;
+use crate::ledger::{create_transfer, expire_due, run_chains, Abort};
+use crate::state_machine::Tx;
+
+/// A batch of transfers, applied in order; one result per transfer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateTransfers {
+    pub transfers: Vec<Transfer>,
+}
+
+impl CreateTransfers {
+    pub fn validate(&self) -> Result<(), CommandError> {
+        validate_batch(self.transfers.len())
+    }
+
+    /// Write on each transfer's ledger, checked per event inside apply (a
+    /// post or void may name no ledger and inherit its pending transfer's).
+    pub fn required(&self) -> Required {
+        Required::Authenticated
+    }
+
+    pub(crate) fn apply(&self, tx: &mut Tx<'_>, ctx: &Ctx<'_>) -> Applied {
+        let caller = ctx.caller();
+        let codes = ChainCodes {
+            ok: R::Ok,
+            linked_event_failed: R::LinkedEventFailed,
+            linked_event_chain_open: R::LinkedEventChainOpen,
+        };
+        expire_due(tx)?;
+        let linked = |t: &Transfer| t.has(transfer_flags::LINKED);
+        match run_chains(tx, &self.transfers, linked, codes, |tx, t| create_transfer(tx, caller, t)) {
+            Ok(results) => Ok(Ok(Outcome::TransfersCreated { results })),
+            Err(Abort::Db(e)) => Err(e),
+            Err(Abort::Refused(e)) => Ok(Err(e)),
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The ledger: double-entry accounts and transfers with TigerBeetle's
+//! semantics (linked chains, idempotent ids, two-phase transfers, balancing
+//! and closing transfers, precise result codes).
+//!
+//! Every function here runs inside apply, on a [`Tx`]: deterministic, with
+//! time taken from the command. Each event gets a unique, strictly
+//! increasing timestamp in ns derived from the command's time. Invariants
+//! are asserted, not hoped for: per ledger, the sum of all debits equals the
+//! sum of all credits (pending and posted) after every event.
+
+mod account;
+pub(crate) mod chain;
+mod expiry;
+pub mod model;
+pub mod read;
+pub mod results;
+mod transfer;
+mod two_phase;
+
+pub(crate) use account::create_account;
+pub(crate) use chain::run_chains;
+pub(crate) use expiry::expire_due;
+pub(crate) use transfer::create_transfer;
+
+use crate::auth::{Access, Action, Caller, Read};
+use crate::command::CommandError;
+use crate::layout::{sm_keys, Cf};
+use crate::state_machine::Tx;
+use crate::DbError;
+use model::{Account, AccountEntry, LedgerTotals, StoredTransfer, Transfer};
+
+/// Events in one `create_accounts` or `create_transfers` request: what fits
+/// TigerBeetle's 1 MiB message, kept for familiarity.
+pub const EVENTS_PER_BATCH_MAX: usize = 8189;
+/// Results of one lookup or account query.
+pub const QUERY_RESULTS_MAX: usize = 8189;
+/// Pending transfers expired per command (the rest wait for the next one;
+/// a post or void checks the timeout itself, so late sweeping is harmless).
+pub const EXPIRE_PER_COMMAND_MAX: usize = 8189;
+
+/// Why a command stops as a whole (not one event's result).
+pub(crate) enum Abort {
+    Db(DbError),
+    Refused(CommandError),
+}
+
+impl From<DbError> for Abort {
+    fn from(e: DbError) -> Self {
+        Abort::Db(e)
+    }
+}
+
+/// The resource governing a ledger: `ledgers:<number>`.
+pub fn ledger_resource(ledger: u32) -> String {
+    format!("ledgers:{ledger}")
+}
+
+/// Write access to a ledger, checked per event inside apply (a batch may
+/// span ledgers, and a post inherits its ledger from the pending transfer).
+pub(crate) fn require_write(caller: &Caller, ledger: u32) -> Result<(), Abort> {
+    caller.require(&Access::new(Action::Write, ledger_resource(ledger))).map_err(Abort::Refused)
+}
+
+pub fn id_key(id: u128) -> [u8; 16] {
+    id.to_be_bytes()
+}
+
+/// `id ++ timestamp`: an account's entries in time order.
+pub fn entry_key(account_id: u128, timestamp: u64) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..16].copy_from_slice(&account_id.to_be_bytes());
+    k[16..].copy_from_slice(&timestamp.to_be_bytes());
+    k
+}
+
+pub(crate) fn account(tx: &Tx<'_>, id: u128) -> Result<Option<Account>, DbError> {
+    tx.get(Cf::Accounts, &id_key(id))
+}
+
+pub(crate) fn transfer(tx: &Tx<'_>, id: u128) -> Result<Option<StoredTransfer>, DbError> {
+    tx.get(Cf::Transfers, &id_key(id))
+}
+
+/// The next event timestamp: the command's time in ns, or one past the
+/// last handed out, whichever is later. Unique and strictly increasing.
+pub(crate) fn next_timestamp(tx: &mut Tx<'_>) -> Result<u64, DbError> {
+    let last: u64 = tx.get(Cf::SmMeta, sm_keys::LEDGER_TIMESTAMP_NS)?.unwrap_or(0);
+    let now_ns = tx.clock_ms().saturating_mul(1_000_000);
+    let ts = now_ns.max(last + 1);
+    tx.put(Cf::SmMeta, sm_keys::LEDGER_TIMESTAMP_NS, &ts);
+    Ok(ts)
+}
+
+/// Writes changed accounts of one ledger and folds their balance changes
+/// into the ledger's totals, then asserts double entry still holds.
+pub(crate) fn store_accounts(tx: &mut Tx<'_>, changes: &[(Account, Account)]) -> Result<(), DbError> {
+    let Some((first, _)) = changes.first() else { return Ok(()) };
+    let ledger = first.ledger;
+    let key = ledger.to_be_bytes();
+    let mut t: LedgerTotals = tx.get(Cf::LedgerTotals, &key)?.unwrap_or_default();
+    for (before, after) in changes {
+        assert_eq!(before.id, after.id);
+        assert_eq!(before.ledger, ledger, "one ledger per change set");
+        assert_eq!(after.ledger, ledger);
+        // Wrapping: the sums may exceed u128 even when no account does;
+        // equality modulo 2^128 is still the invariant.
+        t.debits_pending =
+            t.debits_pending.wrapping_sub(before.debits_pending).wrapping_add(after.debits_pending);
+        t.debits_posted =
+            t.debits_posted.wrapping_sub(before.debits_posted).wrapping_add(after.debits_posted);
+        t.credits_pending =
+            t.credits_pending.wrapping_sub(before.credits_pending).wrapping_add(after.credits_pending);
+        t.credits_posted =
+            t.credits_posted.wrapping_sub(before.credits_posted).wrapping_add(after.credits_posted);
+        tx.put(Cf::Accounts, &id_key(after.id), after);
+    }
+    assert!(t.balanced(), "ledger {ledger}: debits != credits after an event: {t:?}");
+    tx.put(Cf::LedgerTotals, &key, &t);
+    Ok(())
+}
+
+/// Indexes a transfer under both its accounts (and their history, for
+/// accounts that keep one).
+pub(crate) fn record_entries(tx: &mut Tx<'_>, t: &Transfer, dr: &Account, cr: &Account, revision: u64) {
+    for (account, debit) in [(dr, true), (cr, false)] {
+        let key = entry_key(account.id, t.timestamp);
+        let entry = AccountEntry { transfer_id: t.id, debit, revision, balance: None };
+        if account.has(model::account_flags::HISTORY) {
+            tx.put(
+                Cf::AccountHistory,
+                &key,
+                &AccountEntry { balance: Some(account.balance()), ..entry.clone() },
+            );
+        }
+        tx.put(Cf::AccountTransfers, &key, &entry);
+    }
+}

@@ -1,0 +1,197 @@
+//! `create_transfers`: one event. Single-phase and pending transfers here;
+//! posting and voiding a pending transfer in `two_phase`.
+
+use super::model::{
+    account_flags as af, transfer_flags as f, PendingStatus, StoredTransfer, Transfer, NS_PER_S,
+};
+use super::results::CreateTransferResult as R;
+use super::{
+    account, id_key, next_timestamp, record_entries, require_write, store_accounts, transfer, Abort,
+};
+use crate::auth::Caller;
+use crate::layout::Cf;
+use crate::state_machine::Tx;
+
+pub(crate) fn create_transfer(tx: &mut Tx<'_>, caller: &Caller, t: &Transfer) -> Result<R, Abort> {
+    if t.timestamp != 0 {
+        return Ok(R::TimestampMustBeZero);
+    }
+    if t.flags & !f::ALL != 0 {
+        return Ok(R::ReservedFlag);
+    }
+    if t.id == 0 {
+        return Ok(R::IdMustNotBeZero);
+    }
+    if t.id == u128::MAX {
+        return Ok(R::IdMustNotBeIntMax);
+    }
+    if t.ledger != 0 {
+        require_write(caller, t.ledger)?;
+    }
+    if let Some(e) = transfer(tx, t.id)? {
+        require_write(caller, e.transfer.ledger)?;
+        return Ok(exists(t, &e.transfer));
+    }
+    if flags_conflict(t.flags) {
+        return Ok(R::FlagsAreMutuallyExclusive);
+    }
+    if t.has(f::POST_PENDING_TRANSFER) || t.has(f::VOID_PENDING_TRANSFER) {
+        return super::two_phase::post_or_void(tx, caller, t);
+    }
+    if t.debit_account_id == 0 {
+        return Ok(R::DebitAccountIdMustNotBeZero);
+    }
+    if t.debit_account_id == u128::MAX {
+        return Ok(R::DebitAccountIdMustNotBeIntMax);
+    }
+    if t.credit_account_id == 0 {
+        return Ok(R::CreditAccountIdMustNotBeZero);
+    }
+    if t.credit_account_id == u128::MAX {
+        return Ok(R::CreditAccountIdMustNotBeIntMax);
+    }
+    if t.debit_account_id == t.credit_account_id {
+        return Ok(R::AccountsMustBeDifferent);
+    }
+    if t.pending_id != 0 {
+        return Ok(R::PendingIdMustBeZero);
+    }
+    if !t.has(f::PENDING) && t.timeout != 0 {
+        return Ok(R::TimeoutReservedForPendingTransfer);
+    }
+    if (t.has(f::CLOSING_DEBIT) || t.has(f::CLOSING_CREDIT)) && !t.has(f::PENDING) {
+        return Ok(R::ClosingTransferMustBePending);
+    }
+    if t.ledger == 0 {
+        return Ok(R::LedgerMustNotBeZero);
+    }
+    if t.code == 0 {
+        return Ok(R::CodeMustNotBeZero);
+    }
+    let Some(dr0) = account(tx, t.debit_account_id)? else { return Ok(R::DebitAccountNotFound) };
+    let Some(cr0) = account(tx, t.credit_account_id)? else { return Ok(R::CreditAccountNotFound) };
+    if dr0.ledger != cr0.ledger {
+        return Ok(R::AccountsMustHaveTheSameLedger);
+    }
+    if t.ledger != dr0.ledger {
+        return Ok(R::TransferMustHaveTheSameLedgerAsAccounts);
+    }
+    if dr0.has(af::CLOSED) {
+        return Ok(R::DebitAccountAlreadyClosed);
+    }
+    if cr0.has(af::CLOSED) {
+        return Ok(R::CreditAccountAlreadyClosed);
+    }
+
+    let mut amount = t.amount;
+    if t.has(f::BALANCING_DEBIT) {
+        let spent = dr0.debits_posted.saturating_add(dr0.debits_pending);
+        amount = amount.min(dr0.credits_posted.saturating_sub(spent));
+    }
+    if t.has(f::BALANCING_CREDIT) {
+        let spent = cr0.credits_posted.saturating_add(cr0.credits_pending);
+        amount = amount.min(cr0.debits_posted.saturating_sub(spent));
+    }
+
+    let pending = t.has(f::PENDING);
+    let (mut dr, mut cr) = (dr0, cr0);
+    if pending {
+        let Some(d) = dr.debits_pending.checked_add(amount) else { return Ok(R::OverflowsDebitsPending) };
+        let Some(c) = cr.credits_pending.checked_add(amount) else { return Ok(R::OverflowsCreditsPending) };
+        (dr.debits_pending, cr.credits_pending) = (d, c);
+    } else {
+        let Some(d) = dr.debits_posted.checked_add(amount) else { return Ok(R::OverflowsDebitsPosted) };
+        let Some(c) = cr.credits_posted.checked_add(amount) else { return Ok(R::OverflowsCreditsPosted) };
+        (dr.debits_posted, cr.credits_posted) = (d, c);
+    }
+    let Some(dr_debits) = dr.debits_pending.checked_add(dr.debits_posted) else {
+        return Ok(R::OverflowsDebits);
+    };
+    let Some(cr_credits) = cr.credits_pending.checked_add(cr.credits_posted) else {
+        return Ok(R::OverflowsCredits);
+    };
+    let timestamp = next_timestamp(tx)?;
+    if pending && timestamp.checked_add(u64::from(t.timeout) * NS_PER_S).is_none() {
+        return Ok(R::OverflowsTimeout);
+    }
+    if dr.has(af::DEBITS_MUST_NOT_EXCEED_CREDITS) && dr_debits > dr.credits_posted {
+        return Ok(R::ExceedsCredits);
+    }
+    if cr.has(af::CREDITS_MUST_NOT_EXCEED_DEBITS) && cr_credits > cr.debits_posted {
+        return Ok(R::ExceedsDebits);
+    }
+    if t.has(f::CLOSING_DEBIT) {
+        dr.flags |= af::CLOSED;
+    }
+    if t.has(f::CLOSING_CREDIT) {
+        cr.flags |= af::CLOSED;
+    }
+
+    let created = Transfer { amount, timestamp, flags: t.flags & !f::LINKED, ..*t };
+    let revision = tx.next_revision();
+    store_accounts(tx, &[(dr0, dr), (cr0, cr)])?;
+    store_transfer(tx, &created, revision);
+    if pending {
+        tx.put(Cf::PendingTransfers, &id_key(created.id), &PendingStatus::Pending);
+        if let Some(at) = created.expires_at_ns() {
+            tx.put(Cf::PendingExpiry, &super::expiry::key(at, created.id), &());
+        }
+    }
+    record_entries(tx, &created, &dr, &cr, revision);
+    Ok(R::Ok)
+}
+
+pub(super) fn store_transfer(tx: &mut Tx<'_>, t: &Transfer, revision: u64) {
+    tx.put(Cf::Transfers, &id_key(t.id), &StoredTransfer { transfer: *t, revision });
+}
+
+/// Pending, post and void exclude each other; a post or void inherits its
+/// amount logic from the pending transfer, so it cannot also balance or
+/// close.
+fn flags_conflict(flags: u16) -> bool {
+    let phase = [f::PENDING, f::POST_PENDING_TRANSFER, f::VOID_PENDING_TRANSFER];
+    let phases = phase.iter().filter(|p| flags & **p != 0).count();
+    let resolves = flags & (f::POST_PENDING_TRANSFER | f::VOID_PENDING_TRANSFER) != 0;
+    let shapes =
+        flags & (f::BALANCING_DEBIT | f::BALANCING_CREDIT | f::CLOSING_DEBIT | f::CLOSING_CREDIT) != 0;
+    phases > 1 || (resolves && shapes)
+}
+
+/// An id that is taken: the same transfer again, or which field differs.
+/// Fields a request may leave for the cluster to fill in (a post's
+/// accounts, ledger and code; "as much as possible" amounts) match what was
+/// filled in.
+fn exists(t: &Transfer, e: &Transfer) -> R {
+    let resolves = t.has(f::POST_PENDING_TRANSFER) || t.has(f::VOID_PENDING_TRANSFER);
+    let inherited = |asked: u128, stored: u128| asked == stored || (resolves && asked == 0);
+    let balancing = t.has(f::BALANCING_DEBIT) || t.has(f::BALANCING_CREDIT);
+    let amount_matches = t.amount == e.amount
+        || (t.amount == super::model::AMOUNT_MAX && (resolves || balancing))
+        || (balancing && e.amount <= t.amount)
+        || (t.has(f::VOID_PENDING_TRANSFER) && t.amount == 0);
+    if t.flags & !f::LINKED != e.flags & !f::LINKED {
+        R::ExistsWithDifferentFlags
+    } else if t.pending_id != e.pending_id {
+        R::ExistsWithDifferentPendingId
+    } else if t.timeout != e.timeout {
+        R::ExistsWithDifferentTimeout
+    } else if !inherited(t.debit_account_id, e.debit_account_id) {
+        R::ExistsWithDifferentDebitAccountId
+    } else if !inherited(t.credit_account_id, e.credit_account_id) {
+        R::ExistsWithDifferentCreditAccountId
+    } else if !amount_matches {
+        R::ExistsWithDifferentAmount
+    } else if t.user_data_128 != e.user_data_128 {
+        R::ExistsWithDifferentUserData128
+    } else if t.user_data_64 != e.user_data_64 {
+        R::ExistsWithDifferentUserData64
+    } else if t.user_data_32 != e.user_data_32 {
+        R::ExistsWithDifferentUserData32
+    } else if !inherited(t.ledger.into(), e.ledger.into()) {
+        R::ExistsWithDifferentLedger
+    } else if !inherited(t.code.into(), e.code.into()) {
+        R::ExistsWithDifferentCode
+    } else {
+        R::Exists
+    }
+}

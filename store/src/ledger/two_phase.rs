@@ -1,0 +1,117 @@
+//! Phase two of a pending transfer: post (all or part of the amount) or
+//! void (release it). Either resolves the pending transfer for good.
+
+use super::model::{account_flags as af, transfer_flags as f, PendingStatus, Transfer, AMOUNT_MAX};
+use super::results::CreateTransferResult as R;
+use super::transfer::store_transfer;
+use super::{
+    account, id_key, next_timestamp, record_entries, require_write, store_accounts, transfer, Abort,
+};
+use crate::auth::{Caller, Read};
+use crate::layout::Cf;
+use crate::state_machine::Tx;
+
+pub(super) fn post_or_void(tx: &mut Tx<'_>, caller: &Caller, t: &Transfer) -> Result<R, Abort> {
+    let post = t.has(f::POST_PENDING_TRANSFER);
+    if t.pending_id == 0 {
+        return Ok(R::PendingIdMustNotBeZero);
+    }
+    if t.pending_id == u128::MAX {
+        return Ok(R::PendingIdMustNotBeIntMax);
+    }
+    if t.pending_id == t.id {
+        return Ok(R::PendingIdMustBeDifferent);
+    }
+    if t.timeout != 0 {
+        return Ok(R::TimeoutReservedForPendingTransfer);
+    }
+    let Some(p) = transfer(tx, t.pending_id)? else { return Ok(R::PendingTransferNotFound) };
+    let p = p.transfer;
+    require_write(caller, p.ledger)?;
+    if !p.has(f::PENDING) {
+        return Ok(R::PendingTransferNotPending);
+    }
+    if t.debit_account_id != 0 && t.debit_account_id != p.debit_account_id {
+        return Ok(R::PendingTransferHasDifferentDebitAccountId);
+    }
+    if t.credit_account_id != 0 && t.credit_account_id != p.credit_account_id {
+        return Ok(R::PendingTransferHasDifferentCreditAccountId);
+    }
+    if t.ledger != 0 && t.ledger != p.ledger {
+        return Ok(R::PendingTransferHasDifferentLedger);
+    }
+    if t.code != 0 && t.code != p.code {
+        return Ok(R::PendingTransferHasDifferentCode);
+    }
+    let amount = if post {
+        let amount = if t.amount == AMOUNT_MAX { p.amount } else { t.amount };
+        if amount > p.amount {
+            return Ok(R::ExceedsPendingTransferAmount);
+        }
+        amount
+    } else {
+        if ![0, AMOUNT_MAX, p.amount].contains(&t.amount) {
+            return Ok(R::PendingTransferHasDifferentAmount);
+        }
+        p.amount
+    };
+    let status: PendingStatus =
+        tx.get(Cf::PendingTransfers, &id_key(p.id))?.expect("every pending transfer has a status");
+    match status {
+        PendingStatus::Pending => {}
+        PendingStatus::Posted => return Ok(R::PendingTransferAlreadyPosted),
+        PendingStatus::Voided => return Ok(R::PendingTransferAlreadyVoided),
+        PendingStatus::Expired => return Ok(R::PendingTransferExpired),
+    }
+    let timestamp = next_timestamp(tx)?;
+    // Not yet swept, but past its timeout all the same.
+    if p.expires_at_ns().is_some_and(|at| timestamp >= at) {
+        return Ok(R::PendingTransferExpired);
+    }
+    let dr0 = account(tx, p.debit_account_id)?.expect("a pending transfer's accounts exist");
+    let cr0 = account(tx, p.credit_account_id)?.expect("a pending transfer's accounts exist");
+    // A closed account accepts only the resolution of its own closing
+    // transfer; voiding anything only releases a reservation.
+    if post && dr0.has(af::CLOSED) && !p.has(f::CLOSING_DEBIT) {
+        return Ok(R::DebitAccountAlreadyClosed);
+    }
+    if post && cr0.has(af::CLOSED) && !p.has(f::CLOSING_CREDIT) {
+        return Ok(R::CreditAccountAlreadyClosed);
+    }
+    let (mut dr, mut cr) = (dr0, cr0);
+    dr.debits_pending = dr.debits_pending.checked_sub(p.amount).expect("a pending amount is reserved");
+    cr.credits_pending = cr.credits_pending.checked_sub(p.amount).expect("a pending amount is reserved");
+    if post {
+        let Some(d) = dr.debits_posted.checked_add(amount) else { return Ok(R::OverflowsDebitsPosted) };
+        let Some(c) = cr.credits_posted.checked_add(amount) else { return Ok(R::OverflowsCreditsPosted) };
+        (dr.debits_posted, cr.credits_posted) = (d, c);
+    } else {
+        if p.has(f::CLOSING_DEBIT) {
+            dr.flags &= !af::CLOSED;
+        }
+        if p.has(f::CLOSING_CREDIT) {
+            cr.flags &= !af::CLOSED;
+        }
+    }
+
+    let created = Transfer {
+        debit_account_id: p.debit_account_id,
+        credit_account_id: p.credit_account_id,
+        ledger: p.ledger,
+        code: p.code,
+        amount,
+        timestamp,
+        flags: t.flags & !f::LINKED,
+        ..*t
+    };
+    let revision = tx.next_revision();
+    store_accounts(tx, &[(dr0, dr), (cr0, cr)])?;
+    store_transfer(tx, &created, revision);
+    let resolved = if post { PendingStatus::Posted } else { PendingStatus::Voided };
+    tx.put(Cf::PendingTransfers, &id_key(p.id), &resolved);
+    if let Some(at) = p.expires_at_ns() {
+        tx.delete(Cf::PendingExpiry, &super::expiry::key(at, p.id));
+    }
+    record_entries(tx, &created, &dr, &cr, revision);
+    Ok(R::Ok)
+}
