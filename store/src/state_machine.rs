@@ -73,6 +73,7 @@ impl StateMachine {
             sm: self,
             overlay: Overlay::new(),
             callers: Default::default(),
+            first_keys: Default::default(),
             revision: self.revision()?,
             clock_ms: self.db.get::<u64>(Cf::SmMeta, sm_keys::CLOCK_MS)?.unwrap_or(0),
         })
@@ -210,6 +211,9 @@ pub struct ApplyBatch<'a> {
     /// carry the same token). Pure memoisation: dropped whenever a command
     /// changes tokens, principals or roles, and re-checked for expiry.
     callers: std::collections::HashMap<TokenHash, Caller>,
+    /// The first key of a column family in the database, read once per
+    /// batch (the database does not change while a batch is applied).
+    first_keys: std::cell::RefCell<std::collections::HashMap<Cf, Option<Vec<u8>>>>,
 }
 
 /// Column families whose change can change who a token is and what it may do.
@@ -459,6 +463,28 @@ impl Tx<'_> {
             };
         }
         self.bumps_revision = undo.bumps_revision;
+    }
+
+    /// Whether any record below `to` may exist as this command sees it: a
+    /// cheap "no" that spares the ledger's expiry sweep an iterator per
+    /// command. A "maybe" is settled by [`Tx::scan_raw`].
+    pub fn may_have_below(&self, cf: Cf, to: &[u8]) -> Result<bool, DbError> {
+        let range = (cf, Vec::new())..(cf, to.to_vec());
+        if self.staged.range(range.clone()).next().is_some()
+            || self.batch.overlay.range(range).next().is_some()
+        {
+            return Ok(true);
+        }
+        let mut first = self.batch.first_keys.borrow_mut();
+        let key = match first.get(&cf) {
+            Some(k) => k.clone(),
+            None => {
+                let k = self.batch.sm.db.scan_raw(cf, &[], None, 1)?.pop().map(|(k, _)| k);
+                first.insert(cf, k.clone());
+                k
+            }
+        };
+        Ok(key.is_some_and(|k| k.as_slice() < to))
     }
 
     /// Records with `from <= key < to` as this command sees them (the

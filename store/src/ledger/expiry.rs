@@ -23,6 +23,9 @@ pub fn key(expires_at_ns: u64, id: u128) -> [u8; 24] {
 pub(crate) fn expire_due(tx: &mut Tx<'_>) -> Result<usize, DbError> {
     let now_ns = tx.clock_ms().saturating_mul(1_000_000);
     let upto = key(now_ns.saturating_add(1), 0);
+    if !tx.may_have_below(Cf::PendingExpiry, &upto)? {
+        return Ok(0);
+    }
     let due = tx.scan_raw(Cf::PendingExpiry, &[], &upto, EXPIRE_PER_COMMAND_MAX)?;
     for (k, _) in &due {
         let id = u128::from_be_bytes(k[8..].try_into().expect("24-byte key"));
