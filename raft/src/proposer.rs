@@ -33,6 +33,12 @@ pub const PROPOSAL_BYTES_MAX: usize = 256 * 1024;
 /// queue up and leave together (openraft appends each on its own); measured
 /// better than two at 1, 16 and 64 clients (BENCHMARKS.md).
 pub const PROPOSALS_IN_FLIGHT_MAX: usize = 1;
+/// Except for large commands (a ledger batch of thousands of transfers):
+/// they already amortise the fsync on their own, and overlapping the next
+/// one's append and replication with this one's apply is what pays.
+pub const LARGE_PROPOSALS_IN_FLIGHT_MAX: usize = 2;
+/// What counts as a large command (`Command::size_bytes`).
+pub const LARGE_COMMAND_BYTES: usize = 64 * 1024;
 /// Batches forwarded to the leader but not yet answered. Wider: the leader
 /// batches again, and queueing twice would double the latency.
 pub const FORWARDS_IN_FLIGHT_MAX: usize = 2;
@@ -104,13 +110,20 @@ impl Proposer {
 }
 
 async fn run(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Pending>) {
-    let proposals = Arc::new(Semaphore::new(PROPOSALS_IN_FLIGHT_MAX));
+    // A small batch takes every permit (one in flight, as measured best);
+    // a batch led by a large command takes one.
+    let proposals = Arc::new(Semaphore::new(LARGE_PROPOSALS_IN_FLIGHT_MAX));
+    const _: () = assert!(PROPOSALS_IN_FLIGHT_MAX == 1, "small batches hold every permit");
     let forwards = Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT_MAX));
     while let Some(first) = rx.recv().await {
         let leads_here = current_leader(&ctx.raft).is_none_or(|(l, _)| l == ctx.id);
-        let slots = if leads_here { &proposals } else { &forwards };
+        let (slots, permits) = match (leads_here, first.cmd.size_bytes() >= LARGE_COMMAND_BYTES) {
+            (true, true) => (&proposals, 1),
+            (true, false) => (&proposals, LARGE_PROPOSALS_IN_FLIGHT_MAX as u32),
+            (false, _) => (&forwards, 1),
+        };
         // Waiting for a slot is what lets the next batch fill up.
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let Ok(permit) = slots.clone().acquire_many_owned(permits).await else { return };
         let mut bytes = first.cmd.size_bytes();
         let mut batch = vec![first];
         while batch.len() < PROPOSAL_COMMANDS_MAX && bytes < PROPOSAL_BYTES_MAX {
