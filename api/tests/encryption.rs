@@ -10,11 +10,29 @@ use std::time::Duration;
 
 use common::*;
 use strongbox_proto::v1::keys_client::KeysClient;
+use strongbox_proto::v1::ledger_client::LedgerClient;
 use strongbox_proto::v1::users_client::UsersClient;
 use strongbox_proto::v1::*;
 
 const VALUE_MARKER: &str = "MARKERVALUE7f3a9";
 const PASSWORD_MARKER: &str = "MARKERPASS81c2d4";
+/// Account and transfer user_data_128: 16 bytes of ASCII as a number.
+const LEDGER_MARKER: &[u8; 16] = b"MARKERLEDGER5e1d";
+
+/// A 128-bit number as it could land on disk in the clear: big- and
+/// little-endian bytes, its postcard varint (the record encoding), decimal.
+fn u128_forms(v: u128) -> Vec<Vec<u8>> {
+    vec![
+        v.to_be_bytes().to_vec(),
+        v.to_le_bytes().to_vec(),
+        strongbox_store::db::encode(&v),
+        v.to_string().into_bytes(),
+    ]
+}
+
+fn u(v: u128) -> Option<U128> {
+    Some(U128 { lo: v as u64, hi: (v >> 64) as u64 })
+}
 
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
@@ -65,6 +83,33 @@ async fn values_and_passwords_never_reach_disk_and_keys_rotate_online() {
         .await
         .unwrap();
 
+    let marker = u128::from_be_bytes(*LEDGER_MARKER);
+    let accounts = (1..=2u128)
+        .map(|id| Account { id: u(id), ledger: 9, code: 1, user_data_128: u(marker), ..Default::default() })
+        .collect();
+    let r = LedgerClient::new(c.admin(3))
+        .create_accounts(CreateAccountsRequest { accounts, options: None })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.results, vec![0, 0]);
+    let t = Transfer {
+        id: u(1),
+        debit_account_id: u(1),
+        credit_account_id: u(2),
+        amount: u(5),
+        ledger: 9,
+        code: 1,
+        user_data_128: u(marker),
+        ..Default::default()
+    };
+    let r = LedgerClient::new(c.admin(1))
+        .create_transfers(CreateTransfersRequest { transfers: vec![t], options: None })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.results, vec![0]);
+
     // Data-key rotation on every node: new writes use the new key at once,
     // the background pass re-encrypts the rest and retires the old key.
     for id in 1..=3 {
@@ -108,6 +153,12 @@ async fn values_and_passwords_never_reach_disk_and_keys_rotate_online() {
             assert!(!contains(logs.as_bytes(), &form), "a node log holds {marker}");
         }
     }
+    for form in u128_forms(marker) {
+        for (name, bytes) in &on_disk {
+            assert!(!contains(bytes, &form), "{name} holds account user_data in the clear");
+        }
+        assert!(!contains(logs.as_bytes(), &form), "a node log holds account user_data");
+    }
     for id in 1..=3 {
         c.restart(id);
     }
@@ -122,6 +173,13 @@ async fn values_and_passwords_never_reach_disk_and_keys_rotate_online() {
         }
         assert_eq!(r.unwrap().into_inner().value, format!("{VALUE_MARKER}-{i}").into_bytes());
     }
+    let found = LedgerClient::new(c.admin(2))
+        .lookup_accounts(LookupAccountsRequest { ids: vec![u(1).unwrap()], options: None })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(found.accounts[0].user_data_128, u(marker), "ledger records decrypt after rotations");
+    assert_eq!(found.accounts[0].debits_posted, u(5));
 }
 
 #[tokio::test(flavor = "multi_thread")]
