@@ -323,6 +323,20 @@ fn ids(ids: &[u128]) -> Vec<U128> {
     ids.iter().map(|i| u128_out(*i).unwrap_or_default()).collect()
 }
 
+/// The one event given by flags, or the batch in `file`.
+fn events<T: for<'de> Deserialize<'de>>(event: T, file: &Option<PathBuf>) -> anyhow::Result<Vec<T>> {
+    match file {
+        Some(f) => read_events(f),
+        None => Ok(vec![event]),
+    }
+}
+
+/// A lookup fails (exit 1) when some ids were not found.
+fn all_found(found: usize, wanted: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(found == wanted, "{} of {wanted} not found", wanted - found);
+    Ok(())
+}
+
 /// Prints one result per event; fails (exit 1) when any event failed.
 fn report(
     ids: impl Iterator<Item = String>,
@@ -343,11 +357,10 @@ pub async fn account(conn: Conn, cmd: AccountCmd) -> anyhow::Result<()> {
     let mut client = LedgerClient::new(conn.channel().await?);
     match cmd {
         AccountCmd::Create { event, file, request_id } => {
-            let events: Vec<AccountArgs> = match &file {
-                Some(f) => read_events(f)?,
-                None => vec![event],
-            };
-            let accounts = events.iter().map(AccountArgs::to_proto).collect::<anyhow::Result<Vec<_>>>()?;
+            let accounts = events(event, &file)?
+                .iter()
+                .map(AccountArgs::to_proto)
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let names: Vec<String> = accounts.iter().map(|a| s(&a.id)).collect();
             let r = client
                 .create_accounts(CreateAccountsRequest { accounts, options: write_opts(request_id) })
@@ -357,12 +370,7 @@ pub async fn account(conn: Conn, cmd: AccountCmd) -> anyhow::Result<()> {
             let results = r
                 .results
                 .iter()
-                .map(|c| {
-                    CreateAccountResult::ALL
-                        .iter()
-                        .find(|x| x.code() as i32 == *c)
-                        .map_or("unknown", |x| x.name())
-                })
+                .map(|c| CreateAccountResult::from_code(*c).map_or("unknown", |x| x.name()))
                 .collect();
             report(names.into_iter(), results, r.revision)
         }
@@ -373,13 +381,7 @@ pub async fn account(conn: Conn, cmd: AccountCmd) -> anyhow::Result<()> {
                 .map_err(status_err)?
                 .into_inner();
             r.accounts.iter().for_each(print_account);
-            anyhow::ensure!(
-                r.accounts.len() == wanted.len(),
-                "{} of {} not found",
-                wanted.len() - r.accounts.len(),
-                wanted.len()
-            );
-            Ok(())
+            all_found(r.accounts.len(), wanted.len())
         }
         AccountCmd::Transfers(f) => {
             let r = client.get_account_transfers(filter(f)).await.map_err(status_err)?.into_inner();
@@ -405,11 +407,10 @@ pub async fn transfer(conn: Conn, cmd: TransferCmd) -> anyhow::Result<()> {
     let mut client = LedgerClient::new(conn.channel().await?);
     match cmd {
         TransferCmd::Create { event, file, request_id } => {
-            let events: Vec<TransferArgs> = match &file {
-                Some(f) => read_events(f)?,
-                None => vec![event],
-            };
-            let transfers = events.iter().map(TransferArgs::to_proto).collect::<anyhow::Result<Vec<_>>>()?;
+            let transfers = events(event, &file)?
+                .iter()
+                .map(TransferArgs::to_proto)
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let names: Vec<String> = transfers.iter().map(|t| s(&t.id)).collect();
             let r = client
                 .create_transfers(CreateTransfersRequest { transfers, options: write_opts(request_id) })
@@ -419,12 +420,7 @@ pub async fn transfer(conn: Conn, cmd: TransferCmd) -> anyhow::Result<()> {
             let results = r
                 .results
                 .iter()
-                .map(|c| {
-                    CreateTransferResult::ALL
-                        .iter()
-                        .find(|x| x.code() as i32 == *c)
-                        .map_or("unknown", |x| x.name())
-                })
+                .map(|c| CreateTransferResult::from_code(*c).map_or("unknown", |x| x.name()))
                 .collect();
             report(names.into_iter(), results, r.revision)
         }
@@ -435,13 +431,7 @@ pub async fn transfer(conn: Conn, cmd: TransferCmd) -> anyhow::Result<()> {
                 .map_err(status_err)?
                 .into_inner();
             r.transfers.iter().for_each(print_transfer);
-            anyhow::ensure!(
-                r.transfers.len() == wanted.len(),
-                "{} of {} not found",
-                wanted.len() - r.transfers.len(),
-                wanted.len()
-            );
-            Ok(())
+            all_found(r.transfers.len(), wanted.len())
         }
     }
 }

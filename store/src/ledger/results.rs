@@ -27,6 +27,10 @@ macro_rules! results {
             pub fn code(self) -> u32 {
                 self as u32
             }
+
+            pub fn from_code(code: i32) -> Option<Self> {
+                Self::ALL.iter().copied().find(|r| i64::from(r.code()) == i64::from(code))
+            }
         }
     };
 }
