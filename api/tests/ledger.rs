@@ -347,4 +347,26 @@ async fn concurrent_transfers_conserve_the_total_across_a_leader_kill() {
         assert!(tokio::time::Instant::now() < deadline, "the restarted node never converged");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+
+    // Applied once: the balances are exactly the sum of the transfers that
+    // exist (a retry applied twice would move value without a second record).
+    let attempted: Vec<U128> =
+        (0..6u128).flat_map(|w| (0..60u128).map(move |i| u(100_000 + w * 1_000 + i).unwrap())).collect();
+    let found = ledger(c.admin(1))
+        .lookup_transfers(LookupTransfersRequest { ids: attempted, options: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .transfers;
+    assert!(found.len() >= applied, "every acknowledged transfer exists ({} < {applied})", found.len());
+    let mut expected: std::collections::HashMap<u128, (u128, u128)> =
+        (1..=ACCOUNTS).map(|i| (i, (0, FUNDING))).collect();
+    for t in &found {
+        expected.get_mut(&n(&t.debit_account_id)).unwrap().0 += n(&t.amount);
+        expected.get_mut(&n(&t.credit_account_id)).unwrap().1 += n(&t.amount);
+    }
+    for a in balances(&c, 2, &ids).await {
+        let (debits, credits) = expected[&n(&a.id)];
+        assert_eq!((n(&a.debits_posted), n(&a.credits_posted)), (debits, credits), "account {}", n(&a.id));
+    }
 }
