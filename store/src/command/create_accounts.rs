@@ -4,7 +4,7 @@ use super::{Applied, CommandError, Ctx, ErrorCode, Outcome, Required};
 use crate::ledger::chain::ChainCodes;
 use crate::ledger::model::{account_flags, Account};
 use crate::ledger::results::CreateAccountResult as R;
-use crate::ledger::{create_account, expire_due, run_chains, Abort, EVENTS_PER_BATCH_MAX};
+use crate::ledger::{answer, create_account, expire_due, run_chains, EVENTS_PER_BATCH_MAX};
 use crate::state_machine::Tx;
 
 /// A batch of accounts, applied in order; one result per account.
@@ -32,11 +32,8 @@ impl CreateAccounts {
         };
         expire_due(tx)?;
         let linked = |a: &Account| a.has(account_flags::LINKED);
-        match run_chains(tx, &self.accounts, linked, codes, |tx, a| create_account(tx, caller, a)) {
-            Ok(results) => Ok(Ok(Outcome::AccountsCreated { results })),
-            Err(Abort::Db(e)) => Err(e),
-            Err(Abort::Refused(e)) => Ok(Err(e)),
-        }
+        let results = run_chains(tx, &self.accounts, linked, codes, |tx, a| create_account(tx, caller, a));
+        answer(results, |results| Outcome::AccountsCreated { results })
     }
 }
 

@@ -5,7 +5,7 @@ use super::{Applied, CommandError, Ctx, Outcome, Required};
 use crate::ledger::chain::ChainCodes;
 use crate::ledger::model::{transfer_flags, Transfer};
 use crate::ledger::results::CreateTransferResult as R;
-use crate::ledger::{create_transfer, expire_due, run_chains, Abort};
+use crate::ledger::{answer, create_transfer, expire_due, run_chains};
 use crate::state_machine::Tx;
 
 /// A batch of transfers, applied in order; one result per transfer.
@@ -34,10 +34,7 @@ impl CreateTransfers {
         };
         expire_due(tx)?;
         let linked = |t: &Transfer| t.has(transfer_flags::LINKED);
-        match run_chains(tx, &self.transfers, linked, codes, |tx, t| create_transfer(tx, caller, t)) {
-            Ok(results) => Ok(Ok(Outcome::TransfersCreated { results })),
-            Err(Abort::Db(e)) => Err(e),
-            Err(Abort::Refused(e)) => Ok(Err(e)),
-        }
+        let results = run_chains(tx, &self.transfers, linked, codes, |tx, t| create_transfer(tx, caller, t));
+        answer(results, |results| Outcome::TransfersCreated { results })
     }
 }

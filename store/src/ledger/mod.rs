@@ -50,6 +50,18 @@ impl From<DbError> for Abort {
     }
 }
 
+/// A ledger command's answer: one result per event, or why it stopped whole.
+pub(crate) fn answer<R>(
+    results: Result<Vec<R>, Abort>,
+    outcome: impl FnOnce(Vec<R>) -> crate::command::Outcome,
+) -> crate::command::Applied {
+    match results {
+        Ok(results) => Ok(Ok(outcome(results))),
+        Err(Abort::Db(e)) => Err(e),
+        Err(Abort::Refused(e)) => Ok(Err(e)),
+    }
+}
+
 /// The resource governing a ledger: `ledgers:<number>`.
 pub fn ledger_resource(ledger: u32) -> String {
     format!("ledgers:{ledger}")
