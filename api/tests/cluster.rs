@@ -111,13 +111,20 @@ async fn acknowledged_writes_survive_kill_9_of_every_node() {
         c.restart(id);
     }
     let leader = c.wait_leader(Duration::from_secs(30)).await;
+    // A restarted node may report the leader from its persisted vote before
+    // that leader's process listens again: UNAVAILABLE is retried, as any
+    // client would; anything else (NOT_FOUND above all) fails the test.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     for i in 0..40 {
-        let got = c
-            .secrets(leader)
-            .get(get_req(&format!("d/k{i}"), Consistency::Linearizable, 0))
-            .await
-            .unwrap_or_else(|s| panic!("d/k{i} lost after restart: {s:?}"))
-            .into_inner();
+        let got = loop {
+            let r = c.secrets(leader).get(get_req(&format!("d/k{i}"), Consistency::Linearizable, 0)).await;
+            match r {
+                Err(s) if s.code() == tonic::Code::Unavailable && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                r => break r.unwrap_or_else(|s| panic!("d/k{i} lost after restart: {s:?}")).into_inner(),
+            }
+        };
         assert_eq!(got.value, i.to_string().as_bytes());
     }
 }
