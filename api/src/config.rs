@@ -42,6 +42,11 @@ pub struct NodeConfig {
     /// Store data in plaintext. Tests only; `serve --insecure-no-encryption`.
     #[serde(default)]
     pub insecure_no_encryption: bool,
+    /// DELIBERATELY UNSAFE: serve "linearizable" reads from local state with
+    /// no barrier. Exists so the consistency harness can prove it catches
+    /// stale reads; never set it anywhere else.
+    #[serde(default)]
+    pub unsafe_stale_reads: bool,
     /// Largest secret value accepted, in bytes (the store's hard cap is 1 MiB).
     #[serde(default = "default_secret_value_bytes_max")]
     pub secret_value_bytes_max: usize,

@@ -120,6 +120,7 @@ pub fn prepare(
             secret_value_bytes_max: 64 * 1024,
             master_key_file: Some(master_key_file),
             insecure_no_encryption: false,
+            unsafe_stale_reads: false,
         };
         let path = dir.join(format!("node{id}.toml"));
         std::fs::write(&path, cfg.to_toml())?;

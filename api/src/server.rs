@@ -79,7 +79,11 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let info = NodeInfo { raft_addr: cfg.public_raft_addr(), api_addr: cfg.public_api_addr() };
     let channels = PeerChannels::new(tls.as_ref().map(|t| t.peer_client()));
     let node = RaftNode::start(cfg.id, info, db, &cfg.raft.tuning(), channels).await?;
-    let services = Api::new(node.clone(), auth, cfg.secret_value_bytes_max);
+    let mut services = Api::new(node.clone(), auth, cfg.secret_value_bytes_max);
+    if cfg.unsafe_stale_reads {
+        tracing::error!("UNSAFE: --unsafe-stale-reads is on; reads are served from local state and may be stale. This mode exists only to test the consistency harness.");
+        services.unsafe_stale_reads = true;
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

@@ -16,7 +16,7 @@ use tokio::time::{sleep, timeout, Instant};
 use crate::config::RaftTuning;
 use crate::log_store::LogStore;
 use crate::network::{NetworkFactory, PeerChannels};
-use crate::proposer::{forward_rpc, ProposeError, ProposeResult, Proposer};
+use crate::proposer::{forward_rpc, until_leader_changes, ProposeError, ProposeResult, Proposer};
 use crate::sm_store::SmStore;
 use crate::types::{LogId, NodeId, NodeInfo, Raft, TypeConfig};
 use crate::wire::{ForwardReply, Forwarded, MembershipOp};
@@ -88,6 +88,9 @@ pub struct RaftNode {
     pub sm: StateMachine,
     channels: Arc<PeerChannels>,
     proposer: Proposer,
+    /// How long a quorum's acknowledgement keeps this node's leadership
+    /// beyond challenge (see `refuse_vote_while_leading`).
+    leader_lease_ms: u64,
 }
 
 const BACKOFF_START_MS: u64 = 20;
@@ -129,7 +132,8 @@ impl RaftNode {
         .await
         .map_err(|e| NodeError::Fatal(e.to_string()))?;
         let proposer = Proposer::start(id, raft.clone(), channels.clone());
-        Ok(RaftNode { id, info, raft, sm, channels, proposer })
+        let leader_lease_ms = tuning.election_timeout_min_ms;
+        Ok(RaftNode { id, info, raft, sm, channels, proposer, leader_lease_ms })
     }
 
     /// Initializes a brand-new cluster with these voters. Does nothing (and
@@ -292,9 +296,12 @@ impl RaftNode {
                     Err(NodeError::Refused(_)) => {}
                     other => return other,
                 },
-                Some((_, node)) => {
+                Some((leader_id, node)) => {
                     let reply = match self.channels.client(&node.raft_addr) {
-                        Ok(mut c) => c.read_index(ReadIndexRequest {}).await,
+                        Ok(mut c) => {
+                            let call = c.read_index(ReadIndexRequest {});
+                            until_leader_changes(&self.raft, leader_id, call).await
+                        }
                         Err(e) => Err(tonic::Status::unavailable(e.to_string())),
                     };
                     match reply {
@@ -306,6 +313,30 @@ impl RaftNode {
             }
             backoff.wait().await;
         }
+    }
+
+    /// CheckQuorum for the leader. openraft 0.9 keeps a lease on followers
+    /// only (they refuse votes while they hear from a leader), so a leader
+    /// steps down for any vote request with a higher term: a node that hears
+    /// nobody (a one-way partition) campaigns again and again and keeps the
+    /// whole cluster leaderless. A leader that a quorum acknowledged within
+    /// the lease refuses instead, as etcd's does. Refusing a vote is always
+    /// safe; the lease is shorter than the followers' own, so a leader that
+    /// really lost its quorum, or pauses itself to hand over leadership, is
+    /// replaced as fast as before.
+    pub fn refuse_vote_while_leading(&self) -> Option<openraft::raft::VoteResponse<NodeId>> {
+        let (vote, fresh) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let fresh = m.millis_since_quorum_ack.is_some_and(|ms| ms < self.leader_lease_ms);
+            (m.vote, m.state == ServerState::Leader && fresh)
+        };
+        if !fresh {
+            return None;
+        }
+        let last_log = self.raft.data_metrics().borrow().last_log;
+        metrics::counter!("strongbox_votes_refused_while_leading_total").increment(1);
+        Some(openraft::raft::VoteResponse::new(vote, last_log, false))
     }
 
     /// Waits until a read on this node may be served: after a linearizable

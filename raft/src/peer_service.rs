@@ -30,6 +30,10 @@ impl RaftPeer for PeerService {
 
     async fn vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         let rpc = wire::decode(req.get_ref())?;
+        if let Some(refusal) = self.node.refuse_vote_while_leading() {
+            let res: Result<_, openraft::error::RaftError<crate::types::NodeId>> = Ok(refusal);
+            return Ok(Response::new(wire::encode(&res)));
+        }
         let res = self.node.raft.vote(rpc).await;
         Ok(Response::new(wire::encode(&res)))
     }

@@ -153,14 +153,14 @@ fn current_leader(raft: &Raft) -> Option<(NodeId, NodeInfo)> {
 
 async fn dispatch(ctx: &Ctx, batch: Vec<Pending>) {
     match current_leader(&ctx.raft).filter(|(l, _)| *l != ctx.id) {
-        Some((_, leader)) => {
+        Some((leader_id, leader)) => {
             let (local_only, remote): (Vec<Pending>, Vec<Pending>) =
                 batch.into_iter().partition(|p| p.local_only);
             for p in local_only {
                 let _ = p.reply.send(Err(ProposeError::NotLeader));
             }
             if !remote.is_empty() {
-                forward(ctx, &leader, remote).await;
+                forward(ctx, leader_id, &leader, remote).await;
             }
         }
         None => propose_here(ctx, batch).await,
@@ -191,11 +191,12 @@ async fn propose_here(ctx: &Ctx, batch: Vec<Pending>) {
     }
 }
 
-async fn forward(ctx: &Ctx, leader: &NodeInfo, batch: Vec<Pending>) {
+async fn forward(ctx: &Ctx, leader_id: NodeId, leader: &NodeInfo, batch: Vec<Pending>) {
     metrics::counter!("strongbox_forwarded_total").increment(batch.len() as u64);
     let (cmds, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
     let n = cmds.len();
-    let results = match forward_rpc(&ctx.channels, leader, Forwarded::Writes(cmds)).await {
+    let call = forward_rpc(&ctx.channels, leader, Forwarded::Writes(cmds));
+    let results = match until_leader_changes(&ctx.raft, leader_id, call).await {
         Ok(ForwardReply::Writes(results)) if results.len() == n => results,
         Ok(other) => {
             vec![Err(ProposeError::Fatal(format!("leader answered a write batch with {other:?}"))); n]
@@ -208,6 +209,25 @@ async fn forward(ctx: &Ctx, leader: &NodeInfo, batch: Vec<Pending>) {
     };
     for (reply, res) in replies.into_iter().zip(results) {
         let _ = reply.send(res);
+    }
+}
+
+/// Runs a call to the leader, abandoning it (UNAVAILABLE) as soon as this
+/// node learns of another leader. A partitioned or paused old leader never
+/// answers (its packets are dropped, no reset comes), and waiting out the
+/// RPC timeout would stall every write queued behind it long after the
+/// election. Abandoning is safe: the outcome is unknown either way, and the
+/// retry carries the same request ids.
+pub(crate) async fn until_leader_changes<T>(
+    raft: &Raft,
+    leader_id: NodeId,
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    let mut metrics = raft.metrics();
+    let changed = metrics.wait_for(|m| m.current_leader != Some(leader_id));
+    tokio::select! {
+        r = call => r,
+        _ = changed => Err(tonic::Status::unavailable(format!("node {leader_id} is no longer the leader"))),
     }
 }
 

@@ -57,6 +57,10 @@ pub enum Command {
         /// Keep data in plaintext on disk (tests only).
         #[arg(long)]
         insecure_no_encryption: bool,
+        /// DELIBERATELY UNSAFE: answer linearizable reads from local state
+        /// without asking the leader (for checking the consistency harness).
+        #[arg(long)]
+        unsafe_stale_reads: bool,
     },
     /// Start a three-node TLS cluster on 127.0.0.1 and wait for Ctrl-C.
     Dev(crate::dev::DevArgs),
@@ -149,9 +153,10 @@ impl ConnArgs {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { config, log_json, insecure_no_encryption } => {
+        Command::Serve { config, log_json, insecure_no_encryption, unsafe_stale_reads } => {
             let mut cfg = NodeConfig::load(&config)?;
             cfg.insecure_no_encryption |= insecure_no_encryption;
+            cfg.unsafe_stale_reads |= unsafe_stale_reads;
             init_logging(log_json || cfg.log_format == "json");
             return crate::server::run(cfg, shutdown_signal()).await;
         }

@@ -10,7 +10,7 @@ use strongbox_store::command::{
 use strongbox_store::{Actor, Command, Op};
 use tonic::{Request, Response, Status};
 
-use super::{internal, read_barrier, unexpected, Api, Written};
+use super::{internal, unexpected, Api, Written};
 use crate::auth::tokens::{bearer, client_secret_digest, new_token, token_hash};
 use crate::auth::{password, Rpc};
 use crate::observe::{check_size, now_ms, rpc};
@@ -97,7 +97,7 @@ impl Auth for AuthService {
             let pw = password("password", r.password, false)?;
             // The user record as of now: a user created a moment ago through
             // another node is found, and its failures are counted right.
-            read_barrier(&self.api.node, None).await?;
+            self.api.read_barrier(None).await?;
             let p = Principal::User(r.username.clone());
             let rec = self.api.node.sm.principal(&p).map_err(internal)?;
             let now = now_ms();
@@ -135,7 +135,7 @@ impl Auth for AuthService {
             validate_name("client", &r.client_id)
                 .map_err(|e| Status::invalid_argument(format!("client_id: {}", e.message)))?;
             let secret = zeroize::Zeroizing::new(r.client_secret);
-            read_barrier(&self.api.node, None).await?;
+            self.api.read_barrier(None).await?;
             let p = Principal::Client(r.client_id.clone());
             let rec = self.api.node.sm.principal(&p).map_err(internal)?;
             let digest = client_secret_digest(&secret);

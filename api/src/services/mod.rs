@@ -35,6 +35,8 @@ pub struct Api {
     pub auth: Arc<Auth>,
     /// Configured limit on secret values (the store's hard cap is larger).
     pub secret_value_bytes_max: usize,
+    /// Skip the linearizable barrier on reads (`serve --unsafe-stale-reads`).
+    pub unsafe_stale_reads: bool,
 }
 
 /// The result of a write that was applied.
@@ -46,7 +48,7 @@ pub struct Written {
 
 impl Api {
     pub fn new(node: RaftNode, auth: Arc<Auth>, secret_value_bytes_max: usize) -> Api {
-        Api { node, auth, secret_value_bytes_max }
+        Api { node, auth, secret_value_bytes_max, unsafe_stale_reads: false }
     }
 
     /// A read: the barrier first (linearizable unless the request opted
@@ -60,7 +62,7 @@ impl Api {
         opts: Option<&ReadOptions>,
     ) -> Result<Caller, Status> {
         let hash = bearer(meta)?;
-        read_barrier(&self.node, opts).await?;
+        self.read_barrier(opts).await?;
         self.check(&hash, rpc, subject)
     }
 
@@ -110,17 +112,18 @@ impl Api {
         Ok(Written { outcome, revision: resp.revision, deduplicated: resp.deduplicated })
     }
 
+    /// Applies the read options: a linearizable barrier and/or min_revision.
+    pub async fn read_barrier(&self, opts: Option<&ReadOptions>) -> Result<(), Status> {
+        let linearizable = opts.is_none_or(|o| o.consistency() == Consistency::Linearizable);
+        let min_revision = opts.map_or(0, |o| o.min_revision);
+        let linearizable = linearizable && !self.unsafe_stale_reads;
+        self.node.read_barrier(linearizable, min_revision, READ_TIMEOUT).await?;
+        Ok(())
+    }
+
     pub fn revision(&self) -> Result<u64, Status> {
         self.node.sm.revision().map_err(internal)
     }
-}
-
-/// Applies the read options: a linearizable barrier and/or min_revision.
-pub async fn read_barrier(node: &RaftNode, opts: Option<&ReadOptions>) -> Result<(), Status> {
-    let linearizable = opts.is_none_or(|o| o.consistency() == Consistency::Linearizable);
-    let min_revision = opts.map_or(0, |o| o.min_revision);
-    node.read_barrier(linearizable, min_revision, READ_TIMEOUT).await?;
-    Ok(())
 }
 
 pub fn internal(e: impl std::fmt::Display) -> Status {

@@ -1,0 +1,118 @@
+//! After the run: did the healed cluster recover, and what do the checkers
+//! say about each workload's part of the history.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jepsen::history::{last_nemesis_index, pair, Completed, Op};
+use jepsen::linear::{self, key_of, Register};
+use jepsen::results::{CheckerResult, Results, Validity};
+use serde_json::json;
+use strongbox_proto::v1::auth_client::AuthClient;
+use strongbox_proto::v1::WhoAmIRequest;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::cluster::Cluster;
+use super::workload::{bank, Ctx, Workload, PROCESS_STRIDE};
+use super::FINAL_PROCESS;
+
+pub struct Recovery {
+    pub converged: bool,
+    pub seconds: f64,
+    pub nodes: BTreeMap<u64, String>,
+}
+
+impl Recovery {
+    pub fn summary(&self) -> String {
+        let state = if self.converged { "every node converged and serves" } else { "NOT converged" };
+        format!("{state} after {:.1} s: {:?}", self.seconds, self.nodes)
+    }
+}
+
+/// Waits until every node names the same leader, has applied what the
+/// leader had committed, and answers a linearizable read.
+pub async fn recovery(cluster: &Mutex<Cluster>, ctx: &Ctx, limit: Duration) -> Recovery {
+    let start = Instant::now();
+    let mut nodes = BTreeMap::new();
+    while start.elapsed() < limit {
+        let c = cluster.lock().await;
+        let ids = c.ids();
+        let mut ok = true;
+        let leader = c.leader(&ctx.admin_token).await;
+        let committed = match leader {
+            Some(l) => c.status(l, &ctx.admin_token).await.map(|s| s.committed_index).ok(),
+            None => None,
+        };
+        for id in &ids {
+            let state = match (c.status(*id, &ctx.admin_token).await, committed) {
+                (Err(e), _) => format!("no status: {e}"),
+                (Ok(_), None) => "no leader".to_string(),
+                (Ok(s), Some(committed)) if s.leader_id != leader || s.applied_index < committed => {
+                    format!("behind: leader {:?}, applied {} < {committed}", s.leader_id, s.applied_index)
+                }
+                (Ok(s), Some(_)) => {
+                    let mut auth = AuthClient::new(ctx.admin(*id));
+                    let read = auth.who_am_i(WhoAmIRequest { options: None });
+                    match tokio::time::timeout(Duration::from_secs(3), read).await {
+                        Ok(Ok(_)) => format!("ok: applied {}", s.applied_index),
+                        Ok(Err(e)) => format!("read failed: {}", e.message()),
+                        Err(_) => "read timed out".to_string(),
+                    }
+                }
+            };
+            ok &= state.starts_with("ok");
+            nodes.insert(*id, state);
+        }
+        drop(c);
+        if ok {
+            return Recovery { converged: true, seconds: start.elapsed().as_secs_f64(), nodes };
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Recovery { converged: false, seconds: start.elapsed().as_secs_f64(), nodes }
+}
+
+/// Which workload a process belongs to: clients are dealt out round-robin
+/// by slot, and the final readers come last.
+fn workload_of(process: u64, workloads: usize) -> usize {
+    if process >= FINAL_PROCESS {
+        (process - FINAL_PROCESS) as usize
+    } else {
+        ((process % PROCESS_STRIDE) as usize) % workloads
+    }
+}
+
+pub fn all(
+    ops: &[Op],
+    workloads: &[std::sync::Arc<Workload>],
+    recovery: Recovery,
+    crashes: Vec<u64>,
+    key_budget_ms: u64,
+) -> anyhow::Result<Results> {
+    let completed = pair(ops).map_err(|e| anyhow::anyhow!("malformed history: {e}"))?;
+    let mut results = Results::new();
+    for (i, w) in workloads.iter().enumerate() {
+        let mine: Vec<Completed> =
+            completed.iter().filter(|op| workload_of(op.process, workloads.len()) == i).cloned().collect();
+        let result = match &**w {
+            Workload::Register(_) => {
+                linear::summarize(&linear::check_by_key(&Register, &mine, key_of, key_budget_ms))
+            }
+            Workload::Bank(_) => jepsen::bank::check(&mine, &bank::config()),
+            Workload::Set(_) => jepsen::set::check(&mine, last_nemesis_index(ops)),
+            Workload::Revocation(_) => jepsen::revocation::check(&mine),
+        };
+        results.insert(w.name(), result.with_count("ops", mine.len() as u64));
+    }
+    let valid = if recovery.converged { Validity::Valid } else { Validity::Invalid };
+    results.insert(
+        "recovery",
+        CheckerResult::new(valid)
+            .with_detail("seconds", json!(recovery.seconds))
+            .with_detail("nodes", json!(recovery.nodes)),
+    );
+    let valid = if crashes.is_empty() { Validity::Valid } else { Validity::Invalid };
+    results.insert("crashes", CheckerResult::new(valid).with_detail("nodes", json!(crashes)));
+    Ok(results)
+}

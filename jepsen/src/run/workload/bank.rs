@@ -1,0 +1,166 @@
+//! bank: transfers between a fixed set of ledger accounts, and reads of all
+//! their balances in one lookup. Money only moves between them, so every
+//! read must add up to the same total, and the accounts refuse overdrafts
+//! (debits must not exceed credits), so no read may show a negative balance.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use jepsen::bank::BankConfig;
+use rand::Rng;
+use serde_json::{json, Map, Value};
+use strongbox_proto::v1::ledger_client::LedgerClient;
+use strongbox_proto::v1::{
+    Account, AccountFlag, CreateAccountResult, CreateAccountsRequest, CreateTransferResult,
+    CreateTransfersRequest, LookupAccountsRequest, Transfer, U128,
+};
+
+use super::{op, Client, Ctx, Effect};
+
+const LEDGER: u32 = 1;
+const ACCOUNTS: u64 = 5;
+const FUNDING_ACCOUNT: u64 = 1_000;
+const INITIAL_BALANCE: u64 = 100;
+const AMOUNT_MAX: u64 = 5;
+
+pub struct Bank {
+    next_transfer: AtomicU64,
+}
+
+impl Default for Bank {
+    fn default() -> Self {
+        // Ids below this are the setup's.
+        Bank { next_transfer: AtomicU64::new(1_000_000) }
+    }
+}
+
+fn u128_of(v: u64) -> Option<U128> {
+    Some(U128 { lo: v, hi: 0 })
+}
+
+fn lo(v: &Option<U128>) -> i128 {
+    v.as_ref().map_or(0, |u| (u.lo as i128) | ((u.hi as i128) << 64))
+}
+
+fn transfer(id: u64, from: u64, to: u64, amount: u64) -> Transfer {
+    Transfer {
+        id: u128_of(id),
+        debit_account_id: u128_of(from),
+        credit_account_id: u128_of(to),
+        amount: u128_of(amount),
+        ledger: LEDGER,
+        code: 1,
+        ..Transfer::default()
+    }
+}
+
+pub fn config() -> BankConfig {
+    BankConfig {
+        total: (ACCOUNTS * INITIAL_BALANCE) as i64,
+        non_negative: (1..=ACCOUNTS).map(|a| a.to_string()).collect::<BTreeSet<_>>(),
+    }
+}
+
+impl Bank {
+    /// Opens the accounts and funds each from an account outside the set.
+    /// Retried until it sticks: ids make every retry idempotent.
+    pub async fn setup(&self, ctx: &Ctx) -> anyhow::Result<()> {
+        let guarded = AccountFlag::DebitsMustNotExceedCredits as u32;
+        let account = |id: u64, flags: u32| Account {
+            id: u128_of(id),
+            ledger: LEDGER,
+            code: 1,
+            flags,
+            ..Account::default()
+        };
+        let mut accounts: Vec<Account> = (1..=ACCOUNTS).map(|id| account(id, guarded)).collect();
+        accounts.push(account(FUNDING_ACCOUNT, 0));
+        let funding: Vec<Transfer> =
+            (1..=ACCOUNTS).map(|id| transfer(id, FUNDING_ACCOUNT, id, INITIAL_BALANCE)).collect();
+        let ok_account = [CreateAccountResult::Ok as i32, CreateAccountResult::Exists as i32];
+        let ok_transfer = [CreateTransferResult::Ok as i32, CreateTransferResult::Exists as i32];
+        let mut last = String::new();
+        for attempt in 0..30 {
+            let mut ledger = LedgerClient::new(ctx.admin(1 + attempt % ctx.nodes()));
+            let req = CreateAccountsRequest { accounts: accounts.clone(), options: None };
+            let done = match ledger.create_accounts(req).await {
+                Ok(r) if r.get_ref().results.iter().all(|c| ok_account.contains(c)) => {
+                    let req = CreateTransfersRequest { transfers: funding.clone(), options: None };
+                    match ledger.create_transfers(req).await {
+                        Ok(r) if r.get_ref().results.iter().all(|c| ok_transfer.contains(c)) => true,
+                        Ok(r) => anyhow::bail!("funding the bank accounts failed: {:?}", r.get_ref().results),
+                        Err(s) => {
+                            last = s.to_string();
+                            false
+                        }
+                    }
+                }
+                Ok(r) => anyhow::bail!("creating the bank accounts failed: {:?}", r.get_ref().results),
+                Err(s) => {
+                    last = s.to_string();
+                    false
+                }
+            };
+            if done {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        anyhow::bail!("bank setup did not complete: {last}")
+    }
+
+    pub async fn step(&self, ctx: &Ctx, c: &mut Client) {
+        if c.rng.random_bool(0.5) {
+            return self.read(ctx, c).await;
+        }
+        let from = c.rng.random_range(1..=ACCOUNTS);
+        let to = (from + c.rng.random_range(1..ACCOUNTS) - 1) % ACCOUNTS + 1;
+        let amount = c.rng.random_range(1..=AMOUNT_MAX);
+        let id = self.next_transfer.fetch_add(1, Ordering::Relaxed);
+        let mut ledger = LedgerClient::new(ctx.admin(c.node));
+        let input = json!({"id": id, "from": from, "to": to, "amount": amount});
+        let call = async {
+            let req =
+                CreateTransfersRequest { transfers: vec![transfer(id, from, to, amount)], options: None };
+            let r = ledger.create_transfers(req).await?.into_inner();
+            match r.results.first().copied() {
+                Some(code) if code == CreateTransferResult::Ok as i32 => Ok(json!({"id": id})),
+                code => {
+                    let name = code
+                        .and_then(|c| CreateTransferResult::try_from(c).ok())
+                        .map_or("missing".to_string(), |c| c.as_str_name().to_string());
+                    // A refused transfer is a definite failure.
+                    Err(tonic::Status::failed_precondition(name))
+                }
+            }
+        };
+        op(&ctx.rec, c, "transfer", input, Effect::Write, call).await;
+    }
+
+    async fn read(&self, ctx: &Ctx, c: &mut Client) {
+        let mut ledger = LedgerClient::new(ctx.admin(c.node));
+        let call = async {
+            let ids = (1..=ACCOUNTS).filter_map(u128_of).collect();
+            let r = ledger.lookup_accounts(LookupAccountsRequest { ids, options: None }).await?.into_inner();
+            let mut balances = Map::new();
+            for a in &r.accounts {
+                let balance = lo(&a.credits_posted) - lo(&a.debits_posted);
+                balances.insert(lo(&a.id).to_string(), json!(balance as i64));
+            }
+            if balances.len() != ACCOUNTS as usize {
+                return Err(tonic::Status::internal(format!("lookup returned {} accounts", balances.len())));
+            }
+            Ok::<Value, tonic::Status>(Value::Object(balances))
+        };
+        op(&ctx.rec, c, "read", json!(null), Effect::Read, call).await;
+    }
+
+    /// One read through every node once the cluster has healed.
+    pub async fn final_reads(&self, ctx: &Ctx, c: &mut Client) {
+        for node in 1..=ctx.nodes() {
+            c.node = node;
+            self.read(ctx, c).await;
+        }
+    }
+}

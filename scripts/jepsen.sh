@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The consistency harness: builds, then runs target/debug/jepsen as root
+# (it makes network namespaces and iptables rules, and removes them after).
+#   ./scripts/jepsen.sh --workload bank --nemesis partition,kill --time-limit 300
+#   ./scripts/jepsen.sh --ci      # the short pass CI runs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+cargo build --workspace --bins
+bin="${CARGO_TARGET_DIR:-target}/debug/jepsen"
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+if [ "${1:-}" != "--ci" ]; then
+  exec $SUDO "$bin" "$@"
+fi
+# Safe mode under kills and partitions: every checker must say valid.
+$SUDO "$bin" --workload register,bank --nemesis partition,kill --time-limit 60 --out jepsen-results/ci-safe
+# Checking the checker: reads without the linearizable barrier, under
+# partitions, must be caught as not linearizable.
+$SUDO "$bin" --workload register --nemesis partition --nemesis-interval 3 --time-limit 40 \
+  --unsafe-stale-reads --expect-invalid --out jepsen-results/ci-unsafe
