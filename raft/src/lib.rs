@@ -4,6 +4,7 @@
 //! This crate moves commands around without looking inside them: it knows
 //! nothing of secrets, users or ledgers, only that `store` applies them.
 
+pub mod check_quorum;
 pub mod config;
 pub mod log_store;
 pub mod network;

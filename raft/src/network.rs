@@ -21,6 +21,7 @@ use strongbox_proto::raft::v1::raft_peer_client::RaftPeerClient;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::Code;
 
+use crate::check_quorum::Silence;
 use crate::config::PEER_MESSAGE_BYTES_MAX;
 use crate::types::{NodeId, NodeInfo, TypeConfig};
 use crate::wire;
@@ -68,11 +69,12 @@ impl PeerChannels {
 #[derive(Clone)]
 pub struct NetworkFactory {
     channels: Arc<PeerChannels>,
+    silence: Silence,
 }
 
 impl NetworkFactory {
-    pub fn new(channels: Arc<PeerChannels>) -> Self {
-        NetworkFactory { channels }
+    pub fn new(channels: Arc<PeerChannels>, silence: Silence) -> Self {
+        NetworkFactory { channels, silence }
     }
 }
 
@@ -80,7 +82,12 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
-        PeerClient { target, node: node.clone(), channels: self.channels.clone() }
+        PeerClient {
+            target,
+            node: node.clone(),
+            channels: self.channels.clone(),
+            silence: self.silence.clone(),
+        }
     }
 }
 
@@ -88,6 +95,7 @@ pub struct PeerClient {
     target: NodeId,
     node: NodeInfo,
     channels: Arc<PeerChannels>,
+    silence: Silence,
 }
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>;
@@ -103,6 +111,12 @@ fn map_status<E: std::error::Error>(status: tonic::Status, entries_hint: u64) ->
         }
         _ => RPCError::Network(NetworkError::new(&status)),
     }
+}
+
+/// A leader's message withheld by `check_quorum` (the leader lost its quorum).
+fn silenced<E: std::error::Error>() -> RpcErr<E> {
+    let e = std::io::Error::other("leader without a quorum is silent (check_quorum)");
+    RPCError::Unreachable(Unreachable::new(&e))
 }
 
 impl PeerClient {
@@ -136,6 +150,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        if self.silence.is_on() {
+            return Err(silenced());
+        }
         let hint = (rpc.entries.len() as u64 / 2).max(1);
         let mut client = self.client().map_err(|s| map_status(s, hint))?;
         let started = std::time::Instant::now();
@@ -150,6 +167,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        if self.silence.is_on() {
+            return Err(silenced());
+        }
         let mut client = self.client().map_err(|s| map_status(s, 1))?;
         let reply = client.install_snapshot(with_ttl(wire::encode(&rpc), &option)).await;
         self.unwrap_remote(reply, 1)

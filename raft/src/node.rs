@@ -13,6 +13,7 @@ use strongbox_proto::raft::v1::ReadIndexRequest;
 use strongbox_store::{Command, Db, Response, StateMachine};
 use tokio::time::{sleep, timeout, Instant};
 
+use crate::check_quorum::{self, Silence};
 use crate::config::RaftTuning;
 use crate::log_store::LogStore;
 use crate::network::{NetworkFactory, PeerChannels};
@@ -122,15 +123,22 @@ impl RaftNode {
     ) -> Result<RaftNode, NodeError> {
         let config = Arc::new(tuning.to_config().map_err(|e| NodeError::InvalidArgument(e.to_string()))?);
         let sm = StateMachine::new(db.clone());
+        let silence = Silence::default();
         let raft = Raft::new(
             id,
             config,
-            NetworkFactory::new(channels.clone()),
+            NetworkFactory::new(channels.clone(), silence.clone()),
             LogStore::new(db),
             SmStore::new(sm.clone()),
         )
         .await
         .map_err(|e| NodeError::Fatal(e.to_string()))?;
+        let timers = check_quorum::Timers {
+            heartbeat: Duration::from_millis(tuning.heartbeat_ms),
+            quorum_timeout: Duration::from_millis(tuning.election_timeout_min_ms),
+            follower_lease: Duration::from_millis(tuning.election_timeout_max_ms),
+        };
+        check_quorum::spawn(raft.clone(), silence, timers);
         let proposer = Proposer::start(id, raft.clone(), channels.clone());
         let leader_lease_ms = tuning.election_timeout_min_ms;
         Ok(RaftNode { id, info, raft, sm, channels, proposer, leader_lease_ms })
