@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-cargo build --workspace --bins
+# Same targets as the tests build, so after ./scripts/test.sh nothing recompiles.
+cargo build --workspace --all-targets
 bin="${CARGO_TARGET_DIR:-target}/debug/jepsen"
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 if [ "${1:-}" != "--ci" ]; then

@@ -78,6 +78,6 @@ fn main() {
     // and the namespaces and rules removed (Net's Drop); make sure of the
     // latter even if the run future was never polled to its setup.
     drop(rt);
-    run::net::teardown_leftovers();
+    run::net::teardown_if_idle();
     std::process::exit(code);
 }

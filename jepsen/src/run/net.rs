@@ -50,18 +50,50 @@ fn in_ns(id: u64, args: &[&str]) -> anyhow::Result<()> {
     sh(&full)
 }
 
+/// Held for the whole run: the names are fixed, so two runs on one machine
+/// would tear down each other's network.
+const LOCK_PATH: &str = "/run/lock/strongbox-jepsen.lock";
+
+/// Takes the machine-wide harness lock, or says who to wait for.
+fn lock() -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK_PATH)
+        .with_context(|| format!("cannot open {LOCK_PATH}"))?;
+    // SAFETY: flock(2) on a descriptor we own; released when it closes.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        anyhow::bail!(
+            "another jepsen run holds {LOCK_PATH}; one run per machine (they share namespace names)"
+        );
+    }
+    Ok(file)
+}
+
+/// Removes leftovers if no other run is in progress (used after a run ends,
+/// however it ended).
+pub fn teardown_if_idle() {
+    if let Ok(_lock) = lock() {
+        teardown_leftovers();
+    }
+}
+
 /// The namespaces, bridge and rules of one run; torn down on drop, so an
 /// error or a panic does not leave them behind.
 pub struct Net {
     nodes: u64,
+    _lock: std::fs::File,
 }
 
 impl Net {
     pub fn setup(nodes: u64) -> anyhow::Result<Net> {
         anyhow::ensure!((1..=NODES_MAX).contains(&nodes), "nodes: 1..={NODES_MAX}, got {nodes}");
         preflight()?;
+        let lock = lock()?;
         teardown_leftovers();
-        let net = Net { nodes };
+        let net = Net { nodes, _lock: lock };
         let bridge_cidr = format!("{}/24", bridge_ip());
         sh(&["ip", "link", "add", BRIDGE, "type", "bridge"])?;
         sh(&["ip", "addr", "add", &bridge_cidr, "dev", BRIDGE])?;
@@ -134,7 +166,7 @@ fn preflight() -> anyhow::Result<()> {
 }
 
 /// Removes whatever a run (this one or a crashed earlier one) set up.
-pub fn teardown_leftovers() {
+fn teardown_leftovers() {
     for id in 1..=NODES_MAX {
         sh_quiet(&["ip", "netns", "del", &namespace(id)]);
         sh_quiet(&["ip", "link", "del", &format!("{VETH_PREFIX}{id}")]);
