@@ -47,10 +47,12 @@ pub enum Cf {
     AccountHistory = 18,
     /// Per-ledger sums of account balances (the double-entry invariant).
     LedgerTotals = 19,
+    /// The change feed: one record per revision, keyed by big-endian revision.
+    Feed = 20,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 20] = [
+    pub const ALL: [Cf; 21] = [
         Cf::Log,
         Cf::RaftMeta,
         Cf::SmMeta,
@@ -71,11 +73,12 @@ impl Cf {
         Cf::AccountTransfers,
         Cf::AccountHistory,
         Cf::LedgerTotals,
+        Cf::Feed,
     ];
 
     /// The column families that make up the state machine: what a snapshot
     /// carries and what installing one replaces.
-    pub const STATE_MACHINE: [Cf; 17] = [
+    pub const STATE_MACHINE: [Cf; 18] = [
         Cf::SmMeta,
         Cf::Secrets,
         Cf::SecretVersions,
@@ -93,6 +96,7 @@ impl Cf {
         Cf::AccountTransfers,
         Cf::AccountHistory,
         Cf::LedgerTotals,
+        Cf::Feed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -117,6 +121,7 @@ impl Cf {
             Cf::AccountTransfers => "account_transfers",
             Cf::AccountHistory => "account_history",
             Cf::LedgerTotals => "ledger_totals",
+            Cf::Feed => "feed",
         }
     }
 

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod codec;
 pub mod command;
 pub mod db;
+pub mod feed;
 pub mod keyring;
 pub mod layout;
 pub mod ledger;

@@ -18,6 +18,7 @@ use crate::command::{
     SecretMeta, SecretVersion,
 };
 use crate::db::{decode, encode, Db, DbError};
+use crate::feed::{self, FeedRecord, FEED_RETAIN_REVISIONS};
 use crate::layout::{sm_keys, Cf};
 use crate::limits::{DEDUP_PRUNE_PER_BATCH_MAX, DEDUP_WINDOW_MS, TOKEN_PRUNE_PER_BATCH_MAX};
 
@@ -176,6 +177,23 @@ impl StateMachine {
         Ok(out)
     }
 
+    /// Change feed records from `from` on (in revision order), at most `limit`.
+    pub fn feed(&self, from: u64, limit: usize) -> Result<Vec<FeedRecord>, DbError> {
+        let limit = limit.min(feed::FEED_READ_MAX);
+        Ok(self
+            .db
+            .scan::<FeedRecord>(Cf::Feed, &feed::key(from), None, limit)?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
+    }
+
+    /// The oldest revision the feed still holds (None: no record yet).
+    pub fn feed_oldest(&self) -> Result<Option<u64>, DbError> {
+        let first = self.db.scan_raw(Cf::Feed, &[], None, 1)?;
+        Ok(first.first().map(|(k, _)| u64::from_be_bytes(k[..8].try_into().expect("feed keys are 8 bytes"))))
+    }
+
     /// Reads a secret: the latest live version, or a given one.
     pub fn get_secret(&self, path: &str, version: Option<u64>) -> Result<Option<SecretView>, DbError> {
         let Some(meta) = self.db.get::<SecretMeta>(Cf::Secrets, path.as_bytes())? else {
@@ -268,7 +286,8 @@ impl<'a> ApplyBatch<'a> {
             Err(e) => Err(e),
         };
         let Tx { staged, bumps_revision, .. } = tx;
-        if result.is_ok() {
+        if let Ok(outcome) = &result {
+            let actor = resolved.as_ref().map_or_else(|| "node".to_string(), |c| c.principal.to_string());
             if staged.keys().any(|(cf, _)| AUTH_CFS.contains(cf)) {
                 self.callers.clear();
                 resolved = None;
@@ -276,6 +295,7 @@ impl<'a> ApplyBatch<'a> {
             self.overlay.extend(staged);
             if bumps_revision {
                 self.revision += 1;
+                self.record_change(cmd, outcome, actor);
             }
         }
         if let Some(c) = resolved {
@@ -288,6 +308,17 @@ impl<'a> ApplyBatch<'a> {
         self.overlay
             .insert((Cf::RequestsByTime, by_time_key(self.clock_ms, &cmd.request_id)), Some(Vec::new()));
         Ok(response)
+    }
+
+    /// The change feed record of the revision just made, and the removal of
+    /// the one that falls out of retention (see `feed`).
+    fn record_change(&mut self, cmd: &Command, outcome: &Outcome, actor: String) {
+        let events = feed::describe(&cmd.op, outcome, &actor);
+        let record = FeedRecord { revision: self.revision, time_ms: cmd.time_ms, actor, events };
+        self.overlay.insert((Cf::Feed, feed::key(self.revision).to_vec()), Some(encode(&record)));
+        if let Some(old) = self.revision.checked_sub(FEED_RETAIN_REVISIONS).filter(|r| *r > 0) {
+            self.overlay.insert((Cf::Feed, feed::key(old).to_vec()), None);
+        }
     }
 
     /// Bounded physical removal of expired tokens, once per batch.

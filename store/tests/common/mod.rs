@@ -62,3 +62,11 @@ pub fn apply_one(sm: &StateMachine, cmd: &Command) -> Response {
     b.commit().unwrap();
     r
 }
+
+/// Applies commands as one batch (one group of log entries).
+pub fn apply_group(sm: &StateMachine, cmds: &[Command]) -> Vec<Response> {
+    let mut b = sm.begin().unwrap();
+    let out = cmds.iter().map(|c| b.apply(c).unwrap()).collect();
+    b.commit().unwrap();
+    out
+}

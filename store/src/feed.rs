@@ -1,0 +1,151 @@
+//! The change feed: one record per revision, written in the same batch as the
+//! change itself, so it is gap-free, in revision order and identical on every
+//! node (apply is deterministic). Events carry what changed and who changed
+//! it, never a secret value, password hash, token or token hash.
+//!
+//! Retention is by count (the last `FEED_RETAIN_REVISIONS`), pruned inside
+//! apply so every node keeps exactly the same records.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Op, Outcome};
+use crate::ledger::model::transfer_flags;
+use crate::ledger::results::{CreateAccountResult, CreateTransferResult};
+
+/// Revisions kept (like etcd's auto-compaction by revision count). Each
+/// command that writes revision r deletes revision r - this: one delete, no
+/// read, the same on every node.
+pub const FEED_RETAIN_REVISIONS: u64 = 100_000;
+/// Records one read returns at most.
+pub const FEED_READ_MAX: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedRecord {
+    pub revision: u64,
+    /// The command's time (ms since the epoch), stamped by its proposer.
+    pub time_ms: u64,
+    /// "user:alice", "client:ci" or "node".
+    pub actor: String,
+    pub events: Vec<ChangeEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeEvent {
+    /// "secret.updated", "user.created", "transfer.posted", ...
+    pub kind: String,
+    /// The path, name or id of what changed.
+    pub entity: String,
+    /// The ledger, for ledger events (filters by ledger use it).
+    pub ledger: Option<u32>,
+    /// Non-secret details (versions, roles, accounts, amounts).
+    pub fields: BTreeMap<String, String>,
+}
+
+fn event(kind: &str, entity: impl Into<String>, fields: &[(&str, String)]) -> ChangeEvent {
+    ChangeEvent {
+        kind: kind.to_string(),
+        entity: entity.into(),
+        ledger: None,
+        fields: fields.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+    }
+}
+
+/// The events of one applied command that changed state. Every such command
+/// yields at least one event, so every revision has something to deliver.
+pub fn describe(op: &Op, outcome: &Outcome, actor: &str) -> Vec<ChangeEvent> {
+    let mut events = match (op, outcome) {
+        (Op::PutSecret(c), Outcome::SecretWritten { version }) => {
+            let kind = if *version == 1 { "secret.created" } else { "secret.updated" };
+            vec![event(kind, &c.path, &[("version", version.to_string())])]
+        }
+        (Op::DeleteSecret(c), Outcome::SecretDeleted { version }) => {
+            vec![event("secret.deleted", &c.path, &[("version", version.to_string())])]
+        }
+        (Op::DestroySecretVersions(c), _) => {
+            let versions = c.versions.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+            vec![event("secret.destroyed", &c.path, &[("versions", versions)])]
+        }
+        (Op::Bootstrap(c), _) => vec![event("user.created", &c.username, &[("bootstrap", "true".into())])],
+        (Op::CreateUser(c), _) => vec![event("user.created", &c.username, &[("roles", c.roles.join(","))])],
+        (Op::CreateClient(c), _) => {
+            vec![event("client.created", &c.client_id, &[("roles", c.roles.join(","))])]
+        }
+        (Op::DeletePrincipal(c), _) => {
+            vec![event(&format!("{}.deleted", c.principal.kind()), c.principal.name(), &[])]
+        }
+        (Op::SetEnabled(c), _) => {
+            let state = if c.enabled { "enabled" } else { "disabled" };
+            vec![event(&format!("{}.{state}", c.principal.kind()), c.principal.name(), &[])]
+        }
+        (Op::SetPassword(c), _) => vec![event("user.password_changed", &c.username, &[])],
+        (Op::ChangePassword(_), _) => vec![event("user.password_changed", actor, &[])],
+        (Op::UnlockUser(c), _) => vec![event("user.unlocked", &c.username, &[])],
+        (Op::RecordLoginFailure(c), Outcome::LoginFailureRecorded { locked }) => {
+            vec![event("user.login_failed", &c.username, &[("locked", locked.to_string())])]
+        }
+        (Op::IssueToken(c), _) => vec![event("token.issued", c.principal.to_string(), &[])],
+        // The token's hash identifies a credential: it stays out.
+        (Op::RevokeToken(_), _) => vec![event("token.revoked", actor, &[])],
+        (Op::RenewToken(_), _) => vec![event("token.renewed", actor, &[])],
+        (Op::PutRole(c), _) => vec![event("role.updated", &c.name, &[("rules", c.rules.len().to_string())])],
+        (Op::DeleteRole(c), _) => vec![event("role.deleted", &c.name, &[])],
+        (Op::AssignRole(c), _) => {
+            let kind = if c.assign { "role.granted" } else { "role.revoked" };
+            vec![event(kind, c.principal.to_string(), &[("role", c.role.clone())])]
+        }
+        (Op::CreateAccounts(c), Outcome::AccountsCreated { results }) => c
+            .accounts
+            .iter()
+            .zip(results)
+            .filter(|(_, r)| **r == CreateAccountResult::Ok)
+            .map(|(a, _)| ChangeEvent {
+                ledger: Some(a.ledger),
+                ..event("account.created", a.id.to_string(), &[("code", a.code.to_string())])
+            })
+            .collect(),
+        (Op::CreateTransfers(c), Outcome::TransfersCreated { results }) => c
+            .transfers
+            .iter()
+            .zip(results)
+            .filter(|(_, r)| **r == CreateTransferResult::Ok)
+            .map(|(t, _)| {
+                let kind = if t.has(transfer_flags::PENDING) {
+                    "transfer.pending"
+                } else if t.has(transfer_flags::POST_PENDING_TRANSFER) {
+                    "transfer.posted"
+                } else if t.has(transfer_flags::VOID_PENDING_TRANSFER) {
+                    "transfer.voided"
+                } else {
+                    "transfer.created"
+                };
+                let mut fields = vec![("amount_requested", t.amount.to_string())];
+                if t.pending_id != 0 {
+                    fields.push(("pending_id", t.pending_id.to_string()));
+                } else {
+                    fields.push(("debit_account_id", t.debit_account_id.to_string()));
+                    fields.push(("credit_account_id", t.credit_account_id.to_string()));
+                }
+                ChangeEvent {
+                    ledger: (t.ledger != 0).then_some(t.ledger),
+                    ..event(kind, t.id.to_string(), &fields)
+                }
+            })
+            .collect(),
+        (Op::ExpirePendingTransfers(_), Outcome::PendingExpired { expired }) => {
+            vec![event("transfer.expired", "", &[("count", expired.to_string())])]
+        }
+        _ => Vec::new(),
+    };
+    if events.is_empty() {
+        // Something changed (the revision moved) that has no finer description.
+        events.push(event(op.name(), "", &[]));
+    }
+    events
+}
+
+/// Feed keys: big-endian revision, so they sort in revision order.
+pub fn key(revision: u64) -> [u8; 8] {
+    revision.to_be_bytes()
+}

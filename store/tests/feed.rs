@@ -1,0 +1,55 @@
+//! The change feed: one record per revision, gap-free, in order, the same
+//! however entries are batched, never carrying a secret value.
+
+mod common;
+
+use common::*;
+use strongbox_store::command::DeleteSecret;
+use strongbox_store::feed::FEED_READ_MAX;
+use strongbox_store::Op;
+
+#[test]
+fn every_revision_has_one_record_in_order_and_refusals_have_none() {
+    let (_dir, sm) = open();
+    assert!(apply_one(&sm, &put("a", 10, "team/db", "hunter2-value", None)).result.is_ok());
+    assert!(apply_one(&sm, &put("b", 11, "team/db", "second-value", Some(1))).result.is_ok());
+    // A failed check-and-set changes nothing: no revision, no record.
+    assert!(apply_one(&sm, &put("c", 12, "team/db", "lost", Some(1))).result.is_err());
+    let del = Op::DeleteSecret(DeleteSecret { path: "team/db".into() });
+    assert!(apply_one(&sm, &as_admin("d", 13, del)).result.is_ok());
+
+    let records = sm.feed(1, 100).unwrap();
+    let revisions: Vec<u64> = records.iter().map(|r| r.revision).collect();
+    assert_eq!(revisions, (1..=BASE + 3).collect::<Vec<_>>(), "gap-free, starting at 1");
+    assert_eq!(sm.revision().unwrap(), BASE + 3);
+    let kinds: Vec<&str> = records.iter().map(|r| r.events[0].kind.as_str()).collect();
+    assert_eq!(kinds, ["user.created", "token.issued", "secret.created", "secret.updated", "secret.deleted"]);
+    let updated = &records[3];
+    assert_eq!(updated.actor, "user:admin");
+    assert_eq!(updated.time_ms, 11);
+    assert_eq!(updated.events[0].entity, "team/db");
+    assert_eq!(updated.events[0].fields.get("version").map(String::as_str), Some("2"));
+    let text = format!("{records:?}");
+    assert!(!text.contains("hunter2") && !text.contains("second-value"), "no secret value in the feed");
+    assert!(!text.contains("argon2"), "no password hash in the feed");
+
+    // Reads start anywhere and stop at the limit.
+    let tail = sm.feed(BASE + 2, 1).unwrap();
+    assert_eq!(tail.len(), 1);
+    assert_eq!(tail[0].revision, BASE + 2);
+    assert!(sm.feed(BASE + 4, FEED_READ_MAX).unwrap().is_empty());
+    assert_eq!(sm.feed_oldest().unwrap(), Some(1));
+}
+
+#[test]
+fn batching_does_not_change_the_feed() {
+    let cmds: Vec<_> =
+        (0..6).map(|i| put(&format!("r{i}"), 20 + i, &format!("k/{}", i % 2), "v", None)).collect();
+    let (_d1, one_by_one) = open();
+    for c in &cmds {
+        apply_one(&one_by_one, c);
+    }
+    let (_d2, grouped) = open();
+    apply_group(&grouped, &cmds);
+    assert_eq!(one_by_one.feed(1, 100).unwrap(), grouped.feed(1, 100).unwrap());
+}
