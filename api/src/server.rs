@@ -9,6 +9,7 @@ use strongbox_proto::raft::v1::raft_peer_server::RaftPeerServer;
 use strongbox_proto::v1::auth_server::AuthServer;
 use strongbox_proto::v1::clients_server::ClientsServer;
 use strongbox_proto::v1::cluster_server::ClusterServer;
+use strongbox_proto::v1::feed_server::FeedServer;
 use strongbox_proto::v1::keys_server::KeysServer;
 use strongbox_proto::v1::ledger_server::LedgerServer;
 use strongbox_proto::v1::roles_server::RolesServer;
@@ -29,6 +30,7 @@ use crate::limits::{CONCURRENCY_PER_CONNECTION_MAX, GRPC_DECODE_BYTES_MAX};
 use crate::services::auth::AuthService;
 use crate::services::clients::ClientsService;
 use crate::services::cluster::ClusterService;
+use crate::services::feed::FeedService;
 use crate::services::keys::KeysService;
 use crate::services::ledger::LedgerService;
 use crate::services::roles::RolesService;
@@ -123,6 +125,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             .with_service_name("strongbox.v1.Auth")
             .with_service_name("strongbox.v1.Users")
             .with_service_name("strongbox.v1.Clients")
+            .with_service_name("strongbox.v1.Feed")
             .with_service_name("strongbox.v1.Roles")
             .with_service_name("strongbox.v1.Keys")
             .with_service_name("strongbox.v1.Ledger")
@@ -167,6 +170,10 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             )
             .add_service(
                 LedgerServer::new(LedgerService::new(services.clone()))
+                    .max_decoding_message_size(GRPC_DECODE_BYTES_MAX),
+            )
+            .add_service(
+                FeedServer::new(FeedService::new(services.clone(), stop_rx.clone()))
                     .max_decoding_message_size(GRPC_DECODE_BYTES_MAX),
             )
             .add_service(KeysServer::new(KeysService::new(

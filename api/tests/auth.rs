@@ -12,6 +12,7 @@ use strongbox_api::client::AuthChannel;
 use strongbox_proto::v1::auth_client::AuthClient;
 use strongbox_proto::v1::clients_client::ClientsClient;
 use strongbox_proto::v1::cluster_client::ClusterClient;
+use strongbox_proto::v1::feed_client::FeedClient;
 use strongbox_proto::v1::keys_client::KeysClient;
 use strongbox_proto::v1::ledger_client::LedgerClient;
 use strongbox_proto::v1::roles_client::RolesClient;
@@ -90,6 +91,7 @@ async fn call(ch: AuthChannel, rpc: Rpc, tag: &str) -> Result<(), Status> {
     let mut roles = RolesClient::new(ch.clone());
     let mut keys = KeysClient::new(ch.clone());
     let mut ledger = LedgerClient::new(ch.clone());
+    let cluster_ch = ch.clone();
     let mut cluster = ClusterClient::new(ch);
     let u = |v: u128| Some(U128 { lo: v as u64, hi: (v >> 64) as u64 });
     let account = |id| Account { id: u(id), ledger: MATRIX_LEDGER, code: 1, ..Default::default() };
@@ -202,6 +204,7 @@ async fn call(ch: AuthChannel, rpc: Rpc, tag: &str) -> Result<(), Status> {
         }
         Rpc::LedgerGetAccountTransfers => go!(ledger.get_account_transfers(filter.clone())),
         Rpc::LedgerGetAccountBalances => go!(ledger.get_account_balances(filter)),
+        Rpc::FeedWatch => go!(FeedClient::new(cluster_ch.clone()).watch(WatchRequest::default())),
         Rpc::ClusterStatus => go!(cluster.status(StatusRequest {})),
         // id 0 is refused as invalid only after the permission check.
         Rpc::ClusterAddLearner => go!(cluster.add_learner(AddLearnerRequest {

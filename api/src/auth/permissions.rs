@@ -113,6 +113,9 @@ rpcs! {
     LedgerLookupTransfers = "Ledger/LookupTransfers" => Access(Read, "ledgers:<ledger>");
     LedgerGetAccountTransfers = "Ledger/GetAccountTransfers" => Access(Read, "ledgers:<ledger>");
     LedgerGetAccountBalances = "Ledger/GetAccountBalances" => Access(Read, "ledgers:<ledger>");
+    // Each event also needs read on what it is about (see services/feed.rs);
+    // the stream carries only the events the caller may read.
+    FeedWatch = "Feed/Watch" => Authenticated;
     ClusterStatus = "Cluster/Status" => Access(Read, "cluster");
     ClusterAddLearner = "Cluster/AddLearner" => Access(Admin, "cluster");
     ClusterPromote = "Cluster/Promote" => Access(Admin, "cluster");

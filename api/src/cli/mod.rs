@@ -9,6 +9,7 @@ mod keys;
 mod ledger;
 mod secrets;
 mod session;
+mod watch;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -99,6 +100,8 @@ pub enum Command {
     /// Cluster status and membership.
     #[command(subcommand)]
     Cluster(cluster::ClusterCmd),
+    /// The change feed as JSON lines (one per revision), from a revision or now.
+    Watch(watch::WatchArgs),
     /// Encryption at rest: data keys, rotation (on every node).
     #[command(subcommand)]
     Keys(keys::KeysCmd),
@@ -184,6 +187,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Secret(cmd) => secrets::secret(conn, cmd).await,
         Command::Cluster(cmd) => cluster::cluster(conn, cmd).await,
         Command::Keys(cmd) => keys::keys(conn, cmd).await,
+        Command::Watch(args) => watch::watch(conn, args).await,
         Command::Account(cmd) => ledger::account(conn, cmd).await,
         Command::Transfer(cmd) => ledger::transfer(conn, cmd).await,
         Command::Serve { .. } | Command::Dev(_) | Command::Permissions => unreachable!("handled above"),

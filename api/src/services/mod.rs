@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod clients;
 pub mod cluster;
+pub mod feed;
 pub mod keys;
 pub mod ledger;
 pub mod roles;

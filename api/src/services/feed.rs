@@ -1,0 +1,342 @@
+//! `Feed.Watch`: the change feed as a server stream, read from this node's
+//! own applied state (the feed records the state machine writes with each
+//! revision), so writers never wait for watchers.
+//!
+//! Limits: each stream has a buffer of `SUBSCRIBER_BUFFER_MAX` messages; a
+//! consumer that leaves it full for `SLOW_CONSUMER_GRACE` is cut off with
+//! RESOURCE_EXHAUSTED naming the last revision it received, and resumes from
+//! there. At most `WATCHERS_MAX` streams per node.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::Stream;
+use strongbox_proto::v1::feed_server::Feed;
+use strongbox_proto::v1::{ChangeEvent, WatchRequest, WatchResponse};
+use strongbox_store::auth::{Access, Action, Caller, TokenHash};
+use strongbox_store::feed::{ChangeEvent as StoredEvent, FeedRecord};
+use tokio::sync::{mpsc, watch};
+use tonic::{Request, Response, Status};
+
+use super::{internal, Api};
+use crate::auth::tokens::bearer;
+use crate::auth::Rpc;
+
+/// Messages buffered per stream.
+pub const SUBSCRIBER_BUFFER_MAX: usize = 256;
+/// How long a full buffer is tolerated before the consumer is cut off.
+pub const SLOW_CONSUMER_GRACE: Duration = Duration::from_secs(5);
+/// Concurrent streams per node.
+pub const WATCHERS_MAX: usize = 256;
+/// Feed records read per step.
+const READ_CHUNK: usize = 256;
+const PROGRESS_DEFAULT_MS: u32 = 5_000;
+const PROGRESS_MS: std::ops::RangeInclusive<u32> = 100..=60_000;
+
+pub struct FeedService {
+    api: Api,
+    watchers: Arc<AtomicUsize>,
+    stopping: watch::Receiver<bool>,
+}
+
+impl FeedService {
+    pub fn new(api: Api, stopping: watch::Receiver<bool>) -> Self {
+        FeedService { api, watchers: Arc::new(AtomicUsize::new(0)), stopping }
+    }
+}
+
+/// What a stream delivers, decided once from the request.
+struct Filter {
+    kinds: Vec<String>,
+    prefix: String,
+    ledger: u32,
+}
+
+impl Filter {
+    fn parse(r: &WatchRequest) -> Result<Filter, Status> {
+        for k in &r.kinds {
+            if k.is_empty() || k.len() > 64 || !k.chars().all(|c| c.is_ascii_lowercase() || "._*".contains(c))
+            {
+                return Err(Status::invalid_argument(format!(
+                    "kinds: {k:?} is not a kind like \"secret.updated\" or a family like \"secret.*\""
+                )));
+            }
+        }
+        if r.prefix.len() > 1024 {
+            return Err(Status::invalid_argument("prefix: at most 1024 bytes"));
+        }
+        Ok(Filter { kinds: r.kinds.clone(), prefix: r.prefix.clone(), ledger: r.ledger })
+    }
+
+    fn matches(&self, e: &StoredEvent) -> bool {
+        let kind_ok = self.kinds.is_empty()
+            || self.kinds.iter().any(|k| match k.strip_suffix('*') {
+                Some(family) => e.kind.starts_with(family),
+                None => *k == e.kind,
+            });
+        kind_ok && e.entity.starts_with(&self.prefix) && (self.ledger == 0 || e.ledger == Some(self.ledger))
+    }
+}
+
+/// The permission an event needs: read on what it is about.
+fn access_for(e: &StoredEvent) -> Access {
+    let family = e.kind.split('.').next().unwrap_or("");
+    let resource = match family {
+        "secret" => format!("secrets:{}", e.entity),
+        "account" | "transfer" => match e.ledger {
+            Some(l) => format!("ledgers:{l}"),
+            None => "ledgers".to_string(),
+        },
+        "user" => "users".into(),
+        "client" => "clients".into(),
+        "role" => "roles".into(),
+        "token" => "tokens".into(),
+        _ => "cluster".into(),
+    };
+    Access::new(Action::Read, resource)
+}
+
+fn to_proto(record: &FeedRecord, events: Vec<&StoredEvent>) -> WatchResponse {
+    WatchResponse {
+        revision: record.revision,
+        time_ms: record.time_ms,
+        actor: record.actor.clone(),
+        events: events
+            .into_iter()
+            .map(|e| ChangeEvent {
+                kind: e.kind.clone(),
+                entity: e.entity.clone(),
+                ledger: e.ledger.unwrap_or(0),
+                fields: e.fields.clone().into_iter().collect(),
+            })
+            .collect(),
+        progress: false,
+    }
+}
+
+/// Why a stream ended early; the consumer sees it after what it received.
+enum Ending {
+    /// The consumer left its buffer full too long; the stream names the
+    /// last revision it actually handed over.
+    TooSlow,
+    Status(Status),
+}
+
+type Cut = Arc<Mutex<Option<Ending>>>;
+
+fn too_slow(last: u64) -> Status {
+    Status::resource_exhausted(format!(
+        "watcher too slow: its buffer of {SUBSCRIBER_BUFFER_MAX} messages stayed full for {} s; \
+         last delivered revision {last}; reconnect with start_revision {}",
+        SLOW_CONSUMER_GRACE.as_secs(),
+        last + 1
+    ))
+}
+
+struct Producer {
+    api: Api,
+    token: TokenHash,
+    filter: Filter,
+    progress: Duration,
+    tx: mpsc::Sender<WatchResponse>,
+    cut: Cut,
+    stopping: watch::Receiver<bool>,
+}
+
+impl Producer {
+    fn caller(&self) -> Result<Caller, Status> {
+        self.api.check(&self.token, Rpc::FeedWatch, "")
+    }
+
+    fn end(&self, status: Status) {
+        *self.cut.lock().expect("cut lock") = Some(Ending::Status(status));
+    }
+
+    /// Queues a message, cutting the consumer off if it stays full.
+    async fn send(&self, msg: WatchResponse) -> bool {
+        match self.tx.send_timeout(msg, SLOW_CONSUMER_GRACE).await {
+            Ok(()) => true,
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                metrics::counter!("strongbox_watch_cut_total", "reason" => "slow").increment(1);
+                *self.cut.lock().expect("cut lock") = Some(Ending::TooSlow);
+                false
+            }
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => false,
+        }
+    }
+
+    async fn run(mut self, mut next: u64) {
+        let mut applied = self.api.node.raft.metrics();
+        let mut last_sent = tokio::time::Instant::now();
+        loop {
+            if *self.stopping.borrow() {
+                self.end(Status::unavailable("node shutting down; reconnect to another node"));
+                return;
+            }
+            // A revoked or expired token ends the stream.
+            let caller = match self.caller() {
+                Ok(c) => c,
+                Err(s) => return self.end(s),
+            };
+            let current = match self.api.revision() {
+                Ok(r) => r,
+                Err(s) => return self.end(s),
+            };
+            if next <= current {
+                let records = match self.api.node.sm.feed(next, READ_CHUNK) {
+                    Ok(r) => r,
+                    Err(e) => return self.end(internal(e)),
+                };
+                if records.first().map(|r| r.revision) != Some(next) {
+                    // Compacted while this consumer lagged behind.
+                    return self.end(compacted(&self.api, next));
+                }
+                for record in &records {
+                    let events: Vec<&StoredEvent> = record
+                        .events
+                        .iter()
+                        .filter(|e| self.filter.matches(e) && caller.allows(&access_for(e)))
+                        .collect();
+                    if !events.is_empty() {
+                        if !self.send(to_proto(record, events)).await {
+                            return;
+                        }
+                        last_sent = tokio::time::Instant::now();
+                    }
+                    next = record.revision + 1;
+                }
+                continue;
+            }
+            // Caught up: wait for the next apply, or tell an idle consumer
+            // how far it is (so it can checkpoint without events). Raft's
+            // metrics change on every heartbeat; only a new applied index
+            // counts, so the progress timer is not reset by them.
+            let seen = self.api.node.raft.metrics().borrow().last_applied.map(|l| l.index);
+            let progress_at = last_sent + self.progress;
+            tokio::select! {
+                alive = async { applied.wait_for(|m| m.last_applied.map(|l| l.index) != seen).await.is_ok() } => {
+                    if !alive {
+                        return self.end(Status::unavailable("node shutting down"));
+                    }
+                }
+                _ = tokio::time::sleep_until(progress_at) => {
+                    let msg = WatchResponse { revision: current, progress: true, ..Default::default() };
+                    if !self.send(msg).await {
+                        return;
+                    }
+                    last_sent = tokio::time::Instant::now();
+                }
+                _ = self.stopping.changed() => {}
+            }
+        }
+    }
+}
+
+fn compacted(api: &Api, start: u64) -> Status {
+    let oldest = api.node.sm.feed_oldest().ok().flatten().unwrap_or(0);
+    metrics::counter!("strongbox_watch_cut_total", "reason" => "compacted").increment(1);
+    Status::failed_precondition(format!(
+        "start_revision {start} is no longer retained; the oldest available revision is {oldest}: \
+         resync from a read at a known revision, then watch from the revision after it"
+    ))
+}
+
+/// The consumer's side of one watch.
+struct Consumer {
+    rx: mpsc::Receiver<WatchResponse>,
+    cut: Cut,
+    /// The last revision handed to the transport.
+    last: u64,
+    _slot: WatcherSlot,
+    done: bool,
+}
+
+/// Decrements the watcher count when a stream ends, however it ends.
+struct WatcherSlot(Arc<AtomicUsize>);
+
+impl Drop for WatcherSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Feed for FeedService {
+    type WatchStream = WatchStream;
+
+    async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<WatchStream>, Status> {
+        let (meta, _, r) = req.into_parts();
+        let token = bearer(&meta)?;
+        self.api.check(&token, Rpc::FeedWatch, "")?;
+        let filter = Filter::parse(&r)?;
+        let progress_ms =
+            if r.progress_interval_ms == 0 { PROGRESS_DEFAULT_MS } else { r.progress_interval_ms };
+        if !PROGRESS_MS.contains(&progress_ms) {
+            return Err(Status::invalid_argument(format!(
+                "progress_interval_ms: {}..={} (0 = {PROGRESS_DEFAULT_MS}), got {progress_ms}",
+                PROGRESS_MS.start(),
+                PROGRESS_MS.end()
+            )));
+        }
+        let current = self.api.revision()?;
+        let start = if r.start_revision == 0 { current + 1 } else { r.start_revision };
+        let oldest = self.api.node.sm.feed_oldest().map_err(internal)?;
+        if start <= current && oldest.is_none_or(|o| start < o) {
+            return Err(compacted(&self.api, start));
+        }
+        if self.watchers.fetch_add(1, Ordering::Relaxed) >= WATCHERS_MAX {
+            self.watchers.fetch_sub(1, Ordering::Relaxed);
+            return Err(Status::resource_exhausted(format!(
+                "this node serves at most {WATCHERS_MAX} watch streams; try another node or later"
+            )));
+        }
+        let slot = WatcherSlot(self.watchers.clone());
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER_MAX);
+        let cut: Cut = Arc::default();
+        let producer = Producer {
+            api: self.api.clone(),
+            token,
+            filter,
+            progress: Duration::from_millis(progress_ms as u64),
+            tx,
+            cut: cut.clone(),
+            stopping: self.stopping.clone(),
+        };
+        tokio::spawn(producer.run(start));
+        metrics::counter!("strongbox_rpc_total", "method" => "feed.watch", "code" => "Ok").increment(1);
+        // Hands out what is buffered; once the producer has cut the stream,
+        // the cause comes next (what is still buffered is dropped: the cause
+        // names the last revision handed over, to resume from).
+        let ending = |e: Ending, last: u64| match e {
+            Ending::TooSlow => too_slow(last),
+            Ending::Status(s) => s,
+        };
+        let state = Consumer { rx, cut, last: start.saturating_sub(1), _slot: slot, done: false };
+        let stream = futures::stream::unfold(state, move |mut st| async move {
+            if st.done {
+                return None;
+            }
+            let early = st.cut.lock().expect("cut lock").take();
+            if let Some(e) = early {
+                st.done = true;
+                return Some((Err(ending(e, st.last)), st));
+            }
+            match st.rx.recv().await {
+                Some(msg) => {
+                    st.last = msg.revision;
+                    Some((Ok(msg), st))
+                }
+                None => {
+                    let e = st.cut.lock().expect("cut lock").take()?;
+                    st.done = true;
+                    Some((Err(ending(e, st.last)), st))
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
