@@ -53,3 +53,27 @@ fn batching_does_not_change_the_feed() {
     apply_group(&grouped, &cmds);
     assert_eq!(one_by_one.feed(1, 100).unwrap(), grouped.feed(1, 100).unwrap());
 }
+
+#[test]
+fn retention_keeps_the_last_revisions_exactly() {
+    use strongbox_store::feed::FEED_RETAIN_REVISIONS;
+    let (_dir, sm) = open();
+    let extra = 10;
+    let total = FEED_RETAIN_REVISIONS + extra;
+    let mut t = 100;
+    while sm.revision().unwrap() < total {
+        let left = total - sm.revision().unwrap();
+        let cmds: Vec<_> = (0..left.min(2_000))
+            .map(|_| {
+                t += 1;
+                put(&format!("ret-{t}"), t, "ret/k", "v", None)
+            })
+            .collect();
+        apply_group(&sm, &cmds);
+    }
+    assert_eq!(sm.revision().unwrap(), total);
+    // Exactly the last FEED_RETAIN_REVISIONS remain, oldest first.
+    assert_eq!(sm.feed_oldest().unwrap(), Some(extra + 1));
+    assert!(sm.feed(1, 10).unwrap().first().is_some_and(|r| r.revision == extra + 1));
+    assert_eq!(sm.feed(total, 10).unwrap().len(), 1);
+}
