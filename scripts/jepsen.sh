@@ -14,7 +14,7 @@ if [ "${1:-}" != "--ci" ]; then
   exec $SUDO "$bin" "$@"
 fi
 # Safe mode under kills and partitions: every checker must say valid.
-$SUDO "$bin" --workload register,bank --nemesis partition,kill --time-limit 60 --out jepsen-results/ci-safe
+$SUDO "$bin" --workload register,bank,feed --nemesis partition,kill --time-limit 60 --out jepsen-results/ci-safe
 # Checking the checker: reads without the linearizable barrier, under
 # partitions, must be caught as not linearizable.
 $SUDO "$bin" --workload register --nemesis partition --nemesis-interval 3 --time-limit 40 \

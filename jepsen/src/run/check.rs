@@ -102,6 +102,7 @@ pub fn all(
             Workload::Bank(_) => jepsen::bank::check(&mine, &bank::config()),
             Workload::Set(_) => jepsen::set::check(&mine, last_nemesis_index(ops)),
             Workload::Revocation(_) => jepsen::revocation::check(&mine),
+            Workload::Feed(f) => jepsen::feed::check(&f.acked(), &f.deliveries(), &f.subscribers()),
         };
         results.insert(w.name(), result.with_count("ops", mine.len() as u64));
     }

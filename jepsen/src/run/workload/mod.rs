@@ -4,6 +4,7 @@
 //! the enum that dispatches.
 
 pub mod bank;
+pub mod feed;
 pub mod register;
 pub mod revocation;
 pub mod set;
@@ -150,6 +151,7 @@ pub enum Workload {
     Bank(bank::Bank),
     Set(set::Set),
     Revocation(revocation::Revocation),
+    Feed(feed::Feed),
 }
 
 impl Workload {
@@ -159,7 +161,8 @@ impl Workload {
             "bank" => Workload::Bank(bank::Bank::default()),
             "set" => Workload::Set(set::Set::default()),
             "revocation" => Workload::Revocation(revocation::Revocation),
-            other => anyhow::bail!("unknown workload {other:?}: register, bank, set or revocation"),
+            "feed" => Workload::Feed(feed::Feed::default()),
+            other => anyhow::bail!("unknown workload {other:?}: register, bank, set, revocation or feed"),
         })
     }
 
@@ -169,13 +172,15 @@ impl Workload {
             Workload::Bank(_) => "bank",
             Workload::Set(_) => "set",
             Workload::Revocation(_) => "revocation",
+            Workload::Feed(_) => "feed",
         }
     }
 
     /// Creates what the workload needs before faults start.
-    pub async fn setup(&self, ctx: &Ctx) -> anyhow::Result<()> {
+    pub async fn setup(&self, ctx: &Arc<Ctx>) -> anyhow::Result<()> {
         match self {
             Workload::Bank(w) => w.setup(ctx).await,
+            Workload::Feed(w) => w.setup(ctx).await,
             _ => Ok(()),
         }
     }
@@ -187,6 +192,7 @@ impl Workload {
             Workload::Bank(w) => w.step(ctx, client).await,
             Workload::Set(w) => w.step(ctx, client).await,
             Workload::Revocation(w) => w.step(ctx, client).await,
+            Workload::Feed(w) => w.step(ctx, client).await,
         }
     }
 
@@ -195,6 +201,7 @@ impl Workload {
         match self {
             Workload::Bank(w) => w.final_reads(ctx, client).await,
             Workload::Set(w) => w.final_read(ctx, client).await,
+            Workload::Feed(w) => w.catch_up().await,
             _ => {}
         }
     }
