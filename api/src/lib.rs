@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod dev;
 pub mod encryption;
+pub mod feed_demo;
 pub mod limits;
 pub mod observe;
 pub mod pulse;

@@ -67,7 +67,14 @@ pub fn describe(op: &Op, outcome: &Outcome, actor: &str) -> Vec<ChangeEvent> {
             let versions = c.versions.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
             vec![event("secret.destroyed", &c.path, &[("versions", versions)])]
         }
-        (Op::Bootstrap(c), _) => vec![event("user.created", &c.username, &[("bootstrap", "true".into())])],
+        (Op::Bootstrap(c), _) => vec![
+            event("role.updated", crate::auth::ADMIN_ROLE, &[("rules", "1".into())]),
+            event(
+                "user.created",
+                &c.username,
+                &[("roles", crate::auth::ADMIN_ROLE.into()), ("bootstrap", "true".into())],
+            ),
+        ],
         (Op::CreateUser(c), _) => vec![event("user.created", &c.username, &[("roles", c.roles.join(","))])],
         (Op::CreateClient(c), _) => {
             vec![event("client.created", &c.client_id, &[("roles", c.roles.join(","))])]

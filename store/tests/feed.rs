@@ -22,7 +22,7 @@ fn every_revision_has_one_record_in_order_and_refusals_have_none() {
     let revisions: Vec<u64> = records.iter().map(|r| r.revision).collect();
     assert_eq!(revisions, (1..=BASE + 3).collect::<Vec<_>>(), "gap-free, starting at 1");
     assert_eq!(sm.revision().unwrap(), BASE + 3);
-    let kinds: Vec<&str> = records.iter().map(|r| r.events[0].kind.as_str()).collect();
+    let kinds: Vec<&str> = records.iter().map(|r| r.events.last().unwrap().kind.as_str()).collect();
     assert_eq!(kinds, ["user.created", "token.issued", "secret.created", "secret.updated", "secret.deleted"]);
     let updated = &records[3];
     assert_eq!(updated.actor, "user:admin");

@@ -102,6 +102,9 @@ pub enum Command {
     Cluster(cluster::ClusterCmd),
     /// The change feed as JSON lines (one per revision), from a revision or now.
     Watch(watch::WatchArgs),
+    /// Example eventually consistent service: a user directory and secret
+    /// versions kept in a local file from the change feed, resumable.
+    FeedDemo(crate::feed_demo::FeedDemoArgs),
     /// Encryption at rest: data keys, rotation (on every node).
     #[command(subcommand)]
     Keys(keys::KeysCmd),
@@ -188,6 +191,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster(cmd) => cluster::cluster(conn, cmd).await,
         Command::Keys(cmd) => keys::keys(conn, cmd).await,
         Command::Watch(args) => watch::watch(conn, args).await,
+        Command::FeedDemo(args) => {
+            let model =
+                crate::feed_demo::follow(conn.channel().await?, &args.state, args.until_revision).await?;
+            println!(
+                "read model at revision {}: {} users, {} secrets ({})",
+                model.revision,
+                model.users.len(),
+                model.secrets.len(),
+                args.state.display()
+            );
+            Ok(())
+        }
         Command::Account(cmd) => ledger::account(conn, cmd).await,
         Command::Transfer(cmd) => ledger::transfer(conn, cmd).await,
         Command::Serve { .. } | Command::Dev(_) | Command::Permissions => unreachable!("handled above"),

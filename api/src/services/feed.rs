@@ -21,7 +21,6 @@ use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 
 use super::{internal, Api};
-use crate::auth::tokens::bearer;
 use crate::auth::Rpc;
 
 /// Messages buffered per stream.
@@ -270,8 +269,9 @@ impl Feed for FeedService {
 
     async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<WatchStream>, Status> {
         let (meta, _, r) = req.into_parts();
-        let token = bearer(&meta)?;
-        self.api.check(&token, Rpc::FeedWatch, "")?;
+        // Checked against this node's state, caught up with the leader first
+        // if it says no (a token issued a moment ago through another node).
+        let token = self.api.precheck(&meta, Rpc::FeedWatch, "").await?;
         let filter = Filter::parse(&r)?;
         let progress_ms =
             if r.progress_interval_ms == 0 { PROGRESS_DEFAULT_MS } else { r.progress_interval_ms };
