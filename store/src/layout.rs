@@ -49,10 +49,12 @@ pub enum Cf {
     LedgerTotals = 19,
     /// The change feed: one record per revision, keyed by big-endian revision.
     Feed = 20,
+    /// The audit chain: one record per applied command, keyed by big-endian seq.
+    Audit = 21,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 21] = [
+    pub const ALL: [Cf; 22] = [
         Cf::Log,
         Cf::RaftMeta,
         Cf::SmMeta,
@@ -74,11 +76,12 @@ impl Cf {
         Cf::AccountHistory,
         Cf::LedgerTotals,
         Cf::Feed,
+        Cf::Audit,
     ];
 
     /// The column families that make up the state machine: what a snapshot
     /// carries and what installing one replaces.
-    pub const STATE_MACHINE: [Cf; 18] = [
+    pub const STATE_MACHINE: [Cf; 19] = [
         Cf::SmMeta,
         Cf::Secrets,
         Cf::SecretVersions,
@@ -97,6 +100,7 @@ impl Cf {
         Cf::AccountHistory,
         Cf::LedgerTotals,
         Cf::Feed,
+        Cf::Audit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -122,6 +126,7 @@ impl Cf {
             Cf::AccountHistory => "account_history",
             Cf::LedgerTotals => "ledger_totals",
             Cf::Feed => "feed",
+            Cf::Audit => "audit",
         }
     }
 
@@ -140,6 +145,8 @@ pub mod sm_keys {
     pub const BOOTSTRAPPED: &[u8] = b"bootstrapped";
     /// The last ledger event timestamp handed out (ns, strictly increasing).
     pub const LEDGER_TIMESTAMP_NS: &[u8] = b"ledger_timestamp_ns";
+    /// The audit chain's last (seq, hash).
+    pub const AUDIT_HEAD: &[u8] = b"audit_head";
 }
 
 /// Big-endian u64 key: sorts numerically.

@@ -5,6 +5,7 @@
 //! result in RocksDB. Every byte that reaches RocksDB goes through [`codec`],
 //! the single seam where encryption at rest plugs in.
 
+pub mod audit;
 pub mod auth;
 pub mod codec;
 pub mod command;

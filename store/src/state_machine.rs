@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{self, AuditRecord};
 use crate::auth::{self, Caller, PrincipalRecord, Read, RoleRecord, TokenHash, TokenRecord};
 use crate::command::{
     secret_version_key, Actor, Command, CommandError, Ctx, ErrorCode, Outcome, Required, Response,
@@ -77,6 +78,7 @@ impl StateMachine {
             first_keys: Default::default(),
             revision: self.revision()?,
             clock_ms: self.db.get::<u64>(Cf::SmMeta, sm_keys::CLOCK_MS)?.unwrap_or(0),
+            audit_head: self.audit_head()?,
         })
     }
 
@@ -188,6 +190,22 @@ impl StateMachine {
             .collect())
     }
 
+    /// The audit chain's last record: (seq, hash); (0, zeros) when empty.
+    pub fn audit_head(&self) -> Result<(u64, [u8; 32]), DbError> {
+        Ok(self.db.get(Cf::SmMeta, sm_keys::AUDIT_HEAD)?.unwrap_or((0, [0; 32])))
+    }
+
+    /// Audit records from `seq` on, at most `limit`.
+    pub fn audit(&self, seq: u64, limit: usize) -> Result<Vec<AuditRecord>, DbError> {
+        let limit = limit.min(audit::AUDIT_READ_MAX);
+        Ok(self
+            .db
+            .scan::<AuditRecord>(Cf::Audit, &seq.to_be_bytes(), None, limit)?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
+    }
+
     /// The oldest revision the feed still holds (None: no record yet).
     pub fn feed_oldest(&self) -> Result<Option<u64>, DbError> {
         let first = self.db.scan_raw(Cf::Feed, &[], None, 1)?;
@@ -225,6 +243,8 @@ pub struct ApplyBatch<'a> {
     overlay: Overlay,
     revision: u64,
     clock_ms: u64,
+    /// The audit chain's last record: (seq, hash).
+    audit_head: (u64, [u8; 32]),
     /// Callers resolved earlier in this batch (many commands of a batch
     /// carry the same token). Pure memoisation: dropped whenever a command
     /// changes tokens, principals or roles, and re-checked for expiry.
@@ -267,6 +287,8 @@ impl<'a> ApplyBatch<'a> {
             if rec.time_ms + DEDUP_WINDOW_MS >= self.clock_ms {
                 let mut response = rec.response;
                 response.deduplicated = true;
+                let actor = self.actor_name(cmd)?;
+                self.record_audit(cmd, actor, audit::outcome(&response.result, true));
                 return Ok(response);
             }
         }
@@ -277,17 +299,22 @@ impl<'a> ApplyBatch<'a> {
         };
         let mut tx = Tx { batch: self, staged: Overlay::new(), bumps_revision: false, undo: None };
         let mut resolved = None;
+        let actor;
         let result: Result<Outcome, _> = match authorize(&tx, cmd, self.clock_ms, cached)? {
             Ok(caller) => {
+                actor = caller.as_ref().map_or_else(|| "node".to_string(), |c| c.principal.to_string());
                 let r = cmd.op.apply(&mut tx, &Ctx { caller: caller.as_ref() })?;
                 resolved = caller;
                 r
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                actor = actor_of(&tx, cmd, self.clock_ms)?;
+                Err(e)
+            }
         };
         let Tx { staged, bumps_revision, .. } = tx;
         if let Ok(outcome) = &result {
-            let actor = resolved.as_ref().map_or_else(|| "node".to_string(), |c| c.principal.to_string());
+            let actor = actor.clone();
             if staged.keys().any(|(cf, _)| AUTH_CFS.contains(cf)) {
                 self.callers.clear();
                 resolved = None;
@@ -302,12 +329,26 @@ impl<'a> ApplyBatch<'a> {
             self.callers.insert(c.token_hash, c);
         }
         let response = Response { revision: self.revision, result, deduplicated: false };
+        self.record_audit(cmd, actor, audit::outcome(&response.result, false));
 
         let rec = RequestRecord { time_ms: self.clock_ms, response: response.clone() };
         self.overlay.insert((Cf::Requests, id_key.to_vec()), Some(encode(&rec)));
         self.overlay
             .insert((Cf::RequestsByTime, by_time_key(self.clock_ms, &cmd.request_id)), Some(Vec::new()));
         Ok(response)
+    }
+
+    /// Who a command ran as, for the audit trail.
+    fn actor_name(&self, cmd: &Command) -> Result<String, DbError> {
+        let tx = Tx { batch: self, staged: Overlay::new(), bumps_revision: false, undo: None };
+        actor_of(&tx, cmd, self.clock_ms)
+    }
+
+    /// Appends the command's audit record to the chain.
+    fn record_audit(&mut self, cmd: &Command, actor: String, outcome: String) {
+        let rec = audit::seal(self.audit_head, cmd, actor, outcome, self.revision);
+        self.audit_head = (rec.seq, rec.hash);
+        self.overlay.insert((Cf::Audit, rec.seq.to_be_bytes().to_vec()), Some(encode(&rec)));
     }
 
     /// The change feed record of the revision just made, and the removal of
@@ -368,6 +409,7 @@ impl<'a> ApplyBatch<'a> {
         self.prune_tokens()?;
         self.overlay.insert((Cf::SmMeta, sm_keys::REVISION.to_vec()), Some(encode(&self.revision)));
         self.overlay.insert((Cf::SmMeta, sm_keys::CLOCK_MS.to_vec()), Some(encode(&self.clock_ms)));
+        self.overlay.insert((Cf::SmMeta, sm_keys::AUDIT_HEAD.to_vec()), Some(encode(&self.audit_head)));
         let mut batch = self.sm.db.batch();
         for ((cf, key), value) in self.overlay {
             match value {
@@ -401,6 +443,17 @@ struct Undo {
 
 /// Who the command runs as, checked against what its op requires.
 /// `Ok(Err)` is a refusal; the op is not applied.
+/// The principal behind a command's token, even when it was refused.
+fn actor_of(tx: &Tx<'_>, cmd: &Command, now_ms: u64) -> Result<String, DbError> {
+    Ok(match &cmd.actor {
+        Actor::Node => "node".to_string(),
+        Actor::Token(hash) => match auth::resolve(tx, hash, now_ms)? {
+            Ok(c) => c.principal.to_string(),
+            Err(_) => "token:unknown".to_string(),
+        },
+    })
+}
+
 fn authorize(
     tx: &Tx<'_>,
     cmd: &Command,
