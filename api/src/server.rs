@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use strongbox_proto::raft::v1::raft_peer_server::RaftPeerServer;
+use strongbox_proto::v1::audit_server::AuditServer;
 use strongbox_proto::v1::auth_server::AuthServer;
 use strongbox_proto::v1::clients_server::ClientsServer;
 use strongbox_proto::v1::cluster_server::ClusterServer;
@@ -27,6 +28,7 @@ use tonic::transport::Server;
 use crate::auth::Auth;
 use crate::config::NodeConfig;
 use crate::limits::{CONCURRENCY_PER_CONNECTION_MAX, GRPC_DECODE_BYTES_MAX};
+use crate::services::audit::AuditService;
 use crate::services::auth::AuthService;
 use crate::services::clients::ClientsService;
 use crate::services::cluster::ClusterService;
@@ -126,6 +128,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             .with_service_name("strongbox.v1.Users")
             .with_service_name("strongbox.v1.Clients")
             .with_service_name("strongbox.v1.Feed")
+            .with_service_name("strongbox.v1.Audit")
             .with_service_name("strongbox.v1.Roles")
             .with_service_name("strongbox.v1.Keys")
             .with_service_name("strongbox.v1.Ledger")
@@ -170,6 +173,10 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             )
             .add_service(
                 LedgerServer::new(LedgerService::new(services.clone()))
+                    .max_decoding_message_size(GRPC_DECODE_BYTES_MAX),
+            )
+            .add_service(
+                AuditServer::new(AuditService::new(services.clone()))
                     .max_decoding_message_size(GRPC_DECODE_BYTES_MAX),
             )
             .add_service(

@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::*;
 use strongbox_api::auth::{Need, Rpc};
 use strongbox_api::client::AuthChannel;
+use strongbox_proto::v1::audit_client::AuditClient;
 use strongbox_proto::v1::auth_client::AuthClient;
 use strongbox_proto::v1::clients_client::ClientsClient;
 use strongbox_proto::v1::cluster_client::ClusterClient;
@@ -204,6 +205,8 @@ async fn call(ch: AuthChannel, rpc: Rpc, tag: &str) -> Result<(), Status> {
         }
         Rpc::LedgerGetAccountTransfers => go!(ledger.get_account_transfers(filter.clone())),
         Rpc::LedgerGetAccountBalances => go!(ledger.get_account_balances(filter)),
+        Rpc::AuditQuery => go!(AuditClient::new(cluster_ch.clone()).query(AuditQueryRequest::default())),
+        Rpc::AuditVerify => go!(AuditClient::new(cluster_ch.clone()).verify(AuditVerifyRequest::default())),
         Rpc::FeedWatch => go!(FeedClient::new(cluster_ch.clone()).watch(WatchRequest::default())),
         Rpc::ClusterStatus => go!(cluster.status(StatusRequest {})),
         // id 0 is refused as invalid only after the permission check.

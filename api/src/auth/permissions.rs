@@ -113,6 +113,8 @@ rpcs! {
     LedgerLookupTransfers = "Ledger/LookupTransfers" => Access(Read, "ledgers:<ledger>");
     LedgerGetAccountTransfers = "Ledger/GetAccountTransfers" => Access(Read, "ledgers:<ledger>");
     LedgerGetAccountBalances = "Ledger/GetAccountBalances" => Access(Read, "ledgers:<ledger>");
+    AuditQuery = "Audit/Query" => Access(Read, "audit");
+    AuditVerify = "Audit/Verify" => Access(Read, "audit");
     // Each event also needs read on what it is about (see services/feed.rs);
     // the stream carries only the events the caller may read.
     FeedWatch = "Feed/Watch" => Authenticated;

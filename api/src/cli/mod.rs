@@ -4,6 +4,7 @@
 //! never from argv (visible to every user in `ps`).
 
 mod admin;
+mod audit;
 mod cluster;
 mod keys;
 mod ledger;
@@ -102,6 +103,9 @@ pub enum Command {
     Cluster(cluster::ClusterCmd),
     /// The change feed as JSON lines (one per revision), from a revision or now.
     Watch(watch::WatchArgs),
+    /// The replicated audit trail: query records, verify the hash chain.
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
     /// Example eventually consistent service: a user directory and secret
     /// versions kept in a local file from the change feed, resumable.
     FeedDemo(crate::feed_demo::FeedDemoArgs),
@@ -191,6 +195,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster(cmd) => cluster::cluster(conn, cmd).await,
         Command::Keys(cmd) => keys::keys(conn, cmd).await,
         Command::Watch(args) => watch::watch(conn, args).await,
+        Command::Audit(cmd) => audit::audit(conn, cmd).await,
         Command::FeedDemo(args) => {
             let model =
                 crate::feed_demo::follow(conn.channel().await?, &args.state, args.until_revision).await?;

@@ -1,6 +1,7 @@
 //! The client API. Every service holds an [`Api`]: the node plus the
 //! authenticator, and the two paths every request takes (read or write).
 
+pub mod audit;
 pub mod auth;
 pub mod clients;
 pub mod cluster;
