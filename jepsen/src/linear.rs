@@ -1,6 +1,7 @@
 //! Linearizability checking (Wing & Gong / Lowe search with memoisation),
 //! per independent key, under a time budget, with counterexample shrinking.
 
+mod bank;
 mod register;
 mod search;
 
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+pub use bank::{Bank, BankInput, BankOutput};
 pub use register::{key_of, Register, RegisterInput, RegisterOutput, RegisterState};
 
 use crate::history::{Completed, Outcome};

@@ -73,6 +73,16 @@ pub async fn recovery(cluster: &Mutex<Cluster>, ctx: &Ctx, limit: Duration) -> R
     Recovery { converged: false, seconds: start.elapsed().as_secs_f64(), nodes }
 }
 
+fn linear_summary(r: &linear::LinResult) -> serde_json::Value {
+    match r {
+        linear::LinResult::Valid => json!(true),
+        linear::LinResult::Invalid { counterexample } => {
+            json!({"valid": false, "counterexample": counterexample})
+        }
+        linear::LinResult::Unknown { reason } => json!({"valid": "unknown", "reason": reason}),
+    }
+}
+
 /// Which workload a process belongs to: clients are dealt out round-robin
 /// by slot, and the final readers come last.
 fn workload_of(process: u64, workloads: usize) -> usize {
@@ -99,7 +109,18 @@ pub fn all(
             Workload::Register(_) => {
                 linear::summarize(&linear::check_by_key(&Register, &mine, key_of, key_budget_ms))
             }
-            Workload::Bank(_) => jepsen::bank::check(&mine, &bank::config()),
+            Workload::Bank(_) => {
+                // Totals and overdrafts read by read, then the whole history
+                // against the ledger's model (one object: every op touches it).
+                let linear = linear::check(&bank::model(), &mine, key_budget_ms);
+                let lin_valid = linear.validity();
+                let mut r = jepsen::bank::check(&mine, &bank::config());
+                r.valid = r.valid.merge(lin_valid);
+                r.with_detail(
+                    "linearizable",
+                    serde_json::to_value(&linear_summary(&linear)).unwrap_or_default(),
+                )
+            }
             Workload::Set(_) => jepsen::set::check(&mine, last_nemesis_index(ops)),
             Workload::Revocation(_) => jepsen::revocation::check(&mine),
             Workload::Feed(f) => jepsen::feed::check(&f.acked(), &f.deliveries(), &f.subscribers()),

@@ -55,6 +55,11 @@ fn transfer(id: u64, from: u64, to: u64, amount: u64) -> Transfer {
     }
 }
 
+/// The ledger's bank as a sequential model for the linearizability check.
+pub fn model() -> jepsen::linear::Bank {
+    jepsen::linear::Bank { accounts: ACCOUNTS as usize, initial: INITIAL_BALANCE as i64 }
+}
+
 pub fn config() -> BankConfig {
     BankConfig {
         total: (ACCOUNTS * INITIAL_BALANCE) as i64,
