@@ -3,8 +3,8 @@
 //! node (apply is deterministic). Events carry what changed and who changed
 //! it, never a secret value, password hash, token or token hash.
 //!
-//! Retention is by count (the last `FEED_RETAIN_REVISIONS`), pruned inside
-//! apply so every node keeps exactly the same records.
+//! Retention is by count and by age (state-machine time), pruned inside
+//! apply a few records per command, so every node keeps exactly the same.
 
 use std::collections::BTreeMap;
 
@@ -14,10 +14,13 @@ use crate::command::{Op, Outcome};
 use crate::ledger::model::transfer_flags;
 use crate::ledger::results::{CreateAccountResult, CreateTransferResult};
 
-/// Revisions kept (like etcd's auto-compaction by revision count). Each
-/// command that writes revision r deletes revision r - this: one delete, no
-/// read, the same on every node.
+/// Revisions kept (like etcd's auto-compaction by revision count).
 pub const FEED_RETAIN_REVISIONS: u64 = 100_000;
+/// And none older than this, by the state-machine clock (24 hours).
+pub const FEED_RETAIN_MS: u64 = 24 * 60 * 60 * 1000;
+/// Records removed per command at most; more than one so a backlog (after
+/// a quiet day) drains while the feed grows by one per command.
+pub const FEED_PRUNE_PER_COMMAND_MAX: usize = 4;
 /// Records one read returns at most.
 pub const FEED_READ_MAX: usize = 1024;
 

@@ -145,6 +145,8 @@ pub mod sm_keys {
     pub const BOOTSTRAPPED: &[u8] = b"bootstrapped";
     /// The last ledger event timestamp handed out (ns, strictly increasing).
     pub const LEDGER_TIMESTAMP_NS: &[u8] = b"ledger_timestamp_ns";
+    /// The oldest change-feed record kept: (revision, time_ms).
+    pub const FEED_OLDEST: &[u8] = b"feed_oldest";
     /// The audit chain's last (seq, hash).
     pub const AUDIT_HEAD: &[u8] = b"audit_head";
 }

@@ -19,7 +19,7 @@ use crate::command::{
     SecretMeta, SecretVersion,
 };
 use crate::db::{decode, encode, Db, DbError};
-use crate::feed::{self, FeedRecord, FEED_RETAIN_REVISIONS};
+use crate::feed::{self, FeedRecord, FEED_PRUNE_PER_COMMAND_MAX, FEED_RETAIN_MS, FEED_RETAIN_REVISIONS};
 use crate::layout::{sm_keys, Cf};
 use crate::limits::{DEDUP_PRUNE_PER_BATCH_MAX, DEDUP_WINDOW_MS, TOKEN_PRUNE_PER_BATCH_MAX};
 
@@ -79,6 +79,7 @@ impl StateMachine {
             revision: self.revision()?,
             clock_ms: self.db.get::<u64>(Cf::SmMeta, sm_keys::CLOCK_MS)?.unwrap_or(0),
             audit_head: self.audit_head()?,
+            feed_oldest: self.feed_oldest_meta()?,
         })
     }
 
@@ -208,8 +209,12 @@ impl StateMachine {
 
     /// The oldest revision the feed still holds (None: no record yet).
     pub fn feed_oldest(&self) -> Result<Option<u64>, DbError> {
-        let first = self.db.scan_raw(Cf::Feed, &[], None, 1)?;
-        Ok(first.first().map(|(k, _)| u64::from_be_bytes(k[..8].try_into().expect("feed keys are 8 bytes"))))
+        Ok(self.feed_oldest_meta()?.map(|(revision, _)| revision))
+    }
+
+    /// (revision, time_ms) of the oldest feed record, as apply tracks it.
+    fn feed_oldest_meta(&self) -> Result<Option<(u64, u64)>, DbError> {
+        Ok(self.db.get::<Option<(u64, u64)>>(Cf::SmMeta, sm_keys::FEED_OLDEST)?.flatten())
     }
 
     /// Reads a secret: the latest live version, or a given one.
@@ -245,6 +250,8 @@ pub struct ApplyBatch<'a> {
     clock_ms: u64,
     /// The audit chain's last record: (seq, hash).
     audit_head: (u64, [u8; 32]),
+    /// The oldest feed record kept: (revision, time_ms).
+    feed_oldest: Option<(u64, u64)>,
     /// Callers resolved earlier in this batch (many commands of a batch
     /// carry the same token). Pure memoisation: dropped whenever a command
     /// changes tokens, principals or roles, and re-checked for expiry.
@@ -322,7 +329,7 @@ impl<'a> ApplyBatch<'a> {
             self.overlay.extend(staged);
             if bumps_revision {
                 self.revision += 1;
-                self.record_change(cmd, outcome, actor);
+                self.record_change(cmd, outcome, actor)?;
             }
         }
         if let Some(c) = resolved {
@@ -353,13 +360,38 @@ impl<'a> ApplyBatch<'a> {
 
     /// The change feed record of the revision just made, and the removal of
     /// the one that falls out of retention (see `feed`).
-    fn record_change(&mut self, cmd: &Command, outcome: &Outcome, actor: String) {
+    fn record_change(&mut self, cmd: &Command, outcome: &Outcome, actor: String) -> Result<(), DbError> {
         let events = feed::describe(&cmd.op, outcome, &actor);
         let record = FeedRecord { revision: self.revision, time_ms: cmd.time_ms, actor, events };
         self.overlay.insert((Cf::Feed, feed::key(self.revision).to_vec()), Some(encode(&record)));
-        if let Some(old) = self.revision.checked_sub(FEED_RETAIN_REVISIONS).filter(|r| *r > 0) {
-            self.overlay.insert((Cf::Feed, feed::key(old).to_vec()), None);
+        if self.feed_oldest.is_none() {
+            self.feed_oldest = Some((self.revision, cmd.time_ms));
         }
+        self.prune_feed()
+    }
+
+    /// Drops the oldest feed records past retention (count or age, by the
+    /// state-machine clock), a few per command: the same records on every
+    /// node, and bounded work whatever the backlog.
+    fn prune_feed(&mut self) -> Result<(), DbError> {
+        for _ in 0..FEED_PRUNE_PER_COMMAND_MAX {
+            let Some((oldest, time_ms)) = self.feed_oldest.filter(|(oldest, _)| *oldest <= self.revision)
+            else {
+                return Ok(());
+            };
+            let too_many = self.revision + 1 - oldest > FEED_RETAIN_REVISIONS;
+            let too_old = time_ms.saturating_add(FEED_RETAIN_MS) < self.clock_ms;
+            if !(too_many || too_old) {
+                return Ok(());
+            }
+            self.overlay.insert((Cf::Feed, feed::key(oldest).to_vec()), None);
+            // Revisions are gap-free: the next record is the next revision.
+            self.feed_oldest = match self.read(Cf::Feed, &feed::key(oldest + 1))? {
+                Some(raw) => Some((oldest + 1, decode::<FeedRecord>(Cf::Feed, &raw)?.time_ms)),
+                None => None,
+            };
+        }
+        Ok(())
     }
 
     /// Bounded physical removal of expired tokens, once per batch.
@@ -410,6 +442,7 @@ impl<'a> ApplyBatch<'a> {
         self.overlay.insert((Cf::SmMeta, sm_keys::REVISION.to_vec()), Some(encode(&self.revision)));
         self.overlay.insert((Cf::SmMeta, sm_keys::CLOCK_MS.to_vec()), Some(encode(&self.clock_ms)));
         self.overlay.insert((Cf::SmMeta, sm_keys::AUDIT_HEAD.to_vec()), Some(encode(&self.audit_head)));
+        self.overlay.insert((Cf::SmMeta, sm_keys::FEED_OLDEST.to_vec()), Some(encode(&self.feed_oldest)));
         let mut batch = self.sm.db.batch();
         for ((cf, key), value) in self.overlay {
             match value {

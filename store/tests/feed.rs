@@ -77,3 +77,22 @@ fn retention_keeps_the_last_revisions_exactly() {
     assert!(sm.feed(1, 10).unwrap().first().is_some_and(|r| r.revision == extra + 1));
     assert_eq!(sm.feed(total, 10).unwrap().len(), 1);
 }
+
+#[test]
+fn retention_by_age_drops_old_records_a_few_per_command() {
+    use strongbox_store::feed::FEED_RETAIN_MS;
+    let (_dir, sm) = open(); // revisions 1 and 2 at time 0
+    for i in 0..3 {
+        apply_one(&sm, &put(&format!("a{i}"), 1_000, "age/k", "v", None)); // 3, 4, 5
+    }
+    let late = FEED_RETAIN_MS + 2_000;
+    apply_one(&sm, &put("late", late, "age/k", "v", None)); // 6
+                                                            // Four of the five records older than a day go with this command...
+    assert_eq!(sm.feed_oldest().unwrap(), Some(5));
+    assert_eq!(sm.feed(1, 10).unwrap().first().map(|r| r.revision), Some(5));
+    // ...the last with the next one; the recent ones stay.
+    apply_one(&sm, &put("later", late + 1, "age/k", "v", None)); // 7
+    assert_eq!(sm.feed_oldest().unwrap(), Some(6));
+    let kept: Vec<u64> = sm.feed(1, 10).unwrap().iter().map(|r| r.revision).collect();
+    assert_eq!(kept, vec![6, 7]);
+}
