@@ -50,10 +50,18 @@ pub struct NodeConfig {
     /// Largest secret value accepted, in bytes (the store's hard cap is 1 MiB).
     #[serde(default = "default_secret_value_bytes_max")]
     pub secret_value_bytes_max: usize,
+    /// Records this node's local audit log keeps (reads and requests refused
+    /// before proposing); older ones are pruned. At least 1024.
+    #[serde(default = "default_local_audit_retain_records")]
+    pub local_audit_retain_records: u64,
 }
 
 fn default_secret_value_bytes_max() -> usize {
     64 * 1024
+}
+
+fn default_local_audit_retain_records() -> u64 {
+    strongbox_store::local_audit::LOCAL_AUDIT_RETAIN_RECORDS_DEFAULT
 }
 
 /// Passwords, tokens, lockout, and the first admin.
@@ -173,6 +181,11 @@ impl NodeConfig {
             (1..=strongbox_store::limits::SECRET_VALUE_BYTES_MAX).contains(&self.secret_value_bytes_max),
             "secret_value_bytes_max must be 1..={}",
             strongbox_store::limits::SECRET_VALUE_BYTES_MAX
+        );
+        anyhow::ensure!(
+            self.local_audit_retain_records >= strongbox_store::local_audit::LOCAL_AUDIT_RETAIN_RECORDS_MIN,
+            "local_audit_retain_records must be at least {}",
+            strongbox_store::local_audit::LOCAL_AUDIT_RETAIN_RECORDS_MIN
         );
         let a = &self.auth;
         anyhow::ensure!(

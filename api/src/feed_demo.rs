@@ -1,6 +1,7 @@
 //! `strongbox feed-demo`: an example eventually consistent service. It keeps
-//! a read model (a user directory with roles, and the latest version of
-//! every secret) in its own local file, fed only by the change feed, and
+//! a read model (a user directory with roles, the latest version of every
+//! secret, and the posted balances of every ledger account) in its own
+//! local file, fed only by the change feed, and
 //! checkpoints the revision it has applied with it, so a restart resumes
 //! where it stopped: no event applied twice, none skipped.
 //!
@@ -34,6 +35,24 @@ pub struct UserView {
     pub roles: BTreeSet<String>,
 }
 
+/// An account's balances as the feed tells them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceView {
+    pub ledger: u32,
+    pub debits_pending: u128,
+    pub debits_posted: u128,
+    pub credits_pending: u128,
+    pub credits_posted: u128,
+}
+
+/// A pending transfer not yet posted, voided or expired.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingView {
+    pub debit_account_id: String,
+    pub credit_account_id: String,
+    pub amount: u128,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadModel {
     /// Every revision up to this one is reflected.
@@ -41,6 +60,12 @@ pub struct ReadModel {
     pub users: BTreeMap<String, UserView>,
     /// Path → latest version, for secrets that are not deleted.
     pub secrets: BTreeMap<String, u64>,
+    /// Account id (decimal) → balances.
+    #[serde(default)]
+    pub accounts: BTreeMap<String, BalanceView>,
+    /// Transfer id → open reservation (what a post, void or expiry releases).
+    #[serde(default)]
+    pub pending: BTreeMap<String, PendingView>,
     /// Feed messages applied by this process and its predecessors.
     pub messages_applied: u64,
 }
@@ -112,7 +137,62 @@ impl ReadModel {
                 "secret.deleted" => {
                     self.secrets.remove(&e.entity);
                 }
+                "account.created" => {
+                    self.accounts
+                        .insert(e.entity.clone(), BalanceView { ledger: e.ledger, ..Default::default() });
+                }
+                kind if kind.starts_with("transfer.") => self.apply_transfer(kind, &e.entity, &e.fields),
                 _ => {}
+            }
+        }
+    }
+}
+
+impl ReadModel {
+    /// `amount` is what was applied: a balancing transfer's may be smaller
+    /// than requested, a post's may be part of the pending amount.
+    fn apply_transfer(&mut self, kind: &str, id: &str, fields: &std::collections::HashMap<String, String>) {
+        let field = |k: &str| fields.get(k).cloned().unwrap_or_default();
+        let amount: u128 = field("amount").parse().unwrap_or(0);
+        let (debit, credit) = (field("debit_account_id"), field("credit_account_id"));
+        // A post, void or expiry releases the whole reservation.
+        let released = match kind {
+            "transfer.posted" | "transfer.voided" => self.pending.remove(&field("pending_id")),
+            "transfer.expired" => self.pending.remove(id),
+            _ => None,
+        };
+        if let Some(p) = released {
+            if let Some(a) = self.accounts.get_mut(&p.debit_account_id) {
+                a.debits_pending -= p.amount;
+            }
+            if let Some(a) = self.accounts.get_mut(&p.credit_account_id) {
+                a.credits_pending -= p.amount;
+            }
+        }
+        let (pending, posted) = match kind {
+            "transfer.pending" => (true, false),
+            "transfer.created" | "transfer.posted" => (false, true),
+            _ => (false, false),
+        };
+        if pending {
+            let view =
+                PendingView { debit_account_id: debit.clone(), credit_account_id: credit.clone(), amount };
+            self.pending.insert(id.to_string(), view);
+        }
+        if let Some(a) = self.accounts.get_mut(&debit) {
+            if pending {
+                a.debits_pending += amount;
+            }
+            if posted {
+                a.debits_posted += amount;
+            }
+        }
+        if let Some(a) = self.accounts.get_mut(&credit) {
+            if pending {
+                a.credits_pending += amount;
+            }
+            if posted {
+                a.credits_posted += amount;
             }
         }
     }

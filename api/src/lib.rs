@@ -11,6 +11,7 @@ pub mod dev;
 pub mod encryption;
 pub mod feed_demo;
 pub mod limits;
+pub mod local_audit;
 pub mod observe;
 pub mod pulse;
 pub mod server;

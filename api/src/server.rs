@@ -82,8 +82,12 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
 
     let info = NodeInfo { raft_addr: cfg.public_raft_addr(), api_addr: cfg.public_api_addr() };
     let channels = PeerChannels::new(tls.as_ref().map(|t| t.peer_client()));
+    let local_log =
+        strongbox_store::local_audit::LocalAuditLog::open(db.clone(), cfg.id, cfg.local_audit_retain_records)
+            .map_err(|e| anyhow::anyhow!("cannot open the node-local audit log: {e}"))?;
+    let local_audit = crate::local_audit::LocalAudit::start(local_log)?;
     let node = RaftNode::start(cfg.id, info, db, &cfg.raft.tuning(), channels).await?;
-    let mut services = Api::new(node.clone(), auth, cfg.secret_value_bytes_max);
+    let mut services = Api::new(node.clone(), auth, cfg.secret_value_bytes_max, local_audit);
     if cfg.unsafe_stale_reads {
         tracing::error!("UNSAFE: --unsafe-stale-reads is on; reads are served from local state and may be stale. This mode exists only to test the consistency harness.");
         services.unsafe_stale_reads = true;

@@ -238,7 +238,8 @@ async fn stalled_consumer_is_cut_off_and_bad_requests_are_refused() {
 /// and a second run resumes from its checkpoint instead of starting over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_example_consumer_matches_a_linearizable_read_and_resumes() {
-    use strongbox_api::feed_demo::{follow, UserView};
+    use strongbox_api::feed_demo::{follow, BalanceView, UserView};
+    use strongbox_proto::v1::ledger_client::LedgerClient;
     use strongbox_proto::v1::roles_client::RolesClient;
     use strongbox_proto::v1::users_client::UsersClient;
     use strongbox_proto::v1::*;
@@ -285,6 +286,44 @@ async fn the_example_consumer_matches_a_linearizable_read_and_resumes() {
     let mut secrets = c.secrets(leader);
     secrets.delete(DeleteSecretRequest { options: None, path: "demo/b".into() }).await.unwrap();
     put_retry(&c, leader, "demo/c", "1", "demo-c1").await;
+    // Ledger moves whose applied amount differs from the requested one: a
+    // balancing debit clamped to the balance, a partial post.
+    let mut ledger = LedgerClient::new(c.admin(leader));
+    let u = |v: u128| Some(U128 { lo: v as u64, hi: 0 });
+    let account =
+        |id: u128, flags: u32| Account { id: u(id), ledger: 7, code: 1, flags, ..Default::default() };
+    let accounts = vec![account(1, 0), account(2, 0), account(3, 2 /* debits ≤ credits */)];
+    ledger.create_accounts(CreateAccountsRequest { accounts, options: None }).await.unwrap();
+    let t = |id: u128, dr: u128, cr: u128, amount: u128, flags: u32| Transfer {
+        id: u(id),
+        debit_account_id: u(dr),
+        credit_account_id: u(cr),
+        amount: u(amount),
+        ledger: 7,
+        code: 1,
+        flags,
+        ..Default::default()
+    };
+    let mut post = t(14, 0, 0, 20, 4 /* post */);
+    post.pending_id = u(13);
+    (post.debit_account_id, post.credit_account_id, post.ledger) = (None, None, 0);
+    let mut expiring = t(15, 1, 2, 5, 2 /* pending */);
+    expiring.timeout = 1;
+    let transfers = vec![
+        t(11, 1, 3, 10, 0),
+        t(12, 3, 2, 100, 16 /* balancing debit: moves 10 */),
+        t(13, 1, 2, 50, 2 /* pending */),
+        post,
+        expiring,
+        t(16, 2, 1, 3, 2 /* pending, stays open */),
+    ];
+    let r = ledger.create_transfers(CreateTransfersRequest { transfers, options: None }).await.unwrap();
+    assert_eq!(r.into_inner().results, vec![0; 6]);
+    // Transfer 15 expires after 1 s: the next ledger command sweeps it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r =
+        ledger.create_transfers(CreateTransfersRequest { transfers: vec![t(17, 2, 1, 1, 0)], options: None });
+    assert_eq!(r.await.unwrap().into_inner().results, vec![0]);
 
     // The second run, through another node, resumes from its checkpoint.
     let target = revision(c.status(leader).await.unwrap());
@@ -311,5 +350,27 @@ async fn the_example_consumer_matches_a_linearizable_read_and_resumes() {
     }
     assert_eq!(model.secrets, expected_secrets);
     assert_eq!(model.secrets.get("demo/a"), Some(&2));
+    let ids = [1u128, 2, 3].map(|i| U128 { lo: i as u64, hi: 0 }).to_vec();
+    let looked = ledger.lookup_accounts(LookupAccountsRequest { ids, options: None }).await.unwrap();
+    let amount = |v: &Option<U128>| v.as_ref().map_or(0, |v| (v.hi as u128) << 64 | v.lo as u128);
+    let expected: std::collections::BTreeMap<String, BalanceView> = looked
+        .into_inner()
+        .accounts
+        .iter()
+        .map(|a| {
+            let view = BalanceView {
+                ledger: a.ledger,
+                debits_pending: amount(&a.debits_pending),
+                debits_posted: amount(&a.debits_posted),
+                credits_pending: amount(&a.credits_pending),
+                credits_posted: amount(&a.credits_posted),
+            };
+            (amount(&a.id).to_string(), view)
+        })
+        .collect();
+    assert_eq!(model.accounts, expected);
+    assert_eq!((model.accounts["2"].credits_posted, model.accounts["3"].debits_posted), (30, 10));
+    assert_eq!((model.accounts["1"].debits_pending, model.accounts["2"].debits_pending), (0, 3));
+    assert_eq!(model.pending.keys().collect::<Vec<_>>(), ["16"], "posted and expired reservations released");
     assert!(!model.users.contains_key("alice") && !model.users["carol"].enabled);
 }

@@ -38,11 +38,32 @@ pub struct AuditRecord {
     pub hash: [u8; 32],
 }
 
-impl AuditRecord {
-    /// The hash a record must carry: over its content and its link.
-    pub fn compute_hash(&self) -> [u8; 32] {
-        let unsealed = AuditRecord { hash: [0; 32], ..self.clone() };
-        Sha256::digest(encode(&unsealed)).into()
+/// A record of a hash chain: the replicated one or a node's local one.
+pub trait Linked {
+    fn seq(&self) -> u64;
+    fn prev_hash(&self) -> [u8; 32];
+    fn hash(&self) -> [u8; 32];
+    /// The hash the record must carry: over its content and its link.
+    fn compute_hash(&self) -> [u8; 32];
+}
+
+/// SHA-256 of a record's encoding with its own hash zeroed.
+pub fn hash_unsealed<T: Serialize>(unsealed: &T) -> [u8; 32] {
+    Sha256::digest(encode(unsealed)).into()
+}
+
+impl Linked for AuditRecord {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn prev_hash(&self) -> [u8; 32] {
+        self.prev_hash
+    }
+    fn hash(&self) -> [u8; 32] {
+        self.hash
+    }
+    fn compute_hash(&self) -> [u8; 32] {
+        hash_unsealed(&AuditRecord { hash: [0; 32], ..self.clone() })
     }
 }
 
@@ -105,25 +126,64 @@ pub fn seal(
         prev_hash: prev.1,
         hash: [0; 32],
     };
-    r.hash = r.compute_hash();
+    r.hash = Linked::compute_hash(&r);
     r
 }
 
 /// The first broken link of a run of consecutive records, given the record
 /// before them (seq 0 and a zero hash for the start of the chain).
-pub fn first_broken(prev: (u64, [u8; 32]), records: &[AuditRecord]) -> Option<(u64, String)> {
+pub fn first_broken<R: Linked>(prev: (u64, [u8; 32]), records: &[R]) -> Option<(u64, String)> {
     let (mut seq, mut hash) = prev;
     for r in records {
-        if r.seq != seq + 1 {
-            return Some((seq + 1, format!("record {} missing (found {} next)", seq + 1, r.seq)));
+        if r.seq() != seq + 1 {
+            return Some((seq + 1, format!("record {} missing (found {} next)", seq + 1, r.seq())));
         }
-        if r.prev_hash != hash {
-            return Some((r.seq, "does not link to the record before it".into()));
+        if r.prev_hash() != hash {
+            return Some((r.seq(), "does not link to the record before it".into()));
         }
-        if r.compute_hash() != r.hash {
-            return Some((r.seq, "content does not match its hash (edited)".into()));
+        if r.compute_hash() != r.hash() {
+            return Some((r.seq(), "content does not match its hash (edited)".into()));
         }
-        (seq, hash) = (r.seq, r.hash);
+        (seq, hash) = (r.seq(), r.hash());
     }
     None
+}
+
+/// (seq, hash) of a chain position; (0, zeros) is the start.
+pub type Link = (u64, [u8; 32]);
+
+/// What walking a chain found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Records that verified before the first broken one (or all of them).
+    pub checked: u64,
+    /// The first record missing, edited or unlinked, and why.
+    pub broken: Option<(u64, String)>,
+}
+
+/// Walks a chain from `start` (the position before its first record) to
+/// `head` (its last, as its metadata records it), reading chunks in order
+/// with `read(from_seq)`. Blocking: callers on a runtime use spawn_blocking.
+pub fn walk<R: Linked>(
+    start: Link,
+    head: Link,
+    mut read: impl FnMut(u64) -> Result<Vec<R>, crate::DbError>,
+) -> Result<Verdict, crate::DbError> {
+    let (mut prev, mut checked) = (start, 0u64);
+    loop {
+        let chunk = read(prev.0 + 1)?;
+        if chunk.is_empty() {
+            let broken = (prev != head).then(|| {
+                (prev.0 + 1, format!("the chain ends at {} but its head is record {}", prev.0, head.0))
+            });
+            return Ok(Verdict { checked, broken });
+        }
+        if let Some(b) = first_broken(prev, &chunk) {
+            checked += b.0.saturating_sub(prev.0 + 1);
+            return Ok(Verdict { checked, broken: Some(b) });
+        }
+        checked += chunk.len() as u64;
+        let last = chunk.last().expect("not empty");
+        prev = (last.seq(), last.hash());
+    }
 }

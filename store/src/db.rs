@@ -22,6 +22,8 @@ pub enum DbError {
     Keyring(String),
     #[error("undecodable record in column family {cf}: {reason}")]
     Decode { cf: &'static str, reason: String },
+    #[error("missing record in column family {cf}: {what}")]
+    Missing { cf: &'static str, what: &'static str },
 }
 
 struct Inner {
@@ -184,6 +186,13 @@ impl Db {
         wo.set_sync(sync);
         let _g = self.inner.write_lock.lock().expect("write lock");
         self.inner.db.write_opt(batch.wb, &wo)?;
+        Ok(())
+    }
+
+    /// Makes every write so far durable (fsync of the WAL), without holding
+    /// the write lock: writers that did not ask for sync share it.
+    pub fn sync_wal(&self) -> Result<(), DbError> {
+        self.inner.db.flush_wal(true)?;
         Ok(())
     }
 

@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Op, Outcome};
-use crate::ledger::model::transfer_flags;
+use crate::db::DbError;
+use crate::ledger::model::{transfer_flags, Transfer};
 use crate::ledger::results::{CreateAccountResult, CreateTransferResult};
 
 /// Revisions kept (like etcd's auto-compaction by revision count).
@@ -57,8 +58,34 @@ fn event(kind: &str, entity: impl Into<String>, fields: &[(&str, String)]) -> Ch
 
 /// The events of one applied command that changed state. Every such command
 /// yields at least one event, so every revision has something to deliver.
-pub fn describe(op: &Op, outcome: &Outcome, actor: &str) -> Vec<ChangeEvent> {
-    let mut events = match (op, outcome) {
+/// `expired` are the pending transfers the command released first (every
+/// ledger command sweeps what is due); `applied` looks up a transfer as the
+/// command stored it (a post names its pending transfer's accounts and the
+/// amount actually moved; a balancing transfer the amount it was clamped to).
+pub fn describe(
+    op: &Op,
+    outcome: &Outcome,
+    actor: &str,
+    expired: &[u128],
+    applied: &dyn Fn(u128) -> Result<Option<Transfer>, DbError>,
+) -> Result<Vec<ChangeEvent>, DbError> {
+    let mut events = Vec::new();
+    for id in expired {
+        let p = applied(*id)?.expect("an expired transfer is stored");
+        events.push(ChangeEvent {
+            ledger: Some(p.ledger),
+            ..event(
+                "transfer.expired",
+                id.to_string(),
+                &[
+                    ("amount", p.amount.to_string()),
+                    ("debit_account_id", p.debit_account_id.to_string()),
+                    ("credit_account_id", p.credit_account_id.to_string()),
+                ],
+            )
+        });
+    }
+    events.extend(match (op, outcome) {
         (Op::PutSecret(c), Outcome::SecretWritten { version }) => {
             let kind = if *version == 1 { "secret.created" } else { "secret.updated" };
             vec![event(kind, &c.path, &[("version", version.to_string())])]
@@ -115,44 +142,46 @@ pub fn describe(op: &Op, outcome: &Outcome, actor: &str) -> Vec<ChangeEvent> {
                 ..event("account.created", a.id.to_string(), &[("code", a.code.to_string())])
             })
             .collect(),
-        (Op::CreateTransfers(c), Outcome::TransfersCreated { results }) => c
-            .transfers
-            .iter()
-            .zip(results)
-            .filter(|(_, r)| **r == CreateTransferResult::Ok)
-            .map(|(t, _)| {
-                let kind = if t.has(transfer_flags::PENDING) {
-                    "transfer.pending"
-                } else if t.has(transfer_flags::POST_PENDING_TRANSFER) {
-                    "transfer.posted"
-                } else if t.has(transfer_flags::VOID_PENDING_TRANSFER) {
-                    "transfer.voided"
-                } else {
-                    "transfer.created"
-                };
-                let mut fields = vec![("amount_requested", t.amount.to_string())];
-                if t.pending_id != 0 {
-                    fields.push(("pending_id", t.pending_id.to_string()));
-                } else {
-                    fields.push(("debit_account_id", t.debit_account_id.to_string()));
-                    fields.push(("credit_account_id", t.credit_account_id.to_string()));
-                }
-                ChangeEvent {
-                    ledger: (t.ledger != 0).then_some(t.ledger),
-                    ..event(kind, t.id.to_string(), &fields)
-                }
-            })
-            .collect(),
-        (Op::ExpirePendingTransfers(_), Outcome::PendingExpired { expired }) => {
-            vec![event("transfer.expired", "", &[("count", expired.to_string())])]
+        (Op::CreateTransfers(c), Outcome::TransfersCreated { results }) => {
+            let mut out = Vec::new();
+            for (t, _) in c.transfers.iter().zip(results).filter(|(_, r)| **r == CreateTransferResult::Ok) {
+                out.push(transfer_event(t, &applied(t.id)?.expect("a created transfer is stored")));
+            }
+            out
         }
         _ => Vec::new(),
-    };
+    });
     if events.is_empty() {
         // Something changed (the revision moved) that has no finer description.
         events.push(event(op.name(), "", &[]));
     }
-    events
+    Ok(events)
+}
+
+/// A created transfer: what was asked and what was applied.
+fn transfer_event(asked: &Transfer, applied: &Transfer) -> ChangeEvent {
+    let kind = if asked.has(transfer_flags::PENDING) {
+        "transfer.pending"
+    } else if asked.has(transfer_flags::POST_PENDING_TRANSFER) {
+        "transfer.posted"
+    } else if asked.has(transfer_flags::VOID_PENDING_TRANSFER) {
+        "transfer.voided"
+    } else {
+        "transfer.created"
+    };
+    let mut fields = vec![
+        ("amount_requested", asked.amount.to_string()),
+        ("amount", applied.amount.to_string()),
+        ("debit_account_id", applied.debit_account_id.to_string()),
+        ("credit_account_id", applied.credit_account_id.to_string()),
+    ];
+    if asked.pending_id != 0 {
+        fields.push(("pending_id", asked.pending_id.to_string()));
+    }
+    ChangeEvent {
+        ledger: (applied.ledger != 0).then_some(applied.ledger),
+        ..event(kind, asked.id.to_string(), &fields)
+    }
 }
 
 /// Feed keys: big-endian revision, so they sort in revision order.

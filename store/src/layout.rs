@@ -51,10 +51,13 @@ pub enum Cf {
     Feed = 20,
     /// The audit chain: one record per applied command, keyed by big-endian seq.
     Audit = 21,
+    /// This node's own audit log (reads, requests refused before proposing):
+    /// never replicated, never in a snapshot. See `local_audit`.
+    LocalAudit = 22,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 22] = [
+    pub const ALL: [Cf; 23] = [
         Cf::Log,
         Cf::RaftMeta,
         Cf::SmMeta,
@@ -77,6 +80,7 @@ impl Cf {
         Cf::LedgerTotals,
         Cf::Feed,
         Cf::Audit,
+        Cf::LocalAudit,
     ];
 
     /// The column families that make up the state machine: what a snapshot
@@ -127,6 +131,7 @@ impl Cf {
             Cf::LedgerTotals => "ledger_totals",
             Cf::Feed => "feed",
             Cf::Audit => "audit",
+            Cf::LocalAudit => "local_audit",
         }
     }
 

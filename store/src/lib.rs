@@ -15,6 +15,7 @@ pub mod keyring;
 pub mod layout;
 pub mod ledger;
 pub mod limits;
+pub mod local_audit;
 pub mod reencrypt;
 pub mod snapshot;
 pub mod state_machine;

@@ -21,6 +21,7 @@ use crate::command::{
 use crate::db::{decode, encode, Db, DbError};
 use crate::feed::{self, FeedRecord, FEED_PRUNE_PER_COMMAND_MAX, FEED_RETAIN_MS, FEED_RETAIN_REVISIONS};
 use crate::layout::{sm_keys, Cf};
+use crate::ledger::model::{StoredTransfer, Transfer};
 use crate::limits::{DEDUP_PRUNE_PER_BATCH_MAX, DEDUP_WINDOW_MS, TOKEN_PRUNE_PER_BATCH_MAX};
 
 #[derive(Clone)]
@@ -207,6 +208,11 @@ impl StateMachine {
             .collect())
     }
 
+    /// Walks the whole replicated audit chain up to its head.
+    pub fn verify_audit(&self) -> Result<audit::Verdict, DbError> {
+        audit::walk((0, [0; 32]), self.audit_head()?, |from| self.audit(from, audit::AUDIT_READ_MAX))
+    }
+
     /// The oldest revision the feed still holds (None: no record yet).
     pub fn feed_oldest(&self) -> Result<Option<u64>, DbError> {
         Ok(self.feed_oldest_meta()?.map(|(revision, _)| revision))
@@ -304,7 +310,13 @@ impl<'a> ApplyBatch<'a> {
             Actor::Token(h) => self.callers.get(h).filter(|c| c.token.expires_ms > self.clock_ms).cloned(),
             Actor::Node => None,
         };
-        let mut tx = Tx { batch: self, staged: Overlay::new(), bumps_revision: false, undo: None };
+        let mut tx = Tx {
+            batch: self,
+            staged: Overlay::new(),
+            bumps_revision: false,
+            undo: None,
+            expired: Vec::new(),
+        };
         let mut resolved = None;
         let actor;
         let result: Result<Outcome, _> = match authorize(&tx, cmd, self.clock_ms, cached)? {
@@ -319,7 +331,7 @@ impl<'a> ApplyBatch<'a> {
                 Err(e)
             }
         };
-        let Tx { staged, bumps_revision, .. } = tx;
+        let Tx { staged, bumps_revision, expired, .. } = tx;
         if let Ok(outcome) = &result {
             let actor = actor.clone();
             if staged.keys().any(|(cf, _)| AUTH_CFS.contains(cf)) {
@@ -329,7 +341,7 @@ impl<'a> ApplyBatch<'a> {
             self.overlay.extend(staged);
             if bumps_revision {
                 self.revision += 1;
-                self.record_change(cmd, outcome, actor)?;
+                self.record_change(cmd, outcome, actor, &expired)?;
             }
         }
         if let Some(c) = resolved {
@@ -347,7 +359,13 @@ impl<'a> ApplyBatch<'a> {
 
     /// Who a command ran as, for the audit trail.
     fn actor_name(&self, cmd: &Command) -> Result<String, DbError> {
-        let tx = Tx { batch: self, staged: Overlay::new(), bumps_revision: false, undo: None };
+        let tx = Tx {
+            batch: self,
+            staged: Overlay::new(),
+            bumps_revision: false,
+            undo: None,
+            expired: Vec::new(),
+        };
         actor_of(&tx, cmd, self.clock_ms)
     }
 
@@ -360,8 +378,18 @@ impl<'a> ApplyBatch<'a> {
 
     /// The change feed record of the revision just made, and the removal of
     /// the one that falls out of retention (see `feed`).
-    fn record_change(&mut self, cmd: &Command, outcome: &Outcome, actor: String) -> Result<(), DbError> {
-        let events = feed::describe(&cmd.op, outcome, &actor);
+    fn record_change(
+        &mut self,
+        cmd: &Command,
+        outcome: &Outcome,
+        actor: String,
+        expired: &[u128],
+    ) -> Result<(), DbError> {
+        let applied = |id: u128| -> Result<Option<Transfer>, DbError> {
+            let raw = self.read(Cf::Transfers, &crate::ledger::id_key(id))?;
+            raw.map(|r| decode::<StoredTransfer>(Cf::Transfers, &r).map(|s| s.transfer)).transpose()
+        };
+        let events = feed::describe(&cmd.op, outcome, &actor, expired, &applied)?;
         let record = FeedRecord { revision: self.revision, time_ms: cmd.time_ms, actor, events };
         self.overlay.insert((Cf::Feed, feed::key(self.revision).to_vec()), Some(encode(&record)));
         if self.feed_oldest.is_none() {
@@ -467,6 +495,9 @@ pub(crate) struct Tx<'b> {
     bumps_revision: bool,
     /// While a savepoint is open: how to undo each staged write since.
     undo: Option<Undo>,
+    /// Pending transfers this command expired (before its own events), for
+    /// the change feed.
+    pub(crate) expired: Vec<u128>,
 }
 
 struct Undo {

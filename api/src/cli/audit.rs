@@ -2,7 +2,7 @@
 
 use clap::Subcommand;
 use strongbox_proto::v1::audit_client::AuditClient;
-use strongbox_proto::v1::{AuditQueryRequest, AuditVerifyRequest};
+use strongbox_proto::v1::{AuditChain, AuditQueryRequest, AuditVerifyRequest};
 
 use super::{status_err, Conn};
 
@@ -26,15 +26,31 @@ pub enum AuditCmd {
         /// Records to print at most.
         #[arg(long, default_value_t = 1000)]
         max: usize,
+        /// The contacted node's local chain (reads, requests refused before
+        /// proposing) instead of the replicated one.
+        #[arg(long)]
+        local: bool,
     },
-    /// Walks the chain on the contacted node; exit code 1 if a link is broken.
-    Verify,
+    /// Walks a chain on the contacted node; exit code 1 if a link is broken.
+    Verify {
+        /// The contacted node's local chain instead of the replicated one.
+        #[arg(long)]
+        local: bool,
+    },
+}
+
+fn chain(local: bool) -> i32 {
+    if local {
+        AuditChain::Local as i32
+    } else {
+        AuditChain::Replicated as i32
+    }
 }
 
 pub async fn audit(conn: Conn, cmd: AuditCmd) -> anyhow::Result<()> {
     let mut client = AuditClient::new(conn.channel().await?);
     match cmd {
-        AuditCmd::Query { after_seq, actor, action, outcome, since_ms, until_ms, max } => {
+        AuditCmd::Query { after_seq, actor, action, outcome, since_ms, until_ms, max, local } => {
             let (mut after, mut printed) = (after_seq, 0);
             loop {
                 let req = AuditQueryRequest {
@@ -46,6 +62,7 @@ pub async fn audit(conn: Conn, cmd: AuditCmd) -> anyhow::Result<()> {
                     outcome: outcome.clone(),
                     since_ms,
                     until_ms,
+                    chain: chain(local),
                 };
                 let r = client.query(req).await.map_err(status_err)?.into_inner();
                 for rec in r.records {
@@ -54,6 +71,10 @@ pub async fn audit(conn: Conn, cmd: AuditCmd) -> anyhow::Result<()> {
                         "resource": rec.resource, "outcome": rec.outcome, "request_id": rec.request_id,
                         "revision": rec.revision, "hash": hex::encode(rec.hash),
                     });
+                    let mut line = line;
+                    if local {
+                        line["node"] = rec.node.into();
+                    }
                     println!("{line}");
                     printed += 1;
                 }
@@ -63,15 +84,16 @@ pub async fn audit(conn: Conn, cmd: AuditCmd) -> anyhow::Result<()> {
                 after = r.next_after_seq;
             }
         }
-        AuditCmd::Verify => {
-            let r =
-                client.verify(AuditVerifyRequest { options: None }).await.map_err(status_err)?.into_inner();
+        AuditCmd::Verify { local } => {
+            let req = AuditVerifyRequest { options: None, chain: chain(local) };
+            let r = client.verify(req).await.map_err(status_err)?.into_inner();
+            let which = if local { "local audit chain" } else { "audit chain" };
             if r.ok {
-                println!("audit chain intact: {} records, head {}", r.records_checked, r.head_seq);
+                println!("{which} intact: {} records ({}..={})", r.records_checked, r.first_seq, r.head_seq);
                 Ok(())
             } else {
                 eprintln!(
-                    "audit chain BROKEN at record {}: {} ({} records verified before it)",
+                    "{which} BROKEN at record {}: {} ({} records verified before it)",
                     r.first_broken_seq, r.reason, r.records_checked
                 );
                 std::process::exit(1);

@@ -1,14 +1,14 @@
 //! `Audit.Query` and `Audit.Verify` over this node's copy of the replicated
-//! audit chain.
+//! audit chain, or over its own local chain.
 
 use strongbox_proto::v1::audit_server::Audit;
 use strongbox_proto::v1::*;
-use strongbox_store::audit::{first_broken, AuditRecord as Stored, AUDIT_READ_MAX};
+use strongbox_store::audit::{AuditRecord as Stored, Verdict, AUDIT_READ_MAX};
+use strongbox_store::local_audit::{self, LocalAuditRecord};
 use tonic::{Request, Response, Status};
 
-use super::{internal, Api};
+use super::{internal, token_of, Api};
 use crate::auth::Rpc;
-use crate::observe::rpc;
 
 /// Records one request examines at most (filters may reject most of them).
 const SCAN_PER_REQUEST_MAX: usize = 20_000;
@@ -22,9 +22,24 @@ impl AuditService {
     pub fn new(api: Api) -> Self {
         AuditService { api }
     }
+
+    /// Up to a chunk of records of `chain` from `seq` on.
+    fn chunk(&self, chain: AuditChain, seq: u64) -> Result<Vec<AuditRecord>, Status> {
+        let sm = &self.api.node.sm;
+        Ok(match chain {
+            AuditChain::Replicated => {
+                sm.audit(seq, AUDIT_READ_MAX).map_err(internal)?.into_iter().map(replicated).collect()
+            }
+            AuditChain::Local => local_audit::read(sm.db(), seq, local_audit::LOCAL_AUDIT_READ_MAX)
+                .map_err(internal)?
+                .into_iter()
+                .map(local)
+                .collect(),
+        })
+    }
 }
 
-fn to_proto(r: Stored) -> AuditRecord {
+fn replicated(r: Stored) -> AuditRecord {
     AuditRecord {
         seq: r.seq,
         time_ms: r.time_ms,
@@ -36,10 +51,27 @@ fn to_proto(r: Stored) -> AuditRecord {
         revision: r.revision,
         hash: r.hash.to_vec(),
         prev_hash: r.prev_hash.to_vec(),
+        node: 0,
     }
 }
 
-fn matches(q: &AuditQueryRequest, r: &Stored) -> bool {
+fn local(r: LocalAuditRecord) -> AuditRecord {
+    AuditRecord {
+        seq: r.seq,
+        time_ms: r.time_ms,
+        actor: r.actor,
+        action: r.action,
+        resource: r.resource,
+        outcome: r.outcome,
+        request_id: r.request_id,
+        revision: r.revision,
+        hash: r.hash.to_vec(),
+        prev_hash: r.prev_hash.to_vec(),
+        node: r.node,
+    }
+}
+
+fn matches(q: &AuditQueryRequest, r: &AuditRecord) -> bool {
     (q.actor.is_empty() || q.actor == r.actor)
         && (q.action.is_empty() || q.action == r.action)
         && (q.outcome.is_empty() || q.outcome == r.outcome)
@@ -47,85 +79,90 @@ fn matches(q: &AuditQueryRequest, r: &Stored) -> bool {
         && (q.until_ms == 0 || r.time_ms <= q.until_ms)
 }
 
+fn chain(v: i32, field: &str) -> Result<AuditChain, Status> {
+    AuditChain::try_from(v).map_err(|_| Status::invalid_argument(format!("{field}: unknown audit chain {v}")))
+}
+
 #[tonic::async_trait]
 impl Audit for AuditService {
     async fn query(&self, req: Request<AuditQueryRequest>) -> Result<Response<AuditQueryResponse>, Status> {
-        rpc("audit.query", async {
-            let (meta, _, q) = req.into_parts();
-            self.api.read(&meta, Rpc::AuditQuery, "", q.options.as_ref()).await?;
-            let limit = if q.limit == 0 { PAGE_DEFAULT } else { q.limit } as usize;
-            if limit > AUDIT_READ_MAX {
-                return Err(Status::invalid_argument(format!(
-                    "limit: at most {AUDIT_READ_MAX}, got {limit}"
-                )));
-            }
-            let revision = self.api.revision()?;
-            let (mut out, mut next, mut scanned) = (Vec::new(), q.after_seq + 1, 0);
-            let reached_end = loop {
-                let chunk = self.api.node.sm.audit(next, AUDIT_READ_MAX).map_err(internal)?;
-                let Some(last) = chunk.last().map(|r| r.seq) else { break true };
-                for r in chunk {
-                    scanned += 1;
-                    next = r.seq + 1;
-                    if matches(&q, &r) {
-                        out.push(to_proto(r));
-                        if out.len() == limit {
-                            break;
+        self.api
+            .rpc("audit.query", token_of(req.metadata()), async {
+                let (meta, _, q) = req.into_parts();
+                self.api.read(&meta, Rpc::AuditQuery, "", q.options.as_ref()).await?;
+                let chain = chain(q.chain, "chain")?;
+                let limit = if q.limit == 0 { PAGE_DEFAULT } else { q.limit } as usize;
+                if limit > AUDIT_READ_MAX {
+                    return Err(Status::invalid_argument(format!(
+                        "limit: at most {AUDIT_READ_MAX}, got {limit}"
+                    )));
+                }
+                let revision = self.api.revision()?;
+                // The local chain's oldest records may have been pruned.
+                let mut next = q.after_seq + 1;
+                if chain == AuditChain::Local {
+                    next = next.max(local_audit::anchor(self.api.node.sm.db()).map_err(internal)?.0 + 1);
+                }
+                let (mut out, mut scanned) = (Vec::new(), 0);
+                let reached_end = loop {
+                    let chunk = self.chunk(chain, next)?;
+                    let Some(last) = chunk.last().map(|r| r.seq) else { break true };
+                    for r in chunk {
+                        scanned += 1;
+                        next = r.seq + 1;
+                        if matches(&q, &r) {
+                            out.push(r);
+                            if out.len() == limit {
+                                break;
+                            }
                         }
                     }
-                }
-                if out.len() == limit || scanned >= SCAN_PER_REQUEST_MAX {
-                    break next > last && self.api.node.sm.audit(next, 1).map_err(internal)?.is_empty();
-                }
-            };
-            let next_after_seq = if reached_end { 0 } else { next - 1 };
-            Ok(AuditQueryResponse { records: out, next_after_seq, revision })
-        })
-        .await
+                    if out.len() == limit || scanned >= SCAN_PER_REQUEST_MAX {
+                        break next > last && self.chunk(chain, next)?.is_empty();
+                    }
+                };
+                let next_after_seq = if reached_end { 0 } else { next - 1 };
+                Ok(AuditQueryResponse { records: out, next_after_seq, revision })
+            })
+            .await
     }
 
     async fn verify(
         &self,
         req: Request<AuditVerifyRequest>,
     ) -> Result<Response<AuditVerifyResponse>, Status> {
-        rpc("audit.verify", async {
-            let (meta, _, r) = req.into_parts();
-            self.api.read(&meta, Rpc::AuditVerify, "", r.options.as_ref()).await?;
-            let sm = &self.api.node.sm;
-            let (head_seq, head_hash) = sm.audit_head().map_err(internal)?;
-            let (mut prev, mut checked) = ((0u64, [0u8; 32]), 0u64);
-            let broken = loop {
-                let chunk = sm.audit(prev.0 + 1, AUDIT_READ_MAX).map_err(internal)?;
-                if chunk.is_empty() {
-                    break (prev != (head_seq, head_hash)).then(|| {
-                        (
-                            prev.0 + 1,
-                            format!("the chain ends at {} but its head is record {head_seq}", prev.0),
-                        )
-                    });
-                }
-                if let Some(b) = first_broken(prev, &chunk) {
-                    break Some(b);
-                }
-                checked += chunk.len() as u64;
-                let last = chunk.last().expect("not empty");
-                prev = (last.seq, last.hash);
-                // Yield between chunks: a long chain must not hog a worker.
-                tokio::task::yield_now().await;
-            };
-            Ok(match broken {
-                None => {
-                    AuditVerifyResponse { ok: true, records_checked: checked, head_seq, ..Default::default() }
-                }
-                Some((seq, reason)) => AuditVerifyResponse {
-                    ok: false,
+        self.api
+            .rpc("audit.verify", token_of(req.metadata()), async {
+                let (meta, _, r) = req.into_parts();
+                self.api.read(&meta, Rpc::AuditVerify, "", r.options.as_ref()).await?;
+                let chain = chain(r.chain, "chain")?;
+                let sm = self.api.node.sm.clone();
+                // A long chain is CPU work: off the async workers.
+                let (verdict, head_seq, first_seq) = tokio::task::spawn_blocking(move || {
+                    let db = sm.db();
+                    Ok::<_, strongbox_store::DbError>(match chain {
+                        AuditChain::Replicated => (sm.verify_audit()?, sm.audit_head()?.0, 1),
+                        AuditChain::Local => (
+                            local_audit::verify(db)?,
+                            local_audit::head(db)?.0,
+                            local_audit::anchor(db)?.0 + 1,
+                        ),
+                    })
+                })
+                .await
+                .map_err(internal)?
+                .map_err(internal)?;
+                let Verdict { checked, broken } = verdict;
+                let (first_broken_seq, reason) = broken.unwrap_or_default();
+                Ok(AuditVerifyResponse {
+                    ok: first_broken_seq == 0,
                     records_checked: checked,
                     head_seq,
-                    first_broken_seq: seq,
+                    first_broken_seq,
                     reason,
-                },
+                    first_seq,
+                })
             })
-        })
-        .await
+            .await
     }
 }

@@ -10,10 +10,10 @@ use strongbox_store::command::{
 use strongbox_store::{Actor, Command, Op};
 use tonic::{Request, Response, Status};
 
-use super::{internal, unexpected, Api, Written};
+use super::{internal, token_of, unexpected, Api, Written};
 use crate::auth::tokens::{bearer, client_secret_digest, new_token, token_hash};
 use crate::auth::{password, Rpc};
-use crate::observe::{check_size, now_ms, rpc};
+use crate::observe::{check_size, now_ms};
 
 pub struct AuthService {
     api: Api,
@@ -89,181 +89,191 @@ fn write_response(w: Written) -> WriteResponse {
 #[tonic::async_trait]
 impl Auth for AuthService {
     async fn login(&self, req: Request<LoginRequest>) -> Result<Response<TokenResponse>, Status> {
-        rpc("auth.login", async {
-            check_size(req.get_ref())?;
-            let r = req.into_inner();
-            validate_name("user", &r.username)
-                .map_err(|e| Status::invalid_argument(format!("username: {}", e.message)))?;
-            let pw = password("password", r.password, false)?;
-            // The user record as of now: a user created a moment ago through
-            // another node is found, and its failures are counted right.
-            self.api.read_barrier(None).await?;
-            let p = Principal::User(r.username.clone());
-            let rec = self.api.node.sm.principal(&p).map_err(internal)?;
-            let now = now_ms();
-            // Unknown, disabled and locked users are checked against a dummy
-            // hash: same work, same answer as a wrong password.
-            let phc = rec.filter(|r| r.enabled && !r.locked(now)).map(|r| r.credential);
-            if self.api.auth.hasher.verify(pw, phc.clone()).await? {
-                let phc = phc.expect("verify is false without a stored hash");
-                return match self.issue(p, phc, r.ttl_seconds, None).await {
-                    Err(s) if s.code() == tonic::Code::Unauthenticated => {
-                        Err(Status::unauthenticated(LOGIN_FAILED))
-                    }
-                    other => other,
-                };
-            }
-            self.record_failure(&r.username).await?;
-            Err(Status::unauthenticated(LOGIN_FAILED))
-        })
-        .await
+        self.api
+            .rpc("auth.login", token_of(req.metadata()), async {
+                check_size(req.get_ref())?;
+                let r = req.into_inner();
+                validate_name("user", &r.username)
+                    .map_err(|e| Status::invalid_argument(format!("username: {}", e.message)))?;
+                let pw = password("password", r.password, false)?;
+                // The user record as of now: a user created a moment ago through
+                // another node is found, and its failures are counted right.
+                self.api.read_barrier(None).await?;
+                let p = Principal::User(r.username.clone());
+                let rec = self.api.node.sm.principal(&p).map_err(internal)?;
+                let now = now_ms();
+                // Unknown, disabled and locked users are checked against a dummy
+                // hash: same work, same answer as a wrong password.
+                let phc = rec.filter(|r| r.enabled && !r.locked(now)).map(|r| r.credential);
+                if self.api.auth.hasher.verify(pw, phc.clone()).await? {
+                    let phc = phc.expect("verify is false without a stored hash");
+                    return match self.issue(p, phc, r.ttl_seconds, None).await {
+                        Err(s) if s.code() == tonic::Code::Unauthenticated => {
+                            Err(Status::unauthenticated(LOGIN_FAILED))
+                        }
+                        other => other,
+                    };
+                }
+                self.record_failure(&r.username).await?;
+                Err(Status::unauthenticated(LOGIN_FAILED))
+            })
+            .await
     }
 
     async fn client_token(
         &self,
         req: Request<ClientTokenRequest>,
     ) -> Result<Response<TokenResponse>, Status> {
-        rpc("auth.client_token", async {
-            check_size(req.get_ref())?;
-            let r = req.into_inner();
-            if !r.grant_type.is_empty() && r.grant_type != "client_credentials" {
-                return Err(Status::invalid_argument(format!(
-                    "grant_type: only \"client_credentials\" is supported, got {:?}",
-                    r.grant_type
-                )));
-            }
-            validate_name("client", &r.client_id)
-                .map_err(|e| Status::invalid_argument(format!("client_id: {}", e.message)))?;
-            let secret = zeroize::Zeroizing::new(r.client_secret);
-            self.api.read_barrier(None).await?;
-            let p = Principal::Client(r.client_id.clone());
-            let rec = self.api.node.sm.principal(&p).map_err(internal)?;
-            let digest = client_secret_digest(&secret);
-            let Some(rec) = rec.filter(|c| c.enabled && c.credential == digest) else {
-                return Err(Status::unauthenticated("invalid client credentials, or the client is disabled"));
-            };
-            let scopes = if r.scopes.is_empty() { rec.roles.clone() } else { r.scopes };
-            match self.issue(p, rec.credential, r.ttl_seconds, Some(scopes)).await {
-                Err(s) if s.code() == tonic::Code::Unauthenticated => {
-                    Err(Status::unauthenticated("invalid client credentials, or the client is disabled"))
+        self.api
+            .rpc("auth.client_token", token_of(req.metadata()), async {
+                check_size(req.get_ref())?;
+                let r = req.into_inner();
+                if !r.grant_type.is_empty() && r.grant_type != "client_credentials" {
+                    return Err(Status::invalid_argument(format!(
+                        "grant_type: only \"client_credentials\" is supported, got {:?}",
+                        r.grant_type
+                    )));
                 }
-                other => other,
-            }
-        })
-        .await
+                validate_name("client", &r.client_id)
+                    .map_err(|e| Status::invalid_argument(format!("client_id: {}", e.message)))?;
+                let secret = zeroize::Zeroizing::new(r.client_secret);
+                self.api.read_barrier(None).await?;
+                let p = Principal::Client(r.client_id.clone());
+                let rec = self.api.node.sm.principal(&p).map_err(internal)?;
+                let digest = client_secret_digest(&secret);
+                let Some(rec) = rec.filter(|c| c.enabled && c.credential == digest) else {
+                    return Err(Status::unauthenticated(
+                        "invalid client credentials, or the client is disabled",
+                    ));
+                };
+                let scopes = if r.scopes.is_empty() { rec.roles.clone() } else { r.scopes };
+                match self.issue(p, rec.credential, r.ttl_seconds, Some(scopes)).await {
+                    Err(s) if s.code() == tonic::Code::Unauthenticated => {
+                        Err(Status::unauthenticated("invalid client credentials, or the client is disabled"))
+                    }
+                    other => other,
+                }
+            })
+            .await
     }
 
     async fn logout(&self, req: Request<LogoutRequest>) -> Result<Response<WriteResponse>, Status> {
-        rpc("auth.logout", async {
-            let (meta, _, r) = req.into_parts();
-            let op = Op::RevokeToken(RevokeToken { token_hash: bearer(&meta)? });
-            let w = self.api.write(&meta, Rpc::AuthLogout, "", r.options.as_ref(), op).await?;
-            Ok(write_response(w))
-        })
-        .await
+        self.api
+            .rpc("auth.logout", token_of(req.metadata()), async {
+                let (meta, _, r) = req.into_parts();
+                let op = Op::RevokeToken(RevokeToken { token_hash: bearer(&meta)? });
+                let w = self.api.write(&meta, Rpc::AuthLogout, "", r.options.as_ref(), op).await?;
+                Ok(write_response(w))
+            })
+            .await
     }
 
     async fn revoke(&self, req: Request<RevokeRequest>) -> Result<Response<WriteResponse>, Status> {
-        rpc("auth.revoke", async {
-            check_size(req.get_ref())?;
-            let (meta, _, r) = req.into_parts();
-            if r.token.is_empty() {
-                return Err(Status::invalid_argument("token: required"));
-            }
-            let op = Op::RevokeToken(RevokeToken { token_hash: token_hash(&r.token) });
-            let w = self.api.write(&meta, Rpc::AuthRevoke, "", r.options.as_ref(), op).await?;
-            Ok(write_response(w))
-        })
-        .await
+        self.api
+            .rpc("auth.revoke", token_of(req.metadata()), async {
+                check_size(req.get_ref())?;
+                let (meta, _, r) = req.into_parts();
+                if r.token.is_empty() {
+                    return Err(Status::invalid_argument("token: required"));
+                }
+                let op = Op::RevokeToken(RevokeToken { token_hash: token_hash(&r.token) });
+                let w = self.api.write(&meta, Rpc::AuthRevoke, "", r.options.as_ref(), op).await?;
+                Ok(write_response(w))
+            })
+            .await
     }
 
     async fn renew(&self, req: Request<RenewRequest>) -> Result<Response<RenewResponse>, Status> {
-        rpc("auth.renew", async {
-            let (meta, _, r) = req.into_parts();
-            let op = Op::RenewToken(RenewToken { expires_ms: now_ms() + self.ttl_ms(r.ttl_seconds) });
-            let w = self.api.write(&meta, Rpc::AuthRenew, "", r.options.as_ref(), op).await?;
-            match w.outcome {
-                Outcome::TokenRenewed { expires_ms } => {
-                    Ok(RenewResponse { expires_ms, revision: w.revision })
+        self.api
+            .rpc("auth.renew", token_of(req.metadata()), async {
+                let (meta, _, r) = req.into_parts();
+                let op = Op::RenewToken(RenewToken { expires_ms: now_ms() + self.ttl_ms(r.ttl_seconds) });
+                let w = self.api.write(&meta, Rpc::AuthRenew, "", r.options.as_ref(), op).await?;
+                match w.outcome {
+                    Outcome::TokenRenewed { expires_ms } => {
+                        Ok(RenewResponse { expires_ms, revision: w.revision })
+                    }
+                    other => Err(unexpected(other)),
                 }
-                other => Err(unexpected(other)),
-            }
-        })
-        .await
+            })
+            .await
     }
 
     async fn who_am_i(&self, req: Request<WhoAmIRequest>) -> Result<Response<WhoAmIResponse>, Status> {
-        rpc("auth.who_am_i", async {
-            let (meta, _, r) = req.into_parts();
-            let c = self.api.read(&meta, Rpc::AuthWhoAmI, "", r.options.as_ref()).await?;
-            Ok(WhoAmIResponse {
-                principal: c.principal.to_string(),
-                roles: c.role_names,
-                issued_ms: c.token.issued_ms,
-                expires_ms: c.token.expires_ms,
-                renew_until_ms: c.token.renew_until_ms,
+        self.api
+            .rpc("auth.who_am_i", token_of(req.metadata()), async {
+                let (meta, _, r) = req.into_parts();
+                let c = self.api.read(&meta, Rpc::AuthWhoAmI, "", r.options.as_ref()).await?;
+                Ok(WhoAmIResponse {
+                    principal: c.principal.to_string(),
+                    roles: c.role_names,
+                    issued_ms: c.token.issued_ms,
+                    expires_ms: c.token.expires_ms,
+                    renew_until_ms: c.token.renew_until_ms,
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn introspect(
         &self,
         req: Request<IntrospectRequest>,
     ) -> Result<Response<IntrospectResponse>, Status> {
-        rpc("auth.introspect", async {
-            check_size(req.get_ref())?;
-            let (meta, _, r) = req.into_parts();
-            self.api.read(&meta, Rpc::AuthIntrospect, "", r.options.as_ref()).await?;
-            let hash = token_hash(&r.token);
-            let Ok(c) = self.api.node.sm.resolve_token(&hash, now_ms()).map_err(internal)? else {
-                return Ok(IntrospectResponse::default());
-            };
-            let (username, client_id) = match &c.principal {
-                Principal::User(u) => (u.clone(), String::new()),
-                Principal::Client(id) => (String::new(), id.clone()),
-            };
-            Ok(IntrospectResponse {
-                active: true,
-                scope: c.role_names.join(" "),
-                client_id,
-                username,
-                token_type: "Bearer".into(),
-                exp: c.token.expires_ms / 1000,
-                iat: c.token.issued_ms / 1000,
-                sub: c.principal.to_string(),
+        self.api
+            .rpc("auth.introspect", token_of(req.metadata()), async {
+                check_size(req.get_ref())?;
+                let (meta, _, r) = req.into_parts();
+                self.api.read(&meta, Rpc::AuthIntrospect, "", r.options.as_ref()).await?;
+                let hash = token_hash(&r.token);
+                let Ok(c) = self.api.node.sm.resolve_token(&hash, now_ms()).map_err(internal)? else {
+                    return Ok(IntrospectResponse::default());
+                };
+                let (username, client_id) = match &c.principal {
+                    Principal::User(u) => (u.clone(), String::new()),
+                    Principal::Client(id) => (String::new(), id.clone()),
+                };
+                Ok(IntrospectResponse {
+                    active: true,
+                    scope: c.role_names.join(" "),
+                    client_id,
+                    username,
+                    token_type: "Bearer".into(),
+                    exp: c.token.expires_ms / 1000,
+                    iat: c.token.issued_ms / 1000,
+                    sub: c.principal.to_string(),
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn change_password(
         &self,
         req: Request<ChangePasswordRequest>,
     ) -> Result<Response<WriteResponse>, Status> {
-        rpc("auth.change_password", async {
-            check_size(req.get_ref())?;
-            let (meta, _, r) = req.into_parts();
-            let old = password("old_password", r.old_password, false)?;
-            let new = password("new_password", r.new_password, true)?;
-            let caller = self.api.read(&meta, Rpc::AuthChangePassword, "", None).await?;
-            let Principal::User(name) = &caller.principal else {
-                return Err(Status::failed_precondition("service clients have secrets, not passwords"));
-            };
-            let rec = self.api.node.sm.principal(&caller.principal).map_err(internal)?;
-            let phc = rec.map(|r| r.credential);
-            if !self.api.auth.hasher.verify(old, phc.clone()).await? {
-                self.record_failure(name).await?;
-                return Err(Status::unauthenticated("old_password: wrong password"));
-            }
-            let new_phc = self.api.auth.hasher.hash(new).await?;
-            let op = Op::ChangePassword(ChangePassword {
-                expected_phc: phc.expect("verified against a stored hash"),
-                new_phc,
-            });
-            let w = self.api.write(&meta, Rpc::AuthChangePassword, "", r.options.as_ref(), op).await?;
-            Ok(write_response(w))
-        })
-        .await
+        self.api
+            .rpc("auth.change_password", token_of(req.metadata()), async {
+                check_size(req.get_ref())?;
+                let (meta, _, r) = req.into_parts();
+                let old = password("old_password", r.old_password, false)?;
+                let new = password("new_password", r.new_password, true)?;
+                let caller = self.api.read(&meta, Rpc::AuthChangePassword, "", None).await?;
+                let Principal::User(name) = &caller.principal else {
+                    return Err(Status::failed_precondition("service clients have secrets, not passwords"));
+                };
+                let rec = self.api.node.sm.principal(&caller.principal).map_err(internal)?;
+                let phc = rec.map(|r| r.credential);
+                if !self.api.auth.hasher.verify(old, phc.clone()).await? {
+                    self.record_failure(name).await?;
+                    return Err(Status::unauthenticated("old_password: wrong password"));
+                }
+                let new_phc = self.api.auth.hasher.hash(new).await?;
+                let op = Op::ChangePassword(ChangePassword {
+                    expected_phc: phc.expect("verified against a stored hash"),
+                    new_phc,
+                });
+                let w = self.api.write(&meta, Rpc::AuthChangePassword, "", r.options.as_ref(), op).await?;
+                Ok(write_response(w))
+            })
+            .await
     }
 }

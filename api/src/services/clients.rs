@@ -9,10 +9,10 @@ use strongbox_store::Op;
 use tonic::{Request, Response, Status};
 
 use super::users::written;
-use super::{internal, next_token, page, Api};
+use super::{internal, next_token, page, token_of, Api};
 use crate::auth::tokens::new_client_secret;
 use crate::auth::Rpc;
-use crate::observe::{check_size, rpc};
+use crate::observe::check_size;
 
 pub struct ClientsService {
     api: Api,
@@ -58,82 +58,90 @@ impl Clients for ClientsService {
         &self,
         req: Request<CreateClientRequest>,
     ) -> Result<Response<CreateClientResponse>, Status> {
-        rpc("clients.create", async {
-            check_size(req.get_ref())?;
-            let (meta, _, r) = req.into_parts();
-            client_id_arg(&r.client_id)?;
-            validate_role_names(&r.roles)
-                .map_err(|e| Status::invalid_argument(format!("roles: {}", e.message)))?;
-            let (secret, secret_digest) = new_client_secret();
-            let op = Op::CreateClient(CreateClient {
-                client_id: r.client_id.clone(),
-                secret_digest,
-                roles: r.roles,
-            });
-            let w = self.api.write(&meta, Rpc::ClientsCreate, "", r.options.as_ref(), op).await?;
-            // A deduplicated retry gets no secret: the first answer had it,
-            // and only its digest was kept.
-            let client_secret = if w.deduplicated { String::new() } else { secret.to_string() };
-            Ok(CreateClientResponse { client_id: r.client_id, client_secret, revision: w.revision })
-        })
-        .await
+        self.api
+            .rpc("clients.create", token_of(req.metadata()), async {
+                check_size(req.get_ref())?;
+                let (meta, _, r) = req.into_parts();
+                client_id_arg(&r.client_id)?;
+                validate_role_names(&r.roles)
+                    .map_err(|e| Status::invalid_argument(format!("roles: {}", e.message)))?;
+                let (secret, secret_digest) = new_client_secret();
+                let op = Op::CreateClient(CreateClient {
+                    client_id: r.client_id.clone(),
+                    secret_digest,
+                    roles: r.roles,
+                });
+                let w = self.api.write(&meta, Rpc::ClientsCreate, "", r.options.as_ref(), op).await?;
+                // A deduplicated retry gets no secret: the first answer had it,
+                // and only its digest was kept.
+                let client_secret = if w.deduplicated { String::new() } else { secret.to_string() };
+                Ok(CreateClientResponse { client_id: r.client_id, client_secret, revision: w.revision })
+            })
+            .await
     }
 
     async fn get(&self, req: Request<GetClientRequest>) -> Result<Response<Client>, Status> {
-        rpc("clients.get", async {
-            let (meta, _, r) = req.into_parts();
-            client_id_arg(&r.client_id)?;
-            self.api.read(&meta, Rpc::ClientsGet, "", r.options.as_ref()).await?;
-            let p = Principal::Client(r.client_id.clone());
-            match self.api.node.sm.principal(&p).map_err(internal)? {
-                Some(rec) => Ok(client_view(r.client_id, rec)),
-                None => Err(Status::not_found(format!("no client {:?}", r.client_id))),
-            }
-        })
-        .await
+        self.api
+            .rpc("clients.get", token_of(req.metadata()), async {
+                let (meta, _, r) = req.into_parts();
+                client_id_arg(&r.client_id)?;
+                self.api.read(&meta, Rpc::ClientsGet, "", r.options.as_ref()).await?;
+                let p = Principal::Client(r.client_id.clone());
+                match self.api.node.sm.principal(&p).map_err(internal)? {
+                    Some(rec) => Ok(client_view(r.client_id, rec)),
+                    None => Err(Status::not_found(format!("no client {:?}", r.client_id))),
+                }
+            })
+            .await
     }
 
     async fn list(&self, req: Request<ListClientsRequest>) -> Result<Response<ListClientsResponse>, Status> {
-        rpc("clients.list", async {
-            let (meta, _, r) = req.into_parts();
-            let (size, after) = page(r.page.as_ref())?;
-            self.api.read(&meta, Rpc::ClientsList, "", r.options.as_ref()).await?;
-            let rows = self.api.node.sm.list_principals(true, &after, size).map_err(internal)?;
-            let next_page_token = next_token(&rows, size, |(n, _)| n.clone());
-            Ok(ListClientsResponse {
-                clients: rows.into_iter().map(|(n, rec)| client_view(n, rec)).collect(),
-                next_page_token,
-                revision: self.api.revision()?,
+        self.api
+            .rpc("clients.list", token_of(req.metadata()), async {
+                let (meta, _, r) = req.into_parts();
+                let (size, after) = page(r.page.as_ref())?;
+                self.api.read(&meta, Rpc::ClientsList, "", r.options.as_ref()).await?;
+                let rows = self.api.node.sm.list_principals(true, &after, size).map_err(internal)?;
+                let next_page_token = next_token(&rows, size, |(n, _)| n.clone());
+                Ok(ListClientsResponse {
+                    clients: rows.into_iter().map(|(n, rec)| client_view(n, rec)).collect(),
+                    next_page_token,
+                    revision: self.api.revision()?,
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn delete(&self, req: Request<ClientRequest>) -> Result<Response<WriteResponse>, Status> {
-        rpc("clients.delete", async {
-            self.simple(req, Rpc::ClientsDelete, |p| Op::DeletePrincipal(DeletePrincipal { principal: p }))
+        self.api
+            .rpc("clients.delete", token_of(req.metadata()), async {
+                self.simple(req, Rpc::ClientsDelete, |p| {
+                    Op::DeletePrincipal(DeletePrincipal { principal: p })
+                })
                 .await
-        })
-        .await
+            })
+            .await
     }
 
     async fn disable(&self, req: Request<ClientRequest>) -> Result<Response<WriteResponse>, Status> {
-        rpc("clients.disable", async {
-            self.simple(req, Rpc::ClientsDisable, |p| {
-                Op::SetEnabled(SetEnabled { principal: p, enabled: false })
+        self.api
+            .rpc("clients.disable", token_of(req.metadata()), async {
+                self.simple(req, Rpc::ClientsDisable, |p| {
+                    Op::SetEnabled(SetEnabled { principal: p, enabled: false })
+                })
+                .await
             })
             .await
-        })
-        .await
     }
 
     async fn enable(&self, req: Request<ClientRequest>) -> Result<Response<WriteResponse>, Status> {
-        rpc("clients.enable", async {
-            self.simple(req, Rpc::ClientsEnable, |p| {
-                Op::SetEnabled(SetEnabled { principal: p, enabled: true })
+        self.api
+            .rpc("clients.enable", token_of(req.metadata()), async {
+                self.simple(req, Rpc::ClientsEnable, |p| {
+                    Op::SetEnabled(SetEnabled { principal: p, enabled: true })
+                })
+                .await
             })
             .await
-        })
-        .await
     }
 }

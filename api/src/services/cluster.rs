@@ -7,10 +7,9 @@ use strongbox_raft::wire::MembershipOp;
 use strongbox_raft::{NodeInfo, RaftNode};
 use tonic::{Request, Response, Status};
 
-use super::Api;
+use super::{token_of, Api};
 use crate::auth::tokens::bearer;
 use crate::auth::Rpc;
-use crate::observe::rpc;
 
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -68,83 +67,89 @@ fn require_id(id: u64) -> Result<u64, Status> {
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
-        rpc("cluster.status", async {
-            // Against local state, no barrier: status must answer without a
-            // quorum, which is when it is needed most.
-            self.api.check(&bearer(req.metadata())?, Rpc::ClusterStatus, "")?;
-            let s = self.node.status().await?;
-            Ok(StatusResponse {
-                node_id: s.id,
-                state: state_name(s.state).into(),
-                leader_id: s.leader,
-                term: s.term,
-                last_log_index: s.last_log_index,
-                committed_index: s.committed_index,
-                applied_index: s.applied_index,
-                revision: s.revision,
-                snapshot_index: s.snapshot_index,
-                purged_index: s.purged_index,
-                members: members_of(&s),
-                version: env!("CARGO_PKG_VERSION").into(),
+        self.api
+            .rpc("cluster.status", token_of(req.metadata()), async {
+                // Against local state, no barrier: status must answer without a
+                // quorum, which is when it is needed most.
+                self.api.check(&bearer(req.metadata())?, Rpc::ClusterStatus, "")?;
+                let s = self.node.status().await?;
+                Ok(StatusResponse {
+                    node_id: s.id,
+                    state: state_name(s.state).into(),
+                    leader_id: s.leader,
+                    term: s.term,
+                    last_log_index: s.last_log_index,
+                    committed_index: s.committed_index,
+                    applied_index: s.applied_index,
+                    revision: s.revision,
+                    snapshot_index: s.snapshot_index,
+                    purged_index: s.purged_index,
+                    members: members_of(&s),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn add_learner(
         &self,
         req: Request<AddLearnerRequest>,
     ) -> Result<Response<MembershipResponse>, Status> {
-        rpc("cluster.add_learner", async {
-            self.admin(req.metadata(), Rpc::ClusterAddLearner).await?;
-            let r = req.into_inner();
-            let id = require_id(r.id)?;
-            for (field, v) in [("raft_addr", &r.raft_addr), ("api_addr", &r.api_addr)] {
-                if v.parse::<std::net::SocketAddr>().is_err() && !v.contains(':') {
-                    return Err(Status::invalid_argument(format!("{field}: {v:?} is not host:port")));
+        self.api
+            .rpc("cluster.add_learner", token_of(req.metadata()), async {
+                self.admin(req.metadata(), Rpc::ClusterAddLearner).await?;
+                let r = req.into_inner();
+                let id = require_id(r.id)?;
+                for (field, v) in [("raft_addr", &r.raft_addr), ("api_addr", &r.api_addr)] {
+                    if v.parse::<std::net::SocketAddr>().is_err() && !v.contains(':') {
+                        return Err(Status::invalid_argument(format!("{field}: {v:?} is not host:port")));
+                    }
                 }
-            }
-            let op = MembershipOp::AddLearner {
-                id,
-                node: NodeInfo { raft_addr: r.raft_addr, api_addr: r.api_addr },
-            };
-            let log_id = self.node.change_membership(op, MEMBERSHIP_TIMEOUT).await?;
-            Ok(MembershipResponse { members: self.members().await?, log_index: log_id.index })
-        })
-        .await
+                let op = MembershipOp::AddLearner {
+                    id,
+                    node: NodeInfo { raft_addr: r.raft_addr, api_addr: r.api_addr },
+                };
+                let log_id = self.node.change_membership(op, MEMBERSHIP_TIMEOUT).await?;
+                Ok(MembershipResponse { members: self.members().await?, log_index: log_id.index })
+            })
+            .await
     }
 
     async fn promote(&self, req: Request<PromoteRequest>) -> Result<Response<MembershipResponse>, Status> {
-        rpc("cluster.promote", async {
-            self.admin(req.metadata(), Rpc::ClusterPromote).await?;
-            let id = require_id(req.into_inner().id)?;
-            let log_id =
-                self.node.change_membership(MembershipOp::Promote { id }, MEMBERSHIP_TIMEOUT).await?;
-            Ok(MembershipResponse { members: self.members().await?, log_index: log_id.index })
-        })
-        .await
+        self.api
+            .rpc("cluster.promote", token_of(req.metadata()), async {
+                self.admin(req.metadata(), Rpc::ClusterPromote).await?;
+                let id = require_id(req.into_inner().id)?;
+                let log_id =
+                    self.node.change_membership(MembershipOp::Promote { id }, MEMBERSHIP_TIMEOUT).await?;
+                Ok(MembershipResponse { members: self.members().await?, log_index: log_id.index })
+            })
+            .await
     }
 
     async fn remove(&self, req: Request<RemoveRequest>) -> Result<Response<MembershipResponse>, Status> {
-        rpc("cluster.remove", async {
-            self.admin(req.metadata(), Rpc::ClusterRemove).await?;
-            let id = require_id(req.into_inner().id)?;
-            let log_id = self.node.change_membership(MembershipOp::Remove { id }, MEMBERSHIP_TIMEOUT).await?;
-            Ok(MembershipResponse { members: self.members().await?, log_index: log_id.index })
-        })
-        .await
+        self.api
+            .rpc("cluster.remove", token_of(req.metadata()), async {
+                self.admin(req.metadata(), Rpc::ClusterRemove).await?;
+                let id = require_id(req.into_inner().id)?;
+                let log_id =
+                    self.node.change_membership(MembershipOp::Remove { id }, MEMBERSHIP_TIMEOUT).await?;
+                Ok(MembershipResponse { members: self.members().await?, log_index: log_id.index })
+            })
+            .await
     }
 
     async fn transfer_leader(
         &self,
         req: Request<TransferLeaderRequest>,
     ) -> Result<Response<TransferLeaderResponse>, Status> {
-        rpc("cluster.transfer_leader", async {
-            self.admin(req.metadata(), Rpc::ClusterTransferLeader).await?;
-            let id = require_id(req.into_inner().id)?;
-            let leader = self.node.transfer_leader(id, MEMBERSHIP_TIMEOUT).await?;
-            Ok(TransferLeaderResponse { leader_id: leader })
-        })
-        .await
+        self.api
+            .rpc("cluster.transfer_leader", token_of(req.metadata()), async {
+                self.admin(req.metadata(), Rpc::ClusterTransferLeader).await?;
+                let id = require_id(req.into_inner().id)?;
+                let leader = self.node.transfer_leader(id, MEMBERSHIP_TIMEOUT).await?;
+                Ok(TransferLeaderResponse { leader_id: leader })
+            })
+            .await
     }
 }

@@ -20,7 +20,7 @@ use strongbox_store::feed::{ChangeEvent as StoredEvent, FeedRecord};
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 
-use super::{internal, Api};
+use super::{internal, token_of, Api};
 use crate::auth::Rpc;
 
 /// Messages buffered per stream.
@@ -269,6 +269,14 @@ impl Feed for FeedService {
 
     async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<WatchStream>, Status> {
         let (meta, _, r) = req.into_parts();
+        self.api.rpc("feed.watch", token_of(&meta), self.open(meta, r)).await
+    }
+}
+
+impl FeedService {
+    /// Checks a Watch request and starts its producer; the stream it returns
+    /// hands out what the producer buffers.
+    async fn open(&self, meta: tonic::metadata::MetadataMap, r: WatchRequest) -> Result<WatchStream, Status> {
         // Checked against this node's state, caught up with the leader first
         // if it says no (a token issued a moment ago through another node).
         let token = self.api.precheck(&meta, Rpc::FeedWatch, "").await?;
@@ -307,7 +315,6 @@ impl Feed for FeedService {
             stopping: self.stopping.clone(),
         };
         tokio::spawn(producer.run(start));
-        metrics::counter!("strongbox_rpc_total", "method" => "feed.watch", "code" => "Ok").increment(1);
         // Hands out what is buffered; once the producer has cut the stream,
         // the cause comes next (what is still buffered is dropped: the cause
         // names the last revision handed over, to resume from).
@@ -337,6 +344,6 @@ impl Feed for FeedService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Box::pin(stream))
     }
 }

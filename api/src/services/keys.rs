@@ -9,10 +9,9 @@ use strongbox_store::keyring::MasterKey;
 use strongbox_store::reencrypt::Progress;
 use tonic::{Request, Response, Status};
 
-use super::{internal, Api};
+use super::{internal, token_of, Api};
 use crate::auth::Rpc;
 use crate::config::NodeConfig;
-use crate::observe::rpc;
 
 pub struct KeysService {
     api: Api,
@@ -64,70 +63,73 @@ fn unencrypted() -> Status {
 #[tonic::async_trait]
 impl Keys for KeysService {
     async fn status(&self, req: Request<KeysStatusRequest>) -> Result<Response<KeysStatusResponse>, Status> {
-        rpc("keys.status", async {
-            self.admin(req.metadata(), Rpc::KeysStatus).await?;
-            Ok(KeysService::status(self))
-        })
-        .await
+        self.api
+            .rpc("keys.status", token_of(req.metadata()), async {
+                self.admin(req.metadata(), Rpc::KeysStatus).await?;
+                Ok(KeysService::status(self))
+            })
+            .await
     }
 
     async fn rotate_data_key(
         &self,
         req: Request<RotateDataKeyRequest>,
     ) -> Result<Response<KeysStatusResponse>, Status> {
-        rpc("keys.rotate_data_key", async {
-            self.admin(req.metadata(), Rpc::KeysRotateDataKey).await?;
-            let keyring = self.api.node.sm.db().codec().keyring().cloned().ok_or_else(unencrypted)?;
-            let id = tokio::task::spawn_blocking(move || keyring.rotate())
-                .await
-                .map_err(internal)?
-                .map_err(internal)?;
-            tracing::info!(key = id, "data key rotated; re-encryption starts");
-            Ok(KeysService::status(self))
-        })
-        .await
+        self.api
+            .rpc("keys.rotate_data_key", token_of(req.metadata()), async {
+                self.admin(req.metadata(), Rpc::KeysRotateDataKey).await?;
+                let keyring = self.api.node.sm.db().codec().keyring().cloned().ok_or_else(unencrypted)?;
+                let id = tokio::task::spawn_blocking(move || keyring.rotate())
+                    .await
+                    .map_err(internal)?
+                    .map_err(internal)?;
+                tracing::info!(key = id, "data key rotated; re-encryption starts");
+                Ok(KeysService::status(self))
+            })
+            .await
     }
 
     async fn rotate_master_key(
         &self,
         req: Request<RotateMasterKeyRequest>,
     ) -> Result<Response<KeysStatusResponse>, Status> {
-        rpc("keys.rotate_master_key", async {
-            self.admin(req.metadata(), Rpc::KeysRotateMasterKey).await?;
-            let keyring = self.api.node.sm.db().codec().keyring().cloned().ok_or_else(unencrypted)?;
-            let Some(current) = self.cfg.master_key_file.clone() else {
-                return Err(Status::failed_precondition(
-                    "the master key comes from $STRONGBOX_MASTER_KEY: rotate it by restarting with a \
+        self.api
+            .rpc("keys.rotate_master_key", token_of(req.metadata()), async {
+                self.admin(req.metadata(), Rpc::KeysRotateMasterKey).await?;
+                let keyring = self.api.node.sm.db().codec().keyring().cloned().ok_or_else(unencrypted)?;
+                let Some(current) = self.cfg.master_key_file.clone() else {
+                    return Err(Status::failed_precondition(
+                        "the master key comes from $STRONGBOX_MASTER_KEY: rotate it by restarting with a \
                      master_key_file",
-                ));
-            };
-            let mut new_path = current.clone().into_os_string();
-            new_path.push(".new");
-            let new_path = std::path::PathBuf::from(new_path);
-            let new_key = MasterKey::load_file(&new_path).map_err(|e| {
-                Status::failed_precondition(format!(
-                    "put the new master key in {} first: {e}",
-                    new_path.display()
-                ))
-            })?;
-            tokio::task::spawn_blocking(move || -> Result<(), String> {
-                keyring.rewrap(new_key).map_err(|e| e.to_string())?;
-                // The keyring now opens with the new key only: move it into
-                // place so the next start uses it.
-                std::fs::rename(&new_path, &current).map_err(|e| {
-                    format!(
-                        "keyring re-wrapped, but moving {} to {} failed: {e}; do it by hand",
-                        new_path.display(),
-                        current.display()
-                    )
+                    ));
+                };
+                let mut new_path = current.clone().into_os_string();
+                new_path.push(".new");
+                let new_path = std::path::PathBuf::from(new_path);
+                let new_key = MasterKey::load_file(&new_path).map_err(|e| {
+                    Status::failed_precondition(format!(
+                        "put the new master key in {} first: {e}",
+                        new_path.display()
+                    ))
+                })?;
+                tokio::task::spawn_blocking(move || -> Result<(), String> {
+                    keyring.rewrap(new_key).map_err(|e| e.to_string())?;
+                    // The keyring now opens with the new key only: move it into
+                    // place so the next start uses it.
+                    std::fs::rename(&new_path, &current).map_err(|e| {
+                        format!(
+                            "keyring re-wrapped, but moving {} to {} failed: {e}; do it by hand",
+                            new_path.display(),
+                            current.display()
+                        )
+                    })
                 })
+                .await
+                .map_err(internal)?
+                .map_err(Status::internal)?;
+                tracing::info!("master key rotated; data keys re-wrapped");
+                Ok(KeysService::status(self))
             })
             .await
-            .map_err(internal)?
-            .map_err(Status::internal)?;
-            tracing::info!("master key rotated; data keys re-wrapped");
-            Ok(KeysService::status(self))
-        })
-        .await
     }
 }

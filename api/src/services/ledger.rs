@@ -13,9 +13,9 @@ use strongbox_store::{Actor, Cf, Command, Op};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
-use super::{internal, unexpected, Api};
+use super::{internal, token_of, unexpected, Api};
 use crate::auth::Rpc;
-use crate::observe::{check_size, now_ms, request_id, rpc};
+use crate::observe::{check_size, now_ms, request_id};
 
 /// Results of a query when the request does not say.
 const QUERY_LIMIT_DEFAULT: u32 = 100;
@@ -122,142 +122,152 @@ impl Ledger for LedgerService {
         &self,
         req: Request<CreateAccountsRequest>,
     ) -> Result<Response<CreateAccountsResponse>, Status> {
-        rpc("ledger.create_accounts", async {
-            check_size(req.get_ref())?;
-            let (meta, _, r) = req.into_parts();
-            batch_len(r.accounts.len())?;
-            let accounts =
-                r.accounts.iter().enumerate().map(|(i, a)| account_in(i, a)).collect::<Result<_, _>>()?;
-            let w = self
-                .write(&meta, r.options.as_ref(), Op::CreateAccounts(CreateAccounts { accounts }))
-                .await?;
-            match w.outcome {
-                Outcome::AccountsCreated { results } => Ok(CreateAccountsResponse {
-                    results: results.iter().map(|r| r.code() as i32).collect(),
-                    revision: w.revision,
-                    deduplicated: w.deduplicated,
-                }),
-                other => Err(unexpected(other)),
-            }
-        })
-        .await
+        self.api
+            .rpc("ledger.create_accounts", token_of(req.metadata()), async {
+                check_size(req.get_ref())?;
+                let (meta, _, r) = req.into_parts();
+                batch_len(r.accounts.len())?;
+                let accounts =
+                    r.accounts.iter().enumerate().map(|(i, a)| account_in(i, a)).collect::<Result<_, _>>()?;
+                let w = self
+                    .write(&meta, r.options.as_ref(), Op::CreateAccounts(CreateAccounts { accounts }))
+                    .await?;
+                match w.outcome {
+                    Outcome::AccountsCreated { results } => Ok(CreateAccountsResponse {
+                        results: results.iter().map(|r| r.code() as i32).collect(),
+                        revision: w.revision,
+                        deduplicated: w.deduplicated,
+                    }),
+                    other => Err(unexpected(other)),
+                }
+            })
+            .await
     }
 
     async fn create_transfers(
         &self,
         req: Request<CreateTransfersRequest>,
     ) -> Result<Response<CreateTransfersResponse>, Status> {
-        rpc("ledger.create_transfers", async {
-            check_size(req.get_ref())?;
-            let (meta, _, r) = req.into_parts();
-            batch_len(r.transfers.len())?;
-            let transfers =
-                r.transfers.iter().enumerate().map(|(i, t)| transfer_in(i, t)).collect::<Result<_, _>>()?;
-            let w = self
-                .write(&meta, r.options.as_ref(), Op::CreateTransfers(CreateTransfers { transfers }))
-                .await?;
-            match w.outcome {
-                Outcome::TransfersCreated { results } => Ok(CreateTransfersResponse {
-                    results: results.iter().map(|r| r.code() as i32).collect(),
-                    revision: w.revision,
-                    deduplicated: w.deduplicated,
-                }),
-                other => Err(unexpected(other)),
-            }
-        })
-        .await
+        self.api
+            .rpc("ledger.create_transfers", token_of(req.metadata()), async {
+                check_size(req.get_ref())?;
+                let (meta, _, r) = req.into_parts();
+                batch_len(r.transfers.len())?;
+                let transfers = r
+                    .transfers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| transfer_in(i, t))
+                    .collect::<Result<_, _>>()?;
+                let w = self
+                    .write(&meta, r.options.as_ref(), Op::CreateTransfers(CreateTransfers { transfers }))
+                    .await?;
+                match w.outcome {
+                    Outcome::TransfersCreated { results } => Ok(CreateTransfersResponse {
+                        results: results.iter().map(|r| r.code() as i32).collect(),
+                        revision: w.revision,
+                        deduplicated: w.deduplicated,
+                    }),
+                    other => Err(unexpected(other)),
+                }
+            })
+            .await
     }
 
     async fn lookup_accounts(
         &self,
         req: Request<LookupAccountsRequest>,
     ) -> Result<Response<LookupAccountsResponse>, Status> {
-        rpc("ledger.lookup_accounts", async {
-            check_size(req.get_ref())?;
-            let (meta, _, r) = req.into_parts();
-            let ids = ids_in(&r.ids)?;
-            let caller = self.api.read(&meta, Rpc::AuthWhoAmI, "", r.options.as_ref()).await?;
-            let found = read::accounts(self.api.node.sm.db(), &ids).map_err(internal)?;
-            for a in &found {
-                Self::may_read(&caller, Rpc::LedgerLookupAccounts, a.ledger)?;
-            }
-            Ok(LookupAccountsResponse {
-                accounts: found.iter().map(account_out).collect(),
-                revision: self.api.revision()?,
+        self.api
+            .rpc("ledger.lookup_accounts", token_of(req.metadata()), async {
+                check_size(req.get_ref())?;
+                let (meta, _, r) = req.into_parts();
+                let ids = ids_in(&r.ids)?;
+                let caller = self.api.read(&meta, Rpc::AuthWhoAmI, "", r.options.as_ref()).await?;
+                let found = read::accounts(self.api.node.sm.db(), &ids).map_err(internal)?;
+                for a in &found {
+                    Self::may_read(&caller, Rpc::LedgerLookupAccounts, a.ledger)?;
+                }
+                Ok(LookupAccountsResponse {
+                    accounts: found.iter().map(account_out).collect(),
+                    revision: self.api.revision()?,
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn lookup_transfers(
         &self,
         req: Request<LookupTransfersRequest>,
     ) -> Result<Response<LookupTransfersResponse>, Status> {
-        rpc("ledger.lookup_transfers", async {
-            check_size(req.get_ref())?;
-            let (meta, _, r) = req.into_parts();
-            let ids = ids_in(&r.ids)?;
-            let caller = self.api.read(&meta, Rpc::AuthWhoAmI, "", r.options.as_ref()).await?;
-            let found = read::transfers(self.api.node.sm.db(), &ids).map_err(internal)?;
-            for t in &found {
-                Self::may_read(&caller, Rpc::LedgerLookupTransfers, t.transfer.ledger)?;
-            }
-            Ok(LookupTransfersResponse {
-                transfers: found.iter().map(transfer_out).collect(),
-                revision: self.api.revision()?,
+        self.api
+            .rpc("ledger.lookup_transfers", token_of(req.metadata()), async {
+                check_size(req.get_ref())?;
+                let (meta, _, r) = req.into_parts();
+                let ids = ids_in(&r.ids)?;
+                let caller = self.api.read(&meta, Rpc::AuthWhoAmI, "", r.options.as_ref()).await?;
+                let found = read::transfers(self.api.node.sm.db(), &ids).map_err(internal)?;
+                for t in &found {
+                    Self::may_read(&caller, Rpc::LedgerLookupTransfers, t.transfer.ledger)?;
+                }
+                Ok(LookupTransfersResponse {
+                    transfers: found.iter().map(transfer_out).collect(),
+                    revision: self.api.revision()?,
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn get_account_transfers(
         &self,
         req: Request<AccountFilterRequest>,
     ) -> Result<Response<GetAccountTransfersResponse>, Status> {
-        rpc("ledger.get_account_transfers", async {
-            check_size(req.get_ref())?;
-            let (meta, _, r) = req.into_parts();
-            let (filter, _) = self.filtered(&meta, Rpc::LedgerGetAccountTransfers, &r).await?;
-            let db = self.api.node.sm.db();
-            let entries = read::account_entries(db, Cf::AccountTransfers, &filter).map_err(internal)?;
-            let ids: Vec<u128> = entries.iter().map(|(_, e)| e.transfer_id).collect();
-            let found = read::transfers(db, &ids).map_err(internal)?;
-            Ok(GetAccountTransfersResponse {
-                transfers: found.iter().map(transfer_out).collect(),
-                revision: self.api.revision()?,
+        self.api
+            .rpc("ledger.get_account_transfers", token_of(req.metadata()), async {
+                check_size(req.get_ref())?;
+                let (meta, _, r) = req.into_parts();
+                let (filter, _) = self.filtered(&meta, Rpc::LedgerGetAccountTransfers, &r).await?;
+                let db = self.api.node.sm.db();
+                let entries = read::account_entries(db, Cf::AccountTransfers, &filter).map_err(internal)?;
+                let ids: Vec<u128> = entries.iter().map(|(_, e)| e.transfer_id).collect();
+                let found = read::transfers(db, &ids).map_err(internal)?;
+                Ok(GetAccountTransfersResponse {
+                    transfers: found.iter().map(transfer_out).collect(),
+                    revision: self.api.revision()?,
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn get_account_balances(
         &self,
         req: Request<AccountFilterRequest>,
     ) -> Result<Response<GetAccountBalancesResponse>, Status> {
-        rpc("ledger.get_account_balances", async {
-            check_size(req.get_ref())?;
-            let (meta, _, r) = req.into_parts();
-            let (filter, _) = self.filtered(&meta, Rpc::LedgerGetAccountBalances, &r).await?;
-            let db = self.api.node.sm.db();
-            let entries = read::account_entries(db, Cf::AccountHistory, &filter).map_err(internal)?;
-            let balances = entries
-                .into_iter()
-                .filter_map(|(timestamp, e)| {
-                    let b = e.balance?;
-                    Some(AccountBalance {
-                        timestamp,
-                        transfer_id: u128_out(e.transfer_id),
-                        debits_pending: u128_out(b.debits_pending),
-                        debits_posted: u128_out(b.debits_posted),
-                        credits_pending: u128_out(b.credits_pending),
-                        credits_posted: u128_out(b.credits_posted),
-                        revision: e.revision,
+        self.api
+            .rpc("ledger.get_account_balances", token_of(req.metadata()), async {
+                check_size(req.get_ref())?;
+                let (meta, _, r) = req.into_parts();
+                let (filter, _) = self.filtered(&meta, Rpc::LedgerGetAccountBalances, &r).await?;
+                let db = self.api.node.sm.db();
+                let entries = read::account_entries(db, Cf::AccountHistory, &filter).map_err(internal)?;
+                let balances = entries
+                    .into_iter()
+                    .filter_map(|(timestamp, e)| {
+                        let b = e.balance?;
+                        Some(AccountBalance {
+                            timestamp,
+                            transfer_id: u128_out(e.transfer_id),
+                            debits_pending: u128_out(b.debits_pending),
+                            debits_posted: u128_out(b.debits_posted),
+                            credits_pending: u128_out(b.credits_pending),
+                            credits_posted: u128_out(b.credits_posted),
+                            revision: e.revision,
+                        })
                     })
-                })
-                .collect();
-            Ok(GetAccountBalancesResponse { balances, revision: self.api.revision()? })
-        })
-        .await
+                    .collect();
+                Ok(GetAccountBalancesResponse { balances, revision: self.api.revision()? })
+            })
+            .await
     }
 }
 

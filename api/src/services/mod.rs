@@ -12,19 +12,22 @@ pub mod roles;
 pub mod secrets;
 pub mod users;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use strongbox_proto::v1::{Consistency, Page, ReadOptions, WriteOptions};
 use strongbox_raft::RaftNode;
 use strongbox_store::auth::{Caller, TokenHash};
 use strongbox_store::command::Outcome;
+use strongbox_store::local_audit::LocalEntry;
 use strongbox_store::{Actor, Command, Op};
 use tonic::metadata::MetadataMap;
-use tonic::Status;
+use tonic::{Response, Status};
 
 use crate::auth::tokens::bearer;
 use crate::auth::{Auth, Rpc};
 use crate::limits::{READ_TIMEOUT, WRITE_TIMEOUT};
+use crate::local_audit::{self, LocalAudit};
 use crate::observe::{command_status, now_ms, request_id};
 
 /// Largest and default page of a List call.
@@ -39,6 +42,8 @@ pub struct Api {
     pub secret_value_bytes_max: usize,
     /// Skip the linearizable barrier on reads (`serve --unsafe-stale-reads`).
     pub unsafe_stale_reads: bool,
+    /// Where requests that leave no replicated record are audited.
+    pub local_audit: LocalAudit,
 }
 
 /// The result of a write that was applied.
@@ -49,8 +54,62 @@ pub struct Written {
 }
 
 impl Api {
-    pub fn new(node: RaftNode, auth: Arc<Auth>, secret_value_bytes_max: usize) -> Api {
-        Api { node, auth, secret_value_bytes_max, unsafe_stale_reads: false }
+    pub fn new(
+        node: RaftNode,
+        auth: Arc<Auth>,
+        secret_value_bytes_max: usize,
+        local_audit: LocalAudit,
+    ) -> Api {
+        Api { node, auth, secret_value_bytes_max, unsafe_stale_reads: false, local_audit }
+    }
+
+    /// Runs one client RPC: metrics, and an audit record for every request
+    /// whose command did not reach apply (those are in the replicated
+    /// chain). The answer leaves only once its record is durable.
+    /// `token` is the request's bearer, read before the handler runs, so a
+    /// request refused before any check is still attributed.
+    pub async fn rpc<T>(
+        &self,
+        method: &'static str,
+        token: Option<TokenHash>,
+        f: impl Future<Output = Result<T, Status>>,
+    ) -> Result<Response<T>, Status> {
+        crate::observe::rpc(method, async {
+            let (res, mut seen) = local_audit::scoped(f).await;
+            seen.token = seen.token.or(token);
+            if seen.replicated {
+                return res;
+            }
+            let actor = match (seen.actor, &seen.token) {
+                (Some(actor), _) => actor,
+                (None, Some(hash)) => self.actor_of(hash),
+                (None, None) => "anonymous".to_string(),
+            };
+            let outcome = match &res {
+                Ok(_) => "ok".to_string(),
+                Err(s) => format!("{:?}", s.code()),
+            };
+            let entry = LocalEntry {
+                time_ms: now_ms(),
+                actor,
+                action: method.to_string(),
+                resource: seen.resource,
+                outcome,
+                request_id: seen.request_id,
+                revision: self.revision()?,
+            };
+            self.local_audit.record(entry).await?;
+            res
+        })
+        .await
+    }
+
+    /// Who a bearer token belongs to, for the audit trail.
+    fn actor_of(&self, hash: &TokenHash) -> String {
+        match self.node.sm.resolve_token(hash, now_ms()) {
+            Ok(Ok(c)) => c.principal.to_string(),
+            _ => "token:unknown".to_string(),
+        }
     }
 
     /// A read: the barrier first (linearizable unless the request opted
@@ -63,15 +122,22 @@ impl Api {
         subject: &str,
         opts: Option<&ReadOptions>,
     ) -> Result<Caller, Status> {
+        note_request(meta);
         let hash = bearer(meta)?;
+        local_audit::note(|s| s.token = Some(hash));
         self.read_barrier(opts).await?;
         self.check(&hash, rpc, subject)
     }
 
     /// Checks a caller against the applied state of this node.
     pub fn check(&self, hash: &TokenHash, rpc: Rpc, subject: &str) -> Result<Caller, Status> {
+        let access = rpc.need().access(subject);
+        if let Some(a) = &access {
+            local_audit::note(|s| s.resource = a.resource.clone());
+        }
         let caller = self.node.sm.resolve_token(hash, now_ms()).map_err(internal)?.map_err(command_status)?;
-        if let Some(access) = rpc.need().access(subject) {
+        local_audit::note(|s| s.actor = Some(caller.principal.to_string()));
+        if let Some(access) = access {
             caller.require(&access).map_err(command_status)?;
         }
         Ok(caller)
@@ -89,8 +155,10 @@ impl Api {
         opts: Option<&WriteOptions>,
         op: Op,
     ) -> Result<Written, Status> {
+        let request_id = request_id(opts);
+        local_audit::note(|s| s.request_id = request_id.clone());
         let hash = self.precheck(meta, rpc, subject).await?;
-        let cmd = Command { request_id: request_id(opts), time_ms: now_ms(), actor: Actor::Token(hash), op };
+        let cmd = Command { request_id, time_ms: now_ms(), actor: Actor::Token(hash), op };
         self.propose(cmd).await
     }
 
@@ -98,7 +166,9 @@ impl Api {
     /// hashing a password): this node's state, caught up with the leader
     /// before saying no.
     pub async fn precheck(&self, meta: &MetadataMap, rpc: Rpc, subject: &str) -> Result<TokenHash, Status> {
+        note_request(meta);
         let hash = bearer(meta)?;
+        local_audit::note(|s| s.token = Some(hash));
         if self.check(&hash, rpc, subject).is_err() {
             self.node.read_barrier(true, 0, READ_TIMEOUT).await?;
             self.check(&hash, rpc, subject)?;
@@ -110,6 +180,8 @@ impl Api {
     pub async fn propose(&self, cmd: Command) -> Result<Written, Status> {
         cmd.validate().map_err(command_status)?;
         let (_, resp) = self.node.write(cmd, WRITE_TIMEOUT).await?;
+        // Applied (accepted or refused there): the replicated chain has it.
+        local_audit::note(|s| s.replicated = true);
         let outcome = resp.result.map_err(command_status)?;
         Ok(Written { outcome, revision: resp.revision, deduplicated: resp.deduplicated })
     }
@@ -126,6 +198,28 @@ impl Api {
     pub fn revision(&self) -> Result<u64, Status> {
         self.node.sm.revision().map_err(internal)
     }
+}
+
+/// Longest client-supplied `x-request-id` the audit keeps.
+const REQUEST_ID_BYTES_MAX: usize = 128;
+
+/// A read has no idempotency key; a client may still name it for the audit
+/// (a write's own request id comes first).
+fn note_request(meta: &MetadataMap) {
+    if let Some(id) = meta.get("x-request-id").and_then(|v| v.to_str().ok()) {
+        if id.len() <= REQUEST_ID_BYTES_MAX {
+            local_audit::note(|s| {
+                if s.request_id.is_empty() {
+                    s.request_id = id.to_string();
+                }
+            });
+        }
+    }
+}
+
+/// The bearer's hash, if the request carries a well-formed one.
+pub fn token_of(meta: &MetadataMap) -> Option<TokenHash> {
+    bearer(meta).ok()
 }
 
 pub fn internal(e: impl std::fmt::Display) -> Status {

@@ -8,9 +8,9 @@ use strongbox_store::Op;
 use tonic::{Request, Response, Status};
 
 use super::users::written;
-use super::{internal, next_token, page, Api};
+use super::{internal, next_token, page, token_of, Api};
 use crate::auth::Rpc;
-use crate::observe::{check_size, rpc};
+use crate::observe::check_size;
 
 pub struct RolesService {
     api: Api,
@@ -78,67 +78,79 @@ fn role_view(name: String, r: RoleRecord) -> Role {
 #[tonic::async_trait]
 impl Roles for RolesService {
     async fn put(&self, req: Request<PutRoleRequest>) -> Result<Response<WriteResponse>, Status> {
-        rpc("roles.put", async {
-            check_size(req.get_ref())?;
-            let (meta, _, r) = req.into_parts();
-            role_arg(&r.name)?;
-            let rules = r
-                .permissions
-                .into_iter()
-                .enumerate()
-                .map(|(i, p)| rule_from(i, p))
-                .collect::<Result<Vec<_>, _>>()?;
-            let op = Op::PutRole(PutRole { name: r.name, rules });
-            Ok(written(self.api.write(&meta, Rpc::RolesPut, "", r.options.as_ref(), op).await?))
-        })
-        .await
+        self.api
+            .rpc("roles.put", token_of(req.metadata()), async {
+                check_size(req.get_ref())?;
+                let (meta, _, r) = req.into_parts();
+                role_arg(&r.name)?;
+                let rules = r
+                    .permissions
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, p)| rule_from(i, p))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let op = Op::PutRole(PutRole { name: r.name, rules });
+                Ok(written(self.api.write(&meta, Rpc::RolesPut, "", r.options.as_ref(), op).await?))
+            })
+            .await
     }
 
     async fn get(&self, req: Request<GetRoleRequest>) -> Result<Response<Role>, Status> {
-        rpc("roles.get", async {
-            let (meta, _, r) = req.into_parts();
-            role_arg(&r.name)?;
-            self.api.read(&meta, Rpc::RolesGet, "", r.options.as_ref()).await?;
-            match self.api.node.sm.role(&r.name).map_err(internal)? {
-                Some(role) => Ok(role_view(r.name, role)),
-                None => Err(Status::not_found(format!("no role {:?}", r.name))),
-            }
-        })
-        .await
+        self.api
+            .rpc("roles.get", token_of(req.metadata()), async {
+                let (meta, _, r) = req.into_parts();
+                role_arg(&r.name)?;
+                self.api.read(&meta, Rpc::RolesGet, "", r.options.as_ref()).await?;
+                match self.api.node.sm.role(&r.name).map_err(internal)? {
+                    Some(role) => Ok(role_view(r.name, role)),
+                    None => Err(Status::not_found(format!("no role {:?}", r.name))),
+                }
+            })
+            .await
     }
 
     async fn list(&self, req: Request<ListRolesRequest>) -> Result<Response<ListRolesResponse>, Status> {
-        rpc("roles.list", async {
-            let (meta, _, r) = req.into_parts();
-            let (size, after) = page(r.page.as_ref())?;
-            self.api.read(&meta, Rpc::RolesList, "", r.options.as_ref()).await?;
-            let rows = self.api.node.sm.list_roles(&after, size).map_err(internal)?;
-            let next_page_token = next_token(&rows, size, |(n, _)| n.clone());
-            Ok(ListRolesResponse {
-                roles: rows.into_iter().map(|(n, r)| role_view(n, r)).collect(),
-                next_page_token,
-                revision: self.api.revision()?,
+        self.api
+            .rpc("roles.list", token_of(req.metadata()), async {
+                let (meta, _, r) = req.into_parts();
+                let (size, after) = page(r.page.as_ref())?;
+                self.api.read(&meta, Rpc::RolesList, "", r.options.as_ref()).await?;
+                let rows = self.api.node.sm.list_roles(&after, size).map_err(internal)?;
+                let next_page_token = next_token(&rows, size, |(n, _)| n.clone());
+                Ok(ListRolesResponse {
+                    roles: rows.into_iter().map(|(n, r)| role_view(n, r)).collect(),
+                    next_page_token,
+                    revision: self.api.revision()?,
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn delete(&self, req: Request<DeleteRoleRequest>) -> Result<Response<WriteResponse>, Status> {
-        rpc("roles.delete", async {
-            check_size(req.get_ref())?;
-            let (meta, _, r) = req.into_parts();
-            role_arg(&r.name)?;
-            let op = Op::DeleteRole(DeleteRole { name: r.name });
-            Ok(written(self.api.write(&meta, Rpc::RolesDelete, "", r.options.as_ref(), op).await?))
-        })
-        .await
+        self.api
+            .rpc("roles.delete", token_of(req.metadata()), async {
+                check_size(req.get_ref())?;
+                let (meta, _, r) = req.into_parts();
+                role_arg(&r.name)?;
+                let op = Op::DeleteRole(DeleteRole { name: r.name });
+                Ok(written(self.api.write(&meta, Rpc::RolesDelete, "", r.options.as_ref(), op).await?))
+            })
+            .await
     }
 
     async fn assign(&self, req: Request<AssignRoleRequest>) -> Result<Response<WriteResponse>, Status> {
-        rpc("roles.assign", async { self.assign_op(req, Rpc::RolesAssign, true).await }).await
+        self.api
+            .rpc("roles.assign", token_of(req.metadata()), async {
+                self.assign_op(req, Rpc::RolesAssign, true).await
+            })
+            .await
     }
 
     async fn unassign(&self, req: Request<AssignRoleRequest>) -> Result<Response<WriteResponse>, Status> {
-        rpc("roles.unassign", async { self.assign_op(req, Rpc::RolesUnassign, false).await }).await
+        self.api
+            .rpc("roles.unassign", token_of(req.metadata()), async {
+                self.assign_op(req, Rpc::RolesUnassign, false).await
+            })
+            .await
     }
 }

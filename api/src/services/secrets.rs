@@ -6,9 +6,9 @@ use strongbox_store::command::{
 use strongbox_store::Op;
 use tonic::{Request, Response, Status};
 
-use super::{internal, next_token, page, unexpected, Api};
+use super::{internal, next_token, page, token_of, unexpected, Api};
 use crate::auth::Rpc;
-use crate::observe::{check_size, command_status, rpc};
+use crate::observe::{check_size, command_status};
 
 pub struct SecretsService {
     api: Api,
@@ -37,154 +37,164 @@ fn folder_prefix(folder: &str) -> Result<String, Status> {
 #[tonic::async_trait]
 impl Secrets for SecretsService {
     async fn put(&self, req: Request<PutSecretRequest>) -> Result<Response<PutSecretResponse>, Status> {
-        rpc("secrets.put", async {
-            check_size(req.get_ref())?;
-            let (meta, _, r) = req.into_parts();
-            path_arg(&r.path)?;
-            let limit = self.api.secret_value_bytes_max;
-            if r.value.len() > limit {
-                return Err(Status::resource_exhausted(format!(
-                    "value: {} bytes; this cluster's limit is {limit} bytes",
-                    r.value.len()
-                )));
-            }
-            let op = Op::PutSecret(PutSecret {
-                path: r.path.clone(),
-                value: r.value,
-                cas: r.cas,
-                max_versions: r.max_versions,
-            });
-            let w = self.api.write(&meta, Rpc::SecretsPut, &r.path, r.options.as_ref(), op).await?;
-            match w.outcome {
-                Outcome::SecretWritten { version } => {
-                    Ok(PutSecretResponse { version, revision: w.revision, deduplicated: w.deduplicated })
+        self.api
+            .rpc("secrets.put", token_of(req.metadata()), async {
+                check_size(req.get_ref())?;
+                let (meta, _, r) = req.into_parts();
+                path_arg(&r.path)?;
+                let limit = self.api.secret_value_bytes_max;
+                if r.value.len() > limit {
+                    return Err(Status::resource_exhausted(format!(
+                        "value: {} bytes; this cluster's limit is {limit} bytes",
+                        r.value.len()
+                    )));
                 }
-                other => Err(unexpected(other)),
-            }
-        })
-        .await
+                let op = Op::PutSecret(PutSecret {
+                    path: r.path.clone(),
+                    value: r.value,
+                    cas: r.cas,
+                    max_versions: r.max_versions,
+                });
+                let w = self.api.write(&meta, Rpc::SecretsPut, &r.path, r.options.as_ref(), op).await?;
+                match w.outcome {
+                    Outcome::SecretWritten { version } => {
+                        Ok(PutSecretResponse { version, revision: w.revision, deduplicated: w.deduplicated })
+                    }
+                    other => Err(unexpected(other)),
+                }
+            })
+            .await
     }
 
     async fn get(&self, req: Request<GetSecretRequest>) -> Result<Response<GetSecretResponse>, Status> {
-        rpc("secrets.get", async {
-            check_size(req.get_ref())?;
-            let (meta, _, r) = req.into_parts();
-            path_arg(&r.path)?;
-            self.api.read(&meta, Rpc::SecretsGet, &r.path, r.options.as_ref()).await?;
-            let version = (r.version != 0).then_some(r.version);
-            let found = self.api.node.sm.get_secret(&r.path, version).map_err(internal)?;
-            let revision = self.api.revision()?;
-            match found {
-                None => Err(Status::not_found(match version {
-                    Some(v) => format!("no version {v} of secret {}", r.path),
-                    None => format!("no secret at {}", r.path),
-                })),
-                Some(s) => Ok(GetSecretResponse {
-                    path: s.path,
-                    version: s.version,
-                    value: s.value,
-                    created_ms: s.created_ms,
-                    latest_version: s.latest_version,
-                    revision,
-                }),
-            }
-        })
-        .await
+        self.api
+            .rpc("secrets.get", token_of(req.metadata()), async {
+                check_size(req.get_ref())?;
+                let (meta, _, r) = req.into_parts();
+                path_arg(&r.path)?;
+                self.api.read(&meta, Rpc::SecretsGet, &r.path, r.options.as_ref()).await?;
+                let version = (r.version != 0).then_some(r.version);
+                let found = self.api.node.sm.get_secret(&r.path, version).map_err(internal)?;
+                let revision = self.api.revision()?;
+                match found {
+                    None => Err(Status::not_found(match version {
+                        Some(v) => format!("no version {v} of secret {}", r.path),
+                        None => format!("no secret at {}", r.path),
+                    })),
+                    Some(s) => Ok(GetSecretResponse {
+                        path: s.path,
+                        version: s.version,
+                        value: s.value,
+                        created_ms: s.created_ms,
+                        latest_version: s.latest_version,
+                        revision,
+                    }),
+                }
+            })
+            .await
     }
 
     async fn delete(
         &self,
         req: Request<DeleteSecretRequest>,
     ) -> Result<Response<DeleteSecretResponse>, Status> {
-        rpc("secrets.delete", async {
-            check_size(req.get_ref())?;
-            let (meta, _, r) = req.into_parts();
-            path_arg(&r.path)?;
-            let op = Op::DeleteSecret(DeleteSecret { path: r.path.clone() });
-            let w = self.api.write(&meta, Rpc::SecretsDelete, &r.path, r.options.as_ref(), op).await?;
-            match w.outcome {
-                Outcome::SecretDeleted { version } => {
-                    Ok(DeleteSecretResponse { version, revision: w.revision, deduplicated: w.deduplicated })
+        self.api
+            .rpc("secrets.delete", token_of(req.metadata()), async {
+                check_size(req.get_ref())?;
+                let (meta, _, r) = req.into_parts();
+                path_arg(&r.path)?;
+                let op = Op::DeleteSecret(DeleteSecret { path: r.path.clone() });
+                let w = self.api.write(&meta, Rpc::SecretsDelete, &r.path, r.options.as_ref(), op).await?;
+                match w.outcome {
+                    Outcome::SecretDeleted { version } => Ok(DeleteSecretResponse {
+                        version,
+                        revision: w.revision,
+                        deduplicated: w.deduplicated,
+                    }),
+                    other => Err(unexpected(other)),
                 }
-                other => Err(unexpected(other)),
-            }
-        })
-        .await
+            })
+            .await
     }
 
     async fn destroy(
         &self,
         req: Request<DestroySecretRequest>,
     ) -> Result<Response<DestroySecretResponse>, Status> {
-        rpc("secrets.destroy", async {
-            check_size(req.get_ref())?;
-            let (meta, _, r) = req.into_parts();
-            path_arg(&r.path)?;
-            let op = Op::DestroySecretVersions(DestroySecretVersions {
-                path: r.path.clone(),
-                versions: r.versions,
-            });
-            op.validate().map_err(command_status)?;
-            let w = self.api.write(&meta, Rpc::SecretsDestroy, &r.path, r.options.as_ref(), op).await?;
-            match w.outcome {
-                Outcome::SecretVersionsDestroyed { destroyed } => Ok(DestroySecretResponse {
-                    destroyed,
-                    revision: w.revision,
-                    deduplicated: w.deduplicated,
-                }),
-                other => Err(unexpected(other)),
-            }
-        })
-        .await
+        self.api
+            .rpc("secrets.destroy", token_of(req.metadata()), async {
+                check_size(req.get_ref())?;
+                let (meta, _, r) = req.into_parts();
+                path_arg(&r.path)?;
+                let op = Op::DestroySecretVersions(DestroySecretVersions {
+                    path: r.path.clone(),
+                    versions: r.versions,
+                });
+                op.validate().map_err(command_status)?;
+                let w = self.api.write(&meta, Rpc::SecretsDestroy, &r.path, r.options.as_ref(), op).await?;
+                match w.outcome {
+                    Outcome::SecretVersionsDestroyed { destroyed } => Ok(DestroySecretResponse {
+                        destroyed,
+                        revision: w.revision,
+                        deduplicated: w.deduplicated,
+                    }),
+                    other => Err(unexpected(other)),
+                }
+            })
+            .await
     }
 
     async fn list(&self, req: Request<ListSecretsRequest>) -> Result<Response<ListSecretsResponse>, Status> {
-        rpc("secrets.list", async {
-            check_size(req.get_ref())?;
-            let (meta, _, r) = req.into_parts();
-            let prefix = folder_prefix(&r.folder)?;
-            let (size, after) = page(r.page.as_ref())?;
-            self.api.read(&meta, Rpc::SecretsList, prefix.trim_end_matches('/'), r.options.as_ref()).await?;
-            let entries = self.api.node.sm.list_secrets(&prefix, &after, size).map_err(internal)?;
-            let next_page_token = next_token(&entries, size, |e| e.name.clone());
-            Ok(ListSecretsResponse {
-                entries: entries
-                    .into_iter()
-                    .map(|e| SecretEntry { name: e.name, folder: e.folder })
-                    .collect(),
-                next_page_token,
-                revision: self.api.revision()?,
+        self.api
+            .rpc("secrets.list", token_of(req.metadata()), async {
+                check_size(req.get_ref())?;
+                let (meta, _, r) = req.into_parts();
+                let prefix = folder_prefix(&r.folder)?;
+                let (size, after) = page(r.page.as_ref())?;
+                self.api
+                    .read(&meta, Rpc::SecretsList, prefix.trim_end_matches('/'), r.options.as_ref())
+                    .await?;
+                let entries = self.api.node.sm.list_secrets(&prefix, &after, size).map_err(internal)?;
+                let next_page_token = next_token(&entries, size, |e| e.name.clone());
+                Ok(ListSecretsResponse {
+                    entries: entries
+                        .into_iter()
+                        .map(|e| SecretEntry { name: e.name, folder: e.folder })
+                        .collect(),
+                    next_page_token,
+                    revision: self.api.revision()?,
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn metadata(
         &self,
         req: Request<SecretMetadataRequest>,
     ) -> Result<Response<SecretMetadata>, Status> {
-        rpc("secrets.metadata", async {
-            check_size(req.get_ref())?;
-            let (meta, _, r) = req.into_parts();
-            path_arg(&r.path)?;
-            self.api.read(&meta, Rpc::SecretsMetadata, &r.path, r.options.as_ref()).await?;
-            let Some(m) = self.api.node.sm.secret_meta(&r.path).map_err(internal)? else {
-                return Err(Status::not_found(format!("no secret at {}", r.path)));
-            };
-            Ok(SecretMetadata {
-                path: r.path,
-                latest_version: m.latest_version,
-                oldest_version: m.oldest_version,
-                max_versions: m.max_versions,
-                deleted: m.deleted,
-                created_revision: m.created_revision,
-                created_ms: m.created_ms,
-                updated_revision: m.updated_revision,
-                updated_ms: m.updated_ms,
-                updated_by: m.updated_by,
-                revision: self.api.revision()?,
+        self.api
+            .rpc("secrets.metadata", token_of(req.metadata()), async {
+                check_size(req.get_ref())?;
+                let (meta, _, r) = req.into_parts();
+                path_arg(&r.path)?;
+                self.api.read(&meta, Rpc::SecretsMetadata, &r.path, r.options.as_ref()).await?;
+                let Some(m) = self.api.node.sm.secret_meta(&r.path).map_err(internal)? else {
+                    return Err(Status::not_found(format!("no secret at {}", r.path)));
+                };
+                Ok(SecretMetadata {
+                    path: r.path,
+                    latest_version: m.latest_version,
+                    oldest_version: m.oldest_version,
+                    max_versions: m.max_versions,
+                    deleted: m.deleted,
+                    created_revision: m.created_revision,
+                    created_ms: m.created_ms,
+                    updated_revision: m.updated_revision,
+                    updated_ms: m.updated_ms,
+                    updated_by: m.updated_by,
+                    revision: self.api.revision()?,
+                })
             })
-        })
-        .await
+            .await
     }
 }

@@ -8,9 +8,9 @@ use strongbox_store::command::{CreateUser, DeletePrincipal, SetEnabled, SetPassw
 use strongbox_store::Op;
 use tonic::{Request, Response, Status};
 
-use super::{internal, next_token, page, Api, Written};
+use super::{internal, next_token, page, token_of, Api, Written};
 use crate::auth::{password, Rpc};
-use crate::observe::{check_size, now_ms, rpc};
+use crate::observe::{check_size, now_ms};
 
 pub struct UsersService {
     api: Api,
@@ -61,105 +61,113 @@ fn user_view(username: String, r: PrincipalRecord) -> User {
 #[tonic::async_trait]
 impl Users for UsersService {
     async fn create(&self, req: Request<CreateUserRequest>) -> Result<Response<WriteResponse>, Status> {
-        rpc("users.create", async {
-            check_size(req.get_ref())?;
-            let (meta, _, r) = req.into_parts();
-            username_arg(&r.username)?;
-            let pw = password("password", r.password, true)?;
-            self.api.precheck(&meta, Rpc::UsersCreate, "").await?;
-            // Cheap checks before the expensive hash.
-            strongbox_store::command::validate_role_names(&r.roles)
-                .map_err(|e| Status::invalid_argument(format!("roles: {}", e.message)))?;
-            let password_phc = self.api.auth.hasher.hash(pw).await?;
-            let op = Op::CreateUser(CreateUser { username: r.username, password_phc, roles: r.roles });
-            let w = self.api.write(&meta, Rpc::UsersCreate, "", r.options.as_ref(), op).await?;
-            Ok(written(w))
-        })
-        .await
+        self.api
+            .rpc("users.create", token_of(req.metadata()), async {
+                check_size(req.get_ref())?;
+                let (meta, _, r) = req.into_parts();
+                username_arg(&r.username)?;
+                let pw = password("password", r.password, true)?;
+                self.api.precheck(&meta, Rpc::UsersCreate, "").await?;
+                // Cheap checks before the expensive hash.
+                strongbox_store::command::validate_role_names(&r.roles)
+                    .map_err(|e| Status::invalid_argument(format!("roles: {}", e.message)))?;
+                let password_phc = self.api.auth.hasher.hash(pw).await?;
+                let op = Op::CreateUser(CreateUser { username: r.username, password_phc, roles: r.roles });
+                let w = self.api.write(&meta, Rpc::UsersCreate, "", r.options.as_ref(), op).await?;
+                Ok(written(w))
+            })
+            .await
     }
 
     async fn get(&self, req: Request<GetUserRequest>) -> Result<Response<User>, Status> {
-        rpc("users.get", async {
-            let (meta, _, r) = req.into_parts();
-            username_arg(&r.username)?;
-            self.api.read(&meta, Rpc::UsersGet, "", r.options.as_ref()).await?;
-            let p = Principal::User(r.username.clone());
-            match self.api.node.sm.principal(&p).map_err(internal)? {
-                Some(rec) => Ok(user_view(r.username, rec)),
-                None => Err(Status::not_found(format!("no user {:?}", r.username))),
-            }
-        })
-        .await
+        self.api
+            .rpc("users.get", token_of(req.metadata()), async {
+                let (meta, _, r) = req.into_parts();
+                username_arg(&r.username)?;
+                self.api.read(&meta, Rpc::UsersGet, "", r.options.as_ref()).await?;
+                let p = Principal::User(r.username.clone());
+                match self.api.node.sm.principal(&p).map_err(internal)? {
+                    Some(rec) => Ok(user_view(r.username, rec)),
+                    None => Err(Status::not_found(format!("no user {:?}", r.username))),
+                }
+            })
+            .await
     }
 
     async fn list(&self, req: Request<ListUsersRequest>) -> Result<Response<ListUsersResponse>, Status> {
-        rpc("users.list", async {
-            let (meta, _, r) = req.into_parts();
-            let (size, after) = page(r.page.as_ref())?;
-            self.api.read(&meta, Rpc::UsersList, "", r.options.as_ref()).await?;
-            let rows = self.api.node.sm.list_principals(false, &after, size).map_err(internal)?;
-            let next_page_token = next_token(&rows, size, |(n, _)| n.clone());
-            Ok(ListUsersResponse {
-                users: rows.into_iter().map(|(n, rec)| user_view(n, rec)).collect(),
-                next_page_token,
-                revision: self.api.revision()?,
+        self.api
+            .rpc("users.list", token_of(req.metadata()), async {
+                let (meta, _, r) = req.into_parts();
+                let (size, after) = page(r.page.as_ref())?;
+                self.api.read(&meta, Rpc::UsersList, "", r.options.as_ref()).await?;
+                let rows = self.api.node.sm.list_principals(false, &after, size).map_err(internal)?;
+                let next_page_token = next_token(&rows, size, |(n, _)| n.clone());
+                Ok(ListUsersResponse {
+                    users: rows.into_iter().map(|(n, rec)| user_view(n, rec)).collect(),
+                    next_page_token,
+                    revision: self.api.revision()?,
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn delete(&self, req: Request<UserRequest>) -> Result<Response<WriteResponse>, Status> {
-        rpc("users.delete", async {
-            self.simple(req, Rpc::UsersDelete, |u| {
-                Op::DeletePrincipal(DeletePrincipal { principal: Principal::User(u) })
+        self.api
+            .rpc("users.delete", token_of(req.metadata()), async {
+                self.simple(req, Rpc::UsersDelete, |u| {
+                    Op::DeletePrincipal(DeletePrincipal { principal: Principal::User(u) })
+                })
+                .await
             })
             .await
-        })
-        .await
     }
 
     async fn disable(&self, req: Request<UserRequest>) -> Result<Response<WriteResponse>, Status> {
-        rpc("users.disable", async {
-            self.simple(req, Rpc::UsersDisable, |u| {
-                Op::SetEnabled(SetEnabled { principal: Principal::User(u), enabled: false })
+        self.api
+            .rpc("users.disable", token_of(req.metadata()), async {
+                self.simple(req, Rpc::UsersDisable, |u| {
+                    Op::SetEnabled(SetEnabled { principal: Principal::User(u), enabled: false })
+                })
+                .await
             })
             .await
-        })
-        .await
     }
 
     async fn enable(&self, req: Request<UserRequest>) -> Result<Response<WriteResponse>, Status> {
-        rpc("users.enable", async {
-            self.simple(req, Rpc::UsersEnable, |u| {
-                Op::SetEnabled(SetEnabled { principal: Principal::User(u), enabled: true })
+        self.api
+            .rpc("users.enable", token_of(req.metadata()), async {
+                self.simple(req, Rpc::UsersEnable, |u| {
+                    Op::SetEnabled(SetEnabled { principal: Principal::User(u), enabled: true })
+                })
+                .await
             })
             .await
-        })
-        .await
     }
 
     async fn set_password(
         &self,
         req: Request<SetPasswordRequest>,
     ) -> Result<Response<WriteResponse>, Status> {
-        rpc("users.set_password", async {
-            check_size(req.get_ref())?;
-            let (meta, _, r) = req.into_parts();
-            username_arg(&r.username)?;
-            let pw = password("password", r.password, true)?;
-            self.api.precheck(&meta, Rpc::UsersSetPassword, "").await?;
-            let password_phc = self.api.auth.hasher.hash(pw).await?;
-            let op = Op::SetPassword(SetPassword { username: r.username, password_phc });
-            let w = self.api.write(&meta, Rpc::UsersSetPassword, "", r.options.as_ref(), op).await?;
-            Ok(written(w))
-        })
-        .await
+        self.api
+            .rpc("users.set_password", token_of(req.metadata()), async {
+                check_size(req.get_ref())?;
+                let (meta, _, r) = req.into_parts();
+                username_arg(&r.username)?;
+                let pw = password("password", r.password, true)?;
+                self.api.precheck(&meta, Rpc::UsersSetPassword, "").await?;
+                let password_phc = self.api.auth.hasher.hash(pw).await?;
+                let op = Op::SetPassword(SetPassword { username: r.username, password_phc });
+                let w = self.api.write(&meta, Rpc::UsersSetPassword, "", r.options.as_ref(), op).await?;
+                Ok(written(w))
+            })
+            .await
     }
 
     async fn unlock(&self, req: Request<UserRequest>) -> Result<Response<WriteResponse>, Status> {
-        rpc("users.unlock", async {
-            self.simple(req, Rpc::UsersUnlock, |u| Op::UnlockUser(UnlockUser { username: u })).await
-        })
-        .await
+        self.api
+            .rpc("users.unlock", token_of(req.metadata()), async {
+                self.simple(req, Rpc::UsersUnlock, |u| Op::UnlockUser(UnlockUser { username: u })).await
+            })
+            .await
     }
 }

@@ -48,6 +48,7 @@ pub(crate) fn expire_due(tx: &mut Tx<'_>) -> Result<usize, DbError> {
         store_accounts(tx, &[(dr0, dr), (cr0, cr)])?;
         tx.put(Cf::PendingTransfers, &id_key(id), &PendingStatus::Expired);
         tx.delete(Cf::PendingExpiry, k);
+        tx.expired.push(id);
         for (a, debit) in [(&dr, true), (&cr, false)] {
             if a.has(af::HISTORY) {
                 let entry = AccountEntry { transfer_id: id, debit, revision, balance: Some(a.balance()) };
