@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use strongbox_store::command::Bootstrap;
+use strongbox_store::names::NameKey;
 use strongbox_store::{Actor, Command, ErrorCode, Op};
 use zeroize::Zeroizing;
 
@@ -70,8 +71,13 @@ async fn attempt(api: &Api) -> anyhow::Result<()> {
     let cmd = Command {
         request_id: uuid::Uuid::new_v4().to_string(),
         time_ms: now_ms(),
+        node: api.node.id,
         actor: Actor::Node,
-        op: Op::Bootstrap(Bootstrap { username: username.clone(), password_phc }),
+        op: Op::Bootstrap(Bootstrap {
+            username: username.clone(),
+            password_phc,
+            name_key: NameKey::generate(),
+        }),
     };
     let (_, resp) = api.node.write(cmd, Duration::from_secs(10)).await?;
     match resp.result {

@@ -39,6 +39,7 @@ pub async fn run(api: Api) {
         let cmd = Command {
             request_id: uuid::Uuid::new_v4().to_string(),
             time_ms: now_ms,
+            node: api.node.id,
             actor: Actor::Node,
             op: Op::ExpirePendingTransfers(ExpirePendingTransfers {}),
         };

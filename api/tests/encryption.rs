@@ -9,13 +9,22 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
+use strongbox_proto::v1::clients_client::ClientsClient;
 use strongbox_proto::v1::keys_client::KeysClient;
 use strongbox_proto::v1::ledger_client::LedgerClient;
+use strongbox_proto::v1::roles_client::RolesClient;
 use strongbox_proto::v1::users_client::UsersClient;
 use strongbox_proto::v1::*;
 
 const VALUE_MARKER: &str = "MARKERVALUE7f3a9";
 const PASSWORD_MARKER: &str = "MARKERPASS81c2d4";
+/// Names users choose: a secret folder, a username, a client id, a role,
+/// a request id. RocksDB keys built from them are keyed hashes.
+const PATH_MARKER: &str = "MARKERPATHa41b7";
+const USER_MARKER: &str = "MARKERUSERc93e2";
+const CLIENT_MARKER: &str = "MARKERCLIENTd02f";
+const ROLE_MARKER: &str = "MARKERROLEe71a3";
+const REQUEST_MARKER: &str = "MARKERREQb55c91";
 /// Account and transfer user_data_128: 16 bytes of ASCII as a number.
 const LEDGER_MARKER: &[u8; 16] = b"MARKERLEDGER5e1d";
 
@@ -70,18 +79,39 @@ async fn values_and_passwords_never_reach_disk_and_keys_rotate_online() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut c = TestCluster::start(3, fast_raft()).await;
     for i in 0..50 {
-        put_retry(&c, 1 + i % 3, &format!("team/s{i}"), &format!("{VALUE_MARKER}-{i}"), &format!("m{i}"))
-            .await;
+        put_retry(
+            &c,
+            1 + i % 3,
+            &format!("{PATH_MARKER}/s{i}"),
+            &format!("{VALUE_MARKER}-{i}"),
+            &format!("m{i}"),
+        )
+        .await;
     }
     UsersClient::new(c.admin(2))
         .create(CreateUserRequest {
             options: None,
-            username: "marker-user".into(),
+            username: USER_MARKER.into(),
             password: PASSWORD_MARKER.into(),
             roles: vec![],
         })
         .await
         .unwrap();
+    let perm = Permission {
+        effect: "allow".into(),
+        action: "read".into(),
+        resource: format!("secrets:{PATH_MARKER}/*"),
+    };
+    RolesClient::new(c.admin(1))
+        .put(PutRoleRequest { options: None, name: ROLE_MARKER.into(), permissions: vec![perm] })
+        .await
+        .unwrap();
+    let client = CreateClientRequest {
+        options: None,
+        client_id: CLIENT_MARKER.into(),
+        roles: vec![ROLE_MARKER.into()],
+    };
+    ClientsClient::new(c.admin(3)).create(client).await.unwrap();
 
     let marker = u128::from_be_bytes(*LEDGER_MARKER);
     let accounts = (1..=2u128)
@@ -117,7 +147,7 @@ async fn values_and_passwords_never_reach_disk_and_keys_rotate_online() {
             KeysClient::new(c.admin(id)).rotate_data_key(RotateDataKeyRequest {}).await.unwrap().into_inner();
         assert!(s.keys.iter().any(|k| k.id == 2 && k.active), "node {id}: {s:?}");
     }
-    put_retry(&c, 1, "team/after-rotation", &format!("{VALUE_MARKER}-new"), "after").await;
+    put_retry(&c, 1, "team/after-rotation", &format!("{VALUE_MARKER}-new"), REQUEST_MARKER).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     for id in 1..=3 {
         loop {
@@ -145,7 +175,9 @@ async fn values_and_passwords_never_reach_disk_and_keys_rotate_online() {
     let logs = c.all_logs();
     let mut on_disk = files(c.dir.path());
     on_disk.retain(|name, _| !name.ends_with(".log"));
-    for marker in [VALUE_MARKER, PASSWORD_MARKER] {
+    for marker in
+        [VALUE_MARKER, PASSWORD_MARKER, PATH_MARKER, USER_MARKER, CLIENT_MARKER, ROLE_MARKER, REQUEST_MARKER]
+    {
         for form in forms(marker) {
             for (name, bytes) in &on_disk {
                 assert!(!contains(bytes, &form), "{name} holds {marker} in the clear");
@@ -164,15 +196,43 @@ async fn values_and_passwords_never_reach_disk_and_keys_rotate_online() {
     }
     c.wait_leader(Duration::from_secs(30)).await;
     for i in 0..50u64 {
-        let r = c.secrets(1 + i % 3).get(get_req(&format!("team/s{i}"), Consistency::Linearizable, 0)).await;
+        let r = c
+            .secrets(1 + i % 3)
+            .get(get_req(&format!("{PATH_MARKER}/s{i}"), Consistency::Linearizable, 0))
+            .await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         let mut r = r;
         while r.is_err() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            r = c.secrets(1 + i % 3).get(get_req(&format!("team/s{i}"), Consistency::Linearizable, 0)).await;
+            r = c
+                .secrets(1 + i % 3)
+                .get(get_req(&format!("{PATH_MARKER}/s{i}"), Consistency::Linearizable, 0))
+                .await;
         }
         assert_eq!(r.unwrap().into_inner().value, format!("{VALUE_MARKER}-{i}").into_bytes());
     }
+    // Listing works through the keyed index: every secret of the folder,
+    // once, across pages; the folder itself under the root.
+    let mut secrets = c.secrets(1);
+    let (mut listed, mut token) = (std::collections::BTreeSet::new(), String::new());
+    loop {
+        let page = Some(Page { page_size: 7, page_token: token.clone() });
+        let req = ListSecretsRequest { options: None, folder: PATH_MARKER.into(), page };
+        let r = secrets.list(req).await.unwrap().into_inner();
+        for e in r.entries {
+            assert!(listed.insert(e.name.clone()), "{} listed twice", e.name);
+        }
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        token = r.next_page_token;
+    }
+    assert_eq!(listed, (0..50).map(|i| format!("s{i}")).collect());
+    let root = ListSecretsRequest { options: None, folder: String::new(), page: None };
+    let root = secrets.list(root).await.unwrap().into_inner().entries;
+    assert!(root.iter().any(|e| e.name == format!("{PATH_MARKER}/") && e.folder), "{root:?}");
+    let users = UsersClient::new(c.admin(1)).list(ListUsersRequest { options: None, page: None }).await;
+    assert!(users.unwrap().into_inner().users.iter().any(|u| u.username == USER_MARKER));
     let found = LedgerClient::new(c.admin(2))
         .lookup_accounts(LookupAccountsRequest { ids: vec![u(1).unwrap()], options: None })
         .await

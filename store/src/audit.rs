@@ -22,6 +22,8 @@ pub struct AuditRecord {
     pub seq: u64,
     /// The command's time (ms since the epoch), stamped by its proposer.
     pub time_ms: u64,
+    /// The node that received the request and proposed it.
+    pub node: u64,
     /// "user:alice", "client:ci", "node", or "token:unknown" when the bearer
     /// did not resolve.
     pub actor: String,
@@ -117,6 +119,7 @@ pub fn seal(
     let mut r = AuditRecord {
         seq: prev.0 + 1,
         time_ms: cmd.time_ms,
+        node: cmd.node,
         actor,
         action: cmd.op.name().to_string(),
         resource: resource(&cmd.op),

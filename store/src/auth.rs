@@ -15,11 +15,18 @@ use serde::{Deserialize, Serialize};
 use crate::command::{CommandError, ErrorCode};
 use crate::layout::Cf;
 use crate::limits::{NAME_BYTES_MAX, ROLE_RULES_MAX};
+use crate::names::NameKey;
 use crate::DbError;
 
 /// Reads of the state, inside apply (through the batch overlay) or outside.
 pub trait Read {
     fn get<T: DeserializeOwned>(&self, cf: Cf, key: &[u8]) -> Result<Option<T>, DbError>;
+    /// The key that hashes names into RocksDB keys, as of this state.
+    fn names(&self) -> Result<NameKey, DbError>;
+    /// The RocksDB key of a name in `cf` (see `names`).
+    fn name_key(&self, cf: Cf, name: &str) -> Result<[u8; 32], DbError> {
+        Ok(self.names()?.key(cf, name))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -55,7 +62,7 @@ impl Principal {
         }
     }
 
-    fn cf(&self) -> Cf {
+    pub fn cf(&self) -> Cf {
         match self {
             Principal::User(_) => Cf::Users,
             Principal::Client(_) => Cf::Clients,
@@ -194,6 +201,8 @@ pub const ADMIN_ROLE: &str = "admin";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoleRecord {
+    /// Keys are hashed: the name lives in the (encrypted) value, for listing.
+    pub name: String,
     pub rules: Vec<Rule>,
     pub created_revision: u64,
     pub updated_revision: u64,
@@ -213,6 +222,8 @@ pub fn validate_rules(rules: &[Rule]) -> Result<(), CommandError> {
 /// A user or a service client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrincipalRecord {
+    /// Keys are hashed: the name lives in the (encrypted) value, for listing.
+    pub name: String,
     /// Users: an argon2id PHC string. Clients: hex SHA-256 of the generated
     /// secret (high entropy, so a fast hash is enough).
     pub credential: String,
@@ -232,8 +243,9 @@ pub struct PrincipalRecord {
 }
 
 impl PrincipalRecord {
-    pub fn new(credential: String, roles: Vec<String>, revision: u64, now_ms: u64) -> Self {
+    pub fn new(name: String, credential: String, roles: Vec<String>, revision: u64, now_ms: u64) -> Self {
         PrincipalRecord {
+            name,
             credential,
             enabled: true,
             roles,
@@ -253,7 +265,7 @@ impl PrincipalRecord {
 }
 
 pub fn principal_record(r: &impl Read, p: &Principal) -> Result<Option<PrincipalRecord>, DbError> {
-    r.get(p.cf(), p.name().as_bytes())
+    r.get(p.cf(), &r.name_key(p.cf(), p.name())?)
 }
 
 /// The stored half of an access token: the token itself is never stored,
@@ -336,7 +348,7 @@ pub fn resolve(
         if token.scopes.as_ref().is_some_and(|s| !s.contains(name)) {
             continue;
         }
-        if let Some(role) = r.get::<RoleRecord>(Cf::Roles, name.as_bytes())? {
+        if let Some(role) = r.get::<RoleRecord>(Cf::Roles, &r.name_key(Cf::Roles, name)?)? {
             roles.push(role);
             role_names.push(name.clone());
         }
@@ -350,6 +362,7 @@ mod tests {
 
     fn role(rules: &[(Effect, Action, &str)]) -> RoleRecord {
         RoleRecord {
+            name: "test".into(),
             rules: rules
                 .iter()
                 .map(|(e, a, r)| Rule { effect: *e, action: *a, resource: r.to_string() })

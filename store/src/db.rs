@@ -24,6 +24,8 @@ pub enum DbError {
     Decode { cf: &'static str, reason: String },
     #[error("missing record in column family {cf}: {what}")]
     Missing { cf: &'static str, what: &'static str },
+    #[error("{0}")]
+    Format(String),
 }
 
 struct Inner {
@@ -65,7 +67,38 @@ impl Db {
             ColumnFamilyDescriptor::new(cf.name(), o)
         });
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(Db { inner: Arc::new(Inner { db, codec, write_lock: std::sync::Mutex::new(()) }) })
+        let db = Db { inner: Arc::new(Inner { db, codec, write_lock: std::sync::Mutex::new(()) }) };
+        db.check_format(path)?;
+        Ok(db)
+    }
+
+    /// Records the layout version in a new database; refuses one written in
+    /// another layout (nothing is changed then).
+    fn check_format(&self, path: &Path) -> Result<(), DbError> {
+        use crate::layout::{FORMAT_KEY, FORMAT_VERSION};
+        match self.get::<u32>(Cf::RaftMeta, FORMAT_KEY)? {
+            Some(v) if v == FORMAT_VERSION => Ok(()),
+            Some(v) => Err(DbError::Format(format!(
+                "{} holds data in layout {v}; this build reads layout {FORMAT_VERSION}",
+                path.display()
+            ))),
+            None => {
+                let pristine = Cf::ALL.iter().all(|cf| {
+                    self.inner.db.iterator_cf(self.handle(*cf), IteratorMode::Start).next().is_none()
+                });
+                if !pristine {
+                    return Err(DbError::Format(format!(
+                        "{} was written by an older strongbox (layout 1: plaintext names in keys); \
+                         this build reads layout {FORMAT_VERSION}. Start from an empty data dir \
+                         (strongbox dev --fresh) and re-create the data",
+                        path.display()
+                    )));
+                }
+                let mut b = self.batch();
+                b.put(Cf::RaftMeta, FORMAT_KEY, &FORMAT_VERSION);
+                self.write(b, true)
+            }
+        }
     }
 
     fn handle(&self, cf: Cf) -> &rocksdb::ColumnFamily {

@@ -54,10 +54,13 @@ pub enum Cf {
     /// This node's own audit log (reads, requests refused before proposing):
     /// never replicated, never in a snapshot. See `local_audit`.
     LocalAudit = 22,
+    /// The direct children of each secrets folder: `H(folder) ++ H(child)`
+    /// → the child's name (paths are keyed by hash, see `names`).
+    SecretIndex = 23,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 23] = [
+    pub const ALL: [Cf; 24] = [
         Cf::Log,
         Cf::RaftMeta,
         Cf::SmMeta,
@@ -81,11 +84,12 @@ impl Cf {
         Cf::Feed,
         Cf::Audit,
         Cf::LocalAudit,
+        Cf::SecretIndex,
     ];
 
     /// The column families that make up the state machine: what a snapshot
     /// carries and what installing one replaces.
-    pub const STATE_MACHINE: [Cf; 19] = [
+    pub const STATE_MACHINE: [Cf; 20] = [
         Cf::SmMeta,
         Cf::Secrets,
         Cf::SecretVersions,
@@ -105,6 +109,7 @@ impl Cf {
         Cf::LedgerTotals,
         Cf::Feed,
         Cf::Audit,
+        Cf::SecretIndex,
     ];
 
     pub fn name(self) -> &'static str {
@@ -132,6 +137,7 @@ impl Cf {
             Cf::Feed => "feed",
             Cf::Audit => "audit",
             Cf::LocalAudit => "local_audit",
+            Cf::SecretIndex => "secret_index",
         }
     }
 
@@ -154,7 +160,15 @@ pub mod sm_keys {
     pub const FEED_OLDEST: &[u8] = b"feed_oldest";
     /// The audit chain's last (seq, hash).
     pub const AUDIT_HEAD: &[u8] = b"audit_head";
+    /// The per-cluster key that hashes names into RocksDB keys (`names`).
+    pub const NAME_KEY: &[u8] = b"name_key";
 }
+
+/// The on-disk layout this build reads and writes, recorded in `RaftMeta`
+/// when a database is created. 2: names keyed by HMAC, commands carry the
+/// proposing node. Older data directories are refused, not misread.
+pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_KEY: &[u8] = b"format_version";
 
 /// Big-endian u64 key: sorts numerically.
 pub fn u64_key(v: u64) -> [u8; 8] {

@@ -16,6 +16,7 @@ pub mod layout;
 pub mod ledger;
 pub mod limits;
 pub mod local_audit;
+pub mod names;
 pub mod reencrypt;
 pub mod snapshot;
 pub mod state_machine;

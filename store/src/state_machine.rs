@@ -15,14 +15,14 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{self, AuditRecord};
 use crate::auth::{self, Caller, PrincipalRecord, Read, RoleRecord, TokenHash, TokenRecord};
 use crate::command::{
-    secret_version_key, Actor, Command, CommandError, Ctx, ErrorCode, Outcome, Required, Response,
-    SecretMeta, SecretVersion,
+    Actor, Command, CommandError, Ctx, ErrorCode, Outcome, Required, Response, SecretMeta, SecretVersion,
 };
 use crate::db::{decode, encode, Db, DbError};
 use crate::feed::{self, FeedRecord, FEED_PRUNE_PER_COMMAND_MAX, FEED_RETAIN_MS, FEED_RETAIN_REVISIONS};
 use crate::layout::{sm_keys, Cf};
 use crate::ledger::model::{StoredTransfer, Transfer};
 use crate::limits::{DEDUP_PRUNE_PER_BATCH_MAX, DEDUP_WINDOW_MS, TOKEN_PRUNE_PER_BATCH_MAX};
+use crate::names::{IndexEntry, NameKey};
 
 #[derive(Clone)]
 pub struct StateMachine {
@@ -81,6 +81,7 @@ impl StateMachine {
             clock_ms: self.db.get::<u64>(Cf::SmMeta, sm_keys::CLOCK_MS)?.unwrap_or(0),
             audit_head: self.audit_head()?,
             feed_oldest: self.feed_oldest_meta()?,
+            names: self.names()?,
         })
     }
 
@@ -123,62 +124,51 @@ impl StateMachine {
     }
 
     pub fn role(&self, name: &str) -> Result<Option<RoleRecord>, DbError> {
-        self.db.get(Cf::Roles, name.as_bytes())
+        self.db.get(Cf::Roles, &self.name_key(Cf::Roles, name)?)
     }
 
     pub fn list_roles(&self, after: &str, limit: usize) -> Result<Vec<(String, RoleRecord)>, DbError> {
         self.list_named(Cf::Roles, after, limit)
     }
 
-    fn list_named<T: DeserializeOwned>(
+    /// Records of a name-keyed family in key (hash) order, after the one
+    /// named `after`: stable for a cluster, not alphabetical.
+    fn list_named<T: DeserializeOwned + Named>(
         &self,
         cf: Cf,
         after: &str,
         limit: usize,
     ) -> Result<Vec<(String, T)>, DbError> {
-        let mut from = after.as_bytes().to_vec();
-        if !from.is_empty() {
-            from.push(0);
-        }
+        let from =
+            if after.is_empty() { Vec::new() } else { [&self.name_key(cf, after)?[..], &[0]].concat() };
         let rows = self.db.scan::<T>(cf, &from, None, limit)?;
-        Ok(rows.into_iter().map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v)).collect())
+        Ok(rows.into_iter().map(|(_, v)| (v.name().to_string(), v)).collect())
     }
 
     pub fn secret_meta(&self, path: &str) -> Result<Option<SecretMeta>, DbError> {
-        self.db.get(Cf::Secrets, path.as_bytes())
+        self.db.get(Cf::Secrets, &self.name_key(Cf::Secrets, path)?)
     }
 
     /// The direct children of a folder (`""` is the root, else `team-a/`):
-    /// secrets and sub-folders in name order, starting after `after`.
+    /// secrets and sub-folders (`name/`), in index (hash) order, starting
+    /// after `after`. One index scan: a folder's children share a prefix.
     pub fn list_secrets(&self, folder: &str, after: &str, limit: usize) -> Result<Vec<ListEntry>, DbError> {
-        let prefix = folder.as_bytes();
-        let mut from = prefix.to_vec();
-        from.extend_from_slice(after.as_bytes());
-        match after.strip_suffix('/') {
-            // Skip the whole sub-folder: '0' is the byte after '/'.
-            Some(_) => *from.last_mut().expect("non-empty") = b'0',
-            None if !after.is_empty() => from.push(0),
-            None => {}
-        }
-        let mut out = Vec::new();
-        while out.len() < limit {
-            let Some((key, _)) = self.db.scan_raw(Cf::Secrets, &from, None, 1)?.pop() else { break };
-            if !key.starts_with(prefix) {
-                break;
-            }
-            let rest = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-            match rest.find('/') {
-                Some(i) => {
-                    from = [prefix, rest[..i].as_bytes(), b"0"].concat();
-                    out.push(ListEntry { name: rest[..=i].to_string(), folder: true });
-                }
-                None => {
-                    from = [key.as_slice(), &[0]].concat();
-                    out.push(ListEntry { name: rest, folder: false });
-                }
-            }
-        }
-        Ok(out)
+        let names = self.names()?;
+        let prefix = names.index_prefix(folder);
+        let from = if after.is_empty() {
+            prefix.to_vec()
+        } else {
+            [&names.index_key(folder, after)[..], &[0]].concat()
+        };
+        let to = [&prefix[..], &[0xff; 33]].concat();
+        let rows = self.db.scan::<IndexEntry>(Cf::SecretIndex, &from, Some(&to), limit)?;
+        Ok(rows
+            .into_iter()
+            .map(|(_, e)| {
+                let folder = e.name.ends_with('/');
+                ListEntry { name: e.name, folder }
+            })
+            .collect())
     }
 
     /// Change feed records from `from` on (in revision order), at most `limit`.
@@ -225,7 +215,8 @@ impl StateMachine {
 
     /// Reads a secret: the latest live version, or a given one.
     pub fn get_secret(&self, path: &str, version: Option<u64>) -> Result<Option<SecretView>, DbError> {
-        let Some(meta) = self.db.get::<SecretMeta>(Cf::Secrets, path.as_bytes())? else {
+        let names = self.names()?;
+        let Some(meta) = self.db.get::<SecretMeta>(Cf::Secrets, &names.key(Cf::Secrets, path))? else {
             return Ok(None);
         };
         let version = match version {
@@ -233,7 +224,7 @@ impl StateMachine {
             None if meta.deleted => return Ok(None),
             None => meta.latest_version,
         };
-        let Some(v) = self.db.get::<SecretVersion>(Cf::SecretVersions, &secret_version_key(path, version))?
+        let Some(v) = self.db.get::<SecretVersion>(Cf::SecretVersions, &names.version_key(path, version))?
         else {
             return Ok(None);
         };
@@ -258,6 +249,8 @@ pub struct ApplyBatch<'a> {
     audit_head: (u64, [u8; 32]),
     /// The oldest feed record kept: (revision, time_ms).
     feed_oldest: Option<(u64, u64)>,
+    /// The key that hashes names (set by `Bootstrap`).
+    names: NameKey,
     /// Callers resolved earlier in this batch (many commands of a batch
     /// carry the same token). Pure memoisation: dropped whenever a command
     /// changes tokens, principals or roles, and re-checked for expiry.
@@ -292,8 +285,8 @@ impl<'a> ApplyBatch<'a> {
             return Ok(Response { revision: self.revision, result: Err(e), deduplicated: false });
         }
 
-        let id_key = cmd.request_id.as_bytes();
-        if let Some(raw) = self.read(Cf::Requests, id_key)? {
+        let id_key = self.names.key(Cf::Requests, &cmd.request_id);
+        if let Some(raw) = self.read(Cf::Requests, &id_key)? {
             let rec: RequestRecord = decode(Cf::Requests, &raw)?;
             // Expiry is logical (state-machine time), so it is the same on
             // every node whatever physical pruning has happened.
@@ -310,13 +303,7 @@ impl<'a> ApplyBatch<'a> {
             Actor::Token(h) => self.callers.get(h).filter(|c| c.token.expires_ms > self.clock_ms).cloned(),
             Actor::Node => None,
         };
-        let mut tx = Tx {
-            batch: self,
-            staged: Overlay::new(),
-            bumps_revision: false,
-            undo: None,
-            expired: Vec::new(),
-        };
+        let mut tx = Tx::new(self);
         let mut resolved = None;
         let actor;
         let result: Result<Outcome, _> = match authorize(&tx, cmd, self.clock_ms, cached)? {
@@ -331,8 +318,9 @@ impl<'a> ApplyBatch<'a> {
                 Err(e)
             }
         };
-        let Tx { staged, bumps_revision, expired, .. } = tx;
+        let Tx { staged, bumps_revision, expired, names, .. } = tx;
         if let Ok(outcome) = &result {
+            self.names = names;
             let actor = actor.clone();
             if staged.keys().any(|(cf, _)| AUTH_CFS.contains(cf)) {
                 self.callers.clear();
@@ -351,21 +339,16 @@ impl<'a> ApplyBatch<'a> {
         self.record_audit(cmd, actor, audit::outcome(&response.result, false));
 
         let rec = RequestRecord { time_ms: self.clock_ms, response: response.clone() };
+        // Keyed again: a bootstrap has just set the key.
+        let id_key = self.names.key(Cf::Requests, &cmd.request_id);
         self.overlay.insert((Cf::Requests, id_key.to_vec()), Some(encode(&rec)));
-        self.overlay
-            .insert((Cf::RequestsByTime, by_time_key(self.clock_ms, &cmd.request_id)), Some(Vec::new()));
+        self.overlay.insert((Cf::RequestsByTime, by_time_key(self.clock_ms, &id_key)), Some(Vec::new()));
         Ok(response)
     }
 
     /// Who a command ran as, for the audit trail.
     fn actor_name(&self, cmd: &Command) -> Result<String, DbError> {
-        let tx = Tx {
-            batch: self,
-            staged: Overlay::new(),
-            bumps_revision: false,
-            undo: None,
-            expired: Vec::new(),
-        };
+        let tx = Tx::new(self);
         actor_of(&tx, cmd, self.clock_ms)
     }
 
@@ -482,9 +465,10 @@ impl<'a> ApplyBatch<'a> {
     }
 }
 
-fn by_time_key(time_ms: u64, request_id: &str) -> Vec<u8> {
+/// `time ++ the request's key`: pruning takes the `Requests` key from it.
+fn by_time_key(time_ms: u64, id_key: &[u8; 32]) -> Vec<u8> {
     let mut k = time_ms.to_be_bytes().to_vec();
-    k.extend_from_slice(request_id.as_bytes());
+    k.extend_from_slice(id_key);
     k
 }
 
@@ -498,6 +482,8 @@ pub(crate) struct Tx<'b> {
     /// Pending transfers this command expired (before its own events), for
     /// the change feed.
     pub(crate) expired: Vec<u128>,
+    /// The name key as of this command (`Bootstrap` sets it).
+    pub(crate) names: NameKey,
 }
 
 struct Undo {
@@ -556,6 +542,27 @@ impl Read for StateMachine {
     fn get<T: DeserializeOwned>(&self, cf: Cf, key: &[u8]) -> Result<Option<T>, DbError> {
         self.db.get(cf, key)
     }
+
+    fn names(&self) -> Result<NameKey, DbError> {
+        Ok(self.db.get(Cf::SmMeta, sm_keys::NAME_KEY)?.unwrap_or_else(NameKey::unset))
+    }
+}
+
+/// Records listed from a name-keyed family carry their name.
+pub trait Named {
+    fn name(&self) -> &str;
+}
+
+impl Named for PrincipalRecord {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Named for RoleRecord {
+    fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 impl Read for Tx<'_> {
@@ -565,6 +572,23 @@ impl Read for Tx<'_> {
             None => self.batch.read(cf, key)?,
         };
         raw.map(|r| decode(cf, &r)).transpose()
+    }
+
+    fn names(&self) -> Result<NameKey, DbError> {
+        Ok(self.names.clone())
+    }
+}
+
+impl<'b> Tx<'b> {
+    fn new(batch: &'b ApplyBatch<'b>) -> Tx<'b> {
+        Tx {
+            batch,
+            staged: Overlay::new(),
+            bumps_revision: false,
+            undo: None,
+            expired: Vec::new(),
+            names: batch.names.clone(),
+        }
     }
 }
 

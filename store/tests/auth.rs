@@ -190,7 +190,11 @@ fn a_stale_credential_gets_no_token() {
 #[test]
 fn node_only_ops_are_refused_from_tokens_and_bootstrap_happens_once() {
     let (_d, sm) = open();
-    let boot = Bootstrap { username: "mallory".into(), password_phc: "x".into() };
+    let boot = Bootstrap {
+        username: "mallory".into(),
+        password_phc: "x".into(),
+        name_key: strongbox_store::names::NameKey::generate(),
+    };
     let r = apply_one(&sm, &as_admin("b1", 1, Op::Bootstrap(boot.clone())));
     assert_eq!(code(&r), ErrorCode::PermissionDenied);
     let r = apply_one(&sm, &as_node("b2", 1, Op::Bootstrap(boot)));

@@ -51,7 +51,7 @@ fn replicated(r: Stored) -> AuditRecord {
         revision: r.revision,
         hash: r.hash.to_vec(),
         prev_hash: r.prev_hash.to_vec(),
-        node: 0,
+        node: r.node,
     }
 }
 

@@ -32,8 +32,14 @@ impl AuthService {
     }
 
     /// A command the node proposes on its own behalf (login bookkeeping).
-    fn node_command(op: Op) -> Command {
-        Command { request_id: uuid::Uuid::new_v4().to_string(), time_ms: now_ms(), actor: Actor::Node, op }
+    fn node_command(&self, op: Op) -> Command {
+        Command {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            time_ms: now_ms(),
+            node: self.api.node.id,
+            actor: Actor::Node,
+            op,
+        }
     }
 
     async fn issue(
@@ -56,7 +62,7 @@ impl AuthService {
             renew_until_ms: renew_until_ms.max(expires_ms),
             scopes: scopes.clone(),
         });
-        let w = self.api.propose(Self::node_command(op)).await?;
+        let w = self.api.propose(self.node_command(op)).await?;
         match w.outcome {
             Outcome::TokenIssued { expires_ms } => Ok(TokenResponse {
                 access_token: token.to_string(),
@@ -78,7 +84,7 @@ impl AuthService {
             window_ms: s.lockout_window_s * 1000,
             lockout_ms: s.lockout_duration_s * 1000,
         });
-        self.api.propose(Self::node_command(op)).await.map(|_| ())
+        self.api.propose(self.node_command(op)).await.map(|_| ())
     }
 }
 

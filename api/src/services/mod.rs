@@ -158,7 +158,8 @@ impl Api {
         let request_id = request_id(opts);
         local_audit::note(|s| s.request_id = request_id.clone());
         let hash = self.precheck(meta, rpc, subject).await?;
-        let cmd = Command { request_id, time_ms: now_ms(), actor: Actor::Token(hash), op };
+        let cmd =
+            Command { request_id, time_ms: now_ms(), node: self.node.id, actor: Actor::Token(hash), op };
         self.propose(cmd).await
     }
 

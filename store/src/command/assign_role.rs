@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use super::create_user::principal_cf;
+use super::create_user::put_principal;
 use super::{check_roles_exist, refuse, Applied, CommandError, Ctx, ErrorCode, Outcome, Required};
 use crate::auth::{principal_record, validate_name, Access, Action, Principal};
 use crate::limits::ROLES_PER_PRINCIPAL_MAX;
@@ -50,7 +50,7 @@ impl AssignRole {
         }
         rec.updated_revision = tx.next_revision();
         rec.updated_ms = tx.clock_ms();
-        tx.put(principal_cf(p), p.name().as_bytes(), &rec);
+        put_principal(tx, p, &rec)?;
         Ok(Ok(Outcome::Done))
     }
 }

@@ -1,8 +1,9 @@
 use serde::{Deserialize, Serialize};
 
+use super::create_user::put_principal;
+
 use super::{refuse, validate_credential, Applied, CommandError, Ctx, ErrorCode, Outcome, Required};
 use crate::auth::{principal_record, Principal};
-use crate::layout::Cf;
 use crate::state_machine::Tx;
 
 /// A user changes their own password. The receiving node verified the old
@@ -26,7 +27,7 @@ impl ChangePassword {
 
     pub(crate) fn apply(&self, tx: &mut Tx<'_>, ctx: &Ctx<'_>) -> Applied {
         let p = &ctx.caller().principal;
-        let Principal::User(name) = p else {
+        let Principal::User(_) = p else {
             return refuse(ErrorCode::FailedPrecondition, "service clients have secrets, not passwords");
         };
         let Some(mut rec) = principal_record(tx, p)? else {
@@ -39,7 +40,7 @@ impl ChangePassword {
         rec.credential = self.new_phc.clone();
         rec.updated_revision = revision;
         rec.updated_ms = tx.clock_ms();
-        tx.put(Cf::Users, name.as_bytes(), &rec);
+        put_principal(tx, p, &rec)?;
         Ok(Ok(Outcome::Done))
     }
 }

@@ -4,8 +4,9 @@ use super::{
     check_roles_exist, refuse, validate_credential, validate_role_names, Applied, CommandError, Ctx,
     ErrorCode, Outcome, Required,
 };
-use crate::auth::{principal_record, Access, Action, Principal, PrincipalRecord};
+use crate::auth::{principal_record, Access, Action, Principal, PrincipalRecord, Read};
 use crate::state_machine::Tx;
+use crate::DbError;
 
 /// Creates a user with an argon2id password hash computed by the node that
 /// received the request (never inside apply).
@@ -49,16 +50,17 @@ pub(super) fn create_principal(
     roles.sort();
     roles.dedup();
     let revision = tx.next_revision();
-    let rec = PrincipalRecord::new(credential.to_string(), roles, revision, tx.clock_ms());
-    tx.put(principal_cf(p), p.name().as_bytes(), &rec);
+    let rec =
+        PrincipalRecord::new(p.name().to_string(), credential.to_string(), roles, revision, tx.clock_ms());
+    put_principal(tx, p, &rec)?;
     Ok(Ok(Outcome::Done))
 }
 
-pub(super) fn principal_cf(p: &Principal) -> crate::Cf {
-    match p {
-        Principal::User(_) => crate::Cf::Users,
-        Principal::Client(_) => crate::Cf::Clients,
-    }
+/// Stores a principal's record under its keyed name.
+pub(super) fn put_principal(tx: &mut Tx<'_>, p: &Principal, rec: &PrincipalRecord) -> Result<(), DbError> {
+    let key = tx.name_key(p.cf(), p.name())?;
+    tx.put(p.cf(), &key, rec);
+    Ok(())
 }
 
 /// Loads a principal (NOT_FOUND if absent), lets `change` edit it under the
@@ -75,6 +77,6 @@ pub(super) fn update_principal(
     change(&mut rec, revision);
     rec.updated_revision = revision;
     rec.updated_ms = tx.clock_ms();
-    tx.put(principal_cf(p), p.name().as_bytes(), &rec);
+    put_principal(tx, p, &rec)?;
     Ok(Ok(Outcome::Done))
 }

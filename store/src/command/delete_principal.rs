@@ -1,8 +1,7 @@
 use serde::{Deserialize, Serialize};
 
-use super::create_user::principal_cf;
 use super::{principal_resource, refuse, Applied, CommandError, Ctx, ErrorCode, Outcome, Required};
-use crate::auth::{principal_record, Access, Action, Principal};
+use crate::auth::{principal_record, Access, Action, Principal, Read};
 use crate::state_machine::Tx;
 
 /// Deletes a user or client. Its tokens stop working at once: they name a
@@ -27,7 +26,8 @@ impl DeletePrincipal {
             return refuse(ErrorCode::NotFound, format!("no {p}"));
         }
         tx.next_revision();
-        tx.delete(principal_cf(p), p.name().as_bytes());
+        let key = tx.name_key(p.cf(), p.name())?;
+        tx.delete(p.cf(), &key);
         Ok(Ok(Outcome::Done))
     }
 }

@@ -25,11 +25,12 @@ impl DeleteRole {
         if self.name == ADMIN_ROLE {
             return refuse(ErrorCode::FailedPrecondition, "the built-in admin role cannot be deleted");
         }
-        if tx.get::<RoleRecord>(Cf::Roles, self.name.as_bytes())?.is_none() {
+        let key = tx.name_key(Cf::Roles, &self.name)?;
+        if tx.get::<RoleRecord>(Cf::Roles, &key)?.is_none() {
             return refuse(ErrorCode::NotFound, format!("no role named {:?}", self.name));
         }
         tx.next_revision();
-        tx.delete(Cf::Roles, self.name.as_bytes());
+        tx.delete(Cf::Roles, &key);
         Ok(Ok(Outcome::Done))
     }
 }

@@ -25,7 +25,7 @@ impl DeleteSecret {
     }
 
     pub(crate) fn apply(&self, tx: &mut Tx<'_>, ctx: &Ctx<'_>) -> Applied {
-        let key = self.path.as_bytes();
+        let key = &tx.name_key(Cf::Secrets, &self.path)?;
         let meta: Option<SecretMeta> = tx.get(Cf::Secrets, key)?;
         let Some(mut meta) = meta.filter(|m| !m.deleted) else {
             return refuse(ErrorCode::NotFound, format!("no secret at {}", self.path));

@@ -1,8 +1,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    refuse, secret_resource, secret_version_key, validate_secret_path, Applied, CommandError, Ctx, ErrorCode,
-    Outcome, Required, SecretMeta, SecretVersion,
+    refuse, secret_resource, validate_secret_path, Applied, CommandError, Ctx, ErrorCode, Outcome, Required,
+    SecretMeta, SecretVersion,
 };
 use crate::auth::{Access, Action, Read};
 use crate::layout::Cf;
@@ -37,7 +37,8 @@ impl DestroySecretVersions {
     }
 
     pub(crate) fn apply(&self, tx: &mut Tx<'_>, ctx: &Ctx<'_>) -> Applied {
-        let key = self.path.as_bytes();
+        let names = tx.names()?;
+        let key = &names.key(Cf::Secrets, &self.path);
         let Some(mut meta) = tx.get::<SecretMeta>(Cf::Secrets, key)? else {
             return refuse(ErrorCode::NotFound, format!("no secret at {}", self.path));
         };
@@ -46,7 +47,7 @@ impl DestroySecretVersions {
         versions.dedup();
         let mut destroyed = 0;
         for v in versions {
-            let vk = secret_version_key(&self.path, v);
+            let vk = names.version_key(&self.path, v);
             if tx.get::<SecretVersion>(Cf::SecretVersions, &vk)?.is_some() {
                 tx.delete(Cf::SecretVersions, &vk);
                 destroyed += 1;

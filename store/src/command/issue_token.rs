@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use super::create_user::principal_cf;
+use super::create_user::put_principal;
 use super::{refuse, validate_role_names, Applied, CommandError, Ctx, ErrorCode, Outcome, Required};
 use crate::auth::{principal_record, token_expiry_key, Principal, TokenHash, TokenRecord};
 use crate::layout::Cf;
@@ -62,7 +62,7 @@ impl IssueToken {
         if !rec.failed_logins_ms.is_empty() {
             rec.failed_logins_ms.clear();
             rec.updated_revision = revision;
-            tx.put(principal_cf(p), p.name().as_bytes(), &rec);
+            put_principal(tx, p, &rec)?;
         }
         let token = TokenRecord {
             principal: p.clone(),

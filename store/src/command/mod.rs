@@ -67,6 +67,9 @@ pub struct Command {
     /// Wall-clock time stamped by the proposing node, in ms since the epoch.
     /// Apply never reads a clock; it uses the largest time seen so far.
     pub time_ms: u64,
+    /// The node that received the request and proposed it (for the audit
+    /// trail; 0 when there is none, as in store tests).
+    pub node: u64,
     pub actor: Actor,
     pub op: Op,
 }
@@ -332,7 +335,7 @@ pub fn validate_role_names(roles: &[String]) -> Result<(), CommandError> {
 pub(crate) fn check_roles_exist(tx: &Tx<'_>, roles: &[String]) -> Result<Result<(), CommandError>, DbError> {
     use crate::auth::{Read, RoleRecord};
     for r in roles {
-        if tx.get::<RoleRecord>(crate::Cf::Roles, r.as_bytes())?.is_none() {
+        if tx.get::<RoleRecord>(crate::Cf::Roles, &tx.name_key(crate::Cf::Roles, r)?)?.is_none() {
             return Ok(Err(CommandError::not_found(format!("no role named {r:?}"))));
         }
     }
@@ -345,15 +348,6 @@ pub fn principal_resource(p: &Principal) -> &'static str {
         Principal::User(_) => "users",
         Principal::Client(_) => "clients",
     }
-}
-
-/// Key of one secret version: `path 0x00 version_be`. Paths never contain 0x00.
-pub fn secret_version_key(path: &str, version: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(path.len() + 9);
-    k.extend_from_slice(path.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&version.to_be_bytes());
-    k
 }
 
 /// The per-path record of a secret.

@@ -27,15 +27,17 @@ impl PutRole {
         if self.name == ADMIN_ROLE {
             return refuse(ErrorCode::FailedPrecondition, "the built-in admin role cannot be changed");
         }
-        let old = tx.get::<RoleRecord>(Cf::Roles, self.name.as_bytes())?;
+        let key = tx.name_key(Cf::Roles, &self.name)?;
+        let old = tx.get::<RoleRecord>(Cf::Roles, &key)?;
         let revision = tx.next_revision();
         let role = RoleRecord {
+            name: self.name.clone(),
             rules: self.rules.clone(),
             created_revision: old.map_or(revision, |o| o.created_revision),
             updated_revision: revision,
             updated_ms: tx.clock_ms(),
         };
-        tx.put(Cf::Roles, self.name.as_bytes(), &role);
+        tx.put(Cf::Roles, &key, &role);
         Ok(Ok(Outcome::Done))
     }
 }

@@ -1,12 +1,13 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    secret_resource, secret_version_key, validate_secret_path, Applied, CommandError, Ctx, ErrorCode,
-    Outcome, Required, SecretMeta, SecretVersion,
+    secret_resource, validate_secret_path, Applied, CommandError, Ctx, ErrorCode, Outcome, Required,
+    SecretMeta, SecretVersion,
 };
 use crate::auth::{Access, Action, Read};
 use crate::layout::Cf;
 use crate::limits::{SECRET_VALUE_BYTES_MAX, SECRET_VERSIONS_DEFAULT, SECRET_VERSIONS_LIMIT};
+use crate::names::{index_entries, IndexEntry};
 use crate::state_machine::Tx;
 
 /// Writes a new version of the secret at `path`.
@@ -46,8 +47,16 @@ impl PutSecret {
     }
 
     pub(crate) fn apply(&self, tx: &mut Tx<'_>, ctx: &Ctx<'_>) -> Applied {
-        let key = self.path.as_bytes();
+        let names = tx.names()?;
+        let key = &names.key(Cf::Secrets, &self.path);
         let meta: Option<SecretMeta> = tx.get(Cf::Secrets, key)?;
+        if meta.is_none() {
+            // A new path: listed under each of its folders from now on
+            // (secrets are never removed outright, so neither are entries).
+            for (folder, child) in index_entries(&self.path) {
+                tx.put(Cf::SecretIndex, &names.index_key(folder, child), &IndexEntry { name: child.into() });
+            }
+        }
         let current = meta.as_ref().map_or(0, |m| m.latest_version);
         if let Some(expected) = self.cas {
             if expected != current {
@@ -65,7 +74,7 @@ impl PutSecret {
         let now_ms = tx.clock_ms();
         tx.put(
             Cf::SecretVersions,
-            &secret_version_key(&self.path, version),
+            &names.version_key(&self.path, version),
             &SecretVersion { value: self.value.clone(), created_ms: now_ms, revision },
         );
         let max_versions =
@@ -73,7 +82,7 @@ impl PutSecret {
         let mut oldest_version = meta.as_ref().map_or(1, |m| m.oldest_version);
         // Bounded: max_versions only shrinks by at most SECRET_VERSIONS_LIMIT.
         while version - oldest_version + 1 > max_versions {
-            tx.delete(Cf::SecretVersions, &secret_version_key(&self.path, oldest_version));
+            tx.delete(Cf::SecretVersions, &names.version_key(&self.path, oldest_version));
             oldest_version += 1;
         }
         tx.put(

@@ -1,8 +1,9 @@
 use serde::{Deserialize, Serialize};
 
+use super::create_user::put_principal;
+
 use super::{Applied, CommandError, Ctx, Outcome, Required};
 use crate::auth::{principal_record, Principal};
-use crate::layout::Cf;
 use crate::state_machine::Tx;
 
 /// A failed login, counted on every node alike. After `failures_max`
@@ -51,7 +52,7 @@ impl RecordLoginFailure {
         assert!(rec.failed_logins_ms.len() < self.failures_max as usize, "failure list is bounded");
         rec.updated_revision = tx.next_revision();
         rec.updated_ms = now_ms;
-        tx.put(Cf::Users, self.username.as_bytes(), &rec);
+        put_principal(tx, &p, &rec)?;
         Ok(Ok(Outcome::LoginFailureRecorded { locked }))
     }
 }

@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use super::create_user::principal_cf;
+use super::create_user::put_principal;
 use super::{principal_resource, refuse, Applied, CommandError, Ctx, ErrorCode, Outcome, Required};
 use crate::auth::{principal_record, Access, Action, Principal};
 use crate::state_machine::Tx;
@@ -37,7 +37,7 @@ impl SetEnabled {
         }
         rec.updated_revision = revision;
         rec.updated_ms = tx.clock_ms();
-        tx.put(principal_cf(p), p.name().as_bytes(), &rec);
+        put_principal(tx, p, &rec)?;
         Ok(Ok(Outcome::Done))
     }
 }

@@ -17,7 +17,11 @@ pub fn open() -> (tempfile::TempDir, StateMachine) {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), Codec::plaintext()).unwrap();
     let sm = StateMachine::new(db);
-    let boot = Bootstrap { username: "admin".into(), password_phc: ADMIN_PHC.into() };
+    let boot = Bootstrap {
+        username: "admin".into(),
+        password_phc: ADMIN_PHC.into(),
+        name_key: strongbox_store::names::NameKey::generate(),
+    };
     assert!(apply_one(&sm, &as_node("boot", 0, Op::Bootstrap(boot))).result.is_ok());
     assert!(apply_one(&sm, &login("admin", ADMIN_PHC, ADMIN_TOKEN, 0, FAR_MS)).result.is_ok());
     assert_eq!(sm.revision().unwrap(), BASE);
@@ -25,11 +29,11 @@ pub fn open() -> (tempfile::TempDir, StateMachine) {
 }
 
 pub fn as_node(id: &str, t: u64, op: Op) -> Command {
-    Command { request_id: id.into(), time_ms: t, actor: Actor::Node, op }
+    Command { request_id: id.into(), time_ms: t, node: 0, actor: Actor::Node, op }
 }
 
 pub fn as_token(token: TokenHash, id: &str, t: u64, op: Op) -> Command {
-    Command { request_id: id.into(), time_ms: t, actor: Actor::Token(token), op }
+    Command { request_id: id.into(), time_ms: t, node: 0, actor: Actor::Token(token), op }
 }
 
 pub fn as_admin(id: &str, t: u64, op: Op) -> Command {

@@ -1,0 +1,131 @@
+//! Keyed names: RocksDB keys built from identifiers users choose (usernames,
+//! client ids, role names, secret paths, request ids) are HMAC-SHA256 of the
+//! name under a per-cluster key, so a data directory does not reveal them.
+//! Equal names still give equal keys (point lookups work); order is lost, so
+//! records that are listed carry their name in their (encrypted) value, and
+//! secrets are listed through a per-folder index (`Cf::SecretIndex`).
+//!
+//! The key must be the same on every node (snapshots carry keys as they
+//! are), so it is state: drawn by the node that bootstraps the cluster, it
+//! travels in the `Bootstrap` command (inside mutual TLS; sealed at rest like
+//! every log entry) and lives in `SmMeta` (sealed). Before bootstrap there is
+//! no key and the all-zero key stands in: nothing named exists yet but the
+//! request ids of refused commands.
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use zeroize::Zeroize;
+
+use crate::layout::Cf;
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameKey([u8; 32]);
+
+impl std::fmt::Debug for NameKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NameKey(redacted)")
+    }
+}
+
+impl Drop for NameKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl NameKey {
+    /// A fresh random key (by the bootstrapping node, never inside apply).
+    pub fn generate() -> NameKey {
+        NameKey(rand::random())
+    }
+
+    /// Stands in before bootstrap.
+    pub fn unset() -> NameKey {
+        NameKey([0; 32])
+    }
+
+    /// The RocksDB key of `name` in `cf`. The column family is hashed in, so
+    /// equal names in different families do not give equal keys.
+    pub fn key(&self, cf: Cf, name: &str) -> [u8; 32] {
+        self.mac(&[&[cf as u8], name.as_bytes()])
+    }
+
+    fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        for p in parts {
+            m.update(p);
+        }
+        m.finalize().into_bytes().into()
+    }
+
+    /// A secret version: the path's key, then the big-endian version.
+    pub fn version_key(&self, path: &str, version: u64) -> [u8; 40] {
+        let mut k = [0u8; 40];
+        k[..32].copy_from_slice(&self.key(Cf::Secrets, path));
+        k[32..].copy_from_slice(&version.to_be_bytes());
+        k
+    }
+
+    /// A folder's entry for one direct child (`name` or `name/`): the
+    /// folder's hash, then the child's. A folder's children share a prefix.
+    pub fn index_key(&self, folder: &str, child: &str) -> [u8; 64] {
+        let mut k = [0u8; 64];
+        k[..32].copy_from_slice(&self.index_prefix(folder));
+        k[32..].copy_from_slice(&self.mac(&[
+            &[Cf::SecretIndex as u8, 1],
+            folder.as_bytes(),
+            &[0],
+            child.as_bytes(),
+        ]));
+        k
+    }
+
+    pub fn index_prefix(&self, folder: &str) -> [u8; 32] {
+        self.mac(&[&[Cf::SecretIndex as u8, 0], folder.as_bytes()])
+    }
+}
+
+/// A direct child of a secrets folder, as its index entry stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexEntry {
+    /// `name` for a secret, `name/` for a sub-folder.
+    pub name: String,
+}
+
+/// The (folder, child) pairs a secret path puts in the index:
+/// `a/b/c` → ("", "a/"), ("a/", "b/"), ("a/b/", "c").
+pub fn index_entries(path: &str) -> Vec<(&str, &str)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, _) in path.match_indices('/') {
+        out.push((&path[..start], &path[start..=i]));
+        start = i + 1;
+    }
+    out.push((&path[..start], &path[start..]));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_depend_on_the_key_the_family_and_the_name() {
+        let (a, b) = (NameKey([1; 32]), NameKey([2; 32]));
+        assert_eq!(a.key(Cf::Users, "alice"), a.key(Cf::Users, "alice"));
+        assert_ne!(a.key(Cf::Users, "alice"), b.key(Cf::Users, "alice"));
+        assert_ne!(a.key(Cf::Users, "alice"), a.key(Cf::Clients, "alice"));
+        assert_ne!(a.key(Cf::Users, "alice"), a.key(Cf::Users, "alicf"));
+        assert!(!a.key(Cf::Users, "alice").windows(5).any(|w| w == b"alice"));
+        assert_eq!(a.index_key("x/", "y")[..32], a.index_prefix("x/"));
+        assert_ne!(a.index_key("x/", "y"), a.index_key("x/", "y/"));
+        assert_eq!(format!("{a:?}"), "NameKey(redacted)");
+    }
+
+    #[test]
+    fn a_path_lists_under_each_of_its_folders() {
+        assert_eq!(index_entries("a/b/c"), [("", "a/"), ("a/", "b/"), ("a/b/", "c")]);
+        assert_eq!(index_entries("top"), [("", "top")]);
+    }
+}
