@@ -8,6 +8,7 @@
 #   ENCRYPTION=off benches/run.sh      # strongbox without encryption at rest
 #   WORKLOAD=transfers benches/run.sh  # ledger transfers: strongbox batches of
 #                                      # 1/100/1000/8189 vs etcd's Txn transfer
+#   WORKLOAD=reads benches/run.sh      # linearizable reads of one key per client
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
@@ -54,6 +55,13 @@ if [ "${WORKLOAD:-puts}" = transfers ]; then
     "$BIN/strongbox-bench" "${SB[@]}" --workload transfers --batch "$b" --clients 16
   done
   "$BIN/strongbox-bench" "${ETCD[@]}" --workload transfers --clients 64
+  exit 0
+fi
+if [ "${WORKLOAD:-puts}" = reads ]; then
+  echo "| system | clients | linearizable reads/s | p50 ms | p99 ms | p99.9 ms | errors |"
+  echo "|---|---|---|---|---|---|---|"
+  "$BIN/strongbox-bench" "${SB[@]}" --workload reads
+  "$BIN/strongbox-bench" "${ETCD[@]}" --workload reads
   exit 0
 fi
 echo "| system | clients | acked writes/s | p50 ms | p99 ms | p99.9 ms | errors |"

@@ -3,7 +3,9 @@
 //!
 //! Each client runs closed-loop (one request in flight). `puts` writes
 //! unique keys with a fixed-size value; `transfers` moves value between
-//! accounts (see `ledger.rs`). Clients are spread over the given endpoints.
+//! accounts (see `ledger.rs`); `reads` writes one key per client, then reads
+//! it over and over (linearizable on both systems). Clients are spread over
+//! the given endpoints.
 
 mod ledger;
 
@@ -14,7 +16,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use strongbox_proto::v1::secrets_client::SecretsClient;
-use strongbox_proto::v1::{PutSecretRequest, WriteOptions};
+use strongbox_proto::v1::{GetSecretRequest, PutSecretRequest, WriteOptions};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
@@ -28,6 +30,7 @@ enum Target {
 enum Workload {
     Puts,
     Transfers,
+    Reads,
 }
 
 #[derive(Parser, Debug)]
@@ -111,8 +114,23 @@ impl Client {
             (Client::Ledger(c), _) => ledger::strongbox_batch(c, run_id, args.batch).await,
             (Client::Etcd(c), Workload::Transfers) => ledger::etcd_transfer(c, seed).await,
             (c, Workload::Puts) => c.put(key, value).await.map(|_| 1),
+            (c, Workload::Reads) => c.get(key).await.map(|_| 1),
             (Client::Strongbox(_), Workload::Transfers) => unreachable!("transfers use the ledger client"),
         }
+    }
+
+    /// A linearizable read (strongbox's default; etcd's too).
+    async fn get(&mut self, key: String) -> anyhow::Result<()> {
+        match self {
+            Client::Ledger(_) => unreachable!("reads use the secrets client"),
+            Client::Strongbox(c) => {
+                c.get(GetSecretRequest { options: None, path: key, version: 0 }).await?;
+            }
+            Client::Etcd(c) => {
+                anyhow::ensure!(!c.get(key, None).await?.kvs().is_empty(), "the key was not found");
+            }
+        }
+        Ok(())
     }
 
     async fn put(&mut self, key: String, value: Vec<u8>) -> anyhow::Result<()> {
@@ -150,7 +168,9 @@ async fn connect(args: &Args, i: usize) -> anyhow::Result<Client> {
             }
             let ch = e.connect().await?;
             Ok(match args.workload {
-                Workload::Puts => Client::Strongbox(SecretsClient::with_interceptor(ch, bearer(args)?)),
+                Workload::Puts | Workload::Reads => {
+                    Client::Strongbox(SecretsClient::with_interceptor(ch, bearer(args)?))
+                }
                 Workload::Transfers => Client::Ledger(
                     strongbox_proto::v1::ledger_client::LedgerClient::with_interceptor(ch, bearer(args)?)
                         .max_decoding_message_size(8 << 20)
@@ -189,12 +209,20 @@ async fn run_level(args: Arc<Args>, clients: usize, run_id: u64) -> anyhow::Resu
             let mut out =
                 Outcome { ok: 0, errors: 0, hist: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap() };
             let mut n = 0u64;
+            let read_key = format!("bench/r{run_id}/c{i}/read");
+            if args.workload == Workload::Reads {
+                // The key each client reads; a failed setup shows as errors.
+                let _ = c.put(read_key.clone(), value.clone()).await;
+            }
             loop {
                 let started = Instant::now();
                 if started >= end {
                     break;
                 }
-                let key = format!("bench/r{run_id}/c{i}/k{n}");
+                let key = match args.workload {
+                    Workload::Reads => read_key.clone(),
+                    _ => format!("bench/r{run_id}/c{i}/k{n}"),
+                };
                 n += 1;
                 let seed = (i as u64) << 40 | n;
                 let res = c.op(&args, run_id, key, value.clone(), seed).await;
