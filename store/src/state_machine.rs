@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{self, AuditRecord};
 use crate::auth::{self, Caller, PrincipalRecord, Read, RoleRecord, TokenHash, TokenRecord};
 use crate::command::{
-    Actor, Command, CommandError, Ctx, ErrorCode, Outcome, Required, Response, SecretMeta, SecretVersion,
+    Actor, Command, CommandError, Ctx, ErrorCode, Op, Outcome, Required, Response, SecretMeta, SecretVersion,
 };
 use crate::db::{decode, encode, Db, DbError};
 use crate::feed::{self, FeedRecord, FEED_PRUNE_PER_COMMAND_MAX, FEED_RETAIN_MS, FEED_RETAIN_REVISIONS};
@@ -339,8 +339,11 @@ impl<'a> ApplyBatch<'a> {
         self.record_audit(cmd, actor, audit::outcome(&response.result, false));
 
         let rec = RequestRecord { time_ms: self.clock_ms, response: response.clone() };
-        // Keyed again: a bootstrap has just set the key.
-        let id_key = self.names.key(Cf::Requests, &cmd.request_id);
+        // Keyed again after a bootstrap: it has just set the key.
+        let id_key = match cmd.op {
+            Op::Bootstrap(_) => self.names.key(Cf::Requests, &cmd.request_id),
+            _ => id_key,
+        };
         self.overlay.insert((Cf::Requests, id_key.to_vec()), Some(encode(&rec)));
         self.overlay.insert((Cf::RequestsByTime, by_time_key(self.clock_ms, &id_key)), Some(Vec::new()));
         Ok(response)

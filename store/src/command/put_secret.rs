@@ -53,8 +53,14 @@ impl PutSecret {
         if meta.is_none() {
             // A new path: listed under each of its folders from now on
             // (secrets are never removed outright, so neither are entries).
-            for (folder, child) in index_entries(&self.path) {
-                tx.put(Cf::SecretIndex, &names.index_key(folder, child), &IndexEntry { name: child.into() });
+            // Leaf first, then up: a folder already listed has all its
+            // ancestors listed too, so the walk stops there.
+            for (folder, child) in index_entries(&self.path).into_iter().rev() {
+                let key = names.index_key(folder, child);
+                if child.ends_with('/') && tx.get::<IndexEntry>(Cf::SecretIndex, &key)?.is_some() {
+                    break;
+                }
+                tx.put(Cf::SecretIndex, &key, &IndexEntry { name: child.into() });
             }
         }
         let current = meta.as_ref().map_or(0, |m| m.latest_version);
