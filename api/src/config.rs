@@ -54,6 +54,16 @@ pub struct NodeConfig {
     /// before proposing); older ones are pruned. At least 1024.
     #[serde(default = "default_local_audit_retain_records")]
     pub local_audit_retain_records: u64,
+    /// Fsync the local audit log before answering (default). Off, a record
+    /// is still written before the answer leaves and survives a crash of
+    /// the process, but a power loss can drop the last ones; reads get
+    /// faster (see BENCHMARKS.md).
+    #[serde(default = "default_true")]
+    pub local_audit_fsync: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_secret_value_bytes_max() -> usize {

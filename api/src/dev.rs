@@ -122,6 +122,7 @@ pub fn prepare(
             insecure_no_encryption: false,
             unsafe_stale_reads: false,
             local_audit_retain_records: strongbox_store::local_audit::LOCAL_AUDIT_RETAIN_RECORDS_DEFAULT,
+            local_audit_fsync: true,
         };
         let path = dir.join(format!("node{id}.toml"));
         std::fs::write(&path, cfg.to_toml())?;

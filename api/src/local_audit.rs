@@ -134,7 +134,7 @@ mod tests {
     async fn concurrent_records_are_all_written_in_one_chain() {
         let dir = tempfile::tempdir().unwrap();
         let db = strongbox_store::Db::open(dir.path(), strongbox_store::codec::Codec::plaintext()).unwrap();
-        let audit = LocalAudit::start(LocalAuditLog::open(db.clone(), 1, 1024).unwrap()).unwrap();
+        let audit = LocalAudit::start(LocalAuditLog::open(db.clone(), 1, 1024, true).unwrap()).unwrap();
         let tasks: Vec<_> = (0..200)
             .map(|_| {
                 let a = audit.clone();

@@ -82,9 +82,13 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
 
     let info = NodeInfo { raft_addr: cfg.public_raft_addr(), api_addr: cfg.public_api_addr() };
     let channels = PeerChannels::new(tls.as_ref().map(|t| t.peer_client()));
-    let local_log =
-        strongbox_store::local_audit::LocalAuditLog::open(db.clone(), cfg.id, cfg.local_audit_retain_records)
-            .map_err(|e| anyhow::anyhow!("cannot open the node-local audit log: {e}"))?;
+    let local_log = strongbox_store::local_audit::LocalAuditLog::open(
+        db.clone(),
+        cfg.id,
+        cfg.local_audit_retain_records,
+        cfg.local_audit_fsync,
+    )
+    .map_err(|e| anyhow::anyhow!("cannot open the node-local audit log: {e}"))?;
     let local_audit = crate::local_audit::LocalAudit::start(local_log)?;
     let node = RaftNode::start(cfg.id, info, db, &cfg.raft.tuning(), channels).await?;
     let mut services = Api::new(node.clone(), auth, cfg.secret_value_bytes_max, local_audit);

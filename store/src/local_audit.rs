@@ -112,25 +112,28 @@ pub fn verify(db: &Db) -> Result<Verdict, DbError> {
 pub struct LocalAuditLog {
     db: Db,
     node: u64,
+    /// Fsync each append (else the WAL write reaches the OS, surviving a
+    /// process crash but not a power loss, until the next synced write).
+    fsync: bool,
     retain_records: u64,
     head: Link,
     anchor: Link,
 }
 
 impl LocalAuditLog {
-    pub fn open(db: Db, node: u64, retain_records: u64) -> Result<LocalAuditLog, DbError> {
+    pub fn open(db: Db, node: u64, retain_records: u64, fsync: bool) -> Result<LocalAuditLog, DbError> {
         assert!(retain_records >= LOCAL_AUDIT_RETAIN_RECORDS_MIN, "retention below one batch");
         let (head, anchor) = (head(&db)?, anchor(&db)?);
         assert!(anchor.0 <= head.0, "local audit anchor {} past head {}", anchor.0, head.0);
-        Ok(LocalAuditLog { db, node, retain_records, head, anchor })
+        Ok(LocalAuditLog { db, node, fsync, retain_records, head, anchor })
     }
 
     pub fn head(&self) -> Link {
         self.head
     }
 
-    /// Appends records for `entries`, in order, as one atomic, fsynced
-    /// write; prunes beyond retention in the same write. Returns the seq of
+    /// Appends records for `entries`, in order, as one atomic write
+    /// (fsynced unless configured off); prunes beyond retention in the same write. Returns the seq of
     /// the last one. On error nothing was written and the head is unchanged.
     pub fn append(&mut self, entries: Vec<LocalEntry>) -> Result<u64, DbError> {
         assert!(entries.len() <= LOCAL_AUDIT_BATCH_MAX, "local audit batch over its limit");
@@ -169,7 +172,9 @@ impl LocalAuditLog {
         }
         batch.put(Cf::LocalAudit, HEAD, &head);
         self.db.write(batch, false)?;
-        self.db.sync_wal()?;
+        if self.fsync {
+            self.db.sync_wal()?;
+        }
         (self.head, self.anchor) = (head, anchor);
         Ok(head.0)
     }

@@ -26,7 +26,7 @@ fn verify(db: &Db) -> Option<(u64, String)> {
 fn records_chain_survive_reopen_and_are_pruned_from_an_anchor() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), Codec::plaintext()).unwrap();
-    let mut log = LocalAuditLog::open(db.clone(), 2, 1024).unwrap();
+    let mut log = LocalAuditLog::open(db.clone(), 2, 1024, true).unwrap();
     assert_eq!(log.append((1..=3).map(entry).collect()).unwrap(), 3);
     let recs = local_audit::read(&db, 1, 10).unwrap();
     assert_eq!(recs.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3]);
@@ -41,7 +41,7 @@ fn records_chain_survive_reopen_and_are_pruned_from_an_anchor() {
 
     // Reopened: the chain continues from the persisted head.
     let db = Db::open(dir.path(), Codec::plaintext()).unwrap();
-    let mut log = LocalAuditLog::open(db.clone(), 2, 1024).unwrap();
+    let mut log = LocalAuditLog::open(db.clone(), 2, 1024, true).unwrap();
     assert_eq!(log.head().0, 3);
     assert_eq!(log.append(vec![entry(4)]).unwrap(), 4);
     assert_eq!(local_audit::read(&db, 4, 1).unwrap()[0].prev_hash, recs[2].hash);
@@ -67,7 +67,7 @@ fn records_chain_survive_reopen_and_are_pruned_from_an_anchor() {
 fn an_edited_a_removed_or_a_truncated_record_is_found() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), Codec::plaintext()).unwrap();
-    let mut log = LocalAuditLog::open(db.clone(), 1, 1024).unwrap();
+    let mut log = LocalAuditLog::open(db.clone(), 1, 1024, true).unwrap();
     log.append((1..=10).map(entry).collect()).unwrap();
     let recs = local_audit::read(&db, 1, 100).unwrap();
 
