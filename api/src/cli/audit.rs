@@ -69,12 +69,8 @@ pub async fn audit(conn: Conn, cmd: AuditCmd) -> anyhow::Result<()> {
                     let line = serde_json::json!({
                         "seq": rec.seq, "time_ms": rec.time_ms, "actor": rec.actor, "action": rec.action,
                         "resource": rec.resource, "outcome": rec.outcome, "request_id": rec.request_id,
-                        "revision": rec.revision, "hash": hex::encode(rec.hash),
+                        "revision": rec.revision, "node": rec.node, "hash": hex::encode(rec.hash),
                     });
-                    let mut line = line;
-                    if local {
-                        line["node"] = rec.node.into();
-                    }
                     println!("{line}");
                     printed += 1;
                 }
