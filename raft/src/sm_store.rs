@@ -170,7 +170,7 @@ impl RaftStateMachine<TypeConfig> for SmStore {
                 ));
             }
             // Atomic: the old state machine is replaced in one WriteBatch.
-            image.install(this.sm.db()).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            this.sm.install(&image).map_err(|e| snap_err(ErrorVerb::Write, e))?;
             this.save_current_snapshot(&StoredSnapshot { meta, image: bytes })
                 .map_err(|e| snap_err(ErrorVerb::Write, e))?;
             metrics::counter!("strongbox_snapshots_installed_total").increment(1);

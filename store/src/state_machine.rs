@@ -27,6 +27,10 @@ use crate::names::{IndexEntry, NameKey};
 #[derive(Clone)]
 pub struct StateMachine {
     db: Db,
+    /// The cluster's name key once known, so reads need not open it from
+    /// `SmMeta` every time. Bootstrap sets it once per cluster; a snapshot
+    /// install (`install`) forgets it, to be read again.
+    names: std::sync::Arc<std::sync::RwLock<Option<NameKey>>>,
 }
 
 /// What the request-id table remembers of an applied request.
@@ -59,11 +63,19 @@ type Overlay = BTreeMap<(Cf, Vec<u8>), Option<Vec<u8>>>;
 
 impl StateMachine {
     pub fn new(db: Db) -> Self {
-        StateMachine { db }
+        StateMachine { db, names: Default::default() }
     }
 
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// Replaces the whole state with a snapshot's, atomically.
+    pub fn install(&self, image: &crate::snapshot::Image) -> Result<(), DbError> {
+        let mut names = self.names.write().expect("names lock");
+        image.install(&self.db)?;
+        *names = None;
+        Ok(())
     }
 
     /// The cluster revision of the applied state.
@@ -547,7 +559,13 @@ impl Read for StateMachine {
     }
 
     fn names(&self) -> Result<NameKey, DbError> {
-        Ok(self.db.get(Cf::SmMeta, sm_keys::NAME_KEY)?.unwrap_or_else(NameKey::unset))
+        if let Some(k) = self.names.read().expect("names lock").as_ref() {
+            return Ok(k.clone());
+        }
+        Ok(match self.db.get::<NameKey>(Cf::SmMeta, sm_keys::NAME_KEY)? {
+            Some(k) => self.names.write().expect("names lock").insert(k).clone(),
+            None => NameKey::unset(),
+        })
     }
 }
 

@@ -128,7 +128,7 @@ fn snapshot_image_roundtrip_replaces_state() {
     let (_d2, b) = open();
     apply_one(&b, &put("2", 1, "only-in-b", "gone", None));
     apply_one(&b, &put("3", 1, "y", "gone", None));
-    image.install(b.db()).unwrap();
+    b.install(&image).unwrap();
     assert_eq!(b.get_secret("x", None).unwrap().unwrap().value, b"from-a");
     assert!(b.get_secret("only-in-b", None).unwrap().is_none());
     assert_eq!(b.revision().unwrap(), BASE + 1);

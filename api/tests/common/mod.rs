@@ -82,6 +82,11 @@ impl TestCluster {
         c.admin_token =
             dev::login_admin(&voters_only, &c.admin_password, 0, Duration::from_secs(60)).await.unwrap();
         c.wait_leader(Duration::from_secs(30)).await;
+        // Every voter serving, not just a quorum: on a loaded machine one can
+        // still be starting when the others have elected a leader.
+        for id in 1..=voters {
+            c.wait_applied(id, 0, Duration::from_secs(30)).await;
+        }
         c
     }
 
