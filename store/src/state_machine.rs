@@ -20,7 +20,8 @@ use crate::command::{
 use crate::db::{decode, encode, Db, DbError};
 use crate::feed::{self, FeedRecord, FEED_PRUNE_PER_COMMAND_MAX, FEED_RETAIN_MS, FEED_RETAIN_REVISIONS};
 use crate::layout::{sm_keys, Cf};
-use crate::ledger::model::{StoredTransfer, Transfer};
+use crate::ledger::cache::AccountCache;
+use crate::ledger::model::{Account, StoredTransfer, Transfer};
 use crate::limits::{DEDUP_PRUNE_PER_BATCH_MAX, DEDUP_WINDOW_MS, TOKEN_PRUNE_PER_BATCH_MAX};
 use crate::names::{IndexEntry, NameKey};
 
@@ -31,6 +32,8 @@ pub struct StateMachine {
     /// `SmMeta` every time. Bootstrap sets it once per cluster; a snapshot
     /// install (`install`) forgets it, to be read again.
     names: std::sync::Arc<std::sync::RwLock<Option<NameKey>>>,
+    /// Committed accounts, decoded (see `ledger::cache`).
+    accounts: std::sync::Arc<AccountCache>,
 }
 
 /// What the request-id table remembers of an applied request.
@@ -63,7 +66,7 @@ type Overlay = BTreeMap<(Cf, Vec<u8>), Option<Vec<u8>>>;
 
 impl StateMachine {
     pub fn new(db: Db) -> Self {
-        StateMachine { db, names: Default::default() }
+        StateMachine { db, names: Default::default(), accounts: Default::default() }
     }
 
     pub fn db(&self) -> &Db {
@@ -73,7 +76,9 @@ impl StateMachine {
     /// Replaces the whole state with a snapshot's, atomically.
     pub fn install(&self, image: &crate::snapshot::Image) -> Result<(), DbError> {
         let mut names = self.names.write().expect("names lock");
-        image.install(&self.db)?;
+        let installed = image.install(&self.db);
+        self.accounts.clear();
+        installed?;
         *names = None;
         Ok(())
     }
@@ -470,13 +475,27 @@ impl<'a> ApplyBatch<'a> {
         self.overlay.insert((Cf::SmMeta, sm_keys::AUDIT_HEAD.to_vec()), Some(encode(&self.audit_head)));
         self.overlay.insert((Cf::SmMeta, sm_keys::FEED_OLDEST.to_vec()), Some(encode(&self.feed_oldest)));
         let mut batch = self.sm.db.batch();
+        let mut accounts = Vec::new();
         for ((cf, key), value) in self.overlay {
+            if cf == Cf::Accounts {
+                let id = u128::from_be_bytes(key[..].try_into().expect("account keys are 16 bytes"));
+                accounts.push((id, value.as_ref().map(|v| decode::<Account>(cf, v)).transpose()?));
+            }
             match value {
                 Some(v) => batch.put_raw(cf, &key, &v),
                 None => batch.delete(cf, &key),
             }
         }
-        self.sm.db.write(batch, false)
+        match self.sm.db.write(batch, false) {
+            Ok(()) => {
+                self.sm.accounts.store(accounts);
+                Ok(())
+            }
+            Err(e) => {
+                self.sm.accounts.clear();
+                Err(e)
+            }
+        }
     }
 }
 
@@ -614,6 +633,24 @@ impl<'b> Tx<'b> {
 }
 
 impl Tx<'_> {
+    /// A ledger account as this command sees it: its own writes, the
+    /// batch's, then the committed state (cached decoded; see `ledger::cache`).
+    pub(crate) fn account(&self, id: u128) -> Result<Option<Account>, DbError> {
+        let key = (Cf::Accounts, crate::ledger::id_key(id).to_vec());
+        if let Some(raw) = self.staged.get(&key).or_else(|| self.batch.overlay.get(&key)) {
+            return raw.as_ref().map(|r| decode(Cf::Accounts, r)).transpose();
+        }
+        let sm = self.batch.sm;
+        if let Some(a) = sm.accounts.get(id) {
+            return Ok(Some(a));
+        }
+        let found: Option<Account> = sm.db.get(Cf::Accounts, &key.1)?;
+        if let Some(a) = found {
+            sm.accounts.store([(id, Some(a))]);
+        }
+        Ok(found)
+    }
+
     pub fn put<T: Serialize>(&mut self, cf: Cf, key: &[u8], value: &T) {
         self.stage((cf, key.to_vec()), Some(encode(value)));
     }

@@ -9,6 +9,7 @@
 //! sum of all credits (pending and posted) after every event.
 
 mod account;
+pub mod cache;
 pub(crate) mod chain;
 mod expiry;
 pub mod model;
@@ -86,7 +87,7 @@ pub fn entry_key(account_id: u128, timestamp: u64) -> [u8; 24] {
 }
 
 pub(crate) fn account(tx: &Tx<'_>, id: u128) -> Result<Option<Account>, DbError> {
-    tx.get(Cf::Accounts, &id_key(id))
+    tx.account(id)
 }
 
 pub(crate) fn transfer(tx: &Tx<'_>, id: u128) -> Result<Option<StoredTransfer>, DbError> {
