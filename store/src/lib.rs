@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod limits;
 pub mod local_audit;
 pub mod names;
+mod overlay;
 pub mod reencrypt;
 pub mod snapshot;
 pub mod state_machine;

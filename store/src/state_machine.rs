@@ -24,6 +24,7 @@ use crate::ledger::cache::AccountCache;
 use crate::ledger::model::{Account, StoredTransfer, Transfer};
 use crate::limits::{DEDUP_PRUNE_PER_BATCH_MAX, DEDUP_WINDOW_MS, TOKEN_PRUNE_PER_BATCH_MAX};
 use crate::names::{IndexEntry, NameKey};
+use crate::overlay::Key;
 
 #[derive(Clone)]
 pub struct StateMachine {
@@ -62,7 +63,7 @@ pub struct SecretView {
     pub latest_version: u64,
 }
 
-type Overlay = BTreeMap<(Cf, Vec<u8>), Option<Vec<u8>>>;
+type Overlay = BTreeMap<Key, Option<Vec<u8>>>;
 
 impl StateMachine {
     pub fn new(db: Db) -> Self {
@@ -286,7 +287,7 @@ impl<'a> ApplyBatch<'a> {
     }
 
     fn read(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
-        match self.overlay.get(&(cf, key.to_vec())) {
+        match self.overlay.get(&Key::new(cf, key)) {
             Some(v) => Ok(v.clone()),
             None => self.sm.db.get_raw(cf, key),
         }
@@ -339,7 +340,7 @@ impl<'a> ApplyBatch<'a> {
         if let Ok(outcome) = &result {
             self.names = names;
             let actor = actor.clone();
-            if staged.keys().any(|(cf, _)| AUTH_CFS.contains(cf)) {
+            if staged.keys().any(|k| AUTH_CFS.contains(&k.cf)) {
                 self.callers.clear();
                 resolved = None;
             }
@@ -361,8 +362,9 @@ impl<'a> ApplyBatch<'a> {
             Op::Bootstrap(_) => self.names.key(Cf::Requests, &cmd.request_id),
             _ => id_key,
         };
-        self.overlay.insert((Cf::Requests, id_key.to_vec()), Some(encode(&rec)));
-        self.overlay.insert((Cf::RequestsByTime, by_time_key(self.clock_ms, &id_key)), Some(Vec::new()));
+        self.overlay.insert(Key::new(Cf::Requests, &id_key), Some(encode(&rec)));
+        self.overlay
+            .insert(Key::new(Cf::RequestsByTime, &by_time_key(self.clock_ms, &id_key)), Some(Vec::new()));
         Ok(response)
     }
 
@@ -376,7 +378,7 @@ impl<'a> ApplyBatch<'a> {
     fn record_audit(&mut self, cmd: &Command, actor: String, outcome: String) {
         let rec = audit::seal(self.audit_head, cmd, actor, outcome, self.revision);
         self.audit_head = (rec.seq, rec.hash);
-        self.overlay.insert((Cf::Audit, rec.seq.to_be_bytes().to_vec()), Some(encode(&rec)));
+        self.overlay.insert(Key::new(Cf::Audit, &rec.seq.to_be_bytes()), Some(encode(&rec)));
     }
 
     /// The change feed record of the revision just made, and the removal of
@@ -394,7 +396,7 @@ impl<'a> ApplyBatch<'a> {
         };
         let events = feed::describe(&cmd.op, outcome, &actor, expired, &applied)?;
         let record = FeedRecord { revision: self.revision, time_ms: cmd.time_ms, actor, events };
-        self.overlay.insert((Cf::Feed, feed::key(self.revision).to_vec()), Some(encode(&record)));
+        self.overlay.insert(Key::new(Cf::Feed, &feed::key(self.revision)), Some(encode(&record)));
         if self.feed_oldest.is_none() {
             self.feed_oldest = Some((self.revision, cmd.time_ms));
         }
@@ -415,7 +417,7 @@ impl<'a> ApplyBatch<'a> {
             if !(too_many || too_old) {
                 return Ok(());
             }
-            self.overlay.insert((Cf::Feed, feed::key(oldest).to_vec()), None);
+            self.overlay.insert(Key::new(Cf::Feed, &feed::key(oldest)), None);
             // Revisions are gap-free: the next record is the next revision.
             self.feed_oldest = match self.read(Cf::Feed, &feed::key(oldest + 1))? {
                 Some(raw) => Some((oldest + 1, decode::<FeedRecord>(Cf::Feed, &raw)?.time_ms)),
@@ -431,12 +433,11 @@ impl<'a> ApplyBatch<'a> {
         let old = self.sm.db.scan_raw(Cf::TokensByExpiry, &[], Some(&upto), TOKEN_PRUNE_PER_BATCH_MAX)?;
         for (k, _) in old {
             // Renewed or revoked in this batch: the overlay already moved it.
-            if self.overlay.get(&(Cf::TokensByExpiry, k.clone())) == Some(&None) {
+            if self.overlay.get(&Key::new(Cf::TokensByExpiry, &k)) == Some(&None) {
                 continue;
             }
-            let hash = k[8..].to_vec();
-            self.overlay.insert((Cf::TokensByExpiry, k), None);
-            self.overlay.insert((Cf::Tokens, hash), None);
+            self.overlay.insert(Key::new(Cf::TokensByExpiry, &k), None);
+            self.overlay.insert(Key::new(Cf::Tokens, &k[8..]), None);
         }
         Ok(())
     }
@@ -451,9 +452,8 @@ impl<'a> ApplyBatch<'a> {
         let upto = cutoff_ms.to_be_bytes();
         let old = self.sm.db.scan_raw(Cf::RequestsByTime, &[], Some(&upto), DEDUP_PRUNE_PER_BATCH_MAX)?;
         for (k, _) in old {
-            let id = k[8..].to_vec();
-            self.overlay.insert((Cf::RequestsByTime, k), None);
-            self.overlay.insert((Cf::Requests, id), None);
+            self.overlay.insert(Key::new(Cf::RequestsByTime, &k), None);
+            self.overlay.insert(Key::new(Cf::Requests, &k[8..]), None);
         }
         Ok(())
     }
@@ -461,7 +461,7 @@ impl<'a> ApplyBatch<'a> {
     /// Stages a record of `SmMeta` owned by the caller (the Raft layer's
     /// applied log id and membership), committed with the batch.
     pub fn put_meta<T: Serialize>(&mut self, key: &[u8], value: &T) {
-        self.overlay.insert((Cf::SmMeta, key.to_vec()), Some(encode(value)));
+        self.overlay.insert(Key::new(Cf::SmMeta, key), Some(encode(value)));
     }
 
     /// Writes everything as one RocksDB WriteBatch. Not synced on its own:
@@ -470,20 +470,21 @@ impl<'a> ApplyBatch<'a> {
     pub fn commit(mut self) -> Result<(), DbError> {
         self.prune_request_ids()?;
         self.prune_tokens()?;
-        self.overlay.insert((Cf::SmMeta, sm_keys::REVISION.to_vec()), Some(encode(&self.revision)));
-        self.overlay.insert((Cf::SmMeta, sm_keys::CLOCK_MS.to_vec()), Some(encode(&self.clock_ms)));
-        self.overlay.insert((Cf::SmMeta, sm_keys::AUDIT_HEAD.to_vec()), Some(encode(&self.audit_head)));
-        self.overlay.insert((Cf::SmMeta, sm_keys::FEED_OLDEST.to_vec()), Some(encode(&self.feed_oldest)));
+        self.overlay.insert(Key::new(Cf::SmMeta, sm_keys::REVISION), Some(encode(&self.revision)));
+        self.overlay.insert(Key::new(Cf::SmMeta, sm_keys::CLOCK_MS), Some(encode(&self.clock_ms)));
+        self.overlay.insert(Key::new(Cf::SmMeta, sm_keys::AUDIT_HEAD), Some(encode(&self.audit_head)));
+        self.overlay.insert(Key::new(Cf::SmMeta, sm_keys::FEED_OLDEST), Some(encode(&self.feed_oldest)));
         let mut batch = self.sm.db.batch();
         let mut accounts = Vec::new();
-        for ((cf, key), value) in self.overlay {
+        for (key, value) in self.overlay {
+            let (cf, key) = (key.cf, key.bytes());
             if cf == Cf::Accounts {
-                let id = u128::from_be_bytes(key[..].try_into().expect("account keys are 16 bytes"));
+                let id = u128::from_be_bytes(key.try_into().expect("account keys are 16 bytes"));
                 accounts.push((id, value.as_ref().map(|v| decode::<Account>(cf, v)).transpose()?));
             }
             match value {
-                Some(v) => batch.put_raw(cf, &key, &v),
-                None => batch.delete(cf, &key),
+                Some(v) => batch.put_raw(cf, key, &v),
+                None => batch.delete(cf, key),
             }
         }
         match self.sm.db.write(batch, false) {
@@ -500,9 +501,10 @@ impl<'a> ApplyBatch<'a> {
 }
 
 /// `time ++ the request's key`: pruning takes the `Requests` key from it.
-fn by_time_key(time_ms: u64, id_key: &[u8; 32]) -> Vec<u8> {
-    let mut k = time_ms.to_be_bytes().to_vec();
-    k.extend_from_slice(id_key);
+fn by_time_key(time_ms: u64, id_key: &[u8; 32]) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    k[..8].copy_from_slice(&time_ms.to_be_bytes());
+    k[8..].copy_from_slice(id_key);
     k
 }
 
@@ -521,7 +523,7 @@ pub(crate) struct Tx<'b> {
 }
 
 struct Undo {
-    writes: Vec<((Cf, Vec<u8>), Option<Option<Vec<u8>>>)>,
+    writes: Vec<(Key, Option<Option<Vec<u8>>>)>,
     bumps_revision: bool,
 }
 
@@ -607,7 +609,7 @@ impl Named for RoleRecord {
 
 impl Read for Tx<'_> {
     fn get<T: DeserializeOwned>(&self, cf: Cf, key: &[u8]) -> Result<Option<T>, DbError> {
-        let raw = match self.staged.get(&(cf, key.to_vec())) {
+        let raw = match self.staged.get(&Key::new(cf, key)) {
             Some(v) => v.clone(),
             None => self.batch.read(cf, key)?,
         };
@@ -636,7 +638,7 @@ impl Tx<'_> {
     /// A ledger account as this command sees it: its own writes, the
     /// batch's, then the committed state (cached decoded; see `ledger::cache`).
     pub(crate) fn account(&self, id: u128) -> Result<Option<Account>, DbError> {
-        let key = (Cf::Accounts, crate::ledger::id_key(id).to_vec());
+        let key = Key::new(Cf::Accounts, &crate::ledger::id_key(id));
         if let Some(raw) = self.staged.get(&key).or_else(|| self.batch.overlay.get(&key)) {
             return raw.as_ref().map(|r| decode(Cf::Accounts, r)).transpose();
         }
@@ -644,7 +646,7 @@ impl Tx<'_> {
         if let Some(a) = sm.accounts.get(id) {
             return Ok(Some(a));
         }
-        let found: Option<Account> = sm.db.get(Cf::Accounts, &key.1)?;
+        let found: Option<Account> = sm.db.get(Cf::Accounts, key.bytes())?;
         if let Some(a) = found {
             sm.accounts.store([(id, Some(a))]);
         }
@@ -652,17 +654,17 @@ impl Tx<'_> {
     }
 
     pub fn put<T: Serialize>(&mut self, cf: Cf, key: &[u8], value: &T) {
-        self.stage((cf, key.to_vec()), Some(encode(value)));
+        self.stage(Key::new(cf, key), Some(encode(value)));
     }
 
     pub fn delete(&mut self, cf: Cf, key: &[u8]) {
-        self.stage((cf, key.to_vec()), None);
+        self.stage(Key::new(cf, key), None);
     }
 
-    fn stage(&mut self, key: (Cf, Vec<u8>), value: Option<Vec<u8>>) {
+    fn stage(&mut self, key: Key, value: Option<Vec<u8>>) {
         match &mut self.undo {
             Some(undo) => {
-                let before = self.staged.insert(key.clone(), value);
+                let before = self.staged.insert(key, value);
                 undo.writes.push((key, before));
             }
             None => {
@@ -699,7 +701,7 @@ impl Tx<'_> {
     /// cheap "no" that spares the ledger's expiry sweep an iterator per
     /// command. A "maybe" is settled by [`Tx::scan_raw`].
     pub fn may_have_below(&self, cf: Cf, to: &[u8]) -> Result<bool, DbError> {
-        let range = (cf, Vec::new())..(cf, to.to_vec());
+        let range = Key::new(cf, &[])..Key::new(cf, to);
         if self.staged.range(range.clone()).next().is_some()
             || self.batch.overlay.range(range).next().is_some()
         {
@@ -728,7 +730,7 @@ impl Tx<'_> {
         to: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DbError> {
-        let range = (cf, from.to_vec())..(cf, to.to_vec());
+        let range = Key::new(cf, from)..Key::new(cf, to);
         let layers = [self.batch.overlay.range(range.clone()), self.staged.range(range)];
         let pending: usize = layers.iter().map(|l| l.clone().count()).sum();
         // Each overlay entry can hide at most one database row.
@@ -738,8 +740,8 @@ impl Tx<'_> {
         let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> =
             db_rows.into_iter().map(|(k, v)| (k, Some(v))).collect();
         for layer in layers {
-            for ((_, k), v) in layer {
-                merged.insert(k.clone(), v.clone());
+            for (k, v) in layer {
+                merged.insert(k.bytes().to_vec(), v.clone());
             }
         }
         Ok(merged
