@@ -1,12 +1,9 @@
 //! The Raft log in RocksDB (column families `log` and `raft_meta`).
 //!
-//! Durability rules (openraft): `append` writes every entry of the call in
-//! one WriteBatch and returns as soon as they are readable; its callback
-//! fires only after a WAL fsync that covers them. The fsync happens on the
-//! `Syncer` thread, so the Raft core goes on (the leader sends the entries to
-//! its followers while its own disk syncs, as the Raft paper's §10.2.1
-//! allows) and appends that queue up meanwhile share the next fsync.
-//! `save_vote`, `truncate` and `purge` return only once fsynced.
+//! Durability rules (openraft): `append` signals completion only after the
+//! WriteBatch holding every entry of the call is fsynced — one batch and one
+//! fsync per call, whatever the number of entries (group commit). `save_vote`
+//! returns only once the vote is fsynced.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -26,42 +23,6 @@ const KEY_LAST_PURGED: &[u8] = b"last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Db,
-    syncer: Syncer,
-}
-
-/// Appends waiting for the fsync that makes them durable.
-type Waiting = (LogFlushed<TypeConfig>, Instant);
-
-/// One thread that fsyncs the WAL for appends already written to RocksDB.
-/// Callbacks fire in append order: each fsync covers every write before it.
-#[derive(Clone)]
-struct Syncer {
-    tx: std::sync::mpsc::Sender<Waiting>,
-}
-
-impl Syncer {
-    fn start(db: Db) -> Syncer {
-        let (tx, rx) = std::sync::mpsc::channel::<Waiting>();
-        std::thread::Builder::new()
-            .name("log-fsync".into())
-            .spawn(move || {
-                // Ends when every LogStore clone (and so every sender) is gone.
-                while let Ok(first) = rx.recv() {
-                    let mut waiting = vec![first];
-                    waiting.extend(rx.try_iter());
-                    let res = db.sync_wal();
-                    for (callback, enqueued) in waiting {
-                        metrics::histogram!("strongbox_log_fsync_seconds")
-                            .record(enqueued.elapsed().as_secs_f64());
-                        callback.log_io_completed(
-                            res.as_ref().map_err(|e| std::io::Error::other(e.to_string())).copied(),
-                        );
-                    }
-                }
-            })
-            .expect("spawn the log fsync thread");
-        Syncer { tx }
-    }
 }
 
 fn io_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
@@ -74,7 +35,7 @@ fn read_err(e: DbError) -> StorageError {
 
 impl LogStore {
     pub fn new(db: Db) -> Self {
-        LogStore { syncer: Syncer::start(db.clone()), db }
+        LogStore { db }
     }
 
     fn last_purged(&self) -> Result<Option<LogId>, StorageError> {
@@ -177,28 +138,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             n += 1;
         }
         metrics::histogram!("strongbox_log_append_entries").record(n as f64);
-        let enqueued = Instant::now();
-        // Written (readable, in the WAL's OS buffer) before returning; durable
-        // when the syncer's next fsync completes, and only then reported so.
-        let db = self.db.clone();
-        let res = tokio::task::spawn_blocking(move || db.write(b, false))
-            .await
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e));
-        match res {
-            Ok(()) => {
-                if let Err(std::sync::mpsc::SendError((callback, _))) =
-                    self.syncer.tx.send((callback, enqueued))
-                {
-                    callback.log_io_completed(Err(std::io::Error::other("the log fsync thread is gone")));
-                }
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(e)
-            }
+        let res = self.write_synced(b, ErrorSubject::Logs).await;
+        match &res {
+            Ok(()) => callback.log_io_completed(Ok(())),
+            Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
         }
+        res
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
