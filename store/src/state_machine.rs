@@ -317,14 +317,15 @@ impl<'a> ApplyBatch<'a> {
             }
         }
 
+        let clock_ms = self.clock_ms;
         let cached = match &cmd.actor {
-            Actor::Token(h) => self.callers.get(h).filter(|c| c.token.expires_ms > self.clock_ms).cloned(),
+            Actor::Token(h) => self.callers.get(h).filter(|c| c.token.expires_ms > clock_ms).cloned(),
             Actor::Node => None,
         };
         let mut tx = Tx::new(self);
         let mut resolved = None;
         let actor;
-        let result: Result<Outcome, _> = match authorize(&tx, cmd, self.clock_ms, cached)? {
+        let result: Result<Outcome, _> = match authorize(&tx, cmd, clock_ms, cached)? {
             Ok(caller) => {
                 actor = caller.as_ref().map_or_else(|| "node".to_string(), |c| c.principal.to_string());
                 let r = cmd.op.apply(&mut tx, &Ctx { caller: caller.as_ref() })?;
@@ -332,19 +333,22 @@ impl<'a> ApplyBatch<'a> {
                 r
             }
             Err(e) => {
-                actor = actor_of(&tx, cmd, self.clock_ms)?;
+                actor = actor_of(&tx, cmd, clock_ms)?;
                 Err(e)
             }
         };
-        let Tx { staged, bumps_revision, expired, names, .. } = tx;
+        if result.is_err() {
+            // Refused: none of its writes stay.
+            tx.rollback_to(0);
+        }
+        let Tx { touched_auth, bumps_revision, expired, names, .. } = tx;
         if let Ok(outcome) = &result {
             self.names = names;
             let actor = actor.clone();
-            if staged.keys().any(|k| AUTH_CFS.contains(&k.cf)) {
+            if touched_auth {
                 self.callers.clear();
                 resolved = None;
             }
-            self.overlay.extend(staged);
             if bumps_revision {
                 self.revision += 1;
                 self.record_change(cmd, outcome, actor, &expired)?;
@@ -369,9 +373,10 @@ impl<'a> ApplyBatch<'a> {
     }
 
     /// Who a command ran as, for the audit trail.
-    fn actor_name(&self, cmd: &Command) -> Result<String, DbError> {
+    fn actor_name(&mut self, cmd: &Command) -> Result<String, DbError> {
+        let clock_ms = self.clock_ms;
         let tx = Tx::new(self);
-        actor_of(&tx, cmd, self.clock_ms)
+        actor_of(&tx, cmd, clock_ms)
     }
 
     /// Appends the command's audit record to the chain.
@@ -508,23 +513,30 @@ fn by_time_key(time_ms: u64, id_key: &[u8; 32]) -> [u8; 40] {
     k
 }
 
-/// One command's view and staged writes.
+/// One command's view of the state and its writes. Writes go straight
+/// into the batch's overlay (one layer to search, nothing to merge); the
+/// undo log takes them back out when the command is refused or a linked
+/// chain fails.
 pub(crate) struct Tx<'b> {
-    batch: &'b ApplyBatch<'b>,
-    staged: Overlay,
+    sm: &'b StateMachine,
+    overlay: &'b mut Overlay,
+    first_keys: &'b std::cell::RefCell<std::collections::HashMap<Cf, Option<Vec<u8>>>>,
+    revision: u64,
+    clock_ms: u64,
     bumps_revision: bool,
-    /// While a savepoint is open: how to undo each staged write since.
-    undo: Option<Undo>,
+    /// Whether a write reached a family that decides who a token is.
+    touched_auth: bool,
+    /// How to undo each write of this command, in order: the key and what
+    /// the overlay held before (None: nothing).
+    undo: Vec<(Key, Option<Option<Vec<u8>>>)>,
+    /// The open savepoint: where its writes start in `undo`, and
+    /// `bumps_revision` as it was.
+    savepoint: Option<(usize, bool)>,
     /// Pending transfers this command expired (before its own events), for
     /// the change feed.
     pub(crate) expired: Vec<u128>,
     /// The name key as of this command (`Bootstrap` sets it).
     pub(crate) names: NameKey,
-}
-
-struct Undo {
-    writes: Vec<(Key, Option<Option<Vec<u8>>>)>,
-    bumps_revision: bool,
 }
 
 /// Who the command runs as, checked against what its op requires.
@@ -609,11 +621,11 @@ impl Named for RoleRecord {
 
 impl Read for Tx<'_> {
     fn get<T: DeserializeOwned>(&self, cf: Cf, key: &[u8]) -> Result<Option<T>, DbError> {
-        let raw = match self.staged.get(&Key::new(cf, key)) {
-            Some(v) => v.clone(),
-            None => self.batch.read(cf, key)?,
-        };
-        raw.map(|r| decode(cf, &r)).transpose()
+        match self.overlay.get(&Key::new(cf, key)) {
+            Some(Some(raw)) => decode(cf, raw).map(Some),
+            Some(None) => Ok(None),
+            None => self.sm.db.get(cf, key),
+        }
     }
 
     fn names(&self) -> Result<NameKey, DbError> {
@@ -622,12 +634,17 @@ impl Read for Tx<'_> {
 }
 
 impl<'b> Tx<'b> {
-    fn new(batch: &'b ApplyBatch<'b>) -> Tx<'b> {
+    fn new<'a: 'b>(batch: &'b mut ApplyBatch<'a>) -> Tx<'b> {
         Tx {
-            batch,
-            staged: Overlay::new(),
+            sm: batch.sm,
+            overlay: &mut batch.overlay,
+            first_keys: &batch.first_keys,
+            revision: batch.revision,
+            clock_ms: batch.clock_ms,
             bumps_revision: false,
-            undo: None,
+            touched_auth: false,
+            undo: Vec::new(),
+            savepoint: None,
             expired: Vec::new(),
             names: batch.names.clone(),
         }
@@ -639,10 +656,10 @@ impl Tx<'_> {
     /// batch's, then the committed state (cached decoded; see `ledger::cache`).
     pub(crate) fn account(&self, id: u128) -> Result<Option<Account>, DbError> {
         let key = Key::new(Cf::Accounts, &crate::ledger::id_key(id));
-        if let Some(raw) = self.staged.get(&key).or_else(|| self.batch.overlay.get(&key)) {
+        if let Some(raw) = self.overlay.get(&key) {
             return raw.as_ref().map(|r| decode(Cf::Accounts, r)).transpose();
         }
-        let sm = self.batch.sm;
+        let sm = self.sm;
         if let Some(a) = sm.accounts.get(id) {
             return Ok(Some(a));
         }
@@ -662,39 +679,38 @@ impl Tx<'_> {
     }
 
     fn stage(&mut self, key: Key, value: Option<Vec<u8>>) {
-        match &mut self.undo {
-            Some(undo) => {
-                let before = self.staged.insert(key, value);
-                undo.writes.push((key, before));
-            }
-            None => {
-                self.staged.insert(key, value);
-            }
+        self.touched_auth |= AUTH_CFS.contains(&key.cf);
+        let before = self.overlay.insert(key, value);
+        self.undo.push((key, before));
+    }
+
+    /// Undoes this command's writes after the first `mark` of them.
+    fn rollback_to(&mut self, mark: usize) {
+        for (key, before) in self.undo.drain(mark..).rev() {
+            match before {
+                Some(v) => self.overlay.insert(key, v),
+                None => self.overlay.remove(&key),
+            };
         }
     }
 
     /// Starts a group of writes that can be undone as one (a linked chain of
     /// ledger events). Savepoints do not nest.
     pub fn savepoint(&mut self) {
-        assert!(self.undo.is_none(), "savepoints do not nest");
-        self.undo = Some(Undo { writes: Vec::new(), bumps_revision: self.bumps_revision });
+        assert!(self.savepoint.is_none(), "savepoints do not nest");
+        self.savepoint = Some((self.undo.len(), self.bumps_revision));
     }
 
     /// Keeps the writes since the savepoint.
     pub fn release(&mut self) {
-        self.undo.take().expect("release without a savepoint");
+        self.savepoint.take().expect("release without a savepoint");
     }
 
     /// Undoes every write since the savepoint.
     pub fn rollback(&mut self) {
-        let undo = self.undo.take().expect("rollback without a savepoint");
-        for (key, before) in undo.writes.into_iter().rev() {
-            match before {
-                Some(v) => self.staged.insert(key, v),
-                None => self.staged.remove(&key),
-            };
-        }
-        self.bumps_revision = undo.bumps_revision;
+        let (mark, bumps_revision) = self.savepoint.take().expect("rollback without a savepoint");
+        self.rollback_to(mark);
+        self.bumps_revision = bumps_revision;
     }
 
     /// Whether any record below `to` may exist as this command sees it: a
@@ -702,16 +718,14 @@ impl Tx<'_> {
     /// command. A "maybe" is settled by [`Tx::scan_raw`].
     pub fn may_have_below(&self, cf: Cf, to: &[u8]) -> Result<bool, DbError> {
         let range = Key::new(cf, &[])..Key::new(cf, to);
-        if self.staged.range(range.clone()).next().is_some()
-            || self.batch.overlay.range(range).next().is_some()
-        {
+        if self.overlay.range(range).next().is_some() {
             return Ok(true);
         }
-        let mut first = self.batch.first_keys.borrow_mut();
+        let mut first = self.first_keys.borrow_mut();
         let key = match first.get(&cf) {
             Some(k) => k.clone(),
             None => {
-                let k = self.batch.sm.db.scan_raw(cf, &[], None, 1)?.pop().map(|(k, _)| k);
+                let k = self.sm.db.scan_raw(cf, &[], None, 1)?.pop().map(|(k, _)| k);
                 first.insert(cf, k.clone());
                 k
             }
@@ -731,18 +745,15 @@ impl Tx<'_> {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DbError> {
         let range = Key::new(cf, from)..Key::new(cf, to);
-        let layers = [self.batch.overlay.range(range.clone()), self.staged.range(range)];
-        let pending: usize = layers.iter().map(|l| l.clone().count()).sum();
+        let pending = self.overlay.range(range.clone()).count();
         // Each overlay entry can hide at most one database row.
         let fetch = limit + pending;
-        let db_rows = self.batch.sm.db.scan_raw(cf, from, Some(to), fetch)?;
+        let db_rows = self.sm.db.scan_raw(cf, from, Some(to), fetch)?;
         let cut = (db_rows.len() == fetch).then(|| db_rows.last().map(|(k, _)| k.clone())).flatten();
         let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> =
             db_rows.into_iter().map(|(k, v)| (k, Some(v))).collect();
-        for layer in layers {
-            for (k, v) in layer {
-                merged.insert(k.bytes().to_vec(), v.clone());
-            }
+        for (k, v) in self.overlay.range(range) {
+            merged.insert(k.bytes().to_vec(), v.clone());
         }
         Ok(merged
             .into_iter()
@@ -755,10 +766,10 @@ impl Tx<'_> {
     /// The revision this command's changes carry (one per command).
     pub fn next_revision(&mut self) -> u64 {
         self.bumps_revision = true;
-        self.batch.revision + 1
+        self.revision + 1
     }
 
     pub fn clock_ms(&self) -> u64 {
-        self.batch.clock_ms
+        self.clock_ms
     }
 }

@@ -60,6 +60,25 @@ fn cas_admits_exactly_one_writer() {
 }
 
 #[test]
+fn a_refused_command_leaves_none_of_its_writes_in_the_batch() {
+    // A put to a new path lists the path under its folders before it checks
+    // the CAS version; the refusal must take those index entries back out,
+    // in the same batch (later commands) and after the commit.
+    let (_d, sm) = open();
+    let mut b = sm.begin().unwrap();
+    let refused = b.apply(&put("r", 1, "team/new/db", "x", Some(7))).unwrap();
+    assert_eq!(refused.result.unwrap_err().code, ErrorCode::FailedPrecondition);
+    let later = b.apply(&put("w", 2, "other", "y", None)).unwrap();
+    assert!(later.result.is_ok());
+    b.commit().unwrap();
+    let root: Vec<String> = sm.list_secrets("", "", 100).unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(root, ["other"], "the refused put's folder is listed");
+    assert!(sm.list_secrets("team/", "", 100).unwrap().is_empty());
+    assert!(sm.get_secret("team/new/db", None).unwrap().is_none());
+    assert_eq!(sm.revision().unwrap(), BASE + 1);
+}
+
+#[test]
 fn batch_grouping_does_not_change_results() {
     let cmds: Vec<Command> =
         (0..20).map(|i| put(&format!("r{}", i % 7), i, &format!("k{}", i % 3), "v", None)).collect();
