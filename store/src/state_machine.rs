@@ -21,7 +21,7 @@ use crate::db::{decode, encode, Db, DbError};
 use crate::feed::{self, FeedRecord, FEED_PRUNE_PER_COMMAND_MAX, FEED_RETAIN_MS, FEED_RETAIN_REVISIONS};
 use crate::layout::{sm_keys, Cf};
 use crate::ledger::cache::AccountCache;
-use crate::ledger::model::{Account, StoredTransfer, Transfer};
+use crate::ledger::model::{Account, LedgerTotals, StoredTransfer, Transfer};
 use crate::limits::{DEDUP_PRUNE_PER_BATCH_MAX, DEDUP_WINDOW_MS, TOKEN_PRUNE_PER_BATCH_MAX};
 use crate::names::{IndexEntry, NameKey};
 use crate::overlay::Key;
@@ -340,6 +340,8 @@ impl<'a> ApplyBatch<'a> {
         if result.is_err() {
             // Refused: none of its writes stay.
             tx.rollback_to(0);
+        } else {
+            tx.flush_ledger();
         }
         let Tx { touched_auth, bumps_revision, expired, names, .. } = tx;
         if let Ok(outcome) = &result {
@@ -530,13 +532,26 @@ pub(crate) struct Tx<'b> {
     /// the overlay held before (None: nothing).
     undo: Vec<(Key, Option<Option<Vec<u8>>>)>,
     /// The open savepoint: where its writes start in `undo`, and
-    /// `bumps_revision` as it was.
-    savepoint: Option<(usize, bool)>,
+    /// `bumps_revision` and the ledger counters as they were.
+    savepoint: Option<(usize, bool, LedgerCounters)>,
+    /// The ledger's event clock and per-ledger totals, decoded: every ledger
+    /// event reads and changes them, so they are kept typed for the command
+    /// and written to the overlay once, when it is accepted.
+    ledger: LedgerCounters,
     /// Pending transfers this command expired (before its own events), for
     /// the change feed.
     pub(crate) expired: Vec<u128>,
     /// The name key as of this command (`Bootstrap` sets it).
     pub(crate) names: NameKey,
+}
+
+/// The ledger state every event touches (see `Tx::ledger`). `None`: not
+/// read yet by this command.
+#[derive(Clone, Default)]
+struct LedgerCounters {
+    timestamp_ns: Option<u64>,
+    /// Usually one ledger per command; a few at most.
+    totals: Vec<(u32, LedgerTotals)>,
 }
 
 /// Who the command runs as, checked against what its op requires.
@@ -645,6 +660,7 @@ impl<'b> Tx<'b> {
             touched_auth: false,
             undo: Vec::new(),
             savepoint: None,
+            ledger: LedgerCounters::default(),
             expired: Vec::new(),
             names: batch.names.clone(),
         }
@@ -698,7 +714,7 @@ impl Tx<'_> {
     /// ledger events). Savepoints do not nest.
     pub fn savepoint(&mut self) {
         assert!(self.savepoint.is_none(), "savepoints do not nest");
-        self.savepoint = Some((self.undo.len(), self.bumps_revision));
+        self.savepoint = Some((self.undo.len(), self.bumps_revision, self.ledger.clone()));
     }
 
     /// Keeps the writes since the savepoint.
@@ -708,9 +724,53 @@ impl Tx<'_> {
 
     /// Undoes every write since the savepoint.
     pub fn rollback(&mut self) {
-        let (mark, bumps_revision) = self.savepoint.take().expect("rollback without a savepoint");
+        let (mark, bumps_revision, ledger) = self.savepoint.take().expect("rollback without a savepoint");
         self.rollback_to(mark);
         self.bumps_revision = bumps_revision;
+        self.ledger = ledger;
+    }
+
+    /// The last ledger event timestamp handed out (0: none yet).
+    pub(crate) fn ledger_timestamp_ns(&mut self) -> Result<u64, DbError> {
+        if let Some(ts) = self.ledger.timestamp_ns {
+            return Ok(ts);
+        }
+        let ts = self.get(Cf::SmMeta, sm_keys::LEDGER_TIMESTAMP_NS)?.unwrap_or(0);
+        self.ledger.timestamp_ns = Some(ts);
+        Ok(ts)
+    }
+
+    pub(crate) fn set_ledger_timestamp_ns(&mut self, ts: u64) {
+        self.ledger.timestamp_ns = Some(ts);
+    }
+
+    /// A ledger's totals as this command sees them.
+    pub(crate) fn ledger_totals(&mut self, ledger: u32) -> Result<LedgerTotals, DbError> {
+        if let Some((_, t)) = self.ledger.totals.iter().find(|(l, _)| *l == ledger) {
+            return Ok(*t);
+        }
+        let t = self.get(Cf::LedgerTotals, &ledger.to_be_bytes())?.unwrap_or_default();
+        self.ledger.totals.push((ledger, t));
+        Ok(t)
+    }
+
+    pub(crate) fn set_ledger_totals(&mut self, ledger: u32, totals: LedgerTotals) {
+        match self.ledger.totals.iter_mut().find(|(l, _)| *l == ledger) {
+            Some((_, t)) => *t = totals,
+            None => self.ledger.totals.push((ledger, totals)),
+        }
+    }
+
+    /// Writes the ledger counters this command read (and maybe changed).
+    fn flush_ledger(&mut self) {
+        assert!(self.savepoint.is_none(), "a command ends with its savepoint closed");
+        let ledger = std::mem::take(&mut self.ledger);
+        if let Some(ts) = ledger.timestamp_ns {
+            self.put(Cf::SmMeta, sm_keys::LEDGER_TIMESTAMP_NS, &ts);
+        }
+        for (l, t) in ledger.totals {
+            self.put(Cf::LedgerTotals, &l.to_be_bytes(), &t);
+        }
     }
 
     /// Whether any record below `to` may exist as this command sees it: a

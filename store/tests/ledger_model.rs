@@ -284,10 +284,19 @@ proptest! {
             };
             prop_assert_eq!(&got, &expected, "batch {}: {:?}", b, events);
         }
+        let mut sums = [0u128; 4];
         for id in 1..=ACCOUNTS {
             let a = read::accounts(sm.db(), &[id]).unwrap().pop().unwrap();
-            prop_assert_eq!([a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted], model.balances[&id], "account {}", id);
+            let balances = [a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted];
+            prop_assert_eq!(balances, model.balances[&id], "account {}", id);
+            for (sum, b) in sums.iter_mut().zip(balances) {
+                *sum += b;
+            }
         }
+        // The ledger's stored totals are the sums of its accounts (failed
+        // chains roll the totals back with the balances).
+        let t = read::ledger_totals(sm.db(), LEDGER).unwrap();
+        prop_assert_eq!([t.debits_pending, t.debits_posted, t.credits_pending, t.credits_posted], sums);
         let stored = read::transfers(sm.db(), &(1..next_id).collect::<Vec<_>>()).unwrap();
         prop_assert_eq!(stored.len(), model.transfers.len());
         for s in stored {

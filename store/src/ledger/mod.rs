@@ -25,10 +25,10 @@ pub(crate) use transfer::create_transfer;
 
 use crate::auth::{Access, Action, Caller, Read};
 use crate::command::CommandError;
-use crate::layout::{sm_keys, Cf};
+use crate::layout::Cf;
 use crate::state_machine::Tx;
 use crate::DbError;
-use model::{Account, AccountEntry, LedgerTotals, StoredTransfer, Transfer};
+use model::{Account, AccountEntry, StoredTransfer, Transfer};
 
 /// Events in one `create_accounts` or `create_transfers` request: what fits
 /// TigerBeetle's 1 MiB message, kept for familiarity.
@@ -97,10 +97,10 @@ pub(crate) fn transfer(tx: &Tx<'_>, id: u128) -> Result<Option<StoredTransfer>, 
 /// The next event timestamp: the command's time in ns, or one past the
 /// last handed out, whichever is later. Unique and strictly increasing.
 pub(crate) fn next_timestamp(tx: &mut Tx<'_>) -> Result<u64, DbError> {
-    let last: u64 = tx.get(Cf::SmMeta, sm_keys::LEDGER_TIMESTAMP_NS)?.unwrap_or(0);
+    let last = tx.ledger_timestamp_ns()?;
     let now_ns = tx.clock_ms().saturating_mul(1_000_000);
     let ts = now_ns.max(last + 1);
-    tx.put(Cf::SmMeta, sm_keys::LEDGER_TIMESTAMP_NS, &ts);
+    tx.set_ledger_timestamp_ns(ts);
     Ok(ts)
 }
 
@@ -109,8 +109,7 @@ pub(crate) fn next_timestamp(tx: &mut Tx<'_>) -> Result<u64, DbError> {
 pub(crate) fn store_accounts(tx: &mut Tx<'_>, changes: &[(Account, Account)]) -> Result<(), DbError> {
     let Some((first, _)) = changes.first() else { return Ok(()) };
     let ledger = first.ledger;
-    let key = ledger.to_be_bytes();
-    let mut t: LedgerTotals = tx.get(Cf::LedgerTotals, &key)?.unwrap_or_default();
+    let mut t = tx.ledger_totals(ledger)?;
     for (before, after) in changes {
         assert_eq!(before.id, after.id);
         assert_eq!(before.ledger, ledger, "one ledger per change set");
@@ -128,7 +127,7 @@ pub(crate) fn store_accounts(tx: &mut Tx<'_>, changes: &[(Account, Account)]) ->
         tx.put(Cf::Accounts, &id_key(after.id), after);
     }
     assert!(t.balanced(), "ledger {ledger}: debits != credits after an event: {t:?}");
-    tx.put(Cf::LedgerTotals, &key, &t);
+    tx.set_ledger_totals(ledger, t);
     Ok(())
 }
 
