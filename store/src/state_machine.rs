@@ -24,7 +24,7 @@ use crate::ledger::cache::AccountCache;
 use crate::ledger::model::{Account, LedgerTotals, StoredTransfer, Transfer};
 use crate::limits::{DEDUP_PRUNE_PER_BATCH_MAX, DEDUP_WINDOW_MS, TOKEN_PRUNE_PER_BATCH_MAX};
 use crate::names::{IndexEntry, NameKey};
-use crate::overlay::Key;
+use crate::overlay::{Key, Overlay};
 
 #[derive(Clone)]
 pub struct StateMachine {
@@ -63,8 +63,6 @@ pub struct SecretView {
     pub latest_version: u64,
 }
 
-type Overlay = BTreeMap<Key, Option<Vec<u8>>>;
-
 impl StateMachine {
     pub fn new(db: Db) -> Self {
         StateMachine { db, names: Default::default(), accounts: Default::default() }
@@ -92,7 +90,7 @@ impl StateMachine {
     pub fn begin(&self) -> Result<ApplyBatch<'_>, DbError> {
         Ok(ApplyBatch {
             sm: self,
-            overlay: Overlay::new(),
+            overlay: Overlay::default(),
             callers: Default::default(),
             first_keys: Default::default(),
             revision: self.revision()?,
@@ -483,7 +481,7 @@ impl<'a> ApplyBatch<'a> {
         self.overlay.insert(Key::new(Cf::SmMeta, sm_keys::FEED_OLDEST), Some(encode(&self.feed_oldest)));
         let mut batch = self.sm.db.batch();
         let mut accounts = Vec::new();
-        for (key, value) in self.overlay {
+        for (key, value) in self.overlay.into_sorted() {
             let (cf, key) = (key.cf, key.bytes());
             if cf == Cf::Accounts {
                 let id = u128::from_be_bytes(key.try_into().expect("account keys are 16 bytes"));
