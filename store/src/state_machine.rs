@@ -530,8 +530,11 @@ pub(crate) struct Tx<'b> {
     /// the overlay held before (None: nothing).
     undo: Vec<(Key, Option<Option<Vec<u8>>>)>,
     /// The open savepoint: where its writes start in `undo`, and
-    /// `bumps_revision` and the ledger counters as they were.
-    savepoint: Option<(usize, bool, LedgerCounters)>,
+    /// `bumps_revision` as it was (the ledger counters in `saved_ledger`).
+    savepoint: Option<(usize, bool)>,
+    /// The ledger counters at the open savepoint; a buffer reused by every
+    /// chain (a savepoint per unlinked event must not allocate).
+    saved_ledger: LedgerCounters,
     /// The ledger's event clock and per-ledger totals, decoded: every ledger
     /// event reads and changes them, so they are kept typed for the command
     /// and written to the overlay once, when it is accepted.
@@ -545,11 +548,21 @@ pub(crate) struct Tx<'b> {
 
 /// The ledger state every event touches (see `Tx::ledger`). `None`: not
 /// read yet by this command.
-#[derive(Clone, Default)]
+#[derive(Default)]
 struct LedgerCounters {
     timestamp_ns: Option<u64>,
     /// Usually one ledger per command; a few at most.
     totals: Vec<(u32, LedgerTotals)>,
+}
+
+impl LedgerCounters {
+    /// Copies `other` into this one's existing buffer (no allocation once
+    /// it has held as many ledgers).
+    fn clone_from(&mut self, other: &LedgerCounters) {
+        self.timestamp_ns = other.timestamp_ns;
+        self.totals.clear();
+        self.totals.extend_from_slice(&other.totals);
+    }
 }
 
 /// Who the command runs as, checked against what its op requires.
@@ -658,6 +671,7 @@ impl<'b> Tx<'b> {
             touched_auth: false,
             undo: Vec::new(),
             savepoint: None,
+            saved_ledger: LedgerCounters::default(),
             ledger: LedgerCounters::default(),
             expired: Vec::new(),
             names: batch.names.clone(),
@@ -712,7 +726,8 @@ impl Tx<'_> {
     /// ledger events). Savepoints do not nest.
     pub fn savepoint(&mut self) {
         assert!(self.savepoint.is_none(), "savepoints do not nest");
-        self.savepoint = Some((self.undo.len(), self.bumps_revision, self.ledger.clone()));
+        self.savepoint = Some((self.undo.len(), self.bumps_revision));
+        self.saved_ledger.clone_from(&self.ledger);
     }
 
     /// Keeps the writes since the savepoint.
@@ -722,10 +737,10 @@ impl Tx<'_> {
 
     /// Undoes every write since the savepoint.
     pub fn rollback(&mut self) {
-        let (mark, bumps_revision, ledger) = self.savepoint.take().expect("rollback without a savepoint");
+        let (mark, bumps_revision) = self.savepoint.take().expect("rollback without a savepoint");
         self.rollback_to(mark);
         self.bumps_revision = bumps_revision;
-        self.ledger = ledger;
+        self.ledger.clone_from(&self.saved_ledger);
     }
 
     /// The last ledger event timestamp handed out (0: none yet).
