@@ -9,15 +9,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
+    Fatal, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    ReplicationClosed, StreamingError, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    SnapshotResponse, VoteRequest, VoteResponse,
 };
+use openraft::{Snapshot, Vote};
 use serde::de::DeserializeOwned;
 use strongbox_proto::raft::v1::raft_peer_client::RaftPeerClient;
+use strongbox_proto::raft::v1::Payload;
+use strongbox_store::codec::Codec;
+use strongbox_store::snapshot::FrameReader;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::Code;
 
@@ -70,11 +75,13 @@ impl PeerChannels {
 pub struct NetworkFactory {
     channels: Arc<PeerChannels>,
     silence: Silence,
+    /// Opens this node's snapshot image frames before they are sent.
+    codec: Codec,
 }
 
 impl NetworkFactory {
-    pub fn new(channels: Arc<PeerChannels>, silence: Silence) -> Self {
-        NetworkFactory { channels, silence }
+    pub fn new(channels: Arc<PeerChannels>, silence: Silence, codec: Codec) -> Self {
+        NetworkFactory { channels, silence, codec }
     }
 }
 
@@ -87,6 +94,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             node: node.clone(),
             channels: self.channels.clone(),
             silence: self.silence.clone(),
+            codec: self.codec.clone(),
         }
     }
 }
@@ -96,7 +104,15 @@ pub struct PeerClient {
     node: NodeInfo,
     channels: Arc<PeerChannels>,
     silence: Silence,
+    codec: Codec,
 }
+
+/// Frames read ahead of the snapshot stream (each at most
+/// `snapshot::FRAME_BYTES_MAX`): what sending a snapshot holds in memory.
+const SNAPSHOT_FRAMES_AHEAD: usize = 2;
+/// How long one frame may take to reach the peer before the transfer is
+/// abandoned (openraft retries it later).
+const SNAPSHOT_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>;
 
@@ -162,17 +178,87 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         self.unwrap_remote(reply, hint)
     }
 
+    /// Never used: `full_snapshot` streams whole images instead of
+    /// openraft's chunks (which would carry frames sealed with our keys).
     async fn install_snapshot(
         &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
-        option: RPCOption,
+        _rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        let e = std::io::Error::other("chunked snapshots are not used: see full_snapshot");
+        Err(RPCError::Network(NetworkError::new(&e)))
+    }
+
+    /// Streams the image: (vote, meta), then each frame opened with our
+    /// codec, read ahead on a blocking thread with a small bounded buffer.
+    /// The peer seals the frames with its own keys and answers once it has
+    /// installed the image.
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<NodeId>,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
         if self.silence.is_on() {
-            return Err(silenced());
+            let e = std::io::Error::other("leader without a quorum is silent (check_quorum)");
+            return Err(StreamingError::Unreachable(Unreachable::new(&e)));
         }
-        let mut client = self.client().map_err(|s| map_status(s, 1))?;
-        let reply = client.install_snapshot(with_ttl(wire::encode(&rpc), &option)).await;
-        self.unwrap_remote(reply, 1)
+        let mut client = self.client().map_err(|s| StreamingError::Unreachable(Unreachable::new(&s)))?;
+        let file = (*snapshot.snapshot).into_std().await;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Payload>(SNAPSHOT_FRAMES_AHEAD);
+        let first = wire::encode(&(vote, snapshot.meta.clone()));
+        let codec = self.codec.clone();
+        let reader = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            if tx.blocking_send(first).is_err() {
+                return Ok(());
+            }
+            let mut frames = FrameReader::new(file, codec).map_err(|e| e.to_string())?;
+            while let Some(plain) = frames.next_plain().map_err(|e| e.to_string())? {
+                if tx.blocking_send(Payload { data: plain }).is_err() {
+                    break; // the call ended (failed or cancelled)
+                }
+            }
+            Ok(())
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            match tokio::time::timeout(SNAPSHOT_FRAME_TIMEOUT, rx.recv()).await {
+                Ok(Some(p)) => Some((p, rx)),
+                // Ended, or the reader stalled: end the stream (the peer
+                // refuses an image without its end frame).
+                _ => None,
+            }
+        });
+        let started = std::time::Instant::now();
+        let reply = tokio::select! {
+            r = client.install_snapshot(tonic::Request::new(stream)) => r,
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
+        metrics::histogram!("strongbox_peer_rpc_seconds", "rpc" => "install_snapshot")
+            .record(started.elapsed().as_secs_f64());
+        match reader.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let e = std::io::Error::other(format!("reading the snapshot image: {e}"));
+                return Err(StreamingError::StorageError(openraft::StorageError::from_io_error(
+                    openraft::ErrorSubject::Snapshot(None),
+                    openraft::ErrorVerb::Read,
+                    e,
+                )));
+            }
+            Err(e) => return Err(StreamingError::Network(NetworkError::new(&e))),
+        }
+        let payload = reply
+            .map_err(|s| match map_status::<openraft::error::Infallible>(s, 1) {
+                RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                other => StreamingError::Network(NetworkError::new(&other)),
+            })?
+            .into_inner();
+        let res: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =
+            wire::decode(&payload).map_err(|s| StreamingError::Network(NetworkError::new(&s)))?;
+        res.map_err(|e| {
+            StreamingError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e))
+        })
     }
 
     async fn vote(

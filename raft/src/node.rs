@@ -127,9 +127,9 @@ impl RaftNode {
         let raft = Raft::new(
             id,
             config,
-            NetworkFactory::new(channels.clone(), silence.clone()),
+            NetworkFactory::new(channels.clone(), silence.clone(), db.codec().clone()),
             LogStore::new(db),
-            SmStore::new(sm.clone()),
+            SmStore::open(sm.clone()).map_err(|e| NodeError::Fatal(e.to_string()))?,
         )
         .await
         .map_err(|e| NodeError::Fatal(e.to_string()))?;

@@ -2,10 +2,15 @@
 //! requests from followers. Reachable only by holders of a cluster certificate.
 
 use std::time::Duration;
+
+use openraft::{Snapshot, Vote};
 use strongbox_proto::raft::v1::raft_peer_server::RaftPeer;
 use strongbox_proto::raft::v1::{Empty, Payload, ReadIndexRequest, ReadIndexResponse};
+use strongbox_store::snapshot::FrameWriter;
+use strongbox_store::DbError;
+use tonic::{Request, Response, Status, Streaming};
 
-use tonic::{Request, Response, Status};
+use crate::types::{NodeId, SnapshotMeta};
 
 use crate::node::RaftNode;
 use crate::wire::{self, ForwardReply, Forwarded};
@@ -38,9 +43,36 @@ impl RaftPeer for PeerService {
         Ok(Response::new(wire::encode(&res)))
     }
 
-    async fn install_snapshot(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let rpc = wire::decode(req.get_ref())?;
-        let res = self.node.raft.install_snapshot(rpc).await;
+    /// Receives a whole image (see `network::full_snapshot`): each frame is
+    /// checked and sealed with this node's keys into an unnamed file, one
+    /// frame in memory at a time; openraft installs it once the end frame
+    /// has arrived.
+    async fn install_snapshot(&self, req: Request<Streaming<Payload>>) -> Result<Response<Payload>, Status> {
+        let mut stream = req.into_inner();
+        let first =
+            stream.message().await?.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let (vote, meta): (Vote<NodeId>, SnapshotMeta) = wire::decode(&first)?;
+        let db = self.node.sm.db().clone();
+        let dir = db.snapshot_dir().to_path_buf();
+        let mut w = off_runtime(move || {
+            std::fs::create_dir_all(&dir).map_err(|e| DbError::Format(format!("{}: {e}", dir.display())))?;
+            FrameWriter::new(crate::sm_store::snapshot_receive_file(&dir)?, db.codec().clone())
+        })
+        .await?;
+        while let Some(frame) = stream.message().await? {
+            w = off_runtime(move || {
+                let mut w = w;
+                w.push_plain(&frame.data)?;
+                Ok(w)
+            })
+            .await?;
+        }
+        if !w.ended() {
+            return Err(Status::invalid_argument("snapshot stream ended before the image's end frame"));
+        }
+        let file = off_runtime(move || w.finish()).await?;
+        let snapshot = Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) };
+        let res = self.node.raft.install_full_snapshot(vote, snapshot).await;
         Ok(Response::new(wire::encode(&res)))
     }
 
@@ -72,4 +104,15 @@ impl RaftPeer for PeerService {
         self.node.raft.trigger().elect().await.map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(Empty {}))
     }
+}
+
+/// File work of a snapshot receive, off the async runtime's threads. A bad
+/// frame is the sender's fault (INVALID_ARGUMENT); the transfer is retried.
+async fn off_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, DbError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::invalid_argument(format!("snapshot image: {e}")))
 }

@@ -4,32 +4,43 @@
 //! all its entries, carrying the applied log id and membership with the data,
 //! so a restart resumes exactly where the last batch left off.
 
-use std::io::Cursor;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, Snapshot};
 use serde::{Deserialize, Serialize};
-use strongbox_store::snapshot::Image;
+use strongbox_store::snapshot::{self, FrameReader, FrameWriter};
 use strongbox_store::{Cf, DbError, Response, StateMachine};
 
 use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 const META_APPLIED: &[u8] = b"raft_applied";
 const META_MEMBERSHIP: &[u8] = b"raft_membership";
-const KEY_CURRENT_SNAPSHOT: &[u8] = b"current";
+/// The current snapshot: its meta and the image file's name.
+const KEY_CURRENT_SNAPSHOT: &[u8] = b"current_file";
+/// Written by builds before image files: meta and the whole image in one
+/// value. Dropped when the first image file is recorded.
+const KEY_OLD_SNAPSHOT: &[u8] = b"current";
+/// The redo marker of an install in progress (see `snapshot::install`).
+const KEY_INSTALLING: &[u8] = b"installing";
 
-#[derive(Serialize, Deserialize)]
+/// A snapshot on disk: its meta and its image file in the snapshot dir.
+#[derive(Clone, Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta,
-    image: Vec<u8>,
+    file: String,
 }
 
 #[derive(Clone)]
 pub struct SmStore {
     sm: StateMachine,
     snapshot_seq: Arc<AtomicU64>,
+    /// A build and an install never overlap: an install's batches are not
+    /// one instant to export, and each records its file and cleans up.
+    files: Arc<Mutex<()>>,
 }
 
 fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
@@ -40,9 +51,61 @@ fn snap_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
     StorageError::from_io_error(ErrorSubject::Snapshot(None), verb, std::io::Error::other(e.to_string()))
 }
 
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> DbError {
+    DbError::Format(format!("{what} {}: {e}", path.display()))
+}
+
 impl SmStore {
+    /// A store as found: no recovery (tests of the storage traits).
     pub fn new(sm: StateMachine) -> Self {
-        SmStore { sm, snapshot_seq: Arc::new(AtomicU64::new(0)) }
+        SmStore { sm, snapshot_seq: Arc::new(AtomicU64::new(0)), files: Arc::new(Mutex::new(())) }
+    }
+
+    /// Opens the store for a node: finishes a snapshot install that a crash
+    /// interrupted (the same image file again, before anything reads the
+    /// state), and deletes image files nothing refers to.
+    pub fn open(sm: StateMachine) -> Result<Self, DbError> {
+        let this = SmStore::new(sm);
+        if let Some(p) = this.sm.db().get::<StoredSnapshot>(Cf::Snapshot, KEY_INSTALLING)? {
+            tracing::warn!(snapshot = %p.meta.snapshot_id, "finishing a snapshot install a restart interrupted");
+            this.install_recorded(&p)?;
+        }
+        this.convert_old_snapshot()?;
+        this.cleanup(None)?;
+        Ok(this)
+    }
+
+    /// A data dir from before image files holds its snapshot as one value:
+    /// written out once as an image file, so the snapshot behind a purged
+    /// log stays available to lagging followers.
+    fn convert_old_snapshot(&self) -> Result<(), DbError> {
+        #[derive(Deserialize)]
+        struct OldSnapshot {
+            meta: SnapshotMeta,
+            image: Vec<u8>,
+        }
+        #[derive(Deserialize)]
+        struct OldImage {
+            records: Vec<snapshot::Record>,
+        }
+        let Some(old) = self.sm.db().get::<OldSnapshot>(Cf::Snapshot, KEY_OLD_SNAPSHOT)? else {
+            return Ok(());
+        };
+        let mut b = self.sm.db().batch();
+        if self.current()?.is_none() {
+            let image: OldImage = strongbox_store::db::decode(Cf::Snapshot, &old.image)?;
+            let (name, _, ()) = self.write_image(|w| {
+                for (cf, k, v) in image.records {
+                    let cf =
+                        Cf::from_u8(cf).ok_or_else(|| DbError::Format(format!("unknown family {cf}")))?;
+                    w.push(cf, &k, v)?;
+                }
+                Ok(())
+            })?;
+            b.put(Cf::Snapshot, KEY_CURRENT_SNAPSHOT, &StoredSnapshot { meta: old.meta, file: name });
+        }
+        b.delete(Cf::Snapshot, KEY_OLD_SNAPSHOT);
+        self.sm.db().write(b, true)
     }
 
     pub fn state_machine(&self) -> &StateMachine {
@@ -55,37 +118,145 @@ impl SmStore {
         Ok((applied, membership))
     }
 
-    fn save_current_snapshot(&self, stored: &StoredSnapshot) -> Result<(), DbError> {
+    fn dir(&self) -> Result<PathBuf, DbError> {
+        let dir = self.sm.db().snapshot_dir().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| io_err("creating", &dir, e))?;
+        Ok(dir)
+    }
+
+    fn current(&self) -> Result<Option<StoredSnapshot>, DbError> {
+        self.sm.db().get(Cf::Snapshot, KEY_CURRENT_SNAPSHOT)
+    }
+
+    /// Writes a new image file through `fill` (temp name, fsync, rename,
+    /// directory fsync); returns its name, the file (at offset 0) and what
+    /// `fill` returned.
+    fn write_image<T>(
+        &self,
+        fill: impl FnOnce(&mut FrameWriter) -> Result<T, DbError>,
+    ) -> Result<(String, File, T), DbError> {
+        let dir = self.dir()?;
+        let name = snapshot::new_file_name();
+        let tmp = dir.join(format!("{name}.tmp"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| io_err("creating", &tmp, e))?;
+        let mut w = FrameWriter::new(file, self.sm.db().codec().clone())?;
+        let out = match fill(&mut w) {
+            Ok(out) => out,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        let file = w.finish()?;
+        std::fs::rename(&tmp, dir.join(&name)).map_err(|e| io_err("renaming", &tmp, e))?;
+        File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| io_err("syncing", &dir, e))?;
+        Ok((name, file, out))
+    }
+
+    /// Deletes image files other than the current one, the one an install
+    /// is redoing, and `keep`. Temp files too: only at start (`keep: None`),
+    /// when no build or receive can be writing one.
+    fn cleanup(&self, keep: Option<&str>) -> Result<(), DbError> {
+        let dir = self.sm.db().snapshot_dir();
+        let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+        let current = self.current()?.map(|s| s.file);
+        let installing = self.sm.db().get::<StoredSnapshot>(Cf::Snapshot, KEY_INSTALLING)?.map(|s| s.file);
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let referenced = [current.as_deref(), installing.as_deref(), keep].contains(&Some(name.as_str()));
+            let tmp_in_use = keep.is_some() && name.ends_with(".tmp");
+            if snapshot::is_image_file_name(&name) && !referenced && !tmp_in_use {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// Installs a recorded image (the redo marker is set) and makes it the
+    /// current snapshot, in the install's final batch.
+    fn install_recorded(&self, s: &StoredSnapshot) -> Result<(), DbError> {
+        let path = self.sm.db().snapshot_dir().join(&s.file);
+        let file = File::open(&path).map_err(|e| io_err("opening snapshot image", &path, e))?;
+        let mut image = FrameReader::new(file, self.sm.db().codec().clone())?;
+        self.sm.install(&mut image, |b| {
+            b.delete(Cf::Snapshot, KEY_INSTALLING);
+            b.delete(Cf::Snapshot, KEY_OLD_SNAPSHOT);
+            b.put(Cf::Snapshot, KEY_CURRENT_SNAPSHOT, s);
+        })
+    }
+
+    fn build_blocking(&self) -> Result<Snapshot<TypeConfig>, DbError> {
+        // Not during an install: its batches are not one instant.
+        let _files = self.files.lock().expect("snapshot files lock");
+        // One RocksDB snapshot: data, applied log id and membership all
+        // from the same instant, while apply keeps running.
+        let (name, file, meta_records) = self.write_image(|w| snapshot::export(self.sm.db(), w))?;
+        let last_log_id: Option<LogId> = meta_records.get(META_APPLIED)?;
+        let last_membership: StoredMembership = meta_records.get(META_MEMBERSHIP)?.unwrap_or_default();
+        let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+        let snapshot_id = match &last_log_id {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, seq),
+            None => format!("none-{seq}"),
+        };
+        let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
+        // An install that finished meanwhile recorded a newer snapshot.
+        let newer = self.current()?.is_some_and(|c| c.meta.last_log_id > meta.last_log_id);
+        if !newer {
+            let mut b = self.sm.db().batch();
+            b.delete(Cf::Snapshot, KEY_OLD_SNAPSHOT);
+            b.put(
+                Cf::Snapshot,
+                KEY_CURRENT_SNAPSHOT,
+                &StoredSnapshot { meta: meta.clone(), file: name.clone() },
+            );
+            self.sm.db().write(b, true)?;
+        }
+        self.cleanup(Some(&name))?;
+        metrics::counter!("strongbox_snapshots_built_total").increment(1);
+        Ok(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) })
+    }
+
+    fn install_blocking(&self, meta: SnapshotMeta, received: File) -> Result<(), DbError> {
+        let _files = self.files.lock().expect("snapshot files lock");
+        // Our own copy, under a name the redo marker can point to (what we
+        // are handed may be an unnamed file being received).
+        let mut from = FrameReader::new(received, self.sm.db().codec().clone())?;
+        let (name, _file, meta_records) = self.write_image(|w| {
+            let m = snapshot::copy(&mut from, w)?;
+            if !w.ended() {
+                return Err(DbError::Format("snapshot image without its end frame".into()));
+            }
+            Ok(m)
+        })?;
+        let image_applied: Option<LogId> = meta_records.get(META_APPLIED)?;
+        if image_applied != meta.last_log_id {
+            return Err(DbError::Format(format!(
+                "snapshot image is at {image_applied:?} but its meta says {:?}",
+                meta.last_log_id
+            )));
+        }
+        let stored = StoredSnapshot { meta, file: name };
         let mut b = self.sm.db().batch();
-        b.put(Cf::Snapshot, KEY_CURRENT_SNAPSHOT, stored);
-        self.sm.db().write(b, true)
+        b.put(Cf::Snapshot, KEY_INSTALLING, &stored);
+        self.sm.db().write(b, true)?;
+        self.install_recorded(&stored)?;
+        self.cleanup(Some(&stored.file))?;
+        metrics::counter!("strongbox_snapshots_installed_total").increment(1);
+        Ok(())
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SmStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            // One RocksDB snapshot: data, applied log id and membership all
-            // from the same instant, while apply keeps running.
-            let image = Image::export(this.sm.db()).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-            let last_log_id: Option<LogId> =
-                image.meta(META_APPLIED).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-            let last_membership: StoredMembership =
-                image.meta(META_MEMBERSHIP).map_err(|e| snap_err(ErrorVerb::Read, e))?.unwrap_or_default();
-            let seq = this.snapshot_seq.fetch_add(1, Ordering::Relaxed);
-            let snapshot_id = match &last_log_id {
-                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, seq),
-                None => format!("none-{seq}"),
-            };
-            let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
-            let stored = StoredSnapshot { meta: meta.clone(), image: image.to_bytes() };
-            this.save_current_snapshot(&stored).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            metrics::counter!("strongbox_snapshots_built_total").increment(1);
-            Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.image)) })
-        })
-        .await
-        .map_err(|e| snap_err(ErrorVerb::Write, e))?
+        tokio::task::spawn_blocking(move || this.build_blocking().map_err(|e| snap_err(ErrorVerb::Write, e)))
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?
     }
 }
 
@@ -144,45 +315,195 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    /// An unnamed file in the snapshot dir (deleted once closed). Our own
+    /// peer service receives snapshots itself (`full_snapshot` streams
+    /// frames); this serves openraft's generic path and its test suite.
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let dir = self.dir().map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let file = snapshot_receive_file(&dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        let bytes = snapshot.into_inner();
+        let received = snapshot.into_std().await;
         let this = self.clone();
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || {
-            let image = Image::from_bytes(&bytes).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-            let image_applied: Option<LogId> =
-                image.meta(META_APPLIED).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-            if image_applied != meta.last_log_id {
-                return Err(snap_err(
-                    ErrorVerb::Read,
-                    format!(
-                        "snapshot image is at {image_applied:?} but its meta says {:?}",
-                        meta.last_log_id
-                    ),
-                ));
-            }
-            // Atomic: the old state machine is replaced in one WriteBatch.
-            this.sm.install(&image).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            this.save_current_snapshot(&StoredSnapshot { meta, image: bytes })
-                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            metrics::counter!("strongbox_snapshots_installed_total").increment(1);
-            Ok(())
+            this.install_blocking(meta, received).map_err(|e| snap_err(ErrorVerb::Write, e))
         })
         .await
         .map_err(|e| snap_err(ErrorVerb::Write, e))?
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let stored: Option<StoredSnapshot> =
-            self.sm.db().get(Cf::Snapshot, KEY_CURRENT_SNAPSHOT).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        Ok(stored.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.image)) }))
+        let Some(s) = self.current().map_err(|e| snap_err(ErrorVerb::Read, e))? else { return Ok(None) };
+        let path = self.sm.db().snapshot_dir().join(&s.file);
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Read, io_err("opening snapshot image", &path, e)))?;
+        Ok(Some(Snapshot { meta: s.meta, snapshot: Box::new(file) }))
+    }
+}
+
+/// A new unnamed file for receiving an image: created in `dir`, unlinked at
+/// once, so nothing is left behind whatever happens to the transfer.
+pub fn snapshot_receive_file(dir: &Path) -> Result<File, DbError> {
+    let path = dir.join(format!("receiving-{}", snapshot::new_file_name()));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| io_err("creating", &path, e))?;
+    std::fs::remove_file(&path).map_err(|e| io_err("unlinking", &path, e))?;
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, RaftSnapshotBuilder};
+    use strongbox_store::codec::Codec;
+    use strongbox_store::Db;
+
+    use super::*;
+
+    fn open_db(dir: &Path) -> Db {
+        Db::open(&dir.join("db"), Codec::plaintext()).expect("open db")
+    }
+
+    fn write(db: &Db, records: &[(Cf, &[u8], &str)], applied_index: Option<u64>) {
+        let mut b = db.batch();
+        for (cf, k, v) in records {
+            b.put(*cf, k, &v.to_string());
+        }
+        if let Some(i) = applied_index {
+            b.put(Cf::SmMeta, META_APPLIED, &LogId::new(CommittedLeaderId::new(1, 1), i));
+        }
+        db.write(b, true).unwrap();
+    }
+
+    fn get(db: &Db, cf: Cf, k: &[u8]) -> Option<String> {
+        db.get(cf, k).unwrap()
+    }
+
+    /// A crash between the first and the last batch of an install leaves a
+    /// partial state and the redo marker: the next start installs the same
+    /// image again before anything reads the state.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_install_a_crash_interrupted_is_finished_at_start() {
+        let da = tempfile::tempdir().unwrap();
+        let a_db = open_db(da.path());
+        write(&a_db, &[(Cf::Secrets, b"from-a", "a1"), (Cf::Users, b"user-a", "ua")], Some(7));
+        let mut a = SmStore::new(StateMachine::new(a_db));
+        let snap = a.build_snapshot().await.unwrap();
+        assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(7));
+
+        let db_dir = tempfile::tempdir().unwrap();
+        {
+            let b_db = open_db(db_dir.path());
+            write(&b_db, &[(Cf::Secrets, b"only-b", "b1")], Some(3));
+            let b = SmStore::new(StateMachine::new(b_db.clone()));
+            let received = snap.snapshot.into_std().await;
+            let (name, _, _) = b
+                .write_image(|w| {
+                    let mut r = FrameReader::new(received, Codec::plaintext())?;
+                    snapshot::copy(&mut r, w)
+                })
+                .unwrap();
+            let stored = StoredSnapshot { meta: snap.meta.clone(), file: name };
+            let mut batch = b_db.batch();
+            batch.put(Cf::Snapshot, KEY_INSTALLING, &stored);
+            b_db.write(batch, true).unwrap();
+            // The crash: the old state emptied, part of the image written,
+            // its position not yet.
+            let mut batch = b_db.batch();
+            batch.delete(Cf::Secrets, b"only-b");
+            batch.delete(Cf::SmMeta, META_APPLIED);
+            b_db.write(batch, true).unwrap();
+            write(&b_db, &[(Cf::Secrets, b"from-a", "a1")], None);
+        }
+
+        let b = SmStore::open(StateMachine::new(open_db(db_dir.path()))).unwrap();
+        let db = b.state_machine().db();
+        assert_eq!(
+            get(db, Cf::Users, b"user-a").as_deref(),
+            Some("ua"),
+            "the rest of the image is installed"
+        );
+        assert_eq!(get(db, Cf::Secrets, b"only-b"), None);
+        assert_eq!(b.read_applied().unwrap().0.map(|l| l.index), Some(7));
+        assert!(db.get::<StoredSnapshot>(Cf::Snapshot, KEY_INSTALLING).unwrap().is_none(), "marker cleared");
+        let current = b.current().unwrap().expect("the installed image is the current snapshot");
+        assert_eq!(current.meta, snap.meta);
+        assert!(db.snapshot_dir().join(&current.file).exists());
+    }
+
+    /// Build, then install on another store: the image files left are the
+    /// current ones only, and the installed state is the built one.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn build_and_install_keep_only_the_current_image() {
+        let da = tempfile::tempdir().unwrap();
+        let a_db = open_db(da.path());
+        write(&a_db, &[(Cf::Secrets, b"k", "v1")], Some(4));
+        let mut a = SmStore::new(StateMachine::new(a_db.clone()));
+        a.build_snapshot().await.unwrap();
+        write(&a_db, &[(Cf::Secrets, b"k", "v2")], Some(5));
+        let snap = a.build_snapshot().await.unwrap();
+        let files = |db: &Db| std::fs::read_dir(db.snapshot_dir()).unwrap().count();
+        assert_eq!(files(&a_db), 1, "the older image is deleted");
+
+        let db_dir = tempfile::tempdir().unwrap();
+        let mut b = SmStore::open(StateMachine::new(open_db(db_dir.path()))).unwrap();
+        b.install_snapshot(&snap.meta, snap.snapshot).await.unwrap();
+        let db = b.state_machine().db().clone();
+        assert_eq!(get(&db, Cf::Secrets, b"k").as_deref(), Some("v2"));
+        assert_eq!(files(&db), 1);
+        let current = b.get_current_snapshot().await.unwrap().expect("current snapshot");
+        assert_eq!(current.meta, snap.meta);
+    }
+
+    /// A data dir written before image files: its snapshot (one value) is
+    /// written out as an image file at start and stays the current one.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_snapshot_kept_in_the_old_single_value_is_converted_at_start() {
+        #[derive(Serialize)]
+        struct OldImage {
+            records: Vec<snapshot::Record>,
+        }
+        #[derive(Serialize)]
+        struct OldSnapshot {
+            meta: SnapshotMeta,
+            image: Vec<u8>,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(2, 1), 9)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: "2-9-0".into(),
+        };
+        let records = vec![(Cf::Secrets as u8, b"k".to_vec(), strongbox_store::db::encode(&"v".to_string()))];
+        {
+            let db = open_db(dir.path());
+            let image = strongbox_store::db::encode(&OldImage { records });
+            let mut b = db.batch();
+            b.put(Cf::Snapshot, KEY_OLD_SNAPSHOT, &OldSnapshot { meta: meta.clone(), image });
+            db.write(b, true).unwrap();
+        }
+        let mut store = SmStore::open(StateMachine::new(open_db(dir.path()))).unwrap();
+        let current = store.get_current_snapshot().await.unwrap().expect("converted");
+        assert_eq!(current.meta, meta);
+        let file = current.snapshot.into_std().await;
+        let mut r = FrameReader::new(file, Codec::plaintext()).unwrap();
+        let got = r.next_records().unwrap().expect("one frame of records");
+        assert_eq!(
+            got,
+            vec![(Cf::Secrets as u8, b"k".to_vec(), strongbox_store::db::encode(&"v".to_string()))]
+        );
+        let db = store.state_machine().db();
+        assert!(db.get_raw(Cf::Snapshot, KEY_OLD_SNAPSHOT).unwrap().is_none(), "the old value is dropped");
     }
 }

@@ -27,7 +27,9 @@ openraft::declare_raft_types!(
         R = Vec<strongbox_store::Response>,
         NodeId = NodeId,
         Node = NodeInfo,
-        SnapshotData = std::io::Cursor<Vec<u8>>,
+        // An image file (`store::snapshot`), read and written by our code
+        // only: `network::full_snapshot` streams its frames.
+        SnapshotData = tokio::fs::File,
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;

@@ -31,6 +31,8 @@ pub enum DbError {
 struct Inner {
     db: DB,
     codec: Codec,
+    /// Where snapshot image files live: `<database dir>.snapshots`.
+    snapshot_dir: std::path::PathBuf,
     /// Serialises writers with the re-encryption pass, so a value it
     /// re-seals can never overwrite a newer one.
     write_lock: std::sync::Mutex<()>,
@@ -67,7 +69,9 @@ impl Db {
             ColumnFamilyDescriptor::new(cf.name(), o)
         });
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        let db = Db { inner: Arc::new(Inner { db, codec, write_lock: std::sync::Mutex::new(()) }) };
+        let snapshot_dir = path.with_extension("snapshots");
+        let db =
+            Db { inner: Arc::new(Inner { db, codec, snapshot_dir, write_lock: std::sync::Mutex::new(()) }) };
         db.check_format(path)?;
         Ok(db)
     }
@@ -104,6 +108,12 @@ impl Db {
     fn handle(&self, cf: Cf) -> &rocksdb::ColumnFamily {
         // Every Cf is created at open: a missing handle is a programming error.
         self.inner.db.cf_handle(cf.name()).expect("column family created at open")
+    }
+
+    /// The directory of this database's snapshot image files (created on
+    /// first use by the Raft layer).
+    pub fn snapshot_dir(&self) -> &Path {
+        &self.inner.snapshot_dir
     }
 
     pub fn codec(&self) -> &Codec {

@@ -1,63 +1,318 @@
-//! State machine images: exported from one consistent RocksDB view, installed
-//! in one atomic WriteBatch.
+//! State machine images as files, so a snapshot of any size costs a bounded
+//! amount of memory: one frame and one install batch.
 //!
-//! An image holds plaintext records (as opened by the codec); installing it
-//! seals them again with the receiving node's own codec and keys.
+//! A file is `[file id: 16 bytes][frame]*`, a frame `[u32 BE length][sealed]`.
+//! Each frame is one postcard `Frame`, sealed by this node's codec with the
+//! file id and the frame's number as associated data (a frame moved to
+//! another file or position fails to open). The last frame is `End`, with
+//! the record count, so a truncated file is refused rather than half
+//! installed. Records are plaintext inside the sealed frame; another node
+//! receives frames opened (over mutual TLS) and seals them with its own keys.
 
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+
+use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use crate::db::{decode, Db, DbError};
+use crate::codec::Codec;
+use crate::db::{decode, encode, Batch, Db, DbError};
 use crate::layout::Cf;
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Image {
-    records: Vec<(u8, Vec<u8>, Vec<u8>)>,
+/// A frame is closed once its records reach this many bytes.
+pub const FRAME_RECORD_BYTES: usize = 1 << 20;
+/// Largest frame accepted. A frame holds at least one record, and one record
+/// (a secret version) may be about 1 MiB on its own.
+pub const FRAME_BYTES_MAX: usize = 8 << 20;
+/// Records written per install batch (bytes), before the final one.
+pub const INSTALL_BATCH_BYTES: usize = 8 << 20;
+const FILE_ID_BYTES: usize = 16;
+
+/// (column family, key, plaintext value).
+pub type Record = (u8, Vec<u8>, Vec<u8>);
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Frame {
+    Records(Vec<Record>),
+    End { records: u64 },
 }
 
-impl Image {
-    /// Exports every state machine record as of one point in time.
-    pub fn export(db: &Db) -> Result<Image, DbError> {
-        let mut records = Vec::new();
-        db.for_each_consistent(&Cf::STATE_MACHINE, |cf, k, v| {
-            records.push((cf as u8, k.to_vec(), v));
-            Ok(())
-        })?;
-        Ok(Image { records })
+fn corrupt(reason: impl Into<String>) -> DbError {
+    DbError::Decode { cf: "snapshot", reason: reason.into() }
+}
+
+fn io(e: std::io::Error) -> DbError {
+    DbError::Format(format!("snapshot file: {e}"))
+}
+
+fn frame_aad_key(file_id: &[u8; FILE_ID_BYTES], frame_no: u64) -> [u8; FILE_ID_BYTES + 8] {
+    let mut k = [0u8; FILE_ID_BYTES + 8];
+    k[..FILE_ID_BYTES].copy_from_slice(file_id);
+    k[FILE_ID_BYTES..].copy_from_slice(&frame_no.to_be_bytes());
+    k
+}
+
+/// Writes an image file, frame by frame.
+pub struct FrameWriter {
+    out: BufWriter<File>,
+    codec: Codec,
+    file_id: [u8; FILE_ID_BYTES],
+    frame_no: u64,
+    pending: Vec<Record>,
+    pending_bytes: usize,
+    records: u64,
+    ended: bool,
+}
+
+impl FrameWriter {
+    pub fn new(file: File, codec: Codec) -> Result<FrameWriter, DbError> {
+        let mut file_id = [0u8; FILE_ID_BYTES];
+        rand::rng().fill_bytes(&mut file_id);
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        out.write_all(&file_id).map_err(io)?;
+        Ok(FrameWriter {
+            out,
+            codec,
+            file_id,
+            frame_no: 0,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            records: 0,
+            ended: false,
+        })
     }
 
-    pub fn to_bytes(&self) -> Vec<u8> {
-        crate::db::encode(self)
+    pub fn push(&mut self, cf: Cf, key: &[u8], value: Vec<u8>) -> Result<(), DbError> {
+        assert!(!self.ended, "a record after the image's end");
+        self.pending_bytes += key.len() + value.len() + 8;
+        self.pending.push((cf as u8, key.to_vec(), value));
+        self.records += 1;
+        if self.pending_bytes >= FRAME_RECORD_BYTES {
+            self.flush_records()?;
+        }
+        Ok(())
     }
 
-    pub fn from_bytes(bytes: &[u8]) -> Result<Image, DbError> {
-        decode(Cf::Snapshot, bytes)
-    }
-
-    /// A record of `SmMeta` in this image (e.g. the Raft layer's position).
-    pub fn meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, DbError> {
-        self.records
-            .iter()
-            .find(|(cf, k, _)| *cf == Cf::SmMeta as u8 && k == key)
-            .map(|(_, _, v)| decode(Cf::SmMeta, v))
-            .transpose()
-    }
-
-    /// Replaces the whole state machine with this image, atomically, durably.
-    pub fn install(&self, db: &Db) -> Result<(), DbError> {
-        let mut batch = db.batch();
-        for cf in Cf::STATE_MACHINE {
-            if let Some((last, _)) = db.last_raw(cf)? {
-                let mut end = last;
-                end.push(0);
-                batch.delete_range(cf, &[], &end);
+    /// One frame as another node's [`FrameReader::next_plain`] produced it
+    /// (the snapshot stream): checked by decoding, then sealed with our keys.
+    pub fn push_plain(&mut self, plain: &[u8]) -> Result<(), DbError> {
+        if self.ended {
+            return Err(corrupt("a frame after the image's end"));
+        }
+        if plain.len() > FRAME_BYTES_MAX {
+            return Err(corrupt(format!("a frame of {} bytes (at most {FRAME_BYTES_MAX})", plain.len())));
+        }
+        match decode::<Frame>(Cf::Snapshot, plain)? {
+            Frame::Records(records) => self.records += records.len() as u64,
+            Frame::End { records } if records == self.records => self.ended = true,
+            Frame::End { records } => {
+                return Err(corrupt(format!(
+                    "the image ends after {records} records but held {}",
+                    self.records
+                )))
             }
         }
-        for (cf, k, v) in &self.records {
-            let cf = Cf::from_u8(*cf).filter(|cf| Cf::STATE_MACHINE.contains(cf)).ok_or_else(|| {
-                DbError::Decode { cf: "snapshot", reason: format!("unknown column family {cf}") }
-            })?;
-            batch.put_raw(cf, k, v);
-        }
-        db.write(batch, true)
+        self.write_frame(plain)
     }
+
+    /// True once the `End` frame is written.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Writes what is pending and the `End` frame (unless a streamed image
+    /// brought its own), flushes and fsyncs. The file is returned at offset 0.
+    pub fn finish(mut self) -> Result<File, DbError> {
+        if !self.ended {
+            self.flush_records()?;
+            let end = encode(&Frame::End { records: self.records });
+            self.write_frame(&end)?;
+            self.ended = true;
+        }
+        let mut file = self.out.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        Ok(file)
+    }
+
+    fn flush_records(&mut self) -> Result<(), DbError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let plain = encode(&Frame::Records(std::mem::take(&mut self.pending)));
+        self.pending_bytes = 0;
+        self.write_frame(&plain)
+    }
+
+    fn write_frame(&mut self, plain: &[u8]) -> Result<(), DbError> {
+        let sealed = self.codec.seal(Cf::Snapshot, &frame_aad_key(&self.file_id, self.frame_no), plain);
+        self.frame_no += 1;
+        let len = u32::try_from(sealed.len()).map_err(|_| corrupt("frame too large"))?;
+        self.out.write_all(&len.to_be_bytes()).map_err(io)?;
+        self.out.write_all(&sealed).map_err(io)
+    }
+}
+
+/// Reads an image file written by this node, frame by frame.
+pub struct FrameReader {
+    input: BufReader<File>,
+    codec: Codec,
+    file_id: [u8; FILE_ID_BYTES],
+    frame_no: u64,
+    records: u64,
+    ended: bool,
+}
+
+impl FrameReader {
+    pub fn new(mut file: File, codec: Codec) -> Result<FrameReader, DbError> {
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        let mut input = BufReader::with_capacity(1 << 20, file);
+        let mut file_id = [0u8; FILE_ID_BYTES];
+        input.read_exact(&mut file_id).map_err(|e| corrupt(format!("no file id: {e}")))?;
+        Ok(FrameReader { input, codec, file_id, frame_no: 0, records: 0, ended: false })
+    }
+
+    /// The next frame's plaintext (the `End` frame included); `None` after it.
+    pub fn next_plain(&mut self) -> Result<Option<Vec<u8>>, DbError> {
+        if self.ended {
+            return Ok(None);
+        }
+        let mut len = [0u8; 4];
+        self.input
+            .read_exact(&mut len)
+            .map_err(|e| corrupt(format!("frame {} missing (truncated image?): {e}", self.frame_no)))?;
+        let len = u32::from_be_bytes(len) as usize;
+        if len > FRAME_BYTES_MAX + 64 {
+            return Err(corrupt(format!("frame {} claims {len} bytes", self.frame_no)));
+        }
+        let mut sealed = vec![0u8; len];
+        self.input
+            .read_exact(&mut sealed)
+            .map_err(|e| corrupt(format!("frame {} cut: {e}", self.frame_no)))?;
+        let plain = self.codec.open(Cf::Snapshot, &frame_aad_key(&self.file_id, self.frame_no), &sealed)?;
+        self.frame_no += 1;
+        match decode::<Frame>(Cf::Snapshot, &plain)? {
+            Frame::Records(r) => self.records += r.len() as u64,
+            Frame::End { records } if records == self.records => self.ended = true,
+            Frame::End { records } => {
+                return Err(corrupt(format!(
+                    "the image ends after {records} records but held {}",
+                    self.records
+                )))
+            }
+        }
+        Ok(Some(plain))
+    }
+
+    /// The next frame's records; `None` at the end.
+    pub fn next_records(&mut self) -> Result<Option<Vec<Record>>, DbError> {
+        while let Some(plain) = self.next_plain()? {
+            if let Frame::Records(r) = decode::<Frame>(Cf::Snapshot, &plain)? {
+                return Ok(Some(r));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The `SmMeta` records of an image, kept aside (a handful): the Raft
+/// layer's position is read from them, and an install writes them last.
+#[derive(Debug, Default)]
+pub struct SmMeta(Vec<(Vec<u8>, Vec<u8>)>);
+
+impl SmMeta {
+    pub fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, DbError> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| decode(Cf::SmMeta, v)).transpose()
+    }
+}
+
+/// Writes every state machine record as of one point in time (one RocksDB
+/// snapshot) and returns the image's `SmMeta` records.
+pub fn export(db: &Db, w: &mut FrameWriter) -> Result<SmMeta, DbError> {
+    let mut meta = SmMeta::default();
+    db.for_each_consistent(&Cf::STATE_MACHINE, |cf, k, v| {
+        if cf == Cf::SmMeta {
+            meta.0.push((k.to_vec(), v.clone()));
+        }
+        w.push(cf, k, v)
+    })?;
+    Ok(meta)
+}
+
+/// A fresh, unique file name for an image (`snap-<random>.snap`).
+pub fn new_file_name() -> String {
+    format!("snap-{:016x}.snap", rand::rng().next_u64())
+}
+
+/// True for names `new_file_name` makes (what a cleanup may delete).
+pub fn is_image_file_name(name: &str) -> bool {
+    name.starts_with("snap-") && (name.ends_with(".snap") || name.ends_with(".tmp"))
+}
+
+/// Copies an image frame by frame (sealed again with `w`'s codec) and
+/// returns its `SmMeta` records.
+pub fn copy(r: &mut FrameReader, w: &mut FrameWriter) -> Result<SmMeta, DbError> {
+    let mut meta = SmMeta::default();
+    while let Some(plain) = r.next_plain()? {
+        if let Frame::Records(records) = decode::<Frame>(Cf::Snapshot, &plain)? {
+            meta.0.extend(
+                records.into_iter().filter(|(cf, ..)| *cf == Cf::SmMeta as u8).map(|(_, k, v)| (k, v)),
+            );
+        }
+        w.push_plain(&plain)?;
+    }
+    Ok(meta)
+}
+
+/// Reads a whole image and returns its `SmMeta` records (a check before
+/// installing: the image's position must match what it claims).
+pub fn read_meta(r: &mut FrameReader) -> Result<SmMeta, DbError> {
+    let mut meta = SmMeta::default();
+    while let Some(records) = r.next_records()? {
+        meta.0.extend(records.into_iter().filter(|(cf, ..)| *cf == Cf::SmMeta as u8).map(|(_, k, v)| (k, v)));
+    }
+    Ok(meta)
+}
+
+/// Replaces the state machine with an image. Every state machine family is
+/// emptied, records go in by batches of about `INSTALL_BATCH_BYTES`, and the
+/// image's `SmMeta` (its position) goes last, in one synced batch with the
+/// caller's own writes (`last`).
+///
+/// Not atomic by itself: a crash in the middle leaves part of the image. The
+/// caller records a redo marker before (durably) and removes it in `last`;
+/// a node that finds the marker at start installs the same file again.
+pub fn install(db: &Db, r: &mut FrameReader, last: impl FnOnce(&mut Batch)) -> Result<(), DbError> {
+    let mut batch = db.batch();
+    for cf in Cf::STATE_MACHINE {
+        if let Some((last_key, _)) = db.last_raw(cf)? {
+            let mut end = last_key;
+            end.push(0);
+            batch.delete_range(cf, &[], &end);
+        }
+    }
+    let mut meta = Vec::new();
+    let mut batch_bytes = 0usize;
+    while let Some(records) = r.next_records()? {
+        for (cf, k, v) in records {
+            let cf = Cf::from_u8(cf)
+                .filter(|cf| Cf::STATE_MACHINE.contains(cf))
+                .ok_or_else(|| corrupt(format!("unknown column family {cf}")))?;
+            if cf == Cf::SmMeta {
+                meta.push((k, v));
+                continue;
+            }
+            batch_bytes += k.len() + v.len();
+            batch.put_raw(cf, &k, &v);
+            if batch_bytes >= INSTALL_BATCH_BYTES {
+                db.write(std::mem::replace(&mut batch, db.batch()), false)?;
+                batch_bytes = 0;
+            }
+        }
+    }
+    for (k, v) in &meta {
+        batch.put_raw(Cf::SmMeta, k, v);
+    }
+    last(&mut batch);
+    db.write(batch, true)
 }

@@ -35,6 +35,10 @@ pub struct StateMachine {
     names: std::sync::Arc<std::sync::RwLock<Option<NameKey>>>,
     /// Committed accounts, decoded (see `ledger::cache`).
     accounts: std::sync::Arc<AccountCache>,
+    /// Set while a snapshot is being installed (in several batches, see
+    /// `snapshot::install`): the state is partial, so reads are refused.
+    /// Left set if the install fails (the node stops on that error).
+    installing: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What the request-id table remembers of an applied request.
@@ -65,21 +69,42 @@ pub struct SecretView {
 
 impl StateMachine {
     pub fn new(db: Db) -> Self {
-        StateMachine { db, names: Default::default(), accounts: Default::default() }
+        StateMachine {
+            db,
+            names: Default::default(),
+            accounts: Default::default(),
+            installing: Default::default(),
+        }
     }
 
     pub fn db(&self) -> &Db {
         &self.db
     }
 
-    /// Replaces the whole state with a snapshot's, atomically.
-    pub fn install(&self, image: &crate::snapshot::Image) -> Result<(), DbError> {
+    /// Replaces the whole state with an image (`snapshot::install`: bounded
+    /// batches, the position last, with the caller's writes in the final,
+    /// synced batch). Cached names and accounts are dropped; reads are
+    /// refused meanwhile (`installing`).
+    pub fn install(
+        &self,
+        image: &mut crate::snapshot::FrameReader,
+        last: impl FnOnce(&mut crate::db::Batch),
+    ) -> Result<(), DbError> {
+        use std::sync::atomic::Ordering;
         let mut names = self.names.write().expect("names lock");
-        let installed = image.install(&self.db);
+        self.installing.store(true, Ordering::SeqCst);
+        let installed = crate::snapshot::install(&self.db, image, last);
         self.accounts.clear();
-        installed?;
         *names = None;
-        Ok(())
+        if installed.is_ok() {
+            self.installing.store(false, Ordering::SeqCst);
+        }
+        installed
+    }
+
+    /// True while a snapshot install has replaced part of the state.
+    pub fn installing(&self) -> bool {
+        self.installing.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The cluster revision of the applied state.

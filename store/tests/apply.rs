@@ -4,7 +4,6 @@ mod common;
 
 use common::*;
 use strongbox_store::command::{DeleteSecret, Outcome};
-use strongbox_store::snapshot::Image;
 use strongbox_store::{Command, ErrorCode, Op};
 
 #[test]
@@ -143,11 +142,11 @@ fn request_ids_expire_after_window_by_state_machine_time() {
 fn snapshot_image_roundtrip_replaces_state() {
     let (_d1, a) = open();
     apply_one(&a, &put("1", 1, "x", "from-a", None));
-    let image = Image::from_bytes(&Image::export(a.db()).unwrap().to_bytes()).unwrap();
+    let image = image_of(&a);
     let (_d2, b) = open();
     apply_one(&b, &put("2", 1, "only-in-b", "gone", None));
     apply_one(&b, &put("3", 1, "y", "gone", None));
-    b.install(&image).unwrap();
+    install_image(&a, image, &b);
     assert_eq!(b.get_secret("x", None).unwrap().unwrap().value, b"from-a");
     assert!(b.get_secret("only-in-b", None).unwrap().is_none());
     assert_eq!(b.revision().unwrap(), BASE + 1);

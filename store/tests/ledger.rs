@@ -547,10 +547,10 @@ fn random_workloads_keep_the_invariants_whatever_the_grouping() {
 fn a_snapshot_install_is_seen_by_the_next_transfer_not_cached_balances() {
     let (_d, sm) = open();
     with_accounts(&sm);
-    let before = strongbox_store::snapshot::Image::export(sm.db()).unwrap();
+    let before = image_of(&sm);
     assert_eq!(create_transfers(&sm, "t1", vec![xfer(10, 1, 2, 500)]), vec![TR::Ok]);
     assert_eq!(bal(&sm, 1), (0, 500, 0, 0));
-    sm.install(&before).unwrap();
+    install_image(&sm, before, &sm);
     assert_eq!(bal(&sm, 1), (0, 0, 0, 0));
     assert_eq!(create_transfers(&sm, "t2", vec![xfer(11, 1, 2, 7)]), vec![TR::Ok]);
     assert_eq!(bal(&sm, 1), (0, 7, 0, 0), "apply used a balance from before the install");

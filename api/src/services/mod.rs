@@ -131,6 +131,7 @@ impl Api {
 
     /// Checks a caller against the applied state of this node.
     pub fn check(&self, hash: &TokenHash, rpc: Rpc, subject: &str) -> Result<Caller, Status> {
+        self.not_installing()?;
         let access = rpc.need().access(subject);
         if let Some(a) = &access {
             local_audit::note(|s| s.resource = a.resource.clone());
@@ -193,6 +194,17 @@ impl Api {
         let min_revision = opts.map_or(0, |o| o.min_revision);
         let linearizable = linearizable && !self.unsafe_stale_reads;
         self.node.read_barrier(linearizable, min_revision, READ_TIMEOUT).await?;
+        self.not_installing()
+    }
+
+    /// While a snapshot install replaces this node's state (in several
+    /// batches), what it holds is partial: nothing is read from it.
+    fn not_installing(&self) -> Result<(), Status> {
+        if self.node.sm.installing() {
+            return Err(Status::unavailable(
+                "this node is installing a snapshot from the leader; retry, or ask another node",
+            ));
+        }
         Ok(())
     }
 

@@ -16,6 +16,19 @@ pub const FAR_MS: u64 = 1 << 60;
 pub fn open() -> (tempfile::TempDir, StateMachine) {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), Codec::plaintext()).unwrap();
+    bootstrapped(dir, db)
+}
+
+/// As `open`, with encryption at rest under a fresh master key of its own.
+pub fn open_encrypted() -> (tempfile::TempDir, StateMachine) {
+    use strongbox_store::keyring::{Keyring, MasterKey};
+    let dir = tempfile::tempdir().unwrap();
+    let keyring = Keyring::create(dir.path(), MasterKey::generate().0).unwrap();
+    let db = Db::open(&dir.path().join("db"), Codec::encrypted(std::sync::Arc::new(keyring))).unwrap();
+    bootstrapped(dir, db)
+}
+
+fn bootstrapped(dir: tempfile::TempDir, db: Db) -> (tempfile::TempDir, StateMachine) {
     let sm = StateMachine::new(db);
     let boot = Bootstrap {
         username: "admin".into(),
@@ -73,4 +86,24 @@ pub fn apply_group(sm: &StateMachine, cmds: &[Command]) -> Vec<Response> {
     let out = cmds.iter().map(|c| b.apply(c).unwrap()).collect();
     b.commit().unwrap();
     out
+}
+
+/// `sm`'s whole state as a snapshot image file (what a build writes).
+pub fn image_of(sm: &StateMachine) -> std::fs::File {
+    use strongbox_store::snapshot::{self, FrameWriter};
+    let mut w = FrameWriter::new(tempfile::tempfile().unwrap(), sm.db().codec().clone()).unwrap();
+    snapshot::export(sm.db(), &mut w).unwrap();
+    w.finish().unwrap()
+}
+
+/// Installs an image `from` wrote into `to`, as a snapshot transfer does:
+/// frames opened with `from`'s codec, sealed again with `to`'s.
+pub fn install_image(from: &StateMachine, image: std::fs::File, to: &StateMachine) {
+    use strongbox_store::snapshot::{self, FrameReader, FrameWriter};
+    let mut r = FrameReader::new(image, from.db().codec().clone()).unwrap();
+    let mut w = FrameWriter::new(tempfile::tempfile().unwrap(), to.db().codec().clone()).unwrap();
+    snapshot::copy(&mut r, &mut w).unwrap();
+    assert!(w.ended());
+    let mut r = FrameReader::new(w.finish().unwrap(), to.db().codec().clone()).unwrap();
+    to.install(&mut r, |_| {}).unwrap();
 }

@@ -1,0 +1,101 @@
+//! Snapshot images: written and installed a frame and a batch at a time,
+//! carried between nodes with different keys, refused when incomplete.
+
+mod common;
+
+use std::io::{Read, Seek, SeekFrom, Write};
+
+use common::*;
+use strongbox_store::snapshot::{self, FrameReader, FrameWriter, FRAME_RECORD_BYTES, INSTALL_BATCH_BYTES};
+
+/// Secrets of `value_bytes` each, enough to fill `total_bytes`.
+fn fill(sm: &strongbox_store::StateMachine, total_bytes: usize, value_bytes: usize) -> usize {
+    let n = total_bytes / value_bytes + 1;
+    let value = "v".repeat(value_bytes);
+    for i in 0..n {
+        let r = apply_one(sm, &put(&format!("fill-{i}"), 1 + i as u64, &format!("big/s{i}"), &value, None));
+        assert!(r.result.is_ok(), "{r:?}");
+    }
+    n
+}
+
+#[test]
+fn a_state_larger_than_a_frame_and_a_batch_moves_between_nodes_with_different_keys() {
+    let (_da, a) = open_encrypted();
+    // Several install batches' worth, hence many frames.
+    let n = fill(&a, INSTALL_BATCH_BYTES * 2, 96 * 1024);
+    assert!(n * 96 * 1024 > 16 * FRAME_RECORD_BYTES);
+    let (_db, b) = open_encrypted();
+    apply_one(&b, &put("only-b", 1, "only-in-b", "gone", None));
+    install_image(&a, image_of(&a), &b);
+    for i in [0, n / 2, n - 1] {
+        let s = b.get_secret(&format!("big/s{i}"), None).unwrap().expect("installed");
+        assert_eq!(s.value.len(), 96 * 1024);
+    }
+    assert!(b.get_secret("only-in-b", None).unwrap().is_none(), "the old state is replaced");
+    assert_eq!(b.revision().unwrap(), a.revision().unwrap());
+    assert!(!b.installing());
+}
+
+#[test]
+fn an_image_cannot_be_opened_with_another_nodes_keys() {
+    let (_da, a) = open_encrypted();
+    let (_db, b) = open_encrypted();
+    let mut r = FrameReader::new(image_of(&a), b.db().codec().clone()).unwrap();
+    assert!(r.next_plain().is_err(), "frames are sealed with the writer's keys");
+}
+
+/// Reads the image's bytes, lets `cut` change them, and tries to copy the
+/// result as a receiving node would before installing anything.
+fn copy_altered(cut: impl FnOnce(&mut Vec<u8>)) -> Result<bool, strongbox_store::DbError> {
+    let (_da, a) = open();
+    fill(&a, 3 * FRAME_RECORD_BYTES, 64 * 1024);
+    let mut image = image_of(&a);
+    let mut bytes = Vec::new();
+    image.seek(SeekFrom::Start(0)).unwrap();
+    image.read_to_end(&mut bytes).unwrap();
+    cut(&mut bytes);
+    let mut altered = tempfile::tempfile().unwrap();
+    altered.write_all(&bytes).unwrap();
+    let mut r = FrameReader::new(altered, a.db().codec().clone())?;
+    let mut w = FrameWriter::new(tempfile::tempfile().unwrap(), a.db().codec().clone())?;
+    snapshot::copy(&mut r, &mut w)?;
+    Ok(w.ended())
+}
+
+#[test]
+fn a_truncated_image_is_refused() {
+    assert_eq!(copy_altered(|_| {}).unwrap(), true, "the intact image copies whole");
+    assert!(copy_altered(|b| b.truncate(b.len() - 10)).is_err(), "cut inside the last frame");
+    // Cut exactly before the end frame: every frame left is whole.
+    let r = copy_altered(without_end_frame);
+    assert!(r.is_err() || !r.unwrap(), "an image without its end frame is not complete");
+}
+
+/// Drops the last frame (`End`) of an image's bytes.
+fn without_end_frame(b: &mut Vec<u8>) {
+    let mut at = 16;
+    let mut last = at;
+    while at < b.len() {
+        last = at;
+        at += 4 + u32::from_be_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    }
+    b.truncate(last);
+}
+
+#[test]
+fn a_failed_install_leaves_the_state_machine_refusing_reads() {
+    let (_da, a) = open();
+    fill(&a, 3 * FRAME_RECORD_BYTES, 64 * 1024);
+    let mut image = image_of(&a);
+    let mut bytes = Vec::new();
+    image.read_to_end(&mut bytes).unwrap();
+    without_end_frame(&mut bytes);
+    let mut cut = tempfile::tempfile().unwrap();
+    cut.write_all(&bytes).unwrap();
+    let (_db, b) = open();
+    assert!(!b.installing());
+    let mut r = FrameReader::new(cut, b.db().codec().clone()).unwrap();
+    assert!(b.install(&mut r, |_| {}).is_err(), "an image without its end is not installed");
+    assert!(b.installing(), "the state is partial: reads must stay refused");
+}
