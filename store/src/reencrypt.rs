@@ -57,6 +57,9 @@ impl Reencryptor {
             }
         }
         if let Some(k) = db.codec().keyring() {
+            // Snapshot image files live outside RocksDB: re-sealed too.
+            let files = crate::snapshot::reseal_files(db.snapshot_dir(), db.codec())?;
+            progress.rewritten.fetch_add(files, Ordering::Relaxed);
             let retired = k.retire_all_but_active().map_err(|e| DbError::Keyring(e.to_string()))?;
             if !retired.is_empty() {
                 tracing::info!(?retired, "re-encryption done; old data keys retired");

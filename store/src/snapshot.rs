@@ -153,6 +153,38 @@ impl FrameWriter {
     }
 }
 
+/// Re-seals, under the active data key, every image file in `dir` with a
+/// frame sealed by an older key, so that key can be retired (the
+/// re-encryption pass calls this before retiring). A file is replaced by
+/// rename: a reader holding the old one keeps reading it. Returns the number
+/// of files rewritten.
+pub fn reseal_files(dir: &std::path::Path, codec: &Codec) -> Result<u64, DbError> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(0) };
+    let mut rewritten = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("snap-") && name.ends_with(".snap")) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(file) = File::open(&path) else { continue }; // deleted meanwhile
+        if !FrameReader::new(file, codec.clone())?.any_stale_frame()? {
+            continue;
+        }
+        let tmp = dir.join(format!("{}.tmp", new_file_name()));
+        let out =
+            std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&tmp).map_err(io)?;
+        let mut w = FrameWriter::new(out, codec.clone())?;
+        let mut r = FrameReader::new(File::open(&path).map_err(io)?, codec.clone())?;
+        copy(&mut r, &mut w)?;
+        w.finish()?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        rewritten += 1;
+    }
+    Ok(rewritten)
+}
+
 /// Reads an image file written by this node, frame by frame.
 pub struct FrameReader {
     input: BufReader<File>,
@@ -202,6 +234,28 @@ impl FrameReader {
             }
         }
         Ok(Some(plain))
+    }
+
+    /// True if any frame is sealed under a data key other than the active one
+    /// (reads the lengths and headers only, opening nothing).
+    pub fn any_stale_frame(&mut self) -> Result<bool, DbError> {
+        let mut len = [0u8; 4];
+        loop {
+            match self.input.read_exact(&mut len) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+                Err(e) => return Err(io(e)),
+            }
+            let len = u32::from_be_bytes(len) as usize;
+            if len > FRAME_BYTES_MAX + 64 {
+                return Err(corrupt(format!("a frame claims {len} bytes")));
+            }
+            let mut sealed = vec![0u8; len];
+            self.input.read_exact(&mut sealed).map_err(io)?;
+            if self.codec.stale(&sealed) {
+                return Ok(true);
+            }
+        }
     }
 
     /// The next frame's records; `None` at the end.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use strongbox_store::codec::Codec;
 use strongbox_store::keyring::{Keyring, MasterKey};
 use strongbox_store::reencrypt::{Progress, Reencryptor};
+use strongbox_store::snapshot::{self, FrameReader, FrameWriter};
 use strongbox_store::{Cf, Db};
 
 /// Every file under `dir` and its bytes.
@@ -65,6 +66,12 @@ fn rotation_reencrypts_everything_and_retires_the_old_key() {
         b.put_raw(cf, &i.to_be_bytes(), format!("value-{i}").as_bytes());
     }
     db.write(b, true).unwrap();
+    // A snapshot image file, outside RocksDB, sealed under the old key too.
+    std::fs::create_dir_all(db.snapshot_dir()).unwrap();
+    let image_path = db.snapshot_dir().join(snapshot::new_file_name());
+    let mut w = FrameWriter::new(std::fs::File::create(&image_path).unwrap(), db.codec().clone()).unwrap();
+    w.push(Cf::Secrets, b"img", b"image-value".to_vec()).unwrap();
+    w.finish().unwrap();
     let old = db.codec().seal(Cf::Secrets, b"probe", b"old");
     assert_eq!(keyring.rotate().unwrap(), 2);
     // New writes use the new key at once.
@@ -78,14 +85,17 @@ fn rotation_reencrypts_everything_and_retires_the_old_key() {
         steps += 1;
         assert!(steps < 1000, "the pass must end");
     }
-    // The 2,000 values and the layout version record written at open.
-    assert_eq!(progress.rewritten.load(std::sync::atomic::Ordering::Relaxed), 2001);
+    // The 2,000 values, the layout version record written at open and the image file.
+    assert_eq!(progress.rewritten.load(std::sync::atomic::Ordering::Relaxed), 2002);
     let keys = keyring.keys();
     assert!(
         keys.iter().any(|k| k.id == 1 && k.retired) && keys.iter().any(|k| k.id == 2 && k.active),
         "{keys:?}"
     );
     assert!(db.codec().open(Cf::Secrets, b"probe", &old).is_err(), "a retired key opens nothing");
+    let mut image = FrameReader::new(std::fs::File::open(&image_path).unwrap(), db.codec().clone()).unwrap();
+    let records = image.next_records().expect("the image was re-sealed before the retirement").unwrap();
+    assert_eq!(records[0].2, b"image-value");
     drop(db);
     drop(keyring);
 
