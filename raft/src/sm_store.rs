@@ -138,13 +138,7 @@ impl SmStore {
         let dir = self.dir()?;
         let name = snapshot::new_file_name();
         let tmp = dir.join(format!("{name}.tmp"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| io_err("creating", &tmp, e))?;
-        let mut w = FrameWriter::new(file, self.sm.db().codec().clone())?;
+        let mut w = FrameWriter::new(create_new(&tmp)?, self.sm.db().codec().clone())?;
         let out = match fill(&mut w) {
             Ok(out) => out,
             Err(e) => {
@@ -349,16 +343,21 @@ impl RaftStateMachine<TypeConfig> for SmStore {
     }
 }
 
+/// A file that did not exist, open for writing and reading.
+fn create_new(path: &Path) -> Result<File, DbError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| io_err("creating", path, e))
+}
+
 /// A new unnamed file for receiving an image: created in `dir`, unlinked at
 /// once, so nothing is left behind whatever happens to the transfer.
 pub fn snapshot_receive_file(dir: &Path) -> Result<File, DbError> {
     let path = dir.join(format!("receiving-{}", snapshot::new_file_name()));
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(|e| io_err("creating", &path, e))?;
+    let file = create_new(&path)?;
     std::fs::remove_file(&path).map_err(|e| io_err("unlinking", &path, e))?;
     Ok(file)
 }

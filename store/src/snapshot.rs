@@ -45,6 +45,21 @@ fn io(e: std::io::Error) -> DbError {
     DbError::Format(format!("snapshot file: {e}"))
 }
 
+/// Counts a frame's records; true for the `End` frame, whose count must
+/// match what came before it.
+fn count(frame: Frame, records: &mut u64) -> Result<bool, DbError> {
+    match frame {
+        Frame::Records(r) => {
+            *records += r.len() as u64;
+            Ok(false)
+        }
+        Frame::End { records: n } if n == *records => Ok(true),
+        Frame::End { records: n } => {
+            Err(corrupt(format!("the image ends after {n} records but held {records}")))
+        }
+    }
+}
+
 fn frame_aad_key(file_id: &[u8; FILE_ID_BYTES], frame_no: u64) -> [u8; FILE_ID_BYTES + 8] {
     let mut k = [0u8; FILE_ID_BYTES + 8];
     k[..FILE_ID_BYTES].copy_from_slice(file_id);
@@ -102,16 +117,7 @@ impl FrameWriter {
         if plain.len() > FRAME_BYTES_MAX {
             return Err(corrupt(format!("a frame of {} bytes (at most {FRAME_BYTES_MAX})", plain.len())));
         }
-        match decode::<Frame>(Cf::Snapshot, plain)? {
-            Frame::Records(records) => self.records += records.len() as u64,
-            Frame::End { records } if records == self.records => self.ended = true,
-            Frame::End { records } => {
-                return Err(corrupt(format!(
-                    "the image ends after {records} records but held {}",
-                    self.records
-                )))
-            }
-        }
+        self.ended = count(decode::<Frame>(Cf::Snapshot, plain)?, &mut self.records)?;
         self.write_frame(plain)
     }
 
@@ -223,16 +229,7 @@ impl FrameReader {
             .map_err(|e| corrupt(format!("frame {} cut: {e}", self.frame_no)))?;
         let plain = self.codec.open(Cf::Snapshot, &frame_aad_key(&self.file_id, self.frame_no), &sealed)?;
         self.frame_no += 1;
-        match decode::<Frame>(Cf::Snapshot, &plain)? {
-            Frame::Records(r) => self.records += r.len() as u64,
-            Frame::End { records } if records == self.records => self.ended = true,
-            Frame::End { records } => {
-                return Err(corrupt(format!(
-                    "the image ends after {records} records but held {}",
-                    self.records
-                )))
-            }
-        }
+        self.ended = count(decode::<Frame>(Cf::Snapshot, &plain)?, &mut self.records)?;
         Ok(Some(plain))
     }
 
