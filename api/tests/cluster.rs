@@ -216,7 +216,7 @@ async fn peers_refuse_certificates_from_another_ca() {
     use strongbox_api::tls::DevPki;
     use strongbox_proto::raft::v1::raft_peer_client::RaftPeerClient;
     use strongbox_proto::raft::v1::Payload;
-    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    use tonic::transport::{Certificate, Identity};
 
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let c = TestCluster::start(3, fast_raft()).await;
@@ -224,20 +224,10 @@ async fn peers_refuse_certificates_from_another_ca() {
     let addr = c.raft_addr(1);
 
     let call = |identity: Option<Identity>| {
-        let ca = ca.clone();
         let addr = addr.clone();
+        let ca = ca.clone();
         async move {
-            let mut tls = ClientTlsConfig::new().ca_certificate(ca).domain_name("strongbox-node");
-            if let Some(id) = identity {
-                tls = tls.identity(id);
-            }
-            let ch = Endpoint::from_shared(format!("https://{addr}"))
-                .unwrap()
-                .tls_config(tls)
-                .unwrap()
-                .connect()
-                .await;
-            match ch {
+            match peer_channel(&addr, ca, identity).await {
                 Err(e) => Err(format!("connect: {e}")),
                 Ok(ch) => RaftPeerClient::new(ch)
                     .vote(Payload { data: vec![0xff] })
@@ -250,11 +240,7 @@ async fn peers_refuse_certificates_from_another_ca() {
 
     // A genuine cluster certificate gets through TLS (and then fails on the
     // garbage payload with INVALID_ARGUMENT): the check below can fail.
-    let own = Identity::from_pem(
-        std::fs::read(c.dir.path().join("node2.pem")).unwrap(),
-        std::fs::read(c.dir.path().join("node2.key")).unwrap(),
-    );
-    let res = call(Some(own)).await;
+    let res = call(Some(node_identity(&c, 2))).await;
     assert!(res.as_ref().is_err_and(|e| e.starts_with("InvalidArgument")), "{res:?}");
 
     let rogue = DevPki::new("rogue CA").unwrap().node_cert("rogue", &["127.0.0.1".parse().unwrap()]).unwrap();
@@ -269,6 +255,80 @@ async fn peers_refuse_certificates_from_another_ca() {
         res.as_ref().is_err_and(|e| !e.starts_with("InvalidArgument")),
         "peer without a cert must be refused: {res:?}"
     );
+}
+
+/// A peer-port channel presenting `identity` (or no certificate).
+async fn peer_channel(
+    addr: &str,
+    ca: tonic::transport::Certificate,
+    identity: Option<tonic::transport::Identity>,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    use tonic::transport::{ClientTlsConfig, Endpoint};
+    let mut tls = ClientTlsConfig::new().ca_certificate(ca).domain_name("strongbox-node");
+    if let Some(id) = identity {
+        tls = tls.identity(id);
+    }
+    Endpoint::from_shared(format!("https://{addr}")).unwrap().tls_config(tls)?.connect().await
+}
+
+/// Node `id`'s cluster certificate, to speak on the peer port as it.
+fn node_identity(c: &TestCluster, id: u64) -> tonic::transport::Identity {
+    tonic::transport::Identity::from_pem(
+        std::fs::read(c.dir.path().join(format!("node{id}.pem"))).unwrap(),
+        std::fs::read(c.dir.path().join(format!("node{id}.key"))).unwrap(),
+    )
+}
+
+/// openraft 0.9 hears from a leader that streams a snapshot only when the
+/// stream ends, and the leader's heartbeats to that node wait behind it: a
+/// receiver must not campaign meanwhile (it would depose a healthy leader),
+/// and must campaign again once the sender goes silent.
+#[tokio::test]
+async fn a_node_receiving_a_snapshot_does_not_campaign() {
+    use futures::StreamExt;
+    use strongbox_proto::raft::v1::raft_peer_client::RaftPeerClient;
+    use strongbox_raft::types::SnapshotMeta;
+
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = TestCluster::start(3, fast_raft()).await;
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    let (f, g) = match (1..=3).filter(|i| *i != leader).collect::<Vec<_>>()[..] {
+        [f, g] => (f, g),
+        _ => unreachable!(),
+    };
+    let term = c.status(f).await.unwrap().term;
+
+    // A stream as the leader would open it, whose frames never come.
+    let ca = tonic::transport::Certificate::from_pem(std::fs::read(c.dir.path().join("ca.pem")).unwrap());
+    let ch = peer_channel(&c.raft_addr(f), ca, Some(node_identity(&c, leader))).await.unwrap();
+    let first =
+        strongbox_raft::wire::encode(&(openraft::Vote::new_committed(term, leader), SnapshotMeta::default()));
+    let frames = futures::stream::once(async move { first }).chain(futures::stream::pending());
+    let stream = tokio::spawn(async move { RaftPeerClient::new(ch).install_snapshot(frames).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // f is alone: nothing but the hold keeps it from campaigning.
+    c.kill(g).await;
+    c.kill(leader).await;
+    let quiet_until = tokio::time::Instant::now() + Duration::from_millis(3500);
+    while tokio::time::Instant::now() < quiet_until {
+        let s = c.status(f).await.expect("f answers status");
+        assert_eq!(s.term, term, "node {f} campaigned while a snapshot was streaming to it");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let ended = tokio::time::timeout(Duration::from_secs(10), stream).await.expect("receive abandoned");
+    let status = ended.unwrap().expect_err("a stream without frames is refused");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = c.status(f).await.expect("f answers status");
+        if s.term > term {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "node {f} never campaigned after the stream ended");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test]

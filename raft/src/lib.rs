@@ -6,6 +6,7 @@
 
 pub mod check_quorum;
 pub mod config;
+pub mod election_hold;
 pub mod log_store;
 pub mod network;
 pub mod node;

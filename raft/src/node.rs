@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::raft::ClientWriteResponse;
-use openraft::{ChangeMembers, ServerState};
+use openraft::{ChangeMembers, ServerState, Vote};
 use strongbox_proto::raft::v1::ReadIndexRequest;
 use strongbox_store::{Command, Db, Response, StateMachine};
 use tokio::time::{sleep, timeout, Instant};
 
 use crate::check_quorum::{self, Silence};
 use crate::config::RaftTuning;
+use crate::election_hold::{ElectionHolds, Hold};
 use crate::log_store::LogStore;
 use crate::network::{NetworkFactory, PeerChannels};
 use crate::proposer::{forward_rpc, until_leader_changes, ProposeError, ProposeResult, Proposer};
@@ -92,6 +93,7 @@ pub struct RaftNode {
     /// How long a quorum's acknowledgement keeps this node's leadership
     /// beyond challenge (see `refuse_vote_while_leading`).
     leader_lease_ms: u64,
+    elections: Arc<ElectionHolds>,
 }
 
 const BACKOFF_START_MS: u64 = 20;
@@ -141,7 +143,8 @@ impl RaftNode {
         check_quorum::spawn(raft.clone(), silence, timers);
         let proposer = Proposer::start(id, raft.clone(), channels.clone());
         let leader_lease_ms = tuning.election_timeout_min_ms;
-        Ok(RaftNode { id, info, raft, sm, channels, proposer, leader_lease_ms })
+        let elections = ElectionHolds::new(raft.clone());
+        Ok(RaftNode { id, info, raft, sm, channels, proposer, leader_lease_ms, elections })
     }
 
     /// Initializes a brand-new cluster with these voters. Does nothing (and
@@ -347,6 +350,19 @@ impl RaftNode {
         Some(openraft::raft::VoteResponse::new(vote, last_log, false))
     }
 
+    /// Keeps this node from campaigning while `leader` streams it a
+    /// snapshot (see `election_hold`). None for a sender whose vote is
+    /// older than this node's: a deposed leader must not silence anyone.
+    pub fn hold_elections_for(&self, leader: &Vote<NodeId>) -> Option<Hold> {
+        let current = self.raft.metrics().borrow().vote;
+        (leader.is_committed() && *leader >= current).then(|| self.elections.hold())
+    }
+
+    /// Elections paused on this node right now (for tests and status).
+    pub fn election_holds(&self) -> usize {
+        self.elections.held()
+    }
+
     /// Waits until a read on this node may be served: after a linearizable
     /// barrier (if asked) and once `min_revision` is applied here.
     pub async fn read_barrier(
@@ -436,7 +452,7 @@ impl RaftNode {
         }
         let deadline = Instant::now() + budget;
         self.raft.runtime_config().heartbeat(false);
-        self.raft.runtime_config().elect(false);
+        let hold = self.elections.hold();
         let result = loop {
             let asked = match self.channels.client(&node.raft_addr) {
                 Ok(mut c) => c.trigger_election(strongbox_proto::raft::v1::Empty {}).await.map(|_| ()),
@@ -460,7 +476,7 @@ impl RaftNode {
             }
         };
         self.raft.runtime_config().heartbeat(true);
-        self.raft.runtime_config().elect(true);
+        drop(hold);
         result
     }
 

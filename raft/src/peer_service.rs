@@ -52,6 +52,9 @@ impl RaftPeer for PeerService {
         let first =
             stream.message().await?.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         let (vote, meta): (Vote<NodeId>, SnapshotMeta) = wire::decode(&first)?;
+        // The sender leads (or did): until install_full_snapshot, openraft
+        // here would hear nothing from it and campaign mid-stream.
+        let _hold = self.node.hold_elections_for(&vote);
         let db = self.node.sm.db().clone();
         let dir = db.snapshot_dir().to_path_buf();
         let mut w = off_runtime(move || {
@@ -59,7 +62,7 @@ impl RaftPeer for PeerService {
             FrameWriter::new(crate::sm_store::snapshot_receive_file(&dir)?, db.codec().clone())
         })
         .await?;
-        while let Some(frame) = stream.message().await? {
+        while let Some(frame) = next_frame(&mut stream).await? {
             w = off_runtime(move || {
                 let mut w = w;
                 w.push_plain(&frame.data)?;
@@ -104,6 +107,17 @@ impl RaftPeer for PeerService {
         self.node.raft.trigger().elect().await.map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(Empty {}))
     }
+}
+
+/// A sender silent this long is gone (paused, cut off): the receive ends,
+/// elections resume here, and the leader retries the transfer later.
+pub const SNAPSHOT_FRAME_WAIT_MS: u64 = 5_000;
+
+async fn next_frame(stream: &mut Streaming<Payload>) -> Result<Option<Payload>, Status> {
+    let wait = Duration::from_millis(SNAPSHOT_FRAME_WAIT_MS);
+    tokio::time::timeout(wait, stream.message()).await.map_err(|_| {
+        Status::deadline_exceeded(format!("no snapshot frame for {SNAPSHOT_FRAME_WAIT_MS} ms; abandoned"))
+    })?
 }
 
 /// File work of a snapshot receive, off the async runtime's threads. A bad
