@@ -38,6 +38,25 @@ struct Inner {
     write_lock: std::sync::Mutex<()>,
 }
 
+/// Families written at random places (an account's key, an account's
+/// entries) but in order within a 16-byte prefix: an account's entries come
+/// in timestamp order, its new versions one after the other. RocksDB keeps
+/// an insert position per prefix in the memtable, so an insert starts next
+/// to the prefix's last one instead of searching the whole skiplist from the
+/// top: the memtable search was the largest single cost of a transfer's
+/// apply. Reads are unaffected (this is not a read-side prefix extractor).
+const INSERT_HINT_PREFIX_CFS: [Cf; 3] = [Cf::Accounts, Cf::AccountTransfers, Cf::AccountHistory];
+
+fn cf_base_options(cf: Cf) -> Result<Options, DbError> {
+    let mut o = Options::default();
+    if INSERT_HINT_PREFIX_CFS.contains(&cf) {
+        return Ok(
+            o.get_options_from_string("memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.16")?
+        );
+    }
+    Ok(o)
+}
+
 /// A shared handle to the node's database.
 #[derive(Clone)]
 pub struct Db {
@@ -53,8 +72,11 @@ impl Db {
         // Bounded background work on a 2-core box.
         opts.increase_parallelism(2);
         opts.set_max_background_jobs(2);
+        // Apply is the only big writer, and the insert hints below work only
+        // for writes that are not inserted concurrently.
+        opts.set_allow_concurrent_memtable_write(false);
         let cfs = Cf::ALL.iter().map(|cf| {
-            let mut o = Options::default();
+            let mut o = cf_base_options(*cf)?;
             o.set_compression_type(rocksdb::DBCompressionType::None);
             if *cf != Cf::Log {
                 // Most point lookups in apply miss (a new request id, a new
@@ -66,9 +88,9 @@ impl Db {
                 o.set_memtable_whole_key_filtering(true);
                 o.set_memtable_prefix_bloom_ratio(0.05);
             }
-            ColumnFamilyDescriptor::new(cf.name(), o)
+            Ok::<_, DbError>(ColumnFamilyDescriptor::new(cf.name(), o))
         });
-        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        let db = DB::open_cf_descriptors(&opts, path, cfs.collect::<Result<Vec<_>, _>>()?)?;
         let snapshot_dir = path.with_extension("snapshots");
         let db =
             Db { inner: Arc::new(Inner { db, codec, snapshot_dir, write_lock: std::sync::Mutex::new(()) }) };
