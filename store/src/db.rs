@@ -47,6 +47,21 @@ struct Inner {
 /// apply. Reads are unaffected (this is not a read-side prefix extractor).
 const INSERT_HINT_PREFIX_CFS: [Cf; 3] = [Cf::Accounts, Cf::AccountTransfers, Cf::AccountHistory];
 
+/// Families apply writes but never probes for a key that may be missing
+/// (appended in order, scanned, or read through the account cache): a
+/// memtable bloom filter there costs a few cache misses per insert and
+/// saves nothing.
+const WRITTEN_NOT_PROBED_CFS: [Cf; 8] = [
+    Cf::Audit,
+    Cf::LocalAudit,
+    Cf::Feed,
+    Cf::RequestsByTime,
+    Cf::Accounts,
+    Cf::AccountTransfers,
+    Cf::AccountHistory,
+    Cf::PendingExpiry,
+];
+
 fn cf_base_options(cf: Cf) -> Result<Options, DbError> {
     let mut o = Options::default();
     if INSERT_HINT_PREFIX_CFS.contains(&cf) {
@@ -85,8 +100,10 @@ impl Db {
                 let mut table = rocksdb::BlockBasedOptions::default();
                 table.set_bloom_filter(10.0, false);
                 o.set_block_based_table_factory(&table);
-                o.set_memtable_whole_key_filtering(true);
-                o.set_memtable_prefix_bloom_ratio(0.05);
+                if !WRITTEN_NOT_PROBED_CFS.contains(cf) {
+                    o.set_memtable_whole_key_filtering(true);
+                    o.set_memtable_prefix_bloom_ratio(0.05);
+                }
             }
             Ok::<_, DbError>(ColumnFamilyDescriptor::new(cf.name(), o))
         });
