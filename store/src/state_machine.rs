@@ -338,6 +338,9 @@ impl<'a> ApplyBatch<'a> {
                 self.record_audit(cmd, actor, audit::outcome(&response.result, true));
                 return Ok(response);
             }
+            // Out of its window: a new request. Its old time entry goes now,
+            // or pruning it would delete the record written below.
+            self.overlay.insert(Key::new(Cf::RequestsByTime, &by_time_key(rec.time_ms, &id_key)), None);
         }
 
         let clock_ms = self.clock_ms;
@@ -482,6 +485,10 @@ impl<'a> ApplyBatch<'a> {
         let upto = cutoff_ms.to_be_bytes();
         let old = self.sm.db.scan_raw(Cf::RequestsByTime, &[], Some(&upto), DEDUP_PRUNE_PER_BATCH_MAX)?;
         for (k, _) in old {
+            if self.overlay.get(&Key::new(Cf::RequestsByTime, &k)) == Some(&None) {
+                // Its id was used again in this batch (see `apply`).
+                continue;
+            }
             self.overlay.insert(Key::new(Cf::RequestsByTime, &k), None);
             self.overlay.insert(Key::new(Cf::Requests, &k[8..]), None);
         }

@@ -138,6 +138,22 @@ fn request_ids_expire_after_window_by_state_machine_time() {
     assert_eq!(sm.get_secret("p", None).unwrap().unwrap().latest_version, 2);
 }
 
+/// A request id used again after its window is a new request, and its own
+/// record must survive the pruning of the old one: in a quiet cluster the
+/// first command past the window both reuses the id and prunes the old
+/// time index entry in the same batch.
+#[test]
+fn a_request_id_reused_after_its_window_keeps_its_new_record() {
+    let (_d, sm) = open();
+    let w = strongbox_store::limits::DEDUP_WINDOW_MS;
+    apply_one(&sm, &put("deploy-1", 1, "p", "a", None));
+    let reused = apply_one(&sm, &put("deploy-1", 2 + w, "p", "b", None));
+    assert!(!reused.deduplicated);
+    let retry = apply_one(&sm, &put("deploy-1", 3 + w, "p", "b", None));
+    assert!(retry.deduplicated, "a retry within the new window must not apply again");
+    assert_eq!(sm.get_secret("p", None).unwrap().unwrap().latest_version, 2);
+}
+
 #[test]
 fn snapshot_image_roundtrip_replaces_state() {
     let (_d1, a) = open();
