@@ -23,6 +23,7 @@ use strongbox_proto::raft::v1::raft_peer_client::RaftPeerClient;
 use strongbox_proto::raft::v1::Payload;
 use strongbox_store::codec::Codec;
 use strongbox_store::snapshot::FrameReader;
+use strongbox_store::snapshot_gate::SnapshotGate;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::Code;
 
@@ -77,11 +78,13 @@ pub struct NetworkFactory {
     silence: Silence,
     /// Opens this node's snapshot image frames before they are sent.
     codec: Codec,
+    /// Held while an image is read for sending (no key retired under it).
+    gate: Arc<SnapshotGate>,
 }
 
 impl NetworkFactory {
-    pub fn new(channels: Arc<PeerChannels>, silence: Silence, codec: Codec) -> Self {
-        NetworkFactory { channels, silence, codec }
+    pub fn new(channels: Arc<PeerChannels>, silence: Silence, codec: Codec, gate: Arc<SnapshotGate>) -> Self {
+        NetworkFactory { channels, silence, codec, gate }
     }
 }
 
@@ -95,6 +98,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             channels: self.channels.clone(),
             silence: self.silence.clone(),
             codec: self.codec.clone(),
+            gate: self.gate.clone(),
         }
     }
 }
@@ -105,6 +109,7 @@ pub struct PeerClient {
     channels: Arc<PeerChannels>,
     silence: Silence,
     codec: Codec,
+    gate: Arc<SnapshotGate>,
 }
 
 /// Frames read ahead of the snapshot stream (each at most
@@ -209,7 +214,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let (tx, rx) = tokio::sync::mpsc::channel::<Payload>(SNAPSHOT_FRAMES_AHEAD);
         let first = wire::encode(&(vote, snapshot.meta.clone()));
         let codec = self.codec.clone();
+        let gate = self.gate.clone();
         let reader = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let _keys = gate.enter();
             if tx.blocking_send(first).is_err() {
                 return Ok(());
             }

@@ -129,7 +129,12 @@ impl RaftNode {
         let raft = Raft::new(
             id,
             config,
-            NetworkFactory::new(channels.clone(), silence.clone(), db.codec().clone()),
+            NetworkFactory::new(
+                channels.clone(),
+                silence.clone(),
+                db.codec().clone(),
+                db.snapshot_gate().clone(),
+            ),
             LogStore::new(db),
             SmStore::open(sm.clone()).map_err(|e| NodeError::Fatal(e.to_string()))?,
         )

@@ -56,6 +56,12 @@ impl RaftPeer for PeerService {
         // here would hear nothing from it and campaign mid-stream.
         let _hold = self.node.hold_elections_for(&vote);
         let db = self.node.sm.db().clone();
+        // Held until the install below has copied the image under this
+        // node's keys: no key is retired under frames received meanwhile.
+        let gate = db.snapshot_gate().clone();
+        let _keys = tokio::task::spawn_blocking(move || gate.enter())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
         let dir = db.snapshot_dir().to_path_buf();
         let mut w = off_runtime(move || {
             std::fs::create_dir_all(&dir).map_err(|e| DbError::Format(format!("{}: {e}", dir.display())))?;

@@ -185,6 +185,8 @@ impl SmStore {
     }
 
     fn build_blocking(&self) -> Result<Snapshot<TypeConfig>, DbError> {
+        // Before the files lock (an install holding a use may wait for it).
+        let _keys = self.sm.db().snapshot_gate().enter();
         // Not during an install: its batches are not one instant.
         let _files = self.files.lock().expect("snapshot files lock");
         // One RocksDB snapshot: data, applied log id and membership all
@@ -216,6 +218,7 @@ impl SmStore {
     }
 
     fn install_blocking(&self, meta: SnapshotMeta, received: File) -> Result<(), DbError> {
+        let _keys = self.sm.db().snapshot_gate().enter();
         let _files = self.files.lock().expect("snapshot files lock");
         // Our own copy, under a name the redo marker can point to (what we
         // are handed may be an unnamed file being received).

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::snapshot_gate::SnapshotGate;
 use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -36,6 +37,8 @@ struct Inner {
     /// Serialises writers with the re-encryption pass, so a value it
     /// re-seals can never overwrite a newer one.
     write_lock: std::sync::Mutex<()>,
+    /// Image work against key retirement (see `snapshot_gate`).
+    snapshot_gate: Arc<SnapshotGate>,
 }
 
 /// Families written at random places (an account's key, an account's
@@ -109,8 +112,15 @@ impl Db {
         });
         let db = DB::open_cf_descriptors(&opts, path, cfs.collect::<Result<Vec<_>, _>>()?)?;
         let snapshot_dir = path.with_extension("snapshots");
-        let db =
-            Db { inner: Arc::new(Inner { db, codec, snapshot_dir, write_lock: std::sync::Mutex::new(()) }) };
+        let db = Db {
+            inner: Arc::new(Inner {
+                db,
+                codec,
+                snapshot_dir,
+                write_lock: std::sync::Mutex::new(()),
+                snapshot_gate: Arc::default(),
+            }),
+        };
         db.check_format(path)?;
         Ok(db)
     }
@@ -153,6 +163,12 @@ impl Db {
     /// first use by the Raft layer).
     pub fn snapshot_dir(&self) -> &Path {
         &self.inner.snapshot_dir
+    }
+
+    /// Held by image work (build, send, receive, install) so that no data
+    /// key is retired under it; taken by the re-encryption pass to retire.
+    pub fn snapshot_gate(&self) -> &Arc<SnapshotGate> {
+        &self.inner.snapshot_gate
     }
 
     pub fn codec(&self) -> &Codec {

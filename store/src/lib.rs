@@ -20,6 +20,7 @@ pub mod names;
 mod overlay;
 pub mod reencrypt;
 pub mod snapshot;
+pub mod snapshot_gate;
 pub mod state_machine;
 
 pub use command::{Actor, Command, CommandError, ErrorCode, Op, Response};

@@ -57,7 +57,10 @@ impl Reencryptor {
             }
         }
         if let Some(k) = db.codec().keyring() {
-            // Snapshot image files live outside RocksDB: re-sealed too.
+            // Snapshot image files live outside RocksDB: re-sealed too, once
+            // no image is being written, sent or received (those are sealed
+            // with keys the re-seal cannot reach).
+            let _retiring = db.snapshot_gate().retire();
             let files = crate::snapshot::reseal_files(db.snapshot_dir(), db.codec())?;
             progress.rewritten.fetch_add(files, Ordering::Relaxed);
             let retired = k.retire_all_but_active().map_err(|e| DbError::Keyring(e.to_string()))?;

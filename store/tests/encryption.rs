@@ -108,6 +108,45 @@ fn rotation_reencrypts_everything_and_retires_the_old_key() {
     assert_eq!(keyring.active(), 2);
 }
 
+/// An image being built, sent or received is out of the re-seal's reach
+/// (an open or unnamed file): the pass must not retire the key its frames
+/// are sealed with until that work ends.
+#[test]
+fn no_key_is_retired_under_an_image_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mk, _) = MasterKey::generate();
+    let (db, keyring) = open_db(dir.path(), mk);
+    let receiving = db.snapshot_gate().enter();
+    let path = dir.path().join("receiving");
+    let mut w = FrameWriter::new(std::fs::File::create(&path).unwrap(), db.codec().clone()).unwrap();
+    // Past a frame's size: this frame is sealed now, under key 1.
+    w.push(Cf::Secrets, b"big", vec![7; snapshot::FRAME_RECORD_BYTES]).unwrap();
+    assert_eq!(keyring.rotate().unwrap(), 2);
+    w.push(Cf::Secrets, b"small", b"after the rotation".to_vec()).unwrap();
+    w.finish().unwrap();
+
+    let pass = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            let (progress, mut pass) = (Progress::default(), Reencryptor::new());
+            while !pass.step(&db, 100, &progress).unwrap() {}
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(!pass.is_finished(), "the pass waits for the image in progress");
+    assert!(keyring.keys().iter().any(|k| k.id == 1 && !k.retired), "{:?}", keyring.keys());
+    let mut image = FrameReader::new(std::fs::File::open(&path).unwrap(), db.codec().clone()).unwrap();
+    let mut records = 0;
+    while let Some(r) = image.next_records().expect("every frame opens while the work lasts") {
+        records += r.len();
+    }
+    assert_eq!(records, 2);
+
+    drop(receiving);
+    pass.join().unwrap();
+    assert!(keyring.keys().iter().any(|k| k.id == 1 && k.retired), "retired once the work is done");
+}
+
 #[test]
 fn master_key_rotation_rewraps_without_rewriting_data() {
     let dir = tempfile::tempdir().unwrap();
