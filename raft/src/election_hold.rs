@@ -34,10 +34,6 @@ impl ElectionHolds {
         *held += 1;
         Hold { holds: self.clone() }
     }
-
-    pub fn held(&self) -> usize {
-        *self.held.lock().expect("election holds lock")
-    }
 }
 
 impl Drop for Hold {

@@ -363,11 +363,6 @@ impl RaftNode {
         (leader.is_committed() && *leader >= current).then(|| self.elections.hold())
     }
 
-    /// Elections paused on this node right now (for tests and status).
-    pub fn election_holds(&self) -> usize {
-        self.elections.held()
-    }
-
     /// Waits until a read on this node may be served: after a linearizable
     /// barrier (if asked) and once `min_revision` is applied here.
     pub async fn read_barrier(

@@ -55,11 +55,6 @@ impl SnapshotGate {
         s.retiring = true;
         Retiring { gate: self }
     }
-
-    /// Image work in progress right now.
-    pub fn uses(&self) -> usize {
-        self.state.lock().expect("snapshot gate").uses
-    }
 }
 
 impl Drop for Use {
