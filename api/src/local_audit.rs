@@ -30,6 +30,9 @@ pub struct Seen {
     pub request_id: String,
     /// The request's command reached apply: the replicated chain has it.
     pub replicated: bool,
+    /// The state machine's install epoch when the request first found it
+    /// readable (see `Api::rpc`).
+    pub install_epoch: Option<u64>,
 }
 
 tokio::task_local! {

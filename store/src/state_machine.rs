@@ -35,10 +35,13 @@ pub struct StateMachine {
     names: std::sync::Arc<std::sync::RwLock<Option<NameKey>>>,
     /// Committed accounts, decoded (see `ledger::cache`).
     accounts: std::sync::Arc<AccountCache>,
-    /// Set while a snapshot is being installed (in several batches, see
+    /// Odd while a snapshot is being installed (in several batches, see
     /// `snapshot::install`): the state is partial, so reads are refused.
-    /// Left set if the install fails (the node stops on that error).
-    installing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Left odd if the install fails (the node stops on that error). A
+    /// reader that sees the same even value before and after its reads saw
+    /// no install (a seqlock: a check before the reads alone would miss an
+    /// install that starts while they run).
+    install_epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What the request-id table remembers of an applied request.
@@ -73,7 +76,7 @@ impl StateMachine {
             db,
             names: Default::default(),
             accounts: Default::default(),
-            installing: Default::default(),
+            install_epoch: Default::default(),
         }
     }
 
@@ -92,19 +95,27 @@ impl StateMachine {
     ) -> Result<(), DbError> {
         use std::sync::atomic::Ordering;
         let mut names = self.names.write().expect("names lock");
-        self.installing.store(true, Ordering::SeqCst);
+        // Installs are serialised; after a failed one the epoch is odd already.
+        if !self.installing() {
+            self.install_epoch.fetch_add(1, Ordering::SeqCst);
+        }
         let installed = crate::snapshot::install(&self.db, image, last);
         self.accounts.clear();
         *names = None;
         if installed.is_ok() {
-            self.installing.store(false, Ordering::SeqCst);
+            self.install_epoch.fetch_add(1, Ordering::SeqCst);
         }
         installed
     }
 
     /// True while a snapshot install has replaced part of the state.
     pub fn installing(&self) -> bool {
-        self.installing.load(std::sync::atomic::Ordering::SeqCst)
+        self.install_epoch() % 2 == 1
+    }
+
+    /// Changes when an install starts and when it ends (see the field).
+    pub fn install_epoch(&self) -> u64 {
+        self.install_epoch.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The cluster revision of the applied state.

@@ -99,3 +99,20 @@ fn a_failed_install_leaves_the_state_machine_refusing_reads() {
     assert!(b.install(&mut r, |_| {}).is_err(), "an image without its end is not installed");
     assert!(b.installing(), "the state is partial: reads must stay refused");
 }
+
+/// A reader compares the epoch before and after its reads: every install
+/// moves it, and it is odd exactly while one runs.
+#[test]
+fn every_install_moves_the_install_epoch() {
+    let (_da, a) = open();
+    fill(&a, 2 * FRAME_RECORD_BYTES, 64 * 1024);
+    let (_db, b) = open();
+    let before = b.install_epoch();
+    assert_eq!(before % 2, 0);
+    let mut during = None;
+    let mut image = FrameReader::new(image_of(&a), b.db().codec().clone()).unwrap();
+    b.install(&mut image, |_| during = Some((b.install_epoch(), b.installing()))).unwrap();
+    assert_eq!(during, Some((before + 1, true)), "odd while the install runs");
+    assert_eq!(b.install_epoch(), before + 2);
+    assert!(!b.installing());
+}

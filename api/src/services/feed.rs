@@ -20,7 +20,7 @@ use strongbox_store::feed::{ChangeEvent as StoredEvent, FeedRecord};
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 
-use super::{internal, token_of, Api};
+use super::{installing, internal, token_of, Api};
 use crate::auth::Rpc;
 
 /// Messages buffered per stream.
@@ -184,10 +184,16 @@ impl Producer {
                 Err(s) => return self.end(s),
             };
             if next <= current {
+                let epoch = self.api.node.sm.install_epoch();
                 let records = match self.api.node.sm.feed(next, READ_CHUNK) {
                     Ok(r) => r,
                     Err(e) => return self.end(internal(e)),
                 };
+                if epoch % 2 == 1 || self.api.node.sm.install_epoch() != epoch {
+                    // Read across a snapshot install: possibly a partial
+                    // state (a gap that is not a compaction). Resume elsewhere.
+                    return self.end(installing());
+                }
                 if records.first().map(|r| r.revision) != Some(next) {
                     // Compacted while this consumer lagged behind.
                     return self.end(compacted(&self.api, next));

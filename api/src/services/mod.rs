@@ -80,6 +80,12 @@ impl Api {
             if seen.replicated {
                 return res;
             }
+            // A snapshot install started while this request read: what it
+            // read may mix the old state and part of the new one.
+            let res = match (res, seen.install_epoch) {
+                (Ok(_), Some(e)) if self.node.sm.install_epoch() != e => Err(installing()),
+                (other, _) => other,
+            };
             let actor = match (seen.actor, &seen.token) {
                 (Some(actor), _) => actor,
                 (None, Some(hash)) => self.actor_of(hash),
@@ -200,11 +206,13 @@ impl Api {
     /// While a snapshot install replaces this node's state (in several
     /// batches), what it holds is partial: nothing is read from it.
     fn not_installing(&self) -> Result<(), Status> {
-        if self.node.sm.installing() {
-            return Err(Status::unavailable(
-                "this node is installing a snapshot from the leader; retry, or ask another node",
-            ));
+        let epoch = self.node.sm.install_epoch();
+        if epoch % 2 == 1 {
+            return Err(installing());
         }
+        // The first time the request reads state: `rpc` checks no install
+        // began between here and its answer.
+        local_audit::note(|s| s.install_epoch = s.install_epoch.or(Some(epoch)));
         Ok(())
     }
 
@@ -233,6 +241,10 @@ fn note_request(meta: &MetadataMap) {
 /// The bearer's hash, if the request carries a well-formed one.
 pub fn token_of(meta: &MetadataMap) -> Option<TokenHash> {
     bearer(meta).ok()
+}
+
+pub fn installing() -> Status {
+    Status::unavailable("this node is installing a snapshot from the leader; retry, or ask another node")
 }
 
 pub fn internal(e: impl std::fmt::Display) -> Status {
