@@ -217,8 +217,9 @@ impl SmStore {
         Ok(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) })
     }
 
+    /// The receive that handed us `received` holds a use of the snapshot
+    /// gate until this returns, so its frames' keys stay while we copy.
     fn install_blocking(&self, meta: SnapshotMeta, received: File) -> Result<(), DbError> {
-        let _keys = self.sm.db().snapshot_gate().enter();
         let _files = self.files.lock().expect("snapshot files lock");
         // Our own copy, under a name the redo marker can point to (what we
         // are handed may be an unnamed file being received).
