@@ -39,7 +39,18 @@ struct Inner {
     write_lock: std::sync::Mutex<()>,
     /// Image work against key retirement (see `snapshot_gate`).
     snapshot_gate: Arc<SnapshotGate>,
+    /// Per family of `FLOOR_CFS`: a key below which the committed state
+    /// holds no record (see `floor`). None: scan from the start.
+    floors: std::sync::Mutex<[Option<Vec<u8>>; Cf::ALL.len()]>,
 }
+
+/// Families apply prunes from the low end (their keys begin with a time)
+/// and scans from the start every batch. Pruning leaves a tombstone per
+/// record, in the memtable and the SST files until compaction, and a scan
+/// from the start steps over all of them: after the dedup window had
+/// passed under load, that scan cost more than the rest of apply together
+/// and throughput fell by half. Scans start at the family's floor instead.
+pub const FLOOR_CFS: [Cf; 3] = [Cf::RequestsByTime, Cf::TokensByExpiry, Cf::PendingExpiry];
 
 /// Families written at random places (an account's key, an account's
 /// entries) but in order within a 16-byte prefix: an account's entries come
@@ -119,6 +130,7 @@ impl Db {
                 snapshot_dir,
                 write_lock: std::sync::Mutex::new(()),
                 snapshot_gate: Arc::default(),
+                floors: Default::default(),
             }),
         };
         db.check_format(path)?;
@@ -210,7 +222,13 @@ impl Db {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DbError> {
         let mut out = Vec::new();
-        let iter = self.inner.db.iterator_cf(self.handle(cf), IteratorMode::From(from, Direction::Forward));
+        // The floor is read before the iterator is made: raised only after
+        // a write, it never hides a record the iterator's view still holds.
+        let from = match self.floor(cf) {
+            Some(floor) if floor.as_slice() > from => floor,
+            _ => from.to_vec(),
+        };
+        let iter = self.inner.db.iterator_cf(self.handle(cf), IteratorMode::From(&from, Direction::Forward));
         for item in iter {
             if out.len() >= limit {
                 break;
@@ -272,6 +290,51 @@ impl Db {
                 Ok(Some((k.into_vec(), plain)))
             }
         }
+    }
+
+    /// A key of `cf` (one of `FLOOR_CFS`) below which the committed state
+    /// holds no record; None for other families and when unknown.
+    pub fn floor(&self, cf: Cf) -> Option<Vec<u8>> {
+        self.inner.floors.lock().expect("floors lock")[cf as usize].clone()
+    }
+
+    /// Before a write that puts `key` into `cf`: a record below the floor
+    /// lowers it (apply's time-keyed families never do that, but a wrong
+    /// floor would hide records, so it is not assumed).
+    pub fn lower_floor(&self, cf: Cf, key: &[u8]) {
+        let mut floors = self.inner.floors.lock().expect("floors lock");
+        if let Some(floor) = &mut floors[cf as usize] {
+            if key < floor.as_slice() {
+                *floor = key.to_vec();
+            }
+        }
+    }
+
+    /// After a write that deleted records of `cf` (`FLOOR_CFS`), the last
+    /// of them `last_deleted`: the floor moves up to the first record left,
+    /// stepping once over the tombstones between.
+    pub fn raise_floor(&self, cf: Cf, last_deleted: &[u8]) -> Result<(), DbError> {
+        debug_assert!(FLOOR_CFS.contains(&cf), "{cf:?} has no floor");
+        let from = self.floor(cf).unwrap_or_default();
+        let mut iter =
+            self.inner.db.iterator_cf(self.handle(cf), IteratorMode::From(&from, Direction::Forward));
+        let floor = match iter.next() {
+            Some(item) => item?.0.into_vec(),
+            // Nothing is left: no record is below the successor of the last
+            // one deleted (nor below the old floor).
+            None => {
+                let mut after = last_deleted.to_vec();
+                after.push(0);
+                after.max(from)
+            }
+        };
+        self.inner.floors.lock().expect("floors lock")[cf as usize] = Some(floor);
+        Ok(())
+    }
+
+    /// Forgets every floor (the state was replaced by an image).
+    pub fn forget_floors(&self) {
+        *self.inner.floors.lock().expect("floors lock") = Default::default();
     }
 
     pub fn batch(&self) -> Batch {

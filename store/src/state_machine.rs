@@ -17,7 +17,7 @@ use crate::auth::{self, Caller, PrincipalRecord, Read, RoleRecord, TokenHash, To
 use crate::command::{
     Actor, Command, CommandError, Ctx, ErrorCode, Op, Outcome, Required, Response, SecretMeta, SecretVersion,
 };
-use crate::db::{decode, encode, Db, DbError};
+use crate::db::{decode, encode, Db, DbError, FLOOR_CFS};
 use crate::feed::{self, FeedRecord, FEED_PRUNE_PER_COMMAND_MAX, FEED_RETAIN_MS, FEED_RETAIN_REVISIONS};
 use crate::layout::{sm_keys, Cf};
 use crate::ledger::cache::AccountCache;
@@ -99,7 +99,9 @@ impl StateMachine {
         if !self.installing() {
             self.install_epoch.fetch_add(1, Ordering::SeqCst);
         }
+        self.db.forget_floors();
         let installed = crate::snapshot::install(&self.db, image, last);
+        self.db.forget_floors();
         self.accounts.clear();
         *names = None;
         if installed.is_ok() {
@@ -524,11 +526,20 @@ impl<'a> ApplyBatch<'a> {
         self.overlay.insert(Key::new(Cf::SmMeta, sm_keys::FEED_OLDEST), Some(encode(&self.feed_oldest)));
         let mut batch = self.sm.db.batch();
         let mut accounts = Vec::new();
+        // Per family with a floor: the last key deleted (sorted order).
+        let mut deleted: Vec<(Cf, Vec<u8>)> = Vec::new();
         for (key, value) in self.overlay.into_sorted() {
             let (cf, key) = (key.cf, key.bytes());
             if cf == Cf::Accounts {
                 let id = u128::from_be_bytes(key.try_into().expect("account keys are 16 bytes"));
                 accounts.push((id, value.as_ref().map(|v| decode::<Account>(cf, v)).transpose()?));
+            }
+            if FLOOR_CFS.contains(&cf) {
+                match (&value, deleted.last_mut()) {
+                    (Some(_), _) => self.sm.db.lower_floor(cf, key),
+                    (None, Some((last_cf, last))) if *last_cf == cf => *last = key.to_vec(),
+                    (None, _) => deleted.push((cf, key.to_vec())),
+                }
             }
             match value {
                 Some(v) => batch.put_raw(cf, key, &v),
@@ -538,6 +549,9 @@ impl<'a> ApplyBatch<'a> {
         match self.sm.db.write(batch, false) {
             Ok(()) => {
                 self.sm.accounts.store(accounts);
+                for (cf, last) in deleted {
+                    self.sm.db.raise_floor(cf, &last)?;
+                }
                 Ok(())
             }
             Err(e) => {

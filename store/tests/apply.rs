@@ -167,3 +167,73 @@ fn snapshot_image_roundtrip_replaces_state() {
     assert!(b.get_secret("only-in-b", None).unwrap().is_none());
     assert_eq!(b.revision().unwrap(), BASE + 1);
 }
+
+/// Pruning request ids moves the floor scans start from, and the floor
+/// must never hide a request still inside its window: every retry of one
+/// is answered from its record, before and after many prunes.
+#[test]
+fn pruning_moves_the_floor_past_pruned_ids_only() {
+    let (_d, sm) = open();
+    let w = strongbox_store::limits::DEDUP_WINDOW_MS;
+    let step_ms = 1_000;
+    // More than a window's worth of commands, so that later ones prune.
+    let n = 2 * w / step_ms;
+    for i in 0..n {
+        apply_one(&sm, &put(&format!("r{i}"), 1 + i * step_ms, &format!("p{}", i % 8), "v", None));
+    }
+    let floor = sm.db().floor(strongbox_store::Cf::RequestsByTime).expect("pruning set a floor");
+    let now_ms = n * step_ms;
+    assert!(
+        floor[..8] > (now_ms - w - 2 * step_ms).to_be_bytes()[..],
+        "the floor stays near the window's start"
+    );
+    assert!(floor[..8] <= (now_ms - w + step_ms).to_be_bytes()[..], "the floor never passes a live request");
+    // Every id still inside the window is deduplicated.
+    for i in (n - w / step_ms + 1)..n {
+        let retry = apply_one(&sm, &put(&format!("r{i}"), now_ms + 1, "other", "v", None));
+        assert!(retry.deduplicated, "request r{i} is inside its window");
+    }
+    assert!(sm.get_secret("other", None).unwrap().is_none(), "no retry applied twice");
+}
+
+/// The floor is a hint that must never hide a record: records written
+/// below it are found, deleting everything leaves no stale floor above a
+/// later write, and an installed image starts from no floor.
+#[test]
+fn a_floor_never_hides_a_record() {
+    use strongbox_store::Cf;
+    let (_d, sm) = open();
+    let db = sm.db();
+    let cf = Cf::PendingExpiry;
+    let key = |i: u8| vec![b'k', i];
+    let write = |puts: &[u8], deletes: &[u8]| {
+        let mut b = db.batch();
+        for &i in puts {
+            db.lower_floor(cf, &key(i));
+            b.put_raw(cf, &key(i), b"v");
+        }
+        for &i in deletes {
+            b.delete(cf, &key(i));
+        }
+        db.write(b, false).unwrap();
+        if let Some(&last) = deletes.iter().max() {
+            db.raise_floor(cf, &key(last)).unwrap();
+        }
+    };
+    let scan =
+        || -> Vec<Vec<u8>> { db.scan_raw(cf, &[], None, 100).unwrap().into_iter().map(|r| r.0).collect() };
+
+    write(&[1, 2, 3, 4, 5, 6], &[]);
+    write(&[], &[1, 2, 3]);
+    assert_eq!(db.floor(cf), Some(key(4)));
+    assert_eq!(scan(), vec![key(4), key(5), key(6)]);
+    write(&[0], &[]);
+    assert_eq!(scan(), vec![key(0), key(4), key(5), key(6)], "a record below the floor is found");
+    write(&[], &[0, 4, 5, 6]);
+    assert!(scan().is_empty());
+    write(&[2], &[]);
+    assert_eq!(scan(), vec![key(2)], "a record below an emptied family's floor is found");
+    db.forget_floors();
+    assert_eq!(db.floor(cf), None);
+    assert_eq!(scan(), vec![key(2)]);
+}
