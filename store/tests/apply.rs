@@ -178,9 +178,7 @@ fn pruning_moves_the_floor_past_pruned_ids_only() {
     let step_ms = 1_000;
     // More than a window's worth of commands, so that later ones prune.
     let n = 2 * w / step_ms;
-    for i in 0..n {
-        apply_one(&sm, &put(&format!("r{i}"), 1 + i * step_ms, &format!("p{}", i % 8), "v", None));
-    }
+    apply_spaced_puts(&sm, n, step_ms);
     let floor = sm.db().floor(strongbox_store::Cf::RequestsByTime).expect("pruning set a floor");
     let now_ms = n * step_ms;
     assert!(
@@ -250,9 +248,7 @@ fn pruning_does_not_step_over_earlier_prunes_tombstones() {
     let step_ms = 1_000;
     // Three windows' worth: the last two windows' commands each prune one id.
     let n = 3 * w / step_ms;
-    for i in 0..n {
-        apply_one(&sm, &put(&format!("r{i}"), 1 + i * step_ms, &format!("p{}", i % 8), "v", None));
-    }
+    apply_spaced_puts(&sm, n, step_ms);
     set_perf_stats(PerfStatsLevel::EnableCount);
     let mut perf = PerfContext::default();
     perf.reset();
@@ -264,4 +260,11 @@ fn pruning_does_not_step_over_earlier_prunes_tombstones() {
         "one command's apply stepped over {skipped} tombstones of about {} pruned ids",
         n - w / step_ms
     );
+}
+
+/// `n` puts with request ids r0.., one every `step_ms` of state-machine time.
+fn apply_spaced_puts(sm: &strongbox_store::StateMachine, n: u64, step_ms: u64) {
+    for i in 0..n {
+        apply_one(sm, &put(&format!("r{i}"), 1 + i * step_ms, &format!("p{}", i % 8), "v", None));
+    }
 }
