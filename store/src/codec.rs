@@ -35,12 +35,20 @@ impl std::fmt::Debug for Codec {
     }
 }
 
-fn aad(cf: Cf, key: &[u8]) -> Vec<u8> {
-    let mut a = Vec::with_capacity(key.len() + 2);
-    a.push(FORMAT_AES_GCM);
-    a.push(cf as u8);
-    a.extend_from_slice(key);
-    a
+/// Keys up to this long build their associated data on the stack.
+const STACK_KEY_BYTES_MAX: usize = 64;
+
+/// Runs `f` with the associated data of `(cf, key)`: `[1][cf][key]`.
+fn with_aad<R>(cf: Cf, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+    if key.len() <= STACK_KEY_BYTES_MAX {
+        let mut a = [0u8; STACK_KEY_BYTES_MAX + 2];
+        a[0] = FORMAT_AES_GCM;
+        a[1] = cf as u8;
+        a[2..2 + key.len()].copy_from_slice(key);
+        f(&a[..2 + key.len()])
+    } else {
+        f(&[&[FORMAT_AES_GCM, cf as u8][..], key].concat())
+    }
 }
 
 impl Codec {
@@ -57,20 +65,25 @@ impl Codec {
     }
 
     pub fn seal(&self, cf: Cf, key: &[u8], plain: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.seal_into(cf, key, plain, &mut out);
+        out
+    }
+
+    /// Seals into `out` (cleared first), so a writer can reuse one buffer.
+    pub fn seal_into(&self, cf: Cf, key: &[u8], plain: &[u8], out: &mut Vec<u8>) {
+        out.clear();
         match &self.keyring {
             None => {
-                let mut out = Vec::with_capacity(plain.len() + 1);
+                out.reserve(plain.len() + 1);
                 out.push(FORMAT_PLAIN);
                 out.extend_from_slice(plain);
-                out
             }
             Some(k) => {
-                let (id, body) = k.seal(&aad(cf, key), plain);
-                let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
                 out.push(FORMAT_AES_GCM);
-                out.extend_from_slice(&id.to_be_bytes());
-                out.extend_from_slice(&body);
-                out
+                out.extend_from_slice(&[0; 4]);
+                let id = with_aad(cf, key, |aad| k.seal_into(aad, plain, out));
+                out[1..HEADER_BYTES].copy_from_slice(&id.to_be_bytes());
             }
         }
     }
@@ -89,7 +102,7 @@ impl Codec {
                     return Err(corrupt(cf, key, "truncated header".into()));
                 }
                 let id = u32::from_be_bytes(sealed[1..HEADER_BYTES].try_into().expect("4 bytes"));
-                match k.decrypt(id, &aad(cf, key), &sealed[HEADER_BYTES..]) {
+                match with_aad(cf, key, |aad| k.decrypt(id, aad, &sealed[HEADER_BYTES..])) {
                     None => {
                         Err(corrupt(cf, key, format!("sealed with data key {id}, which this keyring lacks")))
                     }

@@ -50,7 +50,7 @@ struct Inner {
 /// from the start steps over all of them: after the dedup window had
 /// passed under load, that scan cost more than the rest of apply together
 /// and throughput fell by half. Scans start at the family's floor instead.
-pub const FLOOR_CFS: [Cf; 3] = [Cf::RequestsByTime, Cf::TokensByExpiry, Cf::PendingExpiry];
+pub const FLOOR_CFS: [Cf; 2] = [Cf::TokensByExpiry, Cf::PendingExpiry];
 
 /// Families written at random places (an account's key, an account's
 /// entries) but in order within a 16-byte prefix: an account's entries come
@@ -65,11 +65,10 @@ const INSERT_HINT_PREFIX_CFS: [Cf; 3] = [Cf::Accounts, Cf::AccountTransfers, Cf:
 /// (appended in order, scanned, or read through the account cache): a
 /// memtable bloom filter there costs a few cache misses per insert and
 /// saves nothing.
-const WRITTEN_NOT_PROBED_CFS: [Cf; 8] = [
+const WRITTEN_NOT_PROBED_CFS: [Cf; 7] = [
     Cf::Audit,
     Cf::LocalAudit,
     Cf::Feed,
-    Cf::RequestsByTime,
     Cf::Accounts,
     Cf::AccountTransfers,
     Cf::AccountHistory,
@@ -143,6 +142,14 @@ impl Db {
         use crate::layout::{FORMAT_KEY, FORMAT_VERSION};
         match self.get::<u32>(Cf::RaftMeta, FORMAT_KEY)? {
             Some(v) if v == FORMAT_VERSION => Ok(()),
+            Some(2) => {
+                let moved = crate::requests::migrate_layout_2(self)?;
+                let mut b = self.batch();
+                b.put(Cf::RaftMeta, FORMAT_KEY, &FORMAT_VERSION);
+                self.write(b, true)?;
+                tracing::info!(path = %path.display(), moved, "upgraded the data directory from layout 2");
+                Ok(())
+            }
             Some(v) => Err(DbError::Format(format!(
                 "{} holds data in layout {v}; this build reads layout {FORMAT_VERSION}",
                 path.display()
@@ -338,7 +345,7 @@ impl Db {
     }
 
     pub fn batch(&self) -> Batch {
-        Batch { wb: WriteBatch::default(), db: self.clone() }
+        Batch { wb: WriteBatch::default(), db: self.clone(), sealed: Vec::new() }
     }
 
     /// Writes a batch atomically. `sync` waits for fsync of the WAL.
@@ -422,12 +429,14 @@ impl Db {
 pub struct Batch {
     wb: WriteBatch,
     db: Db,
+    /// One buffer every value of the batch is sealed into (RocksDB copies it).
+    sealed: Vec<u8>,
 }
 
 impl Batch {
     pub fn put_raw(&mut self, cf: Cf, key: &[u8], plain: &[u8]) {
-        let sealed = self.db.inner.codec.seal(cf, key, plain);
-        self.wb.put_cf(self.db.handle(cf), key, sealed);
+        self.db.inner.codec.seal_into(cf, key, plain, &mut self.sealed);
+        self.wb.put_cf(self.db.handle(cf), key, &self.sealed);
     }
 
     pub fn put<T: Serialize>(&mut self, cf: Cf, key: &[u8], value: &T) {

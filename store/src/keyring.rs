@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -34,6 +34,7 @@ pub const KEY_ENCRYPTIONS_MAX: u64 = 1 << 31;
 /// Encryptions reserved (and persisted) at a time.
 const RESERVATION_BLOCK: u64 = 1 << 20;
 const NONCE_BYTES: usize = 12;
+const TAG_BYTES: usize = 16;
 const CHECK_PLAINTEXT: &[u8] = b"strongbox keyring check v1";
 const CHECK_AAD: &[u8] = b"strongbox keyring check";
 const FILE_FORMAT: u32 = 1;
@@ -140,15 +141,24 @@ pub struct Keyring {
 }
 
 fn seal_with(cipher: &Aes256Gcm, aad: &[u8], plain: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    seal_append(cipher, aad, plain, &mut out);
+    out
+}
+
+/// Appends `nonce || ciphertext || tag` to `out`, encrypting in place: apply
+/// seals every record it writes, and a buffer per step was a tenth of it.
+fn seal_append(cipher: &Aes256Gcm, aad: &[u8], plain: &[u8], out: &mut Vec<u8>) {
     let mut nonce = [0u8; NONCE_BYTES];
     rand::rng().fill_bytes(&mut nonce);
-    let ct = cipher
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad })
-        .expect("AES-GCM encryption of an in-memory buffer cannot fail");
-    let mut out = Vec::with_capacity(NONCE_BYTES + ct.len());
+    out.reserve(NONCE_BYTES + plain.len() + TAG_BYTES);
     out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ct);
-    out
+    let start = out.len();
+    out.extend_from_slice(plain);
+    let tag = cipher
+        .encrypt_in_place_detached(Nonce::from_slice(&nonce), aad, &mut out[start..])
+        .expect("AES-GCM encryption of an in-memory buffer cannot fail");
+    out.extend_from_slice(&tag);
 }
 
 fn open_with(cipher: &Aes256Gcm, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
@@ -280,13 +290,21 @@ impl Keyring {
 
     /// The active key id and an encryption under it: `(key_id, nonce || ct)`.
     pub fn seal(&self, aad: &[u8], plain: &[u8]) -> (u32, Vec<u8>) {
+        let mut out = Vec::new();
+        let id = self.seal_into(aad, plain, &mut out);
+        (id, out)
+    }
+
+    /// Like `seal`, appending `nonce || ct` to `out`; returns the key id.
+    pub fn seal_into(&self, aad: &[u8], plain: &[u8], out: &mut Vec<u8>) -> u32 {
         let n = self.used.fetch_add(1, Ordering::Relaxed);
         if n >= self.reserved.load(Ordering::Acquire) {
             self.reserve(n);
         }
         let s = self.state.read().expect("keyring lock");
         let id = s.file.active;
-        (id, seal_with(&s.ciphers[&id], aad, plain))
+        seal_append(&s.ciphers[&id], aad, plain, out);
+        id
     }
 
     /// Persists the next block of encryptions before they happen; rotates

@@ -16,9 +16,13 @@ pub enum Cf {
     Secrets = 3,
     /// Secret versions, keyed by path, 0x00, big-endian version.
     SecretVersions = 4,
-    /// Applied client request ids and their responses (at-most-once writes).
+    /// Applied client request ids and their responses (at-most-once writes),
+    /// keyed `bucket ++ H(id)` (see `requests`).
     Requests = 5,
-    /// Request ids ordered by time, for pruning `Requests`.
+    /// Layout 2's time index of `Requests`: emptied when a data directory
+    /// is upgraded, dropped from older images as they are installed. Still
+    /// opened, because RocksDB refuses to open a database without all of
+    /// its column families.
     RequestsByTime = 6,
     /// The last snapshot built or installed (meta and image).
     Snapshot = 7,
@@ -89,12 +93,11 @@ impl Cf {
 
     /// The column families that make up the state machine: what a snapshot
     /// carries and what installing one replaces.
-    pub const STATE_MACHINE: [Cf; 20] = [
+    pub const STATE_MACHINE: [Cf; 19] = [
         Cf::SmMeta,
         Cf::Secrets,
         Cf::SecretVersions,
         Cf::Requests,
-        Cf::RequestsByTime,
         Cf::Users,
         Cf::Clients,
         Cf::Roles,
@@ -166,8 +169,10 @@ pub mod sm_keys {
 
 /// The on-disk layout this build reads and writes, recorded in `RaftMeta`
 /// when a database is created. 2: names keyed by HMAC, commands carry the
-/// proposing node. Older data directories are refused, not misread.
-pub const FORMAT_VERSION: u32 = 2;
+/// proposing node. 3: request ids keyed by time bucket (`requests`); a
+/// layout-2 directory is upgraded in place when it is opened. Older data
+/// directories are refused, not misread.
+pub const FORMAT_VERSION: u32 = 3;
 pub const FORMAT_KEY: &[u8] = b"format_version";
 
 /// Big-endian u64 key: sorts numerically.

@@ -19,6 +19,7 @@ pub mod local_audit;
 pub mod names;
 mod overlay;
 pub mod reencrypt;
+mod requests;
 pub mod snapshot;
 pub mod snapshot_gate;
 pub mod state_machine;

@@ -16,9 +16,6 @@ pub const REQUEST_ID_BYTES_MAX: usize = 128;
 /// How long an applied request id is remembered: a retry within this window
 /// of state-machine time gets the first answer instead of a second apply.
 pub const DEDUP_WINDOW_MS: u64 = 10 * 60 * 1000;
-/// Physical pruning of expired request ids per apply batch (bounded work;
-/// expiry itself is logical, so pruning late is harmless).
-pub const DEDUP_PRUNE_PER_BATCH_MAX: usize = 1024;
 /// Physical pruning of expired tokens per apply batch (expiry is checked on
 /// every use, so pruning late is harmless).
 pub const TOKEN_PRUNE_PER_BATCH_MAX: usize = 1024;

@@ -347,12 +347,14 @@ pub fn install(db: &Db, r: &mut FrameReader, last: impl FnOnce(&mut Batch)) -> R
     while let Some(records) = r.next_records()? {
         for (cf, k, v) in records {
             let cf = Cf::from_u8(cf)
-                .filter(|cf| Cf::STATE_MACHINE.contains(cf))
+                .filter(|cf| Cf::STATE_MACHINE.contains(cf) || *cf == Cf::RequestsByTime)
                 .ok_or_else(|| corrupt(format!("unknown column family {cf}")))?;
             if cf == Cf::SmMeta {
                 meta.push((k, v));
                 continue;
             }
+            // An image from a node of the previous layout (request ids).
+            let Some(k) = crate::requests::legacy_record(cf, &k, &v)? else { continue };
             batch_bytes += k.len() + v.len();
             batch.put_raw(cf, &k, &v);
             if batch_bytes >= INSTALL_BATCH_BYTES {

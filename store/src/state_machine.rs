@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::audit::{self, AuditRecord};
 use crate::auth::{self, Caller, PrincipalRecord, Read, RoleRecord, TokenHash, TokenRecord};
@@ -22,9 +22,10 @@ use crate::feed::{self, FeedRecord, FEED_PRUNE_PER_COMMAND_MAX, FEED_RETAIN_MS, 
 use crate::layout::{sm_keys, Cf};
 use crate::ledger::cache::AccountCache;
 use crate::ledger::model::{Account, LedgerTotals, StoredTransfer, Transfer};
-use crate::limits::{DEDUP_PRUNE_PER_BATCH_MAX, DEDUP_WINDOW_MS, TOKEN_PRUNE_PER_BATCH_MAX};
+use crate::limits::{DEDUP_WINDOW_MS, TOKEN_PRUNE_PER_BATCH_MAX};
 use crate::names::{IndexEntry, NameKey};
 use crate::overlay::{Key, Overlay};
+use crate::requests::{self, RequestRecord};
 
 #[derive(Clone)]
 pub struct StateMachine {
@@ -42,13 +43,6 @@ pub struct StateMachine {
     /// no install (a seqlock: a check before the reads alone would miss an
     /// install that starts while they run).
     install_epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
-}
-
-/// What the request-id table remembers of an applied request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct RequestRecord {
-    time_ms: u64,
-    response: Response,
 }
 
 /// One entry of a secret folder listing.
@@ -126,13 +120,15 @@ impl StateMachine {
     }
 
     pub fn begin(&self) -> Result<ApplyBatch<'_>, DbError> {
+        let clock_ms = self.db.get::<u64>(Cf::SmMeta, sm_keys::CLOCK_MS)?.unwrap_or(0);
         Ok(ApplyBatch {
             sm: self,
             overlay: Overlay::default(),
             callers: Default::default(),
             first_keys: Default::default(),
             revision: self.revision()?,
-            clock_ms: self.db.get::<u64>(Cf::SmMeta, sm_keys::CLOCK_MS)?.unwrap_or(0),
+            clock_ms,
+            begin_clock_ms: clock_ms,
             audit_head: self.audit_head()?,
             feed_oldest: self.feed_oldest_meta()?,
             names: self.names()?,
@@ -299,6 +295,8 @@ pub struct ApplyBatch<'a> {
     overlay: Overlay,
     revision: u64,
     clock_ms: u64,
+    /// The clock when the batch began (a new dedup bucket drops old ones).
+    begin_clock_ms: u64,
     /// The audit chain's last record: (seq, hash).
     audit_head: (u64, [u8; 32]),
     /// The oldest feed record kept: (revision, time_ms).
@@ -339,8 +337,9 @@ impl<'a> ApplyBatch<'a> {
             return Ok(Response { revision: self.revision, result: Err(e), deduplicated: false });
         }
 
-        let id_key = self.names.key(Cf::Requests, &cmd.request_id);
-        if let Some(raw) = self.read(Cf::Requests, &id_key)? {
+        let id_hash = self.names.key(Cf::Requests, &cmd.request_id);
+        for probe in requests::probe_keys(self.clock_ms, &id_hash) {
+            let Some(raw) = self.read(Cf::Requests, &probe)? else { continue };
             let rec: RequestRecord = decode(Cf::Requests, &raw)?;
             // Expiry is logical (state-machine time), so it is the same on
             // every node whatever physical pruning has happened.
@@ -351,9 +350,9 @@ impl<'a> ApplyBatch<'a> {
                 self.record_audit(cmd, actor, audit::outcome(&response.result, true));
                 return Ok(response);
             }
-            // Out of its window: a new request. Its old time entry goes now,
-            // or pruning it would delete the record written below.
-            self.overlay.insert(Key::new(Cf::RequestsByTime, &by_time_key(rec.time_ms, &id_key)), None);
+            // The newest record is out of its window: a new request, whose
+            // record goes into the current bucket beside the old one.
+            break;
         }
 
         let clock_ms = self.clock_ms;
@@ -403,13 +402,12 @@ impl<'a> ApplyBatch<'a> {
 
         let rec = RequestRecord { time_ms: self.clock_ms, response: response.clone() };
         // Keyed again after a bootstrap: it has just set the key.
-        let id_key = match cmd.op {
+        let id_hash = match cmd.op {
             Op::Bootstrap(_) => self.names.key(Cf::Requests, &cmd.request_id),
-            _ => id_key,
+            _ => id_hash,
         };
-        self.overlay.insert(Key::new(Cf::Requests, &id_key), Some(encode(&rec)));
-        self.overlay
-            .insert(Key::new(Cf::RequestsByTime, &by_time_key(self.clock_ms, &id_key)), Some(Vec::new()));
+        let key = requests::key(requests::bucket(self.clock_ms), &id_hash);
+        self.overlay.insert(Key::new(Cf::Requests, &key), Some(encode(&rec)));
         Ok(response)
     }
 
@@ -488,26 +486,6 @@ impl<'a> ApplyBatch<'a> {
         Ok(())
     }
 
-    /// Bounded physical removal of request ids past the dedup window, once
-    /// per batch (an iterator per command costs more than it saves).
-    fn prune_request_ids(&mut self) -> Result<(), DbError> {
-        let cutoff_ms = self.clock_ms.saturating_sub(DEDUP_WINDOW_MS);
-        if cutoff_ms == 0 {
-            return Ok(());
-        }
-        let upto = cutoff_ms.to_be_bytes();
-        let old = self.sm.db.scan_raw(Cf::RequestsByTime, &[], Some(&upto), DEDUP_PRUNE_PER_BATCH_MAX)?;
-        for (k, _) in old {
-            if self.overlay.get(&Key::new(Cf::RequestsByTime, &k)) == Some(&None) {
-                // Its id was used again in this batch (see `apply`).
-                continue;
-            }
-            self.overlay.insert(Key::new(Cf::RequestsByTime, &k), None);
-            self.overlay.insert(Key::new(Cf::Requests, &k[8..]), None);
-        }
-        Ok(())
-    }
-
     /// Stages a record of `SmMeta` owned by the caller (the Raft layer's
     /// applied log id and membership), committed with the batch.
     pub fn put_meta<T: Serialize>(&mut self, key: &[u8], value: &T) {
@@ -518,7 +496,6 @@ impl<'a> ApplyBatch<'a> {
     /// the log entries it came from are durable, and the next log fsync
     /// (same WAL) makes it durable too; a crash re-applies from the log.
     pub fn commit(mut self) -> Result<(), DbError> {
-        self.prune_request_ids()?;
         self.prune_tokens()?;
         self.overlay.insert(Key::new(Cf::SmMeta, sm_keys::REVISION), Some(encode(&self.revision)));
         self.overlay.insert(Key::new(Cf::SmMeta, sm_keys::CLOCK_MS), Some(encode(&self.clock_ms)));
@@ -546,6 +523,11 @@ impl<'a> ApplyBatch<'a> {
                 None => batch.delete(cf, key),
             }
         }
+        if let Some(end) = requests::expired_range_end(self.begin_clock_ms, self.clock_ms) {
+            // Whole buckets no lookup probes any more: one range tombstone
+            // per window instead of one per request id.
+            batch.delete_range(Cf::Requests, &[], &end);
+        }
         match self.sm.db.write(batch, false) {
             Ok(()) => {
                 self.sm.accounts.store(accounts);
@@ -560,14 +542,6 @@ impl<'a> ApplyBatch<'a> {
             }
         }
     }
-}
-
-/// `time ++ the request's key`: pruning takes the `Requests` key from it.
-fn by_time_key(time_ms: u64, id_key: &[u8; 32]) -> [u8; 40] {
-    let mut k = [0u8; 40];
-    k[..8].copy_from_slice(&time_ms.to_be_bytes());
-    k[8..].copy_from_slice(id_key);
-    k
 }
 
 /// One command's view of the state and its writes. Writes go straight

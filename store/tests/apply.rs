@@ -168,24 +168,25 @@ fn snapshot_image_roundtrip_replaces_state() {
     assert_eq!(b.revision().unwrap(), BASE + 1);
 }
 
-/// Pruning request ids moves the floor scans start from, and the floor
-/// must never hide a request still inside its window: every retry of one
-/// is answered from its record, before and after many prunes.
+/// Request ids live in buckets of one window; entering a new bucket drops
+/// every bucket older than the one before it. What is dropped must be
+/// beyond every lookup's window, and every id still inside its window must
+/// be answered from its record.
 #[test]
-fn pruning_moves_the_floor_past_pruned_ids_only() {
+fn old_request_buckets_are_dropped_and_live_ids_kept() {
     let (_d, sm) = open();
     let w = strongbox_store::limits::DEDUP_WINDOW_MS;
     let step_ms = 1_000;
-    // More than a window's worth of commands, so that later ones prune.
-    let n = 2 * w / step_ms;
+    // Three windows' worth: the clock enters buckets 1 and 2.
+    let n = 3 * w / step_ms;
     apply_spaced_puts(&sm, n, step_ms);
-    let floor = sm.db().floor(strongbox_store::Cf::RequestsByTime).expect("pruning set a floor");
     let now_ms = n * step_ms;
-    assert!(
-        floor[..8] > (now_ms - w - 2 * step_ms).to_be_bytes()[..],
-        "the floor stays near the window's start"
-    );
-    assert!(floor[..8] <= (now_ms - w + step_ms).to_be_bytes()[..], "the floor never passes a live request");
+    let rows = sm.db().scan_raw(strongbox_store::Cf::Requests, &[], None, usize::MAX).unwrap();
+    let oldest_bucket = rows.iter().map(|(k, _)| u64::from_be_bytes(k[..8].try_into().unwrap())).min();
+    let clock_ms = 1 + (n - 1) * step_ms;
+    assert_eq!(clock_ms / w, 2);
+    assert_eq!(oldest_bucket, Some(1), "bucket 0 is dropped, bucket 1 kept");
+    assert!(rows.len() as u64 <= 2 * w / step_ms + 1, "{} records kept", rows.len());
     // Every id still inside the window is deduplicated.
     for i in (n - w / step_ms + 1)..n {
         let retry = apply_one(&sm, &put(&format!("r{i}"), now_ms + 1, "other", "v", None));
