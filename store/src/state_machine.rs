@@ -43,6 +43,8 @@ pub struct StateMachine {
     /// no install (a seqlock: a check before the reads alone would miss an
     /// install that starts while they run).
     install_epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Callers of requests, by token (see `caller_cache`).
+    callers: std::sync::Arc<crate::caller_cache::CallerCache>,
 }
 
 /// One entry of a secret folder listing.
@@ -71,6 +73,7 @@ impl StateMachine {
             names: Default::default(),
             accounts: Default::default(),
             install_epoch: Default::default(),
+            callers: Default::default(),
         }
     }
 
@@ -94,8 +97,10 @@ impl StateMachine {
             self.install_epoch.fetch_add(1, Ordering::SeqCst);
         }
         self.db.forget_floors();
+        self.callers.invalidate();
         let installed = crate::snapshot::install(&self.db, image, last);
         self.db.forget_floors();
+        self.callers.invalidate();
         self.accounts.clear();
         *names = None;
         if installed.is_ok() {
@@ -151,7 +156,15 @@ impl StateMachine {
         hash: &TokenHash,
         now_ms: u64,
     ) -> Result<Result<Caller, CommandError>, DbError> {
-        auth::resolve(self, hash, now_ms)
+        if let Some(c) = self.callers.get(hash, now_ms) {
+            return Ok(Ok(c));
+        }
+        let generation = self.callers.generation();
+        let resolved = auth::resolve(self, hash, now_ms)?;
+        if let Ok(c) = &resolved {
+            self.callers.store(generation, c.clone());
+        }
+        Ok(resolved)
     }
 
     pub fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, DbError> {
@@ -505,8 +518,10 @@ impl<'a> ApplyBatch<'a> {
         let mut accounts = Vec::new();
         // Per family with a floor: the last key deleted (sorted order).
         let mut deleted: Vec<(Cf, Vec<u8>)> = Vec::new();
+        let mut touched_auth = false;
         for (key, value) in self.overlay.into_sorted() {
             let (cf, key) = (key.cf, key.bytes());
+            touched_auth |= AUTH_CFS.contains(&cf);
             if cf == Cf::Accounts {
                 let id = u128::from_be_bytes(key.try_into().expect("account keys are 16 bytes"));
                 accounts.push((id, value.as_ref().map(|v| decode::<Account>(cf, v)).transpose()?));
@@ -530,6 +545,9 @@ impl<'a> ApplyBatch<'a> {
         }
         match self.sm.db.write(batch, false) {
             Ok(()) => {
+                if touched_auth {
+                    self.sm.callers.invalidate();
+                }
                 self.sm.accounts.store(accounts);
                 for (cf, last) in deleted {
                     self.sm.db.raise_floor(cf, &last)?;

@@ -240,3 +240,57 @@ fn a_caller_remembered_within_a_batch_is_forgotten_when_its_rights_change() {
     b.commit().unwrap();
     assert!(sm.get_secret("team-a/d", None).unwrap().is_none());
 }
+
+/// Requests resolve their token outside apply, through a cache of callers.
+/// What must never happen: a cached caller outliving the change that ended
+/// or narrowed it. Each change here is applied after the caller was cached.
+#[test]
+fn a_cached_caller_never_outlives_a_revocation_disable_or_role_change() {
+    let now_ms = 10;
+    let allowed = |sm: &StateMachine| -> bool {
+        match sm.resolve_token(&BOB, now_ms).unwrap() {
+            Ok(c) => c.allows(&strongbox_store::auth::Access::new(Action::Write, "secrets:team-a/x")),
+            Err(_) => false,
+        }
+    };
+
+    let (_d, sm) = open();
+    with_bob(&sm);
+    assert!(allowed(&sm) && allowed(&sm), "resolved, then served from the cache");
+    let narrowed =
+        PutRole { name: "team-a".into(), rules: vec![rule(Effect::Allow, Action::Read, "secrets:*")] };
+    assert!(apply_one(&sm, &as_admin("narrow", 2, Op::PutRole(narrowed))).result.is_ok());
+    assert!(!allowed(&sm), "a role change is seen at once");
+
+    let (_d, sm) = open();
+    with_bob(&sm);
+    assert!(allowed(&sm));
+    let off = SetEnabled { principal: Principal::User("bob".into()), enabled: false };
+    assert!(apply_one(&sm, &as_admin("off", 2, Op::SetEnabled(off))).result.is_ok());
+    assert!(sm.resolve_token(&BOB, now_ms).unwrap().is_err(), "a disabled user's token is refused");
+
+    let (_d, sm) = open();
+    with_bob(&sm);
+    assert!(allowed(&sm));
+    assert!(apply_one(&sm, &as_admin("rv", 2, Op::RevokeToken(RevokeToken { token_hash: BOB })))
+        .result
+        .is_ok());
+    assert!(sm.resolve_token(&BOB, now_ms).unwrap().is_err(), "a revoked token is refused");
+    assert!(sm.resolve_token(&BOB, FAR_MS + 1).unwrap().is_err());
+
+    // An installed image without bob replaces a state that had him.
+    let (_d, sm) = open();
+    with_bob(&sm);
+    assert!(allowed(&sm));
+    let (_d2, empty) = open();
+    install_image(&empty, image_of(&empty), &sm);
+    assert!(sm.resolve_token(&BOB, now_ms).unwrap().is_err(), "an install replaces cached callers");
+}
+
+#[test]
+fn a_cached_caller_expires_with_its_token() {
+    let (_d, sm) = open();
+    with_bob(&sm);
+    assert!(sm.resolve_token(&BOB, 10).unwrap().is_ok());
+    assert!(sm.resolve_token(&BOB, FAR_MS).unwrap().is_err(), "expired at its expiry time");
+}
