@@ -9,6 +9,9 @@
 #   WORKLOAD=transfers benches/run.sh  # ledger transfers: strongbox batches of
 #                                      # 1/100/1000/8189 vs etcd's Txn transfer
 #   WORKLOAD=reads benches/run.sh      # linearizable reads of one key per client
+#   AGE_S=660 benches/run.sh           # first load both clusters for 660 s, so
+#                                      # strongbox measures past its 10-minute
+#                                      # request-id window, as a long-lived node
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
@@ -44,9 +47,16 @@ for _ in $(seq 1 60); do
   ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:7701 endpoint health >/dev/null 2>&1 && break; sleep 0.5
 done
 
-SB=(--target strongbox --endpoints 127.0.0.1:7601,127.0.0.1:7602,127.0.0.1:7603
-  --ca "$WORK/sb/ca.pem" --token-file "$WORK/token" --duration-s "$DURATION" --markdown)
-ETCD=(--target etcd --endpoints 127.0.0.1:7701,127.0.0.1:7702,127.0.0.1:7703 --duration-s "$DURATION" --markdown)
+SB_AT=(--target strongbox --endpoints 127.0.0.1:7601,127.0.0.1:7602,127.0.0.1:7603
+  --ca "$WORK/sb/ca.pem" --token-file "$WORK/token")
+ETCD_AT=(--target etcd --endpoints 127.0.0.1:7701,127.0.0.1:7702,127.0.0.1:7703)
+SB=("${SB_AT[@]}" --duration-s "$DURATION" --markdown)
+ETCD=("${ETCD_AT[@]}" --duration-s "$DURATION" --markdown)
+if [ "${AGE_S:-0}" -gt 0 ]; then
+  echo "ageing both clusters: ${AGE_S} s of unbatched transfers at 64 clients each" >&2
+  "$BIN/strongbox-bench" "${SB_AT[@]}" --workload transfers --clients 64 --duration-s "$AGE_S" >&2
+  "$BIN/strongbox-bench" "${ETCD_AT[@]}" --workload transfers --clients 64 --duration-s "$AGE_S" >&2
+fi
 if [ "${WORKLOAD:-puts}" = transfers ]; then
   echo "| system | clients | transfers per request | transfers/s | p50 ms | p99 ms | p99.9 ms | errors |"
   echo "|---|---|---|---|---|---|---|---|"
