@@ -51,6 +51,11 @@ struct Args {
     /// Concurrency levels to run, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     clients: Vec<usize>,
+    /// Connections the clients share, spread over the endpoints (each a
+    /// multiplexed HTTP/2 channel, as one gRPC channel per server is usually
+    /// used); 0: one connection per client.
+    #[arg(long, default_value_t = 0)]
+    connections: usize,
     #[arg(long, default_value_t = 10)]
     duration_s: u64,
     #[arg(long, default_value_t = 2)]
@@ -94,6 +99,7 @@ struct Outcome {
     hist: Histogram<u64>,
 }
 
+#[derive(Clone)]
 enum Client {
     Strongbox(SecretsClient<InterceptedService<Channel, Bearer>>),
     Ledger(strongbox_proto::v1::ledger_client::LedgerClient<InterceptedService<Channel, Bearer>>),
@@ -186,10 +192,12 @@ async fn connect(args: &Args, i: usize) -> anyhow::Result<Client> {
 }
 
 async fn run_level(args: Arc<Args>, clients: usize, run_id: u64) -> anyhow::Result<(Outcome, Duration)> {
-    let mut conns = Vec::new();
-    for i in 0..clients {
-        conns.push(connect(&args, i).await?);
+    let shared = if args.connections == 0 { clients } else { args.connections.min(clients) };
+    let mut channels = Vec::new();
+    for i in 0..shared {
+        channels.push(connect(&args, i).await?);
     }
+    let mut conns: Vec<Client> = (0..clients).map(|i| channels[i % shared].clone()).collect();
     if args.workload == Workload::Transfers {
         match conns.first_mut() {
             Some(Client::Ledger(c)) => ledger::setup_strongbox(c).await?,

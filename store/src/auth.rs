@@ -304,6 +304,15 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Roughly the heap this caller holds (its roles' rules dominate).
+    pub fn approx_bytes(&self) -> usize {
+        let strings =
+            |r: &RoleRecord| r.name.len() + r.rules.iter().map(|x| 32 + x.resource.len()).sum::<usize>();
+        std::mem::size_of::<Caller>()
+            + self.role_names.iter().map(|n| 24 + n.len()).sum::<usize>()
+            + self.roles.iter().map(|r| std::mem::size_of::<RoleRecord>() + strings(r)).sum::<usize>()
+    }
+
     pub fn allows(&self, access: &Access) -> bool {
         let rules = || self.roles.iter().flat_map(|r| r.rules.iter()).filter(|r| r.matches(access));
         let mut matching = rules();
@@ -371,6 +380,32 @@ mod tests {
             updated_revision: 1,
             updated_ms: 0,
         }
+    }
+
+    /// The request-side cache is bounded by bytes as well as by count: a
+    /// caller with large roles must not let 4,096 entries hold gigabytes.
+    #[test]
+    fn the_caller_cache_stays_within_its_byte_bound() {
+        use crate::caller_cache::{CallerCache, CALLER_CACHE_BYTES_MAX};
+        let long = "x".repeat(1000);
+        let rules: Vec<(Effect, Action, &str)> =
+            (0..64).map(|_| (Effect::Allow, Action::Read, long.as_str())).collect();
+        let big = caller(vec![role(&rules); 32]);
+        let per = big.approx_bytes();
+        assert!(per > 32 * 64 * 1000, "the estimate counts the rules: {per}");
+        let cache = CallerCache::default();
+        for i in 0..64 {
+            let mut c = big.clone();
+            c.token_hash = [0; 32];
+            c.token_hash[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            cache.store(cache.generation(), c);
+            assert!(
+                cache.len() * per <= CALLER_CACHE_BYTES_MAX,
+                "{} callers of {per} bytes kept",
+                cache.len()
+            );
+        }
+        assert!(cache.len() >= 1);
     }
 
     fn caller(roles: Vec<RoleRecord>) -> Caller {

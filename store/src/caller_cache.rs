@@ -16,13 +16,22 @@ use std::sync::Mutex;
 
 use crate::auth::{Caller, TokenHash};
 
-/// Callers kept; the map is emptied when it reaches this.
+/// Callers kept; the map is emptied when it reaches this many, or holds
+/// about this many bytes (a caller with 32 roles of 64 rules is ~100 KiB).
 pub const CALLER_CACHE_MAX: usize = 4096;
+pub const CALLER_CACHE_BYTES_MAX: usize = 16 << 20;
 
 #[derive(Default)]
 pub(crate) struct CallerCache {
     generation: AtomicU64,
-    map: Mutex<HashMap<TokenHash, (u64, Caller)>>,
+    map: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    by_token: HashMap<TokenHash, (u64, Caller)>,
+    /// `Caller::approx_bytes` of every entry stored since the last clear.
+    bytes: usize,
 }
 
 impl CallerCache {
@@ -39,16 +48,24 @@ impl CallerCache {
     pub fn get(&self, hash: &TokenHash, now_ms: u64) -> Option<Caller> {
         let generation = self.generation();
         let map = self.map.lock().expect("caller cache lock");
-        let (g, caller) = map.get(hash)?;
+        let (g, caller) = map.by_token.get(hash)?;
         (*g == generation && caller.token.expires_ms > now_ms).then(|| caller.clone())
     }
 
     /// Remembers a caller resolved from state read after `generation`.
     pub fn store(&self, generation: u64, caller: Caller) {
+        let bytes = caller.approx_bytes();
         let mut map = self.map.lock().expect("caller cache lock");
-        if map.len() >= CALLER_CACHE_MAX && !map.contains_key(&caller.token_hash) {
-            map.clear();
+        if map.by_token.len() >= CALLER_CACHE_MAX || map.bytes + bytes > CALLER_CACHE_BYTES_MAX {
+            map.by_token.clear();
+            map.bytes = 0;
         }
-        map.insert(caller.token_hash, (generation, caller));
+        map.bytes += bytes;
+        map.by_token.insert(caller.token_hash, (generation, caller));
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.map.lock().expect("caller cache lock").by_token.len()
     }
 }
