@@ -8,7 +8,8 @@ pub struct RaftTuning {
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
-    /// Build a snapshot after this many applied entries.
+    /// Build a snapshot after this many applied entries, and once the log
+    /// since the last one is large enough for the image (`snapshot_policy`).
     pub snapshot_logs: u64,
     /// Entries kept in the log behind a snapshot (for lagging followers).
     pub logs_kept_behind_snapshot: u64,
@@ -48,7 +49,9 @@ impl RaftTuning {
             install_snapshot_timeout: 10_000, // per chunk; the 200 ms default is too tight
             max_payload_entries: APPEND_ENTRIES_MAX,
             snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_logs),
+            // Builds are asked for by `snapshot_policy`, which weighs the
+            // entry count against the image's size.
+            snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: self.logs_kept_behind_snapshot,
             ..Default::default()
         }

@@ -13,6 +13,7 @@ pub mod node;
 pub mod peer_service;
 pub mod proposer;
 pub mod sm_store;
+pub mod snapshot_policy;
 pub mod types;
 pub mod wire;
 

@@ -7,6 +7,8 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -23,6 +25,9 @@ const KEY_LAST_PURGED: &[u8] = b"last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Db,
+    /// Bytes appended since this process started (the snapshot policy
+    /// weighs the log written against the image it would replace).
+    appended_bytes: Arc<AtomicU64>,
 }
 
 fn io_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
@@ -35,7 +40,12 @@ fn read_err(e: DbError) -> StorageError {
 
 impl LogStore {
     pub fn new(db: Db) -> Self {
-        LogStore { db }
+        LogStore { db, appended_bytes: Arc::default() }
+    }
+
+    /// A counter of the bytes appended from now on, shared with this store.
+    pub fn appended_bytes(&self) -> Arc<AtomicU64> {
+        self.appended_bytes.clone()
     }
 
     fn last_purged(&self) -> Result<Option<LogId>, StorageError> {
@@ -138,6 +148,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             n += 1;
         }
         metrics::histogram!("strongbox_log_append_entries").record(n as f64);
+        self.appended_bytes.fetch_add(b.size_bytes() as u64, Ordering::Relaxed);
         let res = self.write_synced(b, ErrorSubject::Logs).await;
         match &res {
             Ok(()) => callback.log_io_completed(Ok(())),

@@ -20,6 +20,7 @@ use crate::log_store::LogStore;
 use crate::network::{NetworkFactory, PeerChannels};
 use crate::proposer::{forward_rpc, until_leader_changes, ProposeError, ProposeResult, Proposer};
 use crate::sm_store::SmStore;
+use crate::snapshot_policy;
 use crate::types::{LogId, NodeId, NodeInfo, Raft, TypeConfig};
 use crate::wire::{ForwardReply, Forwarded, MembershipOp};
 
@@ -126,6 +127,9 @@ impl RaftNode {
         let config = Arc::new(tuning.to_config().map_err(|e| NodeError::InvalidArgument(e.to_string()))?);
         let sm = StateMachine::new(db.clone());
         let silence = Silence::default();
+        let log_store = LogStore::new(db.clone());
+        let appended_bytes = log_store.appended_bytes();
+        let sm_store = SmStore::open(sm.clone()).map_err(|e| NodeError::Fatal(e.to_string()))?;
         let raft = Raft::new(
             id,
             config,
@@ -135,11 +139,12 @@ impl RaftNode {
                 db.codec().clone(),
                 db.snapshot_gate().clone(),
             ),
-            LogStore::new(db),
-            SmStore::open(sm.clone()).map_err(|e| NodeError::Fatal(e.to_string()))?,
+            log_store,
+            sm_store.clone(),
         )
         .await
         .map_err(|e| NodeError::Fatal(e.to_string()))?;
+        snapshot_policy::spawn(raft.clone(), sm_store, appended_bytes, tuning.snapshot_logs);
         let timers = check_quorum::Timers {
             heartbeat: Duration::from_millis(tuning.heartbeat_ms),
             quorum_timeout: Duration::from_millis(tuning.election_timeout_min_ms),

@@ -26,6 +26,10 @@ const KEY_CURRENT_SNAPSHOT: &[u8] = b"current_file";
 const KEY_OLD_SNAPSHOT: &[u8] = b"current";
 /// The redo marker of an install in progress (see `snapshot::install`).
 const KEY_INSTALLING: &[u8] = b"installing";
+/// A build runs beside apply on the same cores: it sleeps three times as
+/// long as it works, so it takes at most a quarter of one. Installs are not
+/// paced: a node installing cannot serve until it is done.
+const BUILD_IDLE_PER_WORK: u32 = 3;
 
 /// A snapshot on disk: its meta and its image file in the snapshot dir.
 #[derive(Clone, Serialize, Deserialize)]
@@ -94,7 +98,7 @@ impl SmStore {
         let mut b = self.sm.db().batch();
         if self.current()?.is_none() {
             let image: OldImage = strongbox_store::db::decode(Cf::Snapshot, &old.image)?;
-            let (name, _, ()) = self.write_image(|w| {
+            let (name, _, ()) = self.write_image(false, |w| {
                 for (cf, k, v) in image.records {
                     let cf =
                         Cf::from_u8(cf).ok_or_else(|| DbError::Format(format!("unknown family {cf}")))?;
@@ -124,6 +128,13 @@ impl SmStore {
         Ok(dir)
     }
 
+    /// Size of the current snapshot's image file (0: none yet).
+    pub fn image_bytes(&self) -> Result<u64, DbError> {
+        let Some(s) = self.current()? else { return Ok(0) };
+        let path = self.sm.db().snapshot_dir().join(&s.file);
+        Ok(std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0))
+    }
+
     fn current(&self) -> Result<Option<StoredSnapshot>, DbError> {
         self.sm.db().get(Cf::Snapshot, KEY_CURRENT_SNAPSHOT)
     }
@@ -133,12 +144,16 @@ impl SmStore {
     /// `fill` returned.
     fn write_image<T>(
         &self,
+        paced: bool,
         fill: impl FnOnce(&mut FrameWriter) -> Result<T, DbError>,
     ) -> Result<(String, File, T), DbError> {
         let dir = self.dir()?;
         let name = snapshot::new_file_name();
         let tmp = dir.join(format!("{name}.tmp"));
         let mut w = FrameWriter::new(create_new(&tmp)?, self.sm.db().codec().clone())?;
+        if paced {
+            w = w.paced(BUILD_IDLE_PER_WORK);
+        }
         let out = match fill(&mut w) {
             Ok(out) => out,
             Err(e) => {
@@ -191,7 +206,7 @@ impl SmStore {
         let _files = self.files.lock().expect("snapshot files lock");
         // One RocksDB snapshot: data, applied log id and membership all
         // from the same instant, while apply keeps running.
-        let (name, file, meta_records) = self.write_image(|w| snapshot::export(self.sm.db(), w))?;
+        let (name, file, meta_records) = self.write_image(true, |w| snapshot::export(self.sm.db(), w))?;
         let last_log_id: Option<LogId> = meta_records.get(META_APPLIED)?;
         let last_membership: StoredMembership = meta_records.get(META_MEMBERSHIP)?.unwrap_or_default();
         let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
@@ -224,7 +239,7 @@ impl SmStore {
         // Our own copy, under a name the redo marker can point to (what we
         // are handed may be an unnamed file being received).
         let mut from = FrameReader::new(received, self.sm.db().codec().clone())?;
-        let (name, _file, meta_records) = self.write_image(|w| {
+        let (name, _file, meta_records) = self.write_image(false, |w| {
             let m = snapshot::copy(&mut from, w)?;
             if !w.ended() {
                 return Err(DbError::Format("snapshot image without its end frame".into()));
@@ -412,7 +427,7 @@ mod tests {
             let b = SmStore::new(StateMachine::new(b_db.clone()));
             let received = snap.snapshot.into_std().await;
             let (name, _, _) = b
-                .write_image(|w| {
+                .write_image(false, |w| {
                     let mut r = FrameReader::new(received, Codec::plaintext())?;
                     snapshot::copy(&mut r, w)
                 })

@@ -75,6 +75,11 @@ const WRITTEN_NOT_PROBED_CFS: [Cf; 7] = [
     Cf::PendingExpiry,
 ];
 
+/// WAL kept at most, across all families (see `Db::open`).
+pub const WAL_BYTES_MAX: u64 = 256 << 20;
+/// Bytes a flush or a compaction writes between two writebacks of its file.
+const WRITEBACK_BYTES: u64 = 1 << 20;
+
 fn cf_base_options(cf: Cf) -> Result<Options, DbError> {
     let mut o = Options::default();
     if INSERT_HINT_PREFIX_CFS.contains(&cf) {
@@ -100,6 +105,16 @@ impl Db {
         // Bounded background work on a 2-core box.
         opts.increase_parallelism(2);
         opts.set_max_background_jobs(2);
+        // The WAL is shared by every family; a file can go only once every
+        // family with data in it has flushed. Families written rarely (users,
+        // roles) would otherwise pin gigabytes of WAL, all replayed at the
+        // next open. Past this total, RocksDB flushes the families that hold
+        // the oldest file.
+        opts.set_max_total_wal_size(WAL_BYTES_MAX);
+        // Write back flushes and compactions as they go instead of in one
+        // fsync per finished file, which can hold the log's own fsync behind
+        // tens of megabytes of other dirty pages.
+        opts.set_bytes_per_sync(WRITEBACK_BYTES);
         // Apply is the only big writer, and the insert hints below work only
         // for writes that are not inserted concurrently.
         opts.set_allow_concurrent_memtable_write(false);
@@ -454,6 +469,11 @@ impl Batch {
 
     pub fn len(&self) -> usize {
         self.wb.len()
+    }
+
+    /// Bytes the batch would write (keys, sealed values, framing).
+    pub fn size_bytes(&self) -> usize {
+        self.wb.size_in_bytes()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -70,8 +70,9 @@ impl Cluster for ClusterService {
         self.api
             .rpc("cluster.status", token_of(req.metadata()), async {
                 // Against local state, no barrier: status must answer without a
-                // quorum, which is when it is needed most.
-                self.api.check(&bearer(req.metadata())?, Rpc::ClusterStatus, "")?;
+                // quorum, which is when it is needed most (a barrier only when
+                // local state refuses the caller).
+                self.api.check_caught_up(&bearer(req.metadata())?, Rpc::ClusterStatus, "").await?;
                 let s = self.node.status().await?;
                 Ok(StatusResponse {
                     node_id: s.id,
