@@ -364,11 +364,20 @@ impl Db {
     }
 
     /// Writes a batch atomically. `sync` waits for fsync of the WAL.
+    ///
+    /// A synced write is written under the write lock and fsynced after it
+    /// is released: apply's batches (never synced) then do not queue behind
+    /// every log append's fsync, which on this disk takes 0.5–5 ms. The
+    /// batch is visible to readers a moment before it is durable; nothing
+    /// acts on a log entry, vote or install marker before this returns.
     pub fn write(&self, batch: Batch, sync: bool) -> Result<(), DbError> {
-        let mut wo = WriteOptions::default();
-        wo.set_sync(sync);
-        let _g = self.inner.write_lock.lock().expect("write lock");
-        self.inner.db.write_opt(batch.wb, &wo)?;
+        {
+            let _g = self.inner.write_lock.lock().expect("write lock");
+            self.inner.db.write_opt(batch.wb, &WriteOptions::default())?;
+        }
+        if sync {
+            self.sync_wal()?;
+        }
         Ok(())
     }
 
