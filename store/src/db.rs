@@ -157,12 +157,13 @@ impl Db {
         use crate::layout::{FORMAT_KEY, FORMAT_VERSION};
         match self.get::<u32>(Cf::RaftMeta, FORMAT_KEY)? {
             Some(v) if v == FORMAT_VERSION => Ok(()),
-            Some(2) => {
-                let moved = crate::requests::migrate_layout_2(self)?;
+            Some(v @ (2 | 3)) => {
+                let requests = if v == 2 { crate::requests::migrate_layout_2(self)? } else { 0 };
+                let feed = crate::feed::migrate_layout_3(self)?;
                 let mut b = self.batch();
                 b.put(Cf::RaftMeta, FORMAT_KEY, &FORMAT_VERSION);
                 self.write(b, true)?;
-                tracing::info!(path = %path.display(), moved, "upgraded the data directory from layout 2");
+                tracing::info!(path = %path.display(), requests, feed, "upgraded the data directory from layout {v}");
                 Ok(())
             }
             Some(v) => Err(DbError::Format(format!(

@@ -169,10 +169,11 @@ pub mod sm_keys {
 
 /// The on-disk layout this build reads and writes, recorded in `RaftMeta`
 /// when a database is created. 2: names keyed by HMAC, commands carry the
-/// proposing node. 3: request ids keyed by time bucket (`requests`); a
-/// layout-2 directory is upgraded in place when it is opened. Older data
-/// directories are refused, not misread.
-pub const FORMAT_VERSION: u32 = 3;
+/// proposing node. 3: request ids keyed by time bucket (`requests`). 4:
+/// feed records keep transfers typed, under tagged keys (`feed`). Layout-2
+/// and layout-3 directories are upgraded in place when they are opened.
+/// Older data directories are refused, not misread.
+pub const FORMAT_VERSION: u32 = 4;
 pub const FORMAT_KEY: &[u8] = b"format_version";
 
 /// Big-endian u64 key: sorts numerically.

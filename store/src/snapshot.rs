@@ -383,8 +383,12 @@ pub fn install(db: &Db, r: &mut FrameReader, last: impl FnOnce(&mut Batch)) -> R
                 meta.push((k, v));
                 continue;
             }
-            // An image from a node of the previous layout (request ids).
+            // An image from a node of an older layout (request ids, feed).
             let Some(k) = crate::requests::legacy_record(cf, &k, &v)? else { continue };
+            let (k, v) = match cf {
+                Cf::Feed => crate::feed::upgrade_legacy(&k, &v)?.map_or((k, v), |(k, v)| (k.to_vec(), v)),
+                _ => (k, v),
+            };
             batch_bytes += k.len() + v.len();
             batch.put_raw(cf, &k, &v);
             if batch_bytes >= INSTALL_BATCH_BYTES {

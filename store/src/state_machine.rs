@@ -239,9 +239,9 @@ impl StateMachine {
         let limit = limit.min(feed::FEED_READ_MAX);
         Ok(self
             .db
-            .scan::<FeedRecord>(Cf::Feed, &feed::key(from), None, limit)?
+            .scan::<feed::StoredRecord>(Cf::Feed, &feed::key(from), None, limit)?
             .into_iter()
-            .map(|(_, r)| r)
+            .map(|(_, r)| r.render())
             .collect())
     }
 
@@ -452,7 +452,7 @@ impl<'a> ApplyBatch<'a> {
             raw.map(|r| decode::<StoredTransfer>(Cf::Transfers, &r).map(|s| s.transfer)).transpose()
         };
         let events = feed::describe(&cmd.op, outcome, &actor, expired, &applied)?;
-        let record = FeedRecord { revision: self.revision, time_ms: cmd.time_ms, actor, events };
+        let record = feed::StoredRecord::new(self.revision, cmd.time_ms, actor, events);
         self.overlay.insert(Key::new(Cf::Feed, &feed::key(self.revision)), Some(encode(&record)));
         if self.feed_oldest.is_none() {
             self.feed_oldest = Some((self.revision, cmd.time_ms));
@@ -477,7 +477,7 @@ impl<'a> ApplyBatch<'a> {
             self.overlay.insert(Key::new(Cf::Feed, &feed::key(oldest)), None);
             // Revisions are gap-free: the next record is the next revision.
             self.feed_oldest = match self.read(Cf::Feed, &feed::key(oldest + 1))? {
-                Some(raw) => Some((oldest + 1, decode::<FeedRecord>(Cf::Feed, &raw)?.time_ms)),
+                Some(raw) => Some((oldest + 1, decode::<feed::StoredRecord>(Cf::Feed, &raw)?.time_ms)),
                 None => None,
             };
         }
