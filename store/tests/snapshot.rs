@@ -116,3 +116,24 @@ fn every_install_moves_the_install_epoch() {
     assert_eq!(b.install_epoch(), before + 2);
     assert!(!b.installing());
 }
+
+/// An image from a node of layout 3 (feed records under bare revisions,
+/// events rendered) installs into a feed that reads the same.
+#[test]
+fn an_older_layouts_feed_is_translated_as_it_is_installed() {
+    use strongbox_store::layout::Cf;
+    let (_da, a) = open_encrypted();
+    fill(&a, 4 * 1024, 1024);
+    let before = a.feed(1, 100).unwrap();
+    assert!(before.len() > 2);
+    // Rewrite a's feed as a layout-3 node stored it.
+    let mut b = a.db().batch();
+    for r in &before {
+        b.delete(Cf::Feed, &strongbox_store::feed::key(r.revision));
+        b.put(Cf::Feed, &r.revision.to_be_bytes(), r);
+    }
+    a.db().write(b, true).unwrap();
+    let (_db, to) = open_encrypted();
+    install_image(&a, image_of(&a), &to);
+    assert_eq!(to.feed(1, 100).unwrap(), before);
+}
