@@ -217,6 +217,14 @@ impl Db {
         }
     }
 
+    /// Of sorted, distinct `keys`, those the database does not hold, in
+    /// one batched lookup (one pass over the memtables and each file's
+    /// filter instead of a full lookup per key).
+    pub fn absent<K: AsRef<[u8]>>(&self, cf: Cf, keys: &[K]) -> Result<Vec<bool>, DbError> {
+        let found = self.inner.db.batched_multi_get_cf(self.handle(cf), keys.iter(), true);
+        found.into_iter().map(|r| Ok(r?.is_none())).collect()
+    }
+
     pub fn get<T: DeserializeOwned>(&self, cf: Cf, key: &[u8]) -> Result<Option<T>, DbError> {
         match self.get_raw(cf, key)? {
             None => Ok(None),
@@ -499,7 +507,8 @@ const ENCODE_CAPACITY_BYTES: usize = 128;
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // postcard cannot fail on our own plain data types (no maps with
     // non-string keys issues, no unsized sequences).
-    postcard::to_extend(value, Vec::with_capacity(ENCODE_CAPACITY_BYTES)).expect("postcard encodes plain data")
+    postcard::to_extend(value, Vec::with_capacity(ENCODE_CAPACITY_BYTES))
+        .expect("postcard encodes plain data")
 }
 
 pub fn decode<T: DeserializeOwned>(cf: Cf, bytes: &[u8]) -> Result<T, DbError> {

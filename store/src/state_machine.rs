@@ -593,6 +593,10 @@ pub(crate) struct Tx<'b> {
     pub(crate) expired: Vec<u128>,
     /// The name key as of this command (`Bootstrap` sets it).
     pub(crate) names: NameKey,
+    /// Transfer ids the database did not hold when this command began,
+    /// sorted (`prefetch_absent_transfers`). The database does not change
+    /// while a batch is applied, and the overlay is read first.
+    absent_transfers: Vec<[u8; 16]>,
 }
 
 /// The ledger state every event touches (see `Tx::ledger`). `None`: not
@@ -699,6 +703,11 @@ impl Read for Tx<'_> {
         match self.overlay.get(&Key::new(cf, key)) {
             Some(Some(raw)) => decode(cf, raw).map(Some),
             Some(None) => Ok(None),
+            None if cf == Cf::Transfers
+                && self.absent_transfers.binary_search_by(|k| k[..].cmp(key)).is_ok() =>
+            {
+                Ok(None)
+            }
             None => self.sm.db.get(cf, key),
         }
     }
@@ -723,6 +732,7 @@ impl<'b> Tx<'b> {
             saved_ledger: LedgerCounters::default(),
             ledger: LedgerCounters::default(),
             expired: Vec::new(),
+            absent_transfers: Vec::new(),
             names: batch.names.clone(),
         }
     }
@@ -790,6 +800,23 @@ impl Tx<'_> {
         self.rollback_to(mark);
         self.bumps_revision = bumps_revision;
         self.ledger.clone_from(&self.saved_ledger);
+    }
+
+    /// Looks up whether the database holds each of these transfer ids in
+    /// one batched read: a batch of new transfers would otherwise pay a full
+    /// lookup per id only to learn that it is free.
+    pub(crate) fn prefetch_absent_transfers(
+        &mut self,
+        ids: impl Iterator<Item = u128>,
+    ) -> Result<(), DbError> {
+        let mut keys: Vec<[u8; 16]> = ids.map(crate::ledger::id_key).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let absent = self.sm.db.absent(Cf::Transfers, &keys)?;
+        let mut flags = absent.into_iter();
+        keys.retain(|_| flags.next().expect("one answer per key"));
+        self.absent_transfers = keys;
+        Ok(())
     }
 
     /// The last ledger event timestamp handed out (0: none yet).

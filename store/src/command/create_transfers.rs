@@ -33,6 +33,7 @@ impl CreateTransfers {
             linked_event_chain_open: R::LinkedEventChainOpen,
         };
         expire_due(tx)?;
+        tx.prefetch_absent_transfers(self.transfers.iter().map(|t| t.id))?;
         let linked = |t: &Transfer| t.has(transfer_flags::LINKED);
         let results = run_chains(tx, &self.transfers, linked, codes, |tx, t| create_transfer(tx, caller, t));
         answer(results, |results| Outcome::TransfersCreated { results })
