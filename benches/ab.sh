@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# A/B runs of two builds on this machine: a fresh `strongbox dev` cluster
+# from the binaries in BINDIR, then each named load for DUR seconds (12 by
+# default). Alternate two BINDIRs run after run: this machine's speed
+# drifts by a fifth within an hour, so only neighbouring runs compare.
+#
+#   benches/ab.sh BINDIR TAG [t1|t1000|puts]...
+#     t1     unbatched transfers, 64 clients
+#     t1000  batches of 1,000 transfers, 16 clients
+#     puts   secret puts, 64 clients
+#   EP=127.0.0.1:7601 benches/ab.sh ...   # every client on one node
+set -u
+BIN=$1; TAG=$2; shift 2
+pkill -f "strongbox serve"; pkill -f "strongbox dev"; sleep 1
+W=$(mktemp -d /tmp/strongbox-ab.XXXXXX)
+STRONGBOX_PROFILE="$W/profile.toml" "$BIN/strongbox" dev --dir "$W/sb" --base-port 7600 >"$W/dev.log" 2>&1 &
+DEV=$!
+for _ in $(seq 1 120); do grep -q "cluster is up" "$W/dev.log" && break; sleep 0.5; done
+AT=(--target strongbox --endpoints "${EP:-127.0.0.1:7601,127.0.0.1:7602,127.0.0.1:7603}"
+  --ca "$W/sb/ca.pem" --token-file "$W/token" --markdown --duration-s "${DUR:-12}")
+for l in "$@"; do
+  case $l in
+    t1) args=(--workload transfers --batch 1 --clients 64);;
+    t1000) args=(--workload transfers --batch 1000 --clients 16);;
+    puts) args=(--workload puts --clients 64);;
+    *) echo "unknown load $l" >&2; continue;;
+  esac
+  echo "$TAG $l $("$BIN/strongbox-bench" "${AT[@]}" "${args[@]}" 2>&1 | tail -1)"
+done
+kill -INT $DEV; wait $DEV 2>/dev/null; rm -rf "$W"
