@@ -292,6 +292,10 @@ pub(crate) fn upgrade_legacy(key: &[u8], value: &[u8]) -> Result<Option<([u8; 9]
     Ok(Some((self::key(new.revision), crate::db::encode(&new))))
 }
 
+/// Records re-encoded per write while upgrading: few, because one record
+/// of a ledger command can hold thousands of rendered events.
+const MIGRATE_CHUNK_RECORDS: usize = 64;
+
 /// Re-keys and re-encodes a layout-3 feed in place. Chunks are atomic and
 /// a moved record has the new key length, so a crash part way is finished
 /// by running this again.
@@ -300,7 +304,7 @@ pub(crate) fn migrate_layout_3(db: &crate::db::Db) -> Result<u64, DbError> {
     let mut moved = 0u64;
     let mut from = Vec::new();
     loop {
-        let rows = db.scan_raw(Cf::Feed, &from, None, 1024)?;
+        let rows = db.scan_raw(Cf::Feed, &from, None, MIGRATE_CHUNK_RECORDS)?;
         let Some((last, _)) = rows.last() else { break };
         from = [&last[..], &[0]].concat();
         let mut batch = db.batch();
