@@ -433,6 +433,33 @@ impl Db {
         Ok((next, scanned, rewritten))
     }
 
+    /// Rewrites a column family in place, `chunk_records` at a time, each
+    /// chunk in one atomic write: `f` sees every record (opened) and stages
+    /// what replaces it, answering whether it moved it. Returns how many
+    /// moved. For layout upgrades: a moved record must be recognisable as
+    /// such, so that a crash part way is finished by running this again.
+    pub(crate) fn rewrite_in_chunks(
+        &self,
+        cf: Cf,
+        chunk_records: usize,
+        mut f: impl FnMut(&[u8], &[u8], &mut Batch) -> Result<bool, DbError>,
+    ) -> Result<u64, DbError> {
+        let mut moved = 0u64;
+        let mut from = Vec::new();
+        loop {
+            let rows = self.scan_raw(cf, &from, None, chunk_records)?;
+            let Some((last, _)) = rows.last() else { return Ok(moved) };
+            from = [&last[..], &[0]].concat();
+            let mut batch = self.batch();
+            for (k, v) in &rows {
+                moved += u64::from(f(k, v, &mut batch)?);
+            }
+            if !batch.is_empty() {
+                self.write(batch, false)?;
+            }
+        }
+    }
+
     /// Flushes a column family's memtable to an SST file (tests, tooling).
     pub fn flush(&self, cf: Cf) -> Result<(), DbError> {
         self.inner.db.flush_cf(self.handle(cf))?;

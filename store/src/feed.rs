@@ -301,25 +301,12 @@ const MIGRATE_CHUNK_RECORDS: usize = 64;
 /// by running this again.
 pub(crate) fn migrate_layout_3(db: &crate::db::Db) -> Result<u64, DbError> {
     use crate::layout::Cf;
-    let mut moved = 0u64;
-    let mut from = Vec::new();
-    loop {
-        let rows = db.scan_raw(Cf::Feed, &from, None, MIGRATE_CHUNK_RECORDS)?;
-        let Some((last, _)) = rows.last() else { break };
-        from = [&last[..], &[0]].concat();
-        let mut batch = db.batch();
-        for (k, v) in &rows {
-            if let Some((new_key, new_value)) = upgrade_legacy(k, v)? {
-                batch.put_raw(Cf::Feed, &new_key, &new_value);
-                batch.delete(Cf::Feed, k);
-                moved += 1;
-            }
-        }
-        if !batch.is_empty() {
-            db.write(batch, false)?;
-        }
-    }
-    Ok(moved)
+    db.rewrite_in_chunks(Cf::Feed, MIGRATE_CHUNK_RECORDS, |k, v, batch| {
+        let Some((new_key, new_value)) = upgrade_legacy(k, v)? else { return Ok(false) };
+        batch.put_raw(Cf::Feed, &new_key, &new_value);
+        batch.delete(Cf::Feed, k);
+        Ok(true)
+    })
 }
 
 #[cfg(test)]

@@ -86,23 +86,15 @@ const MIGRATE_CHUNK_RECORDS: usize = 1024;
 /// records have the new key length, so a crash part way is finished by
 /// running this again.
 pub(crate) fn migrate_layout_2(db: &Db) -> Result<u64, DbError> {
-    let mut moved = 0u64;
-    let mut from = Vec::new();
-    loop {
-        let rows = db.scan_raw(Cf::Requests, &from, None, MIGRATE_CHUNK_RECORDS)?;
-        let Some((last, _)) = rows.last() else { break };
-        from = [&last[..], &[0]].concat();
-        let mut batch = db.batch();
-        for (k, v) in rows.iter().filter(|(k, _)| k.len() == ID_HASH_BYTES) {
-            let new_key = legacy_record(Cf::Requests, k, v)?.expect("request records are kept");
-            batch.put_raw(Cf::Requests, &new_key, v);
-            batch.delete(Cf::Requests, k);
-            moved += 1;
+    let moved = db.rewrite_in_chunks(Cf::Requests, MIGRATE_CHUNK_RECORDS, |k, v, batch| {
+        if k.len() != ID_HASH_BYTES {
+            return Ok(false);
         }
-        if !batch.is_empty() {
-            db.write(batch, false)?;
-        }
-    }
+        let new_key = legacy_record(Cf::Requests, k, v)?.expect("request records are kept");
+        batch.put_raw(Cf::Requests, &new_key, v);
+        batch.delete(Cf::Requests, k);
+        Ok(true)
+    })?;
     if let Some((last, _)) = db.last_raw(Cf::RequestsByTime)? {
         let mut batch = db.batch();
         batch.delete_range(Cf::RequestsByTime, &[], &[&last[..], &[0]].concat());
