@@ -220,7 +220,7 @@ impl Db {
     /// Of sorted, distinct `keys`, those the database does not hold, in
     /// one batched lookup (one pass over the memtables and each file's
     /// filter instead of a full lookup per key).
-    pub fn absent<K: AsRef<[u8]>>(&self, cf: Cf, keys: &[K]) -> Result<Vec<bool>, DbError> {
+    pub(crate) fn absent<K: AsRef<[u8]>>(&self, cf: Cf, keys: &[K]) -> Result<Vec<bool>, DbError> {
         let found = self.inner.db.batched_multi_get_cf(self.handle(cf), keys.iter(), true);
         found.into_iter().map(|r| Ok(r?.is_none())).collect()
     }
@@ -527,8 +527,8 @@ impl Batch {
 }
 
 /// Room most records fit in (accounts, transfers, index entries, request
-/// records): growing from empty cost four reallocations per value, about a
-/// tenth of apply's instructions per transfer.
+/// records): growing from empty cost four reallocations per value, about
+/// 6% of apply's instructions for batches of 1,000 transfers.
 const ENCODE_CAPACITY_BYTES: usize = 128;
 
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
