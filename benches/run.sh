@@ -2,13 +2,20 @@
 # Side-by-side write benchmark on this machine, one run: a three-node
 # strongbox cluster (TLS, fsync) and a three-node etcd 3.4 cluster (Debian's
 # etcd-server, loopback, no TLS), the same closed-loop put load at 1, 16 and
-# 64 clients. Prints markdown rows for BENCHMARKS.md.
+# 64 clients. Prints markdown rows for BENCHMARKS.md. Every row ends with the
+# CPU (user + system, from /proc) its three server processes used per
+# acknowledged op, warm-up included (the ops counted are the measured rate
+# times warm-up plus measurement): a figure that does not depend on how long
+# a request waits for one of the two cores.
 #
 #   benches/run.sh [duration_s]
 #   ENCRYPTION=off benches/run.sh      # strongbox without encryption at rest
 #   WORKLOAD=transfers benches/run.sh  # ledger transfers: strongbox batches of
 #                                      # 1/100/1000/8189 vs etcd's Txn transfer
 #   WORKLOAD=reads benches/run.sh      # linearizable reads of one key per client
+#   ROUNDS=5 benches/run.sh            # alternate the 64-client runs 5 times
+#                                      # (3 by default) and print the median
+#                                      # ratio: this machine's speed drifts
 #   AGE_S=660 benches/run.sh           # first load both clusters for 660 s, so
 #                                      # strongbox measures past its 10-minute
 #                                      # request-id window, as a long-lived node
@@ -50,31 +57,71 @@ done
 SB_AT=(--target strongbox --endpoints 127.0.0.1:7601,127.0.0.1:7602,127.0.0.1:7603
   --ca "$WORK/sb/ca.pem" --token-file "$WORK/token")
 ETCD_AT=(--target etcd --endpoints 127.0.0.1:7701,127.0.0.1:7702,127.0.0.1:7703)
-SB=("${SB_AT[@]}" --duration-s "$DURATION" --markdown)
-ETCD=("${ETCD_AT[@]}" --duration-s "$DURATION" --markdown)
 if [ "${AGE_S:-0}" -gt 0 ]; then
   echo "ageing both clusters: ${AGE_S} s of unbatched transfers at 64 clients each" >&2
   "$BIN/strongbox-bench" "${SB_AT[@]}" --workload transfers --clients 64 --duration-s "$AGE_S" >&2
   "$BIN/strongbox-bench" "${ETCD_AT[@]}" --workload transfers --clients 64 --duration-s "$AGE_S" >&2
 fi
+# utime + stime, in clock ticks, of one system's three server processes.
+server_ticks() {
+  local pattern
+  case $1 in
+    strongbox) pattern="strongbox serve --config $WORK/";;
+    etcd) pattern="etcd --name e[123] --data-dir $WORK/";;
+  esac
+  for p in $(pgrep -f "$pattern"); do awk '{print $14 + $15}' "/proc/$p/stat"; done | awk '{t += $1} END {print t + 0}'
+}
+# One bench invocation (one concurrency level); prints its row with the
+# servers' CPU per op appended, and leaves the rate in $RATE.
+measure() {
+  local system=$1; shift
+  local before after row
+  before=$(server_ticks "$system")
+  row=$("$BIN/strongbox-bench" "$@" --duration-s "$DURATION" --markdown | tail -1)
+  after=$(server_ticks "$system")
+  RATE=$(echo "$row" | awk -F'|' '{print $(NF-5)}' | tr -d ' ')
+  local us
+  us=$(awk -v a="$before" -v b="$after" -v r="$RATE" -v s="$((DURATION + 2))" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { if (r > 0) printf "%.0f", (b - a) / hz * 1e6 / (r * s); else print "n/a" }')
+  echo "$row $us |"
+}
+ROUNDS="${ROUNDS:-3}"
+median() { sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 if [ "${WORKLOAD:-puts}" = transfers ]; then
-  echo "| system | clients | transfers per request | transfers/s | p50 ms | p99 ms | p99.9 ms | errors |"
-  echo "|---|---|---|---|---|---|---|---|"
-  "$BIN/strongbox-bench" "${SB[@]}" --workload transfers --batch 1 --clients 64
-  for b in 100 1000 8189; do
-    "$BIN/strongbox-bench" "${SB[@]}" --workload transfers --batch "$b" --clients 16
+  echo "| system | clients | transfers per request | transfers/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU µs per transfer |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  ratios=()
+  for round in $(seq 1 "$ROUNDS"); do
+    measure strongbox "${SB_AT[@]}" --workload transfers --batch 1 --clients 64; sb=$RATE
+    measure etcd "${ETCD_AT[@]}" --workload transfers --clients 64
+    ratios+=("$(awk -v a="$sb" -v b="$RATE" 'BEGIN { printf "%.2f", a / b }')")
   done
-  "$BIN/strongbox-bench" "${ETCD[@]}" --workload transfers --clients 64
+  for b in 100 1000 8189; do
+    measure strongbox "${SB_AT[@]}" --workload transfers --batch "$b" --clients 16
+  done
+  echo
+  echo "unbatched strongbox/etcd Txn per round: ${ratios[*]}; median $(printf '%s\n' "${ratios[@]}" | median)"
   exit 0
 fi
 if [ "${WORKLOAD:-puts}" = reads ]; then
-  echo "| system | clients | linearizable reads/s | p50 ms | p99 ms | p99.9 ms | errors |"
-  echo "|---|---|---|---|---|---|---|"
-  "$BIN/strongbox-bench" "${SB[@]}" --workload reads
-  "$BIN/strongbox-bench" "${ETCD[@]}" --workload reads
+  echo "| system | clients | linearizable reads/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU µs per read |"
+  echo "|---|---|---|---|---|---|---|---|"
+  measure strongbox "${SB_AT[@]}" --workload reads --clients 64
+  measure etcd "${ETCD_AT[@]}" --workload reads --clients 64
   exit 0
 fi
-echo "| system | clients | acked writes/s | p50 ms | p99 ms | p99.9 ms | errors |"
-echo "|---|---|---|---|---|---|---|"
-"$BIN/strongbox-bench" "${SB[@]}"
-"$BIN/strongbox-bench" "${ETCD[@]}"
+echo "| system | clients | acked writes/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU µs per put |"
+echo "|---|---|---|---|---|---|---|---|"
+for n in 1 16; do
+  measure strongbox "${SB_AT[@]}" --clients "$n"
+  measure etcd "${ETCD_AT[@]}" --clients "$n"
+done
+# 64 clients, the issue's comparison: alternated, ROUNDS times each.
+ratios=()
+for round in $(seq 1 "$ROUNDS"); do
+  measure strongbox "${SB_AT[@]}" --clients 64; sb=$RATE
+  measure etcd "${ETCD_AT[@]}" --clients 64
+  ratios+=("$(awk -v a="$sb" -v b="$RATE" 'BEGIN { printf "%.2f", a / b }')")
+done
+echo
+echo "puts at 64 clients, strongbox/etcd per round: ${ratios[*]}; median $(printf '%s\n' "${ratios[@]}" | median)"
