@@ -145,7 +145,7 @@ async fn run(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Pending>) {
 }
 
 fn current_leader(raft: &Raft) -> Option<(NodeId, NodeInfo)> {
-    let m = raft.metrics();
+    let m = raft.server_metrics();
     let m = m.borrow();
     let leader = m.current_leader?;
     Some((leader, m.membership_config.membership().get_node(&leader)?.clone()))
@@ -223,7 +223,10 @@ pub(crate) async fn until_leader_changes<T>(
     leader_id: NodeId,
     call: impl std::future::Future<Output = Result<T, tonic::Status>>,
 ) -> Result<T, tonic::Status> {
-    let mut metrics = raft.metrics();
+    // The server metrics change only with the vote, role, leader or
+    // membership; the full metrics change with every append and apply, and
+    // would wake each call in flight several times per entry.
+    let mut metrics = raft.server_metrics();
     let changed = metrics.wait_for(|m| m.current_leader != Some(leader_id));
     tokio::select! {
         r = call => r,

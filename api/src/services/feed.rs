@@ -167,7 +167,8 @@ impl Producer {
     }
 
     async fn run(mut self, mut next: u64) {
-        let mut applied = self.api.node.raft.metrics();
+        // Data metrics: log and apply positions only (no timers, no roles).
+        let mut applied = self.api.node.raft.data_metrics();
         let mut last_sent = tokio::time::Instant::now();
         loop {
             if *self.stopping.borrow() {
@@ -215,10 +216,10 @@ impl Producer {
                 continue;
             }
             // Caught up: wait for the next apply, or tell an idle consumer
-            // how far it is (so it can checkpoint without events). Raft's
-            // metrics change on every heartbeat; only a new applied index
-            // counts, so the progress timer is not reset by them.
-            let seen = self.api.node.raft.metrics().borrow().last_applied.map(|l| l.index);
+            // how far it is (so it can checkpoint without events). The data
+            // metrics also change with appends and replication; only a new
+            // applied index counts, so the progress timer is not reset by them.
+            let seen = self.api.node.raft.data_metrics().borrow().last_applied.map(|l| l.index);
             let progress_at = last_sent + self.progress;
             tokio::select! {
                 alive = async { applied.wait_for(|m| m.last_applied.map(|l| l.index) != seen).await.is_ok() } => {
