@@ -147,6 +147,22 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
     }
     let valid = results.valid();
     println!("jepsen: {} ({} ops); see {}/index.html", validity(valid), ops.len(), out.display());
+    if valid == Validity::Unknown && !args.expect_invalid {
+        // Not a pass: no violation was found, but a search ran out of its
+        // budget (`--key-budget-ms`) before it could prove the history
+        // valid. The exit code stays 0 so a slow machine does not fail CI;
+        // this line says so instead of a silent "unknown".
+        let unknown: Vec<&str> = results
+            .checkers()
+            .iter()
+            .filter(|(_, r)| r.valid == Validity::Unknown)
+            .map(|(name, _)| name.as_str())
+            .collect();
+        eprintln!(
+            "jepsen: WARNING: not proven valid: {} gave up (no violation found); rerun with a larger --key-budget-ms",
+            unknown.join(", ")
+        );
+    }
     Ok(match (valid, args.expect_invalid) {
         (Validity::Invalid, true) => 0,
         (_, true) => {
