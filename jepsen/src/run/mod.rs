@@ -148,7 +148,7 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
     let valid = results.valid();
     println!("jepsen: {} ({} ops); see {}/index.html", validity(valid), ops.len(), out.display());
     if valid == Validity::Unknown && !args.expect_invalid {
-        // Not a pass: no violation was found, but a search ran out of its
+        // Not proven valid: no violation was found, but a search ran out of its
         // budget (`--key-budget-ms`) before it could prove the history
         // valid. The exit code stays 0 so a slow machine does not fail CI;
         // this line says so instead of a silent "unknown".
