@@ -22,11 +22,7 @@ W=$(mktemp -d /tmp/strongbox-ab.XXXXXX)
 STRONGBOX_PROFILE="$W/profile.toml" "$BIN/strongbox" dev --dir "$W/sb" --base-port 7600 >"$W/dev.log" 2>&1 &
 DEV=$!
 for _ in $(seq 1 120); do grep -q "cluster is up" "$W/dev.log" && break; sleep 0.5; done
-# utime + stime of the three nodes, in clock ticks.
-node_cpu_ticks() {
-  for p in $(pgrep -f "strongbox serve --config $W/"); do awk '{print $14 + $15}' "/proc/$p/stat"; done |
-    awk '{t += $1} END {print t + 0}'
-}
+. "$(dirname "$0")/cpu.sh"
 AT=(--target strongbox --endpoints "${EP:-127.0.0.1:7601,127.0.0.1:7602,127.0.0.1:7603}"
   --ca "$W/sb/ca.pem" --token-file "$W/token" --markdown --duration-s "${DUR:-12}")
 for l in "$@"; do
@@ -36,12 +32,11 @@ for l in "$@"; do
     puts) args=(--workload puts --clients 64);;
     *) echo "unknown load $l" >&2; continue;;
   esac
-  before=$(node_cpu_ticks)
+  before=$(cpu_ticks "strongbox serve --config $W/")
   row=$("$BIN/strongbox-bench" "${AT[@]}" "${args[@]}" 2>&1 | tail -1)
-  after=$(node_cpu_ticks)
+  after=$(cpu_ticks "strongbox serve --config $W/")
   rate=$(echo "$row" | awk -F'|' '{print $(NF-5)}' | tr -d ' ')
-  us=$(awk -v a="$before" -v b="$after" -v r="$rate" -v s="$(( ${DUR:-12} + 2 ))" -v hz="$(getconf CLK_TCK)" \
-    'BEGIN { if (r > 0) printf "%.0f", (b - a) / hz * 1e6 / (r * s); else print "n/a" }')
+  us=$(cpu_us_per_op "$before" "$after" "$rate" "$(( ${DUR:-12} + 2 ))")
   echo "$TAG $l $row ${us} µs node CPU/op |"
 done
 kill -INT $DEV; wait $DEV 2>/dev/null; rm -rf "$W"

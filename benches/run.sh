@@ -62,14 +62,13 @@ if [ "${AGE_S:-0}" -gt 0 ]; then
   "$BIN/strongbox-bench" "${SB_AT[@]}" --workload transfers --clients 64 --duration-s "$AGE_S" >&2
   "$BIN/strongbox-bench" "${ETCD_AT[@]}" --workload transfers --clients 64 --duration-s "$AGE_S" >&2
 fi
-# utime + stime, in clock ticks, of one system's three server processes.
+. benches/cpu.sh
+# CPU ticks of one system's three server processes.
 server_ticks() {
-  local pattern
   case $1 in
-    strongbox) pattern="strongbox serve --config $WORK/";;
-    etcd) pattern="etcd --name e[123] --data-dir $WORK/";;
+    strongbox) cpu_ticks "strongbox serve --config $WORK/";;
+    etcd) cpu_ticks "etcd --name e[123] --data-dir $WORK/";;
   esac
-  for p in $(pgrep -f "$pattern"); do awk '{print $14 + $15}' "/proc/$p/stat"; done | awk '{t += $1} END {print t + 0}'
 }
 # One bench invocation (one concurrency level); prints its row with the
 # servers' CPU per op appended, and leaves the rate in $RATE.
@@ -81,8 +80,7 @@ measure() {
   after=$(server_ticks "$system")
   RATE=$(echo "$row" | awk -F'|' '{print $(NF-5)}' | tr -d ' ')
   local us
-  us=$(awk -v a="$before" -v b="$after" -v r="$RATE" -v s="$((DURATION + 2))" -v hz="$(getconf CLK_TCK)" \
-    'BEGIN { if (r > 0) printf "%.0f", (b - a) / hz * 1e6 / (r * s); else print "n/a" }')
+  us=$(cpu_us_per_op "$before" "$after" "$RATE" "$((DURATION + 2))")
   echo "$row $us |"
 }
 ROUNDS="${ROUNDS:-3}"
