@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use strongbox_raft::config::RaftTuning;
 
+/// Beyond this, `worker_threads` is a typo, not a plan.
+pub const WORKER_THREADS_MAX: usize = 1024;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeConfig {
     /// Unique, non-zero, never reused within a cluster.
@@ -60,6 +63,22 @@ pub struct NodeConfig {
     /// faster (see BENCHMARKS.md).
     #[serde(default = "default_true")]
     pub local_audit_fsync: bool,
+    /// The node's async worker threads; 0 (the default): one per core (or
+    /// $TOKIO_WORKER_THREADS). Nodes that share a machine should split its
+    /// cores instead: each idle worker that a new task wakes costs a context
+    /// switch, and on a 2-core VM two workers per node for three nodes cost
+    /// about a fifth more CPU per write than one (BENCHMARKS.md). Apply and
+    /// peer I/O still overlap: fsyncs, snapshots and password hashing run on
+    /// blocking threads.
+    #[serde(default)]
+    pub worker_threads: usize,
+}
+
+/// Worker threads for each of `nodes` nodes on this one machine: its cores
+/// split between them, at least one each.
+pub fn shared_machine_worker_threads(nodes: u64) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / nodes.max(1) as usize).max(1)
 }
 
 fn default_true() -> bool {
@@ -196,6 +215,10 @@ impl NodeConfig {
             self.local_audit_retain_records >= strongbox_store::local_audit::LOCAL_AUDIT_RETAIN_RECORDS_MIN,
             "local_audit_retain_records must be at least {}",
             strongbox_store::local_audit::LOCAL_AUDIT_RETAIN_RECORDS_MIN
+        );
+        anyhow::ensure!(
+            self.worker_threads <= WORKER_THREADS_MAX,
+            "worker_threads must be 0 (one per core) or 1..={WORKER_THREADS_MAX}"
         );
         let a = &self.auth;
         anyhow::ensure!(

@@ -123,6 +123,7 @@ pub fn prepare(
             unsafe_stale_reads: false,
             local_audit_retain_records: strongbox_store::local_audit::LOCAL_AUDIT_RETAIN_RECORDS_DEFAULT,
             local_audit_fsync: true,
+            worker_threads: crate::config::shared_machine_worker_threads(nodes),
         };
         let path = dir.join(format!("node{id}.toml"));
         std::fs::write(&path, cfg.to_toml())?;

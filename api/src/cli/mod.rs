@@ -161,6 +161,20 @@ impl ConnArgs {
     }
 }
 
+impl Cli {
+    /// The worker threads `serve`'s config asks for (None: tokio's default,
+    /// one per core or $TOKIO_WORKER_THREADS). A config that cannot be read
+    /// gives None here; `run` then reports why.
+    pub fn worker_threads(&self) -> Option<usize> {
+        match &self.command {
+            Command::Serve { config, .. } => {
+                NodeConfig::load(config).ok().map(|c| c.worker_threads).filter(|n| *n > 0)
+            }
+            _ => None,
+        }
+    }
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config, log_json, insecure_no_encryption, unsafe_stale_reads } => {

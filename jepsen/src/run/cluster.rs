@@ -120,6 +120,7 @@ impl Cluster {
                 secret_value_bytes_max: 64 * 1024,
                 local_audit_retain_records: strongbox_store::local_audit::LOCAL_AUDIT_RETAIN_RECORDS_DEFAULT,
                 local_audit_fsync: true,
+                worker_threads: strongbox_api::config::shared_machine_worker_threads(nodes),
             };
             let config = node_dir.join("node.toml");
             std::fs::write(&config, cfg.to_toml())?;
