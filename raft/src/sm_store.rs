@@ -19,6 +19,9 @@ use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, T
 
 const META_APPLIED: &[u8] = b"raft_applied";
 const META_MEMBERSHIP: &[u8] = b"raft_membership";
+/// Apply batches of at least this many command bytes run off the async
+/// worker (`block_in_place`): a ledger batch of 1,000 transfers is above it.
+const APPLY_OFF_WORKER_BYTES: usize = crate::proposer::LARGE_COMMAND_BYTES;
 /// The current snapshot: its meta and the image file's name.
 const KEY_CURRENT_SNAPSHOT: &[u8] = b"current_file";
 /// Written by builds before image files: meta and the whole image in one
@@ -60,6 +63,47 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> DbError {
 }
 
 impl SmStore {
+    /// One apply batch: every command of `entries` into one WriteBatch.
+    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<Vec<Vec<Response>>, StorageError> {
+        let (mut applied, mut membership) = self.read_applied().map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let mut batch = self.sm.begin().map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let mut responses = Vec::new();
+        for entry in entries {
+            // Invariant: the applied index only grows, one entry at a time.
+            assert!(
+                applied.map_or(true, |a| a.index < entry.log_id.index),
+                "apply out of order: applied {applied:?}, entry {}",
+                entry.log_id
+            );
+            applied = Some(entry.log_id);
+            let response = match &entry.payload {
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Normal(cmds) => cmds
+                    .iter()
+                    .map(|cmd| batch.apply(cmd))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| sm_err(ErrorVerb::Write, e))?,
+                EntryPayload::Membership(m) => {
+                    membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                    Vec::new()
+                }
+            };
+            responses.push(response);
+        }
+        if responses.is_empty() {
+            return Ok(responses);
+        }
+        // Stored as a bare LogId (never an Option) so readers decode one type.
+        if let Some(applied) = &applied {
+            batch.put_meta(META_APPLIED, applied);
+        }
+        batch.put_meta(META_MEMBERSHIP, &membership);
+        let revision = batch.revision();
+        batch.commit().map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        metrics::gauge!("strongbox_revision").set(revision as f64);
+        Ok(responses)
+    }
+
     /// A store as found: no recovery (tests of the storage traits).
     pub fn new(sm: StateMachine) -> Self {
         SmStore { sm, snapshot_seq: Arc::new(AtomicU64::new(0)), files: Arc::new(Mutex::new(())) }
@@ -285,43 +329,24 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let (mut applied, mut membership) = self.read_applied().map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        let mut batch = self.sm.begin().map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        let mut responses = Vec::new();
-        for entry in entries {
-            // Invariant: the applied index only grows, one entry at a time.
-            assert!(
-                applied.map_or(true, |a| a.index < entry.log_id.index),
-                "apply out of order: applied {applied:?}, entry {}",
-                entry.log_id
-            );
-            applied = Some(entry.log_id);
-            let response = match &entry.payload {
-                EntryPayload::Blank => Vec::new(),
-                EntryPayload::Normal(cmds) => cmds
-                    .iter()
-                    .map(|cmd| batch.apply(cmd))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| sm_err(ErrorVerb::Write, e))?,
-                EntryPayload::Membership(m) => {
-                    membership = StoredMembership::new(Some(entry.log_id), m.clone());
-                    Vec::new()
-                }
-            };
-            responses.push(response);
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let bytes: usize = entries
+            .iter()
+            .map(|e| match &e.payload {
+                EntryPayload::Normal(cmds) => cmds.iter().map(|c| c.size_bytes()).sum(),
+                _ => 0,
+            })
+            .sum();
+        // A large batch (thousands of transfers) takes milliseconds: off the
+        // worker, so this node's peer and client I/O go on meanwhile (a node
+        // may have a single worker thread).
+        let multi_thread =
+            tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
+        if bytes >= APPLY_OFF_WORKER_BYTES && multi_thread {
+            tokio::task::block_in_place(|| self.apply_entries(entries))
+        } else {
+            self.apply_entries(entries)
         }
-        if responses.is_empty() {
-            return Ok(responses);
-        }
-        // Stored as a bare LogId (never an Option) so readers decode one type.
-        if let Some(applied) = &applied {
-            batch.put_meta(META_APPLIED, applied);
-        }
-        batch.put_meta(META_MEMBERSHIP, &membership);
-        let revision = batch.revision();
-        batch.commit().map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        metrics::gauge!("strongbox_revision").set(revision as f64);
-        Ok(responses)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
