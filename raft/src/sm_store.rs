@@ -330,19 +330,24 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let bytes: usize = entries
-            .iter()
-            .map(|e| match &e.payload {
-                EntryPayload::Normal(cmds) => cmds.iter().map(|c| c.size_bytes()).sum(),
-                _ => 0,
-            })
-            .sum();
         // A large batch (thousands of transfers) takes milliseconds: off the
         // worker, so this node's peer and client I/O go on meanwhile (a node
-        // may have a single worker thread).
+        // may have a single worker thread). Measured only up to the bound.
+        let mut bytes = 0;
+        let large = entries
+            .iter()
+            .filter_map(|e| match &e.payload {
+                EntryPayload::Normal(cmds) => Some(cmds),
+                _ => None,
+            })
+            .flatten()
+            .any(|c| {
+                bytes += c.size_bytes();
+                bytes >= APPLY_OFF_WORKER_BYTES
+            });
         let multi_thread =
             tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
-        if bytes >= APPLY_OFF_WORKER_BYTES && multi_thread {
+        if large && multi_thread {
             tokio::task::block_in_place(|| self.apply_entries(entries))
         } else {
             self.apply_entries(entries)
