@@ -10,6 +10,8 @@
 #     puts   secret puts, 64 clients
 #   EP=127.0.0.1:7601 benches/ab.sh ...   # every client on one node
 #
+# Run benches/warm_memory.sh once on a new VM first (it says why).
+#
 # Each line ends with the three nodes' CPU per acknowledged op (user +
 # system, from /proc): steadier than throughput on a machine whose speed
 # drifts, because it does not depend on how long a request waits for a

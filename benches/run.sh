@@ -19,12 +19,15 @@
 #   AGE_S=660 benches/run.sh           # first load both clusters for 660 s, so
 #                                      # strongbox measures past its 10-minute
 #                                      # request-id window, as a long-lived node
+#   WARM_GIB=0 benches/run.sh          # skip touching free memory first
+#                                      # (benches/warm_memory.sh says why)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
 command -v etcd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server; }
 ./scripts/setup.sh
 cargo build --bin strongbox --bin strongbox-bench
+benches/warm_memory.sh ${WARM_GIB:-}
 BIN="${CARGO_TARGET_DIR:-target}/debug"
 WORK="$(mktemp -d /tmp/strongbox-bench.XXXXXX)"
 pids=()
