@@ -208,6 +208,54 @@ pub async fn wait_for_leader(profile: &Profile, token: &str, timeout: Duration) 
     }
 }
 
+/// Fails at once, naming the port, when another process (often an earlier
+/// `strongbox dev`) listens on one of the nodes' ports. Otherwise the new
+/// nodes exit at start while the old cluster answers on those ports, and
+/// the login wait runs out its whole timeout without a word.
+fn ensure_ports_free(configs: &[(PathBuf, NodeConfig)]) -> anyhow::Result<()> {
+    for (_, cfg) in configs {
+        for addr in
+            [Some(&cfg.api_addr), Some(&cfg.raft_addr), cfg.metrics_addr.as_ref()].into_iter().flatten()
+        {
+            if let Err(e) = std::net::TcpListener::bind(addr.as_str()) {
+                anyhow::bail!(
+                    "node {} cannot listen on {addr}: {e}. Is another `strongbox dev` running? \
+                     Stop it (Ctrl-C), or choose other ports with --base-port",
+                    cfg.id
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Resolves when a node exits before the cluster is up, with the end of
+/// its log: a node that cannot start should say why at once.
+async fn first_exit(children: &mut [Child], ids: &[u64], dir: &Path) -> anyhow::Error {
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for (child, id) in children.iter_mut().zip(ids) {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = dir.join(format!("node{id}.log"));
+                return anyhow::anyhow!(
+                    "node {id} exited during startup ({status}); the end of {}:\n{}",
+                    log.display(),
+                    log_tail(&log, LOG_TAIL_LINES)
+                );
+            }
+        }
+    }
+}
+
+/// Lines of a node's log shown when it fails to start.
+const LOG_TAIL_LINES: usize = 15;
+
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
 /// Sends SIGTERM and waits for a clean exit (SIGKILL after a grace period).
 pub async fn stop_child(child: &mut Child) {
     if let Some(pid) = child.id() {
@@ -241,6 +289,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             std::fs::write(path.as_path(), cfg.to_toml())?;
         }
     }
+    ensure_ports_free(&configs)?;
     let exe = std::env::current_exe()?;
     let mut children = Vec::new();
     for (path, cfg) in &configs {
@@ -253,7 +302,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let leader = wait_for_leader(&profile, &token, Duration::from_secs(30)).await?;
         anyhow::Ok((token, leader))
     };
-    let (token, leader) = match up.await {
+    let ids: Vec<u64> = configs.iter().map(|(_, c)| c.id).collect();
+    let started = tokio::select! {
+        r = up => r,
+        e = first_exit(&mut children, &ids, &dir) => Err(e),
+    };
+    let (token, leader) = match started {
         Ok(l) => l,
         Err(e) => {
             for c in &mut children {

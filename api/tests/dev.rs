@@ -1,0 +1,38 @@
+//! `strongbox dev` as a new user runs it: the binary itself, in a scratch dir.
+
+use std::time::Duration;
+
+/// A second `strongbox dev` on ports another process holds must say so and
+/// exit, not wait out its login timeout (90 s) in silence.
+#[tokio::test]
+async fn dev_on_a_busy_port_fails_fast_and_names_the_port() {
+    // Hold a port; the dev cluster's first client port (base + 1) is it.
+    let held = loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        if l.local_addr().unwrap().port() < 65_000 {
+            break l;
+        }
+    };
+    let port = held.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_strongbox"))
+        .args(["dev", "--dir"])
+        .arg(dir.path().join("dev"))
+        .args(["--base-port", &(port - 1).to_string()])
+        .env("STRONGBOX_PROFILE", dir.path().join("profile.toml"))
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("strongbox dev should give up at once on a busy port")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "dev should fail; stderr: {stderr}");
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "the busy port is named: {stderr}");
+    assert!(stderr.contains("--base-port"), "the way out is named: {stderr}");
+    assert!(
+        !dir.path().join("profile.toml").exists(),
+        "no profile is written for a cluster that never came up"
+    );
+    drop(held);
+}
