@@ -208,6 +208,38 @@ pub async fn wait_for_leader(profile: &Profile, token: &str, timeout: Duration) 
     }
 }
 
+/// A dev cluster's addresses are in its Raft membership from the first
+/// start: rewriting its configs for other ports, another node count or
+/// plaintext would leave nodes calling peers where none listen (and would
+/// change the files under a cluster still running from this dir).
+fn ensure_same_shape(dir: &Path, args: &DevArgs) -> anyhow::Result<()> {
+    let first = dir.join("node1.toml");
+    if !first.exists() {
+        return Ok(());
+    }
+    let old = NodeConfig::load(&first)?;
+    let nodes = (1..).take_while(|id| dir.join(format!("node{id}.toml")).exists()).count() as u64;
+    let api_addr = format!("127.0.0.1:{}", args.base_port as u64 + 1);
+    let mut was = Vec::new();
+    if old.api_addr != api_addr {
+        was.push(format!("node 1 on {} (not {api_addr}: another --base-port)", old.api_addr));
+    }
+    if nodes != args.nodes {
+        was.push(format!("{nodes} nodes (not --nodes {})", args.nodes));
+    }
+    if old.insecure != args.insecure {
+        was.push(format!("--insecure {}", if old.insecure { "on" } else { "off" }));
+    }
+    anyhow::ensure!(
+        was.is_empty(),
+        "the dev cluster in {} was created with {}; run it with the same flags, \
+         or add --fresh to delete it and start over",
+        dir.display(),
+        was.join(", ")
+    );
+    Ok(())
+}
+
 /// Fails at once, naming the port, when another process (often an earlier
 /// `strongbox dev`) listens on one of the nodes' ports. Otherwise the new
 /// nodes exit at start while the old cluster answers on those ports, and
@@ -220,7 +252,7 @@ fn ensure_ports_free(configs: &[(PathBuf, NodeConfig)]) -> anyhow::Result<()> {
             if let Err(e) = std::net::TcpListener::bind(addr.as_str()) {
                 anyhow::bail!(
                     "node {} cannot listen on {addr}: {e}. Is another `strongbox dev` running? \
-                     Stop it (Ctrl-C), or choose other ports with --base-port",
+                     Stop it (Ctrl-C), or give a second cluster its own --dir and --base-port",
                     cfg.id
                 );
             }
@@ -279,6 +311,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     if args.insecure {
         eprintln!("WARNING: --insecure: TLS is OFF on every port. Never use this outside a test.");
     }
+    ensure_same_shape(&dir, &args)?;
     let (mut configs, profile) =
         prepare(&dir, args.nodes, args.base_port, args.insecure, RaftSettings::default())?;
     if args.insecure_no_encryption {

@@ -36,3 +36,26 @@ async fn dev_on_a_busy_port_fails_fast_and_names_the_port() {
     );
     drop(held);
 }
+
+/// A dev cluster's addresses live in its Raft membership: run again on
+/// other ports, it must refuse (and leave its configs as they were), not
+/// start nodes that call peers where none listen.
+#[tokio::test]
+async fn dev_refuses_to_reshape_an_existing_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev_dir = dir.path().join("dev");
+    strongbox_api::dev::prepare(&dev_dir, 3, 7100, false, Default::default()).unwrap();
+    let before = std::fs::read_to_string(dev_dir.join("node1.toml")).unwrap();
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_strongbox"))
+        .args(["dev", "--dir"])
+        .arg(&dev_dir)
+        .args(["--base-port", "7200"])
+        .env("STRONGBOX_PROFILE", dir.path().join("profile.toml"))
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), run).await.expect("refused at once").unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "dev should fail; stderr: {stderr}");
+    assert!(stderr.contains("127.0.0.1:7101") && stderr.contains("--fresh"), "says what and how: {stderr}");
+    assert_eq!(std::fs::read_to_string(dev_dir.join("node1.toml")).unwrap(), before, "configs untouched");
+}
