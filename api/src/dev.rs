@@ -83,7 +83,7 @@ pub fn prepare(
         let pw = Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw[..]));
         write_private(&password_file, &pw)?;
     }
-    let addr = |offset: u64, id: u64| format!("127.0.0.1:{}", base_port as u64 + offset + id);
+    let addr = |offset: u64, id: u64| node_addr(base_port, offset, id);
     let members: BTreeMap<u64, Member> =
         (1..=nodes).map(|id| (id, Member { raft_addr: addr(10, id), api_addr: addr(0, id) })).collect();
     let mut out = Vec::new();
@@ -135,6 +135,12 @@ pub fn prepare(
         insecure,
     };
     Ok((out, profile))
+}
+
+/// A node's address: client ports at base + id, peer ports 10 above,
+/// metrics 20 above.
+fn node_addr(base_port: u16, offset: u64, id: u64) -> String {
+    format!("127.0.0.1:{}", base_port as u64 + offset + id)
 }
 
 /// Starts `strongbox serve --config` for one node, logging to `log`.
@@ -219,7 +225,7 @@ fn ensure_same_shape(dir: &Path, args: &DevArgs) -> anyhow::Result<()> {
     }
     let old = NodeConfig::load(&first)?;
     let nodes = (1..).take_while(|id| dir.join(format!("node{id}.toml")).exists()).count() as u64;
-    let api_addr = format!("127.0.0.1:{}", args.base_port as u64 + 1);
+    let api_addr = node_addr(args.base_port, 0, 1);
     let mut was = Vec::new();
     if old.api_addr != api_addr {
         was.push(format!("node 1 on {} (not {api_addr}: another --base-port)", old.api_addr));
