@@ -219,6 +219,18 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let _ = tokio::time::timeout(Duration::from_secs(5), api_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), peer_task).await;
     let _ = node.raft.shutdown().await;
+    // Apply writes the state machine without the WAL: flushed now, so the
+    // next start has nothing to re-apply from the log.
+    let db = node.sm.db().clone();
+    match tokio::task::spawn_blocking(move || db.persist_unlogged_through(0)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "flushing the state at shutdown failed; the next start re-applies the log")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "flushing the state at shutdown failed; the next start re-applies the log")
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -168,6 +168,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             self.last_purged()?.map_or(true, |p| p.index <= log_id.index),
             "purge only moves forward"
         );
+        // The state machine is written without the WAL: the entries go
+        // only once a flush has made their applied state durable (a crash
+        // would otherwise find them missing for the re-apply). Snapshot
+        // builds flush, so this is rarely the one that does.
+        if self.db.persisted_through() < log_id.index {
+            let db = self.db.clone();
+            let started = Instant::now();
+            tokio::task::spawn_blocking(move || db.persist_unlogged_through(log_id.index))
+                .await
+                .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?
+                .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+            metrics::histogram!("strongbox_state_flush_seconds").record(started.elapsed().as_secs_f64());
+        }
         // One atomic batch: the purge marker and the deletion land together.
         let mut b = self.db.batch();
         b.put(Cf::RaftMeta, KEY_LAST_PURGED, &log_id);

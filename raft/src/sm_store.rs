@@ -8,6 +8,7 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, Snapshot};
@@ -22,6 +23,8 @@ const META_MEMBERSHIP: &[u8] = b"raft_membership";
 /// Apply batches of at least this many command bytes run off the async
 /// worker (`block_in_place`): a ledger batch of 1,000 transfers is above it.
 const APPLY_OFF_WORKER_BYTES: usize = crate::proposer::LARGE_COMMAND_BYTES;
+/// Command bytes one apply batch (one WriteBatch) takes at most.
+const APPLY_BATCH_BYTES_MAX: usize = 16 << 20;
 /// The current snapshot: its meta and the image file's name.
 const KEY_CURRENT_SNAPSHOT: &[u8] = b"current_file";
 /// Written by builds before image files: meta and the whole image in one
@@ -259,6 +262,14 @@ impl SmStore {
             None => format!("none-{seq}"),
         };
         let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
+        // Openraft purges the log behind this image next; apply writes
+        // unlogged, so its state up to here goes to disk first, here off
+        // the Raft task rather than in the purge.
+        if let Some(l) = &last_log_id {
+            let started = Instant::now();
+            self.sm.db().persist_unlogged_through(l.index)?;
+            metrics::histogram!("strongbox_state_flush_seconds").record(started.elapsed().as_secs_f64());
+        }
         // An install that finished meanwhile recorded a newer snapshot.
         let newer = self.current()?.is_some_and(|c| c.meta.last_log_id > meta.last_log_id);
         if !newer {
@@ -302,6 +313,11 @@ impl SmStore {
         b.put(Cf::Snapshot, KEY_INSTALLING, &stored);
         self.sm.db().write(b, true)?;
         self.install_recorded(&stored)?;
+        // The log behind the image is purged next: flushed here, off the
+        // Raft task, rather than in the purge.
+        if let Some(l) = &stored.meta.last_log_id {
+            self.sm.db().persist_unlogged_through(l.index)?;
+        }
         self.cleanup(Some(&stored.file))?;
         metrics::counter!("strongbox_snapshots_installed_total").increment(1);
         Ok(())
@@ -329,29 +345,36 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let entries: Vec<Entry> = entries.into_iter().collect();
-        // A large batch (thousands of transfers) takes milliseconds: off the
-        // worker, so this node's peer and client I/O go on meanwhile (a node
-        // may have a single worker thread). Measured only up to the bound.
-        let mut bytes = 0;
-        let large = entries
-            .iter()
-            .filter_map(|e| match &e.payload {
-                EntryPayload::Normal(cmds) => Some(cmds),
-                _ => None,
-            })
-            .flatten()
-            .any(|c| {
-                bytes += c.size_bytes();
-                bytes >= APPLY_OFF_WORKER_BYTES
-            });
+        // A restart after a crash re-applies, in one call, everything since
+        // the state was last flushed (apply writes it unlogged): split into
+        // batches of bounded size, each committed with its applied index.
         let multi_thread =
             tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
-        if large && multi_thread {
-            tokio::task::block_in_place(|| self.apply_entries(entries))
-        } else {
-            self.apply_entries(entries)
+        let mut responses = Vec::new();
+        let mut chunk = Vec::new();
+        let mut chunk_bytes = 0;
+        let mut entries = entries.into_iter().peekable();
+        while let Some(entry) = entries.next() {
+            if let EntryPayload::Normal(cmds) = &entry.payload {
+                chunk_bytes += cmds.iter().map(|c| c.size_bytes()).sum::<usize>();
+            }
+            chunk.push(entry);
+            if chunk_bytes < APPLY_BATCH_BYTES_MAX && entries.peek().is_some() {
+                continue;
+            }
+            let chunk = std::mem::take(&mut chunk);
+            // A large batch (thousands of transfers) takes milliseconds: off
+            // the worker, so this node's peer and client I/O go on meanwhile
+            // (a node may have a single worker thread).
+            let r = if chunk_bytes >= APPLY_OFF_WORKER_BYTES && multi_thread {
+                tokio::task::block_in_place(|| self.apply_entries(chunk))
+            } else {
+                self.apply_entries(chunk)
+            }?;
+            responses.extend(r);
+            chunk_bytes = 0;
         }
+        Ok(responses)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

@@ -3,6 +3,7 @@
 //! leaves this module.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::snapshot_gate::SnapshotGate;
@@ -42,6 +43,8 @@ struct Inner {
     /// Per family of `FLOOR_CFS`: a key below which the committed state
     /// holds no record (see `floor`). None: scan from the start.
     floors: std::sync::Mutex<[Option<Vec<u8>>; Cf::ALL.len()]>,
+    /// See `persist_unlogged_through`.
+    persisted_through: AtomicU64,
 }
 
 /// Families apply prunes from the low end (their keys begin with a time)
@@ -77,6 +80,9 @@ const WRITTEN_NOT_PROBED_CFS: [Cf; 7] = [
 
 /// WAL kept at most, across all families (see `Db::open`).
 pub const WAL_BYTES_MAX: u64 = 256 << 20;
+/// Memtable bytes held across all families before RocksDB flushes them
+/// (all at once, see `Db::open`).
+pub const UNLOGGED_BYTES_MAX: usize = 256 << 20;
 /// Bytes a flush or a compaction writes between two writebacks of its file.
 const WRITEBACK_BYTES: u64 = 1 << 20;
 
@@ -118,6 +124,14 @@ impl Db {
         // Apply is the only big writer, and the insert hints below work only
         // for writes that are not inserted concurrently.
         opts.set_allow_concurrent_memtable_write(false);
+        // The state machine's families are written without the WAL (see
+        // `write_unlogged`): a flush must then take every family at the same
+        // sequence number, or a restart could find one family ahead of the
+        // applied index kept in another.
+        opts.set_atomic_flush(true);
+        // Bounds what a crash can lose of the state machine, and so what a
+        // restart re-applies from the log, whatever the families' sizes.
+        opts.set_db_write_buffer_size(UNLOGGED_BYTES_MAX);
         let cfs = Cf::ALL.iter().map(|cf| {
             let mut o = cf_base_options(*cf)?;
             o.set_compression_type(rocksdb::DBCompressionType::None);
@@ -145,6 +159,7 @@ impl Db {
                 write_lock: std::sync::Mutex::new(()),
                 snapshot_gate: Arc::default(),
                 floors: Default::default(),
+                persisted_through: AtomicU64::new(0),
             }),
         };
         db.check_format(path)?;
@@ -390,6 +405,44 @@ impl Db {
         Ok(())
     }
 
+    /// Writes a batch of the state machine's families without the WAL:
+    /// apply's batches, whose log entries are durable already. Cheaper
+    /// (the log's fsync no longer carries them), but a crash loses what no
+    /// flush has reached yet, and the state on disk is then an earlier,
+    /// consistent state (flushes are atomic across families); the Raft
+    /// layer re-applies the log from the applied index found there.
+    ///
+    /// So nothing may be written to these families *with* the WAL while
+    /// the process runs (a logged write would survive a crash that loses
+    /// the unlogged ones before it), and the log may be purged only behind
+    /// `persist_unlogged_through`. Image installs and layout upgrades are
+    /// logged on purpose: they replace or rewrite the state as a whole.
+    pub fn write_unlogged(&self, batch: Batch) -> Result<(), DbError> {
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(true);
+        let _g = self.inner.write_lock.lock().expect("write lock");
+        self.inner.db.write_opt(batch.wb, &wo)?;
+        Ok(())
+    }
+
+    /// Flushes every family's memtable (atomically), so that every write
+    /// made before this call, unlogged ones included, survives a crash.
+    /// `mark` is the caller's position that those writes reached (the
+    /// applied index): `persisted_through` returns the highest mark so far.
+    pub fn persist_unlogged_through(&self, mark: u64) -> Result<(), DbError> {
+        let handles: Vec<_> = Cf::ALL.iter().map(|cf| self.handle(*cf)).collect();
+        let mut fo = rocksdb::FlushOptions::default();
+        fo.set_wait(true);
+        self.inner.db.flush_cfs_opt(&handles, &fo)?;
+        self.inner.persisted_through.fetch_max(mark, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// The highest mark `persist_unlogged_through` recorded in this process.
+    pub fn persisted_through(&self) -> u64 {
+        self.inner.persisted_through.load(Ordering::Acquire)
+    }
+
     /// Makes every write so far durable (fsync of the WAL), without holding
     /// the write lock: writers that did not ask for sync share it.
     pub fn sync_wal(&self) -> Result<(), DbError> {
@@ -426,8 +479,14 @@ impl Db {
         }
         let rewritten = wb.len() as u64;
         if rewritten > 0 {
+            // The state machine's families are written unlogged only (see
+            // `write_unlogged`); the pass flushes them before retiring a key.
             let mut wo = WriteOptions::default();
-            wo.set_sync(true);
+            if Cf::STATE_MACHINE.contains(&cf) {
+                wo.disable_wal(true);
+            } else {
+                wo.set_sync(true);
+            }
             self.inner.db.write_opt(wb, &wo)?;
         }
         Ok((next, scanned, rewritten))

@@ -1,6 +1,8 @@
 //! The RocksDB layout: one database per node, one column family per kind of
-//! record. The Raft log and the state machine share the database so that the
-//! fsync of a log append also makes every earlier state machine write durable.
+//! record. The Raft log and the state machine share the database: the log is
+//! written through the WAL and fsynced; the state machine's families are
+//! written without it and made durable by flushes, atomic across families
+//! (see `Db::write_unlogged`).
 
 /// Column families. The discriminant is stable: it is written into snapshots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

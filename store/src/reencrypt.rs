@@ -61,6 +61,9 @@ impl Reencryptor {
             // no image is being written, sent or received (those are sealed
             // with keys the re-seal cannot reach).
             let _retiring = db.snapshot_gate().retire();
+            // What the pass re-sealed in the state machine's families went
+            // in unlogged: on disk before the key it replaces goes.
+            db.persist_unlogged_through(0)?;
             let files = crate::snapshot::reseal_files(db.snapshot_dir(), db.codec())?;
             progress.rewritten.fetch_add(files, Ordering::Relaxed);
             let retired = k.retire_all_but_active().map_err(|e| DbError::Keyring(e.to_string()))?;

@@ -505,9 +505,9 @@ impl<'a> ApplyBatch<'a> {
         self.overlay.insert(Key::new(Cf::SmMeta, key), Some(encode(value)));
     }
 
-    /// Writes everything as one RocksDB WriteBatch. Not synced on its own:
-    /// the log entries it came from are durable, and the next log fsync
-    /// (same WAL) makes it durable too; a crash re-applies from the log.
+    /// Writes everything as one RocksDB WriteBatch, without the WAL: the
+    /// log entries it came from are durable, and a crash before the next
+    /// flush re-applies them from the log (see `Db::write_unlogged`).
     pub fn commit(mut self) -> Result<(), DbError> {
         self.prune_tokens()?;
         self.overlay.insert(Key::new(Cf::SmMeta, sm_keys::REVISION), Some(encode(&self.revision)));
@@ -543,7 +543,7 @@ impl<'a> ApplyBatch<'a> {
             // per window instead of one per request id.
             batch.delete_range(Cf::Requests, &[], &end);
         }
-        match self.sm.db.write(batch, false) {
+        match self.sm.db.write_unlogged(batch) {
             Ok(()) => {
                 if touched_auth {
                     self.sm.callers.invalidate();
