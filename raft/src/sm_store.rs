@@ -123,6 +123,11 @@ impl SmStore {
         }
         this.convert_old_snapshot()?;
         this.cleanup(None)?;
+        // Nothing unlogged was written yet: what is visible is on disk, so
+        // the first purge after a restart need not flush.
+        if let (Some(applied), _) = this.read_applied()? {
+            this.sm.db().opened_persisted_through(applied.index);
+        }
         Ok(this)
     }
 
@@ -345,9 +350,10 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        // A restart after a crash re-applies, in one call, everything since
-        // the state was last flushed (apply writes it unlogged): split into
-        // batches of bounded size, each committed with its applied index.
+        // Bounded batches, each committed with its applied index: a restart
+        // after a crash re-applies everything since the state was last
+        // flushed (apply writes it unlogged), and a caller may hand over
+        // many entries at once.
         let multi_thread =
             tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
         let mut responses = Vec::new();

@@ -438,6 +438,12 @@ impl Db {
         Ok(())
     }
 
+    /// At open, before any unlogged write of this process: the state found
+    /// on disk (files and WAL) is durable as it is, up to `mark`.
+    pub fn opened_persisted_through(&self, mark: u64) {
+        self.inner.persisted_through.fetch_max(mark, Ordering::AcqRel);
+    }
+
     /// The highest mark `persist_unlogged_through` recorded in this process.
     pub fn persisted_through(&self) -> u64 {
         self.inner.persisted_through.load(Ordering::Acquire)
@@ -517,12 +523,6 @@ impl Db {
                 self.write(batch, false)?;
             }
         }
-    }
-
-    /// Flushes a column family's memtable to an SST file (tests, tooling).
-    pub fn flush(&self, cf: Cf) -> Result<(), DbError> {
-        self.inner.db.flush_cf(self.handle(cf))?;
-        Ok(())
     }
 
     /// Visits every record of the given column families as of one point in

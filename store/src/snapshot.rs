@@ -364,6 +364,12 @@ pub fn read_meta(r: &mut FrameReader) -> Result<SmMeta, DbError> {
 /// caller records a redo marker before (durably) and removes it in `last`;
 /// a node that finds the marker at start installs the same file again.
 pub fn install(db: &Db, r: &mut FrameReader, last: impl FnOnce(&mut Batch)) -> Result<(), DbError> {
+    // Each family is emptied up to the last key visible, by logged writes.
+    // Apply's writes are unlogged: flushed first, so that what is visible
+    // is what is on disk. Otherwise a key on disk that an unlogged write
+    // deleted would escape the range deletion and come back after a crash,
+    // next to the image.
+    db.persist_unlogged_through(0)?;
     let mut batch = db.batch();
     for cf in Cf::STATE_MACHINE {
         if let Some((last_key, _)) = db.last_raw(cf)? {

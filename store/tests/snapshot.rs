@@ -137,3 +137,44 @@ fn an_older_layouts_feed_is_translated_as_it_is_installed() {
     install_image(&a, image_of(&a), &to);
     assert_eq!(to.feed(1, 100).unwrap(), before);
 }
+
+/// Must not happen: an install that leaves behind a record an unlogged
+/// write had deleted. The child process writes a record and flushes it,
+/// deletes it unlogged (as apply does), installs an image without it, and
+/// aborts (no flush at close); the record must not be back after a restart.
+#[test]
+fn a_record_deleted_before_an_install_stays_deleted_after_a_crash() {
+    const CHILD_DIR_ENV: &str = "STRONGBOX_INSTALL_CRASH_DIR";
+    const GONE: [u8; 32] = [0xff; 32];
+    let open_b = |dir: &std::path::Path| {
+        strongbox_store::Db::open(dir, strongbox_store::codec::Codec::plaintext()).unwrap()
+    };
+    if let Some(dir) = std::env::var_os(CHILD_DIR_ENV) {
+        let b = strongbox_store::StateMachine::new(open_b(std::path::Path::new(&dir)));
+        let mut batch = b.db().batch();
+        batch.put_raw(strongbox_store::Cf::Secrets, &GONE, b"deleted before the install");
+        b.db().write(batch, true).unwrap();
+        b.db().persist_unlogged_through(0).unwrap();
+        let mut batch = b.db().batch();
+        batch.delete(strongbox_store::Cf::Secrets, &GONE);
+        b.db().write_unlogged(batch).unwrap();
+        let (_a_dir, a) = open();
+        fill(&a, 4 * 1024, 512);
+        install_image(&a, image_of(&a), &b);
+        std::process::abort();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["a_record_deleted_before_an_install_stays_deleted_after_a_crash", "--exact", "--nocapture"])
+        .env(CHILD_DIR_ENV, dir.path())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child must crash, not exit: {status:?}");
+    let b = strongbox_store::StateMachine::new(open_b(dir.path()));
+    assert_eq!(
+        b.db().get_raw(strongbox_store::Cf::Secrets, &GONE).unwrap(),
+        None,
+        "a deleted record came back"
+    );
+    assert!(b.get_secret("big/s0", None).unwrap().is_some(), "the image is installed");
+}
