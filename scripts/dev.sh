@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 cargo build --bin strongbox
-exec ./target/debug/strongbox dev "$@"
+exec "${CARGO_TARGET_DIR:-target}/debug/strongbox" dev "$@"
