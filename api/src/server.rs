@@ -222,14 +222,13 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     // Apply writes the state machine without the WAL: flushed now, so the
     // next start has nothing to re-apply from the log.
     let db = node.sm.db().clone();
-    match tokio::task::spawn_blocking(move || db.persist_unlogged_through(0)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "flushing the state at shutdown failed; the next start re-applies the log")
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "flushing the state at shutdown failed; the next start re-applies the log")
-        }
+    let flushed =
+        tokio::task::spawn_blocking(move || db.persist_unlogged_through(0).map_err(|e| e.to_string()))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
+    if let Err(e) = flushed {
+        tracing::error!(error = %e, "flushing the state at shutdown failed; the next start re-applies the log");
     }
     tracing::info!("stopped");
     Ok(())
