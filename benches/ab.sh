@@ -7,7 +7,7 @@
 #   benches/ab.sh BINDIR TAG [t1|t1000|puts]...
 #     t1     unbatched transfers, 64 clients
 #     t1000  batches of 1,000 transfers, 16 clients
-#     puts   secret puts, 64 clients
+#     puts   secret puts, 64 clients (puts16, puts1: 16 and 1 client)
 #   EP=127.0.0.1:7601 benches/ab.sh ...   # every client on one node
 #
 # Run benches/warm_memory.sh once on a new VM first (it says why).
@@ -32,6 +32,8 @@ for l in "$@"; do
     t1) args=(--workload transfers --batch 1 --clients 64);;
     t1000) args=(--workload transfers --batch 1000 --clients 16);;
     puts) args=(--workload puts --clients 64);;
+    puts1) args=(--workload puts --clients 1);;
+    puts16) args=(--workload puts --clients 16);;
     *) echo "unknown load $l" >&2; continue;;
   esac
   before=$(cpu_ticks "strongbox serve --config $W/")
