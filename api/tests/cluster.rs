@@ -486,3 +486,24 @@ async fn no_quorum_answers_unavailable_and_loses_nothing() {
     let r = put_retry(&c, survivor, "q/b", "2", "q-2").await;
     assert_eq!(r.version, 1);
 }
+
+/// As with etcd, a write is answered once the node it reached has applied
+/// it, so a local (serializable) read there right after sees it, even when
+/// that node is a follower that forwarded the write to the leader.
+#[tokio::test]
+async fn a_write_through_a_follower_is_visible_to_a_local_read_there() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = TestCluster::start(3, fast_raft()).await;
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let follower = (1..=3u64).find(|id| *id != leader).unwrap();
+    put_retry(&c, follower, "ryw/warm", "w", "ryw-warm").await;
+    let mut secrets = c.secrets(follower);
+    for i in 0..60 {
+        let path = format!("ryw/k{}", i % 3);
+        let value = format!("v{i}");
+        let w = secrets.put(put_req(&path, &value, &format!("ryw-{i}"))).await.unwrap().into_inner();
+        let got = secrets.get(get_req(&path, Consistency::Local, 0)).await.unwrap().into_inner();
+        assert_eq!(got.value, value.as_bytes(), "write {i}: the follower answered before applying it");
+        assert!(got.revision >= w.revision);
+    }
+}
