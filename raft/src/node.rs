@@ -172,31 +172,10 @@ impl RaftNode {
     }
 
     /// Proposes a command and waits for it to be applied, on whichever node
-    /// leads, and then on this node too (as etcd answers a put only once the
-    /// member it reached has applied it): a local read here right after sees
-    /// the write. Retries through elections until `budget` runs out: the same
+    /// leads. Retries through elections until `budget` runs out: the same
     /// command (same request id) is proposed again, and apply deduplicates it
     /// if an earlier attempt won.
     pub async fn write(&self, cmd: Command, budget: Duration) -> Result<(LogId, Response), NodeError> {
-        let started = Instant::now();
-        let (log_id, response) = self.commit(cmd, budget).await?;
-        // Committed: whatever happens below, the answer is success. A node
-        // that cannot apply within the budget (a lagging follower, one
-        // installing a snapshot) still answers, once the budget is spent.
-        let left = budget.saturating_sub(started.elapsed());
-        if self.raft.metrics().borrow().last_applied.is_none_or(|a| a.index < log_id.index) {
-            let applied =
-                self.raft.wait(Some(left)).applied_index_at_least(Some(log_id.index), "write applied here").await;
-            if applied.is_err() {
-                tracing::debug!(index = log_id.index, "answering a committed write before this node applied it");
-            }
-        }
-        metrics::histogram!("strongbox_write_seconds").record(started.elapsed().as_secs_f64());
-        Ok((log_id, response))
-    }
-
-    /// `write` up to the leader's answer.
-    async fn commit(&self, cmd: Command, budget: Duration) -> Result<(LogId, Response), NodeError> {
         let started = Instant::now();
         let attempt = async {
             let mut backoff = Backoff::new();
@@ -210,7 +189,7 @@ impl RaftNode {
             }
         };
         let res = timeout(budget, attempt).await;
-        metrics::histogram!("strongbox_commit_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("strongbox_write_seconds").record(started.elapsed().as_secs_f64());
         res.map_err(|_| self.timeout_error(budget, "the write to commit"))?
     }
 
