@@ -2,9 +2,9 @@
 # Where a node's CPU goes, by layer, under load: a fresh `strongbox dev`
 # cluster from BINDIR, one strongbox-bench load, and `perf record` with
 # DWARF call graphs on the leader and on one follower, PERF_S seconds each,
-# in the middle of the load. Prints, per node, the share of its samples under each layer (apply, the memtable
-# write inside apply, log append, gRPC/HTTP/2 with the kernel beneath it...)
-# and the leaf symbols of each.
+# in the middle of the load. Prints, per node, the share of its samples
+# under each layer (apply, the memtable write inside apply, log append,
+# gRPC/HTTP/2 with the kernel beneath it...) and the leaf symbols of each.
 #
 #   benches/profile.sh BINDIR [strongbox-bench args...]
 #   benches/profile.sh target/debug --workload puts --clients 64
