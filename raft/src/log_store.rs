@@ -164,7 +164,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        debug_assert!(
+        assert!(
             self.last_purged()?.map_or(true, |p| p.index <= log_id.index),
             "purge only moves forward"
         );

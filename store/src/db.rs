@@ -360,7 +360,7 @@ impl Db {
     /// of them `last_deleted`: the floor moves up to the first record left,
     /// stepping once over the tombstones between.
     pub fn raise_floor(&self, cf: Cf, last_deleted: &[u8]) -> Result<(), DbError> {
-        debug_assert!(FLOOR_CFS.contains(&cf), "{cf:?} has no floor");
+        assert!(FLOOR_CFS.contains(&cf), "{cf:?} has no floor");
         let from = self.floor(cf).unwrap_or_default();
         let mut iter =
             self.inner.db.iterator_cf(self.handle(cf), IteratorMode::From(&from, Direction::Forward));
