@@ -164,10 +164,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        assert!(
-            self.last_purged()?.map_or(true, |p| p.index <= log_id.index),
-            "purge only moves forward"
-        );
+        assert!(self.last_purged()?.map_or(true, |p| p.index <= log_id.index), "purge only moves forward");
         // The state machine is written without the WAL: the entries go
         // only once a flush has made their applied state durable (a crash
         // would otherwise find them missing for the re-apply). Snapshot
