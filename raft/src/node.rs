@@ -30,6 +30,9 @@ pub enum NodeError {
     NoLeader,
     #[error("timed out after {0} ms waiting for {1}; a write may still be applied later (retry with the same request_id)")]
     Timeout(u128, &'static str),
+    /// A read ran out of time: nothing was changed.
+    #[error("timed out after {0} ms waiting for {1}; nothing was changed, retry the read")]
+    ReadTimeout(u128, String),
     #[error("{0}")]
     Refused(String),
     #[error(
@@ -57,7 +60,7 @@ impl From<NodeError> for tonic::Status {
         let msg = e.to_string();
         match e {
             NodeError::NoLeader => tonic::Status::unavailable(msg),
-            NodeError::Timeout(..) => tonic::Status::deadline_exceeded(msg),
+            NodeError::Timeout(..) | NodeError::ReadTimeout(..) => tonic::Status::deadline_exceeded(msg),
             NodeError::Refused(_) => tonic::Status::failed_precondition(msg),
             NodeError::Overloaded => tonic::Status::resource_exhausted(msg),
             NodeError::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
@@ -257,6 +260,14 @@ impl RaftNode {
         }
     }
 
+    /// As `timeout_error`, for a read.
+    fn read_timeout_error(&self, budget: Duration, what: String) -> NodeError {
+        match self.leader() {
+            None => NodeError::NoLeader,
+            Some(_) => NodeError::ReadTimeout(budget.as_millis(), what),
+        }
+    }
+
     /// The current leader and its address, as this node believes.
     fn leader(&self) -> Option<(NodeId, NodeInfo)> {
         let m = self.raft.metrics();
@@ -380,14 +391,17 @@ impl RaftNode {
         if linearizable {
             let index = timeout(budget, self.read_index())
                 .await
-                .map_err(|_| self.timeout_error(budget, "a quorum to confirm the leader"))??;
+                .map_err(|_| self.read_timeout_error(budget, "a quorum to confirm the leader".into()))??;
             let left = deadline.saturating_duration_since(Instant::now());
             self.raft
                 .wait(Some(left))
                 .applied_index_at_least(Some(index), "linearizable read")
                 .await
                 .map_err(|_| {
-                    NodeError::Timeout(budget.as_millis(), "this node to apply up to the read index")
+                    NodeError::ReadTimeout(
+                        budget.as_millis(),
+                        "this node to apply up to the read index".into(),
+                    )
                 })?;
         }
         if min_revision > 0 {
@@ -397,7 +411,16 @@ impl RaftNode {
                 .wait(Some(left))
                 .metrics(move |_| sm.revision().map_or(false, |r| r >= min_revision), "min_revision")
                 .await
-                .map_err(|_| NodeError::Timeout(budget.as_millis(), "this node to reach min_revision"))?;
+                .map_err(|_| {
+                    let at = self.sm.revision().map_or_else(|e| format!("unknown: {e}"), |r| r.to_string());
+                    NodeError::ReadTimeout(
+                        budget.as_millis(),
+                        format!(
+                            "this node to reach min_revision {min_revision} (it has applied revision {at}; \
+                             pass a revision a write to this cluster returned)"
+                        ),
+                    )
+                })?;
         }
         Ok(())
     }

@@ -100,7 +100,12 @@ pub async fn cluster(conn: Conn, cmd: ClusterCmd) -> anyhow::Result<()> {
         }
         ClusterCmd::TransferLeader { id } => {
             let r = client.transfer_leader(TransferLeaderRequest { id }).await.map_err(status_err)?;
-            println!("leader is now {:?}", r.into_inner().leader_id);
+            match r.into_inner().leader_id {
+                Some(leader) => println!("leader is now node {leader}"),
+                None => {
+                    println!("no leader right now (an election is under way); see `strongbox cluster status`")
+                }
+            }
         }
     }
     Ok(())

@@ -81,7 +81,7 @@ pub async fn whoami(conn: Conn) -> anyhow::Result<()> {
     let r = c.who_am_i(WhoAmIRequest { options: None }).await.map_err(status_err)?.into_inner();
     println!("{}", r.principal);
     println!("roles: {}", if r.roles.is_empty() { "-".into() } else { r.roles.join(", ") });
-    println!("token expires {}, renewable until {}", fmt_ms(r.expires_ms), fmt_ms(r.renew_until_ms));
+    println!("token expires {}; its renewal window ends {}", fmt_ms(r.expires_ms), fmt_ms(r.renew_until_ms));
     Ok(())
 }
 
