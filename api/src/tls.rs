@@ -1,13 +1,16 @@
-//! TLS material: loading PEM files into tonic configs, and generating a
-//! throwaway cluster CA with node certificates for `strongbox dev` and tests.
+//! TLS material: loading PEM files into tonic configs, and a cluster CA
+//! with node certificates: throwaway for `strongbox dev` and tests, kept in
+//! files for `strongbox certs`.
 
 use std::path::Path;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 use strongbox_raft::network::PEER_TLS_NAME;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use zeroize::Zeroizing;
 
 use crate::config::TlsFiles;
 
@@ -44,41 +47,124 @@ impl LoadedTls {
     }
 }
 
-/// A generated CA and the PEMs it signed.
+/// A cluster CA and the node certificates it signs: generated and thrown
+/// away (`strongbox dev`, tests), or kept in PEM files (`strongbox certs`).
 pub struct DevPki {
     pub ca_cert_pem: String,
+    ca_key_pem: Zeroizing<String>,
     issuer: Issuer<'static, KeyPair>,
 }
 
 pub struct NodeCert {
     pub cert_pem: String,
-    pub key_pem: String,
+    pub key_pem: Zeroizing<String>,
+}
+
+/// Where a certificate is valid: IP addresses or DNS names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    Ip(std::net::IpAddr),
+    Dns(String),
+}
+
+impl std::str::FromStr for Host {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Host> {
+        if let Ok(ip) = s.parse() {
+            return Ok(Host::Ip(ip));
+        }
+        let ok = !s.is_empty()
+            && s.len() <= 253
+            && s.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        anyhow::ensure!(ok, "--host {s:?} is neither an IP address nor a DNS name");
+        Ok(Host::Dns(s.to_ascii_lowercase()))
+    }
+}
+
+/// Validity: from an hour ago (clocks drift) for `days`; None: rcgen's
+/// default, which never expires in practice (throwaway dev material).
+fn set_validity(params: &mut CertificateParams, days: Option<u32>) {
+    if let Some(days) = days {
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(i64::from(days));
+    }
 }
 
 impl DevPki {
     pub fn new(common_name: &str) -> anyhow::Result<DevPki> {
+        Self::generate(common_name, None)
+    }
+
+    /// A new self-signed CA, valid for `days` (None: see `set_validity`).
+    pub fn generate(common_name: &str, days: Option<u32>) -> anyhow::Result<DevPki> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name.push(DnType::CommonName, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        set_validity(&mut params, days);
         let cert = params.self_signed(&key)?;
         let ca_cert_pem = cert.pem();
-        Ok(DevPki { ca_cert_pem, issuer: Issuer::new(params, key) })
+        let ca_key_pem = Zeroizing::new(key.serialize_pem());
+        Ok(DevPki { ca_cert_pem, ca_key_pem, issuer: Issuer::new(params, key) })
+    }
+
+    /// An existing CA from its certificate and private key (PEM): one
+    /// `strongbox certs create-ca` wrote, or any other.
+    pub fn load(ca_cert_pem: &str, ca_key_pem: Zeroizing<String>) -> anyhow::Result<DevPki> {
+        let key = KeyPair::from_pem(&ca_key_pem)
+            .map_err(|e| anyhow::anyhow!("the CA key is not a PEM private key rcgen can use: {e}"))?;
+        let issuer = Issuer::from_ca_cert_pem(ca_cert_pem, key)
+            .map_err(|e| anyhow::anyhow!("the CA certificate cannot be parsed: {e}"))?;
+        Ok(DevPki { ca_cert_pem: ca_cert_pem.to_string(), ca_key_pem, issuer })
+    }
+
+    /// The CA's private key, PEM: whoever holds it can mint node
+    /// certificates the cluster trusts.
+    pub fn ca_key_pem(&self) -> &Zeroizing<String> {
+        &self.ca_key_pem
     }
 
     /// A node certificate valid for the peer name, localhost and the given
     /// IP addresses, usable as both TLS server and client.
     pub fn node_cert(&self, node_name: &str, ips: &[std::net::IpAddr]) -> anyhow::Result<NodeCert> {
+        let hosts: Vec<Host> = ips.iter().map(|ip| Host::Ip(*ip)).collect();
+        self.node_cert_for(node_name, &hosts, None)
+    }
+
+    /// As `node_cert`, for any hosts, valid for `days` (None: see
+    /// `set_validity`). Peers verify the name `strongbox-node`; clients
+    /// verify the host they dialled, so every address or name clients
+    /// and peers use must be listed.
+    pub fn node_cert_for(
+        &self,
+        node_name: &str,
+        hosts: &[Host],
+        days: Option<u32>,
+    ) -> anyhow::Result<NodeCert> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(vec![PEER_TLS_NAME.to_string(), "localhost".to_string()])?;
-        for ip in ips {
-            params.subject_alt_names.push(SanType::IpAddress(*ip));
+        for host in hosts {
+            params.subject_alt_names.push(match host {
+                Host::Ip(ip) => SanType::IpAddress(*ip),
+                Host::Dns(name) => SanType::DnsName(name.as_str().try_into()?),
+            });
         }
         params.distinguished_name.push(DnType::CommonName, node_name);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages =
             vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        set_validity(&mut params, days);
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(NodeCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        Ok(NodeCert { cert_pem: cert.pem(), key_pem: Zeroizing::new(key.serialize_pem()) })
     }
 }
 

@@ -244,7 +244,7 @@ async fn peers_refuse_certificates_from_another_ca() {
     assert!(res.as_ref().is_err_and(|e| e.starts_with("InvalidArgument")), "{res:?}");
 
     let rogue = DevPki::new("rogue CA").unwrap().node_cert("rogue", &["127.0.0.1".parse().unwrap()]).unwrap();
-    let res = call(Some(Identity::from_pem(rogue.cert_pem, rogue.key_pem))).await;
+    let res = call(Some(Identity::from_pem(rogue.cert_pem, rogue.key_pem.as_bytes()))).await;
     assert!(
         res.as_ref().is_err_and(|e| !e.starts_with("InvalidArgument")),
         "rogue peer must be refused: {res:?}"
@@ -255,6 +255,62 @@ async fn peers_refuse_certificates_from_another_ca() {
         res.as_ref().is_err_and(|e| !e.starts_with("InvalidArgument")),
         "peer without a cert must be refused: {res:?}"
     );
+}
+
+/// `strongbox certs` as an operator runs it: a CA, then a certificate per
+/// node, and a cluster that serves with them (peers over mutual TLS,
+/// clients verifying the node's address against the CA).
+#[tokio::test]
+async fn a_cluster_runs_on_certificates_from_strongbox_certs() {
+    use std::os::unix::fs::PermissionsExt;
+    let certs = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_strongbox")).arg("certs").args(args).output().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = certs(&["create-ca", "--dir", d]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mode = std::fs::metadata(dir.path().join("ca.key")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the CA key is private");
+    let ca_before = std::fs::read(dir.path().join("ca.pem")).unwrap();
+
+    // Never overwrites: a second CA would split the cluster.
+    let again = certs(&["create-ca", "--dir", d]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+    assert_eq!(std::fs::read(dir.path().join("ca.pem")).unwrap(), ca_before);
+    // A host that is neither an address nor a name is refused up front.
+    let bad = certs(&["create-node", "--dir", d, "--name", "node9", "--host", "not a host"]);
+    assert!(!bad.status.success());
+    assert!(!dir.path().join("node9.pem").exists());
+
+    for id in 1..=3 {
+        let name = format!("node{id}");
+        let out = certs(&[
+            "create-node",
+            "--dir",
+            d,
+            "--name",
+            &name,
+            "--host",
+            "127.0.0.1",
+            "--host",
+            "db.example",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = TestCluster::start_in(dir, 3, 0, fast_raft()).await;
+    assert_eq!(std::fs::read(c.dir.path().join("ca.pem")).unwrap(), ca_before, "the cluster used our CA");
+    let leader = c.wait_leader(Duration::from_secs(30)).await;
+    for id in 1..=3 {
+        put_retry(&c, id, &format!("certs/{id}"), "v", &format!("certs-{id}")).await;
+    }
+    let mut s = c.secrets(leader);
+    for id in 1..=3 {
+        let got = s.get(get_req(&format!("certs/{id}"), Consistency::Linearizable, 0)).await.unwrap();
+        assert_eq!(got.into_inner().value, b"v");
+    }
 }
 
 /// A peer-port channel presenting `identity` (or no certificate).

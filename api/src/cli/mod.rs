@@ -5,6 +5,7 @@
 
 mod admin;
 mod audit;
+mod certs;
 mod cluster;
 mod keys;
 mod ledger;
@@ -66,6 +67,9 @@ pub enum Command {
     },
     /// Start a three-node TLS cluster on 127.0.0.1 and wait for Ctrl-C.
     Dev(crate::dev::DevArgs),
+    /// A cluster CA and node certificates for real deployments (files only).
+    #[command(subcommand)]
+    Certs(certs::CertsCmd),
     /// Log in with a username and password; the token is saved (mode 0600).
     Login(session::LoginArgs),
     /// Revoke the saved token and forget it.
@@ -192,6 +196,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", crate::auth::permissions::markdown());
             return Ok(());
         }
+        Command::Certs(cmd) => return certs::certs(cmd),
         _ => {}
     }
     default_sigpipe();
@@ -224,7 +229,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Account(cmd) => ledger::account(conn, cmd).await,
         Command::Transfer(cmd) => ledger::transfer(conn, cmd).await,
-        Command::Serve { .. } | Command::Dev(_) | Command::Permissions => unreachable!("handled above"),
+        Command::Serve { .. } | Command::Dev(_) | Command::Permissions | Command::Certs(_) => {
+            unreachable!("handled above")
+        }
     }
 }
 

@@ -49,7 +49,17 @@ impl TestCluster {
     /// `voters` nodes form the cluster; `spares` more get certificates and
     /// configs (without initial members) but are not started.
     pub async fn start_with_spares(voters: u64, spares: u64, raft: RaftSettings) -> TestCluster {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), voters, spares, raft).await
+    }
+
+    /// As `start_with_spares`, in `dir`: TLS files already there (`ca.pem`,
+    /// `node<N>.pem`, `node<N>.key`) are used as they are.
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        voters: u64,
+        spares: u64,
+        raft: RaftSettings,
+    ) -> TestCluster {
         let n = NEXT_CLUSTER.fetch_add(1, Ordering::SeqCst);
         // Below the kernel's ephemeral range (32768+): a port there can be
         // taken by any outgoing connection before a node binds it.
