@@ -54,8 +54,9 @@ pub fn default_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".strongbox-dev"))
 }
 
-/// Writes certificates (if missing) and one config per node; returns the
-/// config paths and the client profile. Shared with the integration tests.
+/// Writes certificates and one config per node, each only if missing (an
+/// existing config is read back as it is); returns the config paths and
+/// the client profile. Shared with the integration tests.
 pub fn prepare(
     dir: &Path,
     nodes: u64,
@@ -88,6 +89,14 @@ pub fn prepare(
         (1..=nodes).map(|id| (id, Member { raft_addr: addr(10, id), api_addr: addr(0, id) })).collect();
     let mut out = Vec::new();
     for id in 1..=nodes {
+        let path = dir.join(format!("node{id}.toml"));
+        if path.exists() {
+            // A re-run keeps the operator's edits; `ensure_same_shape` has
+            // checked that the addresses still match.
+            let cfg = NodeConfig::load(&path)?;
+            out.push((path, cfg));
+            continue;
+        }
         // Encryption at rest: one master key per node, in its data dir.
         let data_dir = dir.join(format!("node{id}"));
         std::fs::create_dir_all(&data_dir)?;
@@ -125,7 +134,6 @@ pub fn prepare(
             local_audit_fsync: true,
             worker_threads: crate::config::shared_machine_worker_threads(nodes),
         };
-        let path = dir.join(format!("node{id}.toml"));
         std::fs::write(&path, cfg.to_toml())?;
         out.push((path, cfg));
     }

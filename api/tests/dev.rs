@@ -59,3 +59,22 @@ async fn dev_refuses_to_reshape_an_existing_cluster() {
     assert!(stderr.contains("127.0.0.1:7101") && stderr.contains("--fresh"), "says what and how: {stderr}");
     assert_eq!(std::fs::read_to_string(dev_dir.join("node1.toml")).unwrap(), before, "configs untouched");
 }
+
+/// Running `strongbox dev` again must not undo what the operator changed in
+/// a node's config.
+#[test]
+fn prepare_keeps_an_edited_node_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev_dir = dir.path().join("dev");
+    strongbox_api::dev::prepare(&dev_dir, 3, 7100, false, Default::default()).unwrap();
+    let path = dev_dir.join("node2.toml");
+    let edited = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("secret_value_bytes_max = 65536", "secret_value_bytes_max = 1024");
+    assert!(edited.contains("secret_value_bytes_max = 1024"), "the edit applies to this config format");
+    std::fs::write(&path, &edited).unwrap();
+    let (configs, _) = strongbox_api::dev::prepare(&dev_dir, 3, 7100, false, Default::default()).unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), edited, "the file is kept");
+    let node2 = configs.iter().find(|(_, c)| c.id == 2).unwrap();
+    assert_eq!(node2.1.secret_value_bytes_max, 1024, "and read back as edited");
+}
