@@ -3,8 +3,9 @@
 //! node (apply is deterministic). Events carry what changed and who changed
 //! it, never a secret value, password hash, token or token hash.
 //!
-//! Retention is by count and by age (state-machine time), pruned inside
-//! apply a few records per command, so every node keeps exactly the same.
+//! Retention is by count, by age (state-machine time) and by encoded bytes,
+//! pruned inside apply a bounded number of records per command, so every
+//! node keeps exactly the same.
 
 use std::collections::BTreeMap;
 
@@ -19,9 +20,19 @@ use crate::ledger::results::{CreateAccountResult, CreateTransferResult};
 pub const FEED_RETAIN_REVISIONS: u64 = 100_000;
 /// And none older than this, by the state-machine clock (24 hours).
 pub const FEED_RETAIN_MS: u64 = 24 * 60 * 60 * 1000;
-/// Records removed per command at most; more than one so a backlog (after
-/// a quiet day) drains while the feed grows by one per command.
+/// And at most this many encoded bytes of records: one revision of a ledger
+/// command can hold 8,189 transfer events (about a megabyte), so a count
+/// alone does not bound the disk the feed takes.
+pub const FEED_RETAIN_BYTES: u64 = 1 << 30;
+/// Records removed per command at most for count and age; more than one so
+/// a backlog (after a quiet day) drains while the feed grows by one per
+/// command.
 pub const FEED_PRUNE_PER_COMMAND_MAX: usize = 4;
+/// Records removed per command at most while over the byte budget: a large
+/// record may have to push out many small ones. The feed can then exceed
+/// its budget by at most about FEED_RETAIN_REVISIONS / this many of the
+/// largest records (100 MB or so), and only until the small ones are gone.
+pub const FEED_PRUNE_BYTES_PER_COMMAND_MAX: usize = 1024;
 /// Records one read returns at most.
 pub const FEED_READ_MAX: usize = 1024;
 

@@ -18,7 +18,10 @@ use crate::command::{
     Actor, Command, CommandError, Ctx, ErrorCode, Op, Outcome, Required, Response, SecretMeta, SecretVersion,
 };
 use crate::db::{decode, encode, Db, DbError, FLOOR_CFS};
-use crate::feed::{self, FeedRecord, FEED_PRUNE_PER_COMMAND_MAX, FEED_RETAIN_MS, FEED_RETAIN_REVISIONS};
+use crate::feed::{
+    self, FeedRecord, FEED_PRUNE_BYTES_PER_COMMAND_MAX, FEED_PRUNE_PER_COMMAND_MAX, FEED_RETAIN_MS,
+    FEED_RETAIN_REVISIONS,
+};
 use crate::layout::{sm_keys, Cf};
 use crate::ledger::cache::AccountCache;
 use crate::ledger::model::{Account, LedgerTotals, StoredTransfer, Transfer};
@@ -45,6 +48,9 @@ pub struct StateMachine {
     install_epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Callers of requests, by token (see `caller_cache`).
     callers: std::sync::Arc<crate::caller_cache::CallerCache>,
+    /// The feed's byte budget (`feed::FEED_RETAIN_BYTES`; tests set less).
+    /// Apply prunes by it, so every node of a cluster must have the same.
+    feed_retain_bytes: u64,
 }
 
 /// One entry of a secret folder listing.
@@ -74,7 +80,15 @@ impl StateMachine {
             accounts: Default::default(),
             install_epoch: Default::default(),
             callers: Default::default(),
+            feed_retain_bytes: feed::FEED_RETAIN_BYTES,
         }
+    }
+
+    /// A smaller feed byte budget than `feed::FEED_RETAIN_BYTES`, for tests:
+    /// apply prunes by it, so nodes of one cluster must agree on it.
+    pub fn with_feed_retain_bytes(mut self, bytes: u64) -> Self {
+        self.feed_retain_bytes = bytes;
+        self
     }
 
     pub fn db(&self) -> &Db {
@@ -136,6 +150,8 @@ impl StateMachine {
             begin_clock_ms: clock_ms,
             audit_head: self.audit_head()?,
             feed_oldest: self.feed_oldest_meta()?,
+            feed_oldest_bytes: self.db.get::<u64>(Cf::SmMeta, sm_keys::FEED_OLDEST_BYTES)?.unwrap_or(0),
+            feed_bytes: self.feed_bytes()?,
             names: self.names()?,
         })
     }
@@ -271,6 +287,12 @@ impl StateMachine {
         Ok(self.feed_oldest_meta()?.map(|(revision, _)| revision))
     }
 
+    /// Encoded bytes of the feed records kept, as apply counts them for
+    /// retention (records from before retention by bytes are not counted).
+    pub fn feed_bytes(&self) -> Result<u64, DbError> {
+        Ok(self.db.get::<u64>(Cf::SmMeta, sm_keys::FEED_BYTES)?.unwrap_or(0))
+    }
+
     /// (revision, time_ms) of the oldest feed record, as apply tracks it.
     fn feed_oldest_meta(&self) -> Result<Option<(u64, u64)>, DbError> {
         Ok(self.db.get::<Option<(u64, u64)>>(Cf::SmMeta, sm_keys::FEED_OLDEST)?.flatten())
@@ -314,6 +336,10 @@ pub struct ApplyBatch<'a> {
     audit_head: (u64, [u8; 32]),
     /// The oldest feed record kept: (revision, time_ms).
     feed_oldest: Option<(u64, u64)>,
+    /// Its encoded size (0: unknown, written before retention by bytes).
+    feed_oldest_bytes: u64,
+    /// Encoded bytes of the feed records kept (see `feed_bytes`).
+    feed_bytes: u64,
     /// The key that hashes names (set by `Bootstrap`).
     names: NameKey,
     /// Callers resolved earlier in this batch (many commands of a batch
@@ -453,32 +479,44 @@ impl<'a> ApplyBatch<'a> {
         };
         let events = feed::describe(&cmd.op, outcome, &actor, expired, &applied)?;
         let record = feed::StoredRecord::new(self.revision, cmd.time_ms, actor, events);
-        self.overlay.insert(Key::new(Cf::Feed, &feed::key(self.revision)), Some(encode(&record)));
+        let encoded = encode(&record);
+        let bytes = encoded.len() as u64;
+        self.overlay.insert(Key::new(Cf::Feed, &feed::key(self.revision)), Some(encoded));
+        self.feed_bytes += bytes;
         if self.feed_oldest.is_none() {
             self.feed_oldest = Some((self.revision, cmd.time_ms));
+            self.feed_oldest_bytes = bytes;
         }
         self.prune_feed()
     }
 
     /// Drops the oldest feed records past retention (count or age, by the
-    /// state-machine clock), a few per command: the same records on every
-    /// node, and bounded work whatever the backlog.
+    /// state-machine clock, a few per command; bytes, more per command): the
+    /// same records on every node (sizes are of the encoded records, the
+    /// same everywhere), and bounded work whatever the backlog. The record
+    /// just written always stays.
     fn prune_feed(&mut self) -> Result<(), DbError> {
-        for _ in 0..FEED_PRUNE_PER_COMMAND_MAX {
-            let Some((oldest, time_ms)) = self.feed_oldest.filter(|(oldest, _)| *oldest <= self.revision)
+        for pruned in 0..FEED_PRUNE_BYTES_PER_COMMAND_MAX {
+            let Some((oldest, time_ms)) = self.feed_oldest.filter(|(oldest, _)| *oldest < self.revision)
             else {
                 return Ok(());
             };
             let too_many = self.revision + 1 - oldest > FEED_RETAIN_REVISIONS;
             let too_old = time_ms.saturating_add(FEED_RETAIN_MS) < self.clock_ms;
-            if !(too_many || too_old) {
+            let too_big = self.feed_bytes > self.sm.feed_retain_bytes;
+            if !(too_big || ((too_many || too_old) && pruned < FEED_PRUNE_PER_COMMAND_MAX)) {
                 return Ok(());
             }
             self.overlay.insert(Key::new(Cf::Feed, &feed::key(oldest)), None);
+            // Records from before retention by bytes were never counted.
+            self.feed_bytes = self.feed_bytes.saturating_sub(self.feed_oldest_bytes);
             // Revisions are gap-free: the next record is the next revision.
-            self.feed_oldest = match self.read(Cf::Feed, &feed::key(oldest + 1))? {
-                Some(raw) => Some((oldest + 1, decode::<feed::StoredRecord>(Cf::Feed, &raw)?.time_ms)),
-                None => None,
+            (self.feed_oldest, self.feed_oldest_bytes) = match self.read(Cf::Feed, &feed::key(oldest + 1))? {
+                Some(raw) => {
+                    let time_ms = decode::<feed::StoredRecord>(Cf::Feed, &raw)?.time_ms;
+                    (Some((oldest + 1, time_ms)), raw.len() as u64)
+                }
+                None => (None, 0),
             };
         }
         Ok(())
@@ -514,6 +552,9 @@ impl<'a> ApplyBatch<'a> {
         self.overlay.insert(Key::new(Cf::SmMeta, sm_keys::CLOCK_MS), Some(encode(&self.clock_ms)));
         self.overlay.insert(Key::new(Cf::SmMeta, sm_keys::AUDIT_HEAD), Some(encode(&self.audit_head)));
         self.overlay.insert(Key::new(Cf::SmMeta, sm_keys::FEED_OLDEST), Some(encode(&self.feed_oldest)));
+        self.overlay
+            .insert(Key::new(Cf::SmMeta, sm_keys::FEED_OLDEST_BYTES), Some(encode(&self.feed_oldest_bytes)));
+        self.overlay.insert(Key::new(Cf::SmMeta, sm_keys::FEED_BYTES), Some(encode(&self.feed_bytes)));
         let mut batch = self.sm.db.batch();
         let mut accounts = Vec::new();
         // Per family with a floor: the last key deleted (sorted order).

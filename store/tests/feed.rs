@@ -96,3 +96,34 @@ fn retention_by_age_drops_old_records_a_few_per_command() {
     let kept: Vec<u64> = sm.feed(1, 10).unwrap().iter().map(|r| r.revision).collect();
     assert_eq!(kept, vec![6, 7]);
 }
+
+#[test]
+fn retention_by_bytes_keeps_the_newest_records_within_the_budget() {
+    let budget = 2_500;
+    let (_dir, sm) = open();
+    let sm = sm.with_feed_retain_bytes(budget);
+    let mut t = 100;
+    let mut put_path = |sm: &strongbox_store::StateMachine, path: &str| {
+        t += 1;
+        assert!(apply_one(sm, &put(&format!("b-{t}"), t, path, "v", None)).result.is_ok());
+        let bytes = sm.feed_bytes().unwrap();
+        assert!(bytes > 0 && bytes <= budget, "{bytes} bytes kept, budget {budget}");
+        // Gap-free up to the newest revision, whatever was pruned.
+        let oldest = sm.feed_oldest().unwrap().unwrap();
+        let kept: Vec<u64> = sm.feed(1, 10_000).unwrap().iter().map(|r| r.revision).collect();
+        assert_eq!(kept, (oldest..=sm.revision().unwrap()).collect::<Vec<_>>());
+    };
+    for i in 0..60 {
+        put_path(&sm, &format!("s/{i}"));
+    }
+    let before = sm.feed_oldest().unwrap().unwrap();
+    assert!(before > 1, "small records were pruned by bytes alone");
+    // One record of about 600 bytes must push out more small ones than
+    // count and age retention drop per command (4).
+    let long = format!("l/{}", "x".repeat(500));
+    put_path(&sm, &long);
+    let after = sm.feed_oldest().unwrap().unwrap();
+    assert!(after - before > 4, "{} records pruned for one large record", after - before);
+    // Far under the revision limit: only bytes pruned anything.
+    assert!(sm.revision().unwrap() < strongbox_store::feed::FEED_RETAIN_REVISIONS);
+}
