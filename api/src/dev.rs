@@ -328,6 +328,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     ensure_same_shape(&dir, &args)?;
     let (mut configs, profile) =
         prepare(&dir, args.nodes, args.base_port, args.insecure, RaftSettings::default())?;
+    if !args.insecure_no_encryption && configs.iter().any(|(_, c)| c.insecure_no_encryption) {
+        eprintln!(
+            "WARNING: this dev cluster was created with --insecure-no-encryption: its data stays in plaintext \
+             (--fresh starts over with encryption)."
+        );
+    }
     if args.insecure_no_encryption {
         eprintln!("WARNING: --insecure-no-encryption: data is stored in plaintext.");
         for (path, cfg) in &mut configs {
@@ -379,10 +385,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         );
     }
     println!("  logs: {}/node*.log", dir.display());
-    println!(
-        "  encryption at rest: on; each node's master key is {}/node<N>/master.key (0600; keep a copy elsewhere)",
-        dir.display()
-    );
+    if configs.iter().any(|(_, c)| c.insecure_no_encryption) {
+        println!("  encryption at rest: OFF (this dev cluster was created with --insecure-no-encryption)");
+    } else {
+        println!(
+            "  encryption at rest: on; each node's master key is {}/node<N>/master.key (0600; keep a copy elsewhere)",
+            dir.display()
+        );
+    }
     if let Some(ca) = &profile.ca_cert {
         println!("  CA certificate: {}", ca.display());
     }

@@ -122,6 +122,13 @@ impl DevPki {
     pub fn load(ca_cert_pem: &str, ca_key_pem: Zeroizing<String>) -> anyhow::Result<DevPki> {
         let key = KeyPair::from_pem(&ca_key_pem)
             .map_err(|e| anyhow::anyhow!("the CA key is not a PEM private key rcgen can use: {e}"))?;
+        // A key that is not the certificate's would sign certificates no
+        // peer accepts; say so now rather than at the first TLS handshake.
+        let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
+        anyhow::ensure!(
+            pem_der(ca_cert_pem)?.windows(spki.len()).any(|w| w == spki.as_slice()),
+            "the CA key does not belong to the CA certificate"
+        );
         let issuer = Issuer::from_ca_cert_pem(ca_cert_pem, key)
             .map_err(|e| anyhow::anyhow!("the CA certificate cannot be parsed: {e}"))?;
         Ok(DevPki { ca_cert_pem: ca_cert_pem.to_string(), ca_key_pem, issuer })
@@ -166,6 +173,21 @@ impl DevPki {
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(NodeCert { cert_pem: cert.pem(), key_pem: Zeroizing::new(key.serialize_pem()) })
     }
+}
+
+/// The DER bytes of the first PEM block in `pem`.
+fn pem_der(pem: &str) -> anyhow::Result<Vec<u8>> {
+    use base64::Engine;
+    let body: String = pem
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .map(str::trim)
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .map_err(|e| anyhow::anyhow!("the CA certificate is not PEM: {e}"))
 }
 
 /// Writes a file readable by its owner only (keys).

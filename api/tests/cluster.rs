@@ -279,6 +279,20 @@ async fn a_cluster_runs_on_certificates_from_strongbox_certs() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
     assert_eq!(std::fs::read(dir.path().join("ca.pem")).unwrap(), ca_before);
+    // A CA key that is not the CA certificate's is refused, nothing written.
+    let other = tempfile::tempdir().unwrap();
+    assert!(certs(&["create-ca", "--dir", other.path().to_str().unwrap()]).status.success());
+    let other_key = other.path().join("ca.key");
+    let wrong = certs(
+        &["create-node", "--dir", d, "--name", "node8", "--host", "127.0.0.1", "--ca-key"]
+            .iter()
+            .copied()
+            .chain([other_key.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+    );
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("does not belong"), "{wrong:?}");
+    assert!(!dir.path().join("node8.pem").exists() && !dir.path().join("node8.key").exists());
     // A host that is neither an address nor a name is refused up front.
     let bad = certs(&["create-node", "--dir", d, "--name", "node9", "--host", "not a host"]);
     assert!(!bad.status.success());

@@ -30,8 +30,9 @@ pub enum NodeError {
     NoLeader,
     #[error("timed out after {0} ms waiting for {1}; a write may still be applied later (retry with the same request_id)")]
     Timeout(u128, &'static str),
-    /// A read ran out of time: nothing was changed.
-    #[error("timed out after {0} ms waiting for {1}; nothing was changed, retry the read")]
+    /// A read (or a write's check before proposing) ran out of time:
+    /// nothing was changed.
+    #[error("timed out after {0} ms waiting for {1}; nothing was changed, retry")]
     ReadTimeout(u128, String),
     #[error("{0}")]
     Refused(String),

@@ -163,11 +163,11 @@ pub mod sm_keys {
     pub const LEDGER_TIMESTAMP_NS: &[u8] = b"ledger_timestamp_ns";
     /// The oldest change-feed record kept: (revision, time_ms).
     pub const FEED_OLDEST: &[u8] = b"feed_oldest";
-    /// The encoded size of that record (absent before retention by bytes).
-    pub const FEED_OLDEST_BYTES: &[u8] = b"feed_oldest_bytes";
-    /// Encoded bytes of the feed records kept (records written before
-    /// retention by bytes are not counted in it).
-    pub const FEED_BYTES: &[u8] = b"feed_bytes";
+    /// (encoded bytes of the feed records kept, of the oldest one, the
+    /// revision they were counted at). Absent, or at another revision than
+    /// the state's (written by a build that did not keep it), the sizes are
+    /// counted afresh from the records.
+    pub const FEED_SIZES: &[u8] = b"feed_sizes";
     /// The audit chain's last (seq, hash).
     pub const AUDIT_HEAD: &[u8] = b"audit_head";
     /// The per-cluster key that hashes names into RocksDB keys (`names`).

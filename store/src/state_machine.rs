@@ -140,6 +140,8 @@ impl StateMachine {
 
     pub fn begin(&self) -> Result<ApplyBatch<'_>, DbError> {
         let clock_ms = self.db.get::<u64>(Cf::SmMeta, sm_keys::CLOCK_MS)?.unwrap_or(0);
+        let feed_oldest = self.feed_oldest_meta()?;
+        let (feed_bytes, feed_oldest_bytes) = self.feed_sizes(feed_oldest)?;
         Ok(ApplyBatch {
             sm: self,
             overlay: Overlay::default(),
@@ -149,9 +151,9 @@ impl StateMachine {
             clock_ms,
             begin_clock_ms: clock_ms,
             audit_head: self.audit_head()?,
-            feed_oldest: self.feed_oldest_meta()?,
-            feed_oldest_bytes: self.db.get::<u64>(Cf::SmMeta, sm_keys::FEED_OLDEST_BYTES)?.unwrap_or(0),
-            feed_bytes: self.feed_bytes()?,
+            feed_oldest,
+            feed_oldest_bytes,
+            feed_bytes,
             names: self.names()?,
         })
     }
@@ -288,9 +290,37 @@ impl StateMachine {
     }
 
     /// Encoded bytes of the feed records kept, as apply counts them for
-    /// retention (records from before retention by bytes are not counted).
+    /// retention by bytes.
     pub fn feed_bytes(&self) -> Result<u64, DbError> {
-        Ok(self.db.get::<u64>(Cf::SmMeta, sm_keys::FEED_BYTES)?.unwrap_or(0))
+        Ok(self.feed_sizes(self.feed_oldest_meta()?)?.0)
+    }
+
+    /// (bytes of the feed records kept, bytes of the oldest one). A state
+    /// written before retention by bytes (an upgraded data dir, an older
+    /// image), or changed by a build that did not keep the sizes, has none
+    /// for its revision: they are counted here from the records themselves,
+    /// so they are a function of the stored feed and every node arrives at
+    /// the same figures.
+    fn feed_sizes(&self, oldest: Option<(u64, u64)>) -> Result<(u64, u64), DbError> {
+        let kept = self.db.get::<(u64, u64, u64)>(Cf::SmMeta, sm_keys::FEED_SIZES)?;
+        if let Some((bytes, oldest_bytes, at)) = kept {
+            if at == self.revision()? {
+                return Ok((bytes, oldest_bytes));
+            }
+        }
+        let Some((oldest, _)) = oldest else { return Ok((0, 0)) };
+        let (mut total, mut first) = (0u64, None);
+        let mut from = feed::key(oldest).to_vec();
+        loop {
+            let rows = self.db.scan_raw(Cf::Feed, &from, None, FEED_RECOUNT_CHUNK_RECORDS)?;
+            let Some((last, _)) = rows.last() else { break };
+            from = [&last[..], &[0]].concat();
+            for (_, value) in &rows {
+                first.get_or_insert(value.len() as u64);
+                total += value.len() as u64;
+            }
+        }
+        Ok((total, first.unwrap_or(0)))
     }
 
     /// (revision, time_ms) of the oldest feed record, as apply tracks it.
@@ -336,7 +366,7 @@ pub struct ApplyBatch<'a> {
     audit_head: (u64, [u8; 32]),
     /// The oldest feed record kept: (revision, time_ms).
     feed_oldest: Option<(u64, u64)>,
-    /// Its encoded size (0: unknown, written before retention by bytes).
+    /// Its encoded size.
     feed_oldest_bytes: u64,
     /// Encoded bytes of the feed records kept (see `feed_bytes`).
     feed_bytes: u64,
@@ -350,6 +380,9 @@ pub struct ApplyBatch<'a> {
     /// batch (the database does not change while a batch is applied).
     first_keys: std::cell::RefCell<std::collections::HashMap<Cf, Option<Vec<u8>>>>,
 }
+
+/// Feed records read per step when the feed's size is counted afresh.
+const FEED_RECOUNT_CHUNK_RECORDS: usize = 256;
 
 /// Column families whose change can change who a token is and what it may do.
 const AUTH_CFS: [Cf; 4] = [Cf::Tokens, Cf::Users, Cf::Clients, Cf::Roles];
@@ -508,7 +541,8 @@ impl<'a> ApplyBatch<'a> {
                 return Ok(());
             }
             self.overlay.insert(Key::new(Cf::Feed, &feed::key(oldest)), None);
-            // Records from before retention by bytes were never counted.
+            // Always covered (the count is of the stored records); saturating
+            // because a retention bound is not worth stopping apply for.
             self.feed_bytes = self.feed_bytes.saturating_sub(self.feed_oldest_bytes);
             // Revisions are gap-free: the next record is the next revision.
             (self.feed_oldest, self.feed_oldest_bytes) = match self.read(Cf::Feed, &feed::key(oldest + 1))? {
@@ -552,9 +586,8 @@ impl<'a> ApplyBatch<'a> {
         self.overlay.insert(Key::new(Cf::SmMeta, sm_keys::CLOCK_MS), Some(encode(&self.clock_ms)));
         self.overlay.insert(Key::new(Cf::SmMeta, sm_keys::AUDIT_HEAD), Some(encode(&self.audit_head)));
         self.overlay.insert(Key::new(Cf::SmMeta, sm_keys::FEED_OLDEST), Some(encode(&self.feed_oldest)));
-        self.overlay
-            .insert(Key::new(Cf::SmMeta, sm_keys::FEED_OLDEST_BYTES), Some(encode(&self.feed_oldest_bytes)));
-        self.overlay.insert(Key::new(Cf::SmMeta, sm_keys::FEED_BYTES), Some(encode(&self.feed_bytes)));
+        let sizes = (self.feed_bytes, self.feed_oldest_bytes, self.revision);
+        self.overlay.insert(Key::new(Cf::SmMeta, sm_keys::FEED_SIZES), Some(encode(&sizes)));
         let mut batch = self.sm.db.batch();
         let mut accounts = Vec::new();
         // Per family with a floor: the last key deleted (sorted order).

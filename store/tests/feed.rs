@@ -127,3 +127,47 @@ fn retention_by_bytes_keeps_the_newest_records_within_the_budget() {
     // Far under the revision limit: only bytes pruned anything.
     assert!(sm.revision().unwrap() < strongbox_store::feed::FEED_RETAIN_REVISIONS);
 }
+
+/// The byte count is a function of the stored feed: a state whose sizes
+/// are missing (an upgraded data dir, an older image) or stale (changed by
+/// a build that did not keep them) counts them again from the records and
+/// prunes exactly as a node that kept them all along, batched or not.
+#[test]
+fn feed_sizes_are_recounted_when_missing_or_stale_and_batching_does_not_matter() {
+    use strongbox_store::layout::sm_keys;
+    use strongbox_store::Cf;
+    let budget = 2_500;
+    let cmds: Vec<_> =
+        (0..80).map(|i| put(&format!("u{i}"), 200 + i, &format!("u/{i}"), "v", None)).collect();
+    let (_d1, kept) = open();
+    let kept = kept.with_feed_retain_bytes(budget);
+    let (_d2, lost) = open();
+    let lost = lost.with_feed_retain_bytes(budget);
+    let (_d3, grouped) = open();
+    let grouped = grouped.with_feed_retain_bytes(budget);
+    for (i, c) in cmds.iter().enumerate() {
+        apply_one(&kept, c);
+        if i % 10 == 5 {
+            let mut b = lost.db().batch();
+            if i % 20 == 5 {
+                b.delete(Cf::SmMeta, sm_keys::FEED_SIZES);
+            } else {
+                b.put(Cf::SmMeta, sm_keys::FEED_SIZES, &(1u64, 1u64, 0u64));
+            }
+            lost.db().write_unlogged(b).unwrap();
+        }
+        apply_one(&lost, c);
+    }
+    for chunk in cmds.chunks(7) {
+        apply_group(&grouped, chunk);
+    }
+    let oldest = kept.feed_oldest().unwrap().unwrap();
+    assert!(oldest > 4, "bytes pruned records (oldest kept: {oldest})");
+    let bytes = kept.feed_bytes().unwrap();
+    assert!(bytes > 0 && bytes <= budget);
+    for other in [&lost, &grouped] {
+        assert_eq!(other.feed_oldest().unwrap(), Some(oldest));
+        assert_eq!(other.feed_bytes().unwrap(), bytes);
+        assert_eq!(other.feed(1, 10_000).unwrap(), kept.feed(1, 10_000).unwrap());
+    }
+}

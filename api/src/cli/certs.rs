@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::Subcommand;
 use zeroize::Zeroizing;
 
-use crate::tls::{write_private, DevPki, Host};
+use crate::tls::{DevPki, Host};
 
 /// A CA lives this long unless told otherwise (days).
 const CA_DAYS_DEFAULT: u32 = 3650;
@@ -61,8 +61,7 @@ pub fn certs(cmd: CertsCmd) -> anyhow::Result<()> {
             refuse_existing(&[&cert, &key])?;
             std::fs::create_dir_all(&dir)?;
             let pki = DevPki::generate(&common_name, Some(days))?;
-            write_private(&key, pki.ca_key_pem())?;
-            std::fs::write(&cert, &pki.ca_cert_pem)?;
+            write_pair(&key, pki.ca_key_pem(), &cert, &pki.ca_cert_pem)?;
             println!("CA certificate: {} (every node's tls.ca_cert; clients' --ca)", cert.display());
             println!(
                 "CA private key: {} (0600; it signs node certificates: keep it off the nodes)",
@@ -91,8 +90,7 @@ pub fn certs(cmd: CertsCmd) -> anyhow::Result<()> {
             )?;
             let node = pki.node_cert_for(&name, &hosts, Some(days))?;
             std::fs::create_dir_all(&dir)?;
-            write_private(&key, &node.key_pem)?;
-            std::fs::write(&cert, &node.cert_pem)?;
+            write_pair(&key, &node.key_pem, &cert, &node.cert_pem)?;
             let names: Vec<String> = hosts
                 .iter()
                 .map(|h| match h {
@@ -126,6 +124,37 @@ fn refuse_existing(paths: &[&Path]) -> anyhow::Result<()> {
             p.display()
         );
     }
+    Ok(())
+}
+
+/// The key (0600), then its certificate, each created new: an existing
+/// file, or a symlink planted in its place, is refused rather than
+/// followed or truncated, and a run that cannot finish takes its key back.
+fn write_pair(key: &Path, key_pem: &str, cert: &Path, cert_pem: &str) -> anyhow::Result<()> {
+    write_new(key, key_pem, 0o600)?;
+    if let Err(e) = write_new(cert, cert_pem, 0o644) {
+        let _ = std::fs::remove_file(key);
+        return Err(e);
+    }
+    Ok(())
+}
+
+fn write_new(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                anyhow::anyhow!(
+                    "{} exists already; nothing was written (remove it first to replace it)",
+                    path.display()
+                )
+            } else {
+                anyhow::anyhow!("cannot create {}: {e}", path.display())
+            }
+        })?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
     Ok(())
 }
 
