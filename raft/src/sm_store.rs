@@ -219,6 +219,30 @@ impl SmStore {
         Ok((name, file, out))
     }
 
+    /// Gives a received image file (complete, fsynced) a name in the image
+    /// directory without copying it: `linkat` of an O_TMPFILE, then the
+    /// directory fsynced. None if the file cannot be linked (a file that was
+    /// unlinked rather than created unnamed): the caller copies it.
+    fn link_received(&self, file: &File) -> Result<Option<String>, DbError> {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::io::AsRawFd;
+        let dir = self.dir()?;
+        let name = snapshot::new_file_name();
+        let path = dir.join(&name);
+        let from = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd())).expect("no NUL");
+        let to = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| DbError::Format(format!("{} holds a NUL byte", path.display())))?;
+        // SAFETY: both paths are valid NUL-terminated strings for the call.
+        let rc = unsafe {
+            libc::linkat(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::AT_SYMLINK_FOLLOW)
+        };
+        if rc != 0 {
+            return Ok(None);
+        }
+        File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| io_err("syncing", &dir, e))?;
+        Ok(Some(name))
+    }
+
     /// Deletes image files other than the current one, the one an install
     /// is redoing, and `keep`. Temp files too: only at start (`keep: None`),
     /// when no build or receive can be writing one.
@@ -296,16 +320,26 @@ impl SmStore {
     /// gate until this returns, so its frames' keys stay while we copy.
     fn install_blocking(&self, meta: SnapshotMeta, received: File) -> Result<(), DbError> {
         let _files = self.files.lock().expect("snapshot files lock");
-        // Our own copy, under a name the redo marker can point to (what we
-        // are handed may be an unnamed file being received).
-        let mut from = FrameReader::new(received, self.sm.db().codec().clone())?;
-        let (name, _file, meta_records) = self.write_image(false, |w| {
-            let m = snapshot::copy(&mut from, w)?;
-            if !w.ended() {
-                return Err(DbError::Format("snapshot image without its end frame".into()));
+        let codec = self.sm.db().codec().clone();
+        // The image needs a name the redo marker can point to. A received
+        // image (an O_TMPFILE, sealed with our keys) is checked whole, then
+        // linked into the directory as it is; anything else is copied.
+        let dup = received.try_clone().map_err(|e| io_err("duplicating", Path::new("received image"), e))?;
+        let checked = snapshot::read_meta(&mut FrameReader::new(dup, codec.clone())?)?;
+        let (name, meta_records) = match self.link_received(&received)? {
+            Some(name) => (name, checked),
+            None => {
+                let mut from = FrameReader::new(received, codec)?;
+                let (name, _file, meta_records) = self.write_image(false, |w| {
+                    let m = snapshot::copy(&mut from, w)?;
+                    if !w.ended() {
+                        return Err(DbError::Format("snapshot image without its end frame".into()));
+                    }
+                    Ok(m)
+                })?;
+                (name, meta_records)
             }
-            Ok(m)
-        })?;
+        };
         let image_applied: Option<LogId> = meta_records.get(META_APPLIED)?;
         if image_applied != meta.last_log_id {
             return Err(DbError::Format(format!(
@@ -431,9 +465,17 @@ fn create_new(path: &Path) -> Result<File, DbError> {
         .map_err(|e| io_err("creating", path, e))
 }
 
-/// A new unnamed file for receiving an image: created in `dir`, unlinked at
-/// once, so nothing is left behind whatever happens to the transfer.
+/// A new unnamed file for receiving an image, so nothing is left behind
+/// whatever happens to the transfer: an O_TMPFILE in `dir` (linkable once
+/// complete, see `link_received`), or where the filesystem has none, a file
+/// unlinked as soon as it is created.
 pub fn snapshot_receive_file(dir: &Path) -> Result<File, DbError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Ok(file) =
+        OpenOptions::new().read(true).write(true).mode(0o600).custom_flags(libc::O_TMPFILE).open(dir)
+    {
+        return Ok(file);
+    }
     let path = dir.join(format!("receiving-{}", snapshot::new_file_name()));
     let file = create_new(&path)?;
     std::fs::remove_file(&path).map_err(|e| io_err("unlinking", &path, e))?;
@@ -541,6 +583,60 @@ mod tests {
         assert_eq!(files(&db), 1);
         let current = b.get_current_snapshot().await.unwrap().expect("current snapshot");
         assert_eq!(current.meta, snap.meta);
+    }
+
+    /// A received image (streamed into an O_TMPFILE, as the peer service
+    /// does) becomes the current image by a link, not a second copy; a file
+    /// that cannot be linked (unlinked after creation) is copied instead.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_received_image_is_linked_not_copied() {
+        use std::os::unix::fs::MetadataExt;
+        let da = tempfile::tempdir().unwrap();
+        let a_db = open_db(da.path());
+        write(&a_db, &[(Cf::Secrets, b"k", "v1")], Some(4));
+        let mut a = SmStore::new(StateMachine::new(a_db.clone()));
+        let snap = a.build_snapshot().await.unwrap();
+        let image = std::fs::read(a_db.snapshot_dir().join(a.current().unwrap().unwrap().file)).unwrap();
+
+        let db_dir = tempfile::tempdir().unwrap();
+        let mut b = SmStore::open(StateMachine::new(open_db(db_dir.path()))).unwrap();
+        let db = b.state_machine().db().clone();
+        let dir = b.dir().unwrap();
+        let receive = |file: File| {
+            let mut r = FrameReader::new(
+                {
+                    let tmp = da.path().join("image");
+                    std::fs::write(&tmp, &image).unwrap();
+                    File::open(&tmp).unwrap()
+                },
+                Codec::plaintext(),
+            )
+            .unwrap();
+            let mut w = FrameWriter::new(file, Codec::plaintext()).unwrap();
+            while let Some(plain) = r.next_plain().unwrap() {
+                w.push_plain(&plain).unwrap();
+            }
+            w.finish().unwrap()
+        };
+
+        let received = receive(snapshot_receive_file(&dir).unwrap());
+        let inode = received.metadata().unwrap().ino();
+        b.install_snapshot(&snap.meta, Box::new(tokio::fs::File::from_std(received))).await.unwrap();
+        let current = b.current().unwrap().expect("installed");
+        assert_eq!(std::fs::metadata(dir.join(&current.file)).unwrap().ino(), inode, "linked, not copied");
+        assert_eq!(get(&db, Cf::Secrets, b"k").as_deref(), Some("v1"));
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "one image file");
+
+        let path = dir.join("unlinked");
+        let unlinked = create_new(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let received = receive(unlinked);
+        let inode = received.metadata().unwrap().ino();
+        b.install_snapshot(&snap.meta, Box::new(tokio::fs::File::from_std(received))).await.unwrap();
+        let current = b.current().unwrap().expect("installed");
+        assert_ne!(std::fs::metadata(dir.join(&current.file)).unwrap().ino(), inode, "copied");
+        assert_eq!(get(&db, Cf::Secrets, b"k").as_deref(), Some("v1"));
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "one image file");
     }
 
     /// A data dir written before image files: its snapshot (one value) is
