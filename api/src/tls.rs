@@ -53,11 +53,15 @@ pub struct DevPki {
     pub ca_cert_pem: String,
     ca_key_pem: Zeroizing<String>,
     issuer: Issuer<'static, KeyPair>,
+    /// When the CA expires (None: never, in practice; see `set_validity`).
+    ca_not_after: Option<time::OffsetDateTime>,
 }
 
 pub struct NodeCert {
     pub cert_pem: String,
     pub key_pem: Zeroizing<String>,
+    /// The end of its validity.
+    pub not_after: time::OffsetDateTime,
 }
 
 /// Where a certificate is valid: IP addresses or DNS names.
@@ -114,7 +118,8 @@ impl DevPki {
         let cert = params.self_signed(&key)?;
         let ca_cert_pem = cert.pem();
         let ca_key_pem = Zeroizing::new(key.serialize_pem());
-        Ok(DevPki { ca_cert_pem, ca_key_pem, issuer: Issuer::new(params, key) })
+        let ca_not_after = days.map(|_| params.not_after);
+        Ok(DevPki { ca_cert_pem, ca_key_pem, issuer: Issuer::new(params, key), ca_not_after })
     }
 
     /// An existing CA from its certificate and private key (PEM): one
@@ -125,13 +130,27 @@ impl DevPki {
         // A key that is not the certificate's would sign certificates no
         // peer accepts; say so now rather than at the first TLS handshake.
         let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
+        let der = pem_der(ca_cert_pem)?;
         anyhow::ensure!(
-            pem_der(ca_cert_pem)?.windows(spki.len()).any(|w| w == spki.as_slice()),
+            der.windows(spki.len()).any(|w| w == spki.as_slice()),
             "the CA key does not belong to the CA certificate"
+        );
+        let (_, parsed) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| anyhow::anyhow!("the CA certificate cannot be parsed: {e}"))?;
+        let ca_not_after =
+            time::OffsetDateTime::from_unix_timestamp(parsed.validity().not_after.timestamp())?;
+        anyhow::ensure!(
+            ca_not_after > time::OffsetDateTime::now_utc(),
+            "the CA certificate expired on {ca_not_after}: create a new CA (and new node certificates)"
         );
         let issuer = Issuer::from_ca_cert_pem(ca_cert_pem, key)
             .map_err(|e| anyhow::anyhow!("the CA certificate cannot be parsed: {e}"))?;
-        Ok(DevPki { ca_cert_pem: ca_cert_pem.to_string(), ca_key_pem, issuer })
+        Ok(DevPki {
+            ca_cert_pem: ca_cert_pem.to_string(),
+            ca_key_pem,
+            issuer,
+            ca_not_after: Some(ca_not_after),
+        })
     }
 
     /// The CA's private key, PEM: whoever holds it can mint node
@@ -170,8 +189,16 @@ impl DevPki {
         params.extended_key_usages =
             vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         set_validity(&mut params, days);
+        // Not past the CA's own expiry: a chain is no longer valid then.
+        if let Some(ca_not_after) = self.ca_not_after {
+            params.not_after = params.not_after.min(ca_not_after);
+        }
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(NodeCert { cert_pem: cert.pem(), key_pem: Zeroizing::new(key.serialize_pem()) })
+        Ok(NodeCert {
+            cert_pem: cert.pem(),
+            key_pem: Zeroizing::new(key.serialize_pem()),
+            not_after: params.not_after,
+        })
     }
 }
 

@@ -78,3 +78,19 @@ fn prepare_keeps_an_edited_node_config() {
     let node2 = configs.iter().find(|(_, c)| c.id == 2).unwrap();
     assert_eq!(node2.1.secret_value_bytes_max, 1024, "and read back as edited");
 }
+
+/// A node certificate from `strongbox certs` ends no later than its CA.
+#[test]
+fn a_node_certificate_never_outlives_its_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let certs = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_strongbox")).arg("certs").args(args).output().unwrap()
+    };
+    assert!(certs(&["create-ca", "--dir", d, "--days", "2"]).status.success());
+    let out = certs(&["create-node", "--dir", d, "--name", "n1", "--host", "10.0.0.1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ca_end = (time::OffsetDateTime::now_utc() + time::Duration::days(2)).date();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("valid until {ca_end} UTC")), "{stdout}");
+}

@@ -30,6 +30,7 @@ pub enum CertsCmd {
     },
     /// A node certificate signed by the CA: <dir>/<name>.pem and
     /// <dir>/<name>.key (mode 0600), for the node's `[tls]` cert and key.
+    /// It never outlives the CA.
     /// Valid for the peer name `strongbox-node`, localhost, and every
     /// --host given: list each address or DNS name clients and peers dial.
     /// Never overwrites.
@@ -99,8 +100,9 @@ pub fn certs(cmd: CertsCmd) -> anyhow::Result<()> {
                 })
                 .collect();
             println!(
-                "node certificate: {} (valid {days} days for strongbox-node, localhost, {})",
+                "node certificate: {} (valid until {} UTC for strongbox-node, localhost, {})",
                 cert.display(),
+                node.not_after.date(),
                 names.join(", ")
             );
             println!("node private key: {} (0600)", key.display());
