@@ -259,6 +259,15 @@ impl TransferEvent {
     }
 }
 
+/// A stored record's time (ms), decoding only the fields before it: a
+/// ledger revision's events can be a megabyte, and pruning needs the time.
+pub(crate) fn stored_time_ms(encoded: &[u8]) -> Result<u64, DbError> {
+    // postcard encodes fields in declaration order: revision, then time_ms.
+    let ((_revision, time_ms), _events): ((u64, u64), _) = postcard::take_from_bytes(encoded)
+        .map_err(|e| DbError::Decode { cf: crate::layout::Cf::Feed.name(), reason: e.to_string() })?;
+    Ok(time_ms)
+}
+
 impl StoredRecord {
     pub(crate) fn new(revision: u64, time_ms: u64, actor: String, events: Vec<StoredEvent>) -> StoredRecord {
         StoredRecord { revision, time_ms, actor, events }
@@ -324,6 +333,15 @@ pub(crate) fn migrate_layout_3(db: &crate::db::Db) -> Result<u64, DbError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_time_is_read_without_the_events() {
+        let events =
+            vec![StoredEvent::Described(event("secret.created", "a/b", &[("version", "1".into())])); 50];
+        let record = StoredRecord::new(7, 1_234_567, "user:admin".into(), events);
+        assert_eq!(stored_time_ms(&crate::db::encode(&record)).unwrap(), 1_234_567);
+        assert!(stored_time_ms(&[0xff]).is_err(), "a cut record is an error, not a time");
+    }
     use crate::db::Db;
     use crate::layout::{Cf, FORMAT_KEY, FORMAT_VERSION};
 

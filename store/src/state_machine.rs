@@ -547,7 +547,7 @@ impl<'a> ApplyBatch<'a> {
             // Revisions are gap-free: the next record is the next revision.
             (self.feed_oldest, self.feed_oldest_bytes) = match self.read(Cf::Feed, &feed::key(oldest + 1))? {
                 Some(raw) => {
-                    let time_ms = decode::<feed::StoredRecord>(Cf::Feed, &raw)?.time_ms;
+                    let time_ms = feed::stored_time_ms(&raw)?;
                     (Some((oldest + 1, time_ms)), raw.len() as u64)
                 }
                 None => (None, 0),
