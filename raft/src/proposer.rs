@@ -44,6 +44,9 @@ pub const LARGE_COMMAND_BYTES: usize = 64 * 1024;
 pub const FORWARDS_IN_FLIGHT_MAX: usize = 2;
 /// How long a follower waits for the leader to answer a forwarded batch.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the leader waits for its own proposal's answer before the
+/// proposal stops holding up the next batch (see `propose_here`).
+pub const PROPOSAL_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
 pub enum ProposeError {
@@ -169,7 +172,25 @@ async fn dispatch(ctx: &Ctx, batch: Vec<Pending>) {
 
 async fn propose_here(ctx: &Ctx, batch: Vec<Pending>) {
     let (cmds, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
-    match ctx.raft.client_write(cmds).await {
+    let Ok(written) = tokio::time::timeout(PROPOSAL_ANSWER_TIMEOUT, ctx.raft.client_write(cmds)).await else {
+        // openraft 0.9 answers a proposal only when its entry is applied
+        // here or truncated here; a leader deposed and re-elected around
+        // its entry can wait for neither (seen under jepsen/'s pauses,
+        // kills and partitions: every later write stalled behind it for a
+        // minute). The outcome is unknown: the callers retry with the same
+        // request ids (deduplicated in apply), and the next batch goes.
+        tracing::warn!(
+            timeout_ms = PROPOSAL_ANSWER_TIMEOUT.as_millis() as u64,
+            commands = replies.len(),
+            "a proposal got no answer in time; its callers retry and the next batch goes"
+        );
+        metrics::counter!("strongbox_proposals_unanswered_total").increment(1);
+        for reply in replies {
+            let _ = reply.send(Err(ProposeError::NotLeader));
+        }
+        return;
+    };
+    match written {
         Ok(r) => {
             assert_eq!(r.data.len(), replies.len(), "one response per proposed command");
             for (reply, response) in replies.into_iter().zip(r.data) {
