@@ -579,3 +579,89 @@ async fn a_local_read_at_the_write_revision_sees_a_write_through_a_follower() {
         assert!(got.revision >= w.revision);
     }
 }
+
+/// A leader frozen with a proposal in flight, deposed meanwhile and caught
+/// up by an image that covers its old entry, must not hold up the writes
+/// sent to it after it wakes (openraft 0.9 never answers such a proposal:
+/// its entry is neither applied nor truncated there).
+#[tokio::test]
+async fn a_deposed_leader_with_a_proposal_in_flight_serves_writes_when_it_wakes() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let raft = strongbox_api::config::RaftSettings {
+        snapshot_logs: 20,
+        logs_kept_behind_snapshot: 0,
+        ..fast_raft()
+    };
+    let c = TestCluster::start(3, raft).await;
+    let old = c.wait_leader(Duration::from_secs(10)).await;
+    put_retry(&c, old, "s/before", "0", "before").await;
+    let others: Vec<u64> = (1..=3).filter(|id| *id != old).collect();
+
+    // No quorum: the leader appends W1 and waits for an answer.
+    for id in &others {
+        c.pause(*id);
+    }
+    let mut w1_client = c.secrets(old);
+    let w1 = tokio::spawn(async move { w1_client.put(put_req("s/w1", "1", "w1")).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let w1_index = loop {
+        let s = c.status(old).await.expect("the old leader answers status");
+        if s.last_log_index > s.committed_index {
+            break s.last_log_index;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the leader never appended W1: {s:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let w1_proposed = tokio::time::Instant::now();
+
+    // The others elect, write, and purge their logs past W1's index.
+    c.pause(old);
+    for id in &others {
+        c.resume(*id);
+    }
+    let new = others[0];
+    let mut i = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        put_retry(&c, new, &format!("s/k{}", i % 5), &i.to_string(), &format!("after-{i}")).await;
+        i += 1;
+        let s = c.status(new).await.unwrap();
+        if let Some(l) = s.leader_id.filter(|l| *l != old) {
+            if c.status(l).await.is_some_and(|ls| ls.purged_index > w1_index) {
+                break;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never purged past {w1_index}: {s:?}");
+    }
+
+    // The old leader wakes, learns of the new term, installs an image.
+    c.resume(old);
+    let woke = tokio::time::Instant::now();
+    let w2 = tokio::time::timeout(Duration::from_secs(30), put_retry(&c, old, "s/w2", "2", "w2"))
+        .await
+        .expect("a write through the old leader completes");
+    let w2_s = woke.elapsed().as_secs_f64();
+    // Without the release, W2 queued behind W1 until openraft's answer
+    // that never comes, or the 10 s safety net.
+    assert!(
+        w2_s < 3.0,
+        "W2 took {w2_s:.1} s through the woken leader (W1 proposed {:.1} s before it woke)",
+        (woke - w1_proposed).as_secs_f64()
+    );
+    assert!(w2.revision > 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let s = loop {
+        // UNAVAILABLE while it installs the image.
+        if let Some(s) = c.status(old).await.filter(|s| s.applied_index >= w1_index) {
+            break s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the old leader never caught up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("old caught up: snapshot_index {} w1_index {w1_index}", s.snapshot_index);
+    // W1's outcome was unknown to its caller; whatever it was, it is applied
+    // at most once, and a retry with its request id settles it.
+    let _ = w1.await.unwrap();
+    let r1 = put_retry(&c, new, "s/w1", "1", "w1").await;
+    assert_eq!(r1.version, 1, "W1 applied once");
+}

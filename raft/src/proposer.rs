@@ -45,7 +45,8 @@ pub const FORWARDS_IN_FLIGHT_MAX: usize = 2;
 /// How long a follower waits for the leader to answer a forwarded batch.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the leader waits for its own proposal's answer before the
-/// proposal stops holding up the next batch (see `propose_here`).
+/// proposal stops holding up the next batch, if it still leads (see
+/// `propose_here`; a deposed leader lets go at once).
 pub const PROPOSAL_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
@@ -170,25 +171,69 @@ async fn dispatch(ctx: &Ctx, batch: Vec<Pending>) {
     }
 }
 
+/// Why a leader's own proposal was let go before openraft answered it.
+enum Unanswered {
+    /// This node stopped leading the term it proposed in.
+    Deposed,
+    /// `PROPOSAL_ANSWER_TIMEOUT` passed.
+    Timeout,
+}
+
 async fn propose_here(ctx: &Ctx, batch: Vec<Pending>) {
     let (cmds, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
-    let Ok(written) = tokio::time::timeout(PROPOSAL_ANSWER_TIMEOUT, ctx.raft.client_write(cmds)).await else {
-        // openraft 0.9 answers a proposal only when its entry is applied
-        // here or truncated here; a leader deposed and re-elected around
-        // its entry can wait for neither (seen under jepsen/'s pauses,
-        // kills and partitions: every later write stalled behind it for a
-        // minute). The outcome is unknown: the callers retry with the same
-        // request ids (deduplicated in apply), and the next batch goes.
-        tracing::warn!(
-            timeout_ms = PROPOSAL_ANSWER_TIMEOUT.as_millis() as u64,
-            commands = replies.len(),
-            "a proposal got no answer in time; its callers retry and the next batch goes"
-        );
-        metrics::counter!("strongbox_proposals_unanswered_total").increment(1);
-        for reply in replies {
-            let _ = reply.send(Err(ProposeError::NotLeader));
+    // openraft 0.9 answers a proposal only when its entry is applied here
+    // or truncated here. A leader deposed around its entry can wait for
+    // neither: an image installed over it skips the apply (jepsen/ saw
+    // every later write stall behind one for a minute, under pauses, kills
+    // and partitions). So the proposal is let go as soon as this node no
+    // longer leads the term it proposed in, and in any case after
+    // `PROPOSAL_ANSWER_TIMEOUT`. The outcome is unknown either way: the
+    // callers retry with the same request ids (deduplicated in apply), and
+    // the next batch goes.
+    let mut metrics = ctx.raft.server_metrics();
+    let (term, leading) = {
+        let m = metrics.borrow();
+        (m.vote.leader_id.term, m.current_leader == Some(ctx.id))
+    };
+    let deposed = async {
+        if !leading {
+            // Not (yet) seen leading: openraft refuses or accepts at once.
+            return std::future::pending().await;
         }
-        return;
+        let _ = metrics.wait_for(|m| m.vote.leader_id.term != term || m.current_leader != Some(ctx.id)).await;
+    };
+    let written = tokio::select! {
+        written = ctx.raft.client_write(cmds) => Ok(written),
+        () = deposed => Err(Unanswered::Deposed),
+        () = tokio::time::sleep(PROPOSAL_ANSWER_TIMEOUT) => Err(Unanswered::Timeout),
+    };
+    let written = match written {
+        Ok(written) => written,
+        Err(why) => {
+            match why {
+                Unanswered::Deposed => {
+                    tracing::info!(
+                        term,
+                        commands = replies.len(),
+                        "no longer leading with a proposal unanswered; its callers retry"
+                    )
+                }
+                Unanswered::Timeout => tracing::warn!(
+                    timeout_ms = PROPOSAL_ANSWER_TIMEOUT.as_millis() as u64,
+                    commands = replies.len(),
+                    "a proposal got no answer in time; its callers retry and the next batch goes"
+                ),
+            }
+            let reason = match why {
+                Unanswered::Deposed => "deposed",
+                Unanswered::Timeout => "timeout",
+            };
+            metrics::counter!("strongbox_proposals_unanswered_total", "reason" => reason).increment(1);
+            for reply in replies {
+                let _ = reply.send(Err(ProposeError::NotLeader));
+            }
+            return;
+        }
     };
     match written {
         Ok(r) => {

@@ -126,7 +126,7 @@ impl SmStore {
         // Nothing unlogged was written yet: what is visible is on disk, so
         // the first purge after a restart need not flush.
         if let (Some(applied), _) = this.read_applied()? {
-            this.sm.db().opened_persisted_through(applied.index);
+            this.sm.db().mark_persisted_through(applied.index);
         }
         Ok(this)
     }
@@ -352,10 +352,11 @@ impl SmStore {
         b.put(Cf::Snapshot, KEY_INSTALLING, &stored);
         self.sm.db().write(b, true)?;
         self.install_recorded(&stored)?;
-        // The log behind the image is purged next: flushed here, off the
-        // Raft task, rather than in the purge.
+        // The log behind the image is purged next, and needs no flush:
+        // `install` flushed what apply had written unlogged before it, and
+        // wrote the image itself logged, its last batch synced.
         if let Some(l) = &stored.meta.last_log_id {
-            self.sm.db().persist_unlogged_through(l.index)?;
+            self.sm.db().mark_persisted_through(l.index);
         }
         self.cleanup(Some(&stored.file))?;
         metrics::counter!("strongbox_snapshots_installed_total").increment(1);

@@ -438,9 +438,10 @@ impl Db {
         Ok(())
     }
 
-    /// At open, before any unlogged write of this process: the state found
-    /// on disk (files and WAL) is durable as it is, up to `mark`.
-    pub fn opened_persisted_through(&self, mark: u64) {
+    /// The state is durable up to `mark` with no flush: nothing unlogged
+    /// was written since the last flush (at open, before any apply; right
+    /// after an image went in by logged writes and a synced last batch).
+    pub fn mark_persisted_through(&self, mark: u64) {
         self.inner.persisted_through.fetch_max(mark, Ordering::AcqRel);
     }
 

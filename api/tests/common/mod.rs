@@ -122,6 +122,23 @@ impl TestCluster {
         dev::stop_child(&mut c).await;
     }
 
+    /// SIGSTOP (`resume` sends SIGCONT): the node stops mid-flight, its
+    /// sockets open and silent, as in a long GC pause or a frozen VM.
+    pub fn pause(&self, id: u64) {
+        self.signal(id, "-STOP");
+    }
+
+    pub fn resume(&self, id: u64) {
+        self.signal(id, "-CONT");
+    }
+
+    fn signal(&self, id: u64, signal: &str) {
+        let pid = self.children[&id].id().expect("running node");
+        let ok =
+            std::process::Command::new("kill").arg(signal).arg(pid.to_string()).status().unwrap().success();
+        assert!(ok, "kill {signal} {pid} failed");
+    }
+
     pub fn restart(&mut self, id: u64) {
         assert!(!self.children.contains_key(&id));
         self.spawn(id);
