@@ -181,7 +181,14 @@ impl Nemesis {
 
     async fn partition(&mut self) -> anyhow::Result<(Active, Value)> {
         let ids = self.cluster.lock().await.ids();
-        let kinds = ["isolate-one", "isolate-leader", "majority-minority", "one-way"];
+        // Jepsen's topologies: a bridge (two halves that hear only the node
+        // between them) and, from five nodes, a ring (each node hears its
+        // two neighbours: every node sees a majority, no two the same one).
+        let kinds: &[&str] = if ids.len() >= 5 {
+            &["isolate-one", "isolate-leader", "majority-minority", "one-way", "bridge", "ring"]
+        } else {
+            &["isolate-one", "isolate-leader", "majority-minority", "one-way", "bridge"]
+        };
         let kind = *kinds.choose(&mut self.rng).expect("kinds is not empty");
         let value = match kind {
             "isolate-one" | "isolate-leader" => {
@@ -201,6 +208,30 @@ impl Nemesis {
                 self.net.partition(&[shuffled.clone(), minority.clone()])?;
                 json!({"kind": kind, "groups": [shuffled, minority]})
             }
+            "bridge" => {
+                let mut shuffled = ids.clone();
+                shuffled.shuffle(&mut self.rng);
+                let bridge = shuffled.remove(0);
+                let right = shuffled.split_off(shuffled.len() / 2);
+                let left = shuffled;
+                self.cut_between(&left, &right)?;
+                json!({"kind": kind, "bridge": bridge, "halves": [left, right]})
+            }
+            "ring" => {
+                let mut ring = ids.clone();
+                ring.shuffle(&mut self.rng);
+                let n = ring.len();
+                for i in 0..n {
+                    // Each pair once: i and every node after it that is not
+                    // its neighbour on the ring.
+                    for j in i + 2..n {
+                        if !(i == 0 && j == n - 1) {
+                            self.cut_between(&[ring[i]], &[ring[j]])?;
+                        }
+                    }
+                }
+                json!({"kind": kind, "ring": ring})
+            }
             _ => {
                 // The target hears nobody, but everyone hears the target.
                 let deaf = *ids.choose(&mut self.rng).expect("nodes");
@@ -211,6 +242,17 @@ impl Nemesis {
             }
         };
         Ok((Active::Partition, value))
+    }
+
+    /// Neither side hears the other.
+    fn cut_between(&self, a: &[u64], b: &[u64]) -> anyhow::Result<()> {
+        for &x in a {
+            for &y in b {
+                self.net.drop_from(x, y)?;
+                self.net.drop_from(y, x)?;
+            }
+        }
+        Ok(())
     }
 
     async fn kill(&mut self) -> anyhow::Result<(Active, Value)> {

@@ -16,6 +16,8 @@ use strongbox_proto::v1::{
     CreateTransfersRequest, LookupAccountsRequest, Transfer, U128,
 };
 
+use jepsen::history::OpType;
+
 use super::{op, Client, Ctx, Effect};
 
 const LEDGER: u32 = 1;
@@ -23,6 +25,8 @@ const ACCOUNTS: u64 = 5;
 const FUNDING_ACCOUNT: u64 = 1_000;
 const INITIAL_BALANCE: u64 = 100;
 const AMOUNT_MAX: u64 = 5;
+/// Between attempts at a transfer whose outcome is unknown.
+const RETRY_DELAY: Duration = Duration::from_millis(100);
 
 pub struct Bank {
     next_transfer: AtomicU64,
@@ -123,21 +127,54 @@ impl Bank {
         let to = (from + c.rng.random_range(1..ACCOUNTS) - 1) % ACCOUNTS + 1;
         let amount = c.rng.random_range(1..=AMOUNT_MAX);
         let id = self.next_transfer.fetch_add(1, Ordering::Relaxed);
-        let mut ledger = LedgerClient::new(ctx.admin(c.node));
         let input = json!({"id": id, "from": from, "to": to, "amount": amount});
+        let node = c.node;
         let call = async {
-            let req =
-                CreateTransfersRequest { transfers: vec![transfer(id, from, to, amount)], options: None };
-            let r = ledger.create_transfers(req).await?.into_inner();
-            match r.results.first().copied() {
-                Some(code) if code == CreateTransferResult::Ok as i32 => Ok(json!({"id": id})),
-                code => {
-                    let name = code
-                        .and_then(|c| CreateTransferResult::try_from(c).ok())
-                        .map_or("missing".to_string(), |c| c.as_str_name().to_string());
-                    // A refused transfer is a definite failure.
-                    Err(tonic::Status::failed_precondition(name))
+            // As TigerBeetle's clients do: a transfer whose outcome is unknown
+            // is sent again with the same id (through the next node) until
+            // the ledger answers. `exists` then means an earlier attempt
+            // applied it; `ok`, that this one did. A refusal proves nothing
+            // once an attempt is unknown: that attempt may still apply.
+            let mut unknown = false;
+            let mut attempt = 0u64;
+            loop {
+                let target = (node - 1 + attempt) % ctx.nodes() + 1;
+                let mut ledger = LedgerClient::new(ctx.admin(target));
+                let req =
+                    CreateTransfersRequest { transfers: vec![transfer(id, from, to, amount)], options: None };
+                let status = match ledger.create_transfers(req).await {
+                    Ok(r) => {
+                        let code = r.into_inner().results.first().copied();
+                        return match code {
+                            Some(c) if c == CreateTransferResult::Ok as i32 => Ok(json!({"id": id})),
+                            Some(c) if unknown && c == CreateTransferResult::Exists as i32 => {
+                                Ok(json!({"id": id, "retries": attempt}))
+                            }
+                            code => {
+                                let name = code
+                                    .and_then(|c| CreateTransferResult::try_from(c).ok())
+                                    .map_or("missing".to_string(), |c| c.as_str_name().to_string());
+                                if unknown {
+                                    Err(tonic::Status::unknown(format!(
+                                        "a retry was refused ({name}); an earlier attempt may still apply"
+                                    )))
+                                } else {
+                                    // A refused transfer is a definite failure.
+                                    Err(tonic::Status::failed_precondition(name))
+                                }
+                            }
+                        };
+                    }
+                    Err(status) => status,
+                };
+                match super::classify(&status, Effect::Write) {
+                    OpType::Fail if !unknown => return Err(status),
+                    OpType::Fail => {}
+                    _ => unknown = true,
                 }
+                // Bounded by the op's timeout (the op is then info).
+                tokio::time::sleep(RETRY_DELAY).await;
+                attempt += 1;
             }
         };
         op(&ctx.rec, c, "transfer", input, Effect::Write, call).await;

@@ -114,7 +114,7 @@ pub const PROCESS_STRIDE: u64 = 1000;
 
 /// Codes that say the request was refused before it could take effect are
 /// definite failures; anything else on a write is unknown.
-fn classify(status: &Status, effect: Effect) -> OpType {
+pub(super) fn classify(status: &Status, effect: Effect) -> OpType {
     match status.code() {
         Code::InvalidArgument
         | Code::NotFound
