@@ -242,7 +242,14 @@ impl RaftNode {
 
     /// Runs a membership change if this node leads.
     pub async fn membership_here(&self, op: MembershipOp) -> Result<LogId, ProposeError> {
-        match self.apply_membership_local(op).await {
+        // Deposed meanwhile: the change may never be answered here (as a
+        // proposal; see `proposer::deposed`). Retried through the new leader.
+        let deposed = crate::proposer::deposed(&self.raft, self.id);
+        let res = tokio::select! {
+            res = self.apply_membership_local(op) => res,
+            () = deposed => return Err(ProposeError::NotLeader),
+        };
+        match res {
             Ok(r) => Ok(r.log_id),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(ProposeError::NotLeader),
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {

@@ -190,18 +190,7 @@ async fn propose_here(ctx: &Ctx, batch: Vec<Pending>) {
     // `PROPOSAL_ANSWER_TIMEOUT`. The outcome is unknown either way: the
     // callers retry with the same request ids (deduplicated in apply), and
     // the next batch goes.
-    let mut metrics = ctx.raft.server_metrics();
-    let (term, leading) = {
-        let m = metrics.borrow();
-        (m.vote.leader_id.term, m.current_leader == Some(ctx.id))
-    };
-    let deposed = async {
-        if !leading {
-            // Not (yet) seen leading: openraft refuses or accepts at once.
-            return std::future::pending().await;
-        }
-        let _ = metrics.wait_for(|m| m.vote.leader_id.term != term || m.current_leader != Some(ctx.id)).await;
-    };
+    let deposed = deposed(&ctx.raft, ctx.id);
     let written = tokio::select! {
         written = ctx.raft.client_write(cmds) => Ok(written),
         () = deposed => Err(Unanswered::Deposed),
@@ -213,7 +202,6 @@ async fn propose_here(ctx: &Ctx, batch: Vec<Pending>) {
             match why {
                 Unanswered::Deposed => {
                     tracing::info!(
-                        term,
                         commands = replies.len(),
                         "no longer leading with a proposal unanswered; its callers retry"
                     )
@@ -254,6 +242,24 @@ async fn propose_here(ctx: &Ctx, batch: Vec<Pending>) {
                 let _ = reply.send(Err(err.clone()));
             }
         }
+    }
+}
+
+/// Resolves once this node no longer leads the term it leads at the call:
+/// a proposal or membership change made here may then never be answered
+/// (see `propose_here`). Never resolves if the node does not lead at the
+/// call (openraft refuses or accepts such a request at once).
+pub(crate) fn deposed(raft: &Raft, id: NodeId) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut metrics = raft.server_metrics();
+    let (term, leading) = {
+        let m = metrics.borrow();
+        (m.vote.leader_id.term, m.current_leader == Some(id))
+    };
+    async move {
+        if !leading {
+            return std::future::pending().await;
+        }
+        let _ = metrics.wait_for(|m| m.vote.leader_id.term != term || m.current_leader != Some(id)).await;
     }
 }
 
