@@ -220,15 +220,8 @@ impl Nemesis {
             "ring" => {
                 let mut ring = ids.clone();
                 ring.shuffle(&mut self.rng);
-                let n = ring.len();
-                for i in 0..n {
-                    // Each pair once: i and every node after it that is not
-                    // its neighbour on the ring.
-                    for j in i + 2..n {
-                        if !(i == 0 && j == n - 1) {
-                            self.cut_between(&[ring[i]], &[ring[j]])?;
-                        }
-                    }
+                for (a, b) in ring_cuts(&ring) {
+                    self.cut_between(&[a], &[b])?;
                 }
                 json!({"kind": kind, "ring": ring})
             }
@@ -325,14 +318,51 @@ fn jitter(rng: &mut StdRng, d: Duration) -> Duration {
     d.mul_f64(rng.random_range(0.5..1.5))
 }
 
+/// The pairs of nodes that must not hear each other for `ring` (in ring
+/// order) to be a ring: every pair but neighbours, each pair once.
+fn ring_cuts(ring: &[u64]) -> Vec<(u64, u64)> {
+    let n = ring.len();
+    let mut cuts = Vec::new();
+    for i in 0..n {
+        for j in i + 2..n {
+            if !(i == 0 && j == n - 1) {
+                cuts.push((ring[i], ring[j]));
+            }
+        }
+    }
+    cuts
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Fault;
+    use super::{ring_cuts, Fault};
 
     #[test]
     fn nemesis_lists_parse_and_unknown_names_are_refused() {
         assert_eq!(Fault::parse_list("partition,kill").unwrap(), vec![Fault::Partition, Fault::Kill]);
         assert!(Fault::parse_list("none").unwrap().is_empty());
         assert!(Fault::parse_list("partition,netem").is_err());
+    }
+
+    #[test]
+    fn in_a_ring_each_node_hears_exactly_its_two_neighbours() {
+        for n in 5..=7u64 {
+            let ring: Vec<u64> = (1..=n).rev().collect();
+            let cuts = ring_cuts(&ring);
+            for (i, &node) in ring.iter().enumerate() {
+                let heard: Vec<u64> = ring
+                    .iter()
+                    .copied()
+                    .filter(|&o| o != node && !cuts.contains(&(node, o)) && !cuts.contains(&(o, node)))
+                    .collect();
+                let mut want = vec![ring[(i + 1) % ring.len()], ring[(i + ring.len() - 1) % ring.len()]];
+                want.sort();
+                let mut heard = heard;
+                heard.sort();
+                assert_eq!(heard, want, "node {node} in ring {ring:?}");
+            }
+            // A majority each, and no pair cut twice.
+            assert_eq!(cuts.len() as u64, n * (n - 3) / 2);
+        }
     }
 }
