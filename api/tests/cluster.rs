@@ -642,9 +642,10 @@ async fn a_deposed_leader_with_a_proposal_in_flight_serves_writes_when_it_wakes(
         .expect("a write through the old leader completes");
     let w2_s = woke.elapsed().as_secs_f64();
     // Without the release, W2 queued behind W1 until openraft's answer
-    // that never comes, or the 10 s safety net.
+    // that never comes, or the 10 s safety net (W2 then took 7.1 s, W1
+    // having been proposed 2.8 s before the wake; with it, under a second).
     assert!(
-        w2_s < 3.0,
+        w2_s < 5.0,
         "W2 took {w2_s:.1} s through the woken leader (W1 proposed {:.1} s before it woke)",
         (woke - w1_proposed).as_secs_f64()
     );
