@@ -27,6 +27,9 @@ const INITIAL_BALANCE: u64 = 100;
 const AMOUNT_MAX: u64 = 5;
 /// Between attempts at a transfer whose outcome is unknown.
 const RETRY_DELAY: Duration = Duration::from_millis(100);
+/// One attempt's wait (a paused or cut-off node never answers): then the
+/// next node is asked, within the op's timeout.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1500);
 
 pub struct Bank {
     next_transfer: AtomicU64,
@@ -142,8 +145,11 @@ impl Bank {
                 let mut ledger = LedgerClient::new(ctx.admin(target));
                 let req =
                     CreateTransfersRequest { transfers: vec![transfer(id, from, to, amount)], options: None };
-                let status = match ledger.create_transfers(req).await {
-                    Ok(r) => {
+                let attempt_call = tokio::time::timeout(ATTEMPT_TIMEOUT, ledger.create_transfers(req));
+                let status = match attempt_call.await {
+                    Err(_) => tonic::Status::deadline_exceeded("no answer to this attempt"),
+                    Ok(Err(status)) => status,
+                    Ok(Ok(r)) => {
                         let code = r.into_inner().results.first().copied();
                         return match code {
                             Some(c) if c == CreateTransferResult::Ok as i32 => Ok(json!({"id": id})),
@@ -165,7 +171,6 @@ impl Bank {
                             }
                         };
                     }
-                    Err(status) => status,
                 };
                 match super::classify(&status, Effect::Write) {
                     OpType::Fail if !unknown => return Err(status),
