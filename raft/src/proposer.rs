@@ -171,6 +171,31 @@ async fn dispatch(ctx: &Ctx, batch: Vec<Pending>) {
     }
 }
 
+/// How far ahead of the leader's clock a command's stamped time may be.
+/// Apply's clock is the largest time applied and never goes back, so one
+/// node whose clock ran ahead would move it forward for good (tokens and
+/// pending transfers expiring early on every node). The leader caps each
+/// command's time at its own clock plus this before proposing; the time
+/// logged is the capped one, so apply stays deterministic.
+pub const CLOCK_AHEAD_MS_MAX: u64 = 1_000;
+
+/// Caps every command's `time_ms` at `leader_now_ms + CLOCK_AHEAD_MS_MAX`;
+/// returns by how much the furthest one was ahead of `leader_now_ms` (0:
+/// none was capped).
+pub fn cap_times(cmds: &mut [Command], leader_now_ms: u64) -> u64 {
+    let cap = leader_now_ms.saturating_add(CLOCK_AHEAD_MS_MAX);
+    let mut ahead_ms = 0;
+    for c in cmds.iter_mut().filter(|c| c.time_ms > cap) {
+        ahead_ms = ahead_ms.max(c.time_ms - leader_now_ms);
+        c.time_ms = cap;
+    }
+    ahead_ms
+}
+
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Why a leader's own proposal was let go before openraft answered it.
 enum Unanswered {
     /// This node stopped leading the term it proposed in.
@@ -180,7 +205,31 @@ enum Unanswered {
 }
 
 async fn propose_here(ctx: &Ctx, batch: Vec<Pending>) {
-    let (cmds, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+    let (mut cmds, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+    let ahead_ms = cap_times(&mut cmds, wall_clock_ms());
+    if ahead_ms > 0 {
+        metrics::counter!("strongbox_command_times_capped_total").increment(1);
+        // At most one warning per 10 s: a node whose clock runs fast sends
+        // such commands in every batch.
+        static WARNED_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let now_ms = wall_clock_ms();
+        let last_ms = WARNED_MS.load(std::sync::atomic::Ordering::Relaxed);
+        if now_ms.saturating_sub(last_ms) >= 10_000
+            && WARNED_MS
+                .compare_exchange(
+                    last_ms,
+                    now_ms,
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            tracing::warn!(
+                ahead_ms,
+                "a command was stamped ahead of this leader's clock (does a node's clock run fast?); its time is capped"
+            );
+        }
+    }
     // openraft 0.9 answers a proposal only when its entry is applied here
     // or truncated here. A leader deposed around its entry can wait for
     // neither: an image installed over it skips the apply (jepsen/ saw

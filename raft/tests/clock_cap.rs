@@ -1,0 +1,59 @@
+//! The leader caps the time stamped into each command at its own clock plus
+//! `CLOCK_AHEAD_MS_MAX`: apply's clock only moves forward, so one node whose
+//! clock runs ahead must not drag the whole cluster's time with it.
+
+#[path = "../../store/tests/common/mod.rs"]
+mod common;
+
+use strongbox_raft::proposer::{cap_times, CLOCK_AHEAD_MS_MAX};
+
+const LEADER_NOW_MS: u64 = 1_700_000_000_000;
+
+#[test]
+fn a_time_ahead_of_the_leader_is_capped_and_the_others_are_kept() {
+    let hour_ms = 3_600_000;
+    let mut cmds = vec![
+        common::put("behind", LEADER_NOW_MS - hour_ms, "a/1", "v", None),
+        common::put("same", LEADER_NOW_MS, "a/2", "v", None),
+        common::put("jitter", LEADER_NOW_MS + CLOCK_AHEAD_MS_MAX, "a/3", "v", None),
+        common::put("ahead", LEADER_NOW_MS + hour_ms, "a/4", "v", None),
+    ];
+    let ahead_ms = cap_times(&mut cmds, LEADER_NOW_MS);
+    assert_eq!(ahead_ms, hour_ms, "reports how far ahead the furthest was");
+    let times: Vec<u64> = cmds.iter().map(|c| c.time_ms).collect();
+    assert_eq!(
+        times,
+        vec![
+            LEADER_NOW_MS - hour_ms,
+            LEADER_NOW_MS,
+            LEADER_NOW_MS + CLOCK_AHEAD_MS_MAX,
+            LEADER_NOW_MS + CLOCK_AHEAD_MS_MAX
+        ],
+        "only the time beyond the cap changes; a time behind is never moved"
+    );
+}
+
+#[test]
+fn nothing_within_the_cap_is_touched() {
+    let mut cmds = vec![common::put("a", LEADER_NOW_MS + 1, "a/1", "v", None)];
+    let before = cmds.clone();
+    assert_eq!(cap_times(&mut cmds, LEADER_NOW_MS), 0);
+    assert_eq!(cmds, before);
+}
+
+/// Must not happen: a command from a node an hour ahead moving the state
+/// machine's clock an hour ahead, so that a token with ten minutes to live
+/// is expired on every node at once.
+#[test]
+fn a_fast_nodes_command_does_not_expire_a_live_token() {
+    let (_dir, sm) = common::open();
+    let token = [9; 32];
+    let login = common::login("admin", common::ADMIN_PHC, token, LEADER_NOW_MS, LEADER_NOW_MS + 600_000);
+    assert!(common::apply_one(&sm, &login).result.is_ok());
+    let mut fast = vec![common::put("fast", LEADER_NOW_MS + 3_600_000, "a/fast", "v", None)];
+    cap_times(&mut fast, LEADER_NOW_MS);
+    assert!(common::apply_one(&sm, &fast[0]).result.is_ok());
+    let used = common::as_token(token, "use", LEADER_NOW_MS + 2_000, common::put_op("a/later", "v", None));
+    let r = common::apply_one(&sm, &used);
+    assert!(r.result.is_ok(), "the token expired early: {:?}", r.result);
+}
