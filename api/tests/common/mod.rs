@@ -63,8 +63,8 @@ impl TestCluster {
         let n = NEXT_CLUSTER.fetch_add(1, Ordering::SeqCst);
         // Below the kernel's ephemeral range (32768+): a port there can be
         // taken by any outgoing connection before a node binds it.
-        assert!(n < 13, "each test binary has 400 ports: at most 13 clusters");
-        let base = 20_000 + (std::process::id() % 30) as u16 * 400 + n * 30;
+        assert!(n < 20, "each test binary has 600 ports: at most 20 clusters");
+        let base = 20_000 + (std::process::id() % 20) as u16 * 600 + n * 30;
         let (configs, profile) = dev::prepare(dir.path(), voters + spares, base, false, raft).unwrap();
         let mut configs: BTreeMap<u64, _> = configs.into_iter().map(|(p, c)| (c.id, (p, c))).collect();
         for (path, cfg) in configs.values_mut() {
