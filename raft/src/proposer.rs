@@ -179,15 +179,17 @@ async fn dispatch(ctx: &Ctx, batch: Vec<Pending>) {
 /// logged is the capped one, so apply stays deterministic.
 pub const CLOCK_AHEAD_MS_MAX: u64 = 1_000;
 
-/// Caps every command's `time_ms` at `leader_now_ms + CLOCK_AHEAD_MS_MAX`;
-/// returns by how much the furthest one was ahead of `leader_now_ms` (0:
-/// none was capped).
+/// Caps every command's `time_ms` at `leader_now_ms + CLOCK_AHEAD_MS_MAX`
+/// (token expiries move back with it: `Command::cap_time`); returns by how
+/// much the furthest one was ahead of `leader_now_ms` (0: none was capped).
 pub fn cap_times(cmds: &mut [Command], leader_now_ms: u64) -> u64 {
     let cap = leader_now_ms.saturating_add(CLOCK_AHEAD_MS_MAX);
     let mut ahead_ms = 0;
-    for c in cmds.iter_mut().filter(|c| c.time_ms > cap) {
-        ahead_ms = ahead_ms.max(c.time_ms - leader_now_ms);
-        c.time_ms = cap;
+    for c in cmds.iter_mut() {
+        let back_ms = c.cap_time(cap);
+        if back_ms > 0 {
+            ahead_ms = ahead_ms.max(back_ms + CLOCK_AHEAD_MS_MAX);
+        }
     }
     ahead_ms
 }

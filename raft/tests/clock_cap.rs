@@ -6,6 +6,7 @@
 mod common;
 
 use strongbox_raft::proposer::{cap_times, CLOCK_AHEAD_MS_MAX};
+use strongbox_store::Op;
 
 const LEADER_NOW_MS: u64 = 1_700_000_000_000;
 
@@ -56,4 +57,24 @@ fn a_fast_nodes_command_does_not_expire_a_live_token() {
     let used = common::as_token(token, "use", LEADER_NOW_MS + 2_000, common::put_op("a/later", "v", None));
     let r = common::apply_one(&sm, &used);
     assert!(r.result.is_ok(), "the token expired early: {:?}", r.result);
+}
+
+/// A token issued through a node an hour ahead would otherwise live an hour
+/// longer than asked: its expiry was computed from that node's clock.
+#[test]
+fn a_token_issued_through_a_fast_node_gets_the_lifetime_asked_for() {
+    let (hour_ms, ttl_ms) = (3_600_000, 600_000);
+    let stamped_ms = LEADER_NOW_MS + hour_ms;
+    let mut cmds = vec![common::login("admin", common::ADMIN_PHC, [5; 32], stamped_ms, stamped_ms + ttl_ms)];
+    cap_times(&mut cmds, LEADER_NOW_MS);
+    let capped_ms = LEADER_NOW_MS + CLOCK_AHEAD_MS_MAX;
+    assert_eq!(cmds[0].time_ms, capped_ms);
+    let Op::IssueToken(t) = &cmds[0].op else { unreachable!("a login issues a token") };
+    assert_eq!(t.expires_ms, capped_ms + ttl_ms, "the same ten minutes, from the capped time");
+    assert_eq!(t.renew_until_ms, capped_ms + ttl_ms);
+
+    let (_dir, sm) = common::open();
+    assert!(common::apply_one(&sm, &cmds[0]).result.is_ok());
+    let late = common::as_token([5; 32], "late", capped_ms + ttl_ms + 1, common::put_op("a/late", "v", None));
+    assert!(common::apply_one(&sm, &late).result.is_err(), "the token outlived the ten minutes");
 }

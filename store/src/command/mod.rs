@@ -196,6 +196,27 @@ impl Command {
         self.request_id.len() + op + 48
     }
 
+    /// Moves the command's time back to `cap_ms` if it is later, and every
+    /// absolute time the proposing node computed from its clock with it
+    /// (token expiries), so that durations stay what was asked for. Returns
+    /// how far back it moved (0: not at all). For the leader, whose clock
+    /// caps the others' (see `strongbox_raft::proposer::cap_times`).
+    pub fn cap_time(&mut self, cap_ms: u64) -> u64 {
+        let Some(back_ms) = self.time_ms.checked_sub(cap_ms).filter(|d| *d > 0) else { return 0 };
+        self.time_ms = cap_ms;
+        match &mut self.op {
+            Op::IssueToken(t) => {
+                t.expires_ms = t.expires_ms.saturating_sub(back_ms);
+                t.renew_until_ms = t.renew_until_ms.saturating_sub(back_ms);
+            }
+            Op::RenewToken(t) => t.expires_ms = t.expires_ms.saturating_sub(back_ms),
+            // Every other op's times are durations, or taken from apply's
+            // clock.
+            _ => {}
+        }
+        back_ms
+    }
+
     pub fn validate(&self) -> Result<(), CommandError> {
         if self.request_id.is_empty() || self.request_id.len() > REQUEST_ID_BYTES_MAX {
             return Err(CommandError::invalid(format!(
