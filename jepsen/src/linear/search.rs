@@ -128,20 +128,37 @@ struct Frame<S> {
     /// Smallest end among required ops not yet linearized: an op invoked
     /// after it cannot go next, since that op precedes it in real time.
     horizon: u64,
+    /// Every slot before this one is done.
+    first_undone: usize,
 }
 
 impl<S> Frame<S> {
+    /// `from`: a slot before which every slot is done (the parent's
+    /// `first_undone`). The scans stay within the ops running at the
+    /// frontier, not the whole history: slots are sorted by invocation and
+    /// an op ends after it starts, so none invoked after the horizon can
+    /// lower it.
     fn new<M: Model>(
         slots: &[Slot<'_, M>],
         done: Bitset,
         state: S,
         done_required: usize,
         latest: u64,
+        from: usize,
     ) -> Self {
-        let undone = (0..slots.len()).filter(|&i| !done.contains(i));
-        let cursor = undone.clone().next().unwrap_or(slots.len());
-        let horizon = undone.filter(|&i| slots[i].required).map(|i| slots[i].end).min().unwrap_or(u64::MAX);
-        Frame { done, state, done_required, latest, cursor, horizon }
+        let mut first_undone = from;
+        while first_undone < slots.len() && done.contains(first_undone) {
+            first_undone += 1;
+        }
+        let mut horizon = u64::MAX;
+        let mut i = first_undone;
+        while i < slots.len() && slots[i].invoke <= horizon {
+            if slots[i].required && !done.contains(i) {
+                horizon = horizon.min(slots[i].end);
+            }
+            i += 1;
+        }
+        Frame { done, state, done_required, latest, cursor: first_undone, horizon, first_undone }
     }
 }
 
@@ -179,7 +196,7 @@ pub(crate) fn search<M: Model>(
         if stack.is_empty() {
             let Some(start) = starts.next() else { break };
             if seen.insert((Bitset::new(slots.len()), start.clone())) {
-                stack.push(Frame::new(slots, Bitset::new(slots.len()), start.clone(), 0, 0));
+                stack.push(Frame::new(slots, Bitset::new(slots.len()), start.clone(), 0, 0, 0));
             }
             continue;
         }
@@ -211,14 +228,18 @@ pub(crate) fn search<M: Model>(
             let mut done = frame.done.clone();
             done.insert(i);
             if latest > frame.latest {
-                for (j, other) in slots.iter().enumerate() {
+                // Only ops invoked by `latest` can have ended by it.
+                for (j, other) in slots.iter().enumerate().skip(frame.first_undone) {
+                    if other.invoke > latest {
+                        break;
+                    }
                     if !other.required && other.end <= latest {
                         done.insert(j);
                     }
                 }
             }
             if seen.insert((done.clone(), next.clone())) {
-                child = Some(Frame::new(slots, done, next, done_required, latest));
+                child = Some(Frame::new(slots, done, next, done_required, latest, frame.first_undone));
                 break;
             }
         }
