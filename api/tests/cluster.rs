@@ -132,11 +132,7 @@ async fn acknowledged_writes_survive_kill_9_of_every_node() {
 #[tokio::test]
 async fn node_far_behind_is_caught_up_by_snapshot() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let raft = strongbox_api::config::RaftSettings {
-        snapshot_logs: 20,
-        logs_kept_behind_snapshot: 0,
-        ..fast_raft()
-    };
+    let raft = snapshot_often();
     let mut c = TestCluster::start(3, raft).await;
     let leader = c.wait_leader(Duration::from_secs(10)).await;
     let lagger = (1..=3).find(|id| *id != leader).unwrap();
@@ -587,11 +583,7 @@ async fn a_local_read_at_the_write_revision_sees_a_write_through_a_follower() {
 #[tokio::test]
 async fn a_deposed_leader_with_a_proposal_in_flight_serves_writes_when_it_wakes() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let raft = strongbox_api::config::RaftSettings {
-        snapshot_logs: 20,
-        logs_kept_behind_snapshot: 0,
-        ..fast_raft()
-    };
+    let raft = snapshot_often();
     let c = TestCluster::start(3, raft).await;
     let old = c.wait_leader(Duration::from_secs(10)).await;
     put_retry(&c, old, "s/before", "0", "before").await;

@@ -31,6 +31,12 @@ pub fn fast_raft() -> RaftSettings {
     }
 }
 
+/// `fast_raft`, with a snapshot every 20 entries and no log kept behind
+/// it, so a node that falls behind is caught up by an image.
+pub fn snapshot_often() -> RaftSettings {
+    RaftSettings { snapshot_logs: 20, logs_kept_behind_snapshot: 0, ..fast_raft() }
+}
+
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub configs: BTreeMap<u64, (PathBuf, NodeConfig)>,
