@@ -42,6 +42,12 @@ impl Default for Overlay {
 }
 
 impl Overlay {
+    /// Makes room for `entries` more writes at once: a ledger batch writes
+    /// thousands, and growing the map step by step rehashed it each time.
+    pub fn reserve(&mut self, entries: usize) {
+        self.map.reserve(entries);
+    }
+
     pub fn get(&self, key: &Key) -> Option<&Value> {
         self.map.get(key)
     }

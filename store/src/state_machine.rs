@@ -855,6 +855,14 @@ impl Tx<'_> {
         }
     }
 
+    /// Makes room for about `writes` more writes by this command (a ledger
+    /// batch knows its size up front; growing one write at a time copied
+    /// the overlay and the undo log over and over).
+    pub(crate) fn expect_writes(&mut self, writes: usize) {
+        self.overlay.reserve(writes);
+        self.undo.reserve(writes);
+    }
+
     /// Starts a group of writes that can be undone as one (a linked chain of
     /// ledger events). Savepoints do not nest.
     pub fn savepoint(&mut self) {

@@ -31,6 +31,8 @@ impl CreateAccounts {
             linked_event_chain_open: R::LinkedEventChainOpen,
         };
         expire_due(tx)?;
+        // The account and the ledger's totals.
+        tx.expect_writes(2 * self.accounts.len());
         let linked = |a: &Account| a.has(account_flags::LINKED);
         let results = run_chains(tx, &self.accounts, linked, codes, |tx, a| create_account(tx, caller, a));
         answer(results, |results| Outcome::AccountsCreated { results })

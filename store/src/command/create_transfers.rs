@@ -8,6 +8,10 @@ use crate::ledger::results::CreateTransferResult as R;
 use crate::ledger::{answer, create_transfer, expire_due, run_chains};
 use crate::state_machine::Tx;
 
+/// What one transfer writes: itself, its two accounts and their two
+/// entries, and the ledger's totals (history and pending records are rarer).
+const WRITES_PER_TRANSFER: usize = 6;
+
 /// A batch of transfers, applied in order; one result per transfer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateTransfers {
@@ -33,6 +37,7 @@ impl CreateTransfers {
             linked_event_chain_open: R::LinkedEventChainOpen,
         };
         expire_due(tx)?;
+        tx.expect_writes(WRITES_PER_TRANSFER * self.transfers.len());
         tx.prefetch_absent_transfers(self.transfers.iter().map(|t| t.id))?;
         let linked = |t: &Transfer| t.has(transfer_flags::LINKED);
         let results = run_chains(tx, &self.transfers, linked, codes, |tx, t| create_transfer(tx, caller, t));
