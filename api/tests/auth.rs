@@ -425,11 +425,17 @@ async fn lockout_expiry_enumeration_clients_and_no_secrets_in_logs() {
 
     // A service client: secret shown once, token with its scopes,
     // introspection (RFC 7662) and revocation (RFC 7009).
-    let created = ClientsClient::new(c.admin(1))
-        .create(CreateClientRequest { options: wo(), client_id: "ci".into(), roles: vec!["team-a".into()] })
-        .await
-        .unwrap()
-        .into_inner();
+    let once = || Some(WriteOptions { request_id: "create-ci-once".into() });
+    let create =
+        CreateClientRequest { options: once(), client_id: "ci".into(), roles: vec!["team-a".into()] };
+    let created = ClientsClient::new(c.admin(1)).create(create.clone()).await.unwrap().into_inner();
+    assert!(created.client_secret.starts_with("sbxc_"), "the first answer shows the secret");
+    // A retry of the same request (it generated a secret of its own) is
+    // answered from the first apply: no secret, since the one it made was
+    // never kept; the first secret keeps working (checked below).
+    let retried = ClientsClient::new(c.admin(2)).create(create).await.unwrap().into_inner();
+    assert_eq!(retried.client_secret, "", "a retry must not show a secret that was never kept");
+    assert_eq!(retried.revision, created.revision);
     let grant = |secret: String| ClientTokenRequest {
         grant_type: "client_credentials".into(),
         client_id: "ci".into(),

@@ -269,3 +269,32 @@ fn apply_spaced_puts(sm: &strongbox_store::StateMachine, n: u64, step_ms: u64) {
         apply_one(sm, &put(&format!("r{i}"), 1 + i * step_ms, &format!("p{}", i % 8), "v", None));
     }
 }
+
+/// A created client's answer names the digest that was kept, also when it
+/// comes back deduplicated: the node that generated the secret shows it
+/// only if its digest is the kept one, so a retry carrying another secret
+/// must hear the first digest, not its own.
+#[test]
+fn a_deduplicated_client_creation_names_the_digest_that_was_kept() {
+    use strongbox_store::command::CreateClient;
+    let (_d, sm) = open();
+    let create = |digest: &str| {
+        as_admin(
+            "create-ci",
+            5,
+            Op::CreateClient(CreateClient {
+                client_id: "ci".into(),
+                secret_digest: digest.into(),
+                roles: vec![],
+            }),
+        )
+    };
+    let (first_digest, retry_digest) = ("a".repeat(64), "b".repeat(64));
+    let first = apply_one(&sm, &create(&first_digest));
+    assert!(!first.deduplicated);
+    assert_eq!(first.result, Ok(Outcome::ClientCreated { secret_digest: first_digest.clone() }));
+    let retry = apply_one(&sm, &create(&retry_digest));
+    assert!(retry.deduplicated);
+    assert_eq!(retry.result, Ok(Outcome::ClientCreated { secret_digest: first_digest }));
+    assert_eq!(sm.revision().unwrap(), BASE + 1, "a retry must not change state");
+}

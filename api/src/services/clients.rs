@@ -4,7 +4,7 @@
 use strongbox_proto::v1::clients_server::Clients;
 use strongbox_proto::v1::*;
 use strongbox_store::auth::{validate_name, Principal, PrincipalRecord};
-use strongbox_store::command::{validate_role_names, CreateClient, DeletePrincipal, SetEnabled};
+use strongbox_store::command::{validate_role_names, CreateClient, DeletePrincipal, Outcome, SetEnabled};
 use strongbox_store::Op;
 use tonic::{Request, Response, Status};
 
@@ -68,13 +68,23 @@ impl Clients for ClientsService {
                 let (secret, secret_digest) = new_client_secret();
                 let op = Op::CreateClient(CreateClient {
                     client_id: r.client_id.clone(),
-                    secret_digest,
+                    secret_digest: secret_digest.clone(),
                     roles: r.roles,
                 });
                 let w = self.api.write(&meta, Rpc::ClientsCreate, "", r.options.as_ref(), op).await?;
-                // A deduplicated retry gets no secret: the first answer had it,
-                // and only its digest was kept.
-                let client_secret = if w.deduplicated { String::new() } else { secret.to_string() };
+                // Show the secret only if it is the one kept. A client's own
+                // retry (same request id, a new secret generated) gets none:
+                // the first answer had it, and only its digest was kept. But
+                // this call's command may also come back deduplicated when the
+                // node retried it after an election and the first attempt had
+                // applied: the kept digest is then ours, and hiding the secret
+                // would lose it for good.
+                let kept = match &w.outcome {
+                    Outcome::ClientCreated { secret_digest: kept } => *kept == secret_digest,
+                    // Answered before the digest was part of the outcome.
+                    _ => !w.deduplicated,
+                };
+                let client_secret = if kept { secret.to_string() } else { String::new() };
                 Ok(CreateClientResponse { client_id: r.client_id, client_secret, revision: w.revision })
             })
             .await

@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::create_user::create_principal;
-use super::{validate_credential, validate_role_names, Applied, CommandError, Ctx, Required};
+use super::{validate_credential, validate_role_names, Applied, CommandError, Ctx, Outcome, Required};
 use crate::auth::{Access, Action, Principal};
 use crate::state_machine::Tx;
 
@@ -26,6 +26,12 @@ impl CreateClient {
     }
 
     pub(crate) fn apply(&self, tx: &mut Tx<'_>, _ctx: &Ctx<'_>) -> Applied {
-        create_principal(tx, &Principal::Client(self.client_id.clone()), &self.secret_digest, &self.roles)
+        let created = create_principal(
+            tx,
+            &Principal::Client(self.client_id.clone()),
+            &self.secret_digest,
+            &self.roles,
+        )?;
+        Ok(created.map(|_| Outcome::ClientCreated { secret_digest: self.secret_digest.clone() }))
     }
 }

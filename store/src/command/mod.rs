@@ -273,6 +273,13 @@ pub enum Outcome {
     PendingExpired {
         expired: u64,
     },
+    /// The digest of the secret the client was created with. A node that
+    /// proposed it and then sees its own retry deduplicated (after an
+    /// election) tells from this whether the secret it generated is the one
+    /// kept, and so whether it may still show it.
+    ClientCreated {
+        secret_digest: String,
+    },
 }
 
 /// A deterministic refusal: every node reaches the same one, nothing applied.
