@@ -399,7 +399,6 @@ async fn a_node_receiving_a_snapshot_does_not_campaign() {
 
 #[tokio::test]
 async fn health_and_metrics_are_served() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let c = TestCluster::start(3, fast_raft()).await;
     let leader = c.wait_leader(Duration::from_secs(10)).await;
@@ -447,7 +446,6 @@ async fn health_and_metrics_are_served() {
     }
 
     // Raft gauges are exported once a second.
-    let metrics_addr = c.configs[&leader].1.metrics_addr.clone().unwrap();
     let wanted = [
         "strongbox_raft_term",
         "strongbox_raft_is_leader 1",
@@ -456,10 +454,7 @@ async fn health_and_metrics_are_served() {
     ];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let mut conn = tokio::net::TcpStream::connect(&metrics_addr).await.unwrap();
-        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").await.unwrap();
-        let mut body = String::new();
-        conn.read_to_string(&mut body).await.unwrap();
+        let body = c.metrics(leader).await;
         let missing: Vec<_> = wanted.iter().filter(|m| !body.contains(**m)).collect();
         if missing.is_empty() {
             break;
@@ -652,6 +647,20 @@ async fn a_deposed_leader_with_a_proposal_in_flight_serves_writes_when_it_wakes(
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     eprintln!("old caught up: snapshot_index {} w1_index {w1_index}", s.snapshot_index);
+    // The release, not the 10 s safety net, let W1's proposal go. Its timer
+    // runs while the node is stopped, so this tells only when the old
+    // leader slept well under 10 s (about 3 s here, normally).
+    let metrics = c.metrics(old).await;
+    let released = |reason: &str| {
+        metrics.contains(&format!("strongbox_proposals_unanswered_total{{reason=\"{reason}\"}}"))
+    };
+    if (woke - w1_proposed) < Duration::from_secs(8) {
+        assert!(!released("timeout"), "the old leader waited out its proposal's timeout");
+    }
+    if s.snapshot_index >= w1_index {
+        // Caught up by the image: W1 was never answered, only released.
+        assert!(released("deposed"), "no deposed release on the old leader");
+    }
     // W1's outcome was unknown to its caller; whatever it was, it is applied
     // at most once, and a retry with its request id settles it.
     let _ = w1.await.unwrap();

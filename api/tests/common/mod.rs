@@ -113,6 +113,17 @@ impl TestCluster {
         self.children.insert(id, child);
     }
 
+    /// The node's Prometheus page (plain HTTP on its metrics port).
+    pub async fn metrics(&self, id: u64) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.configs[&id].1.metrics_addr.clone().expect("dev configs have a metrics port");
+        let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut body = String::new();
+        conn.read_to_string(&mut body).await.unwrap();
+        body
+    }
+
     pub fn log(&self, id: u64) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("node{id}.log"))).unwrap_or_default()
     }
