@@ -1,7 +1,7 @@
 //! Per-RPC metrics and the small helpers every handler shares.
 
 use std::future::Future;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use strongbox_store::{CommandError, ErrorCode};
 use tonic::{Code, Response, Status};
@@ -35,8 +35,10 @@ pub fn check_size<M: prost::Message>(msg: &M) -> Result<(), Status> {
     Ok(())
 }
 
+/// This node's clock (`strongbox_raft::clock`: the system clock, shifted
+/// only by the test offset).
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    strongbox_raft::clock::now_ms()
 }
 
 /// The client's idempotency key, or a fresh one.

@@ -667,3 +667,66 @@ async fn a_deposed_leader_with_a_proposal_in_flight_serves_writes_when_it_wakes(
     let r1 = put_retry(&c, new, "s/w1", "1", "w1").await;
     assert_eq!(r1.version, 1, "W1 applied once");
 }
+
+/// Must not happen: one node whose clock runs half an hour ahead moving the
+/// cluster's time half an hour ahead, so that tokens with minutes to live
+/// expire on every node at once. The leader caps the times it proposes at its own
+/// clock (plus a second). The fast node is a real node process whose clock
+/// is shifted by `STRONGBOX_CLOCK_OFFSET_MS`.
+#[tokio::test]
+async fn a_node_half_an_hour_ahead_does_not_move_the_clusters_clock() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Under the harness admin token's hour, which the fast node checks
+    // against its own clock.
+    let ahead_ms: u64 = 1_800_000;
+    let mut c = TestCluster::start(3, fast_raft()).await;
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let fast = (1..=3).find(|id| *id != leader).unwrap();
+    c.stop(fast).await;
+    // Read by the child at its start; SERIAL keeps other tests from
+    // spawning nodes meanwhile.
+    std::env::set_var(strongbox_raft::clock::CLOCK_OFFSET_ENV, ahead_ms.to_string());
+    c.restart(fast);
+    std::env::remove_var(strongbox_raft::clock::CLOCK_OFFSET_ENV);
+    c.wait_applied(fast, 0, Duration::from_secs(30)).await;
+
+    let login = |node: u64, ttl_seconds: u64| {
+        let mut auth = strongbox_proto::v1::auth_client::AuthClient::new(c.channel(node));
+        let password = c.admin_password.clone();
+        async move {
+            auth.login(LoginRequest { username: "admin".into(), password, ttl_seconds })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let now_ms =
+        || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    // Ten minutes to live, by the leader's clock.
+    let short = login(leader, 600).await;
+    // Writes stamped half an hour ahead by the fast node, forwarded to the
+    // leader.
+    for i in 0..3 {
+        put_retry(&c, fast, &format!("clock/fast-{i}"), "v", &format!("clock-fast-{i}")).await;
+    }
+    let s = c.status(leader).await.expect("the leader answers");
+    assert_eq!(s.leader_id, Some(leader), "the fast node took over; its own clock is then the reference");
+    // The ten-minute token still works on the other nodes (without the cap
+    // the cluster's clock is half an hour ahead and it is expired; the fast
+    // node refuses it by its own clock, as a node with a wrong clock does).
+    for node in (1..=3).filter(|n| *n != fast) {
+        secrets_client::SecretsClient::new(c.authed(node, Some(&short.access_token)))
+            .put(put_req(&format!("clock/short-{node}"), "v", &format!("clock-short-{node}")))
+            .await
+            .unwrap_or_else(|e| panic!("a 10-minute token was refused on node {node}: {e}"));
+    }
+    // A token issued through the fast node lives as long as asked from the
+    // capped time, not an extra half hour.
+    let through_fast = login(fast, 600).await;
+    assert!(
+        through_fast.expires_ms <= now_ms() + 600_000 + 5_000,
+        "a token issued through the fast node expires at {} ms, {} s from now",
+        through_fast.expires_ms,
+        through_fast.expires_ms.saturating_sub(now_ms()) / 1000
+    );
+}

@@ -5,6 +5,7 @@
 //! nothing of secrets, users or ledgers, only that `store` applies them.
 
 pub mod check_quorum;
+pub mod clock;
 pub mod config;
 pub mod election_hold;
 pub mod log_store;

@@ -194,10 +194,6 @@ pub fn cap_times(cmds: &mut [Command], leader_now_ms: u64) -> u64 {
     ahead_ms
 }
 
-fn wall_clock_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Why a leader's own proposal was let go before openraft answered it.
 enum Unanswered {
     /// This node stopped leading the term it proposed in.
@@ -208,13 +204,14 @@ enum Unanswered {
 
 async fn propose_here(ctx: &Ctx, batch: Vec<Pending>) {
     let (mut cmds, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
-    let ahead_ms = cap_times(&mut cmds, wall_clock_ms());
+    let leader_now_ms = crate::clock::now_ms();
+    let ahead_ms = cap_times(&mut cmds, leader_now_ms);
     if ahead_ms > 0 {
         metrics::counter!("strongbox_command_times_capped_total").increment(1);
         // At most one warning per 10 s: a node whose clock runs fast sends
         // such commands in every batch.
         static WARNED_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let now_ms = wall_clock_ms();
+        let now_ms = leader_now_ms;
         let last_ms = WARNED_MS.load(std::sync::atomic::Ordering::Relaxed);
         if now_ms.saturating_sub(last_ms) >= 10_000
             && WARNED_MS
