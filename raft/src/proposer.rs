@@ -295,18 +295,29 @@ async fn propose_here(ctx: &Ctx, batch: Vec<Pending>) {
 
 /// Resolves once this node no longer leads the term it leads at the call:
 /// a proposal or membership change made here may then never be answered
-/// (see `propose_here`). Never resolves if the node does not lead at the
-/// call (openraft refuses or accepts such a request at once).
+/// (see `propose_here`). If the metrics do not show it leading yet (they
+/// trail the core: a node that has just won an election may accept a
+/// proposal before its metrics say so), the term is the first one they
+/// show it leading; a node that does not lead has its request refused at
+/// once, and the future is dropped with it.
 pub(crate) fn deposed(raft: &Raft, id: NodeId) -> impl std::future::Future<Output = ()> + Send + 'static {
     let mut metrics = raft.server_metrics();
+    // Read at the call, not at the first poll: a deposition in between
+    // must count.
     let (term, leading) = {
         let m = metrics.borrow();
         (m.vote.leader_id.term, m.current_leader == Some(id))
     };
     async move {
-        if !leading {
-            return std::future::pending().await;
-        }
+        let term = if leading {
+            term
+        } else {
+            match metrics.wait_for(|m| m.current_leader == Some(id)).await {
+                Ok(m) => m.vote.leader_id.term,
+                // The node is shutting down: nothing will answer.
+                Err(_) => return,
+            }
+        };
         let _ = metrics.wait_for(|m| m.vote.leader_id.term != term || m.current_leader != Some(id)).await;
     }
 }
