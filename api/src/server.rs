@@ -42,6 +42,15 @@ use crate::services::Api;
 
 /// Runs a node until `shutdown` resolves, then stops it cleanly.
 pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    // Read the clock offset now, so a bad value stops the node at start.
+    let offset_ms = strongbox_raft::clock::offset_ms();
+    if offset_ms != 0 {
+        tracing::warn!(
+            offset_ms,
+            "this node's clock is shifted by {} (for fault tests only)",
+            strongbox_raft::clock::CLOCK_OFFSET_ENV
+        );
+    }
     if let Some(addr) = &cfg.metrics_addr {
         let addr: SocketAddr = addr.parse().map_err(|e| anyhow::anyhow!("metrics_addr {addr:?}: {e}"))?;
         metrics_exporter_prometheus::PrometheusBuilder::new()
