@@ -558,3 +558,91 @@ fn a_snapshot_install_is_seen_by_the_next_transfer_not_cached_balances() {
     let totals = read::ledger_totals(sm.db(), LEDGER).unwrap();
     assert!(totals.balanced() && totals.debits_posted == 7, "{totals:?}");
 }
+
+/// The transfer index is staged per batch and merged into sorted files
+/// (`ledger::index`): queries must read the same entries whichever side of
+/// a merge they are on, in both directions and across pages, after an
+/// image moves the state to another node, and nothing may be doubled.
+#[test]
+fn the_transfer_index_reads_the_same_staged_and_merged() {
+    use strongbox_store::ledger::EVENTS_PER_BATCH_MAX;
+    let (_d, sm) = open_encrypted();
+    create_accounts(&sm, "a", (1..=4).map(|id| acct(id, 0)).collect());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    // Per account: (transfer id, debit side), in apply order.
+    let mut model: Vec<Vec<(u128, bool)>> = vec![Vec::new(); 5];
+    let mut next_id = 1u128;
+    // Five full batches pass the stage's 65,536 entries once (a merge), and
+    // the small ones after it are staged.
+    let sizes = [EVENTS_PER_BATCH_MAX; 5].into_iter().chain([3, 1, 500]);
+    for (b, size) in sizes.enumerate() {
+        let transfers: Vec<Transfer> = (0..size)
+            .map(|_| {
+                let dr = rng.random_range(1..=4u128);
+                let cr = dr % 4 + 1;
+                model[dr as usize].push((next_id, true));
+                model[cr as usize].push((next_id, false));
+                next_id += 1;
+                xfer(next_id - 1, dr, cr, 1)
+            })
+            .collect();
+        let r = create_transfers_at(&sm, &format!("b{b}"), 10 + b as u64, transfers);
+        assert!(r.iter().all(|r| *r == TR::Ok));
+    }
+    let check = |sm: &StateMachine, what: &str, model: &[Vec<(u128, bool)>]| {
+        for id in 1..=4u128 {
+            let want = &model[id as usize];
+            for reversed in [false, true] {
+                // Every entry, page by page (the largest page is 8,189).
+                let mut got = Vec::new();
+                let mut f = account_filter(id, false, false, reversed, 5_000);
+                loop {
+                    let page = read::account_entries(sm.db(), Cf::AccountTransfers, &f).unwrap();
+                    let Some((ts, _)) = page.last() else { break };
+                    if reversed {
+                        f.timestamp_max = ts - 1;
+                    } else {
+                        f.timestamp_min = ts + 1;
+                    }
+                    got.extend(page.into_iter().map(|(_, e)| (e.transfer_id, e.debit)));
+                }
+                if reversed {
+                    got.reverse();
+                }
+                assert_eq!(got.len(), want.len(), "{what}: account {id}, reversed {reversed}");
+                assert!(got == *want, "{what}: account {id}, reversed {reversed}: entries differ");
+            }
+            // One side only, newest first, a short page: the staged tail.
+            let credits = read::account_entries(
+                sm.db(),
+                Cf::AccountTransfers,
+                &account_filter(id, false, true, true, 7),
+            )
+            .unwrap();
+            let want: Vec<u128> = want.iter().rev().filter(|(_, d)| !d).take(7).map(|(t, _)| *t).collect();
+            assert_eq!(credits.iter().map(|(_, e)| e.transfer_id).collect::<Vec<_>>(), want, "{what}");
+        }
+    };
+    // The three small batches wait in the stage; the rest went into a file.
+    let staged = sm.db().scan_raw(Cf::AccountIndexStage, &[], None, usize::MAX).unwrap();
+    assert_eq!(staged.len(), 3, "one staged record per batch after the merge");
+    let merged = sm.db().scan_raw(Cf::AccountTransfers, &[], None, usize::MAX).unwrap();
+    assert_eq!(merged.len(), 5 * 2 * EVENTS_PER_BATCH_MAX, "the first five batches are merged");
+    check(&sm, "on the node that applied", &model);
+    let (_d2, other) = open_encrypted();
+    install_image(&sm, image_of(&sm), &other);
+    check(&other, "after an image install", &model);
+    // Applying on after the install merges what the image staged.
+    let transfers: Vec<Transfer> = (0..EVENTS_PER_BATCH_MAX as u128)
+        .map(|i| {
+            model[1].push((next_id + i, true));
+            model[2].push((next_id + i, false));
+            xfer(next_id + i, 1, 2, 1)
+        })
+        .collect();
+    for sm in [&sm, &other] {
+        assert!(create_transfers_at(sm, "last", 100, transfers.clone()).iter().all(|r| *r == TR::Ok));
+    }
+    check(&sm, "after more batches", &model);
+    check(&other, "after more batches on the installed node", &model);
+}

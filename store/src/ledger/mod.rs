@@ -12,6 +12,7 @@ mod account;
 pub mod cache;
 pub(crate) mod chain;
 mod expiry;
+pub(crate) mod index;
 pub mod model;
 pub mod read;
 pub mod results;
