@@ -28,8 +28,6 @@ pub enum DbError {
     Missing { cf: &'static str, what: &'static str },
     #[error("{0}")]
     Format(String),
-    #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
 }
 
 struct Inner {
@@ -37,9 +35,6 @@ struct Inner {
     codec: Codec,
     /// Where snapshot image files live: `<database dir>.snapshots`.
     snapshot_dir: std::path::PathBuf,
-    /// Where sorted files are written before they move into the database
-    /// (`ingest_sorted`): `<database dir>.ingest`.
-    ingest_dir: std::path::PathBuf,
     /// Serialises writers with the re-encryption pass, so a value it
     /// re-seals can never overwrite a newer one.
     write_lock: std::sync::Mutex<()>,
@@ -67,15 +62,13 @@ pub const FLOOR_CFS: [Cf; 2] = [Cf::TokensByExpiry, Cf::PendingExpiry];
 /// to the prefix's last one instead of searching the whole skiplist from the
 /// top: the memtable search was the largest single cost of a transfer's
 /// apply. Reads are unaffected (this is not a read-side prefix extractor).
-/// (`AccountTransfers` is written in sorted files, see `ingest_sorted`.)
-const INSERT_HINT_PREFIX_CFS: [Cf; 2] = [Cf::Accounts, Cf::AccountHistory];
+const INSERT_HINT_PREFIX_CFS: [Cf; 3] = [Cf::Accounts, Cf::AccountTransfers, Cf::AccountHistory];
 
 /// Families apply writes but never probes for a key that may be missing
 /// (appended in order, scanned, or read through the account cache): a
 /// memtable bloom filter there costs a few cache misses per insert and
 /// saves nothing.
-const WRITTEN_NOT_PROBED_CFS: [Cf; 8] = [
-    Cf::AccountIndexStage,
+const WRITTEN_NOT_PROBED_CFS: [Cf; 7] = [
     Cf::Audit,
     Cf::LocalAudit,
     Cf::Feed,
@@ -93,25 +86,12 @@ pub const UNLOGGED_BYTES_MAX: usize = 256 << 20;
 /// Bytes a flush or a compaction writes between two writebacks of its file.
 const WRITEBACK_BYTES: u64 = 1 << 20;
 
-/// A family's options: at open, and for the sorted files written into
-/// `AccountTransfers` (`ingest_sorted`), which must match them.
-fn cf_options(cf: Cf) -> Result<Options, DbError> {
+fn cf_base_options(cf: Cf) -> Result<Options, DbError> {
     let mut o = Options::default();
     if INSERT_HINT_PREFIX_CFS.contains(&cf) {
-        o = o.get_options_from_string("memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.16")?;
-    }
-    o.set_compression_type(rocksdb::DBCompressionType::None);
-    if cf != Cf::Log {
-        // Most point lookups in apply miss (a new request id, a new
-        // path): bloom filters answer those without searching the
-        // memtable skiplist or reading SST blocks.
-        let mut table = rocksdb::BlockBasedOptions::default();
-        table.set_bloom_filter(10.0, false);
-        o.set_block_based_table_factory(&table);
-        if !WRITTEN_NOT_PROBED_CFS.contains(&cf) {
-            o.set_memtable_whole_key_filtering(true);
-            o.set_memtable_prefix_bloom_ratio(0.05);
-        }
+        return Ok(
+            o.get_options_from_string("memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.16")?
+        );
     }
     Ok(o)
 }
@@ -152,18 +132,30 @@ impl Db {
         // Bounds what a crash can lose of the state machine, and so what a
         // restart re-applies from the log, whatever the families' sizes.
         opts.set_db_write_buffer_size(UNLOGGED_BYTES_MAX);
-        let cfs = Cf::ALL
-            .iter()
-            .map(|cf| Ok::<_, DbError>(ColumnFamilyDescriptor::new(cf.name(), cf_options(*cf)?)));
+        let cfs = Cf::ALL.iter().map(|cf| {
+            let mut o = cf_base_options(*cf)?;
+            o.set_compression_type(rocksdb::DBCompressionType::None);
+            if *cf != Cf::Log {
+                // Most point lookups in apply miss (a new request id, a new
+                // path): bloom filters answer those without searching the
+                // memtable skiplist or reading SST blocks.
+                let mut table = rocksdb::BlockBasedOptions::default();
+                table.set_bloom_filter(10.0, false);
+                o.set_block_based_table_factory(&table);
+                if !WRITTEN_NOT_PROBED_CFS.contains(cf) {
+                    o.set_memtable_whole_key_filtering(true);
+                    o.set_memtable_prefix_bloom_ratio(0.05);
+                }
+            }
+            Ok::<_, DbError>(ColumnFamilyDescriptor::new(cf.name(), o))
+        });
         let db = DB::open_cf_descriptors(&opts, path, cfs.collect::<Result<Vec<_>, _>>()?)?;
         let snapshot_dir = path.with_extension("snapshots");
-        let ingest_dir = path.with_extension("ingest");
         let db = Db {
             inner: Arc::new(Inner {
                 db,
                 codec,
                 snapshot_dir,
-                ingest_dir,
                 write_lock: std::sync::Mutex::new(()),
                 snapshot_gate: Arc::default(),
                 floors: Default::default(),
@@ -275,38 +267,24 @@ impl Db {
         to: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DbError> {
+        let mut out = Vec::new();
         // The floor is read before the iterator is made: raised only after
         // a write, it never hides a record the iterator's view still holds.
         let from = match self.floor(cf) {
             Some(floor) if floor.as_slice() > from => floor,
             _ => from.to_vec(),
         };
-        self.scan_at(None, cf, &from, to, limit)
-    }
-
-    fn scan_at(
-        &self,
-        snap: Option<&Snapshot<'_>>,
-        cf: Cf,
-        from: &[u8],
-        to: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DbError> {
-        let mut out = Vec::new();
-        let mut ro = rocksdb::ReadOptions::default();
-        if let Some(snap) = snap {
-            ro.set_snapshot(snap);
-        }
-        if let Some(to) = to {
-            ro.set_iterate_upper_bound(to.to_vec());
-        }
-        let iter =
-            self.inner.db.iterator_cf_opt(self.handle(cf), ro, IteratorMode::From(from, Direction::Forward));
+        let iter = self.inner.db.iterator_cf(self.handle(cf), IteratorMode::From(&from, Direction::Forward));
         for item in iter {
             if out.len() >= limit {
                 break;
             }
             let (k, v) = item?;
+            if let Some(to) = to {
+                if &*k >= to {
+                    break;
+                }
+            }
             let plain = self.inner.codec.open(cf, &k, &v)?;
             out.push((k.into_vec(), plain));
         }
@@ -321,22 +299,8 @@ impl Db {
         to: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DbError> {
-        self.scan_rev_at(None, cf, from, to, limit)
-    }
-
-    fn scan_rev_at(
-        &self,
-        snap: Option<&Snapshot<'_>>,
-        cf: Cf,
-        from: &[u8],
-        to: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DbError> {
         let mut out = Vec::new();
         let mut ro = rocksdb::ReadOptions::default();
-        if let Some(snap) = snap {
-            ro.set_snapshot(snap);
-        }
         ro.set_iterate_lower_bound(from.to_vec());
         ro.set_iterate_upper_bound(to.to_vec());
         let iter = self.inner.db.iterator_cf_opt(self.handle(cf), ro, IteratorMode::End);
@@ -349,58 +313,6 @@ impl Db {
             out.push((k.into_vec(), plain));
         }
         Ok(out)
-    }
-
-    /// The database as of now, for a read made of several steps (a query
-    /// that merges two families must not see one before and one after a
-    /// write).
-    pub fn view(&self) -> View<'_> {
-        View { db: self, snap: self.inner.db.snapshot() }
-    }
-
-    /// Writes `rows` (keys strictly increasing, values plain) into `cf` as
-    /// one sorted file that RocksDB takes in whole: no memtable insert per
-    /// record, which for the account index was about 40% of a batched
-    /// transfer's apply (BENCHMARKS.md). The file is made under
-    /// `<database dir>.ingest` and moved into the database; its records
-    /// get a sequence number above every write so far, so a reader's
-    /// older view does not see them.
-    pub fn ingest_sorted<'r>(
-        &self,
-        cf: Cf,
-        rows: impl IntoIterator<Item = (&'r [u8], &'r [u8])>,
-    ) -> Result<u64, DbError> {
-        let io = |what: &str| {
-            let what = format!("{what} {}", self.inner.ingest_dir.display());
-            move |source| DbError::Io { what, source }
-        };
-        std::fs::create_dir_all(&self.inner.ingest_dir).map_err(io("creating"))?;
-        // One writer at a time: only apply ingests.
-        let path = self.inner.ingest_dir.join(format!("{}.sst", cf.name()));
-        let opts = cf_options(cf)?;
-        let mut writer = rocksdb::SstFileWriter::create(&opts);
-        writer.open(&path)?;
-        let mut sealed = Vec::new();
-        let mut records = 0u64;
-        let mut last: Option<&[u8]> = None;
-        for (k, v) in rows {
-            assert!(last.is_none_or(|l| l < k), "{} rows for a sorted file out of order", cf.name());
-            last = Some(k);
-            self.inner.codec.seal_into(cf, k, v, &mut sealed);
-            writer.put(k, &sealed)?;
-            records += 1;
-        }
-        if records == 0 {
-            drop(writer);
-            std::fs::remove_file(&path).map_err(io("removing an empty file in"))?;
-            return Ok(0);
-        }
-        writer.finish()?;
-        let mut ingest = rocksdb::IngestExternalFileOptions::default();
-        ingest.set_move_files(true);
-        let _g = self.inner.write_lock.lock().expect("write lock");
-        self.inner.db.ingest_external_file_cf_opts(self.handle(cf), &ingest, vec![&path])?;
-        Ok(records)
     }
 
     pub fn scan<T: DeserializeOwned>(
@@ -630,46 +542,6 @@ impl Db {
             }
         }
         Ok(())
-    }
-}
-
-type Snapshot<'a> = rocksdb::SnapshotWithThreadMode<'a, DB>;
-
-/// A consistent view of the database (a RocksDB snapshot); see `Db::view`.
-pub struct View<'a> {
-    db: &'a Db,
-    snap: Snapshot<'a>,
-}
-
-impl View<'_> {
-    pub fn get<T: DeserializeOwned>(&self, cf: Cf, key: &[u8]) -> Result<Option<T>, DbError> {
-        match self.snap.get_cf(self.db.handle(cf), key)? {
-            None => Ok(None),
-            Some(v) => Ok(Some(decode(cf, &self.db.inner.codec.open(cf, key, &v)?)?)),
-        }
-    }
-
-    /// As `Db::scan_raw` (without a floor: a floor raised after this view
-    /// was taken could hide records the view still holds).
-    pub fn scan_raw(
-        &self,
-        cf: Cf,
-        from: &[u8],
-        to: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DbError> {
-        self.db.scan_at(Some(&self.snap), cf, from, to, limit)
-    }
-
-    /// As `Db::scan_rev_raw`.
-    pub fn scan_rev_raw(
-        &self,
-        cf: Cf,
-        from: &[u8],
-        to: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DbError> {
-        self.db.scan_rev_at(Some(&self.snap), cf, from, to, limit)
     }
 }
 

@@ -63,14 +63,10 @@ pub enum Cf {
     /// The direct children of each secrets folder: `H(folder) ++ H(child)`
     /// → the child's name (paths are keyed by hash, see `names`).
     SecretIndex = 23,
-    /// Entries of `AccountTransfers` not yet merged into it: one record
-    /// per applied batch, keyed by big-endian revision, holding that
-    /// batch's entries in key order (see `ledger::index`).
-    AccountIndexStage = 24,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 25] = [
+    pub const ALL: [Cf; 24] = [
         Cf::Log,
         Cf::RaftMeta,
         Cf::SmMeta,
@@ -95,12 +91,11 @@ impl Cf {
         Cf::Audit,
         Cf::LocalAudit,
         Cf::SecretIndex,
-        Cf::AccountIndexStage,
     ];
 
     /// The column families that make up the state machine: what a snapshot
     /// carries and what installing one replaces.
-    pub const STATE_MACHINE: [Cf; 20] = [
+    pub const STATE_MACHINE: [Cf; 19] = [
         Cf::SmMeta,
         Cf::Secrets,
         Cf::SecretVersions,
@@ -120,7 +115,6 @@ impl Cf {
         Cf::Feed,
         Cf::Audit,
         Cf::SecretIndex,
-        Cf::AccountIndexStage,
     ];
 
     pub fn name(self) -> &'static str {
@@ -149,7 +143,6 @@ impl Cf {
             Cf::Audit => "audit",
             Cf::LocalAudit => "local_audit",
             Cf::SecretIndex => "secret_index",
-            Cf::AccountIndexStage => "account_index_stage",
         }
     }
 
@@ -175,8 +168,6 @@ pub mod sm_keys {
     /// the state's (written by a build that did not keep it), the sizes are
     /// counted afresh from the records.
     pub const FEED_SIZES: &[u8] = b"feed_sizes";
-    /// Entries waiting in `AccountIndexStage` (u64; absent: none).
-    pub const INDEX_STAGED: &[u8] = b"index_staged";
     /// The audit chain's last (seq, hash).
     pub const AUDIT_HEAD: &[u8] = b"audit_head";
     /// The per-cluster key that hashes names into RocksDB keys (`names`).

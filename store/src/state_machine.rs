@@ -593,16 +593,9 @@ impl<'a> ApplyBatch<'a> {
         // Per family with a floor: the last key deleted (sorted order).
         let mut deleted: Vec<(Cf, Vec<u8>)> = Vec::new();
         let mut touched_auth = false;
-        let mut index_run = Vec::new();
         for (key, value) in self.overlay.into_sorted() {
             let (cf, key) = (key.cf, key.bytes());
             touched_auth |= AUTH_CFS.contains(&cf);
-            if cf == Cf::AccountTransfers {
-                let value = value.expect("apply never deletes account index entries");
-                let key = key.try_into().expect("account index keys are 24 bytes");
-                index_run.push((key, decode::<crate::ledger::model::AccountEntry>(cf, &value)?));
-                continue;
-            }
             if cf == Cf::Accounts {
                 let id = u128::from_be_bytes(key.try_into().expect("account keys are 16 bytes"));
                 accounts.push((id, value.as_ref().map(|v| decode::<Account>(cf, v)).transpose()?));
@@ -619,7 +612,6 @@ impl<'a> ApplyBatch<'a> {
                 None => batch.delete(cf, key),
             }
         }
-        crate::ledger::index::stage(&self.sm.db, &mut batch, self.revision, index_run)?;
         if let Some(end) = requests::expired_range_end(self.begin_clock_ms, self.clock_ms) {
             // Whole buckets no lookup probes any more: one range tombstone
             // per window instead of one per request id.

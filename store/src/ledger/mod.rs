@@ -12,7 +12,6 @@ mod account;
 pub mod cache;
 pub(crate) mod chain;
 mod expiry;
-pub(crate) mod index;
 pub mod model;
 pub mod read;
 pub mod results;

@@ -2,8 +2,8 @@
 //! read barrier).
 
 use super::model::{Account, AccountEntry, AccountFilter, LedgerTotals, PendingStatus, StoredTransfer};
-use super::{entry_key, id_key, index, QUERY_RESULTS_MAX};
-use crate::layout::{sm_keys, Cf};
+use super::{entry_key, id_key, QUERY_RESULTS_MAX};
+use crate::layout::Cf;
 use crate::{Db, DbError};
 
 /// Rows read per scan step while filtering by side or revision.
@@ -52,87 +52,42 @@ pub fn account_entries(db: &Db, cf: Cf, filter: &AccountFilter) -> Result<Vec<(u
         Some(t) => entry_key(filter.account_id, t).to_vec(),
         None => entry_key(filter.account_id.wrapping_add(1), 0).to_vec(),
     };
-    let view = db.view();
-    // The transfer index may hold entries above the state's revision after
-    // a crash (see `index`): they are not there yet for a reader.
-    let revision: u64 = view.get(Cf::SmMeta, sm_keys::REVISION)?.unwrap_or(0);
-    let staged = if cf == Cf::AccountTransfers { index::staged_in(&view, &from, &to)? } else { Vec::new() };
     let both = !filter.debits && !filter.credits;
     let (debits, credits) = (filter.debits || both, filter.credits || both);
-    let rev_max = if filter.revision_max == 0 { u64::MAX } else { filter.revision_max }.min(revision);
+    let rev_max = if filter.revision_max == 0 { u64::MAX } else { filter.revision_max };
     let mut out = Vec::new();
-    // Takes one entry in scan order; true when the query is done.
-    let take = |k: &[u8], e: &AccountEntry, out: &mut Vec<(u64, AccountEntry)>| {
-        // Revisions grow with timestamps: past the range in scan order, stop.
-        let past = if filter.reversed { e.revision < filter.revision_min } else { e.revision > rev_max };
-        if past {
-            return true;
-        }
-        let in_range = e.revision >= filter.revision_min && e.revision <= rev_max;
-        let side = (e.debit && debits) || (!e.debit && credits);
-        if in_range && side {
-            out.push((u64::from_be_bytes(k[16..].try_into().expect("24-byte key")), e.clone()));
-        }
-        out.len() == limit
-    };
-    // Staged entries not yet taken: `staged[lo..hi]`, taken from the front
-    // going forward, from the back in reverse.
-    let (mut lo, mut hi) = (0, staged.len());
-    let mut scanned = staged.len();
-    loop {
-        if scanned >= SCAN_ROWS_MAX {
-            return Ok(out);
-        }
+    let mut scanned = 0;
+    while out.len() < limit && scanned < SCAN_ROWS_MAX {
         let rows = if filter.reversed {
-            view.scan_rev_raw(cf, &from, &to, SCAN_CHUNK_ROWS)?
+            db.scan_rev_raw(cf, &from, &to, SCAN_CHUNK_ROWS)?
         } else {
-            view.scan_raw(cf, &from, Some(&to), SCAN_CHUNK_ROWS)?
+            db.scan_raw(cf, &from, Some(&to), SCAN_CHUNK_ROWS)?
         };
-        let full = rows.len() == SCAN_CHUNK_ROWS;
-        if let Some((last, _)) = rows.last() {
-            if filter.reversed {
-                to = last.clone();
-            } else {
-                from = [last.as_slice(), &[0]].concat();
-            }
+        let Some((last, _)) = rows.last() else { break };
+        if filter.reversed {
+            to = last.clone();
+        } else {
+            from = [last.as_slice(), &[0]].concat();
         }
         scanned += rows.len();
+        let full = rows.len() == SCAN_CHUNK_ROWS;
         for (k, v) in rows {
             let e: AccountEntry = crate::db::decode(cf, &v)?;
-            // Staged entries that come first in scan order; one with this
-            // very key is this entry, staged again after a crash.
-            while lo < hi {
-                let (sk, se) = if filter.reversed { &staged[hi - 1] } else { &staged[lo] };
-                let first = if filter.reversed { sk[..] > k[..] } else { sk[..] < k[..] };
-                if !first && sk[..] != k[..] {
+            // Revisions grow with timestamps: past the range in scan order, stop.
+            let past = if filter.reversed { e.revision < filter.revision_min } else { e.revision > rev_max };
+            if past {
+                return Ok(out);
+            }
+            let in_range = e.revision >= filter.revision_min && e.revision <= rev_max;
+            let side = (e.debit && debits) || (!e.debit && credits);
+            if in_range && side {
+                out.push((u64::from_be_bytes(k[16..].try_into().expect("24-byte key")), e));
+                if out.len() == limit {
                     break;
                 }
-                if filter.reversed {
-                    hi -= 1;
-                } else {
-                    lo += 1;
-                }
-                if first && take(sk, se, &mut out) {
-                    return Ok(out);
-                }
-            }
-            if take(&k, &e, &mut out) {
-                return Ok(out);
             }
         }
         if !full {
-            break;
-        }
-    }
-    while lo < hi {
-        let (sk, se) = if filter.reversed {
-            hi -= 1;
-            &staged[hi]
-        } else {
-            lo += 1;
-            &staged[lo - 1]
-        };
-        if take(sk, se, &mut out) {
             break;
         }
     }
