@@ -491,9 +491,21 @@ async fn membership_add_learner_promote_transfer_remove() {
     };
     assert_eq!(got.into_inner().value, b"1", "the learner caught up");
 
-    let r = c.cluster(follower).promote(PromoteRequest { id: 4 }).await.unwrap().into_inner();
+    // Twice at once, through a follower and through the leader: the second
+    // reaches the leader while the first's joint configuration is not yet
+    // committed (openraft refuses it as "in progress"). It must wait for the
+    // first and succeed, not fail: that is also what a change retried on a
+    // new leader meets when the old leader's attempt is still in flight.
+    let (mut via_follower, mut via_leader) = (c.cluster(follower), c.cluster(leader));
+    let (a, b) = tokio::join!(
+        via_follower.promote(PromoteRequest { id: 4 }),
+        via_leader.promote(PromoteRequest { id: 4 })
+    );
+    let b = b.unwrap_or_else(|e| panic!("the promotion through the leader: {e:?}"));
+    let r = a.unwrap_or_else(|e| panic!("the promotion through a follower: {e:?}")).into_inner();
     assert!(r.members.iter().any(|m| m.id == 4 && m.voter), "promoted: {r:?}");
     assert_eq!(r.members.iter().filter(|m| m.voter).count(), 4);
+    assert!(b.into_inner().members.iter().any(|m| m.id == 4 && m.voter));
 
     let t = c.cluster(1).transfer_leader(TransferLeaderRequest { id: 4 }).await.unwrap().into_inner();
     assert_eq!(t.leader_id, Some(4));

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::error::{
+    ChangeMembershipError, CheckIsLeaderError, ClientWriteError, InitializeError, RaftError,
+};
 use openraft::raft::ClientWriteResponse;
 use openraft::{ChangeMembers, ServerState, Vote};
 use strongbox_proto::raft::v1::ReadIndexRequest;
@@ -51,7 +53,7 @@ fn propose_error(e: ProposeError) -> NodeError {
     match e {
         ProposeError::NotLeader => NodeError::NoLeader,
         ProposeError::Overloaded => NodeError::Overloaded,
-        ProposeError::Refused(m) => NodeError::Refused(m),
+        ProposeError::Refused(m) | ProposeError::Busy(m) => NodeError::Refused(m),
         ProposeError::Fatal(m) => NodeError::Fatal(m),
     }
 }
@@ -203,6 +205,8 @@ impl RaftNode {
     }
 
     pub async fn change_membership(&self, op: MembershipOp, budget: Duration) -> Result<LogId, NodeError> {
+        // Why the last attempt was put off, if it was (see `ProposeError::Busy`).
+        let busy = std::sync::Mutex::new(None::<String>);
         let attempt = async {
             let mut backoff = Backoff::new();
             loop {
@@ -218,15 +222,20 @@ impl RaftNode {
                 };
                 match res {
                     Ok(log_id) => return Ok(log_id),
-                    Err(ProposeError::NotLeader) => {}
+                    // Also what a change retried on a new leader meets while
+                    // the old leader's attempt is still uncommitted there.
+                    Err(ProposeError::Busy(m)) => *busy.lock().expect("busy lock") = Some(m),
+                    Err(ProposeError::NotLeader) => *busy.lock().expect("busy lock") = None,
                     Err(e) => return Err(propose_error(e)),
                 }
                 backoff.wait().await;
             }
         };
-        let log_id = timeout(budget, attempt)
-            .await
-            .map_err(|_| self.timeout_error(budget, "the membership change"))??;
+        let log_id =
+            timeout(budget, attempt).await.map_err(|_| match busy.lock().expect("busy lock").take() {
+                Some(m) => NodeError::Refused(format!("{m}; still so after {} ms", budget.as_millis())),
+                None => self.timeout_error(budget, "the membership change"),
+            })??;
         // Let this node see the new membership before answering, so the
         // caller's next status (served here) reflects the change.
         let _ = self
@@ -252,9 +261,10 @@ impl RaftNode {
         match res {
             Ok(r) => Ok(r.log_id),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(ProposeError::NotLeader),
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(ProposeError::Refused(e.to_string()))
-            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => match e {
+                ChangeMembershipError::InProgress(_) => Err(ProposeError::Busy(e.to_string())),
+                _ => Err(ProposeError::Refused(e.to_string())),
+            },
             Err(RaftError::Fatal(e)) => Err(ProposeError::Fatal(e.to_string())),
         }
     }

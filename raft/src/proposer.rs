@@ -57,9 +57,14 @@ pub enum ProposeError {
     NotLeader,
     #[error("proposal queue full")]
     Overloaded,
-    /// Refused as a whole (e.g. a membership change already in progress).
+    /// Refused as a whole (e.g. a membership change that names no member).
     #[error("{0}")]
     Refused(String),
+    /// Refused for now: another membership change is not yet committed
+    /// (openraft allows one at a time). Retried until the caller's budget
+    /// runs out, then reported as `Refused`.
+    #[error("{0}")]
+    Busy(String),
     #[error("{0}")]
     Fatal(String),
 }
