@@ -67,10 +67,13 @@ pub struct LocalAudit {
 
 impl LocalAudit {
     /// Starts the writer thread; it ends when the last handle is dropped.
-    pub fn start(log: LocalAuditLog) -> std::io::Result<LocalAudit> {
+    /// Join it before the process exits: it holds the database, and a
+    /// RocksDB still closing on another thread while the process tears
+    /// down its statics can abort the process ("double free").
+    pub fn start(log: LocalAuditLog) -> std::io::Result<(LocalAudit, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel(LOCAL_AUDIT_QUEUE_MAX);
-        std::thread::Builder::new().name("local-audit".into()).spawn(move || writer(log, rx))?;
-        Ok(LocalAudit { tx })
+        let writer = std::thread::Builder::new().name("local-audit".into()).spawn(move || writer(log, rx))?;
+        Ok((LocalAudit { tx }, writer))
     }
 
     /// Appends one record and waits until it is durable.
@@ -137,7 +140,8 @@ mod tests {
     async fn concurrent_records_are_all_written_in_one_chain() {
         let dir = tempfile::tempdir().unwrap();
         let db = strongbox_store::Db::open(dir.path(), strongbox_store::codec::Codec::plaintext()).unwrap();
-        let audit = LocalAudit::start(LocalAuditLog::open(db.clone(), 1, 1024, true).unwrap()).unwrap();
+        let (audit, writer) =
+            LocalAudit::start(LocalAuditLog::open(db.clone(), 1, 1024, true).unwrap()).unwrap();
         let tasks: Vec<_> = (0..200)
             .map(|_| {
                 let a = audit.clone();
@@ -149,6 +153,11 @@ mod tests {
         }
         assert_eq!(strongbox_store::local_audit::head(&db).unwrap().0, 200);
         assert_eq!(strongbox_store::local_audit::verify(&db).unwrap().broken, None);
+        // The writer holds the database: the test harness exiting while it
+        // closes aborted the whole test binary, rarely, after every test had
+        // passed.
+        drop(audit);
+        writer.join().unwrap();
     }
 
     #[tokio::test]

@@ -98,7 +98,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         cfg.local_audit_fsync,
     )
     .map_err(|e| anyhow::anyhow!("cannot open the node-local audit log: {e}"))?;
-    let local_audit = crate::local_audit::LocalAudit::start(local_log)?;
+    let (local_audit, local_audit_writer) = crate::local_audit::LocalAudit::start(local_log)?;
     let node = RaftNode::start(cfg.id, info, db, &cfg.raft.tuning(), channels).await?;
     let mut services = Api::new(node.clone(), auth, cfg.secret_value_bytes_max, local_audit);
     if cfg.unsafe_stale_reads {
@@ -238,6 +238,18 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             .and_then(|r| r);
     if let Err(e) = flushed {
         tracing::error!(error = %e, "flushing the state at shutdown failed; the next start re-applies the log");
+    }
+    // The node-local audit writer ends once every handle to it is gone; it
+    // holds the database, which must not be closing while the process exits.
+    drop(services);
+    drop(node);
+    let joined = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::task::spawn_blocking(move || local_audit_writer.join()),
+    )
+    .await;
+    if !matches!(joined, Ok(Ok(Ok(())))) {
+        tracing::warn!("the node-local audit writer did not stop within 5 s");
     }
     tracing::info!("stopped");
     Ok(())
