@@ -61,6 +61,19 @@ async fn duplicate_request_id_is_applied_once() {
     assert_eq!(again.revision, first.revision);
     let got = c.secrets(3).get(get_req("dup/p", Consistency::Linearizable, 0)).await.unwrap().into_inner();
     assert_eq!(got.latest_version, 1, "applied exactly once");
+    // The same id for another kind of request: refused, and nothing deleted.
+    let reused = c
+        .secrets(1)
+        .delete(DeleteSecretRequest {
+            options: Some(WriteOptions { request_id: "the-same-id".into() }),
+            path: "dup/p".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reused.code(), Code::FailedPrecondition, "{reused:?}");
+    assert!(reused.message().contains("request id was already used"), "{}", reused.message());
+    let got = c.secrets(3).get(get_req("dup/p", Consistency::Linearizable, 0)).await.unwrap().into_inner();
+    assert_eq!(got.value, b"a", "the reused id must not have deleted anything");
 }
 
 #[tokio::test]

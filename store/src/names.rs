@@ -79,6 +79,13 @@ impl NameKey {
         self.mac(&[&[cf as u8], name.as_bytes()])
     }
 
+    /// A request id's key within its caller's scope (`scope` is fixed-length
+    /// per kind of caller). The 0xFF byte cannot start a UTF-8 name, so no
+    /// scoped key equals an unscoped `key(Cf::Requests, id)`.
+    pub fn scoped_request_key(&self, scope: &[u8], id: &str) -> [u8; 32] {
+        self.mac(&[&[Cf::Requests as u8, 0xFF], scope, id.as_bytes()])
+    }
+
     fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
         let mut m = self.keyed.clone();
         for p in parts {

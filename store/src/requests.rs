@@ -32,6 +32,21 @@ const ID_HASH_BYTES: usize = 32;
 /// A record's key: big-endian bucket, then the id's hash.
 pub(crate) const KEY_BYTES: usize = 8 + ID_HASH_BYTES;
 
+/// The keyed hash a command's request id is recorded under: scoped by its
+/// caller (the token's hash, or the node itself), so equal ids from two
+/// callers are two requests.
+pub(crate) fn scoped_id_hash(names: &crate::names::NameKey, cmd: &crate::Command) -> [u8; ID_HASH_BYTES] {
+    match &cmd.actor {
+        crate::command::Actor::Token(h) => {
+            let mut scope = [0u8; 33];
+            scope[0] = b't';
+            scope[1..].copy_from_slice(h);
+            names.scoped_request_key(&scope, &cmd.request_id)
+        }
+        crate::command::Actor::Node => names.scoped_request_key(b"n", &cmd.request_id),
+    }
+}
+
 /// The bucket a record written at `time_ms` lives in.
 pub(crate) fn bucket(time_ms: u64) -> u64 {
     time_ms / DEDUP_WINDOW_MS

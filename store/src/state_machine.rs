@@ -409,22 +409,29 @@ impl<'a> ApplyBatch<'a> {
             return Ok(Response { revision: self.revision, result: Err(e), deduplicated: false });
         }
 
-        let id_hash = self.names.key(Cf::Requests, &cmd.request_id);
-        for probe in requests::probe_keys(self.clock_ms, &id_hash) {
-            let Some(raw) = self.read(Cf::Requests, &probe)? else { continue };
-            let rec: RequestRecord = decode(Cf::Requests, &raw)?;
-            // Expiry is logical (state-machine time), so it is the same on
-            // every node whatever physical pruning has happened.
-            if rec.time_ms + DEDUP_WINDOW_MS >= self.clock_ms {
-                let mut response = rec.response;
-                response.deduplicated = true;
-                let actor = self.actor_name(cmd)?;
-                self.record_audit(cmd, actor, audit::outcome(&response.result, true));
-                return Ok(response);
+        // Request ids are scoped by caller: another caller's id, however
+        // equal, is another request (and must not see this one's answer).
+        // Records written before ids were scoped are probed too; they leave
+        // the window ten minutes after an upgrade.
+        let id_hash = requests::scoped_id_hash(&self.names, cmd);
+        let unscoped_hash = self.names.key(Cf::Requests, &cmd.request_id);
+        for hash in [id_hash, unscoped_hash] {
+            for probe in requests::probe_keys(self.clock_ms, &hash) {
+                let Some(raw) = self.read(Cf::Requests, &probe)? else { continue };
+                let rec: RequestRecord = decode(Cf::Requests, &raw)?;
+                // Expiry is logical (state-machine time), so it is the same on
+                // every node whatever physical pruning has happened.
+                if rec.time_ms + DEDUP_WINDOW_MS >= self.clock_ms {
+                    let mut response = rec.response;
+                    response.deduplicated = true;
+                    let actor = self.actor_name(cmd)?;
+                    self.record_audit(cmd, actor, audit::outcome(&response.result, true));
+                    return Ok(response);
+                }
+                // The newest record is out of its window: a new request, whose
+                // record goes into the current bucket beside the old one.
+                break;
             }
-            // The newest record is out of its window: a new request, whose
-            // record goes into the current bucket beside the old one.
-            break;
         }
 
         let clock_ms = self.clock_ms;
@@ -475,7 +482,7 @@ impl<'a> ApplyBatch<'a> {
         let rec = RequestRecord { time_ms: self.clock_ms, response: response.clone() };
         // Keyed again after a bootstrap: it has just set the key.
         let id_hash = match cmd.op {
-            Op::Bootstrap(_) => self.names.key(Cf::Requests, &cmd.request_id),
+            Op::Bootstrap(_) => requests::scoped_id_hash(&self.names, cmd),
             _ => id_hash,
         };
         let key = requests::key(requests::bucket(self.clock_ms), &id_hash);

@@ -33,6 +33,23 @@ fn duplicate_request_id_is_applied_once() {
 }
 
 #[test]
+fn the_same_request_id_from_another_caller_is_another_request() {
+    let (_d, sm) = open();
+    let first = apply_one(&sm, &put("shared-id", 5, "team/a", "x", None));
+    assert_eq!(first.result, Ok(Outcome::SecretWritten { version: 1 }));
+    // An unknown token reusing the id must not get the admin's answer: it is
+    // refused as itself, and nothing is written.
+    let other = apply_one(&sm, &as_token([9; 32], "shared-id", 6, put_op("team/b", "y", None)));
+    assert!(!other.deduplicated, "another caller's request must not be deduplicated against this one");
+    assert_eq!(other.result.unwrap_err().code, ErrorCode::Unauthenticated);
+    assert!(sm.get_secret("team/b", None).unwrap().is_none());
+    // The first caller's retry is still deduplicated.
+    let retry = apply_one(&sm, &put("shared-id", 7, "team/a", "x", None));
+    assert!(retry.deduplicated);
+    assert_eq!(sm.get_secret("team/a", None).unwrap().unwrap().latest_version, 1);
+}
+
+#[test]
 fn duplicate_inside_one_batch_is_applied_once() {
     let (_d, sm) = open();
     let cmd = put("id", 5, "p", "x", None);

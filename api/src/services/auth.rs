@@ -72,7 +72,7 @@ impl AuthService {
                 scopes: scopes.unwrap_or_default(),
                 revision: w.revision,
             }),
-            other => Err(unexpected(other)),
+            other => Err(unexpected(other, w.deduplicated)),
         }
     }
 
@@ -199,7 +199,7 @@ impl Auth for AuthService {
                     Outcome::TokenRenewed { expires_ms } => {
                         Ok(RenewResponse { expires_ms, revision: w.revision })
                     }
-                    other => Err(unexpected(other)),
+                    other => Err(unexpected(other, w.deduplicated)),
                 }
             })
             .await

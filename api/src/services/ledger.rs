@@ -144,7 +144,7 @@ impl Ledger for LedgerService {
                         revision: w.revision,
                         deduplicated: w.deduplicated,
                     }),
-                    other => Err(unexpected(other)),
+                    other => Err(unexpected(other, w.deduplicated)),
                 }
             })
             .await
@@ -174,7 +174,7 @@ impl Ledger for LedgerService {
                         revision: w.revision,
                         deduplicated: w.deduplicated,
                     }),
-                    other => Err(unexpected(other)),
+                    other => Err(unexpected(other, w.deduplicated)),
                 }
             })
             .await

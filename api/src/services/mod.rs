@@ -286,7 +286,16 @@ pub fn next_token<T>(items: &[T], size: usize, name: impl Fn(&T) -> String) -> S
     }
 }
 
-/// An outcome a handler did not expect for its op: a bug, not bad input.
-pub fn unexpected(o: Outcome) -> Status {
+/// An outcome a handler did not expect for its op. Deduplicated, it is the
+/// answer to an earlier request of another kind that this caller sent with
+/// the same request id; otherwise a bug, not bad input.
+pub fn unexpected(o: Outcome, deduplicated: bool) -> Status {
+    if deduplicated {
+        return Status::failed_precondition(format!(
+            "this request id was already used, within the last {} minutes, for a different kind of request; \
+             send each request with its own request id",
+            strongbox_store::limits::DEDUP_WINDOW_MS / 60_000
+        ));
+    }
     Status::internal(format!("unexpected outcome {o:?}"))
 }

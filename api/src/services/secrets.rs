@@ -60,7 +60,7 @@ impl Secrets for SecretsService {
                     Outcome::SecretWritten { version } => {
                         Ok(PutSecretResponse { version, revision: w.revision, deduplicated: w.deduplicated })
                     }
-                    other => Err(unexpected(other)),
+                    other => Err(unexpected(other, w.deduplicated)),
                 }
             })
             .await
@@ -111,7 +111,7 @@ impl Secrets for SecretsService {
                         revision: w.revision,
                         deduplicated: w.deduplicated,
                     }),
-                    other => Err(unexpected(other)),
+                    other => Err(unexpected(other, w.deduplicated)),
                 }
             })
             .await
@@ -138,7 +138,7 @@ impl Secrets for SecretsService {
                         revision: w.revision,
                         deduplicated: w.deduplicated,
                     }),
-                    other => Err(unexpected(other)),
+                    other => Err(unexpected(other, w.deduplicated)),
                 }
             })
             .await
