@@ -315,7 +315,9 @@ pub async fn stop_child(child: &mut Child) {
     }
 }
 
-pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+/// `profile_arg`: where to write the client profile (the global `--profile`);
+/// by default `$STRONGBOX_PROFILE` or ~/.config/strongbox/profile.toml.
+pub async fn run(args: DevArgs, profile_arg: Option<PathBuf>) -> anyhow::Result<()> {
     anyhow::ensure!((1..=7).contains(&args.nodes), "--nodes must be 1..=7");
     let dir = args.dir.clone().unwrap_or_else(default_dir);
     if args.fresh && dir.exists() {
@@ -369,7 +371,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             anyhow::bail!("{e}; see the node logs in {}", dir.display());
         }
     };
-    let profile_path = default_profile_path();
+    let profile_path = profile_arg.unwrap_or_else(default_profile_path);
     profile.save(&profile_path)?;
     let token_file = save_token(&profile_path, &token)?;
 

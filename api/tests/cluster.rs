@@ -195,6 +195,11 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
 
     let e = s.put(put_req("a//b", "v", "")).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
+    for dotted in ["team-a/../app/x", "team-a/./x", ".."] {
+        let e = s.put(put_req(dotted, "v", "")).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{dotted}");
+        assert!(e.message().contains("'..' segment"), "{}", e.message());
+    }
 
     // Over the configured value limit (64 KiB), under the request cap.
     let big = "x".repeat(100 * 1024);

@@ -231,11 +231,13 @@ impl AccountArgs {
 impl TransferArgs {
     fn to_proto(&self) -> anyhow::Result<Transfer> {
         let flags = flag_bits(&self.flags, TRANSFER_FLAGS)?;
-        // A post without an amount posts everything that is pending.
+        // A post without an amount posts everything that is pending; a void
+        // without one voids it all (0, as TigerBeetle's clients send).
         let amount = match self.amount {
             Some(a) => a,
             None if flags & tf::POST_PENDING_TRANSFER != 0 => u128::MAX,
-            None => anyhow::bail!("a transfer needs an amount"),
+            None if flags & tf::VOID_PENDING_TRANSFER != 0 => 0,
+            None => anyhow::bail!("a transfer needs an amount (--amount)"),
         };
         Ok(Transfer {
             id: u128_out(self.id.ok_or_else(|| anyhow::anyhow!("a transfer needs an id"))?),

@@ -190,7 +190,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Dev(args) => {
             init_logging(false);
-            return crate::dev::run(args).await;
+            return crate::dev::run(args, cli.conn.profile.clone()).await;
         }
         Command::Permissions => {
             print!("{}", crate::auth::permissions::markdown());

@@ -87,7 +87,15 @@ pub async fn secret(conn: Conn, cmd: SecretCmd) -> anyhow::Result<()> {
                 .await
                 .map_err(status_err)?
                 .into_inner();
-            println!("{}", String::from_utf8_lossy(&r.value));
+            // The value's exact bytes (binary included); a newline only
+            // for a terminal, so the prompt does not run on.
+            use std::io::{IsTerminal, Write};
+            let mut out = std::io::stdout().lock();
+            out.write_all(&r.value)?;
+            if out.is_terminal() && !r.value.ends_with(b"\n") {
+                out.write_all(b"\n")?;
+            }
+            out.flush()?;
             eprintln!("(version {} of {}, revision {})", r.version, r.latest_version, r.revision);
         }
         SecretCmd::Delete { path, request_id } => {

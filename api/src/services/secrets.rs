@@ -24,6 +24,21 @@ fn path_arg(path: &str) -> Result<(), Status> {
     validate_secret_path(path).map_err(|e| Status::invalid_argument(format!("path: {}", e.message)))
 }
 
+/// A new secret's path: also no `.` or `..` segment. Paths are matched by
+/// rules and listed literally, so `team-a/../app/x` would sit under
+/// `team-a/` for the rules and mean `app/x` to anyone who normalises it.
+/// Only new writes are refused here (apply is unchanged): a path stored
+/// before stays readable and deletable.
+fn new_path_arg(path: &str) -> Result<(), Status> {
+    path_arg(path)?;
+    if path.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(Status::invalid_argument(format!(
+            "path: {path:?} has a '.' or '..' segment; name the secret by its plain path"
+        )));
+    }
+    Ok(())
+}
+
 /// `""`, `team-a` or `team-a/` → the key prefix of the folder's children.
 fn folder_prefix(folder: &str) -> Result<String, Status> {
     let trimmed = folder.trim_end_matches('/');
@@ -41,7 +56,7 @@ impl Secrets for SecretsService {
             .rpc("secrets.put", token_of(req.metadata()), async {
                 check_size(req.get_ref())?;
                 let (meta, _, r) = req.into_parts();
-                path_arg(&r.path)?;
+                new_path_arg(&r.path)?;
                 let limit = self.api.secret_value_bytes_max;
                 if r.value.len() > limit {
                     return Err(Status::resource_exhausted(format!(
