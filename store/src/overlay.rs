@@ -15,8 +15,9 @@ use std::ops::Range;
 
 use crate::layout::Cf;
 
-/// Column families apply reads by key range (the ledger's expiry sweep).
-pub const RANGED: [Cf; 1] = [Cf::PendingExpiry];
+/// Column families apply reads by key range (the ledger's expiry sweep;
+/// principals, when the last admin would lose admin rights).
+pub const RANGED: [Cf; 3] = [Cf::PendingExpiry, Cf::Users, Cf::Clients];
 
 /// A value as the layer holds it: `None` is a deletion.
 pub type Value = Option<Vec<u8>>;

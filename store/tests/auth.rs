@@ -294,3 +294,37 @@ fn a_cached_caller_expires_with_its_token() {
     assert!(sm.resolve_token(&BOB, 10).unwrap().is_ok());
     assert!(sm.resolve_token(&BOB, FAR_MS).unwrap().is_err(), "expired at its expiry time");
 }
+
+#[test]
+fn the_last_enabled_admin_cannot_lose_admin_rights() {
+    let (_d, sm) = open();
+    let admin = || Principal::User("admin".into());
+    let refused = [
+        Op::SetEnabled(SetEnabled { principal: admin(), enabled: false }),
+        Op::AssignRole(AssignRole { principal: admin(), role: "admin".into(), assign: false }),
+        Op::DeletePrincipal(strongbox_store::command::DeletePrincipal { principal: admin() }),
+    ];
+    let before = sm.revision().unwrap();
+    for (i, op) in refused.iter().enumerate() {
+        let r = apply_one(&sm, &as_admin(&format!("last-{i}"), 1, op.clone()));
+        assert_eq!(code(&r), ErrorCode::FailedPrecondition, "{op:?}");
+        assert!(r.result.unwrap_err().message.contains("last enabled principal with the admin role"));
+    }
+    assert_eq!(sm.revision().unwrap(), before, "nothing may change");
+    let p = sm.principal(&admin()).unwrap().unwrap();
+    assert!(p.enabled && p.roles.contains(&"admin".to_string()));
+
+    // A disabled admin does not count; an enabled second one does.
+    let carol =
+        CreateUser { username: "carol".into(), password_phc: "x".into(), roles: vec!["admin".into()] };
+    assert!(apply_one(&sm, &as_admin("carol", 2, Op::CreateUser(carol))).result.is_ok());
+    let carol_off = SetEnabled { principal: Principal::User("carol".into()), enabled: false };
+    assert!(apply_one(&sm, &as_admin("carol-off", 3, Op::SetEnabled(carol_off))).result.is_ok());
+    assert_eq!(
+        code(&apply_one(&sm, &as_admin("last-again", 4, refused[0].clone()))),
+        ErrorCode::FailedPrecondition
+    );
+    let carol_on = SetEnabled { principal: Principal::User("carol".into()), enabled: true };
+    assert!(apply_one(&sm, &as_admin("carol-on", 5, Op::SetEnabled(carol_on))).result.is_ok());
+    assert!(apply_one(&sm, &as_admin("admin-off", 6, refused[0].clone())).result.is_ok());
+}

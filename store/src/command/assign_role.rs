@@ -46,6 +46,11 @@ impl AssignRole {
             rec.roles.push(self.role.clone());
             rec.roles.sort();
         } else {
+            if self.role == crate::auth::ADMIN_ROLE {
+                if let Err(e) = super::keep_an_admin(tx, p, &rec)? {
+                    return Ok(Err(e));
+                }
+            }
             rec.roles.retain(|r| r != &self.role);
         }
         rec.updated_revision = tx.next_revision();

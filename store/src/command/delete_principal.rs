@@ -22,8 +22,11 @@ impl DeletePrincipal {
 
     pub(crate) fn apply(&self, tx: &mut Tx<'_>, _ctx: &Ctx<'_>) -> Applied {
         let p = &self.principal;
-        if principal_record(tx, p)?.is_none() {
+        let Some(rec) = principal_record(tx, p)? else {
             return refuse(ErrorCode::NotFound, format!("no {p}"));
+        };
+        if let Err(e) = super::keep_an_admin(tx, p, &rec)? {
+            return Ok(Err(e));
         }
         tx.next_revision();
         let key = tx.name_key(p.cf(), p.name())?;

@@ -370,6 +370,43 @@ pub(crate) fn check_roles_exist(tx: &Tx<'_>, roles: &[String]) -> Result<Result<
     Ok(Ok(()))
 }
 
+/// Refuses taking admin rights from `p` (disabling it, deleting it or
+/// unassigning its admin role) when it is the last enabled principal that
+/// holds them: nothing could give them back (etcd refuses the same for its
+/// root user). Scans the principals only when `p` is such an admin.
+pub(crate) fn keep_an_admin(
+    tx: &Tx<'_>,
+    p: &Principal,
+    rec: &crate::auth::PrincipalRecord,
+) -> Result<Result<(), CommandError>, DbError> {
+    use crate::auth::ADMIN_ROLE;
+    let is_admin = |r: &crate::auth::PrincipalRecord| r.enabled && r.roles.iter().any(|x| x == ADMIN_ROLE);
+    if !is_admin(rec) {
+        return Ok(Ok(()));
+    }
+    const PAGE: usize = 1_000;
+    for cf in [crate::Cf::Users, crate::Cf::Clients] {
+        let mut from = Vec::new();
+        loop {
+            let rows = tx.scan_raw(cf, &from, &[0xFF; 33], PAGE)?;
+            for (_, v) in &rows {
+                let other: crate::auth::PrincipalRecord = crate::db::decode(cf, v)?;
+                if is_admin(&other) && !(cf == p.cf() && other.name == p.name()) {
+                    return Ok(Ok(()));
+                }
+            }
+            match rows.last() {
+                Some((k, _)) if rows.len() == PAGE => from = [&k[..], &[0]].concat(),
+                _ => break,
+            }
+        }
+    }
+    Ok(Err(CommandError::new(
+        ErrorCode::FailedPrecondition,
+        format!("{p} is the last enabled principal with the admin role; give the admin role to another user first"),
+    )))
+}
+
 /// The resource that governs a kind of principal: `users` or `clients`.
 pub fn principal_resource(p: &Principal) -> &'static str {
     match p {

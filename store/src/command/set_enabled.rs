@@ -30,6 +30,11 @@ impl SetEnabled {
         if rec.enabled == self.enabled {
             return Ok(Ok(Outcome::Done));
         }
+        if !self.enabled {
+            if let Err(e) = super::keep_an_admin(tx, p, &rec)? {
+                return Ok(Err(e));
+            }
+        }
         let revision = tx.next_revision();
         rec.enabled = self.enabled;
         if !self.enabled {
