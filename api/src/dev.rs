@@ -174,12 +174,16 @@ pub fn admin_password(dir: &Path) -> anyhow::Result<Zeroizing<String>> {
 }
 
 /// Logs in as the first admin, retrying until the cluster has elected a
-/// leader and created the admin.
+/// leader and created the admin. `saved_in`: the file the password came
+/// from, for a cluster that existed before this run; there the admin
+/// exists already, so a refusal is final (retrying would only lock the
+/// account) and is reported at once, naming the file.
 pub async fn login_admin(
     profile: &Profile,
     password: &str,
     ttl_seconds: u64,
     timeout: Duration,
+    saved_in: Option<&Path>,
 ) -> anyhow::Result<String> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut last = String::from("no endpoint answered");
@@ -189,6 +193,14 @@ pub async fn login_admin(
             let req = LoginRequest { username: "admin".into(), password: password.into(), ttl_seconds };
             match tokio::time::timeout(Duration::from_secs(5), AuthClient::new(ch).login(req)).await {
                 Ok(Ok(r)) => return Ok(r.into_inner().access_token),
+                Ok(Err(s)) if s.code() == tonic::Code::Unauthenticated && saved_in.is_some() => {
+                    anyhow::bail!(
+                        "the cluster refused the admin password saved in {} ({}). If the admin's password \
+                         was changed, write the new one to that file; or start over with --fresh",
+                        saved_in.unwrap_or(Path::new("")).display(),
+                        s.message()
+                    )
+                }
                 Ok(Err(s)) => last = format!("{ep}: {:?}: {}", s.code(), s.message()),
                 Err(_) => last = format!("{ep}: no answer within 5s"),
             }
@@ -328,6 +340,8 @@ pub async fn run(args: DevArgs, profile_arg: Option<PathBuf>) -> anyhow::Result<
         eprintln!("WARNING: --insecure: TLS is OFF on every port. Never use this outside a test.");
     }
     ensure_same_shape(&dir, &args)?;
+    let password_file = dir.join("admin-password");
+    let reused = password_file.exists();
     let (mut configs, profile) =
         prepare(&dir, args.nodes, args.base_port, args.insecure, RaftSettings::default())?;
     if !args.insecure_no_encryption && configs.iter().any(|(_, c)| c.insecure_no_encryption) {
@@ -353,7 +367,9 @@ pub async fn run(args: DevArgs, profile_arg: Option<PathBuf>) -> anyhow::Result<
     }
     let password = admin_password(&dir)?;
     let up = async {
-        let token = login_admin(&profile, &password, DEV_TOKEN_TTL_S, Duration::from_secs(90)).await?;
+        let saved_in = reused.then_some(password_file.as_path());
+        let token =
+            login_admin(&profile, &password, DEV_TOKEN_TTL_S, Duration::from_secs(90), saved_in).await?;
         let leader = wait_for_leader(&profile, &token, Duration::from_secs(30)).await?;
         anyhow::Ok((token, leader))
     };

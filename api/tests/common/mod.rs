@@ -95,8 +95,9 @@ impl TestCluster {
         }
         let mut voters_only = c.profile.clone();
         voters_only.endpoints.truncate(voters as usize);
-        c.admin_token =
-            dev::login_admin(&voters_only, &c.admin_password, 0, Duration::from_secs(60)).await.unwrap();
+        c.admin_token = dev::login_admin(&voters_only, &c.admin_password, 0, Duration::from_secs(60), None)
+            .await
+            .unwrap();
         c.wait_leader(Duration::from_secs(30)).await;
         // Every voter serving, not just a quorum: on a loaded machine one can
         // still be starting when the others have elected a leader.
