@@ -490,6 +490,11 @@ async fn membership_add_learner_promote_transfer_remove() {
     let follower = (1..=3).find(|id| *id != leader).unwrap();
     let w = put_retry(&c, leader, "mem/before", "1", "mem-1").await;
 
+    // A node the leader has never replicated to is not promoted.
+    let e = c.cluster(follower).promote(PromoteRequest { id: 4 }).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("not yet received the log"), "{}", e.message());
+
     // Node 4 starts empty, with no initial members: it waits to be added.
     c.spawn(4);
     let add = AddLearnerRequest { id: 4, raft_addr: c.raft_addr(4), api_addr: c.api_addr(4) };

@@ -103,6 +103,8 @@ pub struct RaftNode {
     elections: Arc<ElectionHolds>,
 }
 
+/// How far behind the leader's log a learner may be and still be promoted.
+pub const PROMOTE_LAG_ENTRIES_MAX: u64 = 1_000;
 const BACKOFF_START_MS: u64 = 20;
 const BACKOFF_MAX_MS: u64 = 400;
 
@@ -253,6 +255,9 @@ impl RaftNode {
     pub async fn membership_here(&self, op: MembershipOp) -> Result<LogId, ProposeError> {
         // Deposed meanwhile: the change may never be answered here (as a
         // proposal; see `proposer::deposed`). Retried through the new leader.
+        if let MembershipOp::Promote { id } = op {
+            self.check_in_sync(id)?;
+        }
         let deposed = crate::proposer::deposed(&self.raft, self.id);
         let res = tokio::select! {
             res = self.apply_membership_local(op) => res,
@@ -266,6 +271,30 @@ impl RaftNode {
                 _ => Err(ProposeError::Refused(e.to_string())),
             },
             Err(RaftError::Fatal(e)) => Err(ProposeError::Fatal(e.to_string())),
+        }
+    }
+
+    /// A learner is promoted only once it has caught up (as etcd does): a
+    /// voter that cannot keep up counts towards every quorum and leaves the
+    /// cluster one failure from losing it. A voter already is left alone, so
+    /// a retried promotion stays a no-op.
+    fn check_in_sync(&self, id: NodeId) -> Result<(), ProposeError> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.membership_config.membership().voter_ids().any(|v| v == id) {
+            return Ok(());
+        }
+        let last = m.last_log_index.unwrap_or(0);
+        let matched = m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map(|l| l.index);
+        match matched {
+            Some(i) if i + PROMOTE_LAG_ENTRIES_MAX >= last => Ok(()),
+            Some(i) => Err(ProposeError::Refused(format!(
+                "node {id} is not in sync with the leader yet (it has the log up to index {i} of {last}); \
+                 promote it once it has caught up (strongbox cluster status shows its progress)"
+            ))),
+            None => Err(ProposeError::Refused(format!(
+                "node {id} has not yet received the log from the leader (is it running and reachable, and a \
+                 learner?); promote it once it has caught up (strongbox cluster status shows its progress)"
+            ))),
         }
     }
 
