@@ -65,6 +65,7 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
         &cluster.admin_password,
         24 * 3600,
         Duration::from_secs(60),
+        None,
     )
     .await?;
     strongbox_api::dev::wait_for_leader(&cluster.profile, &admin_token, Duration::from_secs(30)).await?;
