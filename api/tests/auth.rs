@@ -297,6 +297,16 @@ async fn rbac_matrix_every_rpc_allowed_and_denied() {
 async fn revocation_on_the_leader_holds_on_every_follower_at_once() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let c = TestCluster::start(3, fast_raft()).await;
+    // Rules no RPC could ever match (a typo) are refused, not stored.
+    for typo in ["secret:team-a/*", "users:alice", "nosuchkind"] {
+        let permissions =
+            vec![Permission { effect: "allow".into(), action: "read".into(), resource: typo.into() }];
+        let e = RolesClient::new(c.admin(1))
+            .put(PutRoleRequest { options: wo(), name: "typo".into(), permissions })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{typo}: {e:?}");
+    }
     put_role(&c, "team-a", &[("allow", "read", "secrets:team-a/*"), ("allow", "write", "secrets:team-a/*")])
         .await;
     create_user(&c, "carol", &["team-a"]).await;

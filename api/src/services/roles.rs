@@ -41,6 +41,36 @@ fn role_arg(name: &str) -> Result<(), Status> {
     validate_name("role", name).map_err(|e| Status::invalid_argument(format!("name: {}", e.message)))
 }
 
+/// The kinds of resource the permission table names; `secrets` and
+/// `ledgers` have sub-resources (`secrets:<path>`, `ledgers:<ledger>`).
+const RESOURCE_KINDS: [&str; 9] =
+    ["secrets", "ledgers", "tokens", "users", "clients", "roles", "keys", "audit", "cluster"];
+const SCOPED_KINDS: [&str; 2] = ["secrets", "ledgers"];
+
+/// A rule whose resource no RPC ever needs would grant or deny nothing, and
+/// a typo (`secret:team-a/*`) would go unnoticed: refused here.
+fn check_resource_kind(resource: &str) -> Result<(), String> {
+    let (kind, sub) = match resource.split_once(':') {
+        Some((k, rest)) => (k, Some(rest)),
+        None => (resource, None),
+    };
+    if let (Some(prefix), None) = (kind.strip_suffix('*'), sub) {
+        if RESOURCE_KINDS.iter().any(|k| k.starts_with(prefix)) {
+            return Ok(());
+        }
+    }
+    if !RESOURCE_KINDS.contains(&kind) {
+        return Err(format!(
+            "resource {resource:?}: unknown kind {kind:?}; use secrets:<path>, ledgers:<ledger>, tokens, users, \
+             clients, roles, keys, audit or cluster ('*' at the end matches more)"
+        ));
+    }
+    if sub.is_some() && !SCOPED_KINDS.contains(&kind) {
+        return Err(format!("resource {resource:?}: {kind} has no sub-resources; use {kind:?}"));
+    }
+    Ok(())
+}
+
 fn rule_from(i: usize, p: Permission) -> Result<Rule, Status> {
     let bad = |m: String| Status::invalid_argument(format!("permissions[{i}]: {m}"));
     let effect = match p.effect.as_str() {
@@ -51,6 +81,7 @@ fn rule_from(i: usize, p: Permission) -> Result<Rule, Status> {
     let action = Action::parse(&p.action).map_err(|e| bad(e.message))?;
     let rule = Rule { effect, action, resource: normalize_resource(&p.resource) };
     rule.validate().map_err(|e| bad(e.message))?;
+    check_resource_kind(&rule.resource).map_err(bad)?;
     Ok(rule)
 }
 
