@@ -333,9 +333,17 @@ fn events<T: for<'de> Deserialize<'de>>(event: T, file: &Option<PathBuf>) -> any
     }
 }
 
-/// A lookup fails (exit 1) when some ids were not found.
-fn all_found(found: usize, wanted: usize) -> anyhow::Result<()> {
-    anyhow::ensure!(found == wanted, "{} of {wanted} not found", wanted - found);
+/// A lookup fails (exit 1) when some ids were not found, naming them.
+fn all_found(found: impl Iterator<Item = u128>, wanted: &[u128]) -> anyhow::Result<()> {
+    let found: std::collections::HashSet<u128> = found.collect();
+    let missing: Vec<String> = wanted.iter().filter(|w| !found.contains(w)).map(|w| w.to_string()).collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "{} of {} not found: {}",
+        missing.len(),
+        wanted.len(),
+        missing.join(", ")
+    );
     Ok(())
 }
 
@@ -383,7 +391,7 @@ pub async fn account(conn: Conn, cmd: AccountCmd) -> anyhow::Result<()> {
                 .map_err(status_err)?
                 .into_inner();
             r.accounts.iter().for_each(print_account);
-            all_found(r.accounts.len(), wanted.len())
+            all_found(r.accounts.iter().map(|a| u128_in(&a.id)), &wanted)
         }
         AccountCmd::Transfers(f) => {
             let r = client.get_account_transfers(filter(f)).await.map_err(status_err)?.into_inner();
@@ -433,7 +441,7 @@ pub async fn transfer(conn: Conn, cmd: TransferCmd) -> anyhow::Result<()> {
                 .map_err(status_err)?
                 .into_inner();
             r.transfers.iter().for_each(print_transfer);
-            all_found(r.transfers.len(), wanted.len())
+            all_found(r.transfers.iter().map(|t| u128_in(&t.id)), &wanted)
         }
     }
 }
