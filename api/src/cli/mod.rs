@@ -126,7 +126,9 @@ fn init_logging(json: bool) {
     if json {
         tracing_subscriber::fmt().with_env_filter(filter).json().init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        // Colour only for a terminal: `strongbox dev` sends node logs to files.
+        use std::io::IsTerminal;
+        tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stdout().is_terminal()).init();
     }
 }
 
