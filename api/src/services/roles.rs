@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::users::written;
 use super::{internal, next_token, page, token_of, Api};
+use crate::auth::permissions::Need;
 use crate::auth::Rpc;
 use crate::observe::check_size;
 
@@ -41,31 +42,48 @@ fn role_arg(name: &str) -> Result<(), Status> {
     validate_name("role", name).map_err(|e| Status::invalid_argument(format!("name: {}", e.message)))
 }
 
-/// The kinds of resource the permission table names; `secrets` and
-/// `ledgers` have sub-resources (`secrets:<path>`, `ledgers:<ledger>`).
-const RESOURCE_KINDS: [&str; 9] =
-    ["secrets", "ledgers", "tokens", "users", "clients", "roles", "keys", "audit", "cluster"];
-const SCOPED_KINDS: [&str; 2] = ["secrets", "ledgers"];
+/// The kinds of resource the permission table names (`users`, `secrets`...),
+/// each with whether it has sub-resources (`secrets:<path>`).
+fn resource_kinds() -> Vec<(&'static str, bool)> {
+    let mut kinds: Vec<(&'static str, bool)> = Rpc::ALL
+        .iter()
+        .filter_map(|rpc| match rpc.need() {
+            Need::Access(_, template) => Some(match template.split_once(':') {
+                Some((kind, _)) => (kind, true),
+                None => (template, false),
+            }),
+            _ => None,
+        })
+        .collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    kinds
+}
 
 /// A rule whose resource no RPC ever needs would grant or deny nothing, and
 /// a typo (`secret:team-a/*`) would go unnoticed: refused here.
 fn check_resource_kind(resource: &str) -> Result<(), String> {
+    let kinds = resource_kinds();
     let (kind, sub) = match resource.split_once(':') {
         Some((k, rest)) => (k, Some(rest)),
         None => (resource, None),
     };
     if let (Some(prefix), None) = (kind.strip_suffix('*'), sub) {
-        if RESOURCE_KINDS.iter().any(|k| k.starts_with(prefix)) {
+        if kinds.iter().any(|(k, _)| k.starts_with(prefix)) {
             return Ok(());
         }
     }
-    if !RESOURCE_KINDS.contains(&kind) {
+    let Some((_, scoped)) = kinds.iter().find(|(k, _)| *k == kind) else {
+        let names: Vec<String> = kinds
+            .iter()
+            .map(|(k, scoped)| if *scoped { format!("{k}:...") } else { k.to_string() })
+            .collect();
         return Err(format!(
-            "resource {resource:?}: unknown kind {kind:?}; use secrets:<path>, ledgers:<ledger>, tokens, users, \
-             clients, roles, keys, audit or cluster ('*' at the end matches more)"
+            "resource {resource:?}: unknown kind {kind:?}; use one of {} ('*' at the end matches more)",
+            names.join(", ")
         ));
-    }
-    if sub.is_some() && !SCOPED_KINDS.contains(&kind) {
+    };
+    if sub.is_some() && !scoped {
         return Err(format!("resource {resource:?}: {kind} has no sub-resources; use {kind:?}"));
     }
     Ok(())
