@@ -111,7 +111,12 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let mut peer = Server::builder().tcp_nodelay(true);
+    // Keep-alive: a peer cut off by a partition leaves its long-lived
+    // AppendEntries streams behind; pings find the dead connection.
+    let mut peer = Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(5)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)));
     if let Some(t) = &tls {
         peer = peer.tls_config(t.peer_server())?;
     }

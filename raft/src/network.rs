@@ -99,8 +99,25 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             silence: self.silence.clone(),
             codec: self.codec.clone(),
             gate: self.gate.clone(),
+            append_stream: None,
+            append_unary: false,
         }
     }
+}
+
+/// The open AppendEntries stream of one replication stream (see the proto's
+/// `AppendEntriesStream`): requests go out on `requests`, answers come back
+/// in order on `answers`.
+struct AppendStream {
+    requests: tokio::sync::mpsc::Sender<Payload>,
+    answers: tonic::Streaming<Payload>,
+}
+
+/// Why an AppendEntries over the stream did not get its answer.
+enum StreamFailure {
+    /// The peer does not serve the stream (an older release): use unary.
+    Unimplemented,
+    Status(tonic::Status),
 }
 
 pub struct PeerClient {
@@ -110,6 +127,12 @@ pub struct PeerClient {
     silence: Silence,
     codec: Codec,
     gate: Arc<SnapshotGate>,
+    /// Taken out for each call and put back only once its answer arrived:
+    /// a call openraft abandons mid-way drops the stream with it, so no
+    /// late answer is ever read as the next call's.
+    append_stream: Option<AppendStream>,
+    /// The peer answered the stream with UNIMPLEMENTED: unary from now on.
+    append_unary: bool,
 }
 
 /// Frames read ahead of the snapshot stream (each at most
@@ -159,6 +182,43 @@ impl PeerClient {
     }
 }
 
+impl PeerClient {
+    /// Sends one AppendEntries on this replication stream's open stream
+    /// (opening it first if needed) and waits for its answer.
+    async fn append_streamed(&mut self, request: Payload) -> Result<Payload, StreamFailure> {
+        let mut stream = match self.append_stream.take() {
+            Some(open) => {
+                if open.requests.send(request).await.is_err() {
+                    return Err(StreamFailure::Status(tonic::Status::unavailable(
+                        "AppendEntries stream closed",
+                    )));
+                }
+                open
+            }
+            None => {
+                let (requests, rx) = tokio::sync::mpsc::channel(1);
+                requests.try_send(request).expect("a new channel has room for one");
+                let mut client = self.client().map_err(StreamFailure::Status)?;
+                let call = tokio_stream::wrappers::ReceiverStream::new(rx);
+                let answers = match client.append_entries_stream(tonic::Request::new(call)).await {
+                    Ok(r) => r.into_inner(),
+                    Err(s) if s.code() == Code::Unimplemented => return Err(StreamFailure::Unimplemented),
+                    Err(s) => return Err(StreamFailure::Status(s)),
+                };
+                AppendStream { requests, answers }
+            }
+        };
+        match stream.answers.message().await {
+            Ok(Some(answer)) => {
+                self.append_stream = Some(stream);
+                Ok(answer)
+            }
+            Ok(None) => Err(StreamFailure::Status(tonic::Status::unavailable("AppendEntries stream ended"))),
+            Err(s) => Err(StreamFailure::Status(s)),
+        }
+    }
+}
+
 fn with_ttl<T>(msg: T, option: &RPCOption) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
     req.set_timeout(option.hard_ttl());
@@ -175,9 +235,29 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             return Err(silenced());
         }
         let hint = (rpc.entries.len() as u64 / 2).max(1);
-        let mut client = self.client().map_err(|s| map_status(s, hint))?;
+        let request = wire::encode(&rpc);
+        // Refused here, before sending: a stream has no per-call status for
+        // an oversized message, and openraft halves the batch on this.
+        if request.data.len() > PEER_MESSAGE_BYTES_MAX - 1024 {
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
+        }
         let started = std::time::Instant::now();
-        let reply = client.append_entries(with_ttl(wire::encode(&rpc), &option)).await;
+        let reply = if self.append_unary {
+            let mut client = self.client().map_err(|s| map_status(s, hint))?;
+            client.append_entries(with_ttl(request, &option)).await
+        } else {
+            match tokio::time::timeout(option.hard_ttl(), self.append_streamed(request)).await {
+                Ok(Ok(answer)) => Ok(tonic::Response::new(answer)),
+                Ok(Err(StreamFailure::Status(s))) => Err(s),
+                Ok(Err(StreamFailure::Unimplemented)) => {
+                    tracing::info!(peer = self.target, "peer has no AppendEntries stream; using unary calls");
+                    self.append_unary = true;
+                    let mut client = self.client().map_err(|s| map_status(s, hint))?;
+                    client.append_entries(with_ttl(wire::encode(&rpc), &option)).await
+                }
+                Err(_) => Err(tonic::Status::deadline_exceeded("no AppendEntries answer within the TTL")),
+            }
+        };
         metrics::histogram!("strongbox_peer_rpc_seconds", "rpc" => "append_entries")
             .record(started.elapsed().as_secs_f64());
         self.unwrap_remote(reply, hint)

@@ -1,7 +1,10 @@
 //! The peer port's gRPC service: Raft RPCs in, forwarded writes and read-index
 //! requests from followers. Reachable only by holders of a cluster certificate.
 
+use std::pin::Pin;
 use std::time::Duration;
+
+use futures::{Stream, StreamExt};
 
 use openraft::{Snapshot, Vote};
 use strongbox_proto::raft::v1::raft_peer_server::RaftPeer;
@@ -25,12 +28,35 @@ impl PeerService {
     }
 }
 
+pub type AppendAnswers = Pin<Box<dyn Stream<Item = Result<Payload, Status>> + Send + 'static>>;
+
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
     async fn append_entries(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         let rpc = wire::decode(req.get_ref())?;
         let res = self.node.raft.append_entries(rpc).await;
         Ok(Response::new(wire::encode(&res)))
+    }
+
+    type AppendEntriesStreamStream = AppendAnswers;
+
+    /// Each request answered in order (`then` runs one at a time); the
+    /// answers end when the sender ends its stream, or with the status of a
+    /// broken or undecodable request.
+    async fn append_entries_stream(
+        &self,
+        req: Request<Streaming<Payload>>,
+    ) -> Result<Response<AppendAnswers>, Status> {
+        let raft = self.node.raft.clone();
+        let answers = req.into_inner().then(move |msg| {
+            let raft = raft.clone();
+            async move {
+                let rpc = wire::decode(&msg?)?;
+                let res = raft.append_entries(rpc).await;
+                Ok(wire::encode(&res))
+            }
+        });
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
