@@ -8,6 +8,7 @@ pub mod check_quorum;
 pub mod clock;
 pub mod config;
 pub mod election_hold;
+pub mod forward_link;
 pub mod log_store;
 pub mod network;
 pub mod node;

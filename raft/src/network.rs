@@ -29,6 +29,7 @@ use tonic::Code;
 
 use crate::check_quorum::Silence;
 use crate::config::PEER_MESSAGE_BYTES_MAX;
+use crate::forward_link::{ForwardLink, OpenError};
 use crate::types::{NodeId, NodeInfo, TypeConfig};
 use crate::wire;
 
@@ -39,12 +40,56 @@ pub const PEER_TLS_NAME: &str = "strongbox-node";
 pub struct PeerChannels {
     tls: Option<ClientTlsConfig>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Forward streams by leader address (see `forward_link`).
+    links: tokio::sync::Mutex<HashMap<String, Link>>,
 }
+
+enum Link {
+    Open(Arc<ForwardLink>),
+    /// The peer has no forward stream (an older release).
+    Unary,
+}
+
+/// How long opening a forward stream may take (one round trip when the
+/// leader is there).
+const LINK_OPEN_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl PeerChannels {
     /// `tls: None` only behind the explicit `--insecure` flag.
     pub fn new(tls: Option<ClientTlsConfig>) -> Arc<Self> {
-        Arc::new(PeerChannels { tls, channels: Mutex::new(HashMap::new()) })
+        Arc::new(PeerChannels {
+            tls,
+            channels: Mutex::new(HashMap::new()),
+            links: tokio::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The open forward stream to this address, opened if there is none or
+    /// the last one closed; `None` when the peer only takes unary calls.
+    pub async fn forward_link(&self, addr: &str) -> Result<Option<Arc<ForwardLink>>, tonic::Status> {
+        let mut links = self.links.lock().await;
+        match links.get(addr) {
+            Some(Link::Unary) => return Ok(None),
+            Some(Link::Open(link)) if !link.is_closed() => return Ok(Some(link.clone())),
+            _ => {}
+        }
+        let client = self.client(addr).map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let opened =
+            tokio::time::timeout(LINK_OPEN_TIMEOUT, ForwardLink::open(client)).await.map_err(|_| {
+                tonic::Status::unavailable(format!("no answer from {addr} opening a forward stream"))
+            })?;
+        match opened {
+            Ok(link) => {
+                links.insert(addr.to_string(), Link::Open(link.clone()));
+                Ok(Some(link))
+            }
+            Err(OpenError::Unimplemented) => {
+                tracing::info!(peer = addr, "peer has no forward stream; using unary calls");
+                links.insert(addr.to_string(), Link::Unary);
+                Ok(None)
+            }
+            Err(OpenError::Status(s)) => Err(s),
+        }
     }
 
     pub fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, tonic::transport::Error> {

@@ -2,6 +2,7 @@
 //! requests from followers. Reachable only by holders of a cluster certificate.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -11,7 +12,10 @@ use strongbox_proto::raft::v1::raft_peer_server::RaftPeer;
 use strongbox_proto::raft::v1::{Empty, Payload, ReadIndexRequest, ReadIndexResponse};
 use strongbox_store::snapshot::FrameWriter;
 use strongbox_store::DbError;
+use tokio::sync::{mpsc, Semaphore};
 use tonic::{Request, Response, Status, Streaming};
+
+use crate::forward_link::FORWARD_STREAM_CALLS_MAX;
 
 use crate::types::{NodeId, SnapshotMeta};
 
@@ -28,7 +32,8 @@ impl PeerService {
     }
 }
 
-pub type AppendAnswers = Pin<Box<dyn Stream<Item = Result<Payload, Status>> + Send + 'static>>;
+/// A stream of answers to a peer's stream of requests.
+pub type PeerAnswers = Pin<Box<dyn Stream<Item = Result<Payload, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
@@ -38,7 +43,7 @@ impl RaftPeer for PeerService {
         Ok(Response::new(wire::encode(&res)))
     }
 
-    type AppendEntriesStreamStream = AppendAnswers;
+    type AppendEntriesStreamStream = PeerAnswers;
 
     /// Each request answered in order (`then` runs one at a time); the
     /// answers end when the sender ends its stream, or with the status of a
@@ -46,7 +51,7 @@ impl RaftPeer for PeerService {
     async fn append_entries_stream(
         &self,
         req: Request<Streaming<Payload>>,
-    ) -> Result<Response<AppendAnswers>, Status> {
+    ) -> Result<Response<PeerAnswers>, Status> {
         let raft = self.node.raft.clone();
         let answers = req.into_inner().then(move |msg| {
             let raft = raft.clone();
@@ -113,18 +118,46 @@ impl RaftPeer for PeerService {
 
     async fn forward(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         let fwd: Forwarded = wire::decode(req.get_ref())?;
-        let reply = match fwd {
-            Forwarded::Writes(cmds) => {
-                // Each joins this node's next batch; none is forwarded again.
-                let results = futures::future::join_all(cmds.into_iter().map(|c| self.node.propose_local(c)));
-                ForwardReply::Writes(results.await)
+        Ok(Response::new(wire::encode(&run_forwarded(&self.node, fwd).await)))
+    }
+
+    type ForwardStreamStream = PeerAnswers;
+
+    /// Forwarded requests as `(seq, Forwarded)` messages (see
+    /// `forward_link`), each run on its own task, at most
+    /// `FORWARD_STREAM_CALLS_MAX` at once; answers `(seq, ForwardReply)` go
+    /// back as they finish.
+    async fn forward_stream(
+        &self,
+        req: Request<Streaming<Payload>>,
+    ) -> Result<Response<PeerAnswers>, Status> {
+        let mut inbound = req.into_inner();
+        let (answers, rx) = mpsc::channel(FORWARD_STREAM_CALLS_MAX);
+        let slots = Arc::new(Semaphore::new(FORWARD_STREAM_CALLS_MAX));
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok(slot) = slots.clone().acquire_owned().await else { return };
+                let msg = match inbound.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) | Err(_) => return, // the follower ended or lost the stream
+                };
+                let (seq, fwd): (u64, Forwarded) = match wire::decode(&msg) {
+                    Ok(m) => m,
+                    Err(status) => {
+                        let _ = answers.send(Err(status)).await;
+                        return;
+                    }
+                };
+                let (node, answers) = (node.clone(), answers.clone());
+                tokio::spawn(async move {
+                    let reply = run_forwarded(&node, fwd).await;
+                    let _ = answers.send(Ok(wire::encode(&(seq, reply)))).await;
+                    drop(slot);
+                });
             }
-            Forwarded::Membership(op) => ForwardReply::Membership(self.node.membership_here(op).await),
-            Forwarded::TransferLeader { to, budget_ms } => ForwardReply::TransferLeader(
-                self.node.transfer_leader_here(to, Duration::from_millis(budget_ms)).await,
-            ),
-        };
-        Ok(Response::new(wire::encode(&reply)))
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
     async fn read_index(
@@ -138,6 +171,20 @@ impl RaftPeer for PeerService {
     async fn trigger_election(&self, _req: Request<Empty>) -> Result<Response<Empty>, Status> {
         self.node.raft.trigger().elect().await.map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(Empty {}))
+    }
+}
+
+async fn run_forwarded(node: &RaftNode, fwd: Forwarded) -> ForwardReply {
+    match fwd {
+        Forwarded::Writes(cmds) => {
+            // Each joins this node's next batch; none is forwarded again.
+            let results = futures::future::join_all(cmds.into_iter().map(|c| node.propose_local(c)));
+            ForwardReply::Writes(results.await)
+        }
+        Forwarded::Membership(op) => ForwardReply::Membership(node.membership_here(op).await),
+        Forwarded::TransferLeader { to, budget_ms } => ForwardReply::TransferLeader(
+            node.transfer_leader_here(to, Duration::from_millis(budget_ms)).await,
+        ),
     }
 }
 
