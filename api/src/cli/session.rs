@@ -95,7 +95,18 @@ pub async fn passwd(conn: Conn, password_stdin: bool) -> anyhow::Result<()> {
         new_password: new.to_string(),
     })
     .await
-    .map_err(status_err)?;
+    .map_err(|s| {
+        // Our token was fine: the hint to log in again would mislead.
+        if s.code() == tonic::Code::Unauthenticated && s.message().starts_with("old_password") {
+            anyhow::anyhow!(
+                "the current password is wrong; nothing changed ({:?}: {})",
+                s.code(),
+                s.message()
+            )
+        } else {
+            status_err(s)
+        }
+    })?;
     println!("password changed");
     Ok(())
 }
