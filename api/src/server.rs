@@ -120,7 +120,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     if let Some(t) = &tls {
         peer = peer.tls_config(t.peer_server())?;
     }
-    let peer_svc = RaftPeerServer::new(PeerService::new(node.clone()))
+    let peer_svc = RaftPeerServer::new(PeerService::new(node.clone(), stop_rx.clone()))
         .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
     let peer_task = tokio::spawn(

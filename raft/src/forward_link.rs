@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use futures::StreamExt;
 use strongbox_proto::raft::v1::raft_peer_client::RaftPeerClient;
 use strongbox_proto::raft::v1::Payload;
 use tokio::sync::{mpsc, oneshot};
@@ -46,14 +47,19 @@ pub enum OpenError {
 impl ForwardLink {
     pub async fn open(mut client: RaftPeerClient<Channel>) -> Result<Arc<ForwardLink>, OpenError> {
         let (requests, rx) = mpsc::channel(FORWARD_STREAM_CALLS_MAX);
-        let call = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        // Our half of the stream ends with the answers (`read_answers` drops
+        // `ended`): a leader that stops ends its half, and its graceful
+        // shutdown waits for both halves to close.
+        let (ended, end) = oneshot::channel::<()>();
+        let outgoing = tokio_stream::wrappers::ReceiverStream::new(rx).take_until(end);
+        let call = tonic::Request::new(outgoing);
         let answers = match client.forward_stream(call).await {
             Ok(r) => r.into_inner(),
             Err(s) if s.code() == Code::Unimplemented => return Err(OpenError::Unimplemented),
             Err(s) => return Err(OpenError::Status(s)),
         };
         let waiting = Arc::new(Mutex::new(Waiting::default()));
-        tokio::spawn(read_answers(answers, waiting.clone()));
+        tokio::spawn(read_answers(answers, waiting.clone(), ended));
         Ok(Arc::new(ForwardLink { requests, waiting }))
     }
 
@@ -99,7 +105,11 @@ impl Drop for Forget<'_> {
     }
 }
 
-async fn read_answers(mut answers: Streaming<Payload>, waiting: Arc<Mutex<Waiting>>) {
+async fn read_answers(
+    mut answers: Streaming<Payload>,
+    waiting: Arc<Mutex<Waiting>>,
+    _ended: oneshot::Sender<()>,
+) {
     loop {
         let answer = match answers.message().await {
             Ok(Some(p)) => wire::decode::<(u64, ForwardReply)>(&p),

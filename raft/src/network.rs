@@ -40,8 +40,9 @@ pub const PEER_TLS_NAME: &str = "strongbox-node";
 pub struct PeerChannels {
     tls: Option<ClientTlsConfig>,
     channels: Mutex<HashMap<String, Channel>>,
-    /// Forward streams by leader address (see `forward_link`).
-    links: tokio::sync::Mutex<HashMap<String, Link>>,
+    /// Forward streams by leader address (see `forward_link`), each behind
+    /// its own lock: opening one never holds up forwards to another.
+    links: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Link>>>>>,
 }
 
 enum Link {
@@ -60,15 +61,22 @@ impl PeerChannels {
         Arc::new(PeerChannels {
             tls,
             channels: Mutex::new(HashMap::new()),
-            links: tokio::sync::Mutex::new(HashMap::new()),
+            links: Mutex::new(HashMap::new()),
         })
     }
 
     /// The open forward stream to this address, opened if there is none or
     /// the last one closed; `None` when the peer only takes unary calls.
     pub async fn forward_link(&self, addr: &str) -> Result<Option<Arc<ForwardLink>>, tonic::Status> {
-        let mut links = self.links.lock().await;
-        match links.get(addr) {
+        let slot = self
+            .links
+            .lock()
+            .expect("forward link map poisoned")
+            .entry(addr.to_string())
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        match &*slot {
             Some(Link::Unary) => return Ok(None),
             Some(Link::Open(link)) if !link.is_closed() => return Ok(Some(link.clone())),
             _ => {}
@@ -80,12 +88,13 @@ impl PeerChannels {
             })?;
         match opened {
             Ok(link) => {
-                links.insert(addr.to_string(), Link::Open(link.clone()));
+                *slot = Some(Link::Open(link.clone()));
                 Ok(Some(link))
             }
             Err(OpenError::Unimplemented) => {
+                // Until this process restarts, even if that peer is upgraded.
                 tracing::info!(peer = addr, "peer has no forward stream; using unary calls");
-                links.insert(addr.to_string(), Link::Unary);
+                *slot = Some(Link::Unary);
                 Ok(None)
             }
             Err(OpenError::Status(s)) => Err(s),

@@ -12,10 +12,11 @@ use strongbox_proto::raft::v1::raft_peer_server::RaftPeer;
 use strongbox_proto::raft::v1::{Empty, Payload, ReadIndexRequest, ReadIndexResponse};
 use strongbox_store::snapshot::FrameWriter;
 use strongbox_store::DbError;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::forward_link::FORWARD_STREAM_CALLS_MAX;
+use crate::proposer::FORWARD_TIMEOUT;
 
 use crate::types::{NodeId, SnapshotMeta};
 
@@ -24,12 +25,21 @@ use crate::wire::{self, ForwardReply, Forwarded};
 
 pub struct PeerService {
     node: RaftNode,
+    /// Turns true when this node stops: the long-lived streams end then
+    /// (the server's shutdown waits for every connection to close, and a
+    /// follower's forwards must move on to the next leader, not reach a
+    /// Raft that is shutting down).
+    stop: watch::Receiver<bool>,
 }
 
 impl PeerService {
-    pub fn new(node: RaftNode) -> Self {
-        PeerService { node }
+    pub fn new(node: RaftNode, stop: watch::Receiver<bool>) -> Self {
+        PeerService { node, stop }
     }
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// A stream of answers to a peer's stream of requests.
@@ -53,7 +63,7 @@ impl RaftPeer for PeerService {
         req: Request<Streaming<Payload>>,
     ) -> Result<Response<PeerAnswers>, Status> {
         let raft = self.node.raft.clone();
-        let answers = req.into_inner().then(move |msg| {
+        let answers = req.into_inner().take_until(stopped(self.stop.clone())).then(move |msg| {
             let raft = raft.clone();
             async move {
                 let rpc = wire::decode(&msg?)?;
@@ -125,8 +135,10 @@ impl RaftPeer for PeerService {
 
     /// Forwarded requests as `(seq, Forwarded)` messages (see
     /// `forward_link`), each run on its own task, at most
-    /// `FORWARD_STREAM_CALLS_MAX` at once; answers `(seq, ForwardReply)` go
-    /// back as they finish.
+    /// `FORWARD_STREAM_CALLS_MAX` at once and each for at most
+    /// `FORWARD_TIMEOUT` (the follower has given up by then, as a unary
+    /// call's deadline would); answers `(seq, ForwardReply)` go back as
+    /// they finish.
     async fn forward_stream(
         &self,
         req: Request<Streaming<Payload>>,
@@ -140,7 +152,11 @@ impl RaftPeer for PeerService {
                 let Ok(slot) = slots.clone().acquire_owned().await else { return };
                 let msg = match inbound.message().await {
                     Ok(Some(m)) => m,
-                    Ok(None) | Err(_) => return, // the follower ended or lost the stream
+                    Ok(None) => return, // the follower ended the stream
+                    Err(status) => {
+                        let _ = answers.send(Err(status)).await;
+                        return;
+                    }
                 };
                 let (seq, fwd): (u64, Forwarded) = match wire::decode(&msg) {
                     Ok(m) => m,
@@ -151,13 +167,16 @@ impl RaftPeer for PeerService {
                 };
                 let (node, answers) = (node.clone(), answers.clone());
                 tokio::spawn(async move {
-                    let reply = run_forwarded(&node, fwd).await;
-                    let _ = answers.send(Ok(wire::encode(&(seq, reply)))).await;
+                    if let Ok(reply) = tokio::time::timeout(FORWARD_TIMEOUT, run_forwarded(&node, fwd)).await
+                    {
+                        let _ = answers.send(Ok(wire::encode(&(seq, reply)))).await;
+                    }
                     drop(slot);
                 });
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        let answers = tokio_stream::wrappers::ReceiverStream::new(rx).take_until(stopped(self.stop.clone()));
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn read_index(

@@ -371,21 +371,25 @@ pub(crate) async fn until_leader_changes<T>(
 }
 
 /// Sends a forwarded request to the leader's peer port: on the forward
-/// stream to it, or as a unary call to a peer of an older release.
+/// stream to it, or as a unary call to a peer of an older release. One
+/// deadline covers opening the stream, the call and its answer.
 pub(crate) async fn forward_rpc(
     channels: &PeerChannels,
     leader: &NodeInfo,
     fwd: Forwarded,
 ) -> Result<ForwardReply, tonic::Status> {
-    if let Some(link) = channels.forward_link(&leader.raft_addr).await? {
-        return tokio::time::timeout(FORWARD_TIMEOUT, link.call(&fwd)).await.map_err(|_| {
-            tonic::Status::deadline_exceeded(format!("no answer from the leader within {FORWARD_TIMEOUT:?}"))
-        })?;
-    }
-    let mut client =
-        channels.client(&leader.raft_addr).map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let mut req = tonic::Request::new(wire::encode(&fwd));
-    req.set_timeout(FORWARD_TIMEOUT);
-    let reply = client.forward(req).await?;
-    wire::decode(reply.get_ref())
+    let call = async {
+        if let Some(link) = channels.forward_link(&leader.raft_addr).await? {
+            return link.call(&fwd).await;
+        }
+        let mut client =
+            channels.client(&leader.raft_addr).map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut req = tonic::Request::new(wire::encode(&fwd));
+        req.set_timeout(FORWARD_TIMEOUT);
+        let reply = client.forward(req).await?;
+        wire::decode(reply.get_ref())
+    };
+    tokio::time::timeout(FORWARD_TIMEOUT, call).await.map_err(|_| {
+        tonic::Status::deadline_exceeded(format!("no answer from the leader within {FORWARD_TIMEOUT:?}"))
+    })?
 }
