@@ -37,15 +37,15 @@ struct Waiting {
     closed: bool,
 }
 
-/// How opening a link failed.
-pub enum OpenError {
-    /// The peer has no `ForwardStream` (an older release): use unary calls.
+/// Why a call on a peer stream (forward or AppendEntries) failed.
+pub enum PeerStreamError {
+    /// The peer does not serve the stream (an older release): use unary calls.
     Unimplemented,
     Status(Status),
 }
 
 impl ForwardLink {
-    pub async fn open(mut client: RaftPeerClient<Channel>) -> Result<Arc<ForwardLink>, OpenError> {
+    pub async fn open(mut client: RaftPeerClient<Channel>) -> Result<Arc<ForwardLink>, PeerStreamError> {
         let (requests, rx) = mpsc::channel(FORWARD_STREAM_CALLS_MAX);
         // Our half of the stream ends with the answers (`read_answers` drops
         // `ended`): a leader that stops ends its half, and its graceful
@@ -55,8 +55,8 @@ impl ForwardLink {
         let call = tonic::Request::new(outgoing);
         let answers = match client.forward_stream(call).await {
             Ok(r) => r.into_inner(),
-            Err(s) if s.code() == Code::Unimplemented => return Err(OpenError::Unimplemented),
-            Err(s) => return Err(OpenError::Status(s)),
+            Err(s) if s.code() == Code::Unimplemented => return Err(PeerStreamError::Unimplemented),
+            Err(s) => return Err(PeerStreamError::Status(s)),
         };
         let waiting = Arc::new(Mutex::new(Waiting::default()));
         tokio::spawn(read_answers(answers, waiting.clone(), ended));

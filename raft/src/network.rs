@@ -29,7 +29,7 @@ use tonic::Code;
 
 use crate::check_quorum::Silence;
 use crate::config::PEER_MESSAGE_BYTES_MAX;
-use crate::forward_link::{ForwardLink, OpenError};
+use crate::forward_link::{ForwardLink, PeerStreamError};
 use crate::types::{NodeId, NodeInfo, TypeConfig};
 use crate::wire;
 
@@ -91,13 +91,13 @@ impl PeerChannels {
                 *slot = Some(Link::Open(link.clone()));
                 Ok(Some(link))
             }
-            Err(OpenError::Unimplemented) => {
+            Err(PeerStreamError::Unimplemented) => {
                 // Until this process restarts, even if that peer is upgraded.
                 tracing::info!(peer = addr, "peer has no forward stream; using unary calls");
                 *slot = Some(Link::Unary);
                 Ok(None)
             }
-            Err(OpenError::Status(s)) => Err(s),
+            Err(PeerStreamError::Status(s)) => Err(s),
         }
     }
 
@@ -167,13 +167,6 @@ struct AppendStream {
     answers: tonic::Streaming<Payload>,
 }
 
-/// Why an AppendEntries over the stream did not get its answer.
-enum StreamFailure {
-    /// The peer does not serve the stream (an older release): use unary.
-    Unimplemented,
-    Status(tonic::Status),
-}
-
 pub struct PeerClient {
     target: NodeId,
     node: NodeInfo,
@@ -239,11 +232,11 @@ impl PeerClient {
 impl PeerClient {
     /// Sends one AppendEntries on this replication stream's open stream
     /// (opening it first if needed) and waits for its answer.
-    async fn append_streamed(&mut self, request: Payload) -> Result<Payload, StreamFailure> {
+    async fn append_streamed(&mut self, request: Payload) -> Result<Payload, PeerStreamError> {
         let mut stream = match self.append_stream.take() {
             Some(open) => {
                 if open.requests.send(request).await.is_err() {
-                    return Err(StreamFailure::Status(tonic::Status::unavailable(
+                    return Err(PeerStreamError::Status(tonic::Status::unavailable(
                         "AppendEntries stream closed",
                     )));
                 }
@@ -252,12 +245,12 @@ impl PeerClient {
             None => {
                 let (requests, rx) = tokio::sync::mpsc::channel(1);
                 requests.try_send(request).expect("a new channel has room for one");
-                let mut client = self.client().map_err(StreamFailure::Status)?;
+                let mut client = self.client().map_err(PeerStreamError::Status)?;
                 let call = tokio_stream::wrappers::ReceiverStream::new(rx);
                 let answers = match client.append_entries_stream(tonic::Request::new(call)).await {
                     Ok(r) => r.into_inner(),
-                    Err(s) if s.code() == Code::Unimplemented => return Err(StreamFailure::Unimplemented),
-                    Err(s) => return Err(StreamFailure::Status(s)),
+                    Err(s) if s.code() == Code::Unimplemented => return Err(PeerStreamError::Unimplemented),
+                    Err(s) => return Err(PeerStreamError::Status(s)),
                 };
                 AppendStream { requests, answers }
             }
@@ -267,8 +260,10 @@ impl PeerClient {
                 self.append_stream = Some(stream);
                 Ok(answer)
             }
-            Ok(None) => Err(StreamFailure::Status(tonic::Status::unavailable("AppendEntries stream ended"))),
-            Err(s) => Err(StreamFailure::Status(s)),
+            Ok(None) => {
+                Err(PeerStreamError::Status(tonic::Status::unavailable("AppendEntries stream ended")))
+            }
+            Err(s) => Err(PeerStreamError::Status(s)),
         }
     }
 }
@@ -302,8 +297,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         } else {
             match tokio::time::timeout(option.hard_ttl(), self.append_streamed(request)).await {
                 Ok(Ok(answer)) => Ok(tonic::Response::new(answer)),
-                Ok(Err(StreamFailure::Status(s))) => Err(s),
-                Ok(Err(StreamFailure::Unimplemented)) => {
+                Ok(Err(PeerStreamError::Status(s))) => Err(s),
+                Ok(Err(PeerStreamError::Unimplemented)) => {
                     tracing::info!(peer = self.target, "peer has no AppendEntries stream; using unary calls");
                     self.append_unary = true;
                     let mut client = self.client().map_err(|s| map_status(s, hint))?;
