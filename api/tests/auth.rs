@@ -364,6 +364,47 @@ async fn revocation_on_the_leader_holds_on_every_follower_at_once() {
     for n in 1..=3 {
         assert_eq!(get(&c, n, &token, "team-a/db").await.unwrap_err().code(), Code::PermissionDenied);
     }
+
+    // A password change ends the user's other sessions on every node; the
+    // session that made the change goes on.
+    create_user(&c, "erin", &["team-a"]).await;
+    let kept = login(&c, 1, "erin", PASSWORD).await.unwrap().access_token;
+    let other = login(&c, 2, "erin", PASSWORD).await.unwrap().access_token;
+    AuthClient::new(c.authed(followers[0], Some(&kept)))
+        .change_password(ChangePasswordRequest {
+            options: wo(),
+            old_password: PASSWORD.into(),
+            new_password: "another horse battery".into(),
+        })
+        .await
+        .unwrap();
+    for n in 1..=3 {
+        assert_eq!(
+            get(&c, n, &other, "team-a/db").await.unwrap_err().code(),
+            Code::Unauthenticated,
+            "node {n} still accepts a session opened with the old password"
+        );
+        get(&c, n, &kept, "team-a/db")
+            .await
+            .unwrap_or_else(|s| panic!("node {n}: the changer's session: {s:?}"));
+    }
+
+    // A deleted role is taken from its holders: re-created under the same
+    // name, it grants them nothing.
+    RolesClient::new(c.admin(leader))
+        .delete(DeleteRoleRequest { options: wo(), name: "team-a".into() })
+        .await
+        .unwrap();
+    put_role(&c, "team-a", &[("allow", "read", "secrets:team-a/*")]).await;
+    for n in 1..=3 {
+        assert_eq!(get(&c, n, &kept, "team-a/db").await.unwrap_err().code(), Code::PermissionDenied);
+    }
+    let erin = UsersClient::new(c.admin(2))
+        .get(GetUserRequest { username: "erin".into(), options: None })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(erin.roles.is_empty(), "erin still lists {:?}", erin.roles);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -71,9 +71,14 @@ async fn duplicate_request_id_is_applied_once() {
         .await
         .unwrap_err();
     assert_eq!(reused.code(), Code::FailedPrecondition, "{reused:?}");
-    assert!(reused.message().contains("request id was already used"), "{}", reused.message());
+    assert!(reused.message().contains("was already used"), "{}", reused.message());
+    // The same id for the same kind with another value: refused too, not
+    // answered as if the new value had been written.
+    let reused = c.secrets(2).put(put_req("dup/p", "b", "the-same-id")).await.unwrap_err();
+    assert_eq!(reused.code(), Code::FailedPrecondition, "{reused:?}");
     let got = c.secrets(3).get(get_req("dup/p", Consistency::Linearizable, 0)).await.unwrap().into_inner();
-    assert_eq!(got.value, b"a", "the reused id must not have deleted anything");
+    assert_eq!(got.value, b"a", "the reused id must not have changed anything");
+    assert_eq!(got.latest_version, 1);
 }
 
 #[tokio::test]

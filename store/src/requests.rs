@@ -15,6 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::command::intent::Intent;
 use crate::command::Response;
 use crate::db::{decode, Db, DbError};
 use crate::layout::Cf;
@@ -25,6 +26,32 @@ use crate::limits::DEDUP_WINDOW_MS;
 pub(crate) struct RequestRecord {
     pub time_ms: u64,
     pub response: Response,
+    /// What the client asked for (`Op::intent`): a request id sent again
+    /// with another request is refused, not answered with this response.
+    /// `None` in records written before intents were kept.
+    pub intent: Option<Intent>,
+}
+
+/// A record as written before intents were kept (they leave the table one
+/// window after an upgrade).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RequestRecordV1 {
+    pub time_ms: u64,
+    pub response: Response,
+}
+
+impl RequestRecord {
+    /// Decodes a record of either form. A V1 record ends where this form's
+    /// intent would start, so it never decodes as this form.
+    pub(crate) fn decode(raw: &[u8]) -> Result<RequestRecord, DbError> {
+        match decode::<RequestRecord>(Cf::Requests, raw) {
+            Ok(rec) => Ok(rec),
+            Err(e) => match decode::<RequestRecordV1>(Cf::Requests, raw) {
+                Ok(v1) => Ok(RequestRecord { time_ms: v1.time_ms, response: v1.response, intent: None }),
+                Err(_) => Err(e),
+            },
+        }
+    }
 }
 
 /// Bytes of a request id's keyed hash (`names::NameKey::key`).
@@ -85,7 +112,7 @@ pub(crate) fn legacy_record(cf: Cf, key: &[u8], value: &[u8]) -> Result<Option<V
     match cf {
         Cf::RequestsByTime => Ok(None),
         Cf::Requests if key.len() == ID_HASH_BYTES => {
-            let rec: RequestRecord = decode(cf, value)?;
+            let rec = RequestRecord::decode(value)?;
             let hash: &[u8; ID_HASH_BYTES] = key.try_into().expect("checked length");
             Ok(Some(self::key(bucket(rec.time_ms), hash).to_vec()))
         }
@@ -161,7 +188,7 @@ mod tests {
             let db = Db::open(&path, crate::codec::Codec::plaintext()).unwrap();
             let mut b = db.batch();
             b.put(Cf::RaftMeta, FORMAT_KEY, &2u32);
-            b.put(Cf::Requests, &hash, &RequestRecord { time_ms: 5, response: answer.clone() });
+            b.put(Cf::Requests, &hash, &RequestRecordV1 { time_ms: 5, response: answer.clone() });
             b.put(Cf::RequestsByTime, &[&5u64.to_be_bytes()[..], &hash[..]].concat(), &());
             db.write(b, true).unwrap();
         }
@@ -190,7 +217,7 @@ mod tests {
     #[test]
     fn an_older_images_request_records_are_rekeyed_and_its_time_index_dropped() {
         let hash = [3u8; 32];
-        let rec = RequestRecord {
+        let rec = RequestRecordV1 {
             time_ms: 3 * DEDUP_WINDOW_MS + 1,
             response: Response {
                 revision: 1,

@@ -418,14 +418,20 @@ impl<'a> ApplyBatch<'a> {
         for hash in [id_hash, unscoped_hash] {
             for probe in requests::probe_keys(self.clock_ms, &hash) {
                 let Some(raw) = self.read(Cf::Requests, &probe)? else { continue };
-                let rec: RequestRecord = decode(Cf::Requests, &raw)?;
+                let rec = RequestRecord::decode(&raw)?;
                 // Expiry is logical (state-machine time), so it is the same on
                 // every node whatever physical pruning has happened.
                 if rec.time_ms + DEDUP_WINDOW_MS >= self.clock_ms {
-                    let mut response = rec.response;
-                    response.deduplicated = true;
+                    let response = match rec.intent {
+                        Some(intent) if intent != cmd.op.intent() => Response {
+                            revision: self.revision,
+                            result: Err(reused_request_id(cmd)),
+                            deduplicated: false,
+                        },
+                        _ => Response { deduplicated: true, ..rec.response },
+                    };
                     let actor = self.actor_name(cmd)?;
-                    self.record_audit(cmd, actor, audit::outcome(&response.result, true));
+                    self.record_audit(cmd, actor, audit::outcome(&response.result, response.deduplicated));
                     return Ok(response);
                 }
                 // The newest record is out of its window: a new request, whose
@@ -479,7 +485,11 @@ impl<'a> ApplyBatch<'a> {
         let response = Response { revision: self.revision, result, deduplicated: false };
         self.record_audit(cmd, actor, audit::outcome(&response.result, false));
 
-        let rec = RequestRecord { time_ms: self.clock_ms, response: response.clone() };
+        let rec = RequestRecord {
+            time_ms: self.clock_ms,
+            response: response.clone(),
+            intent: Some(cmd.op.intent()),
+        };
         // Keyed again after a bootstrap: it has just set the key.
         let id_hash = match cmd.op {
             Op::Bootstrap(_) => requests::scoped_id_hash(&self.names, cmd),
@@ -702,6 +712,21 @@ impl LedgerCounters {
 /// Who the command runs as, checked against what its op requires.
 /// `Ok(Err)` is a refusal; the op is not applied.
 /// The principal behind a command's token, even when it was refused.
+/// The refusal of a request id that this caller already used, inside the
+/// dedup window, for a request of another kind or with other fields.
+fn reused_request_id(cmd: &Command) -> CommandError {
+    CommandError::new(
+        ErrorCode::FailedPrecondition,
+        format!(
+            "request id {:?} was already used within the last {} minutes for a different request; \
+             nothing was applied. A retry must repeat the first request exactly; \
+             send a new request with a new request id",
+            cmd.request_id,
+            DEDUP_WINDOW_MS / 60_000
+        ),
+    )
+}
+
 fn actor_of(tx: &Tx<'_>, cmd: &Command, now_ms: u64) -> Result<String, DbError> {
     Ok(match &cmd.actor {
         Actor::Node => "node".to_string(),

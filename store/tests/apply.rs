@@ -49,6 +49,35 @@ fn the_same_request_id_from_another_caller_is_another_request() {
     assert_eq!(sm.get_secret("team/a", None).unwrap().unwrap().latest_version, 1);
 }
 
+/// A request id is the idempotency key of one request: sent again with
+/// another body or another kind of request, it must be refused, not
+/// answered with the first request's result (which would tell the client
+/// a write happened that never did).
+#[test]
+fn a_request_id_reused_for_a_different_request_is_refused_and_applies_nothing() {
+    let (_d, sm) = open();
+    let first = apply_one(&sm, &put("deploy-1", 5, "team/a", "x", None));
+    assert_eq!(first.result, Ok(Outcome::SecretWritten { version: 1 }));
+    for (what, op) in [
+        ("another value", put_op("team/a", "y", None)),
+        ("another path", put_op("team/b", "x", None)),
+        ("another kind", Op::DeleteSecret(DeleteSecret { path: "team/a".into() })),
+    ] {
+        let r = apply_one(&sm, &as_admin("deploy-1", 6, op));
+        assert!(!r.deduplicated, "{what}: answered as a retry");
+        let e = r.result.expect_err(what);
+        assert_eq!(e.code, ErrorCode::FailedPrecondition, "{what}: {e:?}");
+        assert!(e.message.contains("deploy-1"), "{what}: the message names the id: {}", e.message);
+    }
+    assert_eq!(sm.revision().unwrap(), BASE + 1, "nothing applied");
+    assert!(sm.get_secret("team/b", None).unwrap().is_none());
+    assert_eq!(sm.get_secret("team/a", None).unwrap().unwrap().value, b"x");
+    // The real retry is still answered from the record.
+    let retry = apply_one(&sm, &put("deploy-1", 7, "team/a", "x", None));
+    assert!(retry.deduplicated);
+    assert_eq!(retry.result, first.result);
+}
+
 #[test]
 fn duplicate_inside_one_batch_is_applied_once() {
     let (_d, sm) = open();
@@ -205,11 +234,12 @@ fn old_request_buckets_are_dropped_and_live_ids_kept() {
     assert_eq!(oldest_bucket, Some(1), "bucket 0 is dropped, bucket 1 kept");
     assert!(rows.len() as u64 <= 2 * w / step_ms + 1, "{} records kept", rows.len());
     // Every id still inside the window is deduplicated.
+    let revision = sm.revision().unwrap();
     for i in (n - w / step_ms + 1)..n {
-        let retry = apply_one(&sm, &put(&format!("r{i}"), now_ms + 1, "other", "v", None));
+        let retry = apply_one(&sm, &put(&format!("r{i}"), now_ms + 1, &format!("p{}", i % 8), "v", None));
         assert!(retry.deduplicated, "request r{i} is inside its window");
     }
-    assert!(sm.get_secret("other", None).unwrap().is_none(), "no retry applied twice");
+    assert_eq!(sm.revision().unwrap(), revision, "no retry applied twice");
 }
 
 /// The floor is a hint that must never hide a record: records written

@@ -6,8 +6,8 @@ mod common;
 use common::*;
 use strongbox_store::auth::{Action, Effect, Principal, Rule};
 use strongbox_store::command::{
-    AssignRole, Bootstrap, CreateUser, Outcome, PutRole, RecordLoginFailure, RevokeToken, SetEnabled,
-    UnlockUser,
+    AssignRole, Bootstrap, ChangePassword, CreateUser, DeleteRole, Outcome, PutRole, RecordLoginFailure,
+    RevokeToken, SetEnabled, UnlockUser,
 };
 use strongbox_store::{ErrorCode, Op, StateMachine};
 
@@ -327,4 +327,43 @@ fn the_last_enabled_admin_cannot_lose_admin_rights() {
     let carol_on = SetEnabled { principal: Principal::User("carol".into()), enabled: true };
     assert!(apply_one(&sm, &as_admin("carol-on", 5, Op::SetEnabled(carol_on))).result.is_ok());
     assert!(apply_one(&sm, &as_admin("admin-off", 6, refused[0].clone())).result.is_ok());
+}
+
+#[test]
+fn a_deleted_role_is_taken_from_its_holders_and_a_new_one_of_that_name_grants_nothing() {
+    let (_d, sm) = open();
+    with_bob(&sm);
+    let r = apply_one(&sm, &as_admin("del", 2, Op::DeleteRole(DeleteRole { name: "team-a".into() })));
+    assert_eq!(r.result, Ok(Outcome::Done));
+    let bob = sm.principal(&Principal::User("bob".into())).unwrap().unwrap();
+    assert!(bob.roles.is_empty(), "bob still lists {:?}", bob.roles);
+    // Re-created with the same rules: bob must not get them back.
+    let again = PutRole {
+        name: "team-a".into(),
+        rules: vec![rule(Effect::Allow, Action::Write, "secrets:team-a/*")],
+    };
+    assert!(apply_one(&sm, &as_admin("again", 3, Op::PutRole(again))).result.is_ok());
+    let w = apply_one(&sm, &as_token(BOB, "w", 3, put_op("team-a/db", "v", None)));
+    assert_eq!(code(&w), ErrorCode::PermissionDenied);
+    assert!(sm.get_secret("team-a/db", None).unwrap().is_none());
+}
+
+#[test]
+fn a_changed_password_ends_every_other_session_but_the_callers() {
+    let (_d, sm) = open();
+    with_bob(&sm);
+    let other = [9; 32];
+    assert!(apply_one(&sm, &login("bob", BOB_PHC, other, 2, FAR_MS)).result.is_ok());
+    let change = ChangePassword { expected_phc: BOB_PHC.into(), new_phc: "$argon2id$bob2".into() };
+    assert_eq!(apply_one(&sm, &as_token(BOB, "pw", 3, Op::ChangePassword(change))).result, Ok(Outcome::Done));
+    let w = apply_one(&sm, &as_token(other, "w1", 4, put_op("team-a/x", "v", None)));
+    assert_eq!(code(&w), ErrorCode::Unauthenticated, "the other session survived the change");
+    let w = apply_one(&sm, &as_token(BOB, "w2", 4, put_op("team-a/x", "v", None)));
+    assert!(w.result.is_ok(), "the caller's own session died: {:?}", w.result);
+    // Only the new password logs in.
+    assert_eq!(
+        code(&apply_one(&sm, &login("bob", BOB_PHC, [10; 32], 5, FAR_MS))),
+        ErrorCode::Unauthenticated
+    );
+    assert!(apply_one(&sm, &login("bob", "$argon2id$bob2", [11; 32], 5, FAR_MS)).result.is_ok());
 }

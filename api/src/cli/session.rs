@@ -107,7 +107,7 @@ pub async fn passwd(conn: Conn, password_stdin: bool) -> anyhow::Result<()> {
             status_err(s)
         }
     })?;
-    println!("password changed");
+    println!("password changed; your other sessions (tokens) were logged out, this one goes on");
     Ok(())
 }
 

@@ -4,11 +4,16 @@ use super::create_user::put_principal;
 
 use super::{refuse, validate_credential, Applied, CommandError, Ctx, ErrorCode, Outcome, Required};
 use crate::auth::{principal_record, Principal};
+use crate::layout::Cf;
 use crate::state_machine::Tx;
 
 /// A user changes their own password. The receiving node verified the old
 /// password against `expected_phc`; apply refuses if the stored hash changed
 /// in between (a concurrent change or reset wins).
+///
+/// Every other token of the user dies (a password is changed because it may
+/// have leaked, and so may the sessions opened with it); the token that made
+/// the change lives on under the new epoch, so the caller stays logged in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangePassword {
     pub expected_phc: String,
@@ -38,9 +43,14 @@ impl ChangePassword {
         }
         let revision = tx.next_revision();
         rec.credential = self.new_phc.clone();
+        rec.epoch = revision;
         rec.updated_revision = revision;
         rec.updated_ms = tx.clock_ms();
         put_principal(tx, p, &rec)?;
+        let caller = ctx.caller();
+        let mut token = caller.token.clone();
+        token.epoch = revision;
+        tx.put(Cf::Tokens, &caller.token_hash, &token);
         Ok(Ok(Outcome::Done))
     }
 }

@@ -1,12 +1,16 @@
 use serde::{Deserialize, Serialize};
 
-use super::{refuse, Applied, CommandError, Ctx, ErrorCode, Outcome, Required};
-use crate::auth::{validate_name, Access, Action, Read, RoleRecord, ADMIN_ROLE};
+use super::create_user::put_principal;
+use super::{for_each_principal, refuse, Applied, CommandError, Ctx, ErrorCode, Outcome, Required};
+use crate::auth::{validate_name, Access, Action, Principal, PrincipalRecord, Read, RoleRecord, ADMIN_ROLE};
+use crate::db::DbError;
 use crate::layout::Cf;
 use crate::state_machine::Tx;
 
-/// Deletes a role. Principals keep the name in their role list, but it
-/// grants nothing while no role of that name exists (like Vault policies).
+/// Deletes a role and takes it away from every user and client that holds
+/// it (as etcd's RoleDelete does), in the same revision: a role created
+/// later under the same name starts with no holders instead of silently
+/// granting its rules to whoever held the old one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteRole {
     pub name: String,
@@ -29,8 +33,30 @@ impl DeleteRole {
         if tx.get::<RoleRecord>(Cf::Roles, &key)?.is_none() {
             return refuse(ErrorCode::NotFound, format!("no role named {:?}", self.name));
         }
-        tx.next_revision();
+        let revision = tx.next_revision();
         tx.delete(Cf::Roles, &key);
+        for (p, mut rec) in holders(tx, &self.name)? {
+            rec.roles.retain(|r| r != &self.name);
+            rec.updated_revision = revision;
+            rec.updated_ms = tx.clock_ms();
+            put_principal(tx, &p, &rec)?;
+        }
         Ok(Ok(Outcome::Done))
     }
+}
+
+/// Every user and client whose role list names `role`.
+fn holders(tx: &Tx<'_>, role: &str) -> Result<Vec<(Principal, PrincipalRecord)>, DbError> {
+    let mut out = Vec::new();
+    for_each_principal(tx, |cf, rec| {
+        if rec.roles.iter().any(|r| r == role) {
+            let p = match cf {
+                Cf::Users => Principal::User(rec.name.clone()),
+                _ => Principal::Client(rec.name.clone()),
+            };
+            out.push((p, rec));
+        }
+        std::ops::ControlFlow::Continue(())
+    })?;
+    Ok(out)
 }

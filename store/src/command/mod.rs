@@ -19,6 +19,7 @@ mod delete_role;
 mod delete_secret;
 mod destroy_secret_versions;
 mod expire_pending_transfers;
+pub(crate) mod intent;
 pub mod issue_token;
 mod put_role;
 mod put_secret;
@@ -384,27 +385,50 @@ pub(crate) fn keep_an_admin(
     if !is_admin(rec) {
         return Ok(Ok(()));
     }
-    const PAGE: usize = 1_000;
-    for cf in [crate::Cf::Users, crate::Cf::Clients] {
-        let mut from = Vec::new();
-        loop {
-            let rows = tx.scan_raw(cf, &from, &[0xFF; 33], PAGE)?;
-            for (_, v) in &rows {
-                let other: crate::auth::PrincipalRecord = crate::db::decode(cf, v)?;
-                if is_admin(&other) && !(cf == p.cf() && other.name == p.name()) {
-                    return Ok(Ok(()));
-                }
-            }
-            match rows.last() {
-                Some((k, _)) if rows.len() == PAGE => from = [&k[..], &[0]].concat(),
-                _ => break,
-            }
+    let mut another = false;
+    for_each_principal(tx, |cf, other| {
+        another = is_admin(&other) && !(cf == p.cf() && other.name == p.name());
+        if another {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
         }
+    })?;
+    if another {
+        return Ok(Ok(()));
     }
     Ok(Err(CommandError::new(
         ErrorCode::FailedPrecondition,
         format!("{p} is the last enabled principal with the admin role; give the admin role to another user first"),
     )))
+}
+
+/// Principal records read per scan step.
+const PRINCIPAL_PAGE_RECORDS: usize = 1_000;
+
+/// Visits every user and then every client record as this command sees
+/// them (the batch's earlier writes included), in key order, until `visit`
+/// breaks. Reads a page at a time, so memory stays bounded by the page.
+pub(crate) fn for_each_principal(
+    tx: &Tx<'_>,
+    mut visit: impl FnMut(crate::Cf, crate::auth::PrincipalRecord) -> std::ops::ControlFlow<()>,
+) -> Result<(), DbError> {
+    for cf in [crate::Cf::Users, crate::Cf::Clients] {
+        let mut from = Vec::new();
+        loop {
+            let rows = tx.scan_raw(cf, &from, &[0xFF; 33], PRINCIPAL_PAGE_RECORDS)?;
+            for (_, v) in &rows {
+                if visit(cf, crate::db::decode(cf, v)?).is_break() {
+                    return Ok(());
+                }
+            }
+            match rows.last() {
+                Some((k, _)) if rows.len() == PRINCIPAL_PAGE_RECORDS => from = [&k[..], &[0]].concat(),
+                _ => break,
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The resource that governs a kind of principal: `users` or `clients`.
