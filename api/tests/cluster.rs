@@ -371,7 +371,8 @@ fn node_identity(c: &TestCluster, id: u64) -> tonic::transport::Identity {
 /// openraft 0.9 hears from a leader that streams a snapshot only when the
 /// stream ends, and the leader's heartbeats to that node wait behind it: a
 /// receiver must not campaign meanwhile (it would depose a healthy leader),
-/// and must campaign again once the sender goes silent.
+/// and must try again once the sender goes silent. Alone, it tries with a
+/// pre-vote, which it loses: its term must not move at all.
 #[tokio::test]
 async fn a_node_receiving_a_snapshot_does_not_campaign() {
     use futures::StreamExt;
@@ -399,10 +400,21 @@ async fn a_node_receiving_a_snapshot_does_not_campaign() {
     // f is alone: nothing but the hold keeps it from campaigning.
     c.kill(g).await;
     c.kill(leader).await;
+    let pre_votes = |page: String| -> u64 {
+        page.lines()
+            .filter(|l| l.starts_with("strongbox_pre_votes_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
     let quiet_until = tokio::time::Instant::now() + Duration::from_millis(3500);
     while tokio::time::Instant::now() < quiet_until {
         let s = c.status(f).await.expect("f answers status");
         assert_eq!(s.term, term, "node {f} campaigned while a snapshot was streaming to it");
+        assert_eq!(
+            pre_votes(c.metrics(f).await),
+            0,
+            "node {f} asked for votes while a snapshot was streaming"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -410,14 +422,37 @@ async fn a_node_receiving_a_snapshot_does_not_campaign() {
     let status = ended.unwrap().expect_err("a stream without frames is refused");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = c.status(f).await.expect("f answers status");
-        if s.term > term {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "node {f} never campaigned after the stream ended");
+    while pre_votes(c.metrics(f).await) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {f} never tried to campaign after the stream ended"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    assert_eq!(c.status(f).await.unwrap().term, term, "alone, node {f} must not raise its term");
+}
+
+/// A voter cut off from the others (here: paused past its election
+/// timeout) must not depose the leader when it is back: it asks for a
+/// pre-vote first, the others still hear the leader and refuse, and the
+/// term does not move (without pre-vote it campaigned on its own, and its
+/// higher term made the leader step down).
+#[tokio::test]
+async fn a_voter_that_lost_touch_does_not_depose_the_leader() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = TestCluster::start(3, fast_raft()).await;
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    let f = (1..=3).find(|i| *i != leader).unwrap();
+    let term = c.status(leader).await.unwrap().term;
+    c.pause(f);
+    tokio::time::sleep(Duration::from_millis(6 * fast_raft().election_timeout_max_ms)).await;
+    c.resume(f);
+    tokio::time::sleep(Duration::from_millis(4 * fast_raft().election_timeout_max_ms)).await;
+    for n in 1..=3 {
+        let s = c.status(n).await.unwrap();
+        assert_eq!((s.leader_id, s.term), (Some(leader), term), "node {n}: the leader was deposed");
+    }
+    put_retry(&c, f, "back/k", "v", "back-1").await;
 }
 
 #[tokio::test]

@@ -53,6 +53,9 @@ impl RaftTuning {
             // entry count against the image's size.
             snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: self.logs_kept_behind_snapshot,
+            // The election timer is `pre_vote`'s: it campaigns only after a
+            // majority agrees the leader is gone.
+            enable_elect: false,
             ..Default::default()
         }
         .validate()

@@ -3,16 +3,13 @@
 //! openraft 0.9 hears from the leader only when the whole image has arrived
 //! and `install_full_snapshot` runs, and the leader's heartbeats to this node
 //! wait behind the stream; without the hold a large image outlasts the
-//! election timeout and the receiver campaigns, deposing a healthy leader
-//! (openraft 0.9 has no pre-vote). Holds nest: elections resume when the
-//! last one is dropped. Voting for others is never paused.
+//! election timeout and the receiver campaigns, deposing a healthy leader.
+//! Holds nest: elections resume when the last one is dropped. The election
+//! timer (`pre_vote`) looks at them; voting for others is never paused.
 
 use std::sync::{Arc, Mutex};
 
-use crate::types::Raft;
-
 pub struct ElectionHolds {
-    raft: Raft,
     held: Mutex<usize>,
 }
 
@@ -22,26 +19,23 @@ pub struct Hold {
 }
 
 impl ElectionHolds {
-    pub fn new(raft: Raft) -> Arc<Self> {
-        Arc::new(ElectionHolds { raft, held: Mutex::new(0) })
+    pub fn new() -> Arc<Self> {
+        Arc::new(ElectionHolds { held: Mutex::new(0) })
     }
 
     pub fn hold(self: &Arc<Self>) -> Hold {
-        let mut held = self.held.lock().expect("election holds lock");
-        if *held == 0 {
-            self.raft.runtime_config().elect(false);
-        }
-        *held += 1;
+        *self.held.lock().expect("election holds lock") += 1;
         Hold { holds: self.clone() }
+    }
+
+    /// Whether any hold is alive.
+    pub fn held(&self) -> bool {
+        *self.held.lock().expect("election holds lock") > 0
     }
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        let mut held = self.holds.held.lock().expect("election holds lock");
-        *held -= 1;
-        if *held == 0 {
-            self.holds.raft.runtime_config().elect(true);
-        }
+        *self.holds.held.lock().expect("election holds lock") -= 1;
     }
 }

@@ -13,6 +13,7 @@ pub mod log_store;
 pub mod network;
 pub mod node;
 pub mod peer_service;
+pub mod pre_vote;
 pub mod proposer;
 pub mod sm_store;
 pub mod snapshot_policy;

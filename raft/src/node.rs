@@ -20,6 +20,7 @@ use crate::config::RaftTuning;
 use crate::election_hold::{ElectionHolds, Hold};
 use crate::log_store::LogStore;
 use crate::network::{NetworkFactory, PeerChannels};
+use crate::pre_vote::{self, LeaderContact};
 use crate::proposer::{forward_rpc, until_leader_changes, ProposeError, ProposeResult, Proposer};
 use crate::sm_store::SmStore;
 use crate::snapshot_policy;
@@ -101,6 +102,9 @@ pub struct RaftNode {
     /// beyond challenge (see `refuse_vote_while_leading`).
     leader_lease_ms: u64,
     elections: Arc<ElectionHolds>,
+    /// When this node last heard from a live leader (`pre_vote`).
+    pub contact: Arc<LeaderContact>,
+    pub election_timeouts: pre_vote::Timeouts,
 }
 
 /// How far behind the leader's log a learner may be and still be promoted.
@@ -161,8 +165,31 @@ impl RaftNode {
         check_quorum::spawn(raft.clone(), silence, timers);
         let proposer = Proposer::start(id, raft.clone(), channels.clone());
         let leader_lease_ms = tuning.election_timeout_min_ms;
-        let elections = ElectionHolds::new(raft.clone());
-        Ok(RaftNode { id, info, raft, sm, channels, proposer, leader_lease_ms, elections })
+        let elections = ElectionHolds::new();
+        let contact = LeaderContact::new();
+        let election_timeouts = pre_vote::Timeouts {
+            election_min: Duration::from_millis(tuning.election_timeout_min_ms),
+            election_max: Duration::from_millis(tuning.election_timeout_max_ms),
+        };
+        pre_vote::spawn(
+            raft.clone(),
+            channels.clone(),
+            elections.clone(),
+            contact.clone(),
+            election_timeouts,
+        );
+        Ok(RaftNode {
+            id,
+            info,
+            raft,
+            sm,
+            channels,
+            proposer,
+            leader_lease_ms,
+            elections,
+            contact,
+            election_timeouts,
+        })
     }
 
     /// Initializes a brand-new cluster with these voters. Does nothing (and

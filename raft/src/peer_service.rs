@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 
+use openraft::raft::AppendEntriesResponse;
 use openraft::{Snapshot, Vote};
 use strongbox_proto::raft::v1::raft_peer_server::RaftPeer;
 use strongbox_proto::raft::v1::{Empty, Payload, ReadIndexRequest, ReadIndexResponse};
@@ -21,6 +22,7 @@ use crate::proposer::FORWARD_TIMEOUT;
 use crate::types::{NodeId, SnapshotMeta};
 
 use crate::node::RaftNode;
+use crate::pre_vote::{self, PreVoteRequest};
 use crate::wire::{self, ForwardReply, Forwarded};
 
 pub struct PeerService {
@@ -50,6 +52,7 @@ impl RaftPeer for PeerService {
     async fn append_entries(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         let rpc = wire::decode(req.get_ref())?;
         let res = self.node.raft.append_entries(rpc).await;
+        note_leader_contact(&self.node, &res);
         Ok(Response::new(wire::encode(&res)))
     }
 
@@ -62,12 +65,13 @@ impl RaftPeer for PeerService {
         &self,
         req: Request<Streaming<Payload>>,
     ) -> Result<Response<PeerAnswers>, Status> {
-        let raft = self.node.raft.clone();
+        let node = self.node.clone();
         let answers = req.into_inner().take_until(stopped(self.stop.clone())).then(move |msg| {
-            let raft = raft.clone();
+            let node = node.clone();
             async move {
                 let rpc = wire::decode(&msg?)?;
-                let res = raft.append_entries(rpc).await;
+                let res = node.raft.append_entries(rpc).await;
+                note_leader_contact(&node, &res);
                 Ok(wire::encode(&res))
             }
         });
@@ -81,7 +85,19 @@ impl RaftPeer for PeerService {
             return Ok(Response::new(wire::encode(&res)));
         }
         let res = self.node.raft.vote(rpc).await;
+        if matches!(&res, Ok(r) if r.vote_granted) {
+            // Granting a vote restarts the election timer, as in Raft.
+            self.node.contact.touch();
+        }
         Ok(Response::new(wire::encode(&res)))
+    }
+
+    async fn pre_vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let ask: PreVoteRequest = wire::decode(req.get_ref())?;
+        let granted =
+            pre_vote::answer(&self.node.raft, &self.node.contact, &self.node.election_timeouts, &ask);
+        tracing::debug!(candidate = ask.candidate, granted, "pre-vote asked");
+        Ok(Response::new(wire::encode(&granted)))
     }
 
     /// Receives a whole image (see `network::full_snapshot`): each frame is
@@ -190,6 +206,14 @@ impl RaftPeer for PeerService {
     async fn trigger_election(&self, _req: Request<Empty>) -> Result<Response<Empty>, Status> {
         self.node.raft.trigger().elect().await.map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(Empty {}))
+    }
+}
+
+/// An AppendEntries this node accepted (anything but "your vote is stale")
+/// came from the live leader: its election timer starts over.
+fn note_leader_contact<E>(node: &RaftNode, res: &Result<AppendEntriesResponse<NodeId>, E>) {
+    if matches!(res, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+        node.contact.touch();
     }
 }
 

@@ -42,6 +42,9 @@ impl RaftPeer for FakeLeader {
     async fn vote(&self, _: Request<Payload>) -> Result<Response<Payload>, Status> {
         unused()
     }
+    async fn pre_vote(&self, _: Request<Payload>) -> Result<Response<Payload>, Status> {
+        unused()
+    }
     async fn install_snapshot(&self, _: Request<Streaming<Payload>>) -> Result<Response<Payload>, Status> {
         unused()
     }

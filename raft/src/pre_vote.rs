@@ -1,0 +1,242 @@
+//! Pre-vote (Raft thesis §9.6, etcd's `--pre-vote`) for openraft 0.9,
+//! which has none.
+//!
+//! Without it, a voter that stops hearing from the leader — paused, or cut
+//! off by a partition — campaigns on its own: it raises its term, loses,
+//! raises it again. When it hears from the leader again, its answer carries
+//! the higher term and deposes a healthy leader: an election, and writes
+//! stall for it, every time a node comes back.
+//!
+//! So openraft's own election timer is off (`enable_elect: false`) and this
+//! module runs the timer instead: a voter that has heard from no leader for
+//! the leader lease plus a random part of the election timeout's spread
+//! first asks the other voters whether they would vote for it, without
+//! changing any term. Only when a majority (itself included) says yes does
+//! it start a real election. A voter says yes when it has not heard from a
+//! leader for the lease itself (a leader it still hears is alive) and the
+//! candidate's log is at least as up to date as its own. A node that leads
+//! says no.
+//!
+//! Elections on purpose (leader transfer, `TriggerElection`) bypass this.
+//! Safety never depends on it: a real vote still follows every pre-vote.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::ServerState;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::election_hold::ElectionHolds;
+use crate::network::PeerChannels;
+use crate::types::{LogId, NodeId, Raft};
+
+/// What a voter asks the others before it campaigns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PreVoteRequest {
+    pub candidate: NodeId,
+    pub last_log: Option<LogId>,
+}
+
+/// When this node last heard from a live leader (or was one, or granted a
+/// real vote, which restarts the election timer in Raft). `None` until the
+/// first time: a node that has heard of no leader since it started knows
+/// of none to protect.
+#[derive(Debug)]
+pub struct LeaderContact {
+    started: Instant,
+    at: Mutex<Option<Instant>>,
+}
+
+impl LeaderContact {
+    pub fn new() -> Arc<Self> {
+        Arc::new(LeaderContact { started: Instant::now(), at: Mutex::new(None) })
+    }
+
+    pub fn touch(&self) {
+        *self.at.lock().expect("leader contact lock") = Some(Instant::now());
+    }
+
+    /// How long since the last contact; `None` if there was none yet.
+    pub fn since(&self) -> Option<Duration> {
+        self.at.lock().expect("leader contact lock").map(|at| at.elapsed())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub election_min: Duration,
+    pub election_max: Duration,
+}
+
+impl Timeouts {
+    /// A voter that heard from a leader more recently than this refuses a
+    /// pre-vote. openraft's followers refuse real votes for as long (its
+    /// leader lease is the longest election timeout), so a pre-vote won is
+    /// a real vote that can be won.
+    fn leader_alive(&self) -> Duration {
+        self.election_max
+    }
+
+    /// A fresh random part of the election timeout's spread.
+    fn jitter(&self) -> Duration {
+        let spread = self.election_max.saturating_sub(self.election_min).as_millis() as u64;
+        let mut h = RandomState::new().build_hasher();
+        h.write_u64(Instant::now().elapsed().as_nanos() as u64);
+        Duration::from_millis(if spread == 0 { 0 } else { h.finish() % (spread + 1) })
+    }
+
+    /// How long a voter has waited without a leader and how long it must:
+    /// after a leader, its lease (openraft's own timer waited lease +
+    /// timeout); after this node's own attempt, or with no leader heard of
+    /// yet (a cluster forming), the shortest election timeout. Plus jitter.
+    fn wait(
+        &self,
+        contact: &LeaderContact,
+        last_attempt: Option<Instant>,
+        jitter: Duration,
+    ) -> (Duration, Duration) {
+        let attempt = last_attempt.map(|a| a.elapsed());
+        let (waited, base) = match (contact.since(), attempt) {
+            (Some(c), Some(a)) if a < c => (a, self.election_min),
+            (Some(c), _) => (c, self.leader_alive()),
+            (None, Some(a)) => (a, self.election_min),
+            (None, None) => (contact.started.elapsed(), self.election_min),
+        };
+        (waited, base + jitter)
+    }
+}
+
+/// This node's answer to a pre-vote request.
+pub fn answer(raft: &Raft, contact: &LeaderContact, timeouts: &Timeouts, req: &PreVoteRequest) -> bool {
+    let m = raft.metrics().borrow().clone();
+    if m.state == ServerState::Leader {
+        return false;
+    }
+    if contact.since().is_some_and(|d| d < timeouts.leader_alive()) {
+        return false;
+    }
+    let mine = raft.data_metrics().borrow().last_log;
+    req.last_log >= mine
+}
+
+/// Runs this node's election timer until the Raft instance shuts down.
+pub fn spawn(
+    raft: Raft,
+    channels: Arc<PeerChannels>,
+    holds: Arc<ElectionHolds>,
+    contact: Arc<LeaderContact>,
+    timeouts: Timeouts,
+) {
+    tokio::spawn(async move {
+        let tick = (timeouts.election_min / 10).max(Duration::from_millis(10));
+        let mut jitter = timeouts.jitter();
+        let mut last_attempt: Option<Instant> = None;
+        loop {
+            tokio::time::sleep(tick).await;
+            let (state, me, voters, leader_known) = {
+                let m = raft.metrics();
+                let m = m.borrow();
+                if m.running_state.is_err() {
+                    return;
+                }
+                let membership = m.membership_config.membership();
+                let voters: Vec<(NodeId, String)> = membership
+                    .voter_ids()
+                    .filter(|id| *id != m.id)
+                    .filter_map(|id| membership.get_node(&id).map(|n| (id, n.raft_addr.clone())))
+                    .collect();
+                let is_voter = membership.voter_ids().any(|id| id == m.id);
+                (m.state, m.id, is_voter.then_some(voters), m.current_leader.is_some())
+            };
+            // A learner (or a node not yet part of a cluster) never
+            // campaigns. It is not told about leaders either, so its contact
+            // time stays as it is: it must not refuse the pre-votes of a
+            // cluster being formed.
+            let Some(voters) = voters else { continue };
+            if state == ServerState::Leader || holds.held() {
+                contact.touch();
+                continue;
+            }
+            let (waited, timeout) = timeouts.wait(&contact, last_attempt, jitter);
+            if waited < timeout {
+                continue;
+            }
+            let last_log = raft.data_metrics().borrow().last_log;
+            let req = PreVoteRequest { candidate: me, last_log };
+            let granted = 1 + ask(&channels, &voters, &req, timeouts.election_min / 2).await;
+            let needed = (voters.len() + 1) / 2 + 1;
+            if granted >= needed {
+                tracing::info!(granted, needed, leader_known, "pre-vote won; starting an election");
+                metrics::counter!("strongbox_pre_votes_total", "outcome" => "won").increment(1);
+                if let Err(e) = raft.trigger().elect().await {
+                    tracing::debug!(%e, "election trigger failed");
+                }
+            } else {
+                tracing::debug!(granted, needed, "pre-vote lost; not campaigning");
+                metrics::counter!("strongbox_pre_votes_total", "outcome" => "lost").increment(1);
+            }
+            // A whole new timeout before the next attempt, as after a real
+            // election that did not settle. (Not a leader contact: this
+            // node must not refuse the others' pre-votes because of it.)
+            last_attempt = Some(Instant::now());
+            jitter = timeouts.jitter();
+        }
+    });
+}
+
+/// How many of `voters` grant the pre-vote within `budget`. A peer that
+/// does not know the RPC (an older release) counts as granting: it would
+/// have been asked for a real vote before pre-votes existed.
+async fn ask(
+    channels: &PeerChannels,
+    voters: &[(NodeId, String)],
+    req: &PreVoteRequest,
+    budget: Duration,
+) -> usize {
+    let asks = voters.iter().map(|(_, addr)| {
+        let payload = crate::wire::encode(req);
+        async move {
+            let mut client = channels.client(addr).ok()?;
+            let mut request = tonic::Request::new(payload);
+            request.set_timeout(budget);
+            match tokio::time::timeout(budget, client.pre_vote(request)).await {
+                Ok(Ok(r)) => crate::wire::decode::<bool>(r.get_ref()).ok(),
+                Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => Some(true),
+                _ => None,
+            }
+        }
+    });
+    futures::future::join_all(asks).await.into_iter().filter(|g| *g == Some(true)).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_in_the_spread_and_varies() {
+        let t =
+            Timeouts { election_min: Duration::from_millis(1000), election_max: Duration::from_millis(2000) };
+        let seen: Vec<Duration> = (0..64).map(|_| t.jitter()).collect();
+        assert!(seen.iter().all(|d| *d <= t.election_max - t.election_min), "{seen:?}");
+        assert!(seen.iter().any(|d| *d != seen[0]), "no jitter: {seen:?}");
+    }
+
+    #[test]
+    fn after_a_leader_the_wait_is_its_lease_and_after_an_attempt_a_timeout() {
+        let t =
+            Timeouts { election_min: Duration::from_millis(1000), election_max: Duration::from_millis(2000) };
+        let c = LeaderContact::new();
+        let no_jitter = Duration::ZERO;
+        assert_eq!(t.wait(&c, None, no_jitter).1, t.election_min, "forming: no lease to respect");
+        c.touch();
+        assert_eq!(t.wait(&c, None, no_jitter).1, t.election_max, "a leader was heard: its lease");
+        std::thread::sleep(Duration::from_millis(5));
+        let (waited, timeout) = t.wait(&c, Some(Instant::now()), no_jitter);
+        assert_eq!(timeout, t.election_min, "after this node's own attempt");
+        assert!(waited < Duration::from_millis(5), "counted from the attempt: {waited:?}");
+    }
+}
