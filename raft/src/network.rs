@@ -43,6 +43,9 @@ pub struct PeerChannels {
     /// Forward streams by leader address (see `forward_link`), each behind
     /// its own lock: opening one never holds up forwards to another.
     links: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Link>>>>>,
+    /// Whether the last Raft RPC to each address got through: a peer going
+    /// down or coming back is logged once, not on every retry.
+    reachable: Mutex<HashMap<String, bool>>,
 }
 
 enum Link {
@@ -62,7 +65,33 @@ impl PeerChannels {
             tls,
             channels: Mutex::new(HashMap::new()),
             links: Mutex::new(HashMap::new()),
+            reachable: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Records whether a Raft RPC to `target` got through (`failure: None`)
+    /// or found it unreachable, and logs the changes only. openraft logs
+    /// every failed replication attempt (at ERROR, twice a second for a
+    /// peer that is down); the node's default log filter leaves those out,
+    /// and this says it once.
+    pub fn note_reachability(&self, target: NodeId, addr: &str, failure: Option<&tonic::Status>) {
+        let was = self
+            .reachable
+            .lock()
+            .expect("reachability map poisoned")
+            .insert(addr.to_string(), failure.is_none());
+        metrics::gauge!("strongbox_peer_reachable", "peer" => target.to_string()).set(if failure.is_none() {
+            1.0
+        } else {
+            0.0
+        });
+        match (was, failure) {
+            (Some(true) | None, Some(s)) => {
+                tracing::warn!(peer = target, addr, code = ?s.code(), reason = s.message(), "peer unreachable")
+            }
+            (Some(false), None) => tracing::info!(peer = target, addr, "peer reachable again"),
+            _ => {}
+        }
     }
 
     /// The open forward stream to this address, opened if there is none or
@@ -222,7 +251,19 @@ impl PeerClient {
         reply: Result<tonic::Response<strongbox_proto::raft::v1::Payload>, tonic::Status>,
         entries_hint: u64,
     ) -> Result<T, RpcErr<E>> {
-        let payload = reply.map_err(|s| map_status(s, entries_hint))?.into_inner();
+        let payload = match reply {
+            Ok(r) => {
+                self.channels.note_reachability(self.target, &self.node.raft_addr, None);
+                r.into_inner()
+            }
+            Err(s) => {
+                let err = map_status(s.clone(), entries_hint);
+                if matches!(err, RPCError::Unreachable(_)) {
+                    self.channels.note_reachability(self.target, &self.node.raft_addr, Some(&s));
+                }
+                return Err(err);
+            }
+        };
         let res: Result<T, RaftError<NodeId, E>> =
             wire::decode(&payload).map_err(|s| RPCError::Network(NetworkError::new(&s)))?;
         res.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
@@ -265,6 +306,78 @@ impl PeerClient {
             }
             Err(s) => Err(PeerStreamError::Status(s)),
         }
+    }
+}
+
+impl PeerClient {
+    /// The body of `full_snapshot`.
+    async fn send_image(
+        &mut self,
+        vote: Vote<NodeId>,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        if self.silence.is_on() {
+            let e = std::io::Error::other("leader without a quorum is silent (check_quorum)");
+            return Err(StreamingError::Unreachable(Unreachable::new(&e)));
+        }
+        let mut client = self.client().map_err(|s| StreamingError::Unreachable(Unreachable::new(&s)))?;
+        let file = (*snapshot.snapshot).into_std().await;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Payload>(SNAPSHOT_FRAMES_AHEAD);
+        let first = wire::encode(&(vote, snapshot.meta.clone()));
+        let codec = self.codec.clone();
+        let gate = self.gate.clone();
+        let reader = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let _keys = gate.enter();
+            if tx.blocking_send(first).is_err() {
+                return Ok(());
+            }
+            let mut frames = FrameReader::new(file, codec).map_err(|e| e.to_string())?;
+            while let Some(plain) = frames.next_plain().map_err(|e| e.to_string())? {
+                if tx.blocking_send(Payload { data: plain }).is_err() {
+                    break; // the call ended (failed or cancelled)
+                }
+            }
+            Ok(())
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            match tokio::time::timeout(SNAPSHOT_FRAME_TIMEOUT, rx.recv()).await {
+                Ok(Some(p)) => Some((p, rx)),
+                // Ended, or the reader stalled: end the stream (the peer
+                // refuses an image without its end frame).
+                _ => None,
+            }
+        });
+        let started = std::time::Instant::now();
+        let reply = tokio::select! {
+            r = client.install_snapshot(tonic::Request::new(stream)) => r,
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
+        metrics::histogram!("strongbox_peer_rpc_seconds", "rpc" => "install_snapshot")
+            .record(started.elapsed().as_secs_f64());
+        match reader.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let e = std::io::Error::other(format!("reading the snapshot image: {e}"));
+                return Err(StreamingError::StorageError(openraft::StorageError::from_io_error(
+                    openraft::ErrorSubject::Snapshot(None),
+                    openraft::ErrorVerb::Read,
+                    e,
+                )));
+            }
+            Err(e) => return Err(StreamingError::Network(NetworkError::new(&e))),
+        }
+        let payload = reply
+            .map_err(|s| match map_status::<openraft::error::Infallible>(s, 1) {
+                RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                other => StreamingError::Network(NetworkError::new(&other)),
+            })?
+            .into_inner();
+        let res: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =
+            wire::decode(&payload).map_err(|s| StreamingError::Network(NetworkError::new(&s)))?;
+        res.map_err(|e| {
+            StreamingError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e))
+        })
     }
 }
 
@@ -334,67 +447,16 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         cancel: impl std::future::Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
-        if self.silence.is_on() {
-            let e = std::io::Error::other("leader without a quorum is silent (check_quorum)");
-            return Err(StreamingError::Unreachable(Unreachable::new(&e)));
+        let index = snapshot.meta.last_log_id.map(|l| l.index);
+        let res = self.send_image(vote, snapshot, cancel).await;
+        // openraft's own report of this is left out of the default log
+        // filter with the rest of its replication noise.
+        if let Err(e) = &res {
+            if !matches!(e, StreamingError::Closed(_)) {
+                tracing::warn!(peer = self.target, ?index, error = %e, "sending a snapshot failed; it will be retried");
+            }
         }
-        let mut client = self.client().map_err(|s| StreamingError::Unreachable(Unreachable::new(&s)))?;
-        let file = (*snapshot.snapshot).into_std().await;
-        let (tx, rx) = tokio::sync::mpsc::channel::<Payload>(SNAPSHOT_FRAMES_AHEAD);
-        let first = wire::encode(&(vote, snapshot.meta.clone()));
-        let codec = self.codec.clone();
-        let gate = self.gate.clone();
-        let reader = tokio::task::spawn_blocking(move || -> Result<(), String> {
-            let _keys = gate.enter();
-            if tx.blocking_send(first).is_err() {
-                return Ok(());
-            }
-            let mut frames = FrameReader::new(file, codec).map_err(|e| e.to_string())?;
-            while let Some(plain) = frames.next_plain().map_err(|e| e.to_string())? {
-                if tx.blocking_send(Payload { data: plain }).is_err() {
-                    break; // the call ended (failed or cancelled)
-                }
-            }
-            Ok(())
-        });
-        let stream = futures::stream::unfold(rx, |mut rx| async move {
-            match tokio::time::timeout(SNAPSHOT_FRAME_TIMEOUT, rx.recv()).await {
-                Ok(Some(p)) => Some((p, rx)),
-                // Ended, or the reader stalled: end the stream (the peer
-                // refuses an image without its end frame).
-                _ => None,
-            }
-        });
-        let started = std::time::Instant::now();
-        let reply = tokio::select! {
-            r = client.install_snapshot(tonic::Request::new(stream)) => r,
-            closed = cancel => return Err(StreamingError::Closed(closed)),
-        };
-        metrics::histogram!("strongbox_peer_rpc_seconds", "rpc" => "install_snapshot")
-            .record(started.elapsed().as_secs_f64());
-        match reader.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let e = std::io::Error::other(format!("reading the snapshot image: {e}"));
-                return Err(StreamingError::StorageError(openraft::StorageError::from_io_error(
-                    openraft::ErrorSubject::Snapshot(None),
-                    openraft::ErrorVerb::Read,
-                    e,
-                )));
-            }
-            Err(e) => return Err(StreamingError::Network(NetworkError::new(&e))),
-        }
-        let payload = reply
-            .map_err(|s| match map_status::<openraft::error::Infallible>(s, 1) {
-                RPCError::Unreachable(u) => StreamingError::Unreachable(u),
-                other => StreamingError::Network(NetworkError::new(&other)),
-            })?
-            .into_inner();
-        let res: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =
-            wire::decode(&payload).map_err(|s| StreamingError::Network(NetworkError::new(&s)))?;
-        res.map_err(|e| {
-            StreamingError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e))
-        })
+        res
     }
 
     async fn vote(

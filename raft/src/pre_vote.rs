@@ -166,9 +166,15 @@ pub fn spawn(
             }
             let last_log = raft.data_metrics().borrow().last_log;
             let req = PreVoteRequest { candidate: me, last_log };
+            let round = Instant::now();
             let granted = 1 + ask(&channels, &voters, &req, timeouts.election_min / 2).await;
             let needed = (voters.len() + 1) / 2 + 1;
-            if granted >= needed {
+            // Heard from a leader, or voted for someone, while asking: an
+            // election settled meanwhile, and campaigning now would undo it.
+            let settled = contact.since().is_some_and(|d| d < round.elapsed());
+            if settled {
+                tracing::debug!(granted, needed, "a leader was heard while asking; not campaigning");
+            } else if granted >= needed {
                 tracing::info!(granted, needed, leader_known, "pre-vote won; starting an election");
                 metrics::counter!("strongbox_pre_votes_total", "outcome" => "won").increment(1);
                 if let Err(e) = raft.trigger().elect().await {

@@ -122,7 +122,13 @@ pub enum Command {
 
 fn init_logging(json: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    // openraft's replication logs every failed attempt to reach a peer that
+    // is down (ERROR and WARN, several a second); the peer network logs the
+    // change once instead ("peer unreachable" / "peer reachable again"),
+    // and failed snapshot sends itself. RUST_LOG overrides all of this.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,openraft=warn,openraft::replication=off,openraft::engine::handler::replication_handler=error")
+    });
     if json {
         tracing_subscriber::fmt().with_env_filter(filter).json().init();
     } else {
