@@ -111,8 +111,8 @@ impl Timeouts {
 
 /// This node's answer to a pre-vote request.
 pub fn answer(raft: &Raft, contact: &LeaderContact, timeouts: &Timeouts, req: &PreVoteRequest) -> bool {
-    let m = raft.metrics().borrow().clone();
-    if m.state == ServerState::Leader {
+    let state = raft.metrics().borrow().state;
+    if state == ServerState::Leader {
         return false;
     }
     if contact.since().is_some_and(|d| d < timeouts.leader_alive()) {
