@@ -3,6 +3,8 @@
 # from the binaries in BINDIR, then each named load for DUR seconds (12 by
 # default). Alternate two BINDIRs run after run: this machine's speed
 # drifts by a fifth within an hour, so only neighbouring runs compare.
+# Swap which one goes first from pair to pair: the second run of a pair
+# has been up to 20% faster with the same build (BENCHMARKS.md).
 #
 #   benches/ab.sh BINDIR TAG [t1|t1000|puts]...
 #     t1     unbatched transfers, 64 clients
