@@ -4,9 +4,9 @@
 //! replication stream, vote and forwarded write (openraft calls `new_client`
 //! per stream and per read-index round, so channels are cached, not built).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{
     Fatal, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
@@ -50,9 +50,16 @@ pub struct PeerChannels {
 
 enum Link {
     Open(Arc<ForwardLink>),
-    /// The peer has no forward stream (an older release).
-    Unary,
+    /// The peer had no forward stream (an older release) when asked at
+    /// this instant.
+    Unary(Instant),
 }
+
+/// How long a peer that answered a stream with UNIMPLEMENTED gets unary
+/// calls before the stream is tried again: it may have been upgraded
+/// since (a rolling upgrade), and a node should not need a restart to
+/// use its peers' streams.
+pub const UNARY_FALLBACK_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// How long opening a forward stream may take (one round trip when the
 /// leader is there).
@@ -106,7 +113,7 @@ impl PeerChannels {
             .clone();
         let mut slot = slot.lock().await;
         match &*slot {
-            Some(Link::Unary) => return Ok(None),
+            Some(Link::Unary(since)) if since.elapsed() < UNARY_FALLBACK_RETRY_AFTER => return Ok(None),
             Some(Link::Open(link)) if !link.is_closed() => return Ok(Some(link.clone())),
             _ => {}
         }
@@ -121,13 +128,55 @@ impl PeerChannels {
                 Ok(Some(link))
             }
             Err(PeerStreamError::Unimplemented) => {
-                // Until this process restarts, even if that peer is upgraded.
-                tracing::info!(peer = addr, "peer has no forward stream; using unary calls");
-                *slot = Some(Link::Unary);
+                tracing::info!(peer = addr, "peer has no forward stream; using unary calls for now");
+                *slot = Some(Link::Unary(Instant::now()));
                 Ok(None)
             }
             Err(PeerStreamError::Status(s)) => Err(s),
         }
+    }
+
+    /// Drops the channels, forward streams and reachability kept for
+    /// addresses outside `keep`: members come and go (a replaced machine, a
+    /// pod with a new address), and what was cached for the old ones would
+    /// otherwise stay for the life of the process. A dropped entry is only a
+    /// cache: the next call to that address builds it again.
+    pub fn retain_addresses(&self, keep: &HashSet<String>) {
+        self.channels.lock().expect("peer channel map poisoned").retain(|a, _| keep.contains(a));
+        self.links.lock().expect("forward link map poisoned").retain(|a, _| keep.contains(a));
+        self.reachable.lock().expect("reachability map poisoned").retain(|a, _| keep.contains(a));
+    }
+
+    /// Keeps the caches to the members' addresses for as long as `raft`
+    /// runs (see `retain_addresses`).
+    pub fn follow_membership(self: &Arc<Self>, raft: &crate::types::Raft) {
+        let channels = Arc::downgrade(self);
+        // Server metrics change with the vote, leader and membership only.
+        let mut metrics = raft.server_metrics();
+        tokio::spawn(async move {
+            loop {
+                let keep: HashSet<String> = metrics
+                    .borrow_and_update()
+                    .membership_config
+                    .membership()
+                    .nodes()
+                    .map(|(_, n)| n.raft_addr.clone())
+                    .collect();
+                let Some(channels) = channels.upgrade() else { return };
+                if !keep.is_empty() {
+                    channels.retain_addresses(&keep);
+                }
+                drop(channels);
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    #[cfg(test)]
+    fn cached_addresses(&self) -> usize {
+        self.channels.lock().expect("peer channel map poisoned").len()
     }
 
     pub fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, tonic::transport::Error> {
@@ -183,7 +232,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             codec: self.codec.clone(),
             gate: self.gate.clone(),
             append_stream: None,
-            append_unary: false,
+            append_unary_since: None,
         }
     }
 }
@@ -207,8 +256,9 @@ pub struct PeerClient {
     /// a call openraft abandons mid-way drops the stream with it, so no
     /// late answer is ever read as the next call's.
     append_stream: Option<AppendStream>,
-    /// The peer answered the stream with UNIMPLEMENTED: unary from now on.
-    append_unary: bool,
+    /// When the peer answered the stream with UNIMPLEMENTED: unary calls
+    /// until `UNARY_FALLBACK_RETRY_AFTER` has passed.
+    append_unary_since: Option<Instant>,
 }
 
 /// Frames read ahead of the snapshot stream (each at most
@@ -404,7 +454,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
         }
         let started = std::time::Instant::now();
-        let reply = if self.append_unary {
+        let unary = self.append_unary_since.is_some_and(|t| t.elapsed() < UNARY_FALLBACK_RETRY_AFTER);
+        let reply = if unary {
             let mut client = self.client().map_err(|s| map_status(s, hint))?;
             client.append_entries(with_ttl(request, &option)).await
         } else {
@@ -412,8 +463,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
                 Ok(Ok(answer)) => Ok(tonic::Response::new(answer)),
                 Ok(Err(PeerStreamError::Status(s))) => Err(s),
                 Ok(Err(PeerStreamError::Unimplemented)) => {
-                    tracing::info!(peer = self.target, "peer has no AppendEntries stream; using unary calls");
-                    self.append_unary = true;
+                    tracing::info!(
+                        peer = self.target,
+                        "peer has no AppendEntries stream; using unary calls for now"
+                    );
+                    self.append_unary_since = Some(Instant::now());
                     let mut client = self.client().map_err(|s| map_status(s, hint))?;
                     client.append_entries(with_ttl(wire::encode(&rpc), &option)).await
                 }
@@ -467,5 +521,26 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let mut client = self.client().map_err(|s| map_status(s, 1))?;
         let reply = client.vote(with_ttl(wire::encode(&rpc), &option)).await;
         self.unwrap_remote(reply, 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn addresses_no_member_has_are_forgotten() {
+        let channels = PeerChannels::new(None);
+        for addr in ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"] {
+            channels.client(addr).expect("a valid address");
+            channels.note_reachability(1, addr, None);
+        }
+        assert_eq!(channels.cached_addresses(), 3);
+        channels.retain_addresses(&HashSet::from(["127.0.0.1:2".to_string()]));
+        assert_eq!(channels.cached_addresses(), 1);
+        assert_eq!(channels.reachable.lock().unwrap().len(), 1);
+        // Still usable: the cache is rebuilt on demand.
+        channels.client("127.0.0.1:1").expect("a valid address");
+        assert_eq!(channels.cached_addresses(), 2);
     }
 }

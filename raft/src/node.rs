@@ -157,6 +157,7 @@ impl RaftNode {
         .await
         .map_err(|e| NodeError::Fatal(e.to_string()))?;
         snapshot_policy::spawn(raft.clone(), sm_store, appended_bytes, tuning.snapshot_logs);
+        channels.follow_membership(&raft);
         let timers = check_quorum::Timers {
             heartbeat: Duration::from_millis(tuning.heartbeat_ms),
             quorum_timeout: Duration::from_millis(tuning.election_timeout_min_ms),

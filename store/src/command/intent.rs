@@ -10,7 +10,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::Op;
+use super::{Bootstrap, ChangePassword, CreateClient, CreateUser, IssueToken, Op, RenewToken, SetPassword};
 
 /// Bytes of an intent digest (a truncated SHA-256; collisions only matter
 /// between one caller's own requests under one request id).
@@ -34,33 +34,37 @@ impl Op {
     }
 
     /// A copy with the proposing node's stamps blanked, for the ops that
-    /// carry any; `None` for ops that are the client's words alone.
+    /// carry any; `None` for ops that are the client's words alone (most,
+    /// a ledger batch of thousands of transfers among them: not copied).
     fn without_stamps(&self) -> Option<Op> {
-        let mut op = self.clone();
-        match &mut op {
+        Some(match self {
             // Salted hashes and generated secrets: new on every proposal.
             // (The password itself cannot be compared; the name and roles can.)
-            Op::Bootstrap(c) => {
-                c.password_phc.clear();
-                c.name_key = crate::names::NameKey::from([0u8; 32]);
+            Op::Bootstrap(c) => Op::Bootstrap(Bootstrap {
+                password_phc: String::new(),
+                name_key: crate::names::NameKey::from([0u8; 32]),
+                ..c.clone()
+            }),
+            Op::CreateUser(c) => Op::CreateUser(CreateUser { password_phc: String::new(), ..c.clone() }),
+            Op::SetPassword(c) => Op::SetPassword(SetPassword { password_phc: String::new(), ..c.clone() }),
+            Op::ChangePassword(c) => Op::ChangePassword(ChangePassword {
+                expected_phc: String::new(),
+                new_phc: String::new(),
+                ..c.clone()
+            }),
+            Op::CreateClient(c) => {
+                Op::CreateClient(CreateClient { secret_digest: String::new(), ..c.clone() })
             }
-            Op::CreateUser(c) => c.password_phc.clear(),
-            Op::SetPassword(c) => c.password_phc.clear(),
-            Op::ChangePassword(c) => {
-                c.expected_phc.clear();
-                c.new_phc.clear();
-            }
-            Op::CreateClient(c) => c.secret_digest.clear(),
             // Generated token and expiries computed from the node's clock.
-            Op::IssueToken(c) => {
-                c.token_hash = [0; 32];
-                c.expires_ms = 0;
-                c.renew_until_ms = 0;
-            }
-            Op::RenewToken(c) => c.expires_ms = 0,
+            Op::IssueToken(c) => Op::IssueToken(IssueToken {
+                token_hash: [0; 32],
+                expires_ms: 0,
+                renew_until_ms: 0,
+                ..c.clone()
+            }),
+            Op::RenewToken(c) => Op::RenewToken(RenewToken { expires_ms: 0, ..c.clone() }),
             _ => return None,
-        }
-        Some(op)
+        })
     }
 }
 
