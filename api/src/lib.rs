@@ -12,6 +12,7 @@ pub mod encryption;
 pub mod feed_demo;
 pub mod limits;
 pub mod local_audit;
+pub mod log_noise;
 pub mod observe;
 pub mod pulse;
 pub mod server;

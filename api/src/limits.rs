@@ -12,3 +12,15 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Concurrent requests per client connection.
 pub const CONCURRENCY_PER_CONNECTION_MAX: usize = 256;
+/// Streams a client may open and cancel before the server has taken them
+/// up, per connection, before the connection is closed (GOAWAY
+/// ENHANCE_YOUR_CALM). h2's default of 20 is the HTTP/2 rapid-reset
+/// defence; a node resumed after a pause (a VM stall, a long GC in a
+/// client) reads a backlog of requests whose callers have given up, one
+/// reset each. Up to one full window of concurrent requests is allowed.
+pub const CLIENT_PENDING_RESETS_MAX: usize = CONCURRENCY_PER_CONNECTION_MAX;
+/// The same for the peer port, whose callers are cluster members
+/// (mutual TLS): a leader abandons every forwarded call and read-index
+/// round at once when leadership moves, and closing the connection for it
+/// took the AppendEntries and forward streams that share it down too.
+pub const PEER_PENDING_RESETS_MAX: usize = 4096;

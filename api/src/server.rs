@@ -27,7 +27,9 @@ use tonic::transport::Server;
 
 use crate::auth::Auth;
 use crate::config::NodeConfig;
-use crate::limits::{CONCURRENCY_PER_CONNECTION_MAX, GRPC_DECODE_BYTES_MAX};
+use crate::limits::{
+    CLIENT_PENDING_RESETS_MAX, CONCURRENCY_PER_CONNECTION_MAX, GRPC_DECODE_BYTES_MAX, PEER_PENDING_RESETS_MAX,
+};
 use crate::services::audit::AuditService;
 use crate::services::auth::AuthService;
 use crate::services::clients::ClientsService;
@@ -116,7 +118,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let mut peer = Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(5)));
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        .http2_max_pending_accept_reset_streams(Some(PEER_PENDING_RESETS_MAX));
     if let Some(t) = &tls {
         peer = peer.tls_config(t.peer_server())?;
     }
@@ -161,6 +164,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let mut api = Server::builder()
         .tcp_nodelay(true)
         .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION_MAX)
+        .http2_max_pending_accept_reset_streams(Some(CLIENT_PENDING_RESETS_MAX))
         .http2_keepalive_interval(Some(Duration::from_secs(30)));
     if let Some(t) = &tls {
         api = api.tls_config(t.api_server())?;

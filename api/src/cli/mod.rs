@@ -121,21 +121,32 @@ pub enum Command {
 }
 
 fn init_logging(json: bool) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::FilterExt;
+    use tracing_subscriber::layer::{Filter, Layer, SubscriberExt};
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{fmt, EnvFilter, Registry};
     // openraft's replication logs every failed attempt to reach a peer that
     // is down (ERROR and WARN, several a second); the peer network logs the
     // change once instead ("peer unreachable" / "peer reachable again"),
-    // and failed snapshot sends itself. RUST_LOG overrides all of this.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,openraft=warn,openraft::replication=off,openraft::engine::handler::replication_handler=error")
-    });
-    if json {
-        tracing_subscriber::fmt().with_env_filter(filter).json().init();
+    // and failed snapshot sends itself. Other per-attempt lines go too
+    // (`log_noise`). RUST_LOG overrides all of this.
+    let filter: Box<dyn Filter<Registry> + Send + Sync> = match EnvFilter::try_from_default_env() {
+        Ok(asked) => Box::new(asked),
+        Err(_) => Box::new(
+            EnvFilter::new(
+                "info,openraft=warn,openraft::replication=off,openraft::engine::handler::replication_handler=error",
+            )
+            .and(crate::log_noise::DropNoise),
+        ),
+    };
+    let layer = if json {
+        fmt::layer().json().boxed()
     } else {
         // Colour only for a terminal: `strongbox dev` sends node logs to files.
         use std::io::IsTerminal;
-        tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stdout().is_terminal()).init();
-    }
+        fmt::layer().with_ansi(std::io::stdout().is_terminal()).boxed()
+    };
+    tracing_subscriber::registry().with(layer.with_filter(filter)).init();
 }
 
 /// What a client command needs to talk to the cluster.
