@@ -591,6 +591,38 @@ async fn membership_add_learner_promote_transfer_remove() {
 }
 
 #[tokio::test]
+async fn a_leader_transfer_its_caller_gives_up_on_leaves_heartbeats_on() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = TestCluster::start(3, fast_raft()).await;
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    put_retry(&c, leader, "hb/a", "1", "hb-1").await;
+    let down = (1..=3).find(|id| *id != leader).unwrap();
+    c.stop(down).await;
+    // A transfer to a stopped voter can only keep asking; its caller gives
+    // up first, and the transfer is dropped half-way.
+    let mut req = tonic::Request::new(TransferLeaderRequest { id: down });
+    // Shorter than an election timeout: heartbeats off for as long as the
+    // transfer runs do not cost the leader its quorum by themselves.
+    req.set_timeout(Duration::from_millis(300));
+    let e = c.cluster(leader).transfer_leader(req).await.unwrap_err();
+    assert!(matches!(e.code(), Code::DeadlineExceeded | Code::Cancelled), "{e:?}");
+    let term = c.status(leader).await.expect("leader status").term;
+    // Idle for several election timeouts. Left without heartbeats, the
+    // leader would hear from no quorum and fall silent, and the follower
+    // still up would stop hearing it.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let metrics = c.metrics(leader).await;
+    let silenced = metrics
+        .lines()
+        .find(|l| l.starts_with("strongbox_leader_silenced_total"))
+        .map(|l| l.rsplit(' ').next().unwrap_or("").to_string());
+    assert!(silenced.as_deref().is_none_or(|v| v == "0"), "the leader fell silent: {silenced:?}");
+    let s = c.status(leader).await.expect("leader status");
+    assert_eq!((s.leader_id, s.term), (Some(leader), term), "leadership moved: {s:?}");
+    put_retry(&c, leader, "hb/b", "2", "hb-2").await;
+}
+
+#[tokio::test]
 async fn no_quorum_answers_unavailable_and_loses_nothing() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut c = TestCluster::start(3, fast_raft()).await;

@@ -377,6 +377,7 @@ impl PeerClient {
         let first = wire::encode(&(vote, snapshot.meta.clone()));
         let codec = self.codec.clone();
         let gate = self.gate.clone();
+        let silence = self.silence.clone();
         let reader = tokio::task::spawn_blocking(move || -> Result<(), String> {
             let _keys = gate.enter();
             if tx.blocking_send(first).is_err() {
@@ -384,6 +385,12 @@ impl PeerClient {
             }
             let mut frames = FrameReader::new(file, codec).map_err(|e| e.to_string())?;
             while let Some(plain) = frames.next_plain().map_err(|e| e.to_string())? {
+                // A leader that lost its quorum mid-image stops here: the
+                // receiver would otherwise keep refusing the others'
+                // pre-votes for it (the image ends unfinished, refused).
+                if silence.is_on() {
+                    break;
+                }
                 if tx.blocking_send(Payload { data: plain }).is_err() {
                     break; // the call ended (failed or cancelled)
                 }

@@ -554,8 +554,8 @@ impl RaftNode {
             return Ok(Some(to));
         }
         let deadline = Instant::now() + budget;
-        self.raft.runtime_config().heartbeat(false);
-        let hold = self.elections.hold();
+        let _heartbeats_off = HeartbeatsOff::start(&self.raft);
+        let _hold = self.elections.hold();
         let result = loop {
             let asked = match self.channels.client(&node.raft_addr) {
                 Ok(mut c) => c.trigger_election(strongbox_proto::raft::v1::Empty {}).await.map(|_| ()),
@@ -578,8 +578,6 @@ impl RaftNode {
                 )));
             }
         };
-        self.raft.runtime_config().heartbeat(true);
-        drop(hold);
         result
     }
 
@@ -612,5 +610,24 @@ impl RaftNode {
             revision: self.sm.revision().map_err(|e| NodeError::Fatal(e.to_string()))?,
             members,
         })
+    }
+}
+
+/// Heartbeats off for as long as a leader transfer runs, and back on when
+/// it ends however it ends: a transfer whose caller gives up (a forward
+/// timing out, a client gone) is dropped mid-way, and a leader left without
+/// heartbeats loses its followers whenever it is idle, every term it leads.
+struct HeartbeatsOff(Raft);
+
+impl HeartbeatsOff {
+    fn start(raft: &Raft) -> HeartbeatsOff {
+        raft.runtime_config().heartbeat(false);
+        HeartbeatsOff(raft.clone())
+    }
+}
+
+impl Drop for HeartbeatsOff {
+    fn drop(&mut self) {
+        self.0.runtime_config().heartbeat(true);
     }
 }

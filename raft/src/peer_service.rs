@@ -111,7 +111,7 @@ impl RaftPeer for PeerService {
         let (vote, meta): (Vote<NodeId>, SnapshotMeta) = wire::decode(&first)?;
         // The sender leads (or did): until install_full_snapshot, openraft
         // here would hear nothing from it and campaign mid-stream.
-        let _hold = self.node.hold_elections_for(&vote);
+        let hold = self.node.hold_elections_for(&vote);
         let db = self.node.sm.db().clone();
         // Held until the install below has copied the image under this
         // node's keys: no key is retired under frames received meanwhile.
@@ -126,6 +126,12 @@ impl RaftPeer for PeerService {
         })
         .await?;
         while let Some(frame) = next_frame(&mut stream).await? {
+            if hold.is_some() {
+                // The current leader is talking to this node: others'
+                // pre-votes are refused while frames come (not for as long
+                // as the hold waits for a next frame that may never come).
+                self.node.contact.touch();
+            }
             w = off_runtime(move || {
                 let mut w = w;
                 w.push_plain(&frame.data)?;

@@ -15,12 +15,13 @@
 //! it start a real election. A voter says yes when it has not heard from a
 //! leader for the lease itself (a leader it still hears is alive) and the
 //! candidate's log is at least as up to date as its own. A node that leads
-//! says no.
+//! with a quorum that answered within the lease says no.
 //!
 //! Elections on purpose (leader transfer, `TriggerElection`) bypass this.
 //! Safety never depends on it: a real vote still follows every pre-vote.
 
 use std::collections::hash_map::RandomState;
+use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -92,27 +93,47 @@ impl Timeouts {
     /// after a leader, its lease (openraft's own timer waited lease +
     /// timeout); after this node's own attempt, or with no leader heard of
     /// yet (a cluster forming), the shortest election timeout. Plus jitter.
+    /// `since_contact`: since this node last heard a leader (or streamed
+    /// one's snapshot); `since_start`: since the node started.
     fn wait(
         &self,
-        contact: &LeaderContact,
+        since_contact: Option<Duration>,
+        since_start: Duration,
         last_attempt: Option<Instant>,
         jitter: Duration,
     ) -> (Duration, Duration) {
         let attempt = last_attempt.map(|a| a.elapsed());
-        let (waited, base) = match (contact.since(), attempt) {
+        let (waited, base) = match (since_contact, attempt) {
             (Some(c), Some(a)) if a < c => (a, self.election_min),
             (Some(c), _) => (c, self.leader_alive()),
             (None, Some(a)) => (a, self.election_min),
-            (None, None) => (contact.started.elapsed(), self.election_min),
+            (None, None) => (since_start, self.election_min),
         };
         (waited, base + jitter)
     }
 }
 
+/// Whether this node leads with a quorum that answered within the leader
+/// lease. A leader that lost its quorum (openraft 0.9 leaders never step
+/// down by themselves) must not veto the others' pre-votes: it would hold
+/// the cluster leaderless until its next check_quorum probe.
+fn leads_with_quorum(raft: &Raft, timeouts: &Timeouts) -> bool {
+    let m = raft.metrics();
+    let m = m.borrow();
+    m.state == ServerState::Leader
+        && m.millis_since_quorum_ack.is_some_and(|ms| u128::from(ms) < timeouts.election_min.as_millis())
+}
+
+/// Whether the nodes in `granted` are a majority of every configuration of
+/// `joint` (one outside a membership change, two during one), as the real
+/// election will need.
+fn majority_in_each(joint: &[BTreeSet<NodeId>], granted: &BTreeSet<NodeId>) -> bool {
+    joint.iter().all(|config| config.iter().filter(|id| granted.contains(id)).count() > config.len() / 2)
+}
+
 /// This node's answer to a pre-vote request.
 pub fn answer(raft: &Raft, contact: &LeaderContact, timeouts: &Timeouts, req: &PreVoteRequest) -> bool {
-    let state = raft.metrics().borrow().state;
-    if state == ServerState::Leader {
+    if leads_with_quorum(raft, timeouts) {
         return false;
     }
     if contact.since().is_some_and(|d| d < timeouts.leader_alive()) {
@@ -134,9 +155,15 @@ pub fn spawn(
         let tick = (timeouts.election_min / 10).max(Duration::from_millis(10));
         let mut jitter = timeouts.jitter();
         let mut last_attempt: Option<Instant> = None;
+        // When this node last led with a quorum or received a snapshot
+        // under an election hold: not leader contact for the others'
+        // pre-votes (those are answered from `contact`, which the
+        // AppendEntries and snapshot frames themselves touch), only a
+        // reason for this node not to campaign yet.
+        let mut busy_at: Option<Instant> = None;
         loop {
             tokio::time::sleep(tick).await;
-            let (state, me, voters, leader_known) = {
+            let (state, me, voters, joint, leader_known) = {
                 let m = raft.metrics();
                 let m = m.borrow();
                 if m.running_state.is_err() {
@@ -149,39 +176,60 @@ pub fn spawn(
                     .filter_map(|id| membership.get_node(&id).map(|n| (id, n.raft_addr.clone())))
                     .collect();
                 let is_voter = membership.voter_ids().any(|id| id == m.id);
-                (m.state, m.id, is_voter.then_some(voters), m.current_leader.is_some())
+                let joint = membership.get_joint_config().clone();
+                (m.state, m.id, is_voter.then_some(voters), joint, m.current_leader.is_some())
             };
             // A learner (or a node not yet part of a cluster) never
             // campaigns. It is not told about leaders either, so its contact
             // time stays as it is: it must not refuse the pre-votes of a
             // cluster being formed.
             let Some(voters) = voters else { continue };
-            if state == ServerState::Leader || holds.held() {
-                contact.touch();
+            if state == ServerState::Leader {
+                // A leader never campaigns; while its quorum answers it is
+                // the leader the others hear (a leader that lost its quorum
+                // is not, and waits a lease after it is deposed).
+                if leads_with_quorum(&raft, &timeouts) {
+                    contact.touch();
+                }
                 continue;
             }
-            let (waited, timeout) = timeouts.wait(&contact, last_attempt, jitter);
+            if holds.held() {
+                busy_at = Some(Instant::now());
+                continue;
+            }
+            let since_contact = match (contact.since(), busy_at.map(|b| b.elapsed())) {
+                (Some(c), Some(b)) => Some(c.min(b)),
+                (c, b) => c.or(b),
+            };
+            let (waited, timeout) =
+                timeouts.wait(since_contact, contact.started.elapsed(), last_attempt, jitter);
             if waited < timeout {
                 continue;
             }
             let last_log = raft.data_metrics().borrow().last_log;
             let req = PreVoteRequest { candidate: me, last_log };
             let round = Instant::now();
-            let granted = 1 + ask(&channels, &voters, &req, timeouts.election_min / 2).await;
-            let needed = (voters.len() + 1) / 2 + 1;
+            let mut yes = ask(&channels, &voters, &req, timeouts.election_min / 2).await;
+            yes.insert(me);
+            let (granted, won) = (yes.len(), majority_in_each(&joint, &yes));
             // Heard from a leader, or voted for someone, while asking: an
             // election settled meanwhile, and campaigning now would undo it.
             let settled = contact.since().is_some_and(|d| d < round.elapsed());
             if settled {
-                tracing::debug!(granted, needed, "a leader was heard while asking; not campaigning");
-            } else if granted >= needed {
-                tracing::info!(granted, needed, leader_known, "pre-vote won; starting an election");
+                tracing::debug!(granted, "a leader was heard while asking; not campaigning");
+            } else if won {
+                tracing::info!(
+                    granted,
+                    voters = voters.len() + 1,
+                    leader_known,
+                    "pre-vote won; starting an election"
+                );
                 metrics::counter!("strongbox_pre_votes_total", "outcome" => "won").increment(1);
                 if let Err(e) = raft.trigger().elect().await {
                     tracing::debug!(%e, "election trigger failed");
                 }
             } else {
-                tracing::debug!(granted, needed, "pre-vote lost; not campaigning");
+                tracing::debug!(granted, voters = voters.len() + 1, "pre-vote lost; not campaigning");
                 metrics::counter!("strongbox_pre_votes_total", "outcome" => "lost").increment(1);
             }
             // A whole new timeout before the next attempt, as after a real
@@ -193,29 +241,30 @@ pub fn spawn(
     });
 }
 
-/// How many of `voters` grant the pre-vote within `budget`. A peer that
-/// does not know the RPC (an older release) counts as granting: it would
-/// have been asked for a real vote before pre-votes existed.
+/// Which of `voters` grant the pre-vote within `budget`. A peer that does
+/// not know the RPC (an older release) counts as granting: it would have
+/// been asked for a real vote before pre-votes existed.
 async fn ask(
     channels: &PeerChannels,
     voters: &[(NodeId, String)],
     req: &PreVoteRequest,
     budget: Duration,
-) -> usize {
-    let asks = voters.iter().map(|(_, addr)| {
+) -> BTreeSet<NodeId> {
+    let asks = voters.iter().map(|(id, addr)| {
         let payload = crate::wire::encode(req);
         async move {
             let mut client = channels.client(addr).ok()?;
             let mut request = tonic::Request::new(payload);
             request.set_timeout(budget);
-            match tokio::time::timeout(budget, client.pre_vote(request)).await {
+            let granted = match tokio::time::timeout(budget, client.pre_vote(request)).await {
                 Ok(Ok(r)) => crate::wire::decode::<bool>(r.get_ref()).ok(),
                 Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => Some(true),
                 _ => None,
-            }
+            };
+            (granted == Some(true)).then_some(*id)
         }
     });
-    futures::future::join_all(asks).await.into_iter().filter(|g| *g == Some(true)).count()
+    futures::future::join_all(asks).await.into_iter().flatten().collect()
 }
 
 #[cfg(test)]
@@ -235,14 +284,34 @@ mod tests {
     fn after_a_leader_the_wait_is_its_lease_and_after_an_attempt_a_timeout() {
         let t =
             Timeouts { election_min: Duration::from_millis(1000), election_max: Duration::from_millis(2000) };
-        let c = LeaderContact::new();
         let no_jitter = Duration::ZERO;
-        assert_eq!(t.wait(&c, None, no_jitter).1, t.election_min, "forming: no lease to respect");
-        c.touch();
-        assert_eq!(t.wait(&c, None, no_jitter).1, t.election_max, "a leader was heard: its lease");
-        std::thread::sleep(Duration::from_millis(5));
-        let (waited, timeout) = t.wait(&c, Some(Instant::now()), no_jitter);
+        let started = Duration::from_secs(9);
+        assert_eq!(t.wait(None, started, None, no_jitter).1, t.election_min, "forming: no lease to respect");
+        let heard = Some(Duration::ZERO);
+        assert_eq!(
+            t.wait(heard, started, None, no_jitter).1,
+            t.election_max,
+            "a leader was heard: its lease"
+        );
+        let heard = Some(Duration::from_millis(5));
+        let (waited, timeout) = t.wait(heard, started, Some(Instant::now()), no_jitter);
         assert_eq!(timeout, t.election_min, "after this node's own attempt");
         assert!(waited < Duration::from_millis(5), "counted from the attempt: {waited:?}");
+    }
+
+    #[test]
+    fn a_pre_vote_needs_a_majority_of_each_configuration_of_a_change() {
+        let set = |ids: &[NodeId]| ids.iter().copied().collect::<BTreeSet<NodeId>>();
+        let plain = vec![set(&[1, 2, 3])];
+        assert!(majority_in_each(&plain, &set(&[1, 3])));
+        assert!(!majority_in_each(&plain, &set(&[1])));
+        // Removing voter 5 of five: {1, 2, 5} is a majority of the old
+        // configuration but not of the new one.
+        let removing = vec![set(&[1, 2, 3, 4, 5]), set(&[1, 2, 3, 4])];
+        assert!(!majority_in_each(&removing, &set(&[1, 2, 5])));
+        assert!(majority_in_each(&removing, &set(&[1, 2, 3])));
+        // Replacing 4 and 5 by 6 and 7: no majority of all seven is needed.
+        let replacing = vec![set(&[1, 2, 3, 4, 5]), set(&[1, 2, 3, 6, 7])];
+        assert!(majority_in_each(&replacing, &set(&[1, 2, 3])));
     }
 }

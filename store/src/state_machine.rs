@@ -610,7 +610,7 @@ impl<'a> ApplyBatch<'a> {
         // Per family with a floor: the last key deleted (sorted order).
         let mut deleted: Vec<(Cf, Vec<u8>)> = Vec::new();
         let mut touched_auth = false;
-        for (key, value) in self.overlay.into_sorted() {
+        for (key, value) in self.overlay.sorted() {
             let (cf, key) = (key.cf, key.bytes());
             touched_auth |= AUTH_CFS.contains(&cf);
             if cf == Cf::Accounts {
@@ -618,14 +618,14 @@ impl<'a> ApplyBatch<'a> {
                 accounts.push((id, value.as_ref().map(|v| decode::<Account>(cf, v)).transpose()?));
             }
             if FLOOR_CFS.contains(&cf) {
-                match (&value, deleted.last_mut()) {
+                match (value, deleted.last_mut()) {
                     (Some(_), _) => self.sm.db.lower_floor(cf, key),
                     (None, Some((last_cf, last))) if *last_cf == cf => *last = key.to_vec(),
                     (None, _) => deleted.push((cf, key.to_vec())),
                 }
             }
             match value {
-                Some(v) => batch.put_raw(cf, key, &v),
+                Some(v) => batch.put_raw(cf, key, v),
                 None => batch.delete(cf, key),
             }
         }
