@@ -21,7 +21,9 @@ use crate::election_hold::{ElectionHolds, Hold};
 use crate::log_store::LogStore;
 use crate::network::{NetworkFactory, PeerChannels};
 use crate::pre_vote::{self, LeaderContact};
-use crate::proposer::{forward_rpc, until_leader_changes, ProposeError, ProposeResult, Proposer};
+use crate::proposer::{
+    forward_rpc, until_leader_changes, ProposeError, ProposeResult, Proposer, FORWARD_TIMEOUT,
+};
 use crate::sm_store::SmStore;
 use crate::snapshot_policy;
 use crate::types::{LogId, NodeId, NodeInfo, Raft, TypeConfig};
@@ -509,7 +511,10 @@ impl RaftNode {
             let res = match self.leader() {
                 Some((l, _)) if l == to => return Ok(Some(to)),
                 Some((l, node)) if l != self.id => {
-                    let fwd = Forwarded::TransferLeader { to, budget_ms: left.as_millis() as u64 };
+                    // Within the forward's own deadline, so the leader
+                    // answers (won, or why not) before the call is dropped.
+                    let budget = left.min(FORWARD_TIMEOUT.saturating_sub(Duration::from_secs(1)));
+                    let fwd = Forwarded::TransferLeader { to, budget_ms: budget.as_millis() as u64 };
                     match forward_rpc(&self.channels, &node, fwd).await {
                         Ok(ForwardReply::TransferLeader(r)) => r,
                         Ok(other) => Err(ProposeError::Fatal(format!("unexpected reply {other:?}"))),
