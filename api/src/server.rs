@@ -298,6 +298,10 @@ async fn maybe_initialize(cfg: &NodeConfig, node: &RaftNode) -> anyhow::Result<b
 async fn export_raft_metrics(node: RaftNode) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Peers with per-peer replication series: zeroed once this node no
+    // longer replicates to them (stepped down, or the peer was removed),
+    // so a lag alert does not fire on a value frozen at the last term led.
+    let mut exported: std::collections::BTreeSet<String> = Default::default();
     loop {
         tick.tick().await;
         let m = node.raft.metrics().borrow().clone();
@@ -312,16 +316,23 @@ async fn export_raft_metrics(node: RaftNode) {
         metrics::gauge!("strongbox_raft_last_log_index").set(last as f64);
         metrics::gauge!("strongbox_raft_applied_index").set(m.last_applied.map_or(0.0, |l| l.index as f64));
         metrics::gauge!("strongbox_raft_snapshot_index").set(m.snapshot.map_or(0.0, |l| l.index as f64));
+        let mut current = std::collections::BTreeSet::new();
         if let Some(repl) = &m.replication {
             for (peer, matched) in repl.iter() {
                 let matched = matched.map_or(0, |l| l.index);
                 let peer = peer.to_string();
                 metrics::gauge!("strongbox_raft_peer_matched_index", "peer" => peer.clone())
                     .set(matched as f64);
-                metrics::gauge!("strongbox_raft_peer_lag_entries", "peer" => peer)
+                metrics::gauge!("strongbox_raft_peer_lag_entries", "peer" => peer.clone())
                     .set(last.saturating_sub(matched) as f64);
+                current.insert(peer);
             }
         }
+        for gone in exported.difference(&current) {
+            metrics::gauge!("strongbox_raft_peer_matched_index", "peer" => gone.clone()).set(0.0);
+            metrics::gauge!("strongbox_raft_peer_lag_entries", "peer" => gone.clone()).set(0.0);
+        }
+        exported = current;
         match node.raft.with_raft_state(|s| s.committed.map_or(0, |l| l.index)).await {
             Ok(committed) => metrics::gauge!("strongbox_raft_committed_index").set(committed as f64),
             Err(_) => return,

@@ -107,6 +107,8 @@ pub struct RaftNode {
     /// When this node last heard from a live leader (`pre_vote`).
     pub contact: Arc<LeaderContact>,
     pub election_timeouts: pre_vote::Timeouts,
+    /// Leader transfers running here (see `HeartbeatsOff`).
+    transfers: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// How far behind the leader's log a learner may be and still be promoted.
@@ -192,6 +194,7 @@ impl RaftNode {
             elections,
             contact,
             election_timeouts,
+            transfers: Arc::default(),
         })
     }
 
@@ -559,18 +562,29 @@ impl RaftNode {
             return Ok(Some(to));
         }
         let deadline = Instant::now() + budget;
-        let _heartbeats_off = HeartbeatsOff::start(&self.raft);
+        let _heartbeats_off = HeartbeatsOff::start(&self.raft, &self.transfers);
         let _hold = self.elections.hold();
+        let election_timeout = Duration::from_millis(self.raft.config().election_timeout_min);
         let result = loop {
+            // Bounded: a paused or cut-off target answers nothing, and the
+            // transfer must end within its budget (heartbeats are off).
+            let ask = deadline.saturating_duration_since(Instant::now()).min(election_timeout);
             let asked = match self.channels.client(&node.raft_addr) {
-                Ok(mut c) => c.trigger_election(strongbox_proto::raft::v1::Empty {}).await.map(|_| ()),
+                Ok(mut c) => {
+                    match tokio::time::timeout(ask, c.trigger_election(strongbox_proto::raft::v1::Empty {}))
+                        .await
+                    {
+                        Ok(r) => r.map(|_| ()),
+                        Err(_) => Err(tonic::Status::deadline_exceeded("no answer to the election trigger")),
+                    }
+                }
                 Err(e) => Err(tonic::Status::unavailable(e.to_string())),
             };
             if let Err(s) = asked {
                 tracing::debug!(to, %s, "leader transfer: election trigger failed; retrying");
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            let round = Duration::from_millis(self.raft.config().election_timeout_min).min(left);
+            let round = election_timeout.min(left);
             let waited =
                 self.raft.wait(Some(round)).metrics(move |m| m.current_leader == Some(to), "transfer").await;
             if let Ok(m) = waited {
@@ -619,20 +633,29 @@ impl RaftNode {
 }
 
 /// Heartbeats off for as long as a leader transfer runs, and back on when
-/// it ends however it ends: a transfer whose caller gives up (a forward
-/// timing out, a client gone) is dropped mid-way, and a leader left without
-/// heartbeats loses its followers whenever it is idle, every term it leads.
-struct HeartbeatsOff(Raft);
+/// the last one running ends however it ends: a transfer whose caller gives
+/// up (a forward timing out, a client gone) is dropped mid-way, and a
+/// leader left without heartbeats loses its followers whenever it is idle,
+/// every term it leads. Counted: two transfers may overlap (two admins, a
+/// retried forward), and the first to end must not turn heartbeats back on
+/// under the other.
+struct HeartbeatsOff {
+    raft: Raft,
+    running: Arc<std::sync::atomic::AtomicUsize>,
+}
 
 impl HeartbeatsOff {
-    fn start(raft: &Raft) -> HeartbeatsOff {
+    fn start(raft: &Raft, running: &Arc<std::sync::atomic::AtomicUsize>) -> HeartbeatsOff {
+        running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         raft.runtime_config().heartbeat(false);
-        HeartbeatsOff(raft.clone())
+        HeartbeatsOff { raft: raft.clone(), running: running.clone() }
     }
 }
 
 impl Drop for HeartbeatsOff {
     fn drop(&mut self) {
-        self.0.runtime_config().heartbeat(true);
+        if self.running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.raft.runtime_config().heartbeat(true);
+        }
     }
 }

@@ -55,18 +55,24 @@ impl Hasher {
         &self,
         f: impl FnOnce(&Argon2<'static>) -> T + Send + 'static,
     ) -> Result<T, Status> {
-        let Ok(_admitted) = self.admitted.clone().try_acquire_owned() else {
+        let Ok(admitted) = self.admitted.clone().try_acquire_owned() else {
             metrics::counter!("strongbox_password_hash_rejected_total").increment(1);
             return Err(Status::resource_exhausted(
                 "too many password checks in progress on this node; retry shortly",
             ));
         };
-        let _running =
+        let running =
             self.running.clone().acquire_owned().await.map_err(|_| Status::unavailable("shutting down"))?;
         let argon = self.argon.clone();
-        tokio::task::spawn_blocking(move || f(&argon))
-            .await
-            .map_err(|e| Status::internal(format!("password hashing task failed: {e}")))
+        // The permits go with the hash, not with this future: a caller that
+        // gives up (a reset, a short deadline) drops the future, while the
+        // hash runs on to its end; the next one must not start before.
+        tokio::task::spawn_blocking(move || {
+            let _permits = (admitted, running);
+            f(&argon)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("password hashing task failed: {e}")))
     }
 
     /// A PHC string for a new password.
@@ -125,6 +131,35 @@ mod tests {
         }
         assert!(ok >= 1 && refused >= 1, "ok {ok}, refused {refused}");
         assert_eq!(ok + refused, 6);
+    }
+
+    #[tokio::test]
+    async fn a_hash_whose_caller_gave_up_still_holds_its_place() {
+        let h = std::sync::Arc::new(Hasher::new(&settings(1, 0)).unwrap());
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (finish_tx, finish_rx) = std::sync::mpsc::channel::<()>();
+        let first = {
+            let h = h.clone();
+            tokio::spawn(async move {
+                h.run(move |_| {
+                    started_tx.send(()).unwrap();
+                    let _ = finish_rx.recv();
+                })
+                .await
+            })
+        };
+        tokio::task::spawn_blocking(move || started_rx.recv().unwrap()).await.unwrap();
+        // The caller gives up; the hash itself runs on.
+        first.abort();
+        let _ = first.await;
+        let e = h.run(|_| ()).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "a second hash started beside the first: {e:?}");
+        finish_tx.send(()).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while h.run(|_| ()).await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "the place was never given back");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     #[tokio::test]

@@ -142,6 +142,10 @@ struct Producer {
     tx: mpsc::Sender<WatchResponse>,
     cut: Cut,
     stopping: watch::Receiver<bool>,
+    /// Shared with the consumer: the stream counts against `WATCHERS_MAX`
+    /// until both have ended (a producer outlives a consumer that left
+    /// until it notices).
+    _slot: Arc<WatcherSlot>,
 }
 
 impl Producer {
@@ -174,6 +178,9 @@ impl Producer {
             if *self.stopping.borrow() {
                 self.end(Status::unavailable("node shutting down; reconnect to another node"));
                 return;
+            }
+            if self.tx.is_closed() {
+                return; // the consumer left (a catch-up may send nothing for long)
             }
             // A revoked or expired token ends the stream.
             let caller = match self.caller() {
@@ -235,6 +242,7 @@ impl Producer {
                     last_sent = tokio::time::Instant::now();
                 }
                 _ = self.stopping.changed() => {}
+                () = self.tx.closed() => return,
             }
         }
     }
@@ -255,11 +263,12 @@ struct Consumer {
     cut: Cut,
     /// The last revision handed to the transport.
     last: u64,
-    _slot: WatcherSlot,
+    _slot: Arc<WatcherSlot>,
     done: bool,
 }
 
-/// Decrements the watcher count when a stream ends, however it ends.
+/// Decrements the watcher count when a stream's producer and consumer have
+/// both ended, however they end.
 struct WatcherSlot(Arc<AtomicUsize>);
 
 impl Drop for WatcherSlot {
@@ -309,7 +318,7 @@ impl FeedService {
                 "this node serves at most {WATCHERS_MAX} watch streams; try another node or later"
             )));
         }
-        let slot = WatcherSlot(self.watchers.clone());
+        let slot = Arc::new(WatcherSlot(self.watchers.clone()));
         let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER_MAX);
         let cut: Cut = Arc::default();
         let producer = Producer {
@@ -320,6 +329,7 @@ impl FeedService {
             tx,
             cut: cut.clone(),
             stopping: self.stopping.clone(),
+            _slot: slot.clone(),
         };
         tokio::spawn(producer.run(start));
         // Hands out what is buffered; once the producer has cut the stream,
