@@ -16,11 +16,20 @@ const PAGE_DEFAULT: u32 = 100;
 
 pub struct AuditService {
     api: Api,
+    /// Verifications running at once: each walks a whole chain on a
+    /// blocking thread, beside the log's fsyncs on the same pool.
+    verifying: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// Audit.Verify calls one node runs at once; more get RESOURCE_EXHAUSTED.
+pub const VERIFIES_RUNNING_MAX: usize = 2;
 
 impl AuditService {
     pub fn new(api: Api) -> Self {
-        AuditService { api }
+        AuditService {
+            api,
+            verifying: std::sync::Arc::new(tokio::sync::Semaphore::new(VERIFIES_RUNNING_MAX)),
+        }
     }
 
     /// Up to a chunk of records of `chain` from `seq` on.
@@ -136,9 +145,16 @@ impl Audit for AuditService {
                 let (meta, _, r) = req.into_parts();
                 self.api.read(&meta, Rpc::AuditVerify, "", r.options.as_ref()).await?;
                 let chain = chain(r.chain, "chain")?;
+                let Ok(permit) = self.verifying.clone().try_acquire_owned() else {
+                    return Err(Status::resource_exhausted(format!(
+                        "{VERIFIES_RUNNING_MAX} audit verifications are already running on this node; retry when one ends"
+                    )));
+                };
                 let sm = self.api.node.sm.clone();
-                // A long chain is CPU work: off the async workers.
+                // A long chain is CPU work: off the async workers. The permit
+                // goes with the walk, which runs on if the caller gives up.
                 let (verdict, head_seq, first_seq) = tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
                     let db = sm.db();
                     Ok::<_, strongbox_store::DbError>(match chain {
                         AuditChain::Replicated => (sm.verify_audit()?, sm.audit_head()?.0, 1),
