@@ -17,6 +17,8 @@
 use std::fmt::Debug;
 
 use tracing::field::{Field, Visit};
+use tracing::level_filters::LevelFilter;
+use tracing::subscriber::Interest;
 use tracing::{Event, Metadata};
 use tracing_subscriber::layer::{Context, Filter};
 
@@ -35,6 +37,19 @@ pub struct DropNoise;
 impl<S> Filter<S> for DropNoise {
     fn enabled(&self, _meta: &Metadata<'_>, _cx: &Context<'_, S>) -> bool {
         true
+    }
+
+    /// Every callsite as far as this filter goes: combined with the level
+    /// filter, a disabled callsite stays disabled for good (cached), and
+    /// only the events that pass it reach `event_enabled`.
+    fn callsite_enabled(&self, _meta: &'static Metadata<'static>) -> Interest {
+        Interest::always()
+    }
+
+    /// No level is filtered out here, so the level filter's own maximum
+    /// stays the global one (the cheap check every `debug!` makes first).
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(LevelFilter::TRACE)
     }
 
     fn event_enabled(&self, event: &Event<'_>, _cx: &Context<'_, S>) -> bool {
