@@ -31,8 +31,10 @@ const NOISE: [(&str, &str); 5] = [
     ("response_receiver_gone", "OneshotConsumer.tx.send"),
 ];
 
-/// Drops openraft's per-attempt lines listed in `NOISE`.
-pub struct DropNoise;
+/// Drops openraft's per-attempt lines listed in `NOISE` (when `active`).
+pub struct DropNoise {
+    pub active: bool,
+}
 
 impl<S> Filter<S> for DropNoise {
     fn enabled(&self, _meta: &Metadata<'_>, _cx: &Context<'_, S>) -> bool {
@@ -53,7 +55,7 @@ impl<S> Filter<S> for DropNoise {
     }
 
     fn event_enabled(&self, event: &Event<'_>, _cx: &Context<'_, S>) -> bool {
-        if !event.metadata().target().starts_with("openraft") {
+        if !self.active || !event.metadata().target().starts_with("openraft") {
             return true;
         }
         let mut message = Message(None);

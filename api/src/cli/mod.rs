@@ -121,32 +121,36 @@ pub enum Command {
 }
 
 fn init_logging(json: bool) {
-    use tracing_subscriber::filter::FilterExt;
-    use tracing_subscriber::layer::{Filter, Layer, SubscriberExt};
+    use tracing_subscriber::layer::{Layer, SubscriberExt};
     use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::{fmt, EnvFilter, Registry};
+    use tracing_subscriber::{fmt, EnvFilter};
     // openraft's replication logs every failed attempt to reach a peer that
     // is down (ERROR and WARN, several a second); the peer network logs the
     // change once instead ("peer unreachable" / "peer reachable again"),
     // and failed snapshot sends itself. Other per-attempt lines go too
     // (`log_noise`). RUST_LOG overrides all of this.
-    let filter: Box<dyn Filter<Registry> + Send + Sync> = match EnvFilter::try_from_default_env() {
-        Ok(asked) => Box::new(asked),
-        Err(_) => Box::new(
+    let (levels, drop_noise) = match EnvFilter::try_from_default_env() {
+        Ok(asked) => (asked, false),
+        Err(_) => (
             EnvFilter::new(
                 "info,openraft=warn,openraft::replication=off,openraft::engine::handler::replication_handler=error",
-            )
-            .and(crate::log_noise::DropNoise),
+            ),
+            true,
         ),
     };
-    let layer = if json {
+    let output = if json {
         fmt::layer().json().boxed()
     } else {
         // Colour only for a terminal: `strongbox dev` sends node logs to files.
         use std::io::IsTerminal;
         fmt::layer().with_ansi(std::io::stdout().is_terminal()).boxed()
     };
-    tracing_subscriber::registry().with(layer.with_filter(filter)).init();
+    // The level filter stays global (what it disables costs nothing); the
+    // noise filter sees only the events that pass it.
+    tracing_subscriber::registry()
+        .with(levels)
+        .with(output.with_filter(crate::log_noise::DropNoise { active: drop_noise }))
+        .init();
 }
 
 /// What a client command needs to talk to the cluster.
