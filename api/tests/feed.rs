@@ -374,3 +374,47 @@ async fn the_example_consumer_matches_a_linearizable_read_and_resumes() {
     assert_eq!(model.pending.keys().collect::<Vec<_>>(), ["16"], "posted and expired reservations released");
     assert!(!model.users.contains_key("alice") && !model.users["carol"].enabled);
 }
+
+/// The watch streams a node counts (`strongbox_watch_streams`).
+async fn watch_streams(c: &TestCluster, id: u64) -> f64 {
+    let m = c.metrics(id).await;
+    m.lines()
+        .find(|l| l.starts_with("strongbox_watch_streams "))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_watch_its_client_dropped_stops_working_at_once() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = TestCluster::start(3, fast_raft()).await;
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    for i in 0..20 {
+        put_retry(&c, leader, &format!("orphan/{i}"), "v", &format!("orphan-{i}")).await;
+    }
+    // Matches nothing, from the oldest revision, with the longest progress
+    // interval: its producer sends nothing for a minute, so it learns that
+    // its client left only by watching for it.
+    let req = WatchRequest {
+        start_revision: 1,
+        kinds: vec!["nothing.matches".into()],
+        progress_interval_ms: 60_000,
+        ..Default::default()
+    };
+    let stream = FeedClient::new(c.admin(leader)).watch(req).await.expect("watch").into_inner();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while watch_streams(&c, leader).await < 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "the watch was never counted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(stream);
+    // The producer ends within a moment, not at its next progress message.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while watch_streams(&c, leader).await > 0.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a dropped watch still counted (its producer runs on) after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -271,9 +271,17 @@ struct Consumer {
 /// both ended, however they end.
 struct WatcherSlot(Arc<AtomicUsize>);
 
+impl WatcherSlot {
+    fn new(count: Arc<AtomicUsize>) -> WatcherSlot {
+        metrics::gauge!("strongbox_watch_streams").increment(1.0);
+        WatcherSlot(count)
+    }
+}
+
 impl Drop for WatcherSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("strongbox_watch_streams").decrement(1.0);
     }
 }
 
@@ -318,7 +326,7 @@ impl FeedService {
                 "this node serves at most {WATCHERS_MAX} watch streams; try another node or later"
             )));
         }
-        let slot = Arc::new(WatcherSlot(self.watchers.clone()));
+        let slot = Arc::new(WatcherSlot::new(self.watchers.clone()));
         let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER_MAX);
         let cut: Cut = Arc::default();
         let producer = Producer {
