@@ -155,11 +155,11 @@ pub fn spawn(
         let tick = (timeouts.election_min / 10).max(Duration::from_millis(10));
         let mut jitter = timeouts.jitter();
         let mut last_attempt: Option<Instant> = None;
-        // When this node last led with a quorum or received a snapshot
-        // under an election hold: not leader contact for the others'
-        // pre-votes (those are answered from `contact`, which the
-        // AppendEntries and snapshot frames themselves touch), only a
-        // reason for this node not to campaign yet.
+        // When this node last held off its elections for a snapshot it was
+        // receiving: not leader contact for the others' pre-votes (those
+        // are answered from `contact`, which AppendEntries and snapshot
+        // frames themselves touch), only a reason for this node not to
+        // campaign yet.
         let mut busy_at: Option<Instant> = None;
         loop {
             tokio::time::sleep(tick).await;
