@@ -285,7 +285,14 @@ async fn propose_here(ctx: &Ctx, batch: Vec<Pending>) {
         }
         Err(e) => {
             let err = match e {
-                RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => ProposeError::NotLeader,
+                RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+                    // openraft's own answer: the entry was truncated here
+                    // (a new leader's log replaced it), or this node no
+                    // longer led when the write reached its core.
+                    metrics::counter!("strongbox_proposals_refused_total", "reason" => "forward_to_leader")
+                        .increment(1);
+                    ProposeError::NotLeader
+                }
                 RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
                     ProposeError::Fatal(format!("unexpected membership error for a write: {e}"))
                 }
