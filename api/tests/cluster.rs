@@ -593,13 +593,15 @@ async fn membership_add_learner_promote_transfer_remove() {
 #[tokio::test]
 async fn a_leader_transfer_its_caller_gives_up_on_leaves_heartbeats_on() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut c = TestCluster::start(3, fast_raft()).await;
+    let c = TestCluster::start(3, fast_raft()).await;
     let leader = c.wait_leader(Duration::from_secs(10)).await;
     put_retry(&c, leader, "hb/a", "1", "hb-1").await;
     let down = (1..=3).find(|id| *id != leader).unwrap();
-    c.stop(down).await;
-    // A transfer to a stopped voter can only keep asking; its caller gives
-    // up first, and the transfer is dropped half-way.
+    // Paused, not stopped: the leader has not yet seen an RPC to it fail,
+    // so the transfer passes its checks and starts. It can only keep
+    // asking a target that never answers; its caller gives up first, and
+    // the transfer is dropped half-way.
+    c.pause(down);
     let mut req = tonic::Request::new(TransferLeaderRequest { id: down });
     // Shorter than an election timeout: heartbeats off for as long as the
     // transfer runs do not cost the leader its quorum by themselves.
@@ -619,7 +621,31 @@ async fn a_leader_transfer_its_caller_gives_up_on_leaves_heartbeats_on() {
     assert!(silenced.as_deref().is_none_or(|v| v == "0"), "the leader fell silent: {silenced:?}");
     let s = c.status(leader).await.expect("leader status");
     assert_eq!((s.leader_id, s.term), (Some(leader), term), "leadership moved: {s:?}");
+    c.resume(down);
     put_retry(&c, leader, "hb/b", "2", "hb-2").await;
+}
+
+/// A transfer to a voter the leader cannot reach is refused before
+/// anything is disturbed: heartbeats stay on, the leader and its term stay.
+#[tokio::test]
+async fn a_leader_transfer_to_an_unreachable_voter_is_refused_at_once() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = TestCluster::start(3, fast_raft()).await;
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    put_retry(&c, leader, "tr/a", "1", "tr-1").await;
+    let down = (1..=3).find(|id| *id != leader).unwrap();
+    c.stop(down).await;
+    // Several heartbeats: the leader has seen its RPCs to the node fail.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let term = c.status(leader).await.expect("leader status").term;
+    let started = std::time::Instant::now();
+    let e = c.cluster(leader).transfer_leader(TransferLeaderRequest { id: down }).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("unreachable"), "{e:?}");
+    assert!(started.elapsed() < Duration::from_secs(2), "refused only after {:?}", started.elapsed());
+    let s = c.status(leader).await.expect("leader status");
+    assert_eq!((s.leader_id, s.term), (Some(leader), term), "leadership moved: {s:?}");
+    put_retry(&c, leader, "tr/b", "2", "tr-2").await;
 }
 
 #[tokio::test]

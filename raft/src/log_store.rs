@@ -8,8 +8,8 @@
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader};
@@ -28,6 +28,49 @@ pub struct LogStore {
     /// Bytes appended since this process started (the snapshot policy
     /// weighs the log written against the image it would replace).
     appended_bytes: Arc<AtomicU64>,
+    installs: PendingInstalls,
+}
+
+/// How often a purge waiting for a snapshot install looks again.
+const INSTALL_POLL: Duration = Duration::from_millis(10);
+
+/// Received snapshots handed to openraft and not yet installed, by the last
+/// log index each covers (see `LogStore::purge`).
+#[derive(Clone, Default)]
+pub struct PendingInstalls(Arc<Mutex<Vec<u64>>>);
+
+impl PendingInstalls {
+    /// Counted from now until the guard drops (once openraft has answered
+    /// the install, done or failed).
+    pub fn start(&self, through: u64) -> PendingInstall {
+        self.0.lock().expect("pending installs lock").push(through);
+        PendingInstall { installs: self.clone(), through }
+    }
+
+    fn cover(&self, index: u64) -> bool {
+        self.0.lock().expect("pending installs lock").iter().any(|t| *t >= index)
+    }
+
+    /// The state machine failed to install the image through `through`:
+    /// it no longer covers a purge (which then fails rather than wait for
+    /// an answer openraft cannot give while the purge holds it up).
+    pub fn failed(&self, through: u64) {
+        let mut v = self.0.lock().expect("pending installs lock");
+        if let Some(i) = v.iter().position(|t| *t == through) {
+            v.swap_remove(i);
+        }
+    }
+}
+
+pub struct PendingInstall {
+    installs: PendingInstalls,
+    through: u64,
+}
+
+impl Drop for PendingInstall {
+    fn drop(&mut self) {
+        self.installs.failed(self.through);
+    }
 }
 
 fn io_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
@@ -39,8 +82,59 @@ fn read_err(e: DbError) -> StorageError {
 }
 
 impl LogStore {
-    pub fn new(db: Db) -> Self {
-        LogStore { db, appended_bytes: Arc::default() }
+    /// `installs`: the node's received snapshots in flight (the peer
+    /// service counts them), which a purge must not overtake.
+    pub fn new(db: Db, installs: PendingInstalls) -> Self {
+        LogStore { db, appended_bytes: Arc::default(), installs }
+    }
+
+    fn applied_index(&self) -> Result<u64, StorageError> {
+        let applied: Option<LogId> =
+            self.db.get(Cf::SmMeta, crate::sm_store::META_APPLIED).map_err(read_err)?;
+        Ok(applied.map_or(0, |l| l.index))
+    }
+
+    /// Waits until the state machine has applied `index`, while a received
+    /// snapshot that covers it is being installed. openraft 0.9 purges a
+    /// follower's log right after it hands such a snapshot to the state
+    /// machine, without waiting for the install; purged then, the entries
+    /// between the old applied index and the snapshot's are gone while the
+    /// image is not yet in (nor its redo marker written), and a crash or a
+    /// failed install leaves a node that can neither re-apply them nor
+    /// start. An install that ends without reaching `index` fails the purge:
+    /// the node stops with its log whole, and the leader sends the snapshot
+    /// again after a restart.
+    async fn wait_for_install(&self, index: u64) -> Result<(), StorageError> {
+        let started = Instant::now();
+        let mut waited = false;
+        loop {
+            if self.applied_index()? >= index {
+                break;
+            }
+            if !self.installs.cover(index) {
+                if waited {
+                    return Err(io_err(
+                        ErrorSubject::Logs,
+                        ErrorVerb::Delete,
+                        std::io::Error::other(format!(
+                            "the snapshot through index {index} ended without being installed; \
+                             the log is kept whole"
+                        )),
+                    ));
+                }
+                break;
+            }
+            if !waited {
+                tracing::info!(index, "log purge waits for the snapshot install that covers it");
+            }
+            waited = true;
+            tokio::time::sleep(INSTALL_POLL).await;
+        }
+        if waited {
+            metrics::histogram!("strongbox_log_purge_install_wait_seconds")
+                .record(started.elapsed().as_secs_f64());
+        }
+        Ok(())
     }
 
     /// A counter of the bytes appended from now on, shared with this store.
@@ -165,6 +259,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         assert!(self.last_purged()?.map_or(true, |p| p.index <= log_id.index), "purge only moves forward");
+        self.wait_for_install(log_id.index).await?;
         // The state machine is written without the WAL: the entries go
         // only once a flush has made their applied state durable (a crash
         // would otherwise find them missing for the re-apply). Snapshot

@@ -101,6 +101,12 @@ impl PeerChannels {
         }
     }
 
+    /// Whether the last Raft RPC to this address failed (no RPC yet: not
+    /// known to be down).
+    pub fn known_unreachable(&self, addr: &str) -> bool {
+        self.reachable.lock().expect("reachability map poisoned").get(addr) == Some(&false)
+    }
+
     /// The open forward stream to this address, opened if there is none or
     /// the last one closed; `None` when the peer only takes unary calls.
     pub async fn forward_link(&self, addr: &str) -> Result<Option<Arc<ForwardLink>>, tonic::Status> {

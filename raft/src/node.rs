@@ -18,7 +18,7 @@ use tokio::time::{sleep, timeout, Instant};
 use crate::check_quorum::{self, Silence};
 use crate::config::RaftTuning;
 use crate::election_hold::{ElectionHolds, Hold};
-use crate::log_store::LogStore;
+use crate::log_store::{LogStore, PendingInstalls};
 use crate::network::{NetworkFactory, PeerChannels};
 use crate::pre_vote::{self, LeaderContact};
 use crate::proposer::{
@@ -100,19 +100,25 @@ pub struct RaftNode {
     pub sm: StateMachine,
     channels: Arc<PeerChannels>,
     proposer: Proposer,
-    /// How long a quorum's acknowledgement keeps this node's leadership
-    /// beyond challenge (see `refuse_vote_while_leading`).
-    leader_lease_ms: u64,
     elections: Arc<ElectionHolds>,
     /// When this node last heard from a live leader (`pre_vote`).
     pub contact: Arc<LeaderContact>,
     pub election_timeouts: pre_vote::Timeouts,
     /// Leader transfers running here (see `HeartbeatsOff`).
     transfers: Arc<std::sync::atomic::AtomicUsize>,
+    /// Received snapshots openraft is installing (see `LogStore::purge`).
+    pub installs: PendingInstalls,
 }
 
 /// How far behind the leader's log a learner may be and still be promoted.
 pub const PROMOTE_LAG_ENTRIES_MAX: u64 = 1_000;
+/// How far behind the leader's log a leader transfer's target may be: a
+/// target further behind needs a snapshot or a long catch-up before it can
+/// win, with the cluster's heartbeats off meanwhile.
+pub const TRANSFER_LAG_ENTRIES_MAX: u64 = 1_000;
+/// Election triggers a transfer's target may leave unanswered in a row
+/// before the transfer ends: one may be lost to a hiccup.
+const TRANSFER_TRIGGERS_UNANSWERED_MAX: u32 = 2;
 const BACKOFF_START_MS: u64 = 20;
 const BACKOFF_MAX_MS: u64 = 400;
 
@@ -143,9 +149,12 @@ impl RaftNode {
         let config = Arc::new(tuning.to_config().map_err(|e| NodeError::InvalidArgument(e.to_string()))?);
         let sm = StateMachine::new(db.clone());
         let silence = Silence::default();
-        let log_store = LogStore::new(db.clone());
+        let installs = PendingInstalls::default();
+        let log_store = LogStore::new(db.clone(), installs.clone());
         let appended_bytes = log_store.appended_bytes();
-        let sm_store = SmStore::open(sm.clone()).map_err(|e| NodeError::Fatal(e.to_string()))?;
+        let sm_store = SmStore::open(sm.clone())
+            .map_err(|e| NodeError::Fatal(e.to_string()))?
+            .with_installs(installs.clone());
         let raft = Raft::new(
             id,
             config,
@@ -169,7 +178,6 @@ impl RaftNode {
         };
         check_quorum::spawn(raft.clone(), silence, timers);
         let proposer = Proposer::start(id, raft.clone(), channels.clone());
-        let leader_lease_ms = tuning.election_timeout_min_ms;
         let elections = ElectionHolds::new();
         let contact = LeaderContact::new();
         let election_timeouts = pre_vote::Timeouts {
@@ -190,11 +198,11 @@ impl RaftNode {
             sm,
             channels,
             proposer,
-            leader_lease_ms,
             elections,
             contact,
             election_timeouts,
             transfers: Arc::default(),
+            installs,
         })
     }
 
@@ -437,15 +445,12 @@ impl RaftNode {
     /// really lost its quorum, or pauses itself to hand over leadership, is
     /// replaced as fast as before.
     pub fn refuse_vote_while_leading(&self) -> Option<openraft::raft::VoteResponse<NodeId>> {
-        let (vote, fresh) = {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            let fresh = m.millis_since_quorum_ack.is_some_and(|ms| ms < self.leader_lease_ms);
-            (m.vote, m.state == ServerState::Leader && fresh)
-        };
-        if !fresh {
+        if !pre_vote::leads_with_quorum(&self.raft, &self.election_timeouts) {
             return None;
         }
+        // Read after the check: a refusal is safe with whatever vote is
+        // current by now.
+        let vote = self.raft.metrics().borrow().vote;
         let last_log = self.raft.data_metrics().borrow().last_log;
         metrics::counter!("strongbox_votes_refused_while_leading_total").increment(1);
         Some(openraft::raft::VoteResponse::new(vote, last_log, false))
@@ -546,7 +551,7 @@ impl RaftNode {
         to: NodeId,
         budget: Duration,
     ) -> Result<Option<NodeId>, ProposeError> {
-        let node = {
+        let (node, matched, last_log) = {
             let m = self.raft.metrics();
             let m = m.borrow();
             if m.current_leader != Some(self.id) {
@@ -556,15 +561,34 @@ impl RaftNode {
             if !membership.voter_ids().any(|v| v == to) {
                 return Err(ProposeError::Refused(format!("id: node {to} is not a voter")));
             }
-            membership.get_node(&to).cloned().expect("voters have node info")
+            let node = membership.get_node(&to).cloned().expect("voters have node info");
+            let matched = m.replication.as_ref().and_then(|r| r.get(&to).copied().flatten()).map(|l| l.index);
+            (node, matched, m.last_log_index.unwrap_or(0))
         };
         if to == self.id {
             return Ok(Some(to));
+        }
+        // Checked before anything is disturbed: a target that cannot win
+        // would only leave the cluster without heartbeats until some other
+        // follower campaigned, as etcd's MoveLeader refuses such a target.
+        if self.channels.known_unreachable(&node.raft_addr) {
+            return Err(ProposeError::Refused(format!(
+                "node {to} is unreachable from the leader (node {}); leadership stays",
+                self.id
+            )));
+        }
+        // Unknown right after an election, until the target first answers.
+        if let Some(matched) = matched.filter(|m| last_log.saturating_sub(*m) > TRANSFER_LAG_ENTRIES_MAX) {
+            return Err(ProposeError::Refused(format!(
+                "node {to} is behind: it holds the log up to index {matched} of {last_log}; \
+                 transfer once it has caught up (cluster status shows each member's index); leadership stays"
+            )));
         }
         let deadline = Instant::now() + budget;
         let _heartbeats_off = HeartbeatsOff::start(&self.raft, &self.transfers);
         let _hold = self.elections.hold();
         let election_timeout = Duration::from_millis(self.raft.config().election_timeout_min);
+        let mut unanswered = 0;
         let result = loop {
             // Bounded: a paused or cut-off target answers nothing, and the
             // transfer must end within its budget (heartbeats are off).
@@ -580,8 +604,22 @@ impl RaftNode {
                 }
                 Err(e) => Err(tonic::Status::unavailable(e.to_string())),
             };
-            if let Err(s) = asked {
-                tracing::debug!(to, %s, "leader transfer: election trigger failed; retrying");
+            match asked {
+                Ok(()) => unanswered = 0,
+                Err(s) => {
+                    tracing::debug!(to, %s, "leader transfer: election trigger failed");
+                    unanswered += 1;
+                    // A target gone mid-way: end here, not at the budget's
+                    // end, so heartbeats are not off any longer than that.
+                    if unanswered >= TRANSFER_TRIGGERS_UNANSWERED_MAX {
+                        break Err(ProposeError::Refused(format!(
+                            "node {to} stopped answering ({}: {}); {}",
+                            s.code(),
+                            s.message(),
+                            self.leader_now()
+                        )));
+                    }
+                }
             }
             let left = deadline.saturating_duration_since(Instant::now());
             let round = election_timeout.min(left);
@@ -591,13 +629,27 @@ impl RaftNode {
                 break Ok(m.current_leader);
             }
             if Instant::now() >= deadline {
+                // With heartbeats off for that long another follower may
+                // have campaigned: say who leads now, not what was hoped.
                 break Err(ProposeError::Refused(format!(
-                    "node {to} did not win an election within {} ms; leadership stays",
-                    budget.as_millis()
+                    "node {to} did not win an election within {} ms; {}",
+                    budget.as_millis(),
+                    self.leader_now()
                 )));
             }
         };
         result
+    }
+
+    /// Who leads, for a transfer that failed: with heartbeats off for a
+    /// while another follower may have campaigned, so this says what is,
+    /// not what was hoped.
+    fn leader_now(&self) -> String {
+        match self.raft.metrics().borrow().current_leader {
+            Some(l) if l == self.id => "leadership stays".to_string(),
+            Some(l) => format!("node {l} leads now"),
+            None => "no leader is known yet".to_string(),
+        }
     }
 
     pub async fn status(&self) -> Result<NodeStatus, NodeError> {

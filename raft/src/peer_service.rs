@@ -144,6 +144,9 @@ impl RaftPeer for PeerService {
         }
         let file = off_runtime(move || w.finish()).await?;
         let snapshot = Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) };
+        // Until openraft answers, the log purge it runs meanwhile waits
+        // for the image to be in (see `LogStore::purge`).
+        let _pending = self.node.installs.start(snapshot.meta.last_log_id.map_or(0, |l| l.index));
         let res = self.node.raft.install_full_snapshot(vote, snapshot).await;
         Ok(Response::new(wire::encode(&res)))
     }

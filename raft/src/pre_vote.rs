@@ -114,10 +114,12 @@ impl Timeouts {
 }
 
 /// Whether this node leads with a quorum that answered within the leader
-/// lease. A leader that lost its quorum (openraft 0.9 leaders never step
-/// down by themselves) must not veto the others' pre-votes: it would hold
-/// the cluster leaderless until its next check_quorum probe.
-fn leads_with_quorum(raft: &Raft, timeouts: &Timeouts) -> bool {
+/// lease (the shortest election timeout): the one test behind both vetoes a
+/// leader has, of pre-votes here and of real votes in
+/// `RaftNode::refuse_vote_while_leading`. A leader that lost its quorum
+/// (openraft 0.9 leaders never step down by themselves) must veto neither:
+/// it would hold the cluster leaderless until its next check_quorum probe.
+pub fn leads_with_quorum(raft: &Raft, timeouts: &Timeouts) -> bool {
     let m = raft.metrics();
     let m = m.borrow();
     m.state == ServerState::Leader

@@ -16,10 +16,13 @@ use serde::{Deserialize, Serialize};
 use strongbox_store::snapshot::{self, FrameReader, FrameWriter};
 use strongbox_store::{Cf, DbError, Response, StateMachine};
 
+use crate::log_store::PendingInstalls;
 use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
-const META_APPLIED: &[u8] = b"raft_applied";
-const META_MEMBERSHIP: &[u8] = b"raft_membership";
+/// The state machine's applied log id, in `SmMeta`.
+pub const META_APPLIED: &[u8] = b"raft_applied";
+/// The state machine's membership, in `SmMeta`.
+pub const META_MEMBERSHIP: &[u8] = b"raft_membership";
 /// Apply batches of at least this many command bytes run off the async
 /// worker (`block_in_place`): a ledger batch of 1,000 transfers is above it.
 const APPLY_OFF_WORKER_BYTES: usize = crate::proposer::LARGE_COMMAND_BYTES;
@@ -51,6 +54,7 @@ pub struct SmStore {
     /// A build and an install never overlap: an install's batches are not
     /// one instant to export, and each records its file and cleans up.
     files: Arc<Mutex<()>>,
+    installs: PendingInstalls,
 }
 
 fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
@@ -109,7 +113,19 @@ impl SmStore {
 
     /// A store as found: no recovery (tests of the storage traits).
     pub fn new(sm: StateMachine) -> Self {
-        SmStore { sm, snapshot_seq: Arc::new(AtomicU64::new(0)), files: Arc::new(Mutex::new(())) }
+        SmStore {
+            sm,
+            snapshot_seq: Arc::new(AtomicU64::new(0)),
+            files: Arc::new(Mutex::new(())),
+            installs: PendingInstalls::default(),
+        }
+    }
+
+    /// Reports failed installs to the log store's purge (see
+    /// `LogStore::purge`).
+    pub fn with_installs(mut self, installs: PendingInstalls) -> Self {
+        self.installs = installs;
+        self
     }
 
     /// Opens the store for a node: finishes a snapshot install that a crash
@@ -438,21 +454,74 @@ impl RaftStateMachine<TypeConfig> for SmStore {
     ) -> Result<(), StorageError> {
         let received = snapshot.into_std().await;
         let this = self.clone();
+        let through = meta.last_log_id.map_or(0, |l| l.index);
         let meta = meta.clone();
-        tokio::task::spawn_blocking(move || {
+        let res = tokio::task::spawn_blocking(move || {
             this.install_blocking(meta, received).map_err(|e| snap_err(ErrorVerb::Write, e))
         })
         .await
-        .map_err(|e| snap_err(ErrorVerb::Write, e))?
+        .map_err(|e| snap_err(ErrorVerb::Write, e))
+        .and_then(|r| r);
+        if res.is_err() {
+            // The log purge waiting for this install (see `LogStore::purge`)
+            // holds up openraft, which would otherwise hear of the failure.
+            self.installs.failed(through);
+        }
+        res
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let Some(s) = self.current().map_err(|e| snap_err(ErrorVerb::Read, e))? else { return Ok(None) };
-        let path = self.sm.db().snapshot_dir().join(&s.file);
-        let file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| snap_err(ErrorVerb::Read, io_err("opening snapshot image", &path, e)))?;
-        Ok(Some(Snapshot { meta: s.meta, snapshot: Box::new(file) }))
+        // Without the files lock (a paced build holds it for minutes): a
+        // build may record a newer image and delete this one between the
+        // read and the open, and then the newer one is the answer. An error
+        // here stops the node.
+        let mut attempt = 0;
+        loop {
+            let Some(s) = self.current().map_err(|e| snap_err(ErrorVerb::Read, e))? else { return Ok(None) };
+            let path = self.sm.db().snapshot_dir().join(&s.file);
+            match tokio::fs::File::open(&path).await {
+                Ok(file) => return Ok(Some(Snapshot { meta: s.meta, snapshot: Box::new(file) })),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt < 3 => attempt += 1,
+                Err(e) => return Err(snap_err(ErrorVerb::Read, io_err("opening snapshot image", &path, e))),
+            }
+        }
+    }
+}
+
+/// A consistent image of the state machine for a backup: written to an
+/// unnamed file (paced, as a snapshot build is) and read back frame by
+/// frame, in plaintext, for the caller to seal under its own key. Not a
+/// Raft snapshot: nothing is recorded and no log is purged behind it.
+pub struct Export {
+    pub applied: Option<LogId>,
+    pub revision: u64,
+    frames: FrameReader,
+    /// No data key is retired while the file holds frames sealed with it.
+    _keys: strongbox_store::snapshot_gate::Use,
+}
+
+impl Export {
+    /// Blocking: it reads the whole state.
+    pub fn start(sm: &StateMachine) -> Result<Export, DbError> {
+        let db = sm.db();
+        let keys = db.snapshot_gate().enter();
+        let dir = db.snapshot_dir().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| io_err("creating", &dir, e))?;
+        let mut w =
+            FrameWriter::new(snapshot_receive_file(&dir)?, db.codec().clone())?.paced(BUILD_IDLE_PER_WORK);
+        let meta = snapshot::export(db, &mut w)?;
+        let file = w.finish()?;
+        Ok(Export {
+            applied: meta.get(META_APPLIED)?,
+            revision: meta.get(strongbox_store::layout::sm_keys::REVISION)?.unwrap_or(0),
+            frames: FrameReader::new(file, db.codec().clone())?,
+            _keys: keys,
+        })
+    }
+
+    /// The next frame (the end frame last); `None` after it. Blocking.
+    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, DbError> {
+        self.frames.next_plain()
     }
 }
 

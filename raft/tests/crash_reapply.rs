@@ -56,7 +56,10 @@ fn entry(index: u64) -> Entry {
 
 fn open(dir: &Path) -> (LogStore, SmStore) {
     let db = Db::open(&dir.join("db"), Codec::plaintext()).expect("open db");
-    (LogStore::new(db.clone()), SmStore::open(StateMachine::new(db)).expect("open state machine"))
+    (
+        LogStore::new(db.clone(), Default::default()),
+        SmStore::open(StateMachine::new(db)).expect("open state machine"),
+    )
 }
 
 /// What a node does up to the crash: the whole log appended and committed,

@@ -15,7 +15,7 @@ impl StoreBuilder<TypeConfig, LogStore, SmStore, tempfile::TempDir> for Builder 
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, SmStore), StorageError<u64>> {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = Db::open(dir.path(), Codec::plaintext()).expect("open db");
-        Ok((dir, LogStore::new(db.clone()), SmStore::new(StateMachine::new(db))))
+        Ok((dir, LogStore::new(db.clone(), Default::default()), SmStore::new(StateMachine::new(db))))
     }
 }
 

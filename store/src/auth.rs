@@ -145,7 +145,7 @@ impl Rule {
         if r.is_empty() || r.len() > crate::limits::SECRET_PATH_BYTES_MAX + 16 {
             return Err(CommandError::invalid(format!("resource pattern {r:?} is empty or too long")));
         }
-        if r[..r.len() - 1].contains('*') {
+        if r.strip_suffix('*').unwrap_or(r).contains('*') {
             return Err(CommandError::invalid(format!(
                 "resource pattern {r:?}: '*' is only allowed at the end"
             )));
@@ -167,6 +167,41 @@ pub fn normalize_resource(r: &str) -> String {
     match r.strip_prefix("secrets:/") {
         Some(rest) => format!("secrets:{rest}"),
         None => r.to_string(),
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let effect = match self.effect {
+            Effect::Allow => "allow",
+            Effect::Deny => "deny",
+        };
+        write!(f, "{effect} {} {}", self.action.as_str(), self.resource)
+    }
+}
+
+/// Whether some action is covered by both.
+fn actions_overlap(a: Action, b: Action) -> bool {
+    [Action::Read, Action::Write, Action::Admin].into_iter().any(|x| a.covers(x) && b.covers(x))
+}
+
+/// Whether every resource `inner` names is one `outer` names.
+fn pattern_covers(outer: &str, inner: &str) -> bool {
+    match (outer.strip_suffix('*'), inner.strip_suffix('*')) {
+        (Some(o), Some(i)) => i.starts_with(o),
+        (Some(o), None) => inner.starts_with(o),
+        (None, Some(_)) => false,
+        (None, None) => outer == inner,
+    }
+}
+
+/// Whether some resource is named by both.
+fn patterns_overlap(a: &str, b: &str) -> bool {
+    match (a.strip_suffix('*'), b.strip_suffix('*')) {
+        (Some(x), Some(y)) => x.starts_with(y) || y.starts_with(x),
+        (Some(x), None) => b.starts_with(x),
+        (None, Some(y)) => a.starts_with(y),
+        (None, None) => a == b,
     }
 }
 
@@ -318,6 +353,46 @@ impl Caller {
         let mut matching = rules();
         let any_allow = matching.any(|r| r.effect == Effect::Allow);
         any_allow && !rules().any(|r| r.effect == Effect::Deny)
+    }
+
+    /// Whether this caller may itself do everything `rule` allows: one of
+    /// its allow rules covers the rule's action and every resource it
+    /// names, and none of its deny rules touches any of them. A deny rule
+    /// grants nothing, so any caller holds it. Conservative: rights split
+    /// over several rules of the caller do not add up to a wider pattern.
+    pub fn holds(&self, rule: &Rule) -> bool {
+        if rule.effect == Effect::Deny {
+            return true;
+        }
+        let rules = || self.roles.iter().flat_map(|r| r.rules.iter());
+        rules().any(|r| {
+            r.effect == Effect::Allow
+                && r.action.covers(rule.action)
+                && pattern_covers(&r.resource, &rule.resource)
+        }) && !rules().any(|r| {
+            r.effect == Effect::Deny
+                && actions_overlap(r.action, rule.action)
+                && patterns_overlap(&r.resource, &rule.resource)
+        })
+    }
+
+    /// Delegation never escalates (as a Vault token creates only children
+    /// with a subset of its policies): a caller hands out, edits, or acts on
+    /// the holder of, only rights it holds itself. Without this, `admin` on
+    /// `users` or `roles` alone would be the whole cluster: create a user
+    /// with the admin role, or reset the first admin's password.
+    pub fn require_holds(&self, rules: &[Rule], what: &str) -> Result<(), CommandError> {
+        match rules.iter().find(|r| !self.holds(r)) {
+            None => Ok(()),
+            Some(r) => Err(CommandError::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "{} may not {what}: that carries `{r}`, which it does not hold itself \
+                     (rights are handed out or managed only by a caller that holds them)",
+                    self.principal
+                ),
+            )),
+        }
     }
 
     pub fn require(&self, access: &Access) -> Result<(), CommandError> {

@@ -45,6 +45,10 @@ struct Inner {
     floors: std::sync::Mutex<[Option<Vec<u8>>; Cf::ALL.len()]>,
     /// See `persist_unlogged_through`.
     persisted_through: AtomicU64,
+    /// Batches open (created, not yet written or dropped), by the phase
+    /// they were opened in (see `wait_for_open_batches`).
+    batch_phase: std::sync::atomic::AtomicUsize,
+    batches_open: [AtomicU64; 2],
 }
 
 /// Families apply prunes from the low end (their keys begin with a time)
@@ -160,6 +164,8 @@ impl Db {
                 snapshot_gate: Arc::default(),
                 floors: Default::default(),
                 persisted_through: AtomicU64::new(0),
+                batch_phase: Default::default(),
+                batches_open: Default::default(),
             }),
         };
         db.check_format(path)?;
@@ -384,7 +390,26 @@ impl Db {
     }
 
     pub fn batch(&self) -> Batch {
-        Batch { wb: WriteBatch::default(), db: self.clone(), sealed: Vec::new() }
+        let ticket = BatchTicket::take(self);
+        Batch { wb: WriteBatch::default(), db: self.clone(), sealed: Vec::new(), _ticket: ticket }
+    }
+
+    /// Waits until every batch opened before this call has been written or
+    /// dropped. A batch seals each value as it is added, under the data key
+    /// active then: the re-encryption pass calls this once the key it
+    /// re-seals to is active, so that no value sealed under an older key can
+    /// land after the pass has walked past its place. One caller at a time.
+    pub fn wait_for_open_batches(&self) {
+        let old = self.inner.batch_phase.fetch_xor(1, Ordering::SeqCst);
+        let started = std::time::Instant::now();
+        let mut warned = false;
+        while self.inner.batches_open[old].load(Ordering::SeqCst) > 0 {
+            if !warned && started.elapsed() > std::time::Duration::from_secs(10) {
+                tracing::warn!("re-encryption waits for a write batch opened 10 s ago");
+                warned = true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     /// Writes a batch atomically. `sync` waits for fsync of the WAL.
@@ -551,6 +576,36 @@ pub struct Batch {
     db: Db,
     /// One buffer every value of the batch is sealed into (RocksDB copies it).
     sealed: Vec<u8>,
+    /// Dropped with what is left of the batch once it is written.
+    _ticket: BatchTicket,
+}
+
+/// Counts a batch as open in the phase it was opened in.
+struct BatchTicket {
+    db: Db,
+    phase: usize,
+}
+
+impl BatchTicket {
+    fn take(db: &Db) -> BatchTicket {
+        let inner = &db.inner;
+        loop {
+            let phase = inner.batch_phase.load(Ordering::SeqCst);
+            inner.batches_open[phase].fetch_add(1, Ordering::SeqCst);
+            // A flip in between: count in the new phase instead, so the
+            // waiter never misses a batch it must wait for.
+            if inner.batch_phase.load(Ordering::SeqCst) == phase {
+                return BatchTicket { db: db.clone(), phase };
+            }
+            inner.batches_open[phase].fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for BatchTicket {
+    fn drop(&mut self) {
+        self.db.inner.batches_open[self.phase].fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Batch {

@@ -343,7 +343,7 @@ impl Keyring {
     }
 
     /// A new data key for all new writes, at once. Older keys stay usable
-    /// for reading until [`Keyring::retire_all_but_active`].
+    /// for reading until [`Keyring::retire_older_than`].
     pub fn rotate(&self) -> Result<u32, KeyringError> {
         let mut s = self.state.write().expect("keyring lock");
         let id = s.file.keys.iter().map(|e| e.id).max().unwrap_or(0) + 1;
@@ -360,14 +360,14 @@ impl Keyring {
         Ok(id)
     }
 
-    /// Retires every key but the active one (after a re-encryption pass
-    /// has rewritten everything under the active key).
-    pub fn retire_all_but_active(&self) -> Result<Vec<u32>, KeyringError> {
+    /// Retires every key older than `id` (after a re-encryption pass has
+    /// re-sealed everything under `id` or newer keys). Ids only grow.
+    pub fn retire_older_than(&self, id: u32) -> Result<Vec<u32>, KeyringError> {
         let mut s = self.state.write().expect("keyring lock");
-        let active = s.file.active;
+        assert!(id <= s.file.active, "key {id} is newer than the active one");
         let mut file = s.file.clone();
         let mut retired = Vec::new();
-        for e in file.keys.iter_mut().filter(|e| e.id != active && !e.retired) {
+        for e in file.keys.iter_mut().filter(|e| e.id < id && !e.retired) {
             e.retired = true;
             // Crypto-shredding: without the wrapped key, old ciphertexts
             // left in RocksDB's files can never be opened again.

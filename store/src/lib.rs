@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod backup;
 mod caller_cache;
 pub mod codec;
 pub mod command;

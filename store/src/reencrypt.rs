@@ -20,6 +20,12 @@ pub struct Progress {
 pub struct Reencryptor {
     cf_index: usize,
     from: Vec<u8>,
+    /// The data key active when the pass began (after the open batches
+    /// were waited for): every value is sealed under it or a newer key
+    /// once the pass ends, so only older keys may be retired then. A key
+    /// rotated in mid-pass is not one of them: values written under it in
+    /// the stretch already walked were never re-sealed.
+    target: Option<u32>,
 }
 
 impl Default for Reencryptor {
@@ -30,13 +36,18 @@ impl Default for Reencryptor {
 
 impl Reencryptor {
     pub fn new() -> Reencryptor {
-        Reencryptor { cf_index: 0, from: Vec::new() }
+        Reencryptor { cf_index: 0, from: Vec::new(), target: None }
     }
 
     /// One chunk. True when every column family has been walked; the old
     /// keys are then retired (nothing sealed under them remains readable).
     pub fn step(&mut self, db: &Db, limit: usize, progress: &Progress) -> Result<bool, DbError> {
         progress.running.store(true, Ordering::Relaxed);
+        if let (None, Some(k)) = (self.target, db.codec().keyring()) {
+            let target = k.active();
+            db.wait_for_open_batches();
+            self.target = Some(target);
+        }
         while self.cf_index < Cf::ALL.len() {
             let cf = Cf::ALL[self.cf_index];
             let (next, scanned, rewritten) = db.reencrypt_chunk(cf, &self.from, limit)?;
@@ -66,7 +77,8 @@ impl Reencryptor {
             db.persist_unlogged_through(0)?;
             let files = crate::snapshot::reseal_files(db.snapshot_dir(), db.codec())?;
             progress.rewritten.fetch_add(files, Ordering::Relaxed);
-            let retired = k.retire_all_but_active().map_err(|e| DbError::Keyring(e.to_string()))?;
+            let target = self.target.expect("set at the first step");
+            let retired = k.retire_older_than(target).map_err(|e| DbError::Keyring(e.to_string()))?;
             if !retired.is_empty() {
                 tracing::info!(?retired, "re-encryption done; old data keys retired");
             }

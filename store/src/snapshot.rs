@@ -232,8 +232,14 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
-    pub fn new(mut file: File, codec: Codec) -> Result<FrameReader, DbError> {
-        file.seek(SeekFrom::Start(0)).map_err(io)?;
+    pub fn new(file: File, codec: Codec) -> Result<FrameReader, DbError> {
+        Self::starting_at(file, codec, 0)
+    }
+
+    /// An image that starts `offset` bytes into the file (a backup file's
+    /// image follows its header).
+    pub fn starting_at(mut file: File, codec: Codec, offset: u64) -> Result<FrameReader, DbError> {
+        file.seek(SeekFrom::Start(offset)).map_err(io)?;
         let mut input = BufReader::with_capacity(1 << 20, file);
         let mut file_id = [0u8; FILE_ID_BYTES];
         input.read_exact(&mut file_id).map_err(|e| corrupt(format!("no file id: {e}")))?;

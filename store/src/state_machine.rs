@@ -105,18 +105,22 @@ impl StateMachine {
         last: impl FnOnce(&mut crate::db::Batch),
     ) -> Result<(), DbError> {
         use std::sync::atomic::Ordering;
-        let mut names = self.names.write().expect("names lock");
         // Installs are serialised; after a failed one the epoch is odd already.
         if !self.installing() {
             self.install_epoch.fetch_add(1, Ordering::SeqCst);
         }
+        // The name key cache is emptied at both ends, its lock not held
+        // across the install: a reader blocked on it would block an async
+        // worker for as long as the image takes. `names` caches nothing read
+        // while the epoch is odd or changes under it.
+        *self.names.write().expect("names lock") = None;
         self.db.forget_floors();
         self.callers.invalidate();
         let installed = crate::snapshot::install(&self.db, image, last);
         self.db.forget_floors();
         self.callers.invalidate();
         self.accounts.clear();
-        *names = None;
+        *self.names.write().expect("names lock") = None;
         if installed.is_ok() {
             self.install_epoch.fetch_add(1, Ordering::SeqCst);
         }
@@ -780,8 +784,17 @@ impl Read for StateMachine {
         if let Some(k) = self.names.read().expect("names lock").as_ref() {
             return Ok(k.clone());
         }
+        let epoch = self.install_epoch();
         Ok(match self.db.get::<NameKey>(Cf::SmMeta, sm_keys::NAME_KEY)? {
-            Some(k) => self.names.write().expect("names lock").insert(k).clone(),
+            Some(k) => {
+                let mut cached = self.names.write().expect("names lock");
+                // Not while an image goes in, nor one read before an
+                // install that ended meanwhile.
+                if epoch % 2 == 0 && self.install_epoch() == epoch {
+                    *cached = Some(k.clone());
+                }
+                k
+            }
             None => NameKey::unset(),
         })
     }

@@ -6,8 +6,8 @@ mod common;
 use common::*;
 use strongbox_store::auth::{Action, Effect, Principal, Rule};
 use strongbox_store::command::{
-    AssignRole, Bootstrap, ChangePassword, CreateUser, DeleteRole, Outcome, PutRole, RecordLoginFailure,
-    RevokeToken, SetEnabled, UnlockUser,
+    AssignRole, Bootstrap, ChangePassword, CreateUser, DeletePrincipal, DeleteRole, Outcome, PutRole,
+    RecordLoginFailure, RevokeToken, SetEnabled, SetPassword, UnlockUser,
 };
 use strongbox_store::{ErrorCode, Op, StateMachine};
 
@@ -366,4 +366,112 @@ fn a_changed_password_ends_every_other_session_but_the_callers() {
         ErrorCode::Unauthenticated
     );
     assert!(apply_one(&sm, &login("bob", "$argon2id$bob2", [11; 32], 5, FAR_MS)).result.is_ok());
+}
+
+const HELP: [u8; 32] = [3; 32];
+const HELP_PHC: &str = "$argon2id$help";
+
+/// `help` administers users and roles, and reads secrets:team-a/*; bob
+/// (team-a: read and write there) exists too.
+fn with_helpdesk(sm: &StateMachine) {
+    with_bob(sm);
+    let role = PutRole {
+        name: "helpdesk".into(),
+        rules: vec![
+            rule(Effect::Allow, Action::Admin, "users"),
+            rule(Effect::Allow, Action::Admin, "roles"),
+            rule(Effect::Allow, Action::Read, "secrets:team-a/*"),
+            rule(Effect::Deny, Action::Read, "secrets:team-a/root/*"),
+        ],
+    };
+    assert!(apply_one(sm, &as_admin("helpdesk", 1, Op::PutRole(role))).result.is_ok());
+    let help =
+        CreateUser { username: "help".into(), password_phc: HELP_PHC.into(), roles: vec!["helpdesk".into()] };
+    assert!(apply_one(sm, &as_admin("help", 1, Op::CreateUser(help))).result.is_ok());
+    assert!(apply_one(sm, &login("help", HELP_PHC, HELP, 1, FAR_MS)).result.is_ok());
+}
+
+#[test]
+fn a_delegated_admin_cannot_hand_out_or_take_over_rights_it_lacks() {
+    let (_d, sm) = open();
+    with_helpdesk(&sm);
+    let rev = sm.revision().unwrap();
+    let admin_user = Principal::User("admin".into());
+    let escalations = [
+        Op::CreateUser(CreateUser {
+            username: "eve".into(),
+            password_phc: "x".into(),
+            roles: vec!["admin".into()],
+        }),
+        Op::AssignRole(AssignRole {
+            principal: Principal::User("help".into()),
+            role: "admin".into(),
+            assign: true,
+        }),
+        Op::AssignRole(AssignRole {
+            principal: Principal::User("help".into()),
+            role: "team-a".into(),
+            assign: true,
+        }),
+        Op::PutRole(PutRole { name: "wide".into(), rules: vec![rule(Effect::Allow, Action::Admin, "*")] }),
+        Op::PutRole(PutRole {
+            name: "wider-read".into(),
+            rules: vec![rule(Effect::Allow, Action::Read, "secrets:*")],
+        }),
+        // Held, but cut by help's own deny.
+        Op::PutRole(PutRole {
+            name: "all-of-a".into(),
+            rules: vec![rule(Effect::Allow, Action::Read, "secrets:team-a/*")],
+        }),
+        // Changing a role help does not cover would change bob's rights.
+        Op::PutRole(PutRole { name: "team-a".into(), rules: vec![] }),
+        Op::DeleteRole(DeleteRole { name: "team-a".into() }),
+        Op::SetPassword(SetPassword { username: "admin".into(), password_phc: "$argon2id$mine".into() }),
+        Op::SetEnabled(SetEnabled { principal: admin_user.clone(), enabled: false }),
+        Op::DeletePrincipal(DeletePrincipal { principal: Principal::User("bob".into()) }),
+        Op::AssignRole(AssignRole { principal: admin_user.clone(), role: "helpdesk".into(), assign: true }),
+    ];
+    for (i, op) in escalations.into_iter().enumerate() {
+        let name = op.name();
+        let r = apply_one(&sm, &as_token(HELP, &format!("esc-{i}"), 2, op));
+        assert_eq!(code(&r), ErrorCode::PermissionDenied, "{name} went through: {r:?}");
+    }
+    assert_eq!(sm.revision().unwrap(), rev, "a refused escalation changes nothing");
+    // The admin still logs in with its own password, and is enabled.
+    assert!(apply_one(&sm, &login("admin", ADMIN_PHC, [9; 32], 3, FAR_MS)).result.is_ok());
+}
+
+#[test]
+fn a_delegated_admin_manages_what_it_holds() {
+    let (_d, sm) = open();
+    with_helpdesk(&sm);
+    let reader = PutRole {
+        name: "reader".into(),
+        rules: vec![
+            rule(Effect::Allow, Action::Read, "secrets:team-a/app/*"),
+            rule(Effect::Deny, Action::Read, "secrets:team-a/app/old/*"),
+        ],
+    };
+    let ok = [
+        Op::PutRole(reader),
+        Op::CreateUser(CreateUser {
+            username: "carol".into(),
+            password_phc: "x".into(),
+            roles: vec!["reader".into()],
+        }),
+        Op::SetPassword(SetPassword { username: "carol".into(), password_phc: "$argon2id$new".into() }),
+        Op::AssignRole(AssignRole {
+            principal: Principal::User("carol".into()),
+            role: "reader".into(),
+            assign: false,
+        }),
+        Op::SetEnabled(SetEnabled { principal: Principal::User("carol".into()), enabled: false }),
+        Op::DeletePrincipal(DeletePrincipal { principal: Principal::User("carol".into()) }),
+        Op::DeleteRole(DeleteRole { name: "reader".into() }),
+    ];
+    for (i, op) in ok.into_iter().enumerate() {
+        let name = op.name();
+        let r = apply_one(&sm, &as_token(HELP, &format!("ok-{i}"), 2, op));
+        assert!(r.result.is_ok(), "{name} refused: {r:?}");
+    }
 }

@@ -11,6 +11,7 @@ mod keys;
 mod ledger;
 mod secrets;
 mod session;
+mod snapshot;
 mod watch;
 
 use std::io::IsTerminal;
@@ -118,6 +119,10 @@ pub enum Command {
     Keys(keys::KeysCmd),
     /// The permission every RPC needs (Markdown table).
     Permissions,
+    /// Backups: save an image of the whole store, check one, restore one
+    /// into a new cluster.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCmd),
 }
 
 fn init_logging(json: bool) {
@@ -220,6 +225,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Certs(cmd) => return certs::certs(cmd),
+        Command::Snapshot(ref cmd) => {
+            if let Some(done) = snapshot::offline(cmd).await {
+                return done;
+            }
+        }
         _ => {}
     }
     default_sigpipe();
@@ -252,7 +262,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Account(cmd) => ledger::account(conn, cmd).await,
         Command::Transfer(cmd) => ledger::transfer(conn, cmd).await,
-        Command::Serve { .. } | Command::Dev(_) | Command::Permissions | Command::Certs(_) => {
+        Command::Snapshot(snapshot::SnapshotCmd::Save { file, key_file }) => {
+            snapshot::save(conn, file, key_file).await
+        }
+        Command::Serve { .. }
+        | Command::Dev(_)
+        | Command::Permissions
+        | Command::Certs(_)
+        | Command::Snapshot(_) => {
             unreachable!("handled above")
         }
     }

@@ -1,4 +1,11 @@
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
+
+use futures::Stream;
+use strongbox_raft::sm_store::Export;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
 
 use strongbox_proto::v1::cluster_server::Cluster;
 use strongbox_proto::v1::*;
@@ -13,14 +20,23 @@ use crate::auth::Rpc;
 
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Snapshot saves running at once on one node: each reads the whole state
+/// and holds an image of it on disk until its client has it.
+const SAVES_RUNNING_MAX: usize = 1;
+/// Frames read ahead of a slow client (each at most `FRAME_BYTES_MAX`).
+const SAVE_FRAMES_AHEAD: usize = 2;
+
 pub struct ClusterService {
     node: RaftNode,
     api: Api,
+    saves: Arc<Semaphore>,
 }
+
+type SaveSnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotChunk, Status>> + Send>>;
 
 impl ClusterService {
     pub fn new(api: Api) -> Self {
-        ClusterService { node: api.node.clone(), api }
+        ClusterService { node: api.node.clone(), api, saves: Arc::new(Semaphore::new(SAVES_RUNNING_MAX)) }
     }
 
     /// Membership changes are checked after a linearizable barrier: they do
@@ -150,6 +166,61 @@ impl Cluster for ClusterService {
                 let id = require_id(req.into_inner().id)?;
                 let leader = self.node.transfer_leader(id, MEMBERSHIP_TIMEOUT).await?;
                 Ok(TransferLeaderResponse { leader_id: leader })
+            })
+            .await
+    }
+
+    type SaveSnapshotStream = SaveSnapshotStream;
+
+    async fn save_snapshot(
+        &self,
+        req: Request<SaveSnapshotRequest>,
+    ) -> Result<Response<SaveSnapshotStream>, Status> {
+        self.api
+            .rpc("cluster.save_snapshot", token_of(req.metadata()), async {
+                // After the barrier: the image holds every write acknowledged
+                // before the call.
+                self.admin(req.metadata(), Rpc::ClusterSaveSnapshot).await?;
+                let permit = self.saves.clone().try_acquire_owned().map_err(|_| {
+                    Status::resource_exhausted(
+                        "a snapshot is being saved from this node already; wait for it or ask another node",
+                    )
+                })?;
+                let (sm, node_id) = (self.node.sm.clone(), self.node.id);
+                let (tx, rx) = mpsc::channel(SAVE_FRAMES_AHEAD);
+                tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    let failed =
+                        |e: strongbox_store::DbError| Err(Status::internal(format!("snapshot image: {e}")));
+                    let mut export = match Export::start(&sm) {
+                        Ok(e) => e,
+                        Err(e) => {
+                            let _ = tx.blocking_send(failed(e));
+                            return;
+                        }
+                    };
+                    let info = SnapshotInfo {
+                        node_id,
+                        applied_index: export.applied.map_or(0, |l| l.index),
+                        applied_term: export.applied.map_or(0, |l| l.leader_id.term),
+                        revision: export.revision,
+                    };
+                    tracing::info!(applied_index = info.applied_index, "saving a snapshot for a backup");
+                    let mut next = Ok(SnapshotChunk { info: Some(info), frame: Vec::new() });
+                    loop {
+                        let last = next.is_err();
+                        // A client gone: the image goes with the export.
+                        if tx.blocking_send(next).is_err() || last {
+                            return;
+                        }
+                        next = match export.next_frame() {
+                            Ok(Some(frame)) => Ok(SnapshotChunk { info: None, frame }),
+                            Ok(None) => return,
+                            Err(e) => failed(e),
+                        };
+                    }
+                });
+                Ok(Box::pin(ReceiverStream::new(rx)) as SaveSnapshotStream)
             })
             .await
     }

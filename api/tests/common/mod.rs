@@ -66,6 +66,46 @@ impl TestCluster {
         spares: u64,
         raft: RaftSettings,
     ) -> TestCluster {
+        let mut c = Self::prepare_in(dir, voters, spares, raft);
+        for id in 1..=voters {
+            c.spawn(id);
+        }
+        let mut voters_only = c.profile.clone();
+        voters_only.endpoints.truncate(voters as usize);
+        c.admin_token = dev::login_admin(&voters_only, &c.admin_password, 0, Duration::from_secs(60), None)
+            .await
+            .unwrap();
+        c.wait_serving(voters).await;
+        c
+    }
+
+    /// Configs, certificates and master keys for a cluster in a new
+    /// directory; nothing started (`start_restored` starts it).
+    pub fn prepare(voters: u64, raft: RaftSettings) -> TestCluster {
+        Self::prepare_in(tempfile::tempdir().unwrap(), voters, 0, raft)
+    }
+
+    /// Starts a prepared cluster whose state was restored from elsewhere:
+    /// `admin_token` is one valid in that state.
+    pub async fn start_restored(&mut self, admin_token: &str) {
+        let voters = self.configs.len() as u64;
+        for id in 1..=voters {
+            self.spawn(id);
+        }
+        self.admin_token = admin_token.to_string();
+        self.wait_serving(voters).await;
+    }
+
+    async fn wait_serving(&self, voters: u64) {
+        self.wait_leader(Duration::from_secs(30)).await;
+        // Every voter serving, not just a quorum: on a loaded machine one can
+        // still be starting when the others have elected a leader.
+        for id in 1..=voters {
+            self.wait_applied(id, 0, Duration::from_secs(30)).await;
+        }
+    }
+
+    fn prepare_in(dir: tempfile::TempDir, voters: u64, spares: u64, raft: RaftSettings) -> TestCluster {
         let n = NEXT_CLUSTER.fetch_add(1, Ordering::SeqCst);
         // Below the kernel's ephemeral range (32768+): a port there can be
         // taken by any outgoing connection before a node binds it.
@@ -82,29 +122,14 @@ impl TestCluster {
             std::fs::write(path, cfg.to_toml()).unwrap();
         }
         let admin_password = dev::admin_password(dir.path()).unwrap().to_string();
-        let mut c = TestCluster {
+        TestCluster {
             dir,
             configs,
             children: BTreeMap::new(),
             profile,
             admin_password,
             admin_token: String::new(),
-        };
-        for id in 1..=voters {
-            c.spawn(id);
         }
-        let mut voters_only = c.profile.clone();
-        voters_only.endpoints.truncate(voters as usize);
-        c.admin_token = dev::login_admin(&voters_only, &c.admin_password, 0, Duration::from_secs(60), None)
-            .await
-            .unwrap();
-        c.wait_leader(Duration::from_secs(30)).await;
-        // Every voter serving, not just a quorum: on a loaded machine one can
-        // still be starting when the others have elected a leader.
-        for id in 1..=voters {
-            c.wait_applied(id, 0, Duration::from_secs(30)).await;
-        }
-        c
     }
 
     pub fn spawn(&mut self, id: u64) {

@@ -1,7 +1,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::create_user::put_principal;
-use super::{check_roles_exist, refuse, Applied, CommandError, Ctx, ErrorCode, Outcome, Required};
+use super::{
+    check_roles_exist, refuse, require_holds_roles, Applied, CommandError, Ctx, ErrorCode, Outcome, Required,
+};
 use crate::auth::{principal_record, validate_name, Access, Action, Principal};
 use crate::limits::ROLES_PER_PRINCIPAL_MAX;
 use crate::state_machine::Tx;
@@ -24,11 +26,19 @@ impl AssignRole {
         Required::Access(Access::new(Action::Admin, "roles"))
     }
 
-    pub(crate) fn apply(&self, tx: &mut Tx<'_>, _ctx: &Ctx<'_>) -> Applied {
+    pub(crate) fn apply(&self, tx: &mut Tx<'_>, ctx: &Ctx<'_>) -> Applied {
         let p = &self.principal;
         let Some(mut rec) = principal_record(tx, p)? else {
             return refuse(ErrorCode::NotFound, format!("no {p}"));
         };
+        let caller = ctx.caller();
+        if let Err(e) = require_holds_roles(tx, caller, &rec.roles, &format!("change the roles of {p}"))? {
+            return Ok(Err(e));
+        }
+        let what = if self.assign { format!("give {p} a role") } else { format!("take a role from {p}") };
+        if let Err(e) = require_holds_roles(tx, caller, std::slice::from_ref(&self.role), &what)? {
+            return Ok(Err(e));
+        }
         let has = rec.roles.contains(&self.role);
         if has == self.assign {
             return Ok(Ok(Outcome::Done));

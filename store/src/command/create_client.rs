@@ -25,9 +25,10 @@ impl CreateClient {
         Required::Access(Access::new(Action::Admin, "clients"))
     }
 
-    pub(crate) fn apply(&self, tx: &mut Tx<'_>, _ctx: &Ctx<'_>) -> Applied {
+    pub(crate) fn apply(&self, tx: &mut Tx<'_>, ctx: &Ctx<'_>) -> Applied {
         let created = create_principal(
             tx,
+            ctx,
             &Principal::Client(self.client_id.clone()),
             &self.secret_digest,
             &self.roles,

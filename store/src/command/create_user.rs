@@ -1,8 +1,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    check_roles_exist, refuse, validate_credential, validate_role_names, Applied, CommandError, Ctx,
-    ErrorCode, Outcome, Required,
+    check_roles_exist, refuse, require_holds_roles, validate_credential, validate_role_names, Applied,
+    CommandError, Ctx, ErrorCode, Outcome, Required,
 };
 use crate::auth::{principal_record, Access, Action, Principal, PrincipalRecord, Read};
 use crate::state_machine::Tx;
@@ -28,14 +28,16 @@ impl CreateUser {
         Required::Access(Access::new(Action::Admin, "users"))
     }
 
-    pub(crate) fn apply(&self, tx: &mut Tx<'_>, _ctx: &Ctx<'_>) -> Applied {
-        create_principal(tx, &Principal::User(self.username.clone()), &self.password_phc, &self.roles)
+    pub(crate) fn apply(&self, tx: &mut Tx<'_>, ctx: &Ctx<'_>) -> Applied {
+        create_principal(tx, ctx, &Principal::User(self.username.clone()), &self.password_phc, &self.roles)
     }
 }
 
-/// Shared by users and clients: refuses duplicates and unknown roles.
+/// Shared by users and clients: refuses duplicates, unknown roles and
+/// roles that carry rights the caller does not hold.
 pub(super) fn create_principal(
     tx: &mut Tx<'_>,
+    ctx: &Ctx<'_>,
     p: &Principal,
     credential: &str,
     roles: &[String],
@@ -44,6 +46,9 @@ pub(super) fn create_principal(
         return refuse(ErrorCode::AlreadyExists, format!("{p} already exists"));
     }
     if let Err(e) = check_roles_exist(tx, roles)? {
+        return Ok(Err(e));
+    }
+    if let Err(e) = require_holds_roles(tx, ctx.caller(), roles, &format!("create {p} with its roles"))? {
         return Ok(Err(e));
     }
     let mut roles = roles.to_vec();

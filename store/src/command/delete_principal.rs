@@ -20,11 +20,14 @@ impl DeletePrincipal {
         Required::Access(Access::new(Action::Admin, principal_resource(&self.principal)))
     }
 
-    pub(crate) fn apply(&self, tx: &mut Tx<'_>, _ctx: &Ctx<'_>) -> Applied {
+    pub(crate) fn apply(&self, tx: &mut Tx<'_>, ctx: &Ctx<'_>) -> Applied {
         let p = &self.principal;
         let Some(rec) = principal_record(tx, p)? else {
             return refuse(ErrorCode::NotFound, format!("no {p}"));
         };
+        if let Err(e) = super::require_holds_principal(tx, ctx.caller(), p, "delete")? {
+            return Ok(Err(e));
+        }
         if let Err(e) = super::keep_an_admin(tx, p, &rec)? {
             return Ok(Err(e));
         }

@@ -25,13 +25,16 @@ impl DeleteRole {
         Required::Access(Access::new(Action::Admin, "roles"))
     }
 
-    pub(crate) fn apply(&self, tx: &mut Tx<'_>, _ctx: &Ctx<'_>) -> Applied {
+    pub(crate) fn apply(&self, tx: &mut Tx<'_>, ctx: &Ctx<'_>) -> Applied {
         if self.name == ADMIN_ROLE {
             return refuse(ErrorCode::FailedPrecondition, "the built-in admin role cannot be deleted");
         }
         let key = tx.name_key(Cf::Roles, &self.name)?;
-        if tx.get::<RoleRecord>(Cf::Roles, &key)?.is_none() {
+        let Some(old) = tx.get::<RoleRecord>(Cf::Roles, &key)? else {
             return refuse(ErrorCode::NotFound, format!("no role named {:?}", self.name));
+        };
+        if let Err(e) = ctx.caller().require_holds(&old.rules, &format!("delete role {:?}", self.name)) {
+            return Ok(Err(e));
         }
         let revision = tx.next_revision();
         tx.delete(Cf::Roles, &key);

@@ -371,6 +371,40 @@ pub(crate) fn check_roles_exist(tx: &Tx<'_>, roles: &[String]) -> Result<Result<
     Ok(Ok(()))
 }
 
+/// Refuses `caller` unless it holds every right of each role in `roles`
+/// (see `Caller::require_holds`); unknown roles carry none.
+pub(crate) fn require_holds_roles(
+    tx: &Tx<'_>,
+    caller: &crate::auth::Caller,
+    roles: &[String],
+    what: &str,
+) -> Result<Result<(), CommandError>, DbError> {
+    use crate::auth::{Read, RoleRecord};
+    for name in roles {
+        if let Some(role) = tx.get::<RoleRecord>(crate::Cf::Roles, &tx.name_key(crate::Cf::Roles, name)?)? {
+            if let Err(e) = caller.require_holds(&role.rules, &format!("{what} (role {name:?})")) {
+                return Ok(Err(e));
+            }
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Refuses `caller` acting on principal `p` (a password reset, a disable,
+/// a delete, a role change) unless it holds every right `p` holds: a lesser
+/// administrator must not take over or shut out a greater one.
+pub(crate) fn require_holds_principal(
+    tx: &Tx<'_>,
+    caller: &crate::auth::Caller,
+    p: &Principal,
+    what: &str,
+) -> Result<Result<(), CommandError>, DbError> {
+    match crate::auth::principal_record(tx, p)? {
+        Some(rec) => require_holds_roles(tx, caller, &rec.roles, &format!("{what} {p}")),
+        None => Ok(Ok(())),
+    }
+}
+
 /// Refuses taking admin rights from `p` (disabling it, deleting it or
 /// unassigning its admin role) when it is the last enabled principal that
 /// holds them: nothing could give them back (etcd refuses the same for its

@@ -23,12 +23,23 @@ impl PutRole {
         Required::Access(Access::new(Action::Admin, "roles"))
     }
 
-    pub(crate) fn apply(&self, tx: &mut Tx<'_>, _ctx: &Ctx<'_>) -> Applied {
+    pub(crate) fn apply(&self, tx: &mut Tx<'_>, ctx: &Ctx<'_>) -> Applied {
         if self.name == ADMIN_ROLE {
             return refuse(ErrorCode::FailedPrecondition, "the built-in admin role cannot be changed");
         }
         let key = tx.name_key(Cf::Roles, &self.name)?;
         let old = tx.get::<RoleRecord>(Cf::Roles, &key)?;
+        // Its holders get the new rules at once, and lose the old ones.
+        let caller = ctx.caller();
+        let what = format!("define role {:?}", self.name);
+        if let Err(e) = caller.require_holds(&self.rules, &what) {
+            return Ok(Err(e));
+        }
+        if let Some(old) = &old {
+            if let Err(e) = caller.require_holds(&old.rules, &format!("change role {:?}", self.name)) {
+                return Ok(Err(e));
+            }
+        }
         let revision = tx.next_revision();
         let role = RoleRecord {
             name: self.name.clone(),

@@ -22,11 +22,15 @@ impl SetEnabled {
         Required::Access(Access::new(Action::Admin, principal_resource(&self.principal)))
     }
 
-    pub(crate) fn apply(&self, tx: &mut Tx<'_>, _ctx: &Ctx<'_>) -> Applied {
+    pub(crate) fn apply(&self, tx: &mut Tx<'_>, ctx: &Ctx<'_>) -> Applied {
         let p = &self.principal;
         let Some(mut rec) = principal_record(tx, p)? else {
             return refuse(ErrorCode::NotFound, format!("no {p}"));
         };
+        let what = if self.enabled { "enable" } else { "disable" };
+        if let Err(e) = super::require_holds_principal(tx, ctx.caller(), p, what)? {
+            return Ok(Err(e));
+        }
         if rec.enabled == self.enabled {
             return Ok(Ok(Outcome::Done));
         }

@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::create_user::update_principal;
-use super::{validate_credential, Applied, CommandError, Ctx, Required};
+use super::{require_holds_principal, validate_credential, Applied, CommandError, Ctx, Required};
 use crate::auth::{Access, Action, Principal};
 use crate::state_machine::Tx;
 
@@ -23,8 +23,12 @@ impl SetPassword {
         Required::Access(Access::new(Action::Admin, "users"))
     }
 
-    pub(crate) fn apply(&self, tx: &mut Tx<'_>, _ctx: &Ctx<'_>) -> Applied {
-        update_principal(tx, &Principal::User(self.username.clone()), |rec, revision| {
+    pub(crate) fn apply(&self, tx: &mut Tx<'_>, ctx: &Ctx<'_>) -> Applied {
+        let p = Principal::User(self.username.clone());
+        if let Err(e) = require_holds_principal(tx, ctx.caller(), &p, "reset the password of")? {
+            return Ok(Err(e));
+        }
+        update_principal(tx, &p, |rec, revision| {
             rec.credential = self.password_phc.clone();
             rec.epoch = revision;
             rec.failed_logins_ms.clear();

@@ -1,0 +1,193 @@
+//! `strongbox snapshot ...`: backups. `save` asks a node for a consistent
+//! image of the whole store and seals it under a key of the operator's own;
+//! `restore` writes one into the empty data directory of each member of a
+//! new cluster (offline, before `strongbox serve`), as etcdutl does.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Subcommand;
+use strongbox_proto::v1::cluster_client::ClusterClient;
+use strongbox_proto::v1::SaveSnapshotRequest;
+use strongbox_raft::NodeInfo;
+use strongbox_store::backup::{self, BackupWriter, Header};
+use strongbox_store::keyring::MasterKey;
+
+use super::{status_err, Conn};
+use crate::config::NodeConfig;
+
+/// Largest message of a snapshot stream: one image frame (at most
+/// `snapshot::FRAME_BYTES_MAX`) and its envelope.
+const SNAPSHOT_MESSAGE_BYTES_MAX: usize = strongbox_store::snapshot::FRAME_BYTES_MAX + (64 << 10);
+
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCmd {
+    /// A new backup key (64 hex characters) in a new file, mode 0600. Keep
+    /// it apart from the backups: it opens them.
+    NewKey { file: PathBuf },
+    /// Save a consistent image of the whole store (every write acknowledged
+    /// before the call) to a new file, sealed under --key-file. Superusers
+    /// only (admin on `*`).
+    Save {
+        file: PathBuf,
+        #[arg(long)]
+        key_file: PathBuf,
+    },
+    /// Check a backup whole (every frame opened and counted) and print what
+    /// it holds.
+    Status {
+        file: PathBuf,
+        #[arg(long)]
+        key_file: PathBuf,
+    },
+    /// Write a backup into the empty data directory of one member of a new
+    /// cluster: run it for every member, with the same file and the same
+    /// `initial_members`, then start them all with `strongbox serve`. The
+    /// node's own master key (from the config) seals what is restored.
+    Restore {
+        file: PathBuf,
+        #[arg(long)]
+        key_file: PathBuf,
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+/// The commands that need no connection; `None` for `save`.
+pub async fn offline(cmd: &SnapshotCmd) -> Option<anyhow::Result<()>> {
+    Some(match cmd {
+        SnapshotCmd::NewKey { file } => new_key(file),
+        SnapshotCmd::Status { file, key_file } => status(file, key_file),
+        SnapshotCmd::Restore { file, key_file, config } => restore(file, key_file, config).await,
+        SnapshotCmd::Save { .. } => return None,
+    })
+}
+
+fn new_key(file: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let (_, hex) = MasterKey::generate();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+        .with_context(|| format!("creating {} (it must not exist)", file.display()))?;
+    f.write_all(hex.as_bytes())?;
+    f.sync_all()?;
+    println!("wrote a new backup key to {} (mode 0600)", file.display());
+    Ok(())
+}
+
+fn key(file: &Path) -> anyhow::Result<MasterKey> {
+    MasterKey::load_file(file).map_err(|e| anyhow::anyhow!("backup key: {e}"))
+}
+
+pub async fn save(conn: Conn, file: PathBuf, key_file: PathBuf) -> anyhow::Result<()> {
+    let key = key(&key_file)?;
+    if file.exists() {
+        anyhow::bail!("{} exists; choose a new name", file.display());
+    }
+    let mut client =
+        ClusterClient::new(conn.channel().await?).max_decoding_message_size(SNAPSHOT_MESSAGE_BYTES_MAX);
+    let mut stream = client.save_snapshot(SaveSnapshotRequest {}).await.map_err(status_err)?.into_inner();
+    let info = stream
+        .message()
+        .await
+        .map_err(status_err)?
+        .and_then(|c| c.info)
+        .ok_or_else(|| anyhow::anyhow!("the node ended the stream before describing the image"))?;
+    let saved_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+    let header = Header {
+        format: 0,
+        keyring: String::new(),
+        applied_index: info.applied_index,
+        applied_term: info.applied_term,
+        revision: info.revision,
+        source_node: info.node_id,
+        saved_ms,
+    };
+    let mut w = BackupWriter::create(&file, key, header)?;
+    let mut bytes = 0u64;
+    loop {
+        let chunk = match stream.message().await {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(s) => {
+                w.abandon();
+                return Err(status_err(s).context("the image stream broke; nothing was saved"));
+            }
+        };
+        bytes += chunk.frame.len() as u64;
+        if let Err(e) = w.push_plain(&chunk.frame) {
+            w.abandon();
+            return Err(anyhow::anyhow!("{e}; nothing was saved"));
+        }
+    }
+    w.finish()?;
+    println!(
+        "saved {}: revision {}, log index {} (term {}), from node {}, {} bytes of image",
+        file.display(),
+        info.revision,
+        info.applied_index,
+        info.applied_term,
+        info.node_id,
+        bytes
+    );
+    Ok(())
+}
+
+fn status(file: &Path, key_file: &Path) -> anyhow::Result<()> {
+    let b = backup::open(file, key(key_file)?)?;
+    let h = b.header.clone();
+    let records = b.verify()?;
+    println!(
+        "{}: whole and readable; revision {}, log index {} (term {}), from node {}, saved {}, {records} records",
+        file.display(),
+        h.revision,
+        h.applied_index,
+        h.applied_term,
+        h.source_node,
+        super::fmt_ms(h.saved_ms)
+    );
+    Ok(())
+}
+
+async fn restore(file: &Path, key_file: &Path, config: &Path) -> anyhow::Result<()> {
+    let cfg = NodeConfig::load(config)?;
+    // Checked whole before anything is written: a damaged backup leaves the
+    // data directory as it was.
+    let mut checked = backup::open(file, key(key_file)?)?;
+    let applied = strongbox_raft::restore::applied_of(&mut checked.frames)?;
+    if applied.index != checked.header.applied_index {
+        anyhow::bail!(
+            "{}: the image is at log index {} but its header says {}",
+            file.display(),
+            applied.index,
+            checked.header.applied_index
+        );
+    }
+    let members: std::collections::BTreeMap<u64, NodeInfo> = cfg
+        .initial_members
+        .iter()
+        .map(|(id, m)| (*id, NodeInfo { raft_addr: m.raft_addr.clone(), api_addr: m.api_addr.clone() }))
+        .collect();
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+    let codec = crate::encryption::codec(&cfg)?;
+    let db = strongbox_store::Db::open(&cfg.data_dir.join("db"), codec)
+        .map_err(|e| anyhow::anyhow!("cannot open storage in {}: {e}", cfg.data_dir.display()))?;
+    let image = backup::open(file, key(key_file)?)?;
+    strongbox_raft::restore::restore(&db, cfg.id, members.clone(), applied, image.frames).await?;
+    println!(
+        "restored {} into {} as node {} of {:?} (revision {}, log index {}); start it with `strongbox serve --config {}`",
+        file.display(),
+        cfg.data_dir.display(),
+        cfg.id,
+        members.keys().collect::<Vec<_>>(),
+        checked.header.revision,
+        applied.index,
+        config.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! Backups with the real binary: an image saved from a running cluster,
+//! restored into the empty data directories of a new cluster (new
+//! addresses, certificates and master keys), serves exactly what was
+//! acknowledged before the save. A wrong key, a damaged file or a data
+//! directory in use restores nothing.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use common::*;
+use strongbox_proto::v1::Consistency;
+use tonic::Code;
+
+fn strongbox(c: &TestCluster, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let ca = c.profile.ca_cert.clone().expect("TLS cluster");
+    std::process::Command::new(env!("CARGO_BIN_EXE_strongbox"))
+        .env("STRONGBOX_TOKEN", &c.admin_token)
+        .arg("--endpoint")
+        .arg(c.api_addr(1))
+        .arg("--ca")
+        .arg(ca)
+        .args(args.iter().map(|a| a.as_ref()))
+        .output()
+        .unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn refused(out: Output, why: &str) {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "went through: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(err.contains(why), "expected {why:?} in: {err}");
+}
+
+fn restore(from: &TestCluster, to: &TestCluster, id: u64, file: &Path, key: &Path) -> Output {
+    strongbox(from, &[&"snapshot", &"restore", &file, &"--key-file", &key, &"--config", &to.configs[&id].0])
+}
+
+#[tokio::test]
+async fn a_backup_restored_into_a_new_cluster_serves_what_was_saved() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let old = TestCluster::start(3, fast_raft()).await;
+    let leader = old.wait_leader(Duration::from_secs(10)).await;
+    for i in 0..30 {
+        put_retry(&old, leader, &format!("backup/k{i}"), &format!("v{i}"), &format!("bk-{i}")).await;
+    }
+    let dir = old.dir.path();
+    let (key, file) = (dir.join("backup.key"), dir.join("store.backup"));
+    ok(strongbox(&old, &[&"snapshot", &"new-key", &key]));
+    let saved = ok(strongbox(&old, &[&"snapshot", &"save", &file, &"--key-file", &key]));
+    assert!(saved.contains("saved"), "{saved}");
+    // Acknowledged after the save: not in the backup.
+    put_retry(&old, leader, "backup/after", "late", "bk-after").await;
+    let status = ok(strongbox(&old, &[&"snapshot", &"status", &file, &"--key-file", &key]));
+    assert!(status.contains("whole and readable"), "{status}");
+
+    // A key that is not the backup's opens nothing.
+    let wrong = dir.join("wrong.key");
+    ok(strongbox(&old, &[&"snapshot", &"new-key", &wrong]));
+    refused(strongbox(&old, &[&"snapshot", &"status", &file, &"--key-file", &wrong]), "does not open");
+    // One flipped byte in the image is found.
+    let damaged = dir.join("damaged.backup");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let at = bytes.len() - 100;
+    bytes[at] ^= 1;
+    std::fs::write(&damaged, bytes).unwrap();
+    refused(strongbox(&old, &[&"snapshot", &"status", &damaged, &"--key-file", &key]), "");
+
+    let mut new = TestCluster::prepare(3, fast_raft());
+    // A damaged backup leaves the data directory untouched: a good one
+    // goes in afterwards.
+    refused(restore(&old, &new, 1, &damaged, &key), "");
+    for id in 1..=3 {
+        let out = ok(restore(&old, &new, id, &file, &key));
+        assert!(out.contains(&format!("as node {id}")), "{out}");
+    }
+    // A data directory that holds a node's state is refused.
+    refused(restore(&old, &new, 1, &file, &key), "restore into an empty one");
+    // The old cluster's tokens are in the image.
+    new.start_restored(&old.admin_token.clone()).await;
+    let leader = new.wait_leader(Duration::from_secs(30)).await;
+    for i in [0, 17, 29] {
+        let got =
+            new.secrets(leader).get(get_req(&format!("backup/k{i}"), Consistency::Linearizable, 0)).await;
+        assert_eq!(got.expect("restored secret").into_inner().value, format!("v{i}").as_bytes());
+    }
+    let late =
+        new.secrets(leader).get(get_req("backup/after", Consistency::Linearizable, 0)).await.unwrap_err();
+    assert_eq!(late.code(), Code::NotFound, "{late:?}");
+    // The new cluster takes writes, on every member, under its own membership.
+    put_retry(&new, leader, "backup/new", "fresh", "bk-new").await;
+    let status = new.status(leader).await.expect("status");
+    let addrs: Vec<String> = status.members.iter().map(|m| m.api_addr.clone()).collect();
+    assert_eq!(addrs, (1..=3).map(|id| new.api_addr(id)).collect::<Vec<_>>());
+    for id in 1..=3 {
+        let applied = new.status(leader).await.unwrap().applied_index;
+        new.wait_applied(id, applied, Duration::from_secs(10)).await;
+        let got = new.secrets(id).get(get_req("backup/new", Consistency::Local, 0)).await.unwrap();
+        assert_eq!(got.into_inner().value, b"fresh");
+    }
+}
