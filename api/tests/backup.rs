@@ -77,6 +77,15 @@ async fn a_backup_restored_into_a_new_cluster_serves_what_was_saved() {
     std::fs::write(&damaged, bytes).unwrap();
     refused(strongbox(&old, &[&"snapshot", &"status", &damaged, &"--key-file", &key]), "");
 
+    // The header is not sealed: a position edited in it is found against
+    // the image's own.
+    let edited = dir.join("edited.backup");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let at = bytes.windows(11).position(|w| w == b"\"revision\":").expect("a revision in the header") + 11;
+    bytes[at] = if bytes[at] == b'9' { b'8' } else { bytes[at] + 1 };
+    std::fs::write(&edited, bytes).unwrap();
+    refused(strongbox(&old, &[&"snapshot", &"status", &edited, &"--key-file", &key]), "header was altered");
+
     let mut new = TestCluster::prepare(3, fast_raft());
     // A damaged backup leaves the data directory untouched: a good one
     // goes in afterwards.

@@ -604,29 +604,33 @@ impl RaftNode {
                 }
                 Err(e) => Err(tonic::Status::unavailable(e.to_string())),
             };
-            match asked {
-                Ok(()) => unanswered = 0,
+            let unanswered_why = match asked {
+                Ok(()) => {
+                    unanswered = 0;
+                    None
+                }
                 Err(s) => {
                     tracing::debug!(to, %s, "leader transfer: election trigger failed");
                     unanswered += 1;
-                    // A target gone mid-way: end here, not at the budget's
-                    // end, so heartbeats are not off any longer than that.
-                    if unanswered >= TRANSFER_TRIGGERS_UNANSWERED_MAX {
-                        break Err(ProposeError::Refused(format!(
-                            "node {to} stopped answering ({}: {}); {}",
-                            s.code(),
-                            s.message(),
-                            self.leader_now()
-                        )));
-                    }
+                    Some(s)
                 }
-            }
+            };
             let left = deadline.saturating_duration_since(Instant::now());
             let round = election_timeout.min(left);
             let waited =
                 self.raft.wait(Some(round)).metrics(move |m| m.current_leader == Some(to), "transfer").await;
             if let Ok(m) = waited {
                 break Ok(m.current_leader);
+            }
+            // A target gone mid-way: end here, not at the budget's end, so
+            // heartbeats are not off any longer than that.
+            if let Some(s) = unanswered_why.filter(|_| unanswered >= TRANSFER_TRIGGERS_UNANSWERED_MAX) {
+                break Err(ProposeError::Refused(format!(
+                    "node {to} stopped answering ({}: {}); {}",
+                    s.code(),
+                    s.message(),
+                    self.leader_now()
+                )));
             }
             if Instant::now() >= deadline {
                 // With heartbeats off for that long another follower may

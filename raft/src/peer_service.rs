@@ -145,9 +145,18 @@ impl RaftPeer for PeerService {
         let file = off_runtime(move || w.finish()).await?;
         let snapshot = Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) };
         // Until openraft answers, the log purge it runs meanwhile waits
-        // for the image to be in (see `LogStore::purge`).
-        let _pending = self.node.installs.start(snapshot.meta.last_log_id.map_or(0, |l| l.index));
-        let res = self.node.raft.install_full_snapshot(vote, snapshot).await;
+        // for the image to be in (see `LogStore::purge`). On a task of its
+        // own: a sender gone mid-install (a leader crash, a reset stream)
+        // drops this handler, and with it the guard, while the install and
+        // the purge waiting for it go on.
+        let pending = self.node.installs.start(snapshot.meta.last_log_id.map_or(0, |l| l.index));
+        let raft = self.node.raft.clone();
+        let res = tokio::spawn(async move {
+            let _pending = pending;
+            raft.install_full_snapshot(vote, snapshot).await
+        })
+        .await
+        .map_err(|e| Status::internal(format!("snapshot install task: {e}")))?;
         Ok(Response::new(wire::encode(&res)))
     }
 

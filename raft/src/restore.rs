@@ -28,16 +28,20 @@ pub enum RestoreError {
     Storage(String),
 }
 
-/// The image's applied log id, after reading (and so checking) all of it.
-pub fn applied_of(frames: &mut FrameReader) -> Result<LogId, RestoreError> {
+/// The image's applied log id and revision, after reading (and so
+/// checking) all of it: what a backup's header claims is compared with
+/// these, which the frames' authentication covers.
+pub fn position_of(frames: &mut FrameReader) -> Result<(LogId, u64), RestoreError> {
     let meta = strongbox_store::snapshot::read_meta(frames)?;
-    meta.get::<LogId>(META_APPLIED)?.ok_or_else(|| {
+    let applied = meta.get::<LogId>(META_APPLIED)?.ok_or_else(|| {
         RestoreError::Refused("the image holds no applied log position (not a state machine image)".into())
-    })
+    })?;
+    let revision = meta.get::<u64>(strongbox_store::layout::sm_keys::REVISION)?.unwrap_or(0);
+    Ok((applied, revision))
 }
 
 /// Installs `frames` (an image at `applied`, already checked whole by
-/// `applied_of`) as the state of member `id` of a new cluster of
+/// `position_of`) as the state of member `id` of a new cluster of
 /// `members`, into `db`, which must be pristine.
 pub async fn restore(
     db: &Db,

@@ -505,14 +505,28 @@ impl Export {
     pub fn start(sm: &StateMachine) -> Result<Export, DbError> {
         let db = sm.db();
         let keys = db.snapshot_gate().enter();
+        // An install replaces the state by batches: an export that saw part
+        // of one would be a mix (refused here, not found out at restore).
+        let installing = || DbError::Format("a snapshot install is running on this node; try again".into());
+        let epoch = sm.install_epoch();
+        if epoch % 2 == 1 {
+            return Err(installing());
+        }
         let dir = db.snapshot_dir().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| io_err("creating", &dir, e))?;
         let mut w =
             FrameWriter::new(snapshot_receive_file(&dir)?, db.codec().clone())?.paced(BUILD_IDLE_PER_WORK);
         let meta = snapshot::export(db, &mut w)?;
+        if sm.install_epoch() != epoch {
+            return Err(installing());
+        }
         let file = w.finish()?;
+        let applied: Option<LogId> = meta.get(META_APPLIED)?;
+        if applied.is_none() {
+            return Err(DbError::Format("this node has applied nothing yet".into()));
+        }
         Ok(Export {
-            applied: meta.get(META_APPLIED)?,
+            applied,
             revision: meta.get(strongbox_store::layout::sm_keys::REVISION)?.unwrap_or(0),
             frames: FrameReader::new(file, db.codec().clone())?,
             _keys: keys,

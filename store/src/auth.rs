@@ -255,7 +255,7 @@ pub fn validate_rules(rules: &[Rule]) -> Result<(), CommandError> {
 }
 
 /// A user or a service client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrincipalRecord {
     /// Keys are hashed: the name lives in the (encrypted) value, for listing.
     pub name: String,
@@ -275,6 +275,19 @@ pub struct PrincipalRecord {
     pub failed_logins_ms: Vec<u64>,
     /// Locked while the state-machine clock is below this.
     pub locked_until_ms: u64,
+}
+
+impl fmt::Debug for PrincipalRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrincipalRecord")
+            .field("name", &self.name)
+            .field("credential", &crate::command::Redacted(self.credential.as_bytes()))
+            .field("enabled", &self.enabled)
+            .field("roles", &self.roles)
+            .field("epoch", &self.epoch)
+            .field("locked_until_ms", &self.locked_until_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PrincipalRecord {
@@ -358,12 +371,11 @@ impl Caller {
     /// Whether this caller may itself do everything `rule` allows: one of
     /// its allow rules covers the rule's action and every resource it
     /// names, and none of its deny rules touches any of them. A deny rule
-    /// grants nothing, so any caller holds it. Conservative: rights split
-    /// over several rules of the caller do not add up to a wider pattern.
+    /// counts as the rights it withholds: taking it away (deleting or
+    /// rewriting its role, unassigning it) hands them back, so only a
+    /// caller that holds them manages it. Conservative: rights split over
+    /// several rules of the caller do not add up to a wider pattern.
     pub fn holds(&self, rule: &Rule) -> bool {
-        if rule.effect == Effect::Deny {
-            return true;
-        }
         let rules = || self.roles.iter().flat_map(|r| r.rules.iter());
         rules().any(|r| {
             r.effect == Effect::Allow
@@ -429,12 +441,19 @@ pub fn resolve(
     let mut roles = Vec::new();
     let mut role_names = Vec::new();
     for name in &rec.roles {
-        if token.scopes.as_ref().is_some_and(|s| !s.contains(name)) {
-            continue;
-        }
-        if let Some(role) = r.get::<RoleRecord>(Cf::Roles, &r.name_key(Cf::Roles, name)?)? {
+        let in_scope = token.scopes.as_ref().is_none_or(|s| s.contains(name));
+        if let Some(mut role) = r.get::<RoleRecord>(Cf::Roles, &r.name_key(Cf::Roles, name)?)? {
+            if in_scope {
+                role_names.push(name.clone());
+            } else {
+                // A scope narrows what a token may do, never widens it: the
+                // deny rules of the roles it leaves out still hold.
+                role.rules.retain(|x| x.effect == Effect::Deny);
+                if role.rules.is_empty() {
+                    continue;
+                }
+            }
             roles.push(role);
-            role_names.push(name.clone());
         }
     }
     Ok(Ok(Caller { principal: token.principal.clone(), token_hash: *hash, token, role_names, roles }))

@@ -49,20 +49,21 @@ fn err(reason: impl Into<String>) -> DbError {
 }
 
 /// The backup's keyring, in a private directory of its own (a keyring is a
-/// file), removed when dropped.
-fn keyring_dir(near: &Path) -> Result<tempfile::TempDir, DbError> {
-    let parent = near.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+/// file; it holds the data key wrapped, never in the clear), removed when
+/// dropped. In the system's temp directory: a backup may sit on a
+/// read-only mount.
+fn keyring_dir() -> Result<tempfile::TempDir, DbError> {
     tempfile::Builder::new()
-        .prefix(".strongbox-backup-keys-")
-        .tempdir_in(parent)
-        .map_err(|e| err(format!("a key directory in {}: {e}", parent.display())))
+        .prefix("strongbox-backup-keys-")
+        .tempdir()
+        .map_err(|e| err(format!("a private temp directory for the backup's keyring: {e}")))
 }
 
 /// Writes a backup file: `create`, one `push_plain` per frame received, then
-/// `finish` (fsync and rename into place; nothing is left under the final
-/// name until then).
+/// `finish` (fsync, then linked under its name, never over an existing
+/// file). Dropped unfinished, it removes what it wrote.
 pub struct BackupWriter {
-    frames: FrameWriter,
+    frames: Option<FrameWriter>,
     tmp: PathBuf,
     path: PathBuf,
     _keys: tempfile::TempDir,
@@ -74,7 +75,7 @@ impl BackupWriter {
         if path.exists() {
             return Err(err(format!("{} exists; choose a new name", path.display())));
         }
-        let keys = keyring_dir(path)?;
+        let keys = keyring_dir()?;
         let keyring = Keyring::create(keys.path(), key).map_err(|e| err(e.to_string()))?;
         header.format = FORMAT;
         header.keyring =
@@ -88,42 +89,53 @@ impl BackupWriter {
             std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
                 .mode(0o600)
                 .open(&tmp)
-                .map_err(|e| err(format!("{}: {e}", tmp.display())))?
+                .map_err(|e| {
+                    err(format!(
+                        "{} (a save in progress, or one that was killed: remove it): {e}",
+                        tmp.display()
+                    ))
+                })?
         };
         let json = serde_json::to_vec(&header).expect("header serialises");
         file.write_all(MAGIC).map_err(|e| err(e.to_string()))?;
         file.write_all(&(json.len() as u32).to_be_bytes()).map_err(|e| err(e.to_string()))?;
         file.write_all(&json).map_err(|e| err(e.to_string()))?;
-        let frames = FrameWriter::new(file, Codec::encrypted(Arc::new(keyring)))?;
-        Ok(BackupWriter { frames, tmp, path: path.to_path_buf(), _keys: keys })
+        let mut w = BackupWriter { frames: None, tmp, path: path.to_path_buf(), _keys: keys };
+        w.frames = Some(FrameWriter::new(file, Codec::encrypted(Arc::new(keyring)))?);
+        Ok(w)
     }
 
     /// One frame of the image as the serving node sent it (plaintext): checked
     /// (it decodes, the record count adds up) and sealed.
     pub fn push_plain(&mut self, frame: &[u8]) -> Result<(), DbError> {
-        self.frames.push_plain(frame)
+        self.frames.as_mut().expect("open until finished").push_plain(frame)
     }
 
     /// Refuses an image that did not end with its end frame.
-    pub fn finish(self) -> Result<(), DbError> {
-        if !self.frames.ended() {
-            let _ = std::fs::remove_file(&self.tmp);
+    pub fn finish(mut self) -> Result<(), DbError> {
+        let frames = self.frames.take().expect("open until finished");
+        if !frames.ended() {
             return Err(err("the image ended before its end frame; nothing was saved"));
         }
-        self.frames.finish()?;
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| err(e.to_string()))?;
+        frames.finish()?;
+        // A link fails where a file of that name appeared meanwhile; a
+        // rename would replace it.
+        std::fs::hard_link(&self.tmp, &self.path)
+            .map_err(|e| err(format!("{}: {e}; nothing was saved", self.path.display())))?;
         if let Some(dir) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
             File::open(dir).and_then(|d| d.sync_all()).map_err(|e| err(e.to_string()))?;
         }
         Ok(())
     }
+}
 
-    /// Gives up: the partial file goes.
-    pub fn abandon(self) {
+impl Drop for BackupWriter {
+    /// The partial file goes, finished or not (a finished one is linked
+    /// under its name by then).
+    fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.tmp);
     }
 }
@@ -157,7 +169,7 @@ pub fn open(path: &Path, key: MasterKey) -> Result<Backup, DbError> {
     if header.format != FORMAT {
         return Err(err(format!("format {} (this build reads {FORMAT})", header.format)));
     }
-    let keys = keyring_dir(path)?;
+    let keys = keyring_dir()?;
     std::fs::write(Keyring::path_in(keys.path()), &header.keyring).map_err(|e| err(e.to_string()))?;
     let keyring = Keyring::open(keys.path(), key).map_err(|e| match e {
         crate::keyring::KeyringError::WrongMasterKey { .. } => err("the key does not open this backup"),

@@ -371,7 +371,7 @@ fn a_changed_password_ends_every_other_session_but_the_callers() {
 const HELP: [u8; 32] = [3; 32];
 const HELP_PHC: &str = "$argon2id$help";
 
-/// `help` administers users and roles, and reads secrets:team-a/*; bob
+/// `help` administers users, roles and tokens, and reads secrets:team-a/*; bob
 /// (team-a: read and write there) exists too.
 fn with_helpdesk(sm: &StateMachine) {
     with_bob(sm);
@@ -380,6 +380,7 @@ fn with_helpdesk(sm: &StateMachine) {
         rules: vec![
             rule(Effect::Allow, Action::Admin, "users"),
             rule(Effect::Allow, Action::Admin, "roles"),
+            rule(Effect::Allow, Action::Admin, "tokens"),
             rule(Effect::Allow, Action::Read, "secrets:team-a/*"),
             rule(Effect::Deny, Action::Read, "secrets:team-a/root/*"),
         ],
@@ -395,9 +396,24 @@ fn with_helpdesk(sm: &StateMachine) {
 fn a_delegated_admin_cannot_hand_out_or_take_over_rights_it_lacks() {
     let (_d, sm) = open();
     with_helpdesk(&sm);
+    // A deny on what help does not hold: taking it away would hand it back.
+    let no_b =
+        PutRole { name: "no-b".into(), rules: vec![rule(Effect::Deny, Action::Read, "secrets:team-b/*")] };
+    assert!(apply_one(&sm, &as_admin("no-b", 1, Op::PutRole(no_b))).result.is_ok());
+    let assign = AssignRole { principal: Principal::User("help".into()), role: "no-b".into(), assign: true };
+    assert!(apply_one(&sm, &as_admin("no-b-help", 1, Op::AssignRole(assign))).result.is_ok());
     let rev = sm.revision().unwrap();
     let admin_user = Principal::User("admin".into());
     let escalations = [
+        Op::DeleteRole(DeleteRole { name: "no-b".into() }),
+        Op::PutRole(PutRole { name: "no-b".into(), rules: vec![] }),
+        Op::AssignRole(AssignRole {
+            principal: Principal::User("help".into()),
+            role: "no-b".into(),
+            assign: false,
+        }),
+        Op::UnlockUser(UnlockUser { username: "admin".into() }),
+        Op::RevokeToken(RevokeToken { token_hash: ADMIN_TOKEN }),
         Op::CreateUser(CreateUser {
             username: "eve".into(),
             password_phc: "x".into(),
@@ -474,4 +490,73 @@ fn a_delegated_admin_manages_what_it_holds() {
         let r = apply_one(&sm, &as_token(HELP, &format!("ok-{i}"), 2, op));
         assert!(r.result.is_ok(), "{name} refused: {r:?}");
     }
+}
+
+/// A `{:?}` of a command or a principal (a log line, a panic message) shows
+/// no secret value, password hash, credential or token hash.
+#[test]
+fn debug_prints_hold_no_secret_material() {
+    use strongbox_store::command::{IssueToken, PutSecret, SetPassword};
+    let value = b"hunter2-secret-value".to_vec();
+    let ops = [
+        Op::PutSecret(PutSecret { path: "a/b".into(), value: value.clone(), cas: None, max_versions: None }),
+        Op::SetPassword(SetPassword { username: "bob".into(), password_phc: "$argon2id$hunter2".into() }),
+        Op::CreateUser(CreateUser {
+            username: "bob".into(),
+            password_phc: "$argon2id$hunter2".into(),
+            roles: vec![],
+        }),
+        Op::IssueToken(IssueToken {
+            principal: Principal::User("bob".into()),
+            verified_credential: "$argon2id$hunter2".into(),
+            token_hash: [0x5a; 32],
+            expires_ms: 1,
+            renew_until_ms: 1,
+            scopes: None,
+        }),
+    ];
+    for op in ops {
+        let shown = format!("{op:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains(&format!("{value:?}")[1..20]), "{shown}");
+        assert!(!shown.contains("90, 90, 90"), "a token hash: {shown}");
+        assert!(shown.contains("redacted"), "{shown}");
+    }
+}
+
+/// A client's token scoped to some of its roles acts with those roles'
+/// rights only, and with every deny rule of all its roles: a scope narrows,
+/// never widens.
+#[test]
+fn a_token_scoped_away_from_a_deny_role_is_still_denied() {
+    use strongbox_store::command::{CreateClient, IssueToken};
+    let (_d, sm) = open();
+    let roles = [
+        ("write-all", rule(Effect::Allow, Action::Write, "secrets:*")),
+        ("no-hr", rule(Effect::Deny, Action::Write, "secrets:hr/*")),
+    ];
+    for (name, r) in roles {
+        let role = PutRole { name: name.into(), rules: vec![r] };
+        assert!(apply_one(&sm, &as_admin(name, 1, Op::PutRole(role))).result.is_ok());
+    }
+    let svc = CreateClient {
+        client_id: "svc".into(),
+        secret_digest: "digest".into(),
+        roles: vec!["no-hr".into(), "write-all".into()],
+    };
+    assert!(apply_one(&sm, &as_admin("svc", 1, Op::CreateClient(svc))).result.is_ok());
+    const SVC: [u8; 32] = [4; 32];
+    let token = IssueToken {
+        principal: Principal::Client("svc".into()),
+        verified_credential: "digest".into(),
+        token_hash: SVC,
+        expires_ms: FAR_MS,
+        renew_until_ms: FAR_MS,
+        scopes: Some(vec!["write-all".into()]),
+    };
+    assert!(apply_one(&sm, &as_node("svc-token", 1, Op::IssueToken(token))).result.is_ok());
+    let r = apply_one(&sm, &as_token(SVC, "w-hr", 2, put_op("hr/pay", "v", None)));
+    assert_eq!(code(&r), ErrorCode::PermissionDenied, "{r:?}");
+    let r = apply_one(&sm, &as_token(SVC, "w-app", 2, put_op("app/db", "v", None)));
+    assert!(r.result.is_ok(), "{r:?}");
 }

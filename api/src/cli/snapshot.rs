@@ -113,16 +113,10 @@ pub async fn save(conn: Conn, file: PathBuf, key_file: PathBuf) -> anyhow::Resul
         let chunk = match stream.message().await {
             Ok(Some(c)) => c,
             Ok(None) => break,
-            Err(s) => {
-                w.abandon();
-                return Err(status_err(s).context("the image stream broke; nothing was saved"));
-            }
+            Err(s) => return Err(status_err(s).context("the image stream broke; nothing was saved")),
         };
         bytes += chunk.frame.len() as u64;
-        if let Err(e) = w.push_plain(&chunk.frame) {
-            w.abandon();
-            return Err(anyhow::anyhow!("{e}; nothing was saved"));
-        }
+        w.push_plain(&chunk.frame).map_err(|e| anyhow::anyhow!("{e}; nothing was saved"))?;
     }
     w.finish()?;
     println!(
@@ -137,7 +131,31 @@ pub async fn save(conn: Conn, file: PathBuf, key_file: PathBuf) -> anyhow::Resul
     Ok(())
 }
 
+/// Reads the whole image (every frame opened) and checks the header's
+/// position against the image's own, which the frames' authentication
+/// covers (the header is not sealed).
+fn checked(file: &Path, key_file: &Path) -> anyhow::Result<(Header, strongbox_raft::types::LogId)> {
+    let mut b = backup::open(file, key(key_file)?)?;
+    let (applied, revision) = strongbox_raft::restore::position_of(&mut b.frames)?;
+    let h = &b.header;
+    if (h.applied_index, h.applied_term, h.revision) != (applied.index, applied.leader_id.term, revision) {
+        anyhow::bail!(
+            "{}: the header says log index {} (term {}), revision {}, but the image holds {} (term {}), {}: \
+             the header was altered",
+            file.display(),
+            h.applied_index,
+            h.applied_term,
+            h.revision,
+            applied.index,
+            applied.leader_id.term,
+            revision
+        );
+    }
+    Ok((b.header, applied))
+}
+
 fn status(file: &Path, key_file: &Path) -> anyhow::Result<()> {
+    checked(file, key_file)?;
     let b = backup::open(file, key(key_file)?)?;
     let h = b.header.clone();
     let records = b.verify()?;
@@ -157,16 +175,7 @@ async fn restore(file: &Path, key_file: &Path, config: &Path) -> anyhow::Result<
     let cfg = NodeConfig::load(config)?;
     // Checked whole before anything is written: a damaged backup leaves the
     // data directory as it was.
-    let mut checked = backup::open(file, key(key_file)?)?;
-    let applied = strongbox_raft::restore::applied_of(&mut checked.frames)?;
-    if applied.index != checked.header.applied_index {
-        anyhow::bail!(
-            "{}: the image is at log index {} but its header says {}",
-            file.display(),
-            applied.index,
-            checked.header.applied_index
-        );
-    }
+    let (header, applied) = checked(file, key_file)?;
     let members: std::collections::BTreeMap<u64, NodeInfo> = cfg
         .initial_members
         .iter()
@@ -185,7 +194,7 @@ async fn restore(file: &Path, key_file: &Path, config: &Path) -> anyhow::Result<
         cfg.data_dir.display(),
         cfg.id,
         members.keys().collect::<Vec<_>>(),
-        checked.header.revision,
+        header.revision,
         applied.index,
         config.display()
     );

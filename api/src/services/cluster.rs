@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use futures::Stream;
 use strongbox_raft::sm_store::Export;
+use strongbox_store::auth::{Action, Effect, Rule};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -25,6 +26,8 @@ const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
 const SAVES_RUNNING_MAX: usize = 1;
 /// Frames read ahead of a slow client (each at most `FRAME_BYTES_MAX`).
 const SAVE_FRAMES_AHEAD: usize = 2;
+/// How long a client may take to read one frame before the save ends.
+const SAVE_FRAME_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct ClusterService {
     node: RaftNode,
@@ -180,7 +183,13 @@ impl Cluster for ClusterService {
             .rpc("cluster.save_snapshot", token_of(req.metadata()), async {
                 // After the barrier: the image holds every write acknowledged
                 // before the call.
-                self.admin(req.metadata(), Rpc::ClusterSaveSnapshot).await?;
+                let caller = self.api.read(req.metadata(), Rpc::ClusterSaveSnapshot, "", None).await?;
+                // A deny rule anywhere (a folder of secrets kept from this
+                // caller) would be moot in an image of everything.
+                let everything = Rule { effect: Effect::Allow, action: Action::Admin, resource: "*".into() };
+                caller
+                    .require_holds(std::slice::from_ref(&everything), "save a snapshot")
+                    .map_err(crate::observe::command_status)?;
                 let permit = self.saves.clone().try_acquire_owned().map_err(|_| {
                     Status::resource_exhausted(
                         "a snapshot is being saved from this node already; wait for it or ask another node",
@@ -207,10 +216,15 @@ impl Cluster for ClusterService {
                     };
                     tracing::info!(applied_index = info.applied_index, "saving a snapshot for a backup");
                     let mut next = Ok(SnapshotChunk { info: Some(info), frame: Vec::new() });
+                    let runtime = tokio::runtime::Handle::current();
                     loop {
                         let last = next.is_err();
-                        // A client gone: the image goes with the export.
-                        if tx.blocking_send(next).is_err() || last {
+                        // A client gone, or one that stopped reading (it
+                        // would hold the save slot and keep data keys from
+                        // retiring): the image goes with the export.
+                        let sent =
+                            runtime.block_on(tokio::time::timeout(SAVE_FRAME_SEND_TIMEOUT, tx.send(next)));
+                        if !matches!(sent, Ok(Ok(()))) || last {
                             return;
                         }
                         next = match export.next_frame() {

@@ -9,11 +9,21 @@ use crate::state_machine::Tx;
 /// The first admin of a new cluster: creates the `admin` role (admin on
 /// everything) and one user holding it, and sets the cluster's name key
 /// (drawn by the proposing node; see `names`). Applies once per cluster, ever.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bootstrap {
     pub username: String,
     pub password_phc: String,
     pub name_key: NameKey,
+}
+
+impl std::fmt::Debug for Bootstrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bootstrap")
+            .field("username", &self.username)
+            .field("password_phc", &super::Redacted(self.password_phc.as_ref()))
+            .field("name_key", &self.name_key)
+            .finish()
+    }
 }
 
 impl Bootstrap {

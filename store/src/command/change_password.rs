@@ -14,10 +14,19 @@ use crate::state_machine::Tx;
 /// Every other token of the user dies (a password is changed because it may
 /// have leaked, and so may the sessions opened with it); the token that made
 /// the change lives on under the new epoch, so the caller stays logged in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangePassword {
     pub expected_phc: String,
     pub new_phc: String,
+}
+
+impl std::fmt::Debug for ChangePassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangePassword")
+            .field("expected_phc", &super::Redacted(self.expected_phc.as_ref()))
+            .field("new_phc", &super::Redacted(self.new_phc.as_ref()))
+            .finish()
+    }
 }
 
 impl ChangePassword {

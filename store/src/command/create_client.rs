@@ -7,11 +7,21 @@ use crate::state_machine::Tx;
 
 /// Creates a service client (OAuth2 client-credentials). The node generated
 /// the secret, showed it once, and sends only its SHA-256.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateClient {
     pub client_id: String,
     pub secret_digest: String,
     pub roles: Vec<String>,
+}
+
+impl std::fmt::Debug for CreateClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateClient")
+            .field("client_id", &self.client_id)
+            .field("secret_digest", &super::Redacted(self.secret_digest.as_ref()))
+            .field("roles", &self.roles)
+            .finish()
+    }
 }
 
 impl CreateClient {

@@ -10,11 +10,21 @@ use crate::DbError;
 
 /// Creates a user with an argon2id password hash computed by the node that
 /// received the request (never inside apply).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateUser {
     pub username: String,
     pub password_phc: String,
     pub roles: Vec<String>,
+}
+
+impl std::fmt::Debug for CreateUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateUser")
+            .field("username", &self.username)
+            .field("password_phc", &super::Redacted(self.password_phc.as_ref()))
+            .field("roles", &self.roles)
+            .finish()
+    }
 }
 
 impl CreateUser {

@@ -9,7 +9,7 @@ use crate::state_machine::Tx;
 /// Issues an access token after the receiving node checked a password or a
 /// client secret against `verified_credential`. Apply re-checks everything
 /// that may have changed since: the credential, enabled, locked, scopes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssueToken {
     pub principal: Principal,
     pub verified_credential: String,
@@ -19,6 +19,19 @@ pub struct IssueToken {
     /// Service clients: the roles the token may use (all of the client's
     /// roles when the request named none). `None` for users.
     pub scopes: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for IssueToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssueToken")
+            .field("principal", &self.principal)
+            .field("verified_credential", &super::Redacted(self.verified_credential.as_ref()))
+            .field("token_hash", &super::Redacted(self.token_hash.as_ref()))
+            .field("expires_ms", &self.expires_ms)
+            .field("renew_until_ms", &self.renew_until_ms)
+            .field("scopes", &self.scopes)
+            .finish()
+    }
 }
 
 /// The same answer for every way a login can fail (no enumeration).

@@ -371,6 +371,16 @@ pub(crate) fn check_roles_exist(tx: &Tx<'_>, roles: &[String]) -> Result<Result<
     Ok(Ok(()))
 }
 
+/// Secret material in a `Debug` print (a value, a password hash, a
+/// credential): its length only, so no `{:?}` of a command ever logs it.
+pub struct Redacted<'a>(pub &'a [u8]);
+
+impl std::fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes redacted>", self.0.len())
+    }
+}
+
 /// Refuses `caller` unless it holds every right of each role in `roles`
 /// (see `Caller::require_holds`); unknown roles carry none.
 pub(crate) fn require_holds_roles(

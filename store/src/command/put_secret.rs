@@ -11,7 +11,7 @@ use crate::names::{index_entries, IndexEntry};
 use crate::state_machine::Tx;
 
 /// Writes a new version of the secret at `path`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PutSecret {
     pub path: String,
     pub value: Vec<u8>,
@@ -21,6 +21,17 @@ pub struct PutSecret {
     /// Versions to keep from now on (1..=100); unset keeps the current
     /// setting (10 for a new secret).
     pub max_versions: Option<u64>,
+}
+
+impl std::fmt::Debug for PutSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PutSecret")
+            .field("path", &self.path)
+            .field("value", &super::Redacted(self.value.as_ref()))
+            .field("cas", &self.cas)
+            .field("max_versions", &self.max_versions)
+            .finish()
+    }
 }
 
 impl PutSecret {

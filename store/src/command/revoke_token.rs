@@ -31,6 +31,11 @@ impl RevokeToken {
             if let Err(e) = caller.require(&Access::new(Action::Admin, "tokens")) {
                 return Ok(Err(e));
             }
+            // Not a way to shut out a principal with more rights.
+            if let Err(e) = super::require_holds_principal(tx, caller, &token.principal, "revoke a token of")?
+            {
+                return Ok(Err(e));
+            }
         }
         tx.next_revision();
         tx.delete(Cf::Tokens, &self.token_hash);

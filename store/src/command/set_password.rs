@@ -7,10 +7,19 @@ use crate::state_machine::Tx;
 
 /// An administrator sets a user's password (a reset): the user's existing
 /// tokens die and any lockout is cleared.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetPassword {
     pub username: String,
     pub password_phc: String,
+}
+
+impl std::fmt::Debug for SetPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetPassword")
+            .field("username", &self.username)
+            .field("password_phc", &super::Redacted(self.password_phc.as_ref()))
+            .finish()
+    }
 }
 
 impl SetPassword {

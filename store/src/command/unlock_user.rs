@@ -20,8 +20,14 @@ impl UnlockUser {
         Required::Access(Access::new(Action::Admin, "users"))
     }
 
-    pub(crate) fn apply(&self, tx: &mut Tx<'_>, _ctx: &Ctx<'_>) -> Applied {
-        update_principal(tx, &Principal::User(self.username.clone()), |rec, _| {
+    pub(crate) fn apply(&self, tx: &mut Tx<'_>, ctx: &Ctx<'_>) -> Applied {
+        let p = Principal::User(self.username.clone());
+        // Unlocking again and again would undo the lockout's brake on
+        // password guessing against a principal with more rights.
+        if let Err(e) = super::require_holds_principal(tx, ctx.caller(), &p, "unlock")? {
+            return Ok(Err(e));
+        }
+        update_principal(tx, &p, |rec, _| {
             rec.failed_logins_ms.clear();
             rec.locked_until_ms = 0;
         })
