@@ -19,6 +19,20 @@ const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// environment, or a random one that is printed once on success.
 fn password(auth: &Auth) -> anyhow::Result<(Zeroizing<String>, bool)> {
     if let Some(path) = &auth.settings.bootstrap_password_file {
+        // As with the master key file: a password others may read is
+        // refused, not used (the first admin holds every right).
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| anyhow::anyhow!("cannot read bootstrap_password_file {}: {e}", path.display()))?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 != 0 {
+            anyhow::bail!(
+                "bootstrap_password_file {} has mode {mode:o}; it must be readable by its owner only (chmod 600)",
+                path.display()
+            );
+        }
         let text =
             Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
                 anyhow::anyhow!("cannot read bootstrap_password_file {}: {e}", path.display())
