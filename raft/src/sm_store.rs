@@ -502,7 +502,11 @@ pub struct Export {
 
 impl Export {
     /// Blocking: it reads the whole state.
-    pub fn start(sm: &StateMachine) -> Result<Export, DbError> {
+    /// `cancelled`: asked after each frame (the client has gone).
+    pub fn start(
+        sm: &StateMachine,
+        cancelled: impl Fn() -> bool + Send + 'static,
+    ) -> Result<Export, DbError> {
         let db = sm.db();
         let keys = db.snapshot_gate().enter();
         // An install replaces the state by batches: an export that saw part
@@ -514,8 +518,9 @@ impl Export {
         }
         let dir = db.snapshot_dir().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| io_err("creating", &dir, e))?;
-        let mut w =
-            FrameWriter::new(snapshot_receive_file(&dir)?, db.codec().clone())?.paced(BUILD_IDLE_PER_WORK);
+        let mut w = FrameWriter::new(snapshot_receive_file(&dir)?, db.codec().clone())?
+            .paced(BUILD_IDLE_PER_WORK)
+            .cancel_when(cancelled);
         let meta = snapshot::export(db, &mut w)?;
         if sm.install_epoch() != epoch {
             return Err(installing());

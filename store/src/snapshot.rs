@@ -85,6 +85,9 @@ pub struct FrameWriter {
     /// Paced writers sleep this many times as long as each frame took.
     idle_per_work: u32,
     frame_started: std::time::Instant,
+    /// Asked after each frame: true ends the image with an error (its
+    /// reader has gone; see `cancel_when`).
+    cancelled: Option<Box<dyn Fn() -> bool + Send>>,
 }
 
 impl FrameWriter {
@@ -105,6 +108,7 @@ impl FrameWriter {
             written_since_sync: 0,
             idle_per_work: 0,
             frame_started: std::time::Instant::now(),
+            cancelled: None,
         })
     }
 
@@ -113,6 +117,14 @@ impl FrameWriter {
     /// of a core from the nodes' foreground work, however large the state.
     pub fn paced(mut self, idle_per_work: u32) -> FrameWriter {
         self.idle_per_work = idle_per_work;
+        self
+    }
+
+    /// Stops writing (an error at the next frame) once `cancelled` says so:
+    /// a paced image of a large state takes minutes, and the client it is
+    /// for may leave long before the end.
+    pub fn cancel_when(mut self, cancelled: impl Fn() -> bool + Send + 'static) -> FrameWriter {
+        self.cancelled = Some(Box::new(cancelled));
         self
     }
 
@@ -185,6 +197,9 @@ impl FrameWriter {
             std::thread::sleep(self.frame_started.elapsed() * self.idle_per_work);
         }
         self.frame_started = std::time::Instant::now();
+        if self.cancelled.as_ref().is_some_and(|c| c()) {
+            return Err(DbError::Format("the image's reader has gone; it was not finished".into()));
+        }
         Ok(())
     }
 }

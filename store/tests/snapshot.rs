@@ -178,3 +178,34 @@ fn a_record_deleted_before_an_install_stays_deleted_after_a_crash() {
     );
     assert!(b.get_secret("big/s0", None).unwrap().is_some(), "the image is installed");
 }
+
+/// An image whose reader has gone stops at the next frame (an error), not
+/// at the end of the state: a paced export of a large state takes minutes.
+#[test]
+fn an_image_cancelled_stops_at_the_next_frame() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use strongbox_store::Cf;
+    let dir = tempfile::tempdir().unwrap();
+    let gone = Arc::new(AtomicBool::new(false));
+    let flag = gone.clone();
+    let file = std::fs::File::create(dir.path().join("image")).unwrap();
+    let mut w = FrameWriter::new(file, strongbox_store::codec::Codec::plaintext())
+        .unwrap()
+        .cancel_when(move || flag.load(Ordering::Relaxed));
+    let value = vec![7u8; 4096];
+    // A frame goes out while the reader is there.
+    for i in 0..(FRAME_RECORD_BYTES / 4096 + 1) as u32 {
+        w.push(Cf::Secrets, &i.to_be_bytes(), value.clone()).unwrap();
+    }
+    gone.store(true, Ordering::Relaxed);
+    let mut pushed = 0;
+    let err = loop {
+        match w.push(Cf::Secrets, &(1_000_000 + pushed as u32).to_be_bytes(), value.clone()) {
+            Ok(()) => pushed += 1,
+            Err(e) => break e,
+        }
+        assert!(pushed <= FRAME_RECORD_BYTES / 4096 + 1, "still writing a frame after the reader left");
+    };
+    assert!(err.to_string().contains("reader has gone"), "{err}");
+}

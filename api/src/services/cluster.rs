@@ -201,7 +201,8 @@ impl Cluster for ClusterService {
                     let _permit = permit;
                     let failed =
                         |e: strongbox_store::DbError| Err(Status::internal(format!("snapshot image: {e}")));
-                    let mut export = match Export::start(&sm) {
+                    let gone = tx.clone();
+                    let mut export = match Export::start(&sm, move || gone.is_closed()) {
                         Ok(e) => e,
                         Err(e) => {
                             let _ = tx.blocking_send(failed(e));
