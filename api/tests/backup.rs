@@ -11,7 +11,13 @@ use std::process::Output;
 use std::time::Duration;
 
 use common::*;
-use strongbox_proto::v1::Consistency;
+use strongbox_proto::v1::auth_client::AuthClient;
+use strongbox_proto::v1::cluster_client::ClusterClient;
+use strongbox_proto::v1::roles_client::RolesClient;
+use strongbox_proto::v1::users_client::UsersClient;
+use strongbox_proto::v1::{
+    Consistency, CreateUserRequest, LoginRequest, Permission, PutRoleRequest, SaveSnapshotRequest,
+};
 use tonic::Code;
 
 fn strongbox(c: &TestCluster, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
@@ -64,6 +70,42 @@ async fn a_backup_restored_into_a_new_cluster_serves_what_was_saved() {
     put_retry(&old, leader, "backup/after", "late", "bk-after").await;
     let status = ok(strongbox(&old, &[&"snapshot", &"status", &file, &"--key-file", &key]));
     assert!(status.contains("whole and readable"), "{status}");
+
+    // `allow admin *` with any deny rule beside it is not enough: the image
+    // would hold what the deny keeps from its holder.
+    let rule = |effect: &str, action: &str, resource: &str| Permission {
+        effect: effect.into(),
+        action: action.into(),
+        resource: resource.into(),
+    };
+    RolesClient::new(old.admin(leader))
+        .put(PutRoleRequest {
+            options: None,
+            name: "almost-root".into(),
+            permissions: vec![rule("allow", "admin", "*"), rule("deny", "read", "secrets:hr/*")],
+        })
+        .await
+        .expect("role");
+    let password = "correct horse battery staple 7";
+    UsersClient::new(old.admin(leader))
+        .create(CreateUserRequest {
+            options: None,
+            username: "operator".into(),
+            password: password.into(),
+            roles: vec!["almost-root".into()],
+        })
+        .await
+        .expect("user");
+    let token = AuthClient::new(old.channel(leader))
+        .login(LoginRequest { username: "operator".into(), password: password.into(), ttl_seconds: 0 })
+        .await
+        .expect("login")
+        .into_inner()
+        .access_token;
+    let mut as_operator = ClusterClient::new(old.authed(leader, Some(&token)));
+    let denied = as_operator.save_snapshot(SaveSnapshotRequest {}).await.map(|_| ()).unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(denied.message().contains("deny read secrets:hr/*"), "{denied:?}");
 
     // A key that is not the backup's opens nothing.
     let wrong = dir.join("wrong.key");

@@ -394,17 +394,23 @@ impl Caller {
     /// `users` or `roles` alone would be the whole cluster: create a user
     /// with the admin role, or reset the first admin's password.
     pub fn require_holds(&self, rules: &[Rule], what: &str) -> Result<(), CommandError> {
-        match rules.iter().find(|r| !self.holds(r)) {
-            None => Ok(()),
-            Some(r) => Err(CommandError::new(
-                ErrorCode::PermissionDenied,
-                format!(
-                    "{} may not {what}: that carries `{r}`, which it does not hold itself \
-                     (rights are handed out or managed only by a caller that holds them)",
-                    self.principal
-                ),
-            )),
-        }
+        let Some(r) = rules.iter().find(|r| !self.holds(r)) else { return Ok(()) };
+        let cut = self.roles.iter().flat_map(|x| x.rules.iter()).find(|d| {
+            d.effect == Effect::Deny
+                && actions_overlap(d.action, r.action)
+                && patterns_overlap(&d.resource, &r.resource)
+        });
+        let why = match cut {
+            Some(d) => format!("that carries `{r}`, which its own `{d}` cuts"),
+            None => format!("that carries `{r}`, which it does not hold itself"),
+        };
+        Err(CommandError::new(
+            ErrorCode::PermissionDenied,
+            format!(
+                "{} may not {what}: {why} (rights are handed out or managed only by a caller that holds them)",
+                self.principal
+            ),
+        ))
     }
 
     pub fn require(&self, access: &Access) -> Result<(), CommandError> {
