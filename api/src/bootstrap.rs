@@ -65,7 +65,7 @@ pub async fn run(api: Api) {
 async fn attempt(api: &Api) -> anyhow::Result<()> {
     // Catch up first: a restarted node must not think a bootstrapped
     // cluster is new just because it has not applied the log yet.
-    api.node.read_barrier(true, 0, Duration::from_secs(5)).await?;
+    api.node.read_barrier(true, 0, None, Duration::from_secs(5)).await?;
     if api.node.sm.bootstrapped()? {
         return Ok(());
     }

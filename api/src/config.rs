@@ -50,6 +50,10 @@ pub struct NodeConfig {
     /// stale reads; never set it anywhere else.
     #[serde(default)]
     pub unsafe_stale_reads: bool,
+    /// How long this node may be out of step with a leader and still serve
+    /// LOCAL reads (requests can only ask for less). Milliseconds.
+    #[serde(default = "default_local_read_staleness_max_ms")]
+    pub local_read_staleness_max_ms: u64,
     /// Largest secret value accepted, in bytes (the store's hard cap is 1 MiB).
     #[serde(default = "default_secret_value_bytes_max")]
     pub secret_value_bytes_max: usize,
@@ -91,6 +95,10 @@ fn default_secret_value_bytes_max() -> usize {
 
 fn default_local_audit_retain_records() -> u64 {
     strongbox_store::local_audit::LOCAL_AUDIT_RETAIN_RECORDS_DEFAULT
+}
+
+fn default_local_read_staleness_max_ms() -> u64 {
+    crate::limits::LOCAL_READ_STALENESS_MAX_MS_DEFAULT
 }
 
 /// Passwords, tokens, lockout, and the first admin.
@@ -215,6 +223,11 @@ impl NodeConfig {
             self.local_audit_retain_records >= strongbox_store::local_audit::LOCAL_AUDIT_RETAIN_RECORDS_MIN,
             "local_audit_retain_records must be at least {}",
             strongbox_store::local_audit::LOCAL_AUDIT_RETAIN_RECORDS_MIN
+        );
+        anyhow::ensure!(
+            (1..=crate::limits::LOCAL_READ_STALENESS_MAX_MS_MAX).contains(&self.local_read_staleness_max_ms),
+            "local_read_staleness_max_ms must be 1..={}",
+            crate::limits::LOCAL_READ_STALENESS_MAX_MS_MAX
         );
         anyhow::ensure!(
             self.worker_threads <= WORKER_THREADS_MAX,

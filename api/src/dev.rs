@@ -130,6 +130,7 @@ pub fn prepare(
             master_key_file: Some(master_key_file),
             insecure_no_encryption: false,
             unsafe_stale_reads: false,
+            local_read_staleness_max_ms: crate::limits::LOCAL_READ_STALENESS_MAX_MS_DEFAULT,
             local_audit_retain_records: strongbox_store::local_audit::LOCAL_AUDIT_RETAIN_RECORDS_DEFAULT,
             local_audit_fsync: true,
             worker_threads: crate::config::shared_machine_worker_threads(nodes),

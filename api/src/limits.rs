@@ -10,6 +10,15 @@ pub const GRPC_DECODE_BYTES_MAX: usize = 8 * 1024 * 1024;
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a read may wait for its barrier (leader confirmation, min_revision).
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a node may be out of step with a leader and still serve local
+/// reads, by default (`local_read_staleness_max_ms`): several election
+/// timeouts, so a follower riding out a leader change keeps serving, but a
+/// node cut off from the cluster stops within seconds, and with it any
+/// token revoked meanwhile.
+pub const LOCAL_READ_STALENESS_MAX_MS_DEFAULT: u64 = 10_000;
+/// The largest `local_read_staleness_max_ms` a node accepts (one day, the
+/// longest a token lives).
+pub const LOCAL_READ_STALENESS_MAX_MS_MAX: u64 = 86_400_000;
 /// Concurrent requests per client connection.
 pub const CONCURRENCY_PER_CONNECTION_MAX: usize = 256;
 /// Streams a client may open and cancel before the server has taken them

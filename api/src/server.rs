@@ -103,6 +103,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let (local_audit, local_audit_writer) = crate::local_audit::LocalAudit::start(local_log)?;
     let node = RaftNode::start(cfg.id, info, db, &cfg.raft.tuning(), channels).await?;
     let mut services = Api::new(node.clone(), auth, cfg.secret_value_bytes_max, local_audit);
+    services.local_read_staleness_max = Duration::from_millis(cfg.local_read_staleness_max_ms);
     if cfg.unsafe_stale_reads {
         tracing::error!("UNSAFE: --unsafe-stale-reads is on; reads are served from local state and may be stale. This mode exists only to test the consistency harness.");
         services.unsafe_stale_reads = true;

@@ -45,6 +45,12 @@ async fn writes_and_reads_through_every_node() {
             .into_inner();
         assert!(got.revision >= last_revision);
         assert_eq!(got.value, b"v3");
+        // Every member of a healthy cluster is in step with the leader well
+        // within a second (heartbeats), so a tight staleness bound serves.
+        let mut tight = get_req("team/k3", Consistency::Local, last_revision);
+        tight.options.as_mut().unwrap().max_staleness_ms = 1_000;
+        let got = c.secrets(reader).get(tight).await.unwrap().into_inner();
+        assert_eq!(got.value, b"v3", "local read within 1 s of staleness on node {reader}");
     }
 }
 
@@ -662,15 +668,32 @@ async fn no_quorum_answers_unavailable_and_loses_nothing() {
     for id in (1..=3).filter(|id| *id != survivor) {
         c.kill(id).await;
     }
+    let cut_off = std::time::Instant::now();
+    // A local read still answers from the survivor's own state, within the
+    // node's staleness bound (10 s by default)...
+    let got = c.secrets(survivor).get(get_req("q/a", Consistency::Local, 0)).await.unwrap();
+    assert_eq!(got.into_inner().value, b"1");
+    // ...but not within a tighter bound the request asks for.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut tight = get_req("q/a", Consistency::Local, 0);
+    tight.options.as_mut().unwrap().max_staleness_ms = 100;
+    let e = c.secrets(survivor).get(tight).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("may be stale"), "{e:?}");
     // A lone node cannot elect itself: writes and linearizable reads fail
     // with UNAVAILABLE (not a hang, not a silent success).
     let e = c.secrets(survivor).put(put_req("q/b", "2", "q-2")).await.unwrap_err();
     assert!(matches!(e.code(), Code::Unavailable | Code::DeadlineExceeded), "{e:?}");
     let e = c.secrets(survivor).get(get_req("q/a", Consistency::Linearizable, 0)).await.unwrap_err();
     assert!(matches!(e.code(), Code::Unavailable | Code::DeadlineExceeded), "{e:?}");
-    // A local read still answers from the survivor's own state.
-    let got = c.secrets(survivor).get(get_req("q/a", Consistency::Local, 0)).await.unwrap();
-    assert_eq!(got.into_inner().value, b"1");
+    // Past the node's own bound, local reads stop too: a node cut off from
+    // the cluster does not keep serving its old state (nor honouring tokens
+    // revoked since) for as long as it stays cut off.
+    let bound = Duration::from_millis(c.configs[&survivor].1.local_read_staleness_max_ms);
+    tokio::time::sleep((bound + Duration::from_millis(500)).saturating_sub(cut_off.elapsed())).await;
+    let e = c.secrets(survivor).get(get_req("q/a", Consistency::Local, 0)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("may be stale"), "{e:?}");
     for id in (1..=3).filter(|id| *id != survivor) {
         c.restart(id);
     }

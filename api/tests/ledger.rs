@@ -335,7 +335,7 @@ async fn concurrent_transfers_conserve_the_total_across_a_leader_kill() {
         let mine = ledger(c.admin(leader))
             .lookup_accounts(LookupAccountsRequest {
                 ids: ids.iter().map(|i| u(*i).unwrap()).collect(),
-                options: Some(ReadOptions { consistency: Consistency::Local as i32, min_revision: 0 }),
+                options: Some(ReadOptions { consistency: Consistency::Local as i32, ..Default::default() }),
             })
             .await;
         let theirs = balances(&c, 1 + leader % 3, &ids).await;

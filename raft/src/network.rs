@@ -82,11 +82,16 @@ impl PeerChannels {
     /// peer that is down); the node's default log filter leaves those out,
     /// and this says it once.
     pub fn note_reachability(&self, target: NodeId, addr: &str, failure: Option<&tonic::Status>) {
-        let was = self
-            .reachable
-            .lock()
-            .expect("reachability map poisoned")
-            .insert(addr.to_string(), failure.is_none());
+        let was = {
+            let mut reachable = self.reachable.lock().expect("reachability map poisoned");
+            let was = reachable.get(addr).copied();
+            if was == Some(failure.is_none()) {
+                // No change: the common case, once per AppendEntries.
+                return;
+            }
+            reachable.insert(addr.to_string(), failure.is_none());
+            was
+        };
         metrics::gauge!("strongbox_peer_reachable", "peer" => target.to_string()).set(if failure.is_none() {
             1.0
         } else {

@@ -41,6 +41,17 @@ pub enum NodeError {
     ReadTimeout(u128, String),
     #[error("{0}")]
     Refused(String),
+    /// A local read on a node that may be too far behind (see `local_read_age`).
+    #[error(
+        "this node may be stale: {}; a local read here allows {max_ms} ms \
+         (ReadOptions.max_staleness_ms, node setting local_read_staleness_max_ms). \
+         Read from another node, or use a linearizable read",
+        match age_ms {
+            Some(ms) => format!("it was last in step with a leader {ms} ms ago"),
+            None => "it has not been in step with a leader since it started".to_string(),
+        }
+    )]
+    Stale { age_ms: Option<u128>, max_ms: u128 },
     #[error(
         "the leader's write queue is full ({} pending); retry with backoff",
         crate::proposer::PROPOSAL_QUEUE_MAX
@@ -65,7 +76,7 @@ impl From<NodeError> for tonic::Status {
     fn from(e: NodeError) -> Self {
         let msg = e.to_string();
         match e {
-            NodeError::NoLeader => tonic::Status::unavailable(msg),
+            NodeError::NoLeader | NodeError::Stale { .. } => tonic::Status::unavailable(msg),
             NodeError::Timeout(..) | NodeError::ReadTimeout(..) => tonic::Status::deadline_exceeded(msg),
             NodeError::Refused(_) => tonic::Status::failed_precondition(msg),
             NodeError::Overloaded => tonic::Status::resource_exhausted(msg),
@@ -470,9 +481,21 @@ impl RaftNode {
         &self,
         linearizable: bool,
         min_revision: u64,
+        staleness_max: Option<Duration>,
         budget: Duration,
     ) -> Result<(), NodeError> {
         let deadline = Instant::now() + budget;
+        if let (false, Some(max)) = (linearizable, staleness_max) {
+            match self.local_read_age() {
+                Some(age) if age <= max => {}
+                age => {
+                    return Err(NodeError::Stale {
+                        age_ms: age.map(|a| a.as_millis()),
+                        max_ms: max.as_millis(),
+                    })
+                }
+            }
+        }
         if linearizable {
             let index = timeout(budget, self.read_index())
                 .await
@@ -508,6 +531,21 @@ impl RaftNode {
                 })?;
         }
         Ok(())
+    }
+
+    /// How far behind the cluster this node's state may be, for a local
+    /// read: the leader, since a quorum last acknowledged it; any other
+    /// member, since a leader's AppendEntries last matched its log. `None`:
+    /// no such moment since this process started.
+    pub fn local_read_age(&self) -> Option<Duration> {
+        {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            if m.state == ServerState::Leader {
+                return m.millis_since_quorum_ack.map(Duration::from_millis);
+            }
+        }
+        self.contact.since_in_step()
     }
 
     /// Hands leadership to voter `to`, from any node (run by the leader).

@@ -228,10 +228,15 @@ impl RaftPeer for PeerService {
 }
 
 /// An AppendEntries this node accepted (anything but "your vote is stale")
-/// came from the live leader: its election timer starts over.
+/// came from the live leader: its election timer starts over. One that
+/// matched its log also dates its data (local reads' staleness).
 fn note_leader_contact<E>(node: &RaftNode, res: &Result<AppendEntriesResponse<NodeId>, E>) {
-    if matches!(res, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
-        node.contact.touch();
+    match res {
+        Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_)) => {
+            node.contact.touch_in_step()
+        }
+        Ok(AppendEntriesResponse::Conflict) => node.contact.touch(),
+        Ok(AppendEntriesResponse::HigherVote(_)) | Err(_) => {}
     }
 }
 

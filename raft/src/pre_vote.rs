@@ -49,20 +49,42 @@ pub struct PreVoteRequest {
 pub struct LeaderContact {
     started: Instant,
     at: Mutex<Option<Instant>>,
+    /// When a leader's AppendEntries last matched this node's log: what a
+    /// local read's staleness is measured by (a granted vote or a snapshot
+    /// frame restarts the election timer but says nothing of this node's
+    /// data being current).
+    in_step_at: Mutex<Option<Instant>>,
 }
 
 impl LeaderContact {
     pub fn new() -> Arc<Self> {
-        Arc::new(LeaderContact { started: Instant::now(), at: Mutex::new(None) })
+        Arc::new(LeaderContact {
+            started: Instant::now(),
+            at: Mutex::new(None),
+            in_step_at: Mutex::new(None),
+        })
     }
 
     pub fn touch(&self) {
         *self.at.lock().expect("leader contact lock") = Some(Instant::now());
     }
 
+    /// A leader's AppendEntries matched this node's log.
+    pub fn touch_in_step(&self) {
+        let now = Instant::now();
+        *self.at.lock().expect("leader contact lock") = Some(now);
+        *self.in_step_at.lock().expect("leader contact lock") = Some(now);
+    }
+
     /// How long since the last contact; `None` if there was none yet.
     pub fn since(&self) -> Option<Duration> {
         self.at.lock().expect("leader contact lock").map(|at| at.elapsed())
+    }
+
+    /// How long since a leader's AppendEntries last matched this node's
+    /// log; `None` if none has since this process started.
+    pub fn since_in_step(&self) -> Option<Duration> {
+        self.in_step_at.lock().expect("leader contact lock").map(|at| at.elapsed())
     }
 }
 

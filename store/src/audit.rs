@@ -108,14 +108,14 @@ pub fn outcome(result: &Result<Outcome, CommandError>, deduplicated: bool) -> St
     }
 }
 
-/// The next record of the chain.
+/// The next record of the chain, and its encoding.
 pub fn seal(
     prev: (u64, [u8; 32]),
     cmd: &Command,
     actor: String,
     outcome: String,
     revision: u64,
-) -> AuditRecord {
+) -> (AuditRecord, Vec<u8>) {
     let mut r = AuditRecord {
         seq: prev.0 + 1,
         time_ms: cmd.time_ms,
@@ -129,8 +129,14 @@ pub fn seal(
         prev_hash: prev.1,
         hash: [0; 32],
     };
-    r.hash = Linked::compute_hash(&r);
-    r
+    // One encoding serves the hash and the record: the hash is the last
+    // field, 32 raw bytes in postcard, zero while it is computed.
+    let mut encoded = encode(&r);
+    let at = encoded.len() - 32;
+    assert_eq!(encoded[at..], [0; 32], "the hash is the record's last 32 bytes");
+    r.hash = Sha256::digest(&encoded).into();
+    encoded[at..].copy_from_slice(&r.hash);
+    (r, encoded)
 }
 
 /// The first broken link of a run of consecutive records, given the record

@@ -172,6 +172,10 @@ pub mod sm_keys {
     pub const AUDIT_HEAD: &[u8] = b"audit_head";
     /// The per-cluster key that hashes names into RocksDB keys (`names`).
     pub const NAME_KEY: &[u8] = b"name_key";
+    /// State-machine time from which every request id was recorded scoped
+    /// by its caller (0: from the start). Before it plus the dedup window,
+    /// apply also probes for records of the unscoped kind.
+    pub const REQUESTS_SCOPED_SINCE_MS: &[u8] = b"requests_scoped_since_ms";
 }
 
 /// The on-disk layout this build reads and writes, recorded in `RaftMeta`

@@ -13,6 +13,7 @@ pub mod codec;
 pub mod command;
 pub mod db;
 pub mod feed;
+mod folder_cache;
 pub mod keyring;
 pub mod layout;
 pub mod ledger;

@@ -39,6 +39,8 @@ pub struct StateMachine {
     names: std::sync::Arc<std::sync::RwLock<Option<NameKey>>>,
     /// Committed accounts, decoded (see `ledger::cache`).
     accounts: std::sync::Arc<AccountCache>,
+    /// Secret folders known to be listed (see `folder_cache`).
+    folders: std::sync::Arc<crate::folder_cache::FolderCache>,
     /// Odd while a snapshot is being installed (in several batches, see
     /// `snapshot::install`): the state is partial, so reads are refused.
     /// Left odd if the install fails (the node stops on that error). A
@@ -78,6 +80,7 @@ impl StateMachine {
             db,
             names: Default::default(),
             accounts: Default::default(),
+            folders: Default::default(),
             install_epoch: Default::default(),
             callers: Default::default(),
             feed_retain_bytes: feed::FEED_RETAIN_BYTES,
@@ -120,6 +123,7 @@ impl StateMachine {
         self.db.forget_floors();
         self.callers.invalidate();
         self.accounts.clear();
+        self.folders.clear();
         *self.names.write().expect("names lock") = None;
         if installed.is_ok() {
             self.install_epoch.fetch_add(1, Ordering::SeqCst);
@@ -144,6 +148,7 @@ impl StateMachine {
 
     pub fn begin(&self) -> Result<ApplyBatch<'_>, DbError> {
         let clock_ms = self.db.get::<u64>(Cf::SmMeta, sm_keys::CLOCK_MS)?.unwrap_or(0);
+        let scoped_since_ms = self.db.get::<u64>(Cf::SmMeta, sm_keys::REQUESTS_SCOPED_SINCE_MS)?;
         let feed_oldest = self.feed_oldest_meta()?;
         let (feed_bytes, feed_oldest_bytes) = self.feed_sizes(feed_oldest)?;
         Ok(ApplyBatch {
@@ -154,6 +159,7 @@ impl StateMachine {
             revision: self.revision()?,
             clock_ms,
             begin_clock_ms: clock_ms,
+            scoped_since_ms,
             audit_head: self.audit_head()?,
             feed_oldest,
             feed_oldest_bytes,
@@ -366,6 +372,8 @@ pub struct ApplyBatch<'a> {
     clock_ms: u64,
     /// The clock when the batch began (a new dedup bucket drops old ones).
     begin_clock_ms: u64,
+    /// `sm_keys::REQUESTS_SCOPED_SINCE_MS`, once read or set.
+    scoped_since_ms: Option<u64>,
     /// The audit chain's last record: (seq, hash).
     audit_head: (u64, [u8; 32]),
     /// The oldest feed record kept: (revision, time_ms).
@@ -379,7 +387,7 @@ pub struct ApplyBatch<'a> {
     /// Callers resolved earlier in this batch (many commands of a batch
     /// carry the same token). Pure memoisation: dropped whenever a command
     /// changes tokens, principals or roles, and re-checked for expiry.
-    callers: std::collections::HashMap<TokenHash, Caller>,
+    callers: std::collections::HashMap<TokenHash, std::sync::Arc<Caller>>,
     /// The first key of a column family in the database, read once per
     /// batch (the database does not change while a batch is applied).
     first_keys: std::cell::RefCell<std::collections::HashMap<Cf, Option<Vec<u8>>>>,
@@ -418,8 +426,9 @@ impl<'a> ApplyBatch<'a> {
         // Records written before ids were scoped are probed too; they leave
         // the window ten minutes after an upgrade.
         let id_hash = requests::scoped_id_hash(&self.names, cmd);
-        let unscoped_hash = self.names.key(Cf::Requests, &cmd.request_id);
-        for hash in [id_hash, unscoped_hash] {
+        let unscoped_hash =
+            self.unscoped_records_live()?.then(|| self.names.key(Cf::Requests, &cmd.request_id));
+        for hash in std::iter::once(id_hash).chain(unscoped_hash) {
             for probe in requests::probe_keys(self.clock_ms, &hash) {
                 let Some(raw) = self.read(Cf::Requests, &probe)? else { continue };
                 let rec = RequestRecord::decode(&raw)?;
@@ -446,6 +455,7 @@ impl<'a> ApplyBatch<'a> {
 
         let clock_ms = self.clock_ms;
         let cached = match &cmd.actor {
+            // Shared, not copied: a caller holds its roles and their rules.
             Actor::Token(h) => self.callers.get(h).filter(|c| c.token.expires_ms > clock_ms).cloned(),
             Actor::Node => None,
         };
@@ -455,7 +465,7 @@ impl<'a> ApplyBatch<'a> {
         let result: Result<Outcome, _> = match authorize(&tx, cmd, clock_ms, cached)? {
             Ok(caller) => {
                 actor = caller.as_ref().map_or_else(|| "node".to_string(), |c| c.principal.to_string());
-                let r = cmd.op.apply(&mut tx, &Ctx { caller: caller.as_ref() })?;
+                let r = cmd.op.apply(&mut tx, &Ctx { caller: caller.as_deref() })?;
                 resolved = caller;
                 r
             }
@@ -504,6 +514,28 @@ impl<'a> ApplyBatch<'a> {
         Ok(response)
     }
 
+    /// Whether a request record of the unscoped kind (written before ids
+    /// were scoped by caller) may still be inside its window. The first
+    /// batch a build with scoping applies records when that began: at once
+    /// on a state that never applied anything and holds no request record
+    /// (so never on a new cluster),
+    /// else at its clock. The same on every node: it is apply's own state.
+    fn unscoped_records_live(&mut self) -> Result<bool, DbError> {
+        let since = match self.scoped_since_ms {
+            Some(since) => since,
+            None => {
+                let fresh =
+                    self.begin_clock_ms == 0 && self.sm.db.scan_raw(Cf::Requests, &[], None, 1)?.is_empty();
+                let since = if fresh { 0 } else { self.clock_ms };
+                self.scoped_since_ms = Some(since);
+                let key = Key::new(Cf::SmMeta, sm_keys::REQUESTS_SCOPED_SINCE_MS);
+                self.overlay.insert(key, Some(encode(&since)));
+                since
+            }
+        };
+        Ok(since > 0 && self.clock_ms <= since.saturating_add(DEDUP_WINDOW_MS))
+    }
+
     /// Who a command ran as, for the audit trail.
     fn actor_name(&mut self, cmd: &Command) -> Result<String, DbError> {
         let clock_ms = self.clock_ms;
@@ -513,9 +545,9 @@ impl<'a> ApplyBatch<'a> {
 
     /// Appends the command's audit record to the chain.
     fn record_audit(&mut self, cmd: &Command, actor: String, outcome: String) {
-        let rec = audit::seal(self.audit_head, cmd, actor, outcome, self.revision);
+        let (rec, encoded) = audit::seal(self.audit_head, cmd, actor, outcome, self.revision);
         self.audit_head = (rec.seq, rec.hash);
-        self.overlay.insert(Key::new(Cf::Audit, &rec.seq.to_be_bytes()), Some(encode(&rec)));
+        self.overlay.insert(Key::new(Cf::Audit, &rec.seq.to_be_bytes()), Some(encoded));
     }
 
     /// The change feed record of the revision just made, and the removal of
@@ -651,6 +683,7 @@ impl<'a> ApplyBatch<'a> {
             }
             Err(e) => {
                 self.sm.accounts.clear();
+                self.sm.folders.clear();
                 Err(e)
             }
         }
@@ -745,9 +778,10 @@ fn authorize(
     tx: &Tx<'_>,
     cmd: &Command,
     now_ms: u64,
-    cached: Option<Caller>,
-) -> Result<Result<Option<Caller>, CommandError>, DbError> {
-    let hash = match (&cmd.actor, cmd.op.required()) {
+    cached: Option<std::sync::Arc<Caller>>,
+) -> Result<Result<Option<std::sync::Arc<Caller>>, CommandError>, DbError> {
+    let required = cmd.op.required();
+    let hash = match (&cmd.actor, &required) {
         (Actor::Node, Required::Node) => return Ok(Ok(None)),
         (Actor::Token(_), Required::Node) => {
             return Ok(Err(CommandError::new(
@@ -763,12 +797,12 @@ fn authorize(
     let caller = match cached {
         Some(c) => c,
         None => match auth::resolve(tx, hash, now_ms)? {
-            Ok(c) => c,
+            Ok(c) => std::sync::Arc::new(c),
             Err(e) => return Ok(Err(e)),
         },
     };
-    if let Required::Access(access) = cmd.op.required() {
-        if let Err(e) = caller.require(&access) {
+    if let Required::Access(access) = &required {
+        if let Err(e) = caller.require(access) {
             return Ok(Err(e));
         }
     }
@@ -858,6 +892,21 @@ impl<'b> Tx<'b> {
 }
 
 impl Tx<'_> {
+    /// Whether a secret folder is listed already (its index entry exists,
+    /// written by an earlier command: a command's own writes never come
+    /// back here, see `PutSecret::apply`).
+    pub(crate) fn folder_listed(&self, key: &crate::folder_cache::FolderKey) -> Result<bool, DbError> {
+        let folders = &self.sm.folders;
+        if folders.contains(key) {
+            return Ok(true);
+        }
+        let listed = self.get::<crate::names::IndexEntry>(Cf::SecretIndex, key)?.is_some();
+        if listed {
+            folders.insert(*key);
+        }
+        Ok(listed)
+    }
+
     /// A ledger account as this command sees it: its own writes, the
     /// batch's, then the committed state (cached decoded; see `ledger::cache`).
     pub(crate) fn account(&self, id: u128) -> Result<Option<Account>, DbError> {

@@ -345,3 +345,27 @@ fn a_deduplicated_client_creation_names_the_digest_that_was_kept() {
     assert_eq!(retry.result, Ok(Outcome::ClientCreated { secret_digest: first_digest }));
     assert_eq!(sm.revision().unwrap(), BASE + 1, "a retry must not change state");
 }
+
+/// Records of request ids from before ids were scoped by caller are probed
+/// for only while one could still be inside its window: never on a state
+/// that began with scoping, and for one window after a state from an older
+/// build first applies here.
+#[test]
+fn unscoped_request_records_are_probed_only_while_they_can_matter() {
+    use strongbox_store::layout::sm_keys::REQUESTS_SCOPED_SINCE_MS;
+    use strongbox_store::Cf;
+    let (_d, sm) = open();
+    assert_eq!(sm.meta::<u64>(REQUESTS_SCOPED_SINCE_MS).unwrap(), Some(0), "a new state never probes");
+    // A state written by a build before the marker, at some clock.
+    let mut b = sm.db().batch();
+    b.delete(Cf::SmMeta, REQUESTS_SCOPED_SINCE_MS);
+    sm.db().write_unlogged(b).unwrap();
+    assert!(apply_one(&sm, &put("p1", 5_000, "a/b", "v", None)).result.is_ok());
+    assert_eq!(sm.meta::<u64>(REQUESTS_SCOPED_SINCE_MS).unwrap(), Some(5_000));
+    // Set once: later batches leave it.
+    assert!(apply_one(&sm, &put("p2", 9_000, "a/c", "v", None)).result.is_ok());
+    assert_eq!(sm.meta::<u64>(REQUESTS_SCOPED_SINCE_MS).unwrap(), Some(5_000));
+    // Dedup still works as before.
+    let again = apply_one(&sm, &put("p2", 9_500, "a/c", "v", None));
+    assert!(again.deduplicated);
+}

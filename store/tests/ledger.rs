@@ -314,10 +314,107 @@ fn a_closing_transfer_closes_and_voiding_it_reopens() {
     assert_eq!(create_transfers(&sm, "y", vec![xfer(12, 2, 1, 1)]), vec![TR::CreditAccountAlreadyClosed]);
     let not_pending = Transfer { flags: tf::CLOSING_CREDIT, ..xfer(13, 1, 2, 0) };
     assert_eq!(create_transfers(&sm, "z", vec![not_pending]), vec![TR::ClosingTransferMustBePending]);
+    // Nothing moves in a closed account, its own closing transfer included:
+    // that can only stay pending, be voided or expire.
+    let post = Transfer { id: 15, pending_id: 10, flags: tf::POST_PENDING_TRANSFER, ..Default::default() };
+    assert_eq!(create_transfers(&sm, "p", vec![post]), vec![TR::DebitAccountAlreadyClosed]);
     let void = Transfer { id: 14, pending_id: 10, flags: tf::VOID_PENDING_TRANSFER, ..Default::default() };
     assert_eq!(create_transfers(&sm, "v", vec![void]), vec![TR::Ok]);
     assert!(!account(&sm, 1).has(af::CLOSED));
-    assert_eq!(create_transfers(&sm, "w", vec![xfer(11, 1, 2, 1)]), vec![TR::Ok]);
+    // Transfer 11 was refused while the account was closed: its id stays
+    // failed; the same transfer under a new id goes through.
+    assert_eq!(create_transfers(&sm, "w", vec![xfer(11, 1, 2, 1)]), vec![TR::IdAlreadyFailed]);
+    assert_eq!(create_transfers(&sm, "w2", vec![xfer(16, 1, 2, 1)]), vec![TR::Ok]);
+}
+
+/// TigerBeetle's transient failures: a transfer refused for a reason that
+/// could pass later (a limit, an account or pending transfer not there yet,
+/// a closed account) keeps its id failed, so a client that reported the
+/// refusal is never contradicted by a late retry that succeeds.
+#[test]
+fn an_id_that_failed_for_a_transient_reason_never_succeeds_later() {
+    let (_d, sm) = open();
+    with_accounts(&sm);
+    // Account 3 may not owe more than it holds: nothing yet.
+    assert_eq!(create_transfers(&sm, "t1", vec![xfer(30, 3, 1, 10)]), vec![TR::ExceedsCredits]);
+    assert_eq!(create_transfers(&sm, "t2", vec![xfer(31, 1, 3, 50)]), vec![TR::Ok]);
+    // Now it would pass, but the id has failed: a retry (a new request id,
+    // so the ledger's own check, not the request table) is refused.
+    assert_eq!(create_transfers(&sm, "t3", vec![xfer(30, 3, 1, 10)]), vec![TR::IdAlreadyFailed]);
+    assert_eq!(bal(&sm, 3), (0, 0, 0, 50), "the failed id moved nothing");
+    assert!(read::transfers(sm.db(), &[30]).unwrap().is_empty(), "a failed id is not a transfer");
+    // Within one batch too, and a post naming a failed id finds no transfer.
+    let resolve = Transfer { id: 33, pending_id: 30, flags: tf::VOID_PENDING_TRANSFER, ..Default::default() };
+    let r = create_transfers(&sm, "t4", vec![xfer(32, 3, 1, 1_000), xfer(32, 3, 1, 1), resolve]);
+    assert_eq!(r, vec![TR::ExceedsCredits, TR::IdAlreadyFailed, TR::PendingTransferNotFound]);
+    // A failure that no later state can change leaves the id free.
+    assert_eq!(create_transfers(&sm, "t5", vec![xfer(34, 1, 1, 5)]), vec![TR::AccountsMustBeDifferent]);
+    assert_eq!(create_transfers(&sm, "t6", vec![xfer(34, 1, 2, 5)]), vec![TR::Ok]);
+    // In a chain, the failing event's id is kept; the others' stay free.
+    let linked = |mut t: Transfer| {
+        t.flags |= tf::LINKED;
+        t
+    };
+    let r = create_transfers(&sm, "t7", vec![linked(xfer(40, 1, 2, 1)), xfer(41, 3, 1, 10_000)]);
+    assert_eq!(r, vec![TR::LinkedEventFailed, TR::ExceedsCredits]);
+    let r = create_transfers(&sm, "t8", vec![xfer(40, 1, 2, 1), xfer(41, 3, 1, 1)]);
+    assert_eq!(r, vec![TR::Ok, TR::IdAlreadyFailed]);
+    // A chain left open is tried first: a member that fails says why.
+    let r = create_transfers(&sm, "t9", vec![linked(xfer(50, 1, 99, 1)), linked(xfer(51, 1, 2, 1))]);
+    assert_eq!(r, vec![TR::CreditAccountNotFound, TR::LinkedEventChainOpen]);
+    let r = create_transfers(&sm, "t10", vec![xfer(50, 1, 2, 1), xfer(51, 1, 2, 1)]);
+    assert_eq!(r, vec![TR::IdAlreadyFailed, TR::Ok]);
+    assert!(read::ledger_totals(sm.db(), LEDGER).unwrap().balanced());
+}
+
+#[test]
+fn posts_and_voids_follow_tigerbeetle_on_amounts_user_data_and_retries() {
+    let (_d, sm) = open();
+    with_accounts(&sm);
+    let pending = Transfer { flags: tf::PENDING, user_data_128: 7, user_data_32: 3, ..xfer(70, 1, 2, 100) };
+    assert_eq!(create_transfers(&sm, "p", vec![pending]), vec![TR::Ok]);
+    let resolve = |id, flags, amount| Transfer { id, pending_id: 70, flags, amount, ..Default::default() };
+    let void = tf::VOID_PENDING_TRANSFER;
+    let post = tf::POST_PENDING_TRANSFER;
+    // A void releases exactly the pending amount (0: that amount).
+    let r = create_transfers(
+        &sm,
+        "v",
+        vec![resolve(71, void, 101), resolve(72, void, u128::MAX), resolve(73, void, 99)],
+    );
+    assert_eq!(
+        r,
+        vec![
+            TR::ExceedsPendingTransferAmount,
+            TR::ExceedsPendingTransferAmount,
+            TR::PendingTransferHasDifferentAmount
+        ]
+    );
+    // A partial post inherits the user data it leaves at 0.
+    let mut partial = resolve(74, post, 60);
+    partial.user_data_64 = 9;
+    assert_eq!(create_transfers(&sm, "p1", vec![partial]), vec![TR::Ok]);
+    let stored = read::transfers(sm.db(), &[74]).unwrap().pop().unwrap().transfer;
+    assert_eq!((stored.user_data_128, stored.user_data_64, stored.user_data_32), (7, 9, 3));
+    // Retries: the same post, and "post everything", which it was not.
+    assert_eq!(create_transfers(&sm, "p2", vec![partial]), vec![TR::Exists]);
+    let mut everything = partial;
+    everything.amount = u128::MAX;
+    assert_eq!(create_transfers(&sm, "p3", vec![everything]), vec![TR::ExistsWithDifferentAmount]);
+    let mut other_data = partial;
+    other_data.user_data_128 = 8;
+    assert_eq!(create_transfers(&sm, "p4", vec![other_data]), vec![TR::ExistsWithDifferentUserData128]);
+    assert_eq!(bal(&sm, 1), (0, 60, 0, 0));
+}
+
+#[test]
+fn a_pending_amount_must_fit_the_posted_balance_it_may_be_posted_to() {
+    let (_d, sm) = open();
+    with_accounts(&sm);
+    assert_eq!(create_transfers(&sm, "big", vec![xfer(80, 1, 2, u128::MAX - 5)]), vec![TR::Ok]);
+    let pending = Transfer { flags: tf::PENDING, ..xfer(81, 1, 2, 10) };
+    assert_eq!(create_transfers(&sm, "p", vec![pending]), vec![TR::OverflowsDebitsPosted]);
+    assert_eq!(bal(&sm, 1), (0, u128::MAX - 5, 0, 0));
 }
 
 #[test]
@@ -389,22 +486,58 @@ fn account_queries_filter_by_side_time_and_revision() {
         create_transfers(&sm, &format!("t{i}"), vec![xfer(100 + i, dr, cr, 10)]);
     }
     let filter = |debits, credits, reversed, limit| account_filter(1, debits, credits, reversed, limit);
+    let ids = |page: &read::EntryPage| page.entries.iter().map(|(_, e)| e.transfer_id).collect::<Vec<_>>();
     let all = read::account_entries(sm.db(), Cf::AccountTransfers, &filter(true, true, false, 100)).unwrap();
-    assert_eq!(all.iter().map(|(_, e)| e.transfer_id).collect::<Vec<_>>(), (100..110).collect::<Vec<_>>());
+    assert_eq!(ids(&all), (100..110).collect::<Vec<_>>());
+    assert_eq!(all.next_timestamp, None, "the whole range fit");
     let debits = read::account_entries(sm.db(), Cf::AccountTransfers, &filter(true, false, true, 2)).unwrap();
-    assert_eq!(debits.iter().map(|(_, e)| e.transfer_id).collect::<Vec<_>>(), vec![108, 106]);
+    assert_eq!(ids(&debits), vec![108, 106]);
+    // A full page says where the next one starts.
+    let mut next = filter(true, false, true, 2);
+    next.timestamp_max = debits.next_timestamp.expect("a full page may have more");
+    let page2 = read::account_entries(sm.db(), Cf::AccountTransfers, &next).unwrap();
+    assert_eq!(ids(&page2), vec![104, 102]);
+    let all = all.entries;
     let mut f = filter(true, true, false, 100);
     f.revision_min = all[3].1.revision;
     f.revision_max = all[5].1.revision;
     let window = read::account_entries(sm.db(), Cf::AccountTransfers, &f).unwrap();
-    assert_eq!(window.iter().map(|(_, e)| e.transfer_id).collect::<Vec<_>>(), vec![103, 104, 105]);
+    assert_eq!(ids(&window), vec![103, 104, 105]);
     let history =
-        read::account_entries(sm.db(), Cf::AccountHistory, &filter(true, true, false, 100)).unwrap();
+        read::account_entries(sm.db(), Cf::AccountHistory, &filter(true, true, false, 100)).unwrap().entries;
     let last = history.last().unwrap().1.balance.unwrap();
     assert_eq!((last.debits_posted, last.credits_posted), (50, 50));
     let none = read::account_entries(sm.db(), Cf::AccountHistory, &account_filter(2, true, true, false, 100))
         .unwrap();
-    assert!(none.is_empty(), "no history without the flag");
+    assert!(none.entries.is_empty(), "no history without the flag");
+}
+
+/// A filter that matches little stops at the scan's bound of rows; the page
+/// then says where to go on, rather than looking like the end.
+#[test]
+fn a_query_cut_short_by_its_scan_bound_says_where_to_go_on() {
+    let (_d, sm) = open();
+    create_accounts(&sm, "a", vec![acct(1, 0), acct(2, 0)]);
+    let (batches, per_batch) = (9u128, 7_400u128); // 66,600 credits of account 1: past the bound
+    for b in 0..batches {
+        let batch = (0..per_batch).map(|i| xfer(1_000 + b * per_batch + i, 2, 1, 1)).collect();
+        assert!(create_transfers(&sm, &format!("c{b}"), batch).iter().all(|r| *r == TR::Ok));
+    }
+    assert_eq!(create_transfers(&sm, "d", vec![xfer(9, 1, 2, 1)]), vec![TR::Ok]);
+    let mut f = account_filter(1, true, false, false, 10); // debits only
+    let mut found = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = read::account_entries(sm.db(), Cf::AccountTransfers, &f).unwrap();
+        found.extend(page.entries.iter().map(|(_, e)| e.transfer_id));
+        pages += 1;
+        match page.next_timestamp {
+            Some(ts) => f.timestamp_min = ts,
+            None => break,
+        }
+    }
+    assert_eq!(found, vec![9], "the one debit is found, past the rows the first page could scan");
+    assert!(pages >= 2, "the first page stopped at the scan bound");
 }
 
 fn account_filter(

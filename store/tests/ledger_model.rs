@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use common::*;
 use proptest::prelude::*;
@@ -65,10 +65,15 @@ struct Model {
     transfers: HashMap<u128, Transfer>,
     /// pending id -> 0 pending, 1 posted, 2 voided
     status: HashMap<u128, u8>,
+    /// Ids of transfers that failed for a reason that could pass later.
+    failed: HashSet<u128>,
 }
 
 impl Model {
     fn event(&mut self, t: &Transfer) -> R {
+        if self.failed.contains(&t.id) {
+            return R::IdAlreadyFailed;
+        }
         if let Some(e) = self.transfers.get(&t.id) {
             let same_flags = (t.flags & !tf::LINKED) == e.flags;
             if !same_flags {
@@ -77,17 +82,20 @@ impl Model {
             if t.pending_id != e.pending_id {
                 return R::ExistsWithDifferentPendingId;
             }
-            let resolves = t.flags & (tf::POST_PENDING_TRANSFER | tf::VOID_PENDING_TRANSFER) != 0;
+            let void = t.flags & tf::VOID_PENDING_TRANSFER != 0;
+            let resolves = void || t.flags & tf::POST_PENDING_TRANSFER != 0;
             if !resolves && t.debit_account_id != e.debit_account_id {
                 return R::ExistsWithDifferentDebitAccountId;
             }
             if !resolves && t.credit_account_id != e.credit_account_id {
                 return R::ExistsWithDifferentCreditAccountId;
             }
-            let amount_ok = t.amount == e.amount
-                || (resolves && t.amount == u128::MAX)
-                || (t.flags & tf::VOID_PENDING_TRANSFER != 0 && t.amount == 0);
-            return if amount_ok { R::Exists } else { R::ExistsWithDifferentAmount };
+            // A void of 0 and a post of the maximum mean the pending amount.
+            let asked = match (resolves, void, t.amount) {
+                (true, true, 0) | (true, false, u128::MAX) => self.transfers[&t.pending_id].amount,
+                _ => t.amount,
+            };
+            return if asked == e.amount { R::Exists } else { R::ExistsWithDifferentAmount };
         }
         let post = t.flags & tf::POST_PENDING_TRANSFER != 0;
         let void = t.flags & tf::VOID_PENDING_TRANSFER != 0;
@@ -101,18 +109,16 @@ impl Model {
             if p.flags & tf::PENDING == 0 {
                 return R::PendingTransferNotPending;
             }
-            let amount = if void {
-                if ![0, u128::MAX, p.amount].contains(&t.amount) {
-                    return R::PendingTransferHasDifferentAmount;
-                }
-                p.amount
-            } else {
-                let a = if t.amount == u128::MAX { p.amount } else { t.amount };
-                if a > p.amount {
-                    return R::ExceedsPendingTransferAmount;
-                }
-                a
+            let amount = match (void, t.amount) {
+                (true, 0) | (false, u128::MAX) => p.amount,
+                (_, a) => a,
             };
+            if amount > p.amount {
+                return R::ExceedsPendingTransferAmount;
+            }
+            if void && amount < p.amount {
+                return R::PendingTransferHasDifferentAmount;
+            }
             match self.status[&p.id] {
                 1 => return R::PendingTransferAlreadyPosted,
                 2 => return R::PendingTransferAlreadyVoided,
@@ -172,26 +178,45 @@ impl Model {
         let mut out = Vec::new();
         let mut start = 0;
         while start < events.len() {
-            let end = (start..events.len()).find(|&i| events[i].flags & tf::LINKED == 0);
-            let Some(end) = end else {
-                out.extend(std::iter::repeat_n(R::LinkedEventFailed, events.len() - start - 1));
-                out.push(R::LinkedEventChainOpen);
-                break;
+            // A chain still open at the batch's end: its members are tried
+            // (the first failing one says why) and undone whatever happens,
+            // and the last one says the chain was open.
+            let (end, open) = match (start..events.len()).find(|&i| events[i].flags & tf::LINKED == 0) {
+                Some(end) => (end, false),
+                None => (events.len() - 1, true),
             };
+            let tried = if open { &events[start..end] } else { &events[start..=end] };
             let saved = self.clone();
             let mut results = Vec::new();
-            for e in &events[start..=end] {
+            for e in tried {
                 let r = self.event(e);
                 results.push(r);
                 if r != R::Ok {
                     break;
                 }
             }
-            if let Some(i) = results.iter().position(|r| *r != R::Ok) {
+            let failure = results.iter().position(|r| *r != R::Ok);
+            if failure.is_some() || open {
                 *self = saved;
-                out.extend(
-                    (start..=end).map(|j| if j - start == i { results[i] } else { R::LinkedEventFailed }),
-                );
+                let mut chain: Vec<R> = (start..=end).map(|_| R::LinkedEventFailed).collect();
+                if open {
+                    *chain.last_mut().unwrap() = R::LinkedEventChainOpen;
+                }
+                if let Some(i) = failure {
+                    chain[i] = results[i];
+                    let transient = matches!(
+                        results[i],
+                        R::DebitAccountNotFound
+                            | R::CreditAccountNotFound
+                            | R::PendingTransferNotFound
+                            | R::ExceedsCredits
+                            | R::ExceedsDebits
+                    );
+                    if transient {
+                        self.failed.insert(tried[i].id);
+                    }
+                }
+                out.extend(chain);
             } else {
                 out.extend(results);
             }

@@ -173,6 +173,12 @@ fn u128_any<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u128>, D::Error> {
         fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
             v.parse().map(Some).map_err(|_| E::custom(format!("{v:?} is not an unsigned 128-bit integer")))
         }
+        // JSON numbers past 2^64 reach serde_json as floats, rounded.
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Err(E::custom(format!(
+                "{v} is not exact as a JSON number: write numbers of 2^64 and above as decimal strings (\"340282366920938463463374607431768211455\")"
+            )))
+        }
     }
     d.deserialize_any(V)
 }
@@ -348,17 +354,20 @@ fn all_found(found: impl Iterator<Item = u128>, wanted: &[u128]) -> anyhow::Resu
 }
 
 /// Prints one result per event; fails (exit 1) when any event failed.
+/// `exists` is no failure: the same event was applied before (a retry).
 fn report(
     ids: impl Iterator<Item = String>,
     results: Vec<&'static str>,
     revision: u64,
 ) -> anyhow::Result<()> {
-    let mut failed = 0;
+    let (mut failed, mut existed) = (0, 0);
     for (index, (id, result)) in ids.zip(&results).enumerate() {
-        failed += usize::from(*result != "ok");
+        failed += usize::from(!matches!(*result, "ok" | "exists"));
+        existed += usize::from(*result == "exists");
         println!("{}", json!({ "index": index, "id": id, "result": result }));
     }
-    eprintln!("{} of {} applied, revision {revision}", results.len() - failed, results.len());
+    let applied = results.len() - failed - existed;
+    eprintln!("{applied} of {} applied, {existed} applied before, revision {revision}", results.len());
     anyhow::ensure!(failed == 0, "{failed} of {} events failed", results.len());
     Ok(())
 }
@@ -394,11 +403,14 @@ pub async fn account(conn: Conn, cmd: AccountCmd) -> anyhow::Result<()> {
             all_found(r.accounts.iter().map(|a| u128_in(&a.id)), &wanted)
         }
         AccountCmd::Transfers(f) => {
+            let reversed = f.reversed;
             let r = client.get_account_transfers(filter(f)).await.map_err(status_err)?.into_inner();
             r.transfers.iter().for_each(print_transfer);
+            more(r.next_timestamp, reversed);
             Ok(())
         }
         AccountCmd::Balances(f) => {
+            let reversed = f.reversed;
             let r = client.get_account_balances(filter(f)).await.map_err(status_err)?.into_inner();
             for b in &r.balances {
                 let v = json!({
@@ -408,8 +420,17 @@ pub async fn account(conn: Conn, cmd: AccountCmd) -> anyhow::Result<()> {
                 });
                 println!("{v}");
             }
+            more(r.next_timestamp, reversed);
             Ok(())
         }
+    }
+}
+
+/// Says on stderr how to ask for the next page, when there may be one.
+fn more(next_timestamp: u64, reversed: bool) {
+    if next_timestamp != 0 {
+        let flag = if reversed { "--timestamp-max" } else { "--timestamp-min" };
+        eprintln!("more may match: repeat with {flag} {next_timestamp}");
     }
 }
 

@@ -323,7 +323,7 @@ pub fn write_opts(request_id: Option<String>) -> Option<strongbox_proto::v1::Wri
 pub fn read_opts(local: bool, min_revision: u64) -> Option<strongbox_proto::v1::ReadOptions> {
     use strongbox_proto::v1::{Consistency, ReadOptions};
     let consistency = if local { Consistency::Local } else { Consistency::Linearizable };
-    Some(ReadOptions { consistency: consistency as i32, min_revision })
+    Some(ReadOptions { consistency: consistency as i32, min_revision, max_staleness_ms: 0 })
 }
 
 pub fn fmt_ms(ms: u64) -> String {

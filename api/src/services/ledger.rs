@@ -234,12 +234,13 @@ impl Ledger for LedgerService {
                 let (meta, _, r) = req.into_parts();
                 let (filter, _) = self.filtered(&meta, Rpc::LedgerGetAccountTransfers, &r).await?;
                 let db = self.api.node.sm.db();
-                let entries = read::account_entries(db, Cf::AccountTransfers, &filter).map_err(internal)?;
-                let ids: Vec<u128> = entries.iter().map(|(_, e)| e.transfer_id).collect();
+                let page = read::account_entries(db, Cf::AccountTransfers, &filter).map_err(internal)?;
+                let ids: Vec<u128> = page.entries.iter().map(|(_, e)| e.transfer_id).collect();
                 let found = read::transfers(db, &ids).map_err(internal)?;
                 Ok(GetAccountTransfersResponse {
                     transfers: found.iter().map(transfer_out).collect(),
                     revision: self.api.revision()?,
+                    next_timestamp: page.next_timestamp.unwrap_or(0),
                 })
             })
             .await
@@ -255,8 +256,9 @@ impl Ledger for LedgerService {
                 let (meta, _, r) = req.into_parts();
                 let (filter, _) = self.filtered(&meta, Rpc::LedgerGetAccountBalances, &r).await?;
                 let db = self.api.node.sm.db();
-                let entries = read::account_entries(db, Cf::AccountHistory, &filter).map_err(internal)?;
-                let balances = entries
+                let page = read::account_entries(db, Cf::AccountHistory, &filter).map_err(internal)?;
+                let balances = page
+                    .entries
                     .into_iter()
                     .filter_map(|(timestamp, e)| {
                         let b = e.balance?;
@@ -271,7 +273,11 @@ impl Ledger for LedgerService {
                         })
                     })
                     .collect();
-                Ok(GetAccountBalancesResponse { balances, revision: self.api.revision()? })
+                Ok(GetAccountBalancesResponse {
+                    balances,
+                    revision: self.api.revision()?,
+                    next_timestamp: page.next_timestamp.unwrap_or(0),
+                })
             })
             .await
     }

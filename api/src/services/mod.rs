@@ -14,6 +14,7 @@ pub mod users;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use strongbox_proto::v1::{Consistency, Page, ReadOptions, WriteOptions};
 use strongbox_raft::RaftNode;
@@ -26,7 +27,7 @@ use tonic::{Response, Status};
 
 use crate::auth::tokens::bearer;
 use crate::auth::{Auth, Rpc};
-use crate::limits::{READ_TIMEOUT, WRITE_TIMEOUT};
+use crate::limits::{LOCAL_READ_STALENESS_MAX_MS_DEFAULT, READ_TIMEOUT, WRITE_TIMEOUT};
 use crate::local_audit::{self, LocalAudit};
 use crate::observe::{command_status, now_ms, request_id};
 
@@ -42,6 +43,9 @@ pub struct Api {
     pub secret_value_bytes_max: usize,
     /// Skip the linearizable barrier on reads (`serve --unsafe-stale-reads`).
     pub unsafe_stale_reads: bool,
+    /// How stale a local read may be here (`local_read_staleness_max_ms`);
+    /// a request can only tighten it.
+    pub local_read_staleness_max: Duration,
     /// Where requests that leave no replicated record are audited.
     pub local_audit: LocalAudit,
 }
@@ -60,7 +64,14 @@ impl Api {
         secret_value_bytes_max: usize,
         local_audit: LocalAudit,
     ) -> Api {
-        Api { node, auth, secret_value_bytes_max, unsafe_stale_reads: false, local_audit }
+        Api {
+            node,
+            auth,
+            secret_value_bytes_max,
+            unsafe_stale_reads: false,
+            local_read_staleness_max: Duration::from_millis(LOCAL_READ_STALENESS_MAX_MS_DEFAULT),
+            local_audit,
+        }
     }
 
     /// Runs one client RPC: metrics, and an audit record for every request
@@ -180,7 +191,7 @@ impl Api {
             Ok(c) => return Ok(c),
             Err(e) => e,
         };
-        if self.node.read_barrier(true, 0, READ_TIMEOUT).await.is_err() {
+        if self.node.read_barrier(true, 0, None, READ_TIMEOUT).await.is_err() {
             return Err(first);
         }
         self.check(hash, rpc, subject)
@@ -194,7 +205,7 @@ impl Api {
         let hash = bearer(meta)?;
         local_audit::note(|s| s.token = Some(hash));
         if self.check(&hash, rpc, subject).is_err() {
-            self.node.read_barrier(true, 0, READ_TIMEOUT).await?;
+            self.node.read_barrier(true, 0, None, READ_TIMEOUT).await?;
             self.check(&hash, rpc, subject)?;
         }
         Ok(hash)
@@ -210,12 +221,20 @@ impl Api {
         Ok(Written { outcome, revision: resp.revision, deduplicated: resp.deduplicated })
     }
 
-    /// Applies the read options: a linearizable barrier and/or min_revision.
+    /// Applies the read options: a linearizable barrier, or a local read's
+    /// staleness bound; and min_revision.
     pub async fn read_barrier(&self, opts: Option<&ReadOptions>) -> Result<(), Status> {
         let linearizable = opts.is_none_or(|o| o.consistency() == Consistency::Linearizable);
         let min_revision = opts.map_or(0, |o| o.min_revision);
-        let linearizable = linearizable && !self.unsafe_stale_reads;
-        self.node.read_barrier(linearizable, min_revision, READ_TIMEOUT).await?;
+        let staleness_max = match opts.map_or(0, |o| o.max_staleness_ms) {
+            0 => self.local_read_staleness_max,
+            ms => Duration::from_millis(ms).min(self.local_read_staleness_max),
+        };
+        // The unsafe mode reads locally where a linearizable read was asked
+        // for, and unbounded: the harness must be able to catch it.
+        let (linearizable, staleness_max) =
+            if self.unsafe_stale_reads { (false, None) } else { (linearizable, Some(staleness_max)) };
+        self.node.read_barrier(linearizable, min_revision, staleness_max, READ_TIMEOUT).await?;
         self.not_installing()
     }
 

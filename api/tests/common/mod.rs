@@ -275,7 +275,7 @@ pub fn put_req(path: &str, value: &str, request_id: &str) -> PutSecretRequest {
 
 pub fn get_req(path: &str, consistency: Consistency, min_revision: u64) -> GetSecretRequest {
     GetSecretRequest {
-        options: Some(ReadOptions { consistency: consistency as i32, min_revision }),
+        options: Some(ReadOptions { consistency: consistency as i32, min_revision, max_staleness_ms: 0 }),
         path: path.into(),
         version: 0,
     }

@@ -117,6 +117,7 @@ impl Cluster {
                 master_key_file: Some(master_key_file),
                 insecure_no_encryption: false,
                 unsafe_stale_reads,
+                local_read_staleness_max_ms: strongbox_api::limits::LOCAL_READ_STALENESS_MAX_MS_DEFAULT,
                 secret_value_bytes_max: 64 * 1024,
                 local_audit_retain_records: strongbox_store::local_audit::LOCAL_AUDIT_RETAIN_RECORDS_DEFAULT,
                 local_audit_fsync: true,

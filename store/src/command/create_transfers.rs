@@ -5,7 +5,7 @@ use super::{Applied, CommandError, Ctx, Outcome, Required};
 use crate::ledger::chain::ChainCodes;
 use crate::ledger::model::{transfer_flags, Transfer};
 use crate::ledger::results::CreateTransferResult as R;
-use crate::ledger::{answer, create_transfer, expire_due, run_chains};
+use crate::ledger::{answer, create_transfer, expire_due, keep_failed_id, run_chains};
 use crate::state_machine::Tx;
 
 /// What one transfer writes: itself, its two accounts and their two
@@ -40,7 +40,8 @@ impl CreateTransfers {
         tx.expect_writes(WRITES_PER_TRANSFER * self.transfers.len());
         tx.prefetch_absent_transfers(self.transfers.iter().map(|t| t.id))?;
         let linked = |t: &Transfer| t.has(transfer_flags::LINKED);
-        let results = run_chains(tx, &self.transfers, linked, codes, |tx, t| create_transfer(tx, caller, t));
+        let apply = |tx: &mut Tx<'_>, t: &Transfer| create_transfer(tx, caller, t);
+        let results = run_chains(tx, &self.transfers, linked, codes, apply, keep_failed_id);
         answer(results, |results| Outcome::TransfersCreated { results })
     }
 }

@@ -68,7 +68,7 @@ impl PutSecret {
             // ancestors listed too, so the walk stops there.
             for (folder, child) in index_entries(&self.path).into_iter().rev() {
                 let key = names.index_key(folder, child);
-                if child.ends_with('/') && tx.get::<IndexEntry>(Cf::SecretIndex, &key)?.is_some() {
+                if child.ends_with('/') && tx.folder_listed(&key)? {
                     break;
                 }
                 tx.put(Cf::SecretIndex, &key, &IndexEntry { name: child.into() });

@@ -6,7 +6,8 @@
 //! time taken from the command. Each event gets a unique, strictly
 //! increasing timestamp in ns derived from the command's time. Invariants
 //! are asserted, not hoped for: per ledger, the sum of all debits equals the
-//! sum of all credits (pending and posted) after every event.
+//! sum of all credits (pending and posted) after every event, and no account
+//! leaves the bounds its flags set.
 
 mod account;
 pub mod cache;
@@ -90,8 +91,23 @@ pub(crate) fn account(tx: &Tx<'_>, id: u128) -> Result<Option<Account>, DbError>
     tx.account(id)
 }
 
+/// A created transfer (not an id kept as failed).
 pub(crate) fn transfer(tx: &Tx<'_>, id: u128) -> Result<Option<StoredTransfer>, DbError> {
+    Ok(transfer_id(tx, id)?.and_then(|s| (!s.is_failed()).then_some(s)))
+}
+
+/// Whatever holds a transfer id: a created transfer or a failed id.
+pub(crate) fn transfer_id(tx: &Tx<'_>, id: u128) -> Result<Option<StoredTransfer>, DbError> {
     tx.get(Cf::Transfers, &id_key(id))
+}
+
+/// Keeps the id of a transfer that failed for a transient reason, after its
+/// chain's rollback, so that it stays failed.
+pub(crate) fn keep_failed_id(tx: &mut Tx<'_>, t: &Transfer, r: results::CreateTransferResult) {
+    if r.transient() {
+        let code = u16::try_from(r.code()).expect("result codes fit in u16");
+        tx.put(Cf::Transfers, &id_key(t.id), &StoredTransfer::failed(t.id, code));
+    }
 }
 
 /// The next event timestamp: the command's time in ns, or one past the
@@ -114,6 +130,7 @@ pub(crate) fn store_accounts(tx: &mut Tx<'_>, changes: &[(Account, Account)]) ->
         assert_eq!(before.id, after.id);
         assert_eq!(before.ledger, ledger, "one ledger per change set");
         assert_eq!(after.ledger, ledger);
+        assert!(after.within_limits(), "account {}: balance past its limit flags: {after:?}", after.id);
         // Wrapping: the sums may exceed u128 even when no account does;
         // equality modulo 2^128 is still the invariant.
         t.debits_pending =

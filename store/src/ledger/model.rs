@@ -68,6 +68,16 @@ impl Account {
         self.flags & flag != 0
     }
 
+    /// Whether the balance keeps within the account's limit flags (after
+    /// any event, always).
+    pub fn within_limits(&self) -> bool {
+        let debits = self.debits_pending.checked_add(self.debits_posted);
+        let credits = self.credits_pending.checked_add(self.credits_posted);
+        let (Some(debits), Some(credits)) = (debits, credits) else { return false };
+        !(self.has(account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS) && debits > self.credits_posted)
+            && !(self.has(account_flags::CREDITS_MUST_NOT_EXCEED_DEBITS) && credits > self.debits_posted)
+    }
+
     pub fn balance(&self) -> Balance {
         Balance {
             debits_pending: self.debits_pending,
@@ -116,6 +126,22 @@ pub const NS_PER_S: u64 = 1_000_000_000;
 pub struct StoredTransfer {
     pub transfer: Transfer,
     pub revision: u64,
+}
+
+impl StoredTransfer {
+    /// What `Transfers` keeps under the id of a transfer that failed for a
+    /// transient reason (`CreateTransferResult::transient`): a record with
+    /// timestamp 0, which no created transfer has, and the failure's code
+    /// in `code`. Kept in the same family and key as transfers so that the
+    /// one lookup (and the batch's prefetch) that finds an id taken also
+    /// finds it failed.
+    pub fn failed(id: u128, code: u16) -> StoredTransfer {
+        StoredTransfer { transfer: Transfer { id, code, ..Transfer::default() }, revision: 0 }
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.transfer.timestamp == 0
+    }
 }
 
 /// Where a pending transfer stands.

@@ -17,8 +17,11 @@ pub fn accounts(db: &Db, ids: &[u128]) -> Result<Vec<Account>, DbError> {
     lookup(db, Cf::Accounts, ids)
 }
 
+/// Found transfers, in the order asked (ids kept as failed are not found).
 pub fn transfers(db: &Db, ids: &[u128]) -> Result<Vec<StoredTransfer>, DbError> {
-    lookup(db, Cf::Transfers, ids)
+    let mut found: Vec<StoredTransfer> = lookup(db, Cf::Transfers, ids)?;
+    found.retain(|s| !s.is_failed());
+    Ok(found)
 }
 
 fn lookup<T: serde::de::DeserializeOwned>(db: &Db, cf: Cf, ids: &[u128]) -> Result<Vec<T>, DbError> {
@@ -41,9 +44,38 @@ pub fn next_expiry_ns(db: &Db) -> Result<Option<u64>, DbError> {
     Ok(first.first().map(|(k, _)| u64::from_be_bytes(k[..8].try_into().expect("24-byte key"))))
 }
 
+/// One page of an account's entries.
+#[derive(Debug)]
+pub struct EntryPage {
+    /// (timestamp, entry), in the filter's order.
+    pub entries: Vec<(u64, AccountEntry)>,
+    /// Where the next page starts when this one may not be the last: the
+    /// page is full, or the scan stopped at its bound (`SCAN_ROWS_MAX` rows
+    /// read) before filling it. The next `timestamp_min` (`timestamp_max`
+    /// when reversed). `None`: the range is exhausted.
+    pub next_timestamp: Option<u64>,
+}
+
 /// An account's entries matching the filter, from the transfer index or the
 /// balance history.
-pub fn account_entries(db: &Db, cf: Cf, filter: &AccountFilter) -> Result<Vec<(u64, AccountEntry)>, DbError> {
+pub fn account_entries(db: &Db, cf: Cf, filter: &AccountFilter) -> Result<EntryPage, DbError> {
+    let (entries, last_ts) = scan_entries(db, cf, filter)?;
+    // Reversed, the next page ends below `ts` (and a bound of 0 would mean
+    // no bound: below timestamp 1 there is nothing).
+    let next_timestamp = last_ts.and_then(|ts| match filter.reversed {
+        true => ts.checked_sub(1).filter(|t| *t > 0),
+        false => ts.checked_add(1),
+    });
+    Ok(EntryPage { entries, next_timestamp })
+}
+
+/// The matching entries, and the timestamp of the last row looked at if the
+/// scan stopped before the end of the range.
+fn scan_entries(
+    db: &Db,
+    cf: Cf,
+    filter: &AccountFilter,
+) -> Result<(Vec<(u64, AccountEntry)>, Option<u64>), DbError> {
     let limit = filter.limit.clamp(1, QUERY_RESULTS_MAX);
     let ts_max = if filter.timestamp_max == 0 { u64::MAX } else { filter.timestamp_max };
     let mut from = entry_key(filter.account_id, filter.timestamp_min).to_vec();
@@ -57,13 +89,17 @@ pub fn account_entries(db: &Db, cf: Cf, filter: &AccountFilter) -> Result<Vec<(u
     let rev_max = if filter.revision_max == 0 { u64::MAX } else { filter.revision_max };
     let mut out = Vec::new();
     let mut scanned = 0;
-    while out.len() < limit && scanned < SCAN_ROWS_MAX {
+    let mut last_ts = None;
+    loop {
+        if out.len() == limit || scanned >= SCAN_ROWS_MAX {
+            return Ok((out, last_ts));
+        }
         let rows = if filter.reversed {
             db.scan_rev_raw(cf, &from, &to, SCAN_CHUNK_ROWS)?
         } else {
             db.scan_raw(cf, &from, Some(&to), SCAN_CHUNK_ROWS)?
         };
-        let Some((last, _)) = rows.last() else { break };
+        let Some((last, _)) = rows.last() else { return Ok((out, None)) };
         if filter.reversed {
             to = last.clone();
         } else {
@@ -76,20 +112,21 @@ pub fn account_entries(db: &Db, cf: Cf, filter: &AccountFilter) -> Result<Vec<(u
             // Revisions grow with timestamps: past the range in scan order, stop.
             let past = if filter.reversed { e.revision < filter.revision_min } else { e.revision > rev_max };
             if past {
-                return Ok(out);
+                return Ok((out, None));
             }
+            let ts = u64::from_be_bytes(k[16..].try_into().expect("24-byte key"));
+            last_ts = Some(ts);
             let in_range = e.revision >= filter.revision_min && e.revision <= rev_max;
             let side = (e.debit && debits) || (!e.debit && credits);
             if in_range && side {
-                out.push((u64::from_be_bytes(k[16..].try_into().expect("24-byte key")), e));
+                out.push((ts, e));
                 if out.len() == limit {
-                    break;
+                    return Ok((out, last_ts));
                 }
             }
         }
         if !full {
-            break;
+            return Ok((out, None));
         }
     }
-    Ok(out)
 }

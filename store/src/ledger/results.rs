@@ -124,5 +124,29 @@ results! {
         OverflowsTimeout = 56 => "overflows_timeout",
         ExceedsCredits = 57 => "exceeds_credits",
         ExceedsDebits = 58 => "exceeds_debits",
+        // Out of precedence order (it comes right after the id checks) only
+        // here: a variant's place is its stored encoding.
+        IdAlreadyFailed = 59 => "id_already_failed",
+    }
+}
+
+impl CreateTransferResult {
+    /// Whether this failure depends on the state it met (an account not
+    /// there yet, a limit, a closed account), so the same transfer could
+    /// pass later. Such an id is kept as failed: a retry gets
+    /// `id_already_failed`, never a late success the client already
+    /// reported as declined (TigerBeetle's transient errors).
+    pub fn transient(self) -> bool {
+        use CreateTransferResult as R;
+        matches!(
+            self,
+            R::DebitAccountNotFound
+                | R::CreditAccountNotFound
+                | R::PendingTransferNotFound
+                | R::ExceedsCredits
+                | R::ExceedsDebits
+                | R::DebitAccountAlreadyClosed
+                | R::CreditAccountAlreadyClosed
+        )
     }
 }

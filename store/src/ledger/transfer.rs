@@ -2,11 +2,12 @@
 //! posting and voiding a pending transfer in `two_phase`.
 
 use super::model::{
-    account_flags as af, transfer_flags as f, PendingStatus, StoredTransfer, Transfer, NS_PER_S,
+    account_flags as af, transfer_flags as f, PendingStatus, StoredTransfer, Transfer, AMOUNT_MAX, NS_PER_S,
 };
 use super::results::CreateTransferResult as R;
 use super::{
-    account, id_key, next_timestamp, record_entries, require_write, store_accounts, transfer, Abort,
+    account, id_key, next_timestamp, record_entries, require_write, store_accounts, transfer, transfer_id,
+    Abort,
 };
 use crate::auth::Caller;
 use crate::layout::Cf;
@@ -28,9 +29,17 @@ pub(crate) fn create_transfer(tx: &mut Tx<'_>, caller: &Caller, t: &Transfer) ->
     if t.ledger != 0 {
         require_write(caller, t.ledger)?;
     }
-    if let Some(e) = transfer(tx, t.id)? {
+    if let Some(e) = transfer_id(tx, t.id)? {
+        if e.is_failed() {
+            return Ok(R::IdAlreadyFailed);
+        }
         require_write(caller, e.transfer.ledger)?;
-        return Ok(exists(t, &e.transfer));
+        // A post or void that exists names an existing pending transfer.
+        let p = match t.pending_id {
+            0 => None,
+            id => transfer(tx, id)?.map(|p| p.transfer),
+        };
+        return Ok(exists(t, &e.transfer, p.as_ref()));
     }
     if flags_conflict(t.flags) {
         return Ok(R::FlagsAreMutuallyExclusive);
@@ -95,14 +104,27 @@ pub(crate) fn create_transfer(tx: &mut Tx<'_>, caller: &Caller, t: &Transfer) ->
 
     let pending = t.has(f::PENDING);
     let (mut dr, mut cr) = (dr0, cr0);
+    // A pending amount must also fit the posted balances it may be posted to.
     if pending {
-        let Some(d) = dr.debits_pending.checked_add(amount) else { return Ok(R::OverflowsDebitsPending) };
-        let Some(c) = cr.credits_pending.checked_add(amount) else { return Ok(R::OverflowsCreditsPending) };
-        (dr.debits_pending, cr.credits_pending) = (d, c);
+        if dr.debits_pending.checked_add(amount).is_none() {
+            return Ok(R::OverflowsDebitsPending);
+        }
+        if cr.credits_pending.checked_add(amount).is_none() {
+            return Ok(R::OverflowsCreditsPending);
+        }
+    }
+    if dr.debits_posted.checked_add(amount).is_none() {
+        return Ok(R::OverflowsDebitsPosted);
+    }
+    if cr.credits_posted.checked_add(amount).is_none() {
+        return Ok(R::OverflowsCreditsPosted);
+    }
+    if pending {
+        dr.debits_pending += amount;
+        cr.credits_pending += amount;
     } else {
-        let Some(d) = dr.debits_posted.checked_add(amount) else { return Ok(R::OverflowsDebitsPosted) };
-        let Some(c) = cr.credits_posted.checked_add(amount) else { return Ok(R::OverflowsCreditsPosted) };
-        (dr.debits_posted, cr.credits_posted) = (d, c);
+        dr.debits_posted += amount;
+        cr.credits_posted += amount;
     }
     let Some(dr_debits) = dr.debits_pending.checked_add(dr.debits_posted) else {
         return Ok(R::OverflowsDebits);
@@ -158,26 +180,35 @@ fn flags_conflict(flags: u16) -> bool {
 }
 
 /// An id that is taken: the same transfer again, or which field differs.
-/// Fields a request may leave for the cluster to fill in (a post's
-/// accounts, ledger and code; "as much as possible" amounts) match what was
-/// filled in.
-fn exists(t: &Transfer, e: &Transfer) -> R {
-    let resolves = t.has(f::POST_PENDING_TRANSFER) || t.has(f::VOID_PENDING_TRANSFER);
-    let inherited = |asked: u128, stored: u128| asked == stored || (resolves && asked == 0);
-    let balancing = t.has(f::BALANCING_DEBIT) || t.has(f::BALANCING_CREDIT);
-    let amount_matches = t.amount == e.amount
-        || (t.amount == super::model::AMOUNT_MAX && (resolves || balancing))
-        || (balancing && e.amount <= t.amount)
-        || (t.has(f::VOID_PENDING_TRANSFER) && t.amount == 0);
+/// `p` is the pending transfer a post or void names.
+fn exists(t: &Transfer, e: &Transfer, p: Option<&Transfer>) -> R {
     if t.flags & !f::LINKED != e.flags & !f::LINKED {
-        R::ExistsWithDifferentFlags
-    } else if t.pending_id != e.pending_id {
-        R::ExistsWithDifferentPendingId
-    } else if t.timeout != e.timeout {
-        R::ExistsWithDifferentTimeout
-    } else if !inherited(t.debit_account_id, e.debit_account_id) {
+        return R::ExistsWithDifferentFlags;
+    }
+    if t.pending_id != e.pending_id {
+        return R::ExistsWithDifferentPendingId;
+    }
+    if t.timeout != e.timeout {
+        return R::ExistsWithDifferentTimeout;
+    }
+    let resolves = t.has(f::POST_PENDING_TRANSFER) || t.has(f::VOID_PENDING_TRANSFER);
+    match (resolves, p) {
+        (true, Some(p)) => resolution_exists(t, e, p),
+        // Same flags and pending id as a stored post or void: its pending
+        // transfer is stored too.
+        (true, None) => unreachable!("a stored post or void of {} names a missing pending transfer", e.id),
+        (false, _) => plain_exists(t, e),
+    }
+}
+
+fn plain_exists(t: &Transfer, e: &Transfer) -> R {
+    // A balancing amount is an upper limit: any limit at or above what
+    // moved is the same request.
+    let balancing = t.has(f::BALANCING_DEBIT) || t.has(f::BALANCING_CREDIT);
+    let amount_matches = if balancing { t.amount >= e.amount } else { t.amount == e.amount };
+    if t.debit_account_id != e.debit_account_id {
         R::ExistsWithDifferentDebitAccountId
-    } else if !inherited(t.credit_account_id, e.credit_account_id) {
+    } else if t.credit_account_id != e.credit_account_id {
         R::ExistsWithDifferentCreditAccountId
     } else if !amount_matches {
         R::ExistsWithDifferentAmount
@@ -187,9 +218,44 @@ fn exists(t: &Transfer, e: &Transfer) -> R {
         R::ExistsWithDifferentUserData64
     } else if t.user_data_32 != e.user_data_32 {
         R::ExistsWithDifferentUserData32
-    } else if !inherited(t.ledger.into(), e.ledger.into()) {
+    } else if t.ledger != e.ledger {
         R::ExistsWithDifferentLedger
-    } else if !inherited(t.code.into(), e.code.into()) {
+    } else if t.code != e.code {
+        R::ExistsWithDifferentCode
+    } else {
+        R::Exists
+    }
+}
+
+/// A post or void again. Fields it may leave at 0 (accounts, ledger, code,
+/// user data) were filled in from the pending transfer `p`; the "whole
+/// amount" forms (a post of `AMOUNT_MAX`, a void of 0) mean `p`'s amount.
+fn resolution_exists(t: &Transfer, e: &Transfer, p: &Transfer) -> R {
+    let given = |asked: u128, stored: u128| asked == 0 || asked == stored;
+    let user_data = |asked: u128, stored: u128, pending: u128| {
+        if asked == 0 {
+            stored == pending
+        } else {
+            asked == stored
+        }
+    };
+    let whole = if t.has(f::VOID_PENDING_TRANSFER) { 0 } else { AMOUNT_MAX };
+    let amount = if t.amount == whole { p.amount } else { t.amount };
+    if !given(t.debit_account_id, e.debit_account_id) {
+        R::ExistsWithDifferentDebitAccountId
+    } else if !given(t.credit_account_id, e.credit_account_id) {
+        R::ExistsWithDifferentCreditAccountId
+    } else if amount != e.amount {
+        R::ExistsWithDifferentAmount
+    } else if !user_data(t.user_data_128, e.user_data_128, p.user_data_128) {
+        R::ExistsWithDifferentUserData128
+    } else if !user_data(t.user_data_64.into(), e.user_data_64.into(), p.user_data_64.into()) {
+        R::ExistsWithDifferentUserData64
+    } else if !user_data(t.user_data_32.into(), e.user_data_32.into(), p.user_data_32.into()) {
+        R::ExistsWithDifferentUserData32
+    } else if !given(t.ledger.into(), e.ledger.into()) {
+        R::ExistsWithDifferentLedger
+    } else if !given(t.code.into(), e.code.into()) {
         R::ExistsWithDifferentCode
     } else {
         R::Exists

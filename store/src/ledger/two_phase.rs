@@ -43,18 +43,18 @@ pub(super) fn post_or_void(tx: &mut Tx<'_>, caller: &Caller, t: &Transfer) -> Re
     if t.code != 0 && t.code != p.code {
         return Ok(R::PendingTransferHasDifferentCode);
     }
-    let amount = if post {
-        let amount = if t.amount == AMOUNT_MAX { p.amount } else { t.amount };
-        if amount > p.amount {
-            return Ok(R::ExceedsPendingTransferAmount);
-        }
-        amount
-    } else {
-        if ![0, AMOUNT_MAX, p.amount].contains(&t.amount) {
-            return Ok(R::PendingTransferHasDifferentAmount);
-        }
-        p.amount
+    // The whole pending amount: a post of AMOUNT_MAX, a void of 0. A post
+    // may take less; a void releases exactly the pending amount.
+    let amount = match (post, t.amount) {
+        (true, AMOUNT_MAX) | (false, 0) => p.amount,
+        (_, asked) => asked,
     };
+    if amount > p.amount {
+        return Ok(R::ExceedsPendingTransferAmount);
+    }
+    if !post && amount < p.amount {
+        return Ok(R::PendingTransferHasDifferentAmount);
+    }
     let status: PendingStatus =
         tx.get(Cf::PendingTransfers, &id_key(p.id))?.expect("every pending transfer has a status");
     match status {
@@ -70,18 +70,21 @@ pub(super) fn post_or_void(tx: &mut Tx<'_>, caller: &Caller, t: &Transfer) -> Re
     }
     let dr0 = account(tx, p.debit_account_id)?.expect("a pending transfer's accounts exist");
     let cr0 = account(tx, p.credit_account_id)?.expect("a pending transfer's accounts exist");
-    // A closed account accepts only the resolution of its own closing
-    // transfer; voiding anything only releases a reservation.
-    if post && dr0.has(af::CLOSED) && !p.has(f::CLOSING_DEBIT) {
+    // Nothing moves in a closed account; voiding only releases a
+    // reservation (and voiding the closing transfer reopens the account).
+    // So a closing transfer is never posted: it stays pending, is voided,
+    // or expires.
+    if post && dr0.has(af::CLOSED) {
         return Ok(R::DebitAccountAlreadyClosed);
     }
-    if post && cr0.has(af::CLOSED) && !p.has(f::CLOSING_CREDIT) {
+    if post && cr0.has(af::CLOSED) {
         return Ok(R::CreditAccountAlreadyClosed);
     }
     let (mut dr, mut cr) = (dr0, cr0);
     dr.debits_pending = dr.debits_pending.checked_sub(p.amount).expect("a pending amount is reserved");
     cr.credits_pending = cr.credits_pending.checked_sub(p.amount).expect("a pending amount is reserved");
     if post {
+        assert!(!p.has(f::CLOSING_DEBIT) && !p.has(f::CLOSING_CREDIT), "a closing transfer posted");
         let Some(d) = dr.debits_posted.checked_add(amount) else { return Ok(R::OverflowsDebitsPosted) };
         let Some(c) = cr.credits_posted.checked_add(amount) else { return Ok(R::OverflowsCreditsPosted) };
         (dr.debits_posted, cr.credits_posted) = (d, c);
@@ -94,6 +97,8 @@ pub(super) fn post_or_void(tx: &mut Tx<'_>, caller: &Caller, t: &Transfer) -> Re
         }
     }
 
+    // User data left at 0 is the pending transfer's, so a resolution can
+    // be found by the same correlation ids.
     let created = Transfer {
         debit_account_id: p.debit_account_id,
         credit_account_id: p.credit_account_id,
@@ -102,6 +107,9 @@ pub(super) fn post_or_void(tx: &mut Tx<'_>, caller: &Caller, t: &Transfer) -> Re
         amount,
         timestamp,
         flags: t.flags & !f::LINKED,
+        user_data_128: if t.user_data_128 == 0 { p.user_data_128 } else { t.user_data_128 },
+        user_data_64: if t.user_data_64 == 0 { p.user_data_64 } else { t.user_data_64 },
+        user_data_32: if t.user_data_32 == 0 { p.user_data_32 } else { t.user_data_32 },
         ..*t
     };
     let revision = tx.next_revision();

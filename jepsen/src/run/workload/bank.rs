@@ -156,6 +156,12 @@ impl Bank {
                             Some(c) if unknown && c == CreateTransferResult::Exists as i32 => {
                                 Ok(json!({"id": id, "retries": attempt}))
                             }
+                            // The id failed (a limit, say) and so can never
+                            // apply: no attempt did, and none still in
+                            // flight will.
+                            Some(c) if c == CreateTransferResult::IdAlreadyFailed as i32 => {
+                                Err(tonic::Status::failed_precondition("id_already_failed"))
+                            }
                             code => {
                                 let name = code
                                     .and_then(|c| CreateTransferResult::try_from(c).ok())
