@@ -255,7 +255,7 @@ async fn peers_refuse_certificates_from_another_ca() {
             match peer_channel(&addr, ca, identity).await {
                 Err(e) => Err(format!("connect: {e}")),
                 Ok(ch) => RaftPeerClient::new(ch)
-                    .vote(Payload { data: vec![0xff] })
+                    .vote(Payload { data: vec![0xff], ..Default::default() })
                     .await
                     .map(|_| ())
                     .map_err(|s| format!("{:?} {}", s.code(), s.message())),

@@ -15,6 +15,7 @@ pub mod node;
 pub mod peer_service;
 pub mod pre_vote;
 pub mod proposer;
+pub mod quorum_clock;
 pub mod restore;
 pub mod sm_store;
 pub mod snapshot_policy;

@@ -30,6 +30,7 @@ use tonic::Code;
 use crate::check_quorum::Silence;
 use crate::config::PEER_MESSAGE_BYTES_MAX;
 use crate::forward_link::{ForwardLink, PeerStreamError};
+use crate::quorum_clock::QuorumClock;
 use crate::types::{NodeId, NodeInfo, TypeConfig};
 use crate::wire;
 
@@ -219,6 +220,7 @@ impl PeerChannels {
 pub struct NetworkFactory {
     channels: Arc<PeerChannels>,
     silence: Silence,
+    quorum: QuorumClock,
     /// Opens this node's snapshot image frames before they are sent.
     codec: Codec,
     /// Held while an image is read for sending (no key retired under it).
@@ -226,8 +228,14 @@ pub struct NetworkFactory {
 }
 
 impl NetworkFactory {
-    pub fn new(channels: Arc<PeerChannels>, silence: Silence, codec: Codec, gate: Arc<SnapshotGate>) -> Self {
-        NetworkFactory { channels, silence, codec, gate }
+    pub fn new(
+        channels: Arc<PeerChannels>,
+        silence: Silence,
+        quorum: QuorumClock,
+        codec: Codec,
+        gate: Arc<SnapshotGate>,
+    ) -> Self {
+        NetworkFactory { channels, silence, quorum, codec, gate }
     }
 }
 
@@ -240,6 +248,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             node: node.clone(),
             channels: self.channels.clone(),
             silence: self.silence.clone(),
+            quorum: self.quorum.clone(),
             codec: self.codec.clone(),
             gate: self.gate.clone(),
             append_stream: None,
@@ -261,6 +270,7 @@ pub struct PeerClient {
     node: NodeInfo,
     channels: Arc<PeerChannels>,
     silence: Silence,
+    quorum: QuorumClock,
     codec: Codec,
     gate: Arc<SnapshotGate>,
     /// Taken out for each call and put back only once its answer arrived:
@@ -402,7 +412,7 @@ impl PeerClient {
                 if silence.is_on() {
                     break;
                 }
-                if tx.blocking_send(Payload { data: plain }).is_err() {
+                if tx.blocking_send(Payload { data: plain, ..Default::default() }).is_err() {
                     break; // the call ended (failed or cancelled)
                 }
             }
@@ -465,7 +475,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             return Err(silenced());
         }
         let hint = (rpc.entries.len() as u64 / 2).max(1);
-        let request = wire::encode(&rpc);
+        let quorum_age_ms = self.quorum.age().map(|a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX));
+        let request = Payload { leader_quorum_age_ms: quorum_age_ms, ..wire::encode(&rpc) };
         // Refused here, before sending: a stream has no per-call status for
         // an oversized message, and openraft halves the batch on this.
         if request.data.len() > PEER_MESSAGE_BYTES_MAX - 1024 {
@@ -487,7 +498,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
                     );
                     self.append_unary_since = Some(Instant::now());
                     let mut client = self.client().map_err(|s| map_status(s, hint))?;
-                    client.append_entries(with_ttl(wire::encode(&rpc), &option)).await
+                    let request = Payload { leader_quorum_age_ms: quorum_age_ms, ..wire::encode(&rpc) };
+                    client.append_entries(with_ttl(request, &option)).await
                 }
                 Err(_) => Err(tonic::Status::deadline_exceeded("no AppendEntries answer within the TTL")),
             }

@@ -24,6 +24,7 @@ use crate::pre_vote::{self, LeaderContact};
 use crate::proposer::{
     forward_rpc, until_leader_changes, ProposeError, ProposeResult, Proposer, FORWARD_TIMEOUT,
 };
+use crate::quorum_clock::{self, QuorumClock};
 use crate::sm_store::SmStore;
 use crate::snapshot_policy;
 use crate::types::{LogId, NodeId, NodeInfo, Raft, TypeConfig};
@@ -114,6 +115,8 @@ pub struct RaftNode {
     elections: Arc<ElectionHolds>,
     /// When this node last heard from a live leader (`pre_vote`).
     pub contact: Arc<LeaderContact>,
+    /// When a quorum last acknowledged this node as leader.
+    quorum: QuorumClock,
     pub election_timeouts: pre_vote::Timeouts,
     /// Leader transfers running here (see `HeartbeatsOff`).
     transfers: Arc<std::sync::atomic::AtomicUsize>,
@@ -160,6 +163,7 @@ impl RaftNode {
         let config = Arc::new(tuning.to_config().map_err(|e| NodeError::InvalidArgument(e.to_string()))?);
         let sm = StateMachine::new(db.clone());
         let silence = Silence::default();
+        let quorum = QuorumClock::default();
         let installs = PendingInstalls::default();
         let log_store = LogStore::new(db.clone(), installs.clone());
         let appended_bytes = log_store.appended_bytes();
@@ -172,6 +176,7 @@ impl RaftNode {
             NetworkFactory::new(
                 channels.clone(),
                 silence.clone(),
+                quorum.clone(),
                 db.codec().clone(),
                 db.snapshot_gate().clone(),
             ),
@@ -181,6 +186,7 @@ impl RaftNode {
         .await
         .map_err(|e| NodeError::Fatal(e.to_string()))?;
         snapshot_policy::spawn(raft.clone(), sm_store, appended_bytes, tuning.snapshot_logs);
+        quorum_clock::spawn(raft.clone(), quorum.clone());
         channels.follow_membership(&raft);
         let timers = check_quorum::Timers {
             heartbeat: Duration::from_millis(tuning.heartbeat_ms),
@@ -211,6 +217,7 @@ impl RaftNode {
             proposer,
             elections,
             contact,
+            quorum,
             election_timeouts,
             transfers: Arc::default(),
             installs,
@@ -486,15 +493,7 @@ impl RaftNode {
     ) -> Result<(), NodeError> {
         let deadline = Instant::now() + budget;
         if let (false, Some(max)) = (linearizable, staleness_max) {
-            match self.local_read_age() {
-                Some(age) if age <= max => {}
-                age => {
-                    return Err(NodeError::Stale {
-                        age_ms: age.map(|a| a.as_millis()),
-                        max_ms: max.as_millis(),
-                    })
-                }
-            }
+            self.within_staleness(max)?;
         }
         if linearizable {
             let index = timeout(budget, self.read_index())
@@ -533,17 +532,23 @@ impl RaftNode {
         Ok(())
     }
 
+    /// Refuses when this node's state may be more than `max` behind (see
+    /// `local_read_age`): for what is served from it without a barrier.
+    pub fn within_staleness(&self, max: Duration) -> Result<(), NodeError> {
+        match self.local_read_age() {
+            Some(age) if age <= max => Ok(()),
+            age => Err(NodeError::Stale { age_ms: age.map(|a| a.as_millis()), max_ms: max.as_millis() }),
+        }
+    }
+
     /// How far behind the cluster this node's state may be, for a local
     /// read: the leader, since a quorum last acknowledged it; any other
-    /// member, since a leader's AppendEntries last matched its log. `None`:
-    /// no such moment since this process started.
+    /// member, since the quorum acknowledgement a leader's AppendEntries
+    /// carried when it last matched this node's log. `None`: no such moment
+    /// since this process started.
     pub fn local_read_age(&self) -> Option<Duration> {
-        {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            if m.state == ServerState::Leader {
-                return m.millis_since_quorum_ack.map(Duration::from_millis);
-            }
+        if self.raft.metrics().borrow().state == ServerState::Leader {
+            return self.quorum.age();
         }
         self.contact.since_in_step()
     }

@@ -51,8 +51,9 @@ pub type PeerAnswers = Pin<Box<dyn Stream<Item = Result<Payload, Status>> + Send
 impl RaftPeer for PeerService {
     async fn append_entries(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         let rpc = wire::decode(req.get_ref())?;
+        let quorum_age = req.get_ref().leader_quorum_age_ms;
         let res = self.node.raft.append_entries(rpc).await;
-        note_leader_contact(&self.node, &res);
+        note_leader_contact(&self.node, &res, quorum_age);
         Ok(Response::new(wire::encode(&res)))
     }
 
@@ -69,9 +70,10 @@ impl RaftPeer for PeerService {
         let answers = req.into_inner().take_until(stopped(self.stop.clone())).then(move |msg| {
             let node = node.clone();
             async move {
-                let rpc = wire::decode(&msg?)?;
+                let msg = msg?;
+                let rpc = wire::decode(&msg)?;
                 let res = node.raft.append_entries(rpc).await;
-                note_leader_contact(&node, &res);
+                note_leader_contact(&node, &res, msg.leader_quorum_age_ms);
                 Ok(wire::encode(&res))
             }
         });
@@ -229,11 +231,16 @@ impl RaftPeer for PeerService {
 
 /// An AppendEntries this node accepted (anything but "your vote is stale")
 /// came from the live leader: its election timer starts over. One that
-/// matched its log also dates its data (local reads' staleness).
-fn note_leader_contact<E>(node: &RaftNode, res: &Result<AppendEntriesResponse<NodeId>, E>) {
+/// matched its log also dates its data (local reads' staleness), by the
+/// leader's last quorum acknowledgement it carries.
+fn note_leader_contact<E>(
+    node: &RaftNode,
+    res: &Result<AppendEntriesResponse<NodeId>, E>,
+    leader_quorum_age_ms: Option<u64>,
+) {
     match res {
         Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_)) => {
-            node.contact.touch_in_step()
+            node.contact.touch_in_step(leader_quorum_age_ms.map(Duration::from_millis))
         }
         Ok(AppendEntriesResponse::Conflict) => node.contact.touch(),
         Ok(AppendEntriesResponse::HigherVote(_)) | Err(_) => {}

@@ -69,11 +69,19 @@ impl LeaderContact {
         *self.at.lock().expect("leader contact lock") = Some(Instant::now());
     }
 
-    /// A leader's AppendEntries matched this node's log.
-    pub fn touch_in_step(&self) {
+    /// A leader's AppendEntries matched this node's log; a quorum had
+    /// acknowledged that leader `leader_quorum_age` before it sent it
+    /// (`None`: none had, or a leader of an older release that does not
+    /// say: then only the election timer starts over).
+    pub fn touch_in_step(&self, leader_quorum_age: Option<Duration>) {
         let now = Instant::now();
         *self.at.lock().expect("leader contact lock") = Some(now);
-        *self.in_step_at.lock().expect("leader contact lock") = Some(now);
+        let Some(at) = leader_quorum_age.and_then(|age| now.checked_sub(age)) else { return };
+        let mut in_step = self.in_step_at.lock().expect("leader contact lock");
+        // Never backwards: messages of one leader may carry older acks.
+        if in_step.is_none_or(|t| t < at) {
+            *in_step = Some(at);
+        }
     }
 
     /// How long since the last contact; `None` if there was none yet.
@@ -337,5 +345,22 @@ mod tests {
         // Replacing 4 and 5 by 6 and 7: no majority of all seven is needed.
         let replacing = vec![set(&[1, 2, 3, 4, 5]), set(&[1, 2, 3, 6, 7])];
         assert!(majority_in_each(&replacing, &set(&[1, 2, 3])));
+    }
+
+    /// A follower's data is dated by the leader's last quorum acknowledgement
+    /// the AppendEntries carried, not by the message: an old leader cut off
+    /// with a minority still reaches that minority, with an ever older age.
+    #[test]
+    fn in_step_is_dated_by_the_leaders_quorum_not_by_its_messages() {
+        let c = LeaderContact::new();
+        c.touch_in_step(None);
+        assert!(c.since().is_some(), "the election timer starts over");
+        assert_eq!(c.since_in_step(), None, "a leader without a quorum says nothing of the data");
+        c.touch_in_step(Some(Duration::from_secs(30)));
+        assert!(c.since_in_step().unwrap() >= Duration::from_secs(30), "as old as the leader's quorum");
+        c.touch_in_step(Some(Duration::from_millis(50)));
+        assert!(c.since_in_step().unwrap() < Duration::from_secs(1));
+        c.touch_in_step(Some(Duration::from_secs(20)));
+        assert!(c.since_in_step().unwrap() < Duration::from_secs(1), "never moved back by an older ack");
     }
 }

@@ -9,7 +9,10 @@ use crate::proposer::{ProposeError, ProposeResult};
 use crate::types::{LogId, NodeId, NodeInfo};
 
 pub fn encode<T: Serialize>(v: &T) -> Payload {
-    Payload { data: postcard::to_stdvec(v).expect("postcard encodes openraft messages") }
+    Payload {
+        data: postcard::to_stdvec(v).expect("postcard encodes openraft messages"),
+        ..Default::default()
+    }
 }
 
 pub fn decode<T: DeserializeOwned>(p: &Payload) -> Result<T, tonic::Status> {

@@ -894,13 +894,19 @@ impl<'b> Tx<'b> {
 impl Tx<'_> {
     /// Whether a secret folder is listed already (its index entry exists,
     /// written by an earlier command: a command's own writes never come
-    /// back here, see `PutSecret::apply`).
+    /// back here, see `PutSecret::apply`). Only what the database holds is
+    /// cached.
     pub(crate) fn folder_listed(&self, key: &crate::folder_cache::FolderKey) -> Result<bool, DbError> {
         let folders = &self.sm.folders;
         if folders.contains(key) {
             return Ok(true);
         }
-        let listed = self.get::<crate::names::IndexEntry>(Cf::SecretIndex, key)?.is_some();
+        // Written by this batch: listed, but not cached until committed
+        // (a batch that fails to commit leaves the cache as it was).
+        if let Some(written) = self.overlay.get(&Key::new(Cf::SecretIndex, key)) {
+            return Ok(written.is_some());
+        }
+        let listed = self.sm.db.get::<crate::names::IndexEntry>(Cf::SecretIndex, key)?.is_some();
         if listed {
             folders.insert(*key);
         }

@@ -347,6 +347,10 @@ fn an_id_that_failed_for_a_transient_reason_never_succeeds_later() {
     let resolve = Transfer { id: 33, pending_id: 30, flags: tf::VOID_PENDING_TRANSFER, ..Default::default() };
     let r = create_transfers(&sm, "t4", vec![xfer(32, 3, 1, 1_000), xfer(32, 3, 1, 1), resolve]);
     assert_eq!(r, vec![TR::ExceedsCredits, TR::IdAlreadyFailed, TR::PendingTransferNotFound]);
+    // That void named no ledger and no pending transfer that exists, so no
+    // write permission was checked for it: its id is not kept (else any
+    // caller could burn anyone's ids).
+    assert_eq!(create_transfers(&sm, "t4b", vec![xfer(33, 1, 2, 1)]), vec![TR::Ok]);
     // A failure that no later state can change leaves the id free.
     assert_eq!(create_transfers(&sm, "t5", vec![xfer(34, 1, 1, 5)]), vec![TR::AccountsMustBeDifferent]);
     assert_eq!(create_transfers(&sm, "t6", vec![xfer(34, 1, 2, 5)]), vec![TR::Ok]);

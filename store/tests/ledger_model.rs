@@ -92,7 +92,7 @@ impl Model {
             }
             // A void of 0 and a post of the maximum mean the pending amount.
             let asked = match (resolves, void, t.amount) {
-                (true, true, 0) | (true, false, u128::MAX) => self.transfers[&t.pending_id].amount,
+                (true, true, 0) | (true, _, u128::MAX) => self.transfers[&t.pending_id].amount,
                 _ => t.amount,
             };
             return if asked == e.amount { R::Exists } else { R::ExistsWithDifferentAmount };
@@ -204,14 +204,17 @@ impl Model {
                 }
                 if let Some(i) = failure {
                     chain[i] = results[i];
-                    let transient = matches!(
-                        results[i],
+                    // A post or void naming neither a ledger nor a pending
+                    // transfer that exists passed no permission check: its
+                    // id is not kept.
+                    let transient = match results[i] {
                         R::DebitAccountNotFound
-                            | R::CreditAccountNotFound
-                            | R::PendingTransferNotFound
-                            | R::ExceedsCredits
-                            | R::ExceedsDebits
-                    );
+                        | R::CreditAccountNotFound
+                        | R::ExceedsCredits
+                        | R::ExceedsDebits => true,
+                        R::PendingTransferNotFound => tried[i].ledger != 0,
+                        _ => false,
+                    };
                     if transient {
                         self.failed.insert(tried[i].id);
                     }

@@ -149,7 +149,11 @@ struct Producer {
 }
 
 impl Producer {
+    /// The watcher, checked again on every round against this node's
+    /// state, which must still be in step with the cluster: a node cut off
+    /// from it would otherwise go on streaming to a token revoked meanwhile.
     fn caller(&self) -> Result<Caller, Status> {
+        self.api.within_staleness()?;
         self.api.check(&self.token, Rpc::FeedWatch, "")
     }
 
@@ -304,6 +308,7 @@ impl FeedService {
         // Checked against this node's state, caught up with the leader first
         // if it says no (a token issued a moment ago through another node).
         let token = self.api.precheck(&meta, Rpc::FeedWatch, "").await?;
+        self.api.within_staleness()?;
         let filter = Filter::parse(&r)?;
         let progress_ms =
             if r.progress_interval_ms == 0 { PROGRESS_DEFAULT_MS } else { r.progress_interval_ms };

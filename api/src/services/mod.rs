@@ -238,6 +238,16 @@ impl Api {
         self.not_installing()
     }
 
+    /// For what is served from this node's state with no barrier at all
+    /// (the feed): refused once the node may be more stale than its bound
+    /// for local reads (never in the unsafe mode).
+    pub fn within_staleness(&self) -> Result<(), Status> {
+        if self.unsafe_stale_reads {
+            return Ok(());
+        }
+        Ok(self.node.within_staleness(self.local_read_staleness_max)?)
+    }
+
     /// While a snapshot install replaces this node's state (in several
     /// batches), what it holds is partial: nothing is read from it.
     fn not_installing(&self) -> Result<(), Status> {

@@ -37,7 +37,7 @@ impl CreateAccounts {
         // No account failure depends on state that could change: nothing
         // is kept of a failed one.
         let apply = |tx: &mut Tx<'_>, a: &Account| create_account(tx, caller, a);
-        let results = run_chains(tx, &self.accounts, linked, codes, apply, |_, _, _| {});
+        let results = run_chains(tx, &self.accounts, linked, codes, apply, |_, _, _| Ok(()));
         answer(results, |results| Outcome::AccountsCreated { results })
     }
 }

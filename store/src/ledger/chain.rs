@@ -23,7 +23,7 @@ pub(crate) fn run_chains<E, R: Copy + PartialEq>(
     linked: impl Fn(&E) -> bool,
     codes: ChainCodes<R>,
     mut apply: impl FnMut(&mut Tx<'_>, &E) -> Result<R, Abort>,
-    mut failed: impl FnMut(&mut Tx<'_>, &E, R),
+    mut failed: impl FnMut(&mut Tx<'_>, &E, R) -> Result<(), Abort>,
 ) -> Result<Vec<R>, Abort> {
     let mut results = Vec::with_capacity(events.len());
     let mut start = 0;
@@ -49,7 +49,7 @@ pub(crate) fn run_chains<E, R: Copy + PartialEq>(
         } else {
             tx.rollback();
             if let Some((i, r)) = failure {
-                failed(tx, &applied[i], r);
+                failed(tx, &applied[i], r)?;
             }
             results.extend((0..chain).map(|j| match failure {
                 Some((i, r)) if i == j => r,

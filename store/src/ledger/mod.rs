@@ -102,12 +102,28 @@ pub(crate) fn transfer_id(tx: &Tx<'_>, id: u128) -> Result<Option<StoredTransfer
 }
 
 /// Keeps the id of a transfer that failed for a transient reason, after its
-/// chain's rollback, so that it stays failed.
-pub(crate) fn keep_failed_id(tx: &mut Tx<'_>, t: &Transfer, r: results::CreateTransferResult) {
-    if r.transient() {
-        let code = u16::try_from(r.code()).expect("result codes fit in u16");
-        tx.put(Cf::Transfers, &id_key(t.id), &StoredTransfer::failed(t.id, code));
+/// chain's rollback, so that it stays failed; under the ledger the caller
+/// was found allowed to write. A post or void that names no ledger and no
+/// pending transfer that exists passed no such check: nothing is kept for
+/// it (else anyone could burn any id).
+pub(crate) fn keep_failed_id(
+    tx: &mut Tx<'_>,
+    t: &Transfer,
+    r: results::CreateTransferResult,
+) -> Result<(), Abort> {
+    if !r.transient() {
+        return Ok(());
     }
+    let ledger = match (t.ledger, t.pending_id) {
+        (0, 0) => 0,
+        (0, pending) => transfer(tx, pending)?.map_or(0, |p| p.transfer.ledger),
+        (ledger, _) => ledger,
+    };
+    if ledger != 0 {
+        let code = u16::try_from(r.code()).expect("result codes fit in u16");
+        tx.put(Cf::Transfers, &id_key(t.id), &StoredTransfer::failed(t.id, code, ledger));
+    }
+    Ok(())
 }
 
 /// The next event timestamp: the command's time in ns, or one past the

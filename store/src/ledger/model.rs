@@ -132,11 +132,12 @@ impl StoredTransfer {
     /// What `Transfers` keeps under the id of a transfer that failed for a
     /// transient reason (`CreateTransferResult::transient`): a record with
     /// timestamp 0, which no created transfer has, and the failure's code
-    /// in `code`. Kept in the same family and key as transfers so that the
+    /// in `code`, the ledger it was refused on in `ledger`. Kept in the same
+    /// family and key as transfers so that the
     /// one lookup (and the batch's prefetch) that finds an id taken also
     /// finds it failed.
-    pub fn failed(id: u128, code: u16) -> StoredTransfer {
-        StoredTransfer { transfer: Transfer { id, code, ..Transfer::default() }, revision: 0 }
+    pub fn failed(id: u128, code: u16, ledger: u32) -> StoredTransfer {
+        StoredTransfer { transfer: Transfer { id, code, ledger, ..Transfer::default() }, revision: 0 }
     }
 
     pub fn is_failed(&self) -> bool {

@@ -30,10 +30,10 @@ pub(crate) fn create_transfer(tx: &mut Tx<'_>, caller: &Caller, t: &Transfer) ->
         require_write(caller, t.ledger)?;
     }
     if let Some(e) = transfer_id(tx, t.id)? {
+        require_write(caller, e.transfer.ledger)?;
         if e.is_failed() {
             return Ok(R::IdAlreadyFailed);
         }
-        require_write(caller, e.transfer.ledger)?;
         // A post or void that exists names an existing pending transfer.
         let p = match t.pending_id {
             0 => None,
@@ -232,15 +232,18 @@ fn plain_exists(t: &Transfer, e: &Transfer) -> R {
 /// amount" forms (a post of `AMOUNT_MAX`, a void of 0) mean `p`'s amount.
 fn resolution_exists(t: &Transfer, e: &Transfer, p: &Transfer) -> R {
     let given = |asked: u128, stored: u128| asked == 0 || asked == stored;
+    // Builds before user data was inherited stored the 0 sent.
     let user_data = |asked: u128, stored: u128, pending: u128| {
         if asked == 0 {
-            stored == pending
+            stored == pending || stored == 0
         } else {
             asked == stored
         }
     };
-    let whole = if t.has(f::VOID_PENDING_TRANSFER) { 0 } else { AMOUNT_MAX };
-    let amount = if t.amount == whole { p.amount } else { t.amount };
+    let void = t.has(f::VOID_PENDING_TRANSFER);
+    // Those builds also took a void of AMOUNT_MAX for the whole amount.
+    let whole = (void && t.amount == 0) || t.amount == AMOUNT_MAX;
+    let amount = if whole { p.amount } else { t.amount };
     if !given(t.debit_account_id, e.debit_account_id) {
         R::ExistsWithDifferentDebitAccountId
     } else if !given(t.credit_account_id, e.credit_account_id) {
