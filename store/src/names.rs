@@ -96,10 +96,7 @@ impl NameKey {
 
     /// A secret version: the path's key, then the big-endian version.
     pub fn version_key(&self, path: &str, version: u64) -> [u8; 40] {
-        let mut k = [0u8; 40];
-        k[..32].copy_from_slice(&self.key(Cf::Secrets, path));
-        k[32..].copy_from_slice(&version.to_be_bytes());
-        k
+        version_key_of(&self.key(Cf::Secrets, path), version)
     }
 
     /// A folder's entry for one direct child (`name` or `name/`): the
@@ -119,6 +116,14 @@ impl NameKey {
     pub fn index_prefix(&self, folder: &str) -> [u8; 32] {
         self.mac(&[&[Cf::SecretIndex as u8, 0], folder.as_bytes()])
     }
+}
+
+/// `NameKey::version_key` from the path's key, already at hand.
+pub fn version_key_of(secret_key: &[u8; 32], version: u64) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    k[..32].copy_from_slice(secret_key);
+    k[32..].copy_from_slice(&version.to_be_bytes());
+    k
 }
 
 /// A direct child of a secrets folder, as its index entry stores it.

@@ -7,7 +7,7 @@ use super::{
 use crate::auth::{Access, Action, Read};
 use crate::layout::Cf;
 use crate::limits::{SECRET_VALUE_BYTES_MAX, SECRET_VERSIONS_DEFAULT, SECRET_VERSIONS_LIMIT};
-use crate::names::{index_entries, IndexEntry};
+use crate::names::{index_entries, version_key_of, IndexEntry};
 use crate::state_machine::Tx;
 
 /// Writes a new version of the secret at `path`.
@@ -91,7 +91,7 @@ impl PutSecret {
         let now_ms = tx.clock_ms();
         tx.put(
             Cf::SecretVersions,
-            &names.version_key(&self.path, version),
+            &version_key_of(key, version),
             &SecretVersion { value: self.value.clone(), created_ms: now_ms, revision },
         );
         let max_versions =
@@ -99,7 +99,7 @@ impl PutSecret {
         let mut oldest_version = meta.as_ref().map_or(1, |m| m.oldest_version);
         // Bounded: max_versions only shrinks by at most SECRET_VERSIONS_LIMIT.
         while version - oldest_version + 1 > max_versions {
-            tx.delete(Cf::SecretVersions, &names.version_key(&self.path, oldest_version));
+            tx.delete(Cf::SecretVersions, &version_key_of(key, oldest_version));
             oldest_version += 1;
         }
         tx.put(
