@@ -475,7 +475,10 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             return Err(silenced());
         }
         let hint = (rpc.entries.len() as u64 / 2).max(1);
-        let quorum_age_ms = self.quorum.age().map(|a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX));
+        // u64::MAX: no quorum has acknowledged this leader (absent would
+        // mean a leader of an older release, which does not say).
+        let quorum_age_ms =
+            Some(self.quorum.age().map_or(u64::MAX, |a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX)));
         let request = Payload { leader_quorum_age_ms: quorum_age_ms, ..wire::encode(&rpc) };
         // Refused here, before sending: a stream has no per-call status for
         // an oversized message, and openraft halves the batch on this.

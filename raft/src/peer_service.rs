@@ -240,7 +240,13 @@ fn note_leader_contact<E>(
 ) {
     match res {
         Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_)) => {
-            node.contact.touch_in_step(leader_quorum_age_ms.map(Duration::from_millis))
+            let age = match leader_quorum_age_ms {
+                // A leader of an older release: dated by its message.
+                None => Some(Duration::ZERO),
+                Some(u64::MAX) => None,
+                Some(ms) => Some(Duration::from_millis(ms)),
+            };
+            node.contact.touch_in_step(age)
         }
         Ok(AppendEntriesResponse::Conflict) => node.contact.touch(),
         Ok(AppendEntriesResponse::HigherVote(_)) | Err(_) => {}

@@ -71,8 +71,7 @@ impl LeaderContact {
 
     /// A leader's AppendEntries matched this node's log; a quorum had
     /// acknowledged that leader `leader_quorum_age` before it sent it
-    /// (`None`: none had, or a leader of an older release that does not
-    /// say: then only the election timer starts over).
+    /// (`None`: none had; then only the election timer starts over).
     pub fn touch_in_step(&self, leader_quorum_age: Option<Duration>) {
         let now = Instant::now();
         *self.at.lock().expect("leader contact lock") = Some(now);
