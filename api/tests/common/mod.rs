@@ -20,7 +20,29 @@ use tonic::transport::Channel;
 /// Clusters are heavy on 2 cores: one at a time per test binary.
 pub static SERIAL: Mutex<()> = Mutex::new(());
 
-static NEXT_CLUSTER: AtomicU16 = AtomicU16::new(0);
+/// The next block of 30 ports to try (`u16::MAX`: not started yet).
+static NEXT_BLOCK: AtomicU16 = AtomicU16::new(u16::MAX);
+/// Blocks of 30 ports between 20,000 and 32,000: below the kernel's
+/// ephemeral range (32768+), where any outgoing connection could take a
+/// port before a node binds it.
+const PORT_BLOCKS: u16 = 400;
+
+/// The first port of a block of 30 that is free now. Each test binary
+/// starts in its own stretch (by its pid), but two binaries can still
+/// meet there, and a node that cannot bind its port exits (seen in CI:
+/// "Address already in use" on two nodes' metrics ports, the third alone,
+/// no leader for a minute): a block with any port taken is skipped.
+fn free_ports_base() -> u16 {
+    let start = (std::process::id() % 20) as u16 * 20;
+    let _ = NEXT_BLOCK.compare_exchange(u16::MAX, start, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..PORT_BLOCKS {
+        let base = 20_000 + (NEXT_BLOCK.fetch_add(1, Ordering::SeqCst) % PORT_BLOCKS) * 30;
+        if (base..base + 30).all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no block of 30 free ports between 20000 and 32000");
+}
 
 pub fn fast_raft() -> RaftSettings {
     RaftSettings {
@@ -106,11 +128,7 @@ impl TestCluster {
     }
 
     fn prepare_in(dir: tempfile::TempDir, voters: u64, spares: u64, raft: RaftSettings) -> TestCluster {
-        let n = NEXT_CLUSTER.fetch_add(1, Ordering::SeqCst);
-        // Below the kernel's ephemeral range (32768+): a port there can be
-        // taken by any outgoing connection before a node binds it.
-        assert!(n < 20, "each test binary has 600 ports: at most 20 clusters");
-        let base = 20_000 + (std::process::id() % 20) as u16 * 600 + n * 30;
+        let base = free_ports_base();
         let (configs, profile) = dev::prepare(dir.path(), voters + spares, base, false, raft).unwrap();
         let mut configs: BTreeMap<u64, _> = configs.into_iter().map(|(p, c)| (c.id, (p, c))).collect();
         for (path, cfg) in configs.values_mut() {
