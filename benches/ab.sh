@@ -11,6 +11,9 @@
 #     t1000  batches of 1,000 transfers, 16 clients
 #     puts   secret puts, 64 clients (puts16, puts1: 16 and 1 client)
 #   EP=127.0.0.1:7601 benches/ab.sh ...   # every client on one node
+#   ROUTE=leader benches/ab.sh ...        # clients follow the leader hints
+#                                         # (spread, i mod 3, by default:
+#                                         # older builds have no --route)
 #
 # Run benches/warm_memory.sh once on a new VM first (it says why).
 #
@@ -28,7 +31,8 @@ DEV=$!
 for _ in $(seq 1 120); do grep -q "cluster is up" "$W/dev.log" && break; sleep 0.5; done
 . "$(dirname "$0")/cpu.sh"
 AT=(--target strongbox --endpoints "${EP:-127.0.0.1:7601,127.0.0.1:7602,127.0.0.1:7603}"
-  --ca "$W/sb/ca.pem" --token-file "$W/token" --markdown --duration-s "${DUR:-12}")
+  --ca "$W/sb/ca.pem" --token-file "$W/token" --markdown --duration-s "${DUR:-12}"
+  $([ -n "${ROUTE:-}" ] && echo --route "$ROUTE"))
 for l in "$@"; do
   case $l in
     t1) args=(--workload transfers --batch 1 --clients 64);;

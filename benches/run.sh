@@ -21,6 +21,12 @@
 #                                      # request-id window, as a long-lived node
 #   WARM_GIB=0 benches/run.sh          # skip touching free memory first
 #                                      # (benches/warm_memory.sh says why)
+#   ROUTE=spread benches/run.sh        # client i on endpoint i mod 3, as
+#                                      # etcd's client spreads (followers
+#                                      # forward); by default each system's
+#                                      # clients go to its leader: strongbox's
+#                                      # by the nodes' leader hints, as its
+#                                      # client does, etcd's by asking Status
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
@@ -58,8 +64,8 @@ for _ in $(seq 1 60); do
 done
 
 SB_AT=(--target strongbox --endpoints 127.0.0.1:7601,127.0.0.1:7602,127.0.0.1:7603
-  --ca "$WORK/sb/ca.pem" --token-file "$WORK/token")
-ETCD_AT=(--target etcd --endpoints 127.0.0.1:7701,127.0.0.1:7702,127.0.0.1:7703)
+  --ca "$WORK/sb/ca.pem" --token-file "$WORK/token" --route "${ROUTE:-leader}")
+ETCD_AT=(--target etcd --endpoints 127.0.0.1:7701,127.0.0.1:7702,127.0.0.1:7703 --route "${ROUTE:-leader}")
 if [ "${AGE_S:-0}" -gt 0 ]; then
   echo "ageing both clusters: ${AGE_S} s of unbatched transfers at 64 clients each" >&2
   "$BIN/strongbox-bench" "${SB_AT[@]}" --workload transfers --clients 64 --duration-s "$AGE_S" >&2

@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use strongbox_proto::leader::LeaderRouted;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 /// Attaches `authorization: Bearer <token>` to every call.
 #[derive(Clone)]
@@ -41,7 +42,7 @@ impl Interceptor for Bearer {
 }
 
 /// A channel whose calls carry the bearer token.
-pub type AuthChannel = InterceptedService<Channel, Bearer>;
+pub type AuthChannel = InterceptedService<LeaderRouted, Bearer>;
 
 /// The CLI's token file: next to the profile (`token`), mode 0600.
 pub fn token_path(profile_path: &Path) -> PathBuf {
@@ -121,20 +122,29 @@ impl Profile {
         Ok(ep)
     }
 
-    /// Connects to the first endpoint that answers.
-    pub async fn connect(&self) -> anyhow::Result<Channel> {
+    /// A channel over every endpoint, starting at the first that answers
+    /// and moving to the leader as the nodes' hints name it (see
+    /// `strongbox_proto::leader`).
+    pub async fn connect(&self) -> anyhow::Result<LeaderRouted> {
         let mut last_err = None;
-        for addr in &self.endpoints {
+        for (i, addr) in self.endpoints.iter().enumerate() {
             match self.endpoint(addr)?.connect().await {
-                Ok(c) => return Ok(c),
+                Ok(first) => {
+                    let mut routes = Vec::with_capacity(self.endpoints.len());
+                    for (j, other) in self.endpoints.iter().enumerate() {
+                        let ch = if j == i { first.clone() } else { self.endpoint(other)?.connect_lazy() };
+                        routes.push((other.clone(), ch));
+                    }
+                    return Ok(LeaderRouted::new(routes, i));
+                }
                 Err(e) => last_err = Some(format!("{addr}: {e}")),
             }
         }
         anyhow::bail!("no endpoint answered ({})", last_err.unwrap_or_else(|| "no endpoints".into()))
     }
 
-    /// A channel to one specific endpoint, connected lazily.
-    pub fn channel_to(&self, addr: &str) -> anyhow::Result<Channel> {
-        Ok(self.endpoint(addr)?.connect_lazy())
+    /// A channel to one specific endpoint only, connected lazily.
+    pub fn channel_to(&self, addr: &str) -> anyhow::Result<LeaderRouted> {
+        Ok(LeaderRouted::new(vec![(addr.to_string(), self.endpoint(addr)?.connect_lazy())], 0))
     }
 }

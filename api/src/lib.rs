@@ -10,6 +10,7 @@ pub mod config;
 pub mod dev;
 pub mod encryption;
 pub mod feed_demo;
+pub mod leader_hint;
 pub mod limits;
 pub mod local_audit;
 pub mod log_noise;

@@ -27,6 +27,7 @@ use tonic::transport::Server;
 
 use crate::auth::Auth;
 use crate::config::NodeConfig;
+use crate::leader_hint::LeaderHint;
 use crate::limits::{
     CLIENT_PENDING_RESETS_MAX, CONCURRENCY_PER_CONNECTION_MAX, GRPC_DECODE_BYTES_MAX, PEER_PENDING_RESETS_MAX,
 };
@@ -170,8 +171,10 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     if let Some(t) = &tls {
         api = api.tls_config(t.api_server())?;
     }
+    let hint = LeaderHint::follow(&node);
     let api_task = tokio::spawn(
-        api.add_service(health_svc)
+        api.layer(tower::util::MapResponseLayer::new(move |r| hint.stamp(r)))
+            .add_service(health_svc)
             .add_service(reflection)
             .add_service(reflection_alpha)
             .add_service(

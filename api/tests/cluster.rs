@@ -727,6 +727,51 @@ async fn a_local_read_at_the_write_revision_sees_a_write_through_a_follower() {
     }
 }
 
+/// A follower names the leader's client address on its answers (success
+/// and error alike), the leader names no one, and a client routed over all
+/// three endpoints that starts at a follower moves to the leader after its
+/// first call, and stays there.
+#[tokio::test]
+async fn followers_name_the_leader_and_a_routed_client_moves_there() {
+    use strongbox_proto::leader::LEADER_HEADER;
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = TestCluster::start(3, fast_raft()).await;
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let follower = (1..=3u64).find(|id| *id != leader).unwrap();
+    put_retry(&c, follower, "hint/k", "v", "hint-k").await;
+    let hint_of = |md: &tonic::metadata::MetadataMap| {
+        md.get(LEADER_HEADER).map(|v| v.to_str().unwrap().to_string())
+    };
+    let mut named = None;
+    for _ in 0..50 {
+        let r = c.secrets(follower).get(get_req("hint/k", Consistency::Linearizable, 0)).await.unwrap();
+        named = hint_of(r.metadata());
+        if named.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(named, Some(c.api_addr(leader)), "a follower names the leader");
+    let missing = c.secrets(follower).get(get_req("hint/none", Consistency::Linearizable, 0)).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    assert_eq!(hint_of(missing.metadata()), Some(c.api_addr(leader)), "errors name the leader too");
+    let r = c.secrets(leader).get(get_req("hint/k", Consistency::Linearizable, 0)).await.unwrap();
+    assert_eq!(hint_of(r.metadata()), None, "the leader names no one");
+
+    let mut profile = c.profile.clone();
+    profile.endpoints.sort_by_key(|e| *e != c.api_addr(follower));
+    let routed = profile.connect().await.unwrap();
+    assert_eq!(routed.preferred(), c.api_addr(follower));
+    let bearer = strongbox_api::client::Bearer::new(Some(&c.admin_token)).unwrap();
+    let mut secrets = strongbox_proto::v1::secrets_client::SecretsClient::new(
+        strongbox_api::client::AuthChannel::new(routed.clone(), bearer),
+    );
+    for i in 0..5 {
+        secrets.put(put_req("hint/routed", &format!("v{i}"), &format!("hint-routed-{i}"))).await.unwrap();
+        assert_eq!(routed.preferred(), c.api_addr(leader), "after call {i}");
+    }
+}
+
 /// A leader frozen with a proposal in flight, deposed meanwhile and caught
 /// up by an image that covers its old entry, must not hold up the writes
 /// sent to it after it wakes (openraft 0.9 never answers such a proposal:

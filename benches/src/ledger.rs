@@ -9,7 +9,7 @@ use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use strongbox_proto::v1::ledger_client::LedgerClient;
 use strongbox_proto::v1::*;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use strongbox_proto::leader::LeaderRouted;
 
 use crate::Bearer;
 
@@ -25,7 +25,7 @@ fn u(v: u128) -> Option<U128> {
     Some(U128 { lo: v as u64, hi: (v >> 64) as u64 })
 }
 
-type Ledger = LedgerClient<InterceptedService<Channel, Bearer>>;
+type Ledger = LedgerClient<InterceptedService<LeaderRouted, Bearer>>;
 
 /// Creates the accounts once (idempotent: `exists` on a re-run).
 pub async fn setup_strongbox(c: &mut Ledger) -> anyhow::Result<()> {

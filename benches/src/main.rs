@@ -5,7 +5,7 @@
 //! unique keys with a fixed-size value; `transfers` moves value between
 //! accounts (see `ledger.rs`); `reads` writes one key per client, then reads
 //! it over and over (linearizable on both systems). Clients are spread over
-//! the given endpoints.
+//! the given endpoints, or with `--route leader` sent to the leader.
 
 mod ledger;
 
@@ -18,7 +18,8 @@ use hdrhistogram::Histogram;
 use strongbox_proto::v1::secrets_client::SecretsClient;
 use strongbox_proto::v1::{GetSecretRequest, PutSecretRequest, WriteOptions};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use strongbox_proto::leader::LeaderRouted;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
 enum Target {
@@ -31,6 +32,17 @@ enum Workload {
     Puts,
     Transfers,
     Reads,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+enum Route {
+    /// Client i sends everything to endpoint i mod n (a follower forwards).
+    Spread,
+    /// Client i starts at endpoint i mod n and follows the leader: strongbox
+    /// clients by the nodes' leader hints (`strongbox_proto::leader`), as
+    /// strongbox's own client does; etcd clients are sent to the endpoint
+    /// whose Status names itself leader (etcd's client does not route).
+    Leader,
 }
 
 #[derive(Parser, Debug)]
@@ -56,6 +68,8 @@ struct Args {
     /// used); 0: one connection per client.
     #[arg(long, default_value_t = 0)]
     connections: usize,
+    #[arg(long, value_enum, default_value = "spread")]
+    route: Route,
     #[arg(long, default_value_t = 10)]
     duration_s: u64,
     #[arg(long, default_value_t = 2)]
@@ -101,8 +115,8 @@ struct Outcome {
 
 #[derive(Clone)]
 enum Client {
-    Strongbox(SecretsClient<InterceptedService<Channel, Bearer>>),
-    Ledger(strongbox_proto::v1::ledger_client::LedgerClient<InterceptedService<Channel, Bearer>>),
+    Strongbox(SecretsClient<InterceptedService<LeaderRouted, Bearer>>),
+    Ledger(strongbox_proto::v1::ledger_client::LedgerClient<InterceptedService<LeaderRouted, Bearer>>),
     Etcd(etcd_client::KvClient),
 }
 
@@ -160,19 +174,48 @@ impl Client {
     }
 }
 
-async fn connect(args: &Args, i: usize) -> anyhow::Result<Client> {
-    let ep = &args.endpoints[i % args.endpoints.len()];
+fn endpoint(args: &Args, ep: &str) -> anyhow::Result<Endpoint> {
+    Ok(match &args.ca {
+        Some(ca) => {
+            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            Endpoint::from_shared(format!("https://{ep}"))?
+                .tcp_nodelay(true)
+                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))?
+        }
+        None => Endpoint::from_shared(format!("http://{ep}"))?.tcp_nodelay(true),
+    })
+}
+
+/// The etcd endpoint whose member leads, by asking each one's Status.
+async fn etcd_leader(endpoints: &[String]) -> anyhow::Result<String> {
+    for ep in endpoints {
+        let Ok(mut c) = etcd_client::Client::connect([ep.as_str()], None).await else { continue };
+        let Ok(s) = c.status().await else { continue };
+        if s.header().is_some_and(|h| h.member_id() == s.leader()) {
+            return Ok(ep.clone());
+        }
+    }
+    anyhow::bail!("no etcd endpoint says it leads")
+}
+
+async fn connect(args: &Args, i: usize, etcd_leader_ep: Option<&str>) -> anyhow::Result<Client> {
+    let first = i % args.endpoints.len();
+    let ep = &args.endpoints[first];
     match args.target {
         Target::Strongbox => {
-            let mut e = Endpoint::from_shared(format!("https://{ep}"))?.tcp_nodelay(true);
-            match &args.ca {
-                Some(ca) => {
-                    let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-                    e = e.tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))?;
+            let ch = match args.route {
+                Route::Spread => {
+                    let ch = endpoint(args, ep)?.connect().await?;
+                    LeaderRouted::new(vec![(ep.clone(), ch)], 0)
                 }
-                None => e = Endpoint::from_shared(format!("http://{ep}"))?.tcp_nodelay(true),
-            }
-            let ch = e.connect().await?;
+                Route::Leader => {
+                    let mut routes = Vec::new();
+                    for e in &args.endpoints {
+                        routes.push((e.clone(), endpoint(args, e)?.connect_lazy()));
+                    }
+                    LeaderRouted::new(routes, first)
+                }
+            };
             Ok(match args.workload {
                 Workload::Puts | Workload::Reads => {
                     Client::Strongbox(SecretsClient::with_interceptor(ch, bearer(args)?))
@@ -185,7 +228,8 @@ async fn connect(args: &Args, i: usize) -> anyhow::Result<Client> {
             })
         }
         Target::Etcd => {
-            let c = etcd_client::Client::connect([ep.as_str()], None).await?;
+            let ep = etcd_leader_ep.unwrap_or(ep);
+            let c = etcd_client::Client::connect([ep], None).await?;
             Ok(Client::Etcd(c.kv_client()))
         }
     }
@@ -193,9 +237,13 @@ async fn connect(args: &Args, i: usize) -> anyhow::Result<Client> {
 
 async fn run_level(args: Arc<Args>, clients: usize, run_id: u64) -> anyhow::Result<(Outcome, Duration)> {
     let shared = if args.connections == 0 { clients } else { args.connections.min(clients) };
+    let etcd_leader_ep = match (args.target, args.route) {
+        (Target::Etcd, Route::Leader) => Some(etcd_leader(&args.endpoints).await?),
+        _ => None,
+    };
     let mut channels = Vec::new();
     for i in 0..shared {
-        channels.push(connect(&args, i).await?);
+        channels.push(connect(&args, i, etcd_leader_ep.as_deref()).await?);
     }
     let mut conns: Vec<Client> = (0..clients).map(|i| channels[i % shared].clone()).collect();
     if args.workload == Workload::Transfers {

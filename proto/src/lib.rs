@@ -12,3 +12,5 @@ pub mod raft {
 
 /// Encoded descriptors of every service, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("strongbox_descriptor");
+
+pub mod leader;

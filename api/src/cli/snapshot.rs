@@ -109,8 +109,16 @@ pub async fn save(conn: Conn, file: PathBuf, key_file: PathBuf) -> anyhow::Resul
     };
     let mut w = BackupWriter::create(&file, key, header)?;
     let mut bytes = 0u64;
+    // Ctrl-C ends the save here, so the writer is dropped and removes its
+    // partial file (the default handler would exit and leave it behind).
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
-        let chunk = match stream.message().await {
+        let next = tokio::select! {
+            next = stream.message() => next,
+            _ = &mut interrupted => anyhow::bail!("interrupted; nothing was saved"),
+        };
+        let chunk = match next {
             Ok(Some(c)) => c,
             Ok(None) => break,
             Err(s) => return Err(status_err(s).context("the image stream broke; nothing was saved")),

@@ -15,7 +15,6 @@ use strongbox_proto::v1::cluster_client::ClusterClient;
 use strongbox_proto::v1::secrets_client::SecretsClient;
 use strongbox_proto::v1::*;
 use tokio::process::Child;
-use tonic::transport::Channel;
 
 /// Clusters are heavy on 2 cores: one at a time per test binary.
 pub static SERIAL: Mutex<()> = Mutex::new(());
@@ -214,7 +213,7 @@ impl TestCluster {
     }
 
     /// A channel to node `id` without a token.
-    pub fn channel(&self, id: u64) -> Channel {
+    pub fn channel(&self, id: u64) -> strongbox_proto::leader::LeaderRouted {
         self.profile.channel_to(&self.api_addr(id)).unwrap()
     }
 

@@ -13,7 +13,7 @@ use strongbox_api::tls::{write_private, DevPki};
 use strongbox_proto::v1::cluster_client::ClusterClient;
 use strongbox_proto::v1::{StatusRequest, StatusResponse};
 use tokio::process::{Child, Command};
-use tonic::transport::Channel;
+use strongbox_proto::leader::LeaderRouted;
 
 use super::net::{namespace, node_ip};
 
@@ -253,7 +253,7 @@ impl Cluster {
         }
     }
 
-    pub fn channel(&self, id: u64) -> anyhow::Result<Channel> {
+    pub fn channel(&self, id: u64) -> anyhow::Result<LeaderRouted> {
         self.profile.channel_to(&api_addr(id))
     }
 

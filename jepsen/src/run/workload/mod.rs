@@ -17,7 +17,7 @@ use jepsen::history::{OpType, Process};
 use rand::rngs::StdRng;
 use serde_json::{json, Value};
 use strongbox_api::client::{AuthChannel, Bearer};
-use tonic::transport::Channel;
+use strongbox_proto::leader::LeaderRouted;
 use tonic::{Code, Status};
 
 use super::recorder::Recorder;
@@ -29,8 +29,8 @@ pub const OP_TIMEOUT: Duration = Duration::from_secs(5);
 /// What every client shares: the channels to each node and the admin token.
 pub struct Ctx {
     pub rec: Arc<Recorder>,
-    /// Indexed by node id - 1.
-    pub channels: Vec<Channel>,
+    /// Indexed by node id - 1; each pinned to its node (one endpoint).
+    pub channels: Vec<LeaderRouted>,
     pub admin_token: String,
     pub admin_password: String,
 }
@@ -50,7 +50,7 @@ impl Ctx {
         AuthChannel::new(self.channels[(id - 1) as usize].clone(), bearer)
     }
 
-    pub fn plain(&self, id: u64) -> Channel {
+    pub fn plain(&self, id: u64) -> LeaderRouted {
         self.channels[(id - 1) as usize].clone()
     }
 }
