@@ -739,9 +739,8 @@ async fn followers_name_the_leader_and_a_routed_client_moves_there() {
     let leader = c.wait_leader(Duration::from_secs(10)).await;
     let follower = (1..=3u64).find(|id| *id != leader).unwrap();
     put_retry(&c, follower, "hint/k", "v", "hint-k").await;
-    let hint_of = |md: &tonic::metadata::MetadataMap| {
-        md.get(LEADER_HEADER).map(|v| v.to_str().unwrap().to_string())
-    };
+    let hint_of =
+        |md: &tonic::metadata::MetadataMap| md.get(LEADER_HEADER).map(|v| v.to_str().unwrap().to_string());
     let mut named = None;
     for _ in 0..50 {
         let r = c.secrets(follower).get(get_req("hint/k", Consistency::Linearizable, 0)).await.unwrap();
@@ -752,7 +751,8 @@ async fn followers_name_the_leader_and_a_routed_client_moves_there() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(named, Some(c.api_addr(leader)), "a follower names the leader");
-    let missing = c.secrets(follower).get(get_req("hint/none", Consistency::Linearizable, 0)).await.unwrap_err();
+    let missing =
+        c.secrets(follower).get(get_req("hint/none", Consistency::Linearizable, 0)).await.unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
     assert_eq!(hint_of(missing.metadata()), Some(c.api_addr(leader)), "errors name the leader too");
     let r = c.secrets(leader).get(get_req("hint/k", Consistency::Linearizable, 0)).await.unwrap();

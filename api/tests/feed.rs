@@ -190,14 +190,13 @@ async fn stalled_consumer_is_cut_off_and_bad_requests_are_refused() {
         .unwrap()
         .initial_stream_window_size(Some(16 * 1024))
         .initial_connection_window_size(Some(16 * 1024));
-    let small =
-        AuthChannel::new(
-            strongbox_proto::leader::LeaderRouted::new(
-                vec![(c.api_addr(leader), endpoint.connect().await.unwrap())],
-                0,
-            ),
-            Bearer::new(Some(&c.admin_token)).unwrap(),
-        );
+    let small = AuthChannel::new(
+        strongbox_proto::leader::LeaderRouted::new(
+            vec![(c.api_addr(leader), endpoint.connect().await.unwrap())],
+            0,
+        ),
+        Bearer::new(Some(&c.admin_token)).unwrap(),
+    );
     let mut stalled = open(small, 0).await;
     let mut tasks = Vec::new();
     for w in 0..16 {

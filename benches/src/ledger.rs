@@ -6,10 +6,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+use strongbox_proto::leader::LeaderRouted;
 use strongbox_proto::v1::ledger_client::LedgerClient;
 use strongbox_proto::v1::*;
 use tonic::service::interceptor::InterceptedService;
-use strongbox_proto::leader::LeaderRouted;
 
 use crate::Bearer;
 

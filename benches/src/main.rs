@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
+use strongbox_proto::leader::LeaderRouted;
 use strongbox_proto::v1::secrets_client::SecretsClient;
 use strongbox_proto::v1::{GetSecretRequest, PutSecretRequest, WriteOptions};
 use tonic::service::interceptor::InterceptedService;
-use strongbox_proto::leader::LeaderRouted;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]

@@ -105,8 +105,10 @@ impl Service<Request<Body>> for LeaderRouted {
             };
             match &res {
                 Ok(resp) => {
-                    let unavailable =
-                        resp.headers().get("grpc-status").is_some_and(|s| s.as_bytes() == GRPC_STATUS_UNAVAILABLE);
+                    let unavailable = resp
+                        .headers()
+                        .get("grpc-status")
+                        .is_some_and(|s| s.as_bytes() == GRPC_STATUS_UNAVAILABLE);
                     routes.learn(from, resp.headers().get(LEADER_HEADER), unavailable);
                 }
                 Err(_) => routes.learn(from, None, true),
@@ -124,7 +126,8 @@ mod tests {
         let endpoints = (0..n)
             .map(|i| {
                 let addr = format!("127.0.0.1:{}", 7601 + i);
-                let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+                let ch =
+                    tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
                 (addr, ch)
             })
             .collect();

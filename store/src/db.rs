@@ -265,6 +265,13 @@ impl Db {
             .collect()
     }
 
+    /// A point-in-time view (a RocksDB snapshot) for reads that must not
+    /// see an apply batch half-way, such as a token's resolution (token,
+    /// principal, roles).
+    pub fn view(&self) -> DbView<'_> {
+        DbView { db: self, snap: self.inner.db.snapshot() }
+    }
+
     /// Records with `from <= key < to` (or to the end), in key order, at most `limit`.
     pub fn scan_raw(
         &self,
@@ -638,6 +645,21 @@ impl Batch {
 
     pub fn is_empty(&self) -> bool {
         self.wb.is_empty()
+    }
+}
+
+/// See `Db::view`.
+pub struct DbView<'a> {
+    db: &'a Db,
+    snap: rocksdb::Snapshot<'a>,
+}
+
+impl DbView<'_> {
+    pub fn get<T: DeserializeOwned>(&self, cf: Cf, key: &[u8]) -> Result<Option<T>, DbError> {
+        match self.snap.get_cf(self.db.handle(cf), key)? {
+            None => Ok(None),
+            Some(v) => Ok(Some(decode(cf, &self.db.inner.codec.open(cf, key, &v)?)?)),
+        }
     }
 }
 

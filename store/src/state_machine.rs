@@ -188,7 +188,9 @@ impl StateMachine {
             return Ok(Ok(c));
         }
         let generation = self.callers.generation();
-        let resolved = auth::resolve(self, hash, now_ms)?;
+        // One point in time: a batch applied meanwhile (a role's rules and
+        // its grant changed together, say) is seen whole or not at all.
+        let resolved = auth::resolve(&View { sm: self, view: self.db.view() }, hash, now_ms)?;
         if let Ok(c) = &resolved {
             self.callers.store(generation, c.clone());
         }
@@ -831,6 +833,24 @@ impl Read for StateMachine {
             }
             None => NameKey::unset(),
         })
+    }
+}
+
+/// The state machine's records as of one RocksDB snapshot.
+struct View<'a> {
+    sm: &'a StateMachine,
+    view: crate::db::DbView<'a>,
+}
+
+impl Read for View<'_> {
+    fn get<T: DeserializeOwned>(&self, cf: Cf, key: &[u8]) -> Result<Option<T>, DbError> {
+        self.view.get(cf, key)
+    }
+
+    /// The name key changes only when an image is installed, which a
+    /// snapshot does not order anyway (see `names` on the state machine).
+    fn names(&self) -> Result<NameKey, DbError> {
+        self.sm.names()
     }
 }
 

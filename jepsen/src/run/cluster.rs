@@ -10,10 +10,10 @@ use std::time::Duration;
 use strongbox_api::client::{AuthChannel, Bearer, Profile};
 use strongbox_api::config::{AuthSettings, Member, NodeConfig, RaftSettings, TlsFiles};
 use strongbox_api::tls::{write_private, DevPki};
+use strongbox_proto::leader::LeaderRouted;
 use strongbox_proto::v1::cluster_client::ClusterClient;
 use strongbox_proto::v1::{StatusRequest, StatusResponse};
 use tokio::process::{Child, Command};
-use strongbox_proto::leader::LeaderRouted;
 
 use super::net::{namespace, node_ip};
 
