@@ -218,6 +218,9 @@ async fn call(ch: AuthChannel, rpc: Rpc, tag: &str) -> Result<(), Status> {
         Rpc::ClusterPromote => go!(cluster.promote(PromoteRequest { id: 0 })),
         Rpc::ClusterRemove => go!(cluster.remove(RemoveRequest { id: 0 })),
         Rpc::ClusterTransferLeader => go!(cluster.transfer_leader(TransferLeaderRequest { id: 0 })),
+        Rpc::ClusterSetStateVersion => {
+            go!(cluster.set_state_version(SetStateVersionRequest { version: 1, options: None }))
+        }
         Rpc::ClusterSaveSnapshot => go!(cluster.save_snapshot(SaveSnapshotRequest {})),
     }
 }

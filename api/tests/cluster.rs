@@ -772,6 +772,31 @@ async fn followers_name_the_leader_and_a_routed_client_moves_there() {
     }
 }
 
+/// Every member reports the cluster's state version and what its build
+/// supports; the RPC moves the version to what is supported, refuses one
+/// beyond it before anything is logged, and never goes back.
+#[tokio::test]
+async fn the_state_version_moves_only_to_what_the_build_supports() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = TestCluster::start(3, fast_raft()).await;
+    c.wait_leader(Duration::from_secs(10)).await;
+    let supported = strongbox_store::command::STATE_VERSION_SUPPORTED;
+    for id in 1..=3u64 {
+        let s = c.status(id).await.unwrap();
+        assert_eq!((s.state_version, s.state_version_supported), (1, supported), "node {id}");
+    }
+    let set = |version| SetStateVersionRequest { version, options: None };
+    let r = c.cluster(1).set_state_version(set(supported)).await.unwrap().into_inner();
+    assert_eq!(r.version, supported);
+    let beyond = c.cluster(2).set_state_version(set(supported + 1)).await.unwrap_err();
+    assert_eq!(beyond.code(), Code::FailedPrecondition, "{beyond:?}");
+    let back = c.cluster(3).set_state_version(set(0)).await.unwrap_err();
+    assert_eq!(back.code(), Code::InvalidArgument, "{back:?}");
+    for id in 1..=3u64 {
+        assert_eq!(c.status(id).await.unwrap().state_version, supported, "node {id} still serves");
+    }
+}
+
 /// A leader frozen with a proposal in flight, deposed meanwhile and caught
 /// up by an image that covers its old entry, must not hold up the writes
 /// sent to it after it wakes (openraft 0.9 never answers such a proposal:

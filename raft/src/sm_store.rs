@@ -132,6 +132,7 @@ impl SmStore {
     /// interrupted (the same image file again, before anything reads the
     /// state), and deletes image files nothing refers to.
     pub fn open(sm: StateMachine) -> Result<Self, DbError> {
+        sm.check_state_version()?;
         let this = SmStore::new(sm);
         if let Some(p) = this.sm.db().get::<StoredSnapshot>(Cf::Snapshot, KEY_INSTALLING)? {
             tracing::warn!(snapshot = %p.meta.snapshot_id, "finishing a snapshot install a restart interrupted");
@@ -288,7 +289,11 @@ impl SmStore {
             b.delete(Cf::Snapshot, KEY_INSTALLING);
             b.delete(Cf::Snapshot, KEY_OLD_SNAPSHOT);
             b.put(Cf::Snapshot, KEY_CURRENT_SNAPSHOT, s);
-        })
+        })?;
+        // An image of a cluster that moved to a state version this build
+        // does not apply: stop here rather than apply what follows by
+        // other rules.
+        self.sm.check_state_version()
     }
 
     fn build_blocking(&self) -> Result<Snapshot<TypeConfig>, DbError> {

@@ -89,6 +89,7 @@ pub fn resource(op: &Op) -> String {
         Op::DeleteRole(c) => format!("role:{}", c.name),
         Op::CreateAccounts(c) => ledgers(c.accounts.iter().map(|a| a.ledger)),
         Op::CreateTransfers(c) => ledgers(c.transfers.iter().map(|t| t.ledger)),
+        Op::SetStateVersion(c) => format!("cluster:state_version={}", c.version),
         Op::ChangePassword(_) | Op::RenewToken(_) | Op::RevokeToken(_) | Op::ExpirePendingTransfers(_) => {
             String::new()
         }

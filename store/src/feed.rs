@@ -126,6 +126,9 @@ pub(crate) fn describe(
         // The token's hash identifies a credential: it stays out.
         (Op::RevokeToken(_), _) => vec![event("token.revoked", actor, &[])],
         (Op::RenewToken(_), _) => vec![event("token.renewed", actor, &[])],
+        (Op::SetStateVersion(c), _) => {
+            vec![event("cluster.state_version", "cluster", &[("version", c.version.to_string())])]
+        }
         (Op::PutRole(c), _) => vec![event("role.updated", &c.name, &[("rules", c.rules.len().to_string())])],
         (Op::DeleteRole(c), _) => vec![event("role.deleted", &c.name, &[])],
         (Op::AssignRole(c), _) => {

@@ -173,6 +173,22 @@ impl StateMachine {
         self.db.get(Cf::SmMeta, key)
     }
 
+    /// The state version the cluster applies by (see `SetStateVersion`).
+    pub fn state_version(&self) -> Result<u32, DbError> {
+        Ok(self.db.get::<u32>(Cf::SmMeta, sm_keys::STATE_VERSION)?.unwrap_or(1))
+    }
+
+    /// Refuses a state of a version this build does not apply (a newer
+    /// cluster's data dir or image on an older binary).
+    pub fn check_state_version(&self) -> Result<(), DbError> {
+        match self.state_version()? {
+            v if v > crate::command::STATE_VERSION_SUPPORTED => {
+                Err(crate::command::set_state_version::unsupported(v))
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub fn bootstrapped(&self) -> Result<bool, DbError> {
         Ok(self.db.get::<bool>(Cf::SmMeta, sm_keys::BOOTSTRAPPED)?.is_some())
     }
@@ -953,6 +969,15 @@ impl Tx<'_> {
 
     pub fn put<T: Serialize>(&mut self, cf: Cf, key: &[u8], value: &T) {
         self.stage(Key::new(cf, key), Some(encode(value)));
+    }
+
+    /// The state version this batch applies by (see `SetStateVersion`).
+    pub fn state_version(&self) -> Result<u32, DbError> {
+        Ok(self.get::<u32>(Cf::SmMeta, sm_keys::STATE_VERSION)?.unwrap_or(1))
+    }
+
+    pub(crate) fn set_state_version(&mut self, version: u32) {
+        self.put(Cf::SmMeta, sm_keys::STATE_VERSION, &version);
     }
 
     pub fn delete(&mut self, cf: Cf, key: &[u8]) {

@@ -123,6 +123,7 @@ rpcs! {
     ClusterPromote = "Cluster/Promote" => Access(Admin, "cluster");
     ClusterRemove = "Cluster/Remove" => Access(Admin, "cluster");
     ClusterTransferLeader = "Cluster/TransferLeader" => Access(Admin, "cluster");
+    ClusterSetStateVersion = "Cluster/SetStateVersion" => Access(Admin, "cluster");
     // A backup holds every secret: only a rule on `*` itself covers it.
     ClusterSaveSnapshot = "Cluster/SaveSnapshot" => Access(Admin, "*");
 }

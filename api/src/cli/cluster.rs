@@ -30,6 +30,17 @@ pub enum ClusterCmd {
         #[arg(long)]
         id: u64,
     },
+    /// After upgrading every member's binary: moves the cluster to the
+    /// newest state version all members support (new apply semantics
+    /// switch on together). Asks each member; refuses if one does not answer.
+    UpgradeState,
+}
+
+/// Each member's own status, asked directly (2 s each); None: no answer.
+async fn member_status(conn: &Conn, m: &Member) -> Option<StatusResponse> {
+    let mut c = ClusterClient::new(conn.channel_to(&m.api_addr).ok()?);
+    let call = c.status(StatusRequest {});
+    tokio::time::timeout(std::time::Duration::from_secs(2), call).await.ok()?.ok().map(|r| r.into_inner())
 }
 
 pub async fn cluster(conn: Conn, cmd: ClusterCmd) -> anyhow::Result<()> {
@@ -48,18 +59,7 @@ pub async fn cluster(conn: Conn, cmd: ClusterCmd) -> anyhow::Result<()> {
             );
             for m in &s.members {
                 // Each member reports its own indexes; ask it directly.
-                let own = match conn.channel_to(&m.api_addr) {
-                    Ok(ch) => {
-                        let mut c = ClusterClient::new(ch);
-                        let call = c.status(StatusRequest {});
-                        tokio::time::timeout(std::time::Duration::from_secs(2), call)
-                            .await
-                            .ok()
-                            .and_then(|r| r.ok())
-                    }
-                    Err(_) => None,
-                };
-                match own.map(|r| r.into_inner()) {
+                match member_status(&conn, m).await {
                     Some(o) => println!(
                         "{:<4} {:<9} {:<22} {:<22} {:>9} {:>10} {:>9} {:>9} {:>9}",
                         m.id,
@@ -82,6 +82,41 @@ pub async fn cluster(conn: Conn, cmd: ClusterCmd) -> anyhow::Result<()> {
                     ),
                 }
             }
+            println!(
+                "state version {} (this node's build supports up to {})",
+                s.state_version, s.state_version_supported
+            );
+        }
+        ClusterCmd::UpgradeState => {
+            let s = client.status(StatusRequest {}).await.map_err(status_err)?.into_inner();
+            let mut supported = u32::MAX;
+            for m in &s.members {
+                let Some(o) = member_status(&conn, m).await else {
+                    anyhow::bail!(
+                        "node {} ({}) did not answer: every member must confirm what its build supports",
+                        m.id,
+                        m.api_addr
+                    );
+                };
+                println!(
+                    "node {}: build {}, supports state versions up to {}",
+                    m.id, o.version, o.state_version_supported
+                );
+                supported = supported.min(o.state_version_supported);
+            }
+            if supported <= s.state_version {
+                println!(
+                    "the state is at version {}; nothing newer is supported by every member",
+                    s.state_version
+                );
+                return Ok(());
+            }
+            let r = client
+                .set_state_version(SetStateVersionRequest { version: supported, options: None })
+                .await
+                .map_err(status_err)?
+                .into_inner();
+            println!("state version is now {} (revision {})", r.version, r.revision);
         }
         ClusterCmd::AddLearner { id, raft_addr, api_addr } => {
             let r = client

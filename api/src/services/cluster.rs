@@ -15,7 +15,9 @@ use strongbox_raft::wire::MembershipOp;
 use strongbox_raft::{NodeInfo, RaftNode};
 use tonic::{Request, Response, Status};
 
-use super::{token_of, Api};
+use strongbox_store::command::{Op, Outcome, SetStateVersion, STATE_VERSION_SUPPORTED};
+
+use super::{internal, token_of, Api};
 use crate::auth::tokens::bearer;
 use crate::auth::Rpc;
 
@@ -106,6 +108,8 @@ impl Cluster for ClusterService {
                     purged_index: s.purged_index,
                     members: members_of(&s),
                     version: env!("CARGO_PKG_VERSION").into(),
+                    state_version: self.node.sm.state_version().map_err(internal)?,
+                    state_version_supported: STATE_VERSION_SUPPORTED,
                 })
             })
             .await
@@ -169,6 +173,37 @@ impl Cluster for ClusterService {
                 let id = require_id(req.into_inner().id)?;
                 let leader = self.node.transfer_leader(id, MEMBERSHIP_TIMEOUT).await?;
                 Ok(TransferLeaderResponse { leader_id: leader })
+            })
+            .await
+    }
+
+    async fn set_state_version(
+        &self,
+        req: Request<SetStateVersionRequest>,
+    ) -> Result<Response<SetStateVersionResponse>, Status> {
+        self.api
+            .rpc("cluster.set_state_version", token_of(req.metadata()), async {
+                let (meta, _, r) = req.into_parts();
+                self.admin(&meta, Rpc::ClusterSetStateVersion).await?;
+                // This node would stop at the entry: refused before it is
+                // logged. (Whether the other members support it is the
+                // caller's to check first, as `cluster upgrade-state` does.)
+                if r.version > STATE_VERSION_SUPPORTED {
+                    return Err(Status::failed_precondition(format!(
+                        "this node's build supports state versions up to {STATE_VERSION_SUPPORTED}, not {}; \
+                         upgrade every member first",
+                        r.version
+                    )));
+                }
+                let op = Op::SetStateVersion(SetStateVersion { version: r.version });
+                let w =
+                    self.api.write(&meta, Rpc::ClusterSetStateVersion, "", r.options.as_ref(), op).await?;
+                match w.outcome {
+                    Outcome::StateVersion { version } => {
+                        Ok(SetStateVersionResponse { version, revision: w.revision })
+                    }
+                    other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+                }
             })
             .await
     }

@@ -28,6 +28,7 @@ mod renew_token;
 mod revoke_token;
 mod set_enabled;
 mod set_password;
+pub mod set_state_version;
 mod unlock_user;
 
 pub use assign_role::AssignRole;
@@ -50,6 +51,7 @@ pub use renew_token::RenewToken;
 pub use revoke_token::RevokeToken;
 pub use set_enabled::SetEnabled;
 pub use set_password::SetPassword;
+pub use set_state_version::{SetStateVersion, STATE_VERSION_SUPPORTED};
 pub use unlock_user::UnlockUser;
 
 use serde::{Deserialize, Serialize};
@@ -178,6 +180,7 @@ ops! {
     CreateAccounts(CreateAccounts) = "create_accounts",
     CreateTransfers(CreateTransfers) = "create_transfers",
     ExpirePendingTransfers(ExpirePendingTransfers) = "expire_pending_transfers",
+    SetStateVersion(SetStateVersion) = "set_state_version",
 }
 
 impl Command {
@@ -280,6 +283,10 @@ pub enum Outcome {
     /// kept, and so whether it may still show it.
     ClientCreated {
         secret_digest: String,
+    },
+    /// The state version the cluster applies by now.
+    StateVersion {
+        version: u32,
     },
 }
 

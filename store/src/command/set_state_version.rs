@@ -1,0 +1,78 @@
+//! The state version: which apply semantics the cluster runs by. Nodes of
+//! two builds must never answer the same log entry two ways, or their
+//! states part. So a change to what apply does with some command is gated
+//! on `Tx::state_version`, and the cluster moves to a new version only once
+//! every member runs a build that supports it (`strongbox cluster
+//! upgrade-state` asks each one), by this command, through the log: every
+//! node switches at the same entry. A node whose build does not support the
+//! version stops at that entry instead of applying on by other rules, and a
+//! build refuses to open a state of a version it does not know.
+
+use serde::{Deserialize, Serialize};
+
+use super::{refuse, Applied, CommandError, Ctx, ErrorCode, Outcome, Required};
+use crate::auth::{Access, Action};
+use crate::state_machine::Tx;
+use crate::DbError;
+
+/// The state versions this build applies: 1 up to this one. Raise it (and
+/// gate the new behaviour on `Tx::state_version() >= it`) whenever apply
+/// would answer an entry differently from the build before.
+pub const STATE_VERSION_SUPPORTED: u32 = 1;
+
+/// Why a node cannot go on with a state of `version`.
+pub fn unsupported(version: u32) -> DbError {
+    DbError::Format(format!(
+        "the cluster's state is at version {version}, and this build of strongbox applies versions up to \
+         {STATE_VERSION_SUPPORTED}: run this node on the newer build"
+    ))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetStateVersion {
+    pub version: u32,
+}
+
+impl SetStateVersion {
+    pub fn validate(&self) -> Result<(), CommandError> {
+        if self.version == 0 {
+            return Err(CommandError::invalid("version must be 1 or more"));
+        }
+        Ok(())
+    }
+
+    pub fn required(&self) -> Required {
+        Required::Access(Access::new(Action::Admin, "cluster"))
+    }
+
+    pub(crate) fn apply(&self, tx: &mut Tx<'_>, _ctx: &Ctx<'_>) -> Applied {
+        if self.version > STATE_VERSION_SUPPORTED {
+            // A storage failure: this node stops here, and again at this
+            // entry after every restart, until it runs a newer build.
+            return Err(unsupported(self.version));
+        }
+        let current = tx.state_version()?;
+        if self.version < current {
+            return refuse(
+                ErrorCode::FailedPrecondition,
+                format!("the state is at version {current} and never goes back (asked for {})", self.version),
+            );
+        }
+        if self.version > current {
+            tx.set_state_version(self.version);
+            tx.next_revision();
+        }
+        Ok(Ok(Outcome::StateVersion { version: self.version }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_zero_is_invalid() {
+        assert!(SetStateVersion { version: 0 }.validate().is_err());
+        assert!(SetStateVersion { version: 1 }.validate().is_ok());
+    }
+}
