@@ -1,7 +1,9 @@
 //! The leader hint on every response of a node that is not the leader (the
 //! `strongbox-leader` metadata, `strongbox_proto::leader`): clients that
 //! know several endpoints move to the leader and save every later request
-//! the follower's hop to it.
+//! the follower's hop to it. Every response carries it, health checks and
+//! refusals included: who leads is not treated as a secret (the addresses
+//! are the ones clients are given anyway).
 
 use std::sync::{Arc, RwLock};
 
@@ -37,6 +39,8 @@ impl LeaderHint {
                 };
                 *kept.0.write().expect("leader hint lock") = now;
                 if metrics.changed().await.is_err() {
+                    // Raft stopped: it names no leader any more.
+                    *kept.0.write().expect("leader hint lock") = None;
                     return;
                 }
             }

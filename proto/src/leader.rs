@@ -6,9 +6,10 @@
 //! [`LeaderRouted`] does that for the generated clients.
 
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use tonic::body::Body;
 use tonic::codegen::http::{HeaderValue, Request, Response};
@@ -20,8 +21,16 @@ use tonic::transport::Channel;
 /// the leader's own responses and while no leader is known.
 pub const LEADER_HEADER: &str = "strongbox-leader";
 
-/// gRPC's UNAVAILABLE, as a trailers-only response puts it in the headers.
-const GRPC_STATUS_UNAVAILABLE: &[u8] = b"14";
+/// gRPC statuses (as a trailers-only response puts them in its headers)
+/// after which the next calls try another endpoint: UNAVAILABLE (no
+/// leader, a stale node) and DEADLINE_EXCEEDED (a leader cut off from its
+/// quorum still believes it leads, names no one, and times out).
+const GRPC_STATUSES_MOVE_ON: [&[u8]; 2] = [b"14", b"4"];
+
+/// How long an endpoint that failed is passed over: hints naming it are
+/// ignored meanwhile, so a client that cannot reach the leader stays with
+/// a follower (which forwards) instead of failing every other call.
+pub const FAILED_ENDPOINT_AVOID: Duration = Duration::from_secs(5);
 
 /// A gRPC channel over several endpoints of one cluster that sends every
 /// call to the endpoint it believes leads, learning it from the responses:
@@ -29,8 +38,10 @@ const GRPC_STATUS_UNAVAILABLE: &[u8] = b"14";
 /// naming none of them (an address the client knows by another name) moves
 /// them to the next endpoint, until one answers without a hint. A failed
 /// connection or an UNAVAILABLE answer also moves them on, so a node cut
-/// off from the majority is left. Only the given endpoints are ever used:
-/// a hint cannot send the client elsewhere.
+/// off from the majority is left, as is one where a call timed out or was
+/// given up by its caller before an answer came. An endpoint that failed
+/// is passed over for [`FAILED_ENDPOINT_AVOID`]. Only the given endpoints
+/// are ever used: a hint cannot send the client elsewhere.
 ///
 /// The channels connect lazily; a clone shares the endpoints and the
 /// choice.
@@ -42,6 +53,9 @@ pub struct LeaderRouted {
 struct Routes {
     endpoints: Vec<(String, Channel)>,
     preferred: AtomicUsize,
+    /// Per endpoint: when it last failed, in ms after `epoch` (0: never).
+    failed_ms: Vec<AtomicU64>,
+    epoch: Instant,
 }
 
 impl LeaderRouted {
@@ -50,7 +64,7 @@ impl LeaderRouted {
     pub fn new(endpoints: Vec<(String, Channel)>, first: usize) -> LeaderRouted {
         assert!(!endpoints.is_empty(), "a routed channel needs at least one endpoint");
         assert!(first < endpoints.len(), "first endpoint out of range");
-        LeaderRouted { routes: Arc::new(Routes { endpoints, preferred: AtomicUsize::new(first) }) }
+        LeaderRouted { routes: Arc::new(Routes::new(endpoints, first)) }
     }
 
     /// The endpoint the next call goes to.
@@ -60,17 +74,36 @@ impl LeaderRouted {
 }
 
 impl Routes {
-    /// After a call to endpoint `from` answered with `hint` (or failed:
-    /// `moved_on`): where the next calls go. Only a choice still pointing at
+    fn new(endpoints: Vec<(String, Channel)>, first: usize) -> Routes {
+        let failed_ms = endpoints.iter().map(|_| AtomicU64::new(0)).collect();
+        Routes { endpoints, preferred: AtomicUsize::new(first), failed_ms, epoch: Instant::now() }
+    }
+
+    fn now_ms(&self) -> u64 {
+        // 1 at the epoch itself, so that 0 stays "never failed".
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    fn failed_recently(&self, i: usize) -> bool {
+        let at = self.failed_ms[i].load(Ordering::Relaxed);
+        at != 0 && self.now_ms() - at < FAILED_ENDPOINT_AVOID.as_millis() as u64
+    }
+
+    /// After a call to endpoint `from` answered with `hint`, or failed
+    /// (`failed`): where the next calls go. Only a choice still pointing at
     /// `from` is changed, so late answers from an endpoint already left do
     /// not undo a newer choice.
-    fn learn(&self, from: usize, hint: Option<&HeaderValue>, moved_on: bool) {
+    fn learn(&self, from: usize, hint: Option<&HeaderValue>, failed: bool) {
+        if failed {
+            self.failed_ms[from].store(self.now_ms(), Ordering::Relaxed);
+        }
         let to = match hint {
             Some(h) => match self.endpoints.iter().position(|(addr, _)| addr.as_bytes() == h.as_bytes()) {
+                Some(j) if self.failed_recently(j) => return,
                 Some(j) => j,
                 None => self.next(from),
             },
-            None if moved_on => self.next(from),
+            None if failed => self.next(from),
             None => return,
         };
         if to != from {
@@ -78,8 +111,26 @@ impl Routes {
         }
     }
 
+    /// The endpoint after `from` that has not failed recently, else simply
+    /// the one after it.
     fn next(&self, from: usize) -> usize {
-        (from + 1) % self.endpoints.len()
+        let n = self.endpoints.len();
+        (1..n).map(|k| (from + k) % n).find(|&i| !self.failed_recently(i)).unwrap_or((from + 1) % n)
+    }
+}
+
+/// Counts a call as failed unless it is disarmed: a caller that gives up on
+/// a call (its own timeout drops the future) learns nothing otherwise.
+struct FailOnDrop {
+    routes: Option<Arc<Routes>>,
+    from: usize,
+}
+
+impl Drop for FailOnDrop {
+    fn drop(&mut self) {
+        if let Some(routes) = self.routes.take() {
+            routes.learn(self.from, None, true);
+        }
     }
 }
 
@@ -99,17 +150,17 @@ impl Service<Request<Body>> for LeaderRouted {
         let from = routes.preferred.load(Ordering::Relaxed);
         let mut channel = routes.endpoints[from].1.clone();
         Box::pin(async move {
+            let mut guard = FailOnDrop { routes: Some(routes), from };
             let res = match poll_fn(|cx| channel.poll_ready(cx)).await {
                 Ok(()) => channel.call(req).await,
                 Err(e) => Err(e),
             };
+            let routes = guard.routes.take().expect("armed until the answer");
             match &res {
                 Ok(resp) => {
-                    let unavailable = resp
-                        .headers()
-                        .get("grpc-status")
-                        .is_some_and(|s| s.as_bytes() == GRPC_STATUS_UNAVAILABLE);
-                    routes.learn(from, resp.headers().get(LEADER_HEADER), unavailable);
+                    let status = resp.headers().get("grpc-status").map(|s| s.as_bytes());
+                    let failed = status.is_some_and(|s| GRPC_STATUSES_MOVE_ON.contains(&s));
+                    routes.learn(from, resp.headers().get(LEADER_HEADER), failed);
                 }
                 Err(_) => routes.learn(from, None, true),
             }
@@ -131,7 +182,7 @@ mod tests {
                 (addr, ch)
             })
             .collect();
-        Routes { endpoints, preferred: AtomicUsize::new(first) }
+        Routes::new(endpoints, first)
     }
 
     fn at(r: &Routes) -> usize {
@@ -166,10 +217,34 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_hint_never_leaves_the_given_endpoints() {
+    async fn one_endpoint_is_never_left() {
         let r = routes(1, 0);
         r.learn(0, Some(&HeaderValue::from_static("10.0.0.9:7601")), false);
         assert_eq!(at(&r), 0);
-        assert_eq!(r.endpoints.len(), 1);
+        r.learn(0, None, true);
+        assert_eq!(at(&r), 0);
+    }
+
+    /// A client that reaches the followers but not the leader: the leader
+    /// failed, so the followers' hints naming it are ignored for a while
+    /// and the client stays with a follower, which forwards.
+    #[tokio::test]
+    async fn hints_naming_an_endpoint_that_just_failed_are_ignored() {
+        let r = routes(3, 0);
+        r.learn(0, None, true);
+        assert_eq!(at(&r), 1);
+        r.learn(1, Some(&HeaderValue::from_static("127.0.0.1:7601")), false);
+        assert_eq!(at(&r), 1, "stays with the follower");
+        // Moving on skips the endpoint that failed.
+        r.learn(1, None, true);
+        assert_eq!(at(&r), 2);
+    }
+
+    #[tokio::test]
+    async fn a_call_given_up_by_its_caller_moves_on() {
+        let r = Arc::new(routes(3, 0));
+        drop(FailOnDrop { routes: Some(r.clone()), from: 0 });
+        assert_eq!(at(&r), 1);
+        assert!(r.failed_recently(0));
     }
 }

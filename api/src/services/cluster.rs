@@ -195,6 +195,22 @@ impl Cluster for ClusterService {
                         r.version
                     )));
                 }
+                // Nothing to log for the version the state has (a build
+                // older than the command could not even decode it) or an
+                // older one.
+                if r.version == 0 {
+                    return Err(Status::invalid_argument("version: state versions start at 1"));
+                }
+                let current = self.node.sm.state_version().map_err(internal)?;
+                if r.version == current {
+                    return Ok(SetStateVersionResponse { version: current, revision: 0 });
+                }
+                if r.version < current {
+                    return Err(Status::failed_precondition(format!(
+                        "the state is at version {current} and never goes back (asked for {})",
+                        r.version
+                    )));
+                }
                 let op = Op::SetStateVersion(SetStateVersion { version: r.version });
                 let w =
                     self.api.write(&meta, Rpc::ClusterSetStateVersion, "", r.options.as_ref(), op).await?;
