@@ -1,10 +1,11 @@
 //! The first admin of a new cluster. The node that initializes the cluster
-//! proposes one `Bootstrap` command; apply accepts it only once per cluster,
-//! so restarts and races are harmless.
+//! proposes `InitStateVersion` (the newest state version it applies) and
+//! then one `Bootstrap` command; apply accepts each only before the first
+//! admin exists, so restarts and races are harmless.
 
 use std::time::Duration;
 
-use strongbox_store::command::Bootstrap;
+use strongbox_store::command::{Bootstrap, InitStateVersion, STATE_VERSION_SUPPORTED};
 use strongbox_store::names::NameKey;
 use strongbox_store::{Actor, Command, ErrorCode, Op};
 use zeroize::Zeroizing;
@@ -69,6 +70,15 @@ async fn attempt(api: &Api) -> anyhow::Result<()> {
     if api.node.sm.bootstrapped()? {
         return Ok(());
     }
+    if api.node.sm.state_version()? < STATE_VERSION_SUPPORTED {
+        let op = Op::InitStateVersion(InitStateVersion { version: STATE_VERSION_SUPPORTED });
+        let (_, resp) = api.node.write(node_command(api, op), Duration::from_secs(10)).await?;
+        match resp.result {
+            Ok(_) => {}
+            Err(e) if e.code == ErrorCode::FailedPrecondition => return Ok(()), // bootstrapped meanwhile
+            Err(e) => anyhow::bail!("setting the state version refused: {e}"),
+        }
+    }
     let (pw, generated) = match password(&api.auth) {
         Ok(p) => p,
         Err(e) => {
@@ -82,18 +92,9 @@ async fn attempt(api: &Api) -> anyhow::Result<()> {
     }
     let username = api.auth.settings.bootstrap_admin_username.clone();
     let password_phc = api.auth.hasher.hash(pw.clone()).await?;
-    let cmd = Command {
-        request_id: uuid::Uuid::new_v4().to_string(),
-        time_ms: now_ms(),
-        node: api.node.id,
-        actor: Actor::Node,
-        op: Op::Bootstrap(Bootstrap {
-            username: username.clone(),
-            password_phc,
-            name_key: NameKey::generate(),
-        }),
-    };
-    let (_, resp) = api.node.write(cmd, Duration::from_secs(10)).await?;
+    let op =
+        Op::Bootstrap(Bootstrap { username: username.clone(), password_phc, name_key: NameKey::generate() });
+    let (_, resp) = api.node.write(node_command(api, op), Duration::from_secs(10)).await?;
     match resp.result {
         Ok(_) => {
             tracing::info!(user = %username, "created the first admin");
@@ -105,5 +106,15 @@ async fn attempt(api: &Api) -> anyhow::Result<()> {
         }
         Err(e) if e.code == ErrorCode::FailedPrecondition => Ok(()),
         Err(e) => anyhow::bail!("bootstrap refused: {e}"),
+    }
+}
+
+fn node_command(api: &Api, op: Op) -> Command {
+    Command {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        time_ms: now_ms(),
+        node: api.node.id,
+        actor: Actor::Node,
+        op,
     }
 }

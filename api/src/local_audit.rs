@@ -33,6 +33,14 @@ pub struct Seen {
     /// The state machine's install epoch when the request first found it
     /// readable (see `Api::rpc`).
     pub install_epoch: Option<u64>,
+    /// The request changed something outside apply (a key, the membership):
+    /// no later failure may answer it as "not served, retry".
+    pub took_effect: bool,
+}
+
+/// Marks the current request as having changed something outside apply.
+pub fn took_effect() {
+    note(|s| s.took_effect = true);
 }
 
 tokio::task_local! {

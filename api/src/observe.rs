@@ -47,6 +47,26 @@ fn code_name(code: Code) -> &'static str {
     }
 }
 
+/// tonic refuses a request over a service's decode limit (set to
+/// `REQUEST_BYTES_MAX` on every client-facing service) with OUT_OF_RANGE
+/// before any handler runs; clients are told RESOURCE_EXHAUSTED for an
+/// oversized request, as etcd does, so that refusal is restated here, on
+/// the way out.
+pub fn restate_oversize<B>(mut resp: tonic::codegen::http::Response<B>) -> tonic::codegen::http::Response<B> {
+    let Some(status) = Status::from_header_map(resp.headers()) else { return resp };
+    if status.code() == Code::OutOfRange
+        && status.message().starts_with("Error, decoded message length too large")
+    {
+        let why = status.message().trim_start_matches("Error, decoded message length too large: ");
+        let restated = Status::resource_exhausted(format!(
+            "request too large ({why}); split it or send less (limit {REQUEST_BYTES_MAX} bytes)"
+        ));
+        // Cannot fail: the message is ASCII, percent-encoded by tonic.
+        let _ = restated.add_header(resp.headers_mut());
+    }
+    resp
+}
+
 /// RESOURCE_EXHAUSTED for requests over the size cap.
 pub fn check_size<M: prost::Message>(msg: &M) -> Result<(), Status> {
     let len = msg.encoded_len();
@@ -64,11 +84,17 @@ pub fn now_ms() -> u64 {
     strongbox_raft::clock::now_ms()
 }
 
-/// The client's idempotency key, or a fresh one.
-pub fn request_id(given: Option<&strongbox_proto::v1::WriteOptions>) -> String {
+/// The client's idempotency key, or a fresh one. Checked here, before
+/// anything (the local audit included) keeps a copy of it.
+pub fn request_id(given: Option<&strongbox_proto::v1::WriteOptions>) -> Result<String, Status> {
+    use strongbox_store::limits::REQUEST_ID_BYTES_MAX;
     match given.map(|o| o.request_id.as_str()) {
-        Some(id) if !id.is_empty() => id.to_string(),
-        _ => uuid::Uuid::new_v4().to_string(),
+        Some(id) if id.len() > REQUEST_ID_BYTES_MAX => Err(Status::invalid_argument(format!(
+            "options.request_id: at most {REQUEST_ID_BYTES_MAX} bytes, got {}",
+            id.len()
+        ))),
+        Some(id) if !id.is_empty() => Ok(id.to_string()),
+        _ => Ok(uuid::Uuid::new_v4().to_string()),
     }
 }
 
@@ -82,6 +108,11 @@ pub fn command_status(e: CommandError) -> Status {
         ErrorCode::ResourceExhausted => Status::resource_exhausted(e.message),
         ErrorCode::Unauthenticated => Status::unauthenticated(e.message),
     }
+}
+
+/// As `command_status`, naming the request field that was refused.
+pub fn field_status(field: &str, e: CommandError) -> Status {
+    command_status(CommandError { message: format!("{field}: {}", e.message), ..e })
 }
 
 #[cfg(test)]

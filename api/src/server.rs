@@ -29,7 +29,7 @@ use crate::auth::Auth;
 use crate::config::NodeConfig;
 use crate::leader_hint::LeaderHint;
 use crate::limits::{
-    CLIENT_PENDING_RESETS_MAX, CONCURRENCY_PER_CONNECTION_MAX, GRPC_DECODE_BYTES_MAX, PEER_PENDING_RESETS_MAX,
+    CLIENT_PENDING_RESETS_MAX, CONCURRENCY_PER_CONNECTION_MAX, PEER_PENDING_RESETS_MAX, REQUEST_BYTES_MAX,
 };
 use crate::services::audit::AuditService;
 use crate::services::auth::AuthService;
@@ -173,52 +173,52 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     }
     let hint = LeaderHint::follow(&node);
     let api_task = tokio::spawn(
-        api.layer(tower::util::MapResponseLayer::new(move |r| hint.stamp(r)))
-            .add_service(health_svc)
-            .add_service(reflection)
-            .add_service(reflection_alpha)
-            .add_service(
-                SecretsServer::new(SecretsService::new(services.clone()))
-                    .max_decoding_message_size(GRPC_DECODE_BYTES_MAX),
-            )
-            .add_service(
-                ClusterServer::new(ClusterService::new(services.clone()))
-                    .max_decoding_message_size(GRPC_DECODE_BYTES_MAX),
-            )
-            .add_service(
-                AuthServer::new(AuthService::new(services.clone()))
-                    .max_decoding_message_size(GRPC_DECODE_BYTES_MAX),
-            )
-            .add_service(
-                UsersServer::new(UsersService::new(services.clone()))
-                    .max_decoding_message_size(GRPC_DECODE_BYTES_MAX),
-            )
-            .add_service(
-                ClientsServer::new(ClientsService::new(services.clone()))
-                    .max_decoding_message_size(GRPC_DECODE_BYTES_MAX),
-            )
-            .add_service(
-                RolesServer::new(RolesService::new(services.clone()))
-                    .max_decoding_message_size(GRPC_DECODE_BYTES_MAX),
-            )
-            .add_service(
-                LedgerServer::new(LedgerService::new(services.clone()))
-                    .max_decoding_message_size(GRPC_DECODE_BYTES_MAX),
-            )
-            .add_service(
-                AuditServer::new(AuditService::new(services.clone()))
-                    .max_decoding_message_size(GRPC_DECODE_BYTES_MAX),
-            )
-            .add_service(
-                FeedServer::new(FeedService::new(services.clone(), stop_rx.clone()))
-                    .max_decoding_message_size(GRPC_DECODE_BYTES_MAX),
-            )
-            .add_service(KeysServer::new(KeysService::new(
-                services.clone(),
-                cfg.clone(),
-                reencryption.clone(),
-            )))
-            .serve_with_incoming_shutdown(incoming(api_listener), stopped(stop_rx.clone())),
+        api.layer(tower::util::MapResponseLayer::new(move |r| {
+            crate::observe::restate_oversize(hint.stamp(r))
+        }))
+        .add_service(health_svc)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(
+            SecretsServer::new(SecretsService::new(services.clone()))
+                .max_decoding_message_size(REQUEST_BYTES_MAX),
+        )
+        .add_service(
+            ClusterServer::new(ClusterService::new(services.clone()))
+                .max_decoding_message_size(REQUEST_BYTES_MAX),
+        )
+        .add_service(
+            AuthServer::new(AuthService::new(services.clone())).max_decoding_message_size(REQUEST_BYTES_MAX),
+        )
+        .add_service(
+            UsersServer::new(UsersService::new(services.clone()))
+                .max_decoding_message_size(REQUEST_BYTES_MAX),
+        )
+        .add_service(
+            ClientsServer::new(ClientsService::new(services.clone()))
+                .max_decoding_message_size(REQUEST_BYTES_MAX),
+        )
+        .add_service(
+            RolesServer::new(RolesService::new(services.clone()))
+                .max_decoding_message_size(REQUEST_BYTES_MAX),
+        )
+        .add_service(
+            LedgerServer::new(LedgerService::new(services.clone()))
+                .max_decoding_message_size(REQUEST_BYTES_MAX),
+        )
+        .add_service(
+            AuditServer::new(AuditService::new(services.clone()))
+                .max_decoding_message_size(REQUEST_BYTES_MAX),
+        )
+        .add_service(
+            FeedServer::new(FeedService::new(services.clone(), stop_rx.clone()))
+                .max_decoding_message_size(REQUEST_BYTES_MAX),
+        )
+        .add_service(
+            KeysServer::new(KeysService::new(services.clone(), cfg.clone(), reencryption.clone()))
+                .max_decoding_message_size(REQUEST_BYTES_MAX),
+        )
+        .serve_with_incoming_shutdown(incoming(api_listener), stopped(stop_rx.clone())),
     );
 
     tracing::info!(id = cfg.id, api = %cfg.api_addr, raft = %cfg.raft_addr, "node started");

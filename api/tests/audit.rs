@@ -73,6 +73,12 @@ async fn logins_grants_and_refusals_are_audited_and_the_chain_verifies_everywher
     assert_eq!(next.records[0].seq, page.records[1].seq + 1);
     let q = AuditQueryRequest { limit: 5000, ..Default::default() };
     assert_eq!(audit.query(q).await.unwrap_err().code(), Code::InvalidArgument);
+    // The last possible cursor: nothing after it (it used to overflow).
+    for chain in [AuditChain::Replicated, AuditChain::Local] {
+        let q = AuditQueryRequest { after_seq: u64::MAX, chain: chain as i32, ..Default::default() };
+        let end = audit.query(q).await.unwrap().into_inner();
+        assert!(end.records.is_empty(), "{chain:?}: {:?}", end.records);
+    }
 }
 
 async fn local_records(c: &TestCluster, node: u64) -> Vec<AuditRecord> {

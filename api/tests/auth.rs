@@ -418,6 +418,7 @@ async fn lockout_expiry_enumeration_clients_and_no_secrets_in_logs() {
     put_role(&c, "team-a", &[("allow", "read", "secrets:team-a/*"), ("allow", "write", "secrets:team-a/*")])
         .await;
     create_user(&c, "erin", &["team-a"]).await;
+    let before_lock = login(&c, 1, "erin", PASSWORD).await.unwrap().access_token;
 
     // Unknown user and wrong password: the same status and message.
     let unknown = login(&c, 1, "no-such-user", "whatever-pass").await.unwrap_err();
@@ -440,6 +441,18 @@ async fn lockout_expiry_enumeration_clients_and_no_secrets_in_logs() {
             .into_inner();
         assert!(u.locked, "node {n} does not see the lockout");
     }
+    // A session opened before the lockout cannot go on guessing through a
+    // password change (a failure while locked would not extend the lock).
+    let e = AuthClient::new(c.authed(1, Some(&before_lock)))
+        .change_password(ChangePasswordRequest {
+            options: wo(),
+            old_password: "wrong-password-5".into(),
+            new_password: "yet another horse".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().starts_with("erin is locked"), "{}", e.message());
     UsersClient::new(c.admin(3))
         .unlock(UserRequest { options: wo(), username: "erin".into() })
         .await

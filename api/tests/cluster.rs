@@ -221,6 +221,15 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
     let huge = "x".repeat(2 * 1024 * 1024);
     let e = s.put(put_req("ok/path", &huge, "")).await.unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
+    // Far over, on a read (refused by the transport before any handler).
+    let e = s.get(get_req(&"x".repeat(9 << 20), Consistency::Linearizable, 0)).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
+    assert!(e.message().contains("request too large"), "{}", e.message());
+
+    // An idempotency key over its limit: refused, and nothing keeps it.
+    let e = s.put(put_req("ok/rid", "v", &"r".repeat(129))).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().starts_with("options.request_id: at most 128 bytes"), "{}", e.message());
 
     let e = s.get(get_req("missing/thing", Consistency::Linearizable, 0)).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);

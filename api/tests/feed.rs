@@ -176,6 +176,10 @@ async fn stalled_consumer_is_cut_off_and_bad_requests_are_refused() {
     assert_eq!(feed.watch(bad).await.unwrap_err().code(), Code::InvalidArgument);
     let bad = WatchRequest { progress_interval_ms: 5, ..Default::default() };
     assert_eq!(feed.watch(bad).await.unwrap_err().code(), Code::InvalidArgument);
+    let many = WatchRequest { kinds: vec!["secret.updated".into(); 33], ..Default::default() };
+    let e = feed.watch(many).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().starts_with("kinds: at most 32"), "{}", e.message());
     let no_token = FeedClient::new(c.authed(leader, None)).watch(WatchRequest::default()).await;
     assert_eq!(no_token.unwrap_err().code(), Code::Unauthenticated);
 
@@ -406,12 +410,31 @@ async fn a_watch_its_client_dropped_stops_working_at_once() {
         progress_interval_ms: 60_000,
         ..Default::default()
     };
-    let stream = FeedClient::new(c.admin(leader)).watch(req).await.expect("watch").into_inner();
+    let stream = FeedClient::new(c.admin(leader)).watch(req.clone()).await.expect("watch").into_inner();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while watch_streams(&c, leader).await < 1.0 {
         assert!(tokio::time::Instant::now() < deadline, "the watch was never counted");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // One principal holds at most 32 streams on a node; the 33rd is refused
+    // and names why, and closing one makes room again.
+    let mut more = Vec::new();
+    for _ in 1..32 {
+        more.push(FeedClient::new(c.admin(leader)).watch(req.clone()).await.expect("watch").into_inner());
+    }
+    let e = FeedClient::new(c.admin(leader)).watch(req.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("user:admin already has 32 watch streams"), "{}", e.message());
+    more.pop();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match FeedClient::new(c.admin(leader)).watch(req.clone()).await {
+            Ok(s) => break more.push(s.into_inner()),
+            Err(e) => assert!(tokio::time::Instant::now() < deadline, "no room after closing one: {e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(more);
     drop(stream);
     // The producer ends within a moment, not at its next progress message.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::command::{Command, CommandError, Op, Outcome};
+use crate::command::{Command, CommandError, InitStateVersion, Op, Outcome, SetStateVersion};
 use crate::db::encode;
 
 /// Records one query returns at most.
@@ -89,7 +89,8 @@ pub fn resource(op: &Op) -> String {
         Op::DeleteRole(c) => format!("role:{}", c.name),
         Op::CreateAccounts(c) => ledgers(c.accounts.iter().map(|a| a.ledger)),
         Op::CreateTransfers(c) => ledgers(c.transfers.iter().map(|t| t.ledger)),
-        Op::SetStateVersion(c) => format!("cluster:state_version={}", c.version),
+        Op::SetStateVersion(SetStateVersion { version })
+        | Op::InitStateVersion(InitStateVersion { version }) => format!("cluster:state_version={version}"),
         Op::ChangePassword(_) | Op::RenewToken(_) | Op::RevokeToken(_) | Op::ExpirePendingTransfers(_) => {
             String::new()
         }

@@ -280,7 +280,21 @@ impl Db {
         to: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DbError> {
+        self.scan_raw_within(cf, from, to, limit, usize::MAX)
+    }
+
+    /// As `scan_raw`, also stopping once the values read reach `bytes_max`
+    /// (the record that crosses it included, so a read always progresses).
+    pub fn scan_raw_within(
+        &self,
+        cf: Cf,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+        bytes_max: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DbError> {
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         // The floor is read before the iterator is made: raised only after
         // a write, it never hides a record the iterator's view still holds.
         let from = match self.floor(cf) {
@@ -289,7 +303,7 @@ impl Db {
         };
         let iter = self.inner.db.iterator_cf(self.handle(cf), IteratorMode::From(&from, Direction::Forward));
         for item in iter {
-            if out.len() >= limit {
+            if out.len() >= limit || bytes >= bytes_max {
                 break;
             }
             let (k, v) = item?;
@@ -299,6 +313,7 @@ impl Db {
                 }
             }
             let plain = self.inner.codec.open(cf, &k, &v)?;
+            bytes = bytes.saturating_add(plain.len());
             out.push((k.into_vec(), plain));
         }
         Ok(out)

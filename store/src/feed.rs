@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Op, Outcome};
+use crate::command::{InitStateVersion, Op, Outcome, SetStateVersion};
 use crate::db::DbError;
 use crate::ledger::model::{transfer_flags, Transfer};
 use crate::ledger::results::{CreateAccountResult, CreateTransferResult};
@@ -35,6 +35,10 @@ pub const FEED_PRUNE_PER_COMMAND_MAX: usize = 4;
 pub const FEED_PRUNE_BYTES_PER_COMMAND_MAX: usize = 1024;
 /// Records one read returns at most.
 pub const FEED_READ_MAX: usize = 1024;
+/// And stored bytes: one record can hold 8,189 transfer events, and a read
+/// is rendered in full before a watcher filters it. The record that crosses
+/// the bound is still returned, so a read always makes progress.
+pub const FEED_READ_BYTES_MAX: usize = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeedRecord {
@@ -126,8 +130,9 @@ pub(crate) fn describe(
         // The token's hash identifies a credential: it stays out.
         (Op::RevokeToken(_), _) => vec![event("token.revoked", actor, &[])],
         (Op::RenewToken(_), _) => vec![event("token.renewed", actor, &[])],
-        (Op::SetStateVersion(c), _) => {
-            vec![event("cluster.state_version", "cluster", &[("version", c.version.to_string())])]
+        (Op::SetStateVersion(SetStateVersion { version }), _)
+        | (Op::InitStateVersion(InitStateVersion { version }), _) => {
+            vec![event("cluster.state_version", "cluster", &[("version", version.to_string())])]
         }
         (Op::PutRole(c), _) => vec![event("role.updated", &c.name, &[("rules", c.rules.len().to_string())])],
         (Op::DeleteRole(c), _) => vec![event("role.deleted", &c.name, &[])],

@@ -165,6 +165,7 @@ impl StateMachine {
             feed_oldest_bytes,
             feed_bytes,
             names: self.names()?,
+            state_version: self.state_version()?,
         })
     }
 
@@ -280,15 +281,15 @@ impl StateMachine {
             .collect())
     }
 
-    /// Change feed records from `from` on (in revision order), at most `limit`.
+    /// Change feed records from `from` on (in revision order), at most
+    /// `limit` and about `FEED_READ_BYTES_MAX` stored bytes (at least one).
     pub fn feed(&self, from: u64, limit: usize) -> Result<Vec<FeedRecord>, DbError> {
         let limit = limit.min(feed::FEED_READ_MAX);
-        Ok(self
-            .db
-            .scan::<feed::StoredRecord>(Cf::Feed, &feed::key(from), None, limit)?
+        self.db
+            .scan_raw_within(Cf::Feed, &feed::key(from), None, limit, feed::FEED_READ_BYTES_MAX)?
             .into_iter()
-            .map(|(_, r)| r.render())
-            .collect())
+            .map(|(_, raw)| Ok(decode::<feed::StoredRecord>(Cf::Feed, &raw)?.render()))
+            .collect()
     }
 
     /// The audit chain's last record: (seq, hash); (0, zeros) when empty.
@@ -402,6 +403,8 @@ pub struct ApplyBatch<'a> {
     feed_bytes: u64,
     /// The key that hashes names (set by `Bootstrap`).
     names: NameKey,
+    /// The state version (see `SetStateVersion`), as of the last command.
+    state_version: u32,
     /// Callers resolved earlier in this batch (many commands of a batch
     /// carry the same token). Pure memoisation: dropped whenever a command
     /// changes tokens, principals or roles, and re-checked for expiry.
@@ -498,9 +501,10 @@ impl<'a> ApplyBatch<'a> {
         } else {
             tx.flush_ledger();
         }
-        let Tx { touched_auth, bumps_revision, expired, names, .. } = tx;
+        let Tx { touched_auth, bumps_revision, expired, names, state_version, .. } = tx;
         if let Ok(outcome) = &result {
             self.names = names;
+            self.state_version = state_version;
             let actor = actor.clone();
             if touched_auth {
                 self.callers.clear();
@@ -739,6 +743,8 @@ pub(crate) struct Tx<'b> {
     pub(crate) expired: Vec<u128>,
     /// The name key as of this command (`Bootstrap` sets it).
     pub(crate) names: NameKey,
+    /// The state version as of this command (`SetStateVersion` sets it).
+    state_version: u32,
     /// Transfer ids the database did not hold when this command began,
     /// sorted (`prefetch_absent_transfers`). The database does not change
     /// while a batch is applied, and the overlay is read first.
@@ -923,6 +929,7 @@ impl<'b> Tx<'b> {
             expired: Vec::new(),
             absent_transfers: Vec::new(),
             names: batch.names.clone(),
+            state_version: batch.state_version,
         }
     }
 }
@@ -971,13 +978,14 @@ impl Tx<'_> {
         self.stage(Key::new(cf, key), Some(encode(value)));
     }
 
-    /// The state version this batch applies by (see `SetStateVersion`).
-    pub fn state_version(&self) -> Result<u32, DbError> {
-        Ok(self.get::<u32>(Cf::SmMeta, sm_keys::STATE_VERSION)?.unwrap_or(1))
+    /// The state version this command applies by (see `SetStateVersion`).
+    pub fn state_version(&self) -> u32 {
+        self.state_version
     }
 
     pub(crate) fn set_state_version(&mut self, version: u32) {
         self.put(Cf::SmMeta, sm_keys::STATE_VERSION, &version);
+        self.state_version = version;
     }
 
     pub fn delete(&mut self, cf: Cf, key: &[u8]) {

@@ -168,14 +168,25 @@ fn login_failures_lock_the_user_on_every_node_alike() {
         let r = apply_one(&sm, &as_node(&format!("slow{i}"), 100 + i * 2000, op));
         assert_eq!(r.result, Ok(Outcome::LoginFailureRecorded { locked: false }));
     }
-    // An unknown user is a no-op, not an error (no enumeration).
-    let op = Op::RecordLoginFailure(RecordLoginFailure {
-        username: "nobody".into(),
-        failures_max: 3,
-        window_ms: 1,
-        lockout_ms: 1,
-    });
-    assert!(apply_one(&sm, &as_node("ghost", 30_000, op)).result.is_ok());
+    // An unknown user is not an error, and moves the revision as a known
+    // one does, locked or not: the revision (anyone can watch it) tells
+    // nobody which usernames exist.
+    let fail_as = |who: &str, id: &str| {
+        let op = Op::RecordLoginFailure(RecordLoginFailure {
+            username: who.into(),
+            failures_max: 1,
+            window_ms: 1,
+            lockout_ms: 1_000_000,
+        });
+        let before = sm.revision().unwrap();
+        let r = apply_one(&sm, &as_node(id, 30_000, op));
+        assert!(r.result.is_ok(), "{who}: {r:?}");
+        sm.revision().unwrap() - before
+    };
+    assert_eq!(fail_as("nobody", "ghost"), 1);
+    assert_eq!(fail_as("bob", "known"), 1);
+    assert!(sm.principal(&Principal::User("bob".into())).unwrap().unwrap().locked(30_001));
+    assert_eq!(fail_as("bob", "locked"), 1);
 }
 
 #[test]

@@ -411,6 +411,92 @@ fn posts_and_voids_follow_tigerbeetle_on_amounts_user_data_and_retries() {
     assert_eq!(bal(&sm, 1), (0, 60, 0, 0));
 }
 
+/// TigerBeetle keeps an event's flags as sent, `linked` included, and
+/// compares all of them when an id comes again (its own test cases).
+#[test]
+fn flags_are_kept_whole_and_compared_whole_on_a_retry() {
+    let (_d, sm) = open();
+    let linked = |mut a: Account| {
+        a.flags |= af::LINKED;
+        a
+    };
+    assert_eq!(create_accounts(&sm, "a1", vec![acct(1, 0)]), vec![AR::Ok]);
+    let r = create_accounts(&sm, "a2", vec![linked(acct(2, 0)), linked(acct(1, 0)), linked(acct(3, 0))]);
+    assert_eq!(r, vec![AR::LinkedEventFailed, AR::ExistsWithDifferentFlags, AR::LinkedEventChainOpen]);
+    let mut other_code = linked(acct(1, 0));
+    other_code.code = 11;
+    let r = create_accounts(&sm, "a3", vec![other_code, acct(2, 0)]);
+    assert_eq!(r, vec![AR::ExistsWithDifferentFlags, AR::LinkedEventFailed]);
+    assert_eq!(create_accounts(&sm, "a4", vec![linked(acct(2, 0)), acct(3, 0)]), vec![AR::Ok, AR::Ok]);
+    assert!(account(&sm, 2).has(af::LINKED), "stored as sent");
+    assert!(!account(&sm, 3).has(af::LINKED));
+    // A retry of the chain as sent: `exists` (which fails a chain too).
+    assert_eq!(
+        create_accounts(&sm, "a5", vec![linked(acct(2, 0)), acct(3, 0)]),
+        vec![AR::Exists, AR::LinkedEventFailed]
+    );
+
+    let t1 = Transfer { flags: tf::LINKED, ..xfer(10, 2, 3, 5) };
+    assert_eq!(create_transfers(&sm, "t1", vec![t1, xfer(11, 2, 3, 1)]), vec![TR::Ok, TR::Ok]);
+    let stored = read::transfers(sm.db(), &[10]).unwrap().pop().unwrap().transfer;
+    assert_eq!(stored.flags, tf::LINKED);
+    assert_eq!(create_transfers(&sm, "t2", vec![xfer(10, 2, 3, 5)]), vec![TR::ExistsWithDifferentFlags]);
+    assert_eq!(create_transfers(&sm, "t3", vec![t1, xfer(11, 2, 3, 1)]), vec![TR::Exists, TR::LinkedEventFailed]);
+
+    // `closed`, set since by a closing transfer, is compared too.
+    let closing = Transfer { flags: tf::PENDING | tf::CLOSING_DEBIT, ..xfer(12, 3, 2, 1) };
+    assert_eq!(create_transfers(&sm, "t4", vec![closing]), vec![TR::Ok]);
+    assert_eq!(create_accounts(&sm, "a6", vec![acct(3, 0)]), vec![AR::ExistsWithDifferentFlags]);
+    assert_eq!(create_accounts(&sm, "a7", vec![acct(3, af::CLOSED)]), vec![AR::Exists]);
+    assert_eq!(bal(&sm, 2), (0, 6, 1, 0));
+}
+
+/// A void means the whole pending amount by 0 only: retried with
+/// `AMOUNT_MAX` it is a different amount (a fresh one exceeds it).
+#[test]
+fn a_void_retried_with_the_maximum_amount_is_a_different_amount() {
+    let (_d, sm) = open();
+    with_accounts(&sm);
+    let pending = Transfer { flags: tf::PENDING, ..xfer(70, 1, 2, 10) };
+    assert_eq!(create_transfers(&sm, "p", vec![pending]), vec![TR::Ok]);
+    let void = |amount| Transfer {
+        id: 71,
+        pending_id: 70,
+        flags: tf::VOID_PENDING_TRANSFER,
+        amount,
+        ..Default::default()
+    };
+    assert_eq!(create_transfers(&sm, "v1", vec![void(0)]), vec![TR::Ok]);
+    assert_eq!(create_transfers(&sm, "v2", vec![void(0)]), vec![TR::Exists]);
+    assert_eq!(create_transfers(&sm, "v3", vec![void(10)]), vec![TR::Exists]);
+    assert_eq!(create_transfers(&sm, "v4", vec![void(u128::MAX)]), vec![TR::ExistsWithDifferentAmount]);
+}
+
+/// A cluster made by an older build (state version 1) keeps the rules it
+/// had until an admin moves it on: every node answers the same log entry
+/// the same way, whichever build it runs.
+#[test]
+fn a_state_at_version_one_keeps_its_old_flag_rules() {
+    let (_d, sm) = open_at_version(1);
+    let linked = Account { flags: af::LINKED, ..acct(2, 0) };
+    assert_eq!(create_accounts(&sm, "a1", vec![acct(1, 0), linked, acct(3, 0)]), vec![AR::Ok; 3]);
+    assert!(!account(&sm, 2).has(af::LINKED), "version 1 dropped `linked`");
+    assert_eq!(create_accounts(&sm, "a2", vec![acct(2, 0)]), vec![AR::Exists]);
+    let pending = Transfer { flags: tf::PENDING, ..xfer(70, 1, 2, 10) };
+    assert_eq!(create_transfers(&sm, "p", vec![pending]), vec![TR::Ok]);
+    let void = Transfer { id: 71, pending_id: 70, flags: tf::VOID_PENDING_TRANSFER, ..Default::default() };
+    assert_eq!(create_transfers(&sm, "v1", vec![void]), vec![TR::Ok]);
+    let max = Transfer { amount: u128::MAX, ..void };
+    assert_eq!(create_transfers(&sm, "v2", vec![max]), vec![TR::Exists]);
+
+    let up = Op::SetStateVersion(strongbox_store::command::SetStateVersion { version: 2 });
+    assert!(apply_one(&sm, &as_admin("up", 1, up)).result.is_ok());
+    assert_eq!(create_transfers(&sm, "v3", vec![max]), vec![TR::ExistsWithDifferentAmount]);
+    let linked4 = Account { flags: af::LINKED, ..acct(4, 0) };
+    assert_eq!(create_accounts(&sm, "a3", vec![linked4, acct(5, 0)]), vec![AR::Ok, AR::Ok]);
+    assert!(account(&sm, 4).has(af::LINKED), "version 2 keeps it");
+}
+
 #[test]
 fn a_pending_amount_must_fit_the_posted_balance_it_may_be_posted_to() {
     let (_d, sm) = open();

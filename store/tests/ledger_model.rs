@@ -75,7 +75,8 @@ impl Model {
             return R::IdAlreadyFailed;
         }
         if let Some(e) = self.transfers.get(&t.id) {
-            let same_flags = (t.flags & !tf::LINKED) == e.flags;
+            // Flags are kept as sent, `linked` included (TigerBeetle's rule).
+            let same_flags = t.flags == e.flags;
             if !same_flags {
                 return R::ExistsWithDifferentFlags;
             }
@@ -92,7 +93,7 @@ impl Model {
             }
             // A void of 0 and a post of the maximum mean the pending amount.
             let asked = match (resolves, void, t.amount) {
-                (true, true, 0) | (true, _, u128::MAX) => self.transfers[&t.pending_id].amount,
+                (true, true, 0) | (true, false, u128::MAX) => self.transfers[&t.pending_id].amount,
                 _ => t.amount,
             };
             return if asked == e.amount { R::Exists } else { R::ExistsWithDifferentAmount };
@@ -141,7 +142,7 @@ impl Model {
                 ledger: p.ledger,
                 code: p.code,
                 amount,
-                flags: t.flags & !tf::LINKED,
+                flags: t.flags,
                 timestamp: 0,
                 ..*t
             };
@@ -169,7 +170,7 @@ impl Model {
         if pending {
             self.status.insert(t.id, 0);
         }
-        self.transfers.insert(t.id, Transfer { flags: t.flags & !tf::LINKED, timestamp: 0, ..*t });
+        self.transfers.insert(t.id, Transfer { timestamp: 0, ..*t });
         R::Ok
     }
 

@@ -5,19 +5,20 @@
 mod common;
 
 use common::*;
-use strongbox_store::command::{CreateUser, Outcome, SetStateVersion, STATE_VERSION_SUPPORTED};
+use strongbox_store::codec::Codec;
+use strongbox_store::command::{
+    Bootstrap, CreateUser, InitStateVersion, Outcome, SetStateVersion, STATE_VERSION_SUPPORTED,
+};
 use strongbox_store::layout::sm_keys;
-use strongbox_store::{Cf, ErrorCode, Op};
+use strongbox_store::{Cf, Db, ErrorCode, Op, StateMachine};
 
 fn set(version: u32) -> Op {
     Op::SetStateVersion(SetStateVersion { version })
 }
 
-/// (Going back from a later version is refused too, FAILED_PRECONDITION,
-/// once a build supports more than one.)
 #[test]
-fn the_state_version_starts_at_one_and_zero_is_refused() {
-    let (_d, sm) = open();
+fn an_old_state_is_at_one_moves_forward_only_and_zero_is_refused() {
+    let (_d, sm) = open_at_version(1);
     assert_eq!(sm.state_version().unwrap(), 1);
     let rev = sm.revision().unwrap();
     let same = apply_one(&sm, &as_admin("v1", 1, set(1)));
@@ -26,6 +27,39 @@ fn the_state_version_starts_at_one_and_zero_is_refused() {
     let back = apply_one(&sm, &as_admin("v0", 1, set(0)));
     assert_eq!(back.result.unwrap_err().code, ErrorCode::InvalidArgument);
     assert_eq!(sm.state_version().unwrap(), 1);
+    let up = apply_one(&sm, &as_admin("v2", 1, set(2)));
+    assert_eq!(up.result, Ok(Outcome::StateVersion { version: 2 }));
+    assert_eq!((sm.state_version().unwrap(), sm.revision().unwrap()), (2, rev + 1));
+    let back = apply_one(&sm, &as_admin("v1b", 1, set(1)));
+    assert_eq!(back.result.unwrap_err().code, ErrorCode::FailedPrecondition);
+    assert_eq!(sm.state_version().unwrap(), 2);
+}
+
+/// A new cluster's first node sets the newest version it applies, before
+/// the first admin exists; after that only an admin moves it.
+#[test]
+fn a_new_state_starts_at_the_version_its_first_node_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let sm = StateMachine::new(Db::open(dir.path(), Codec::plaintext()).unwrap());
+    assert_eq!(sm.state_version().unwrap(), 1, "a state that never set one");
+    let init = |v| Op::InitStateVersion(InitStateVersion { version: v });
+    let r = apply_one(&sm, &as_node("init", 0, init(STATE_VERSION_SUPPORTED)));
+    assert_eq!(r.result, Ok(Outcome::StateVersion { version: STATE_VERSION_SUPPORTED }));
+    assert_eq!(sm.state_version().unwrap(), STATE_VERSION_SUPPORTED);
+    let mut b = sm.begin().unwrap();
+    let err = b.apply(&as_node("too-new", 0, init(STATE_VERSION_SUPPORTED + 1))).unwrap_err();
+    assert!(err.to_string().contains("newer build"), "{err}");
+    drop(b);
+    let boot = Bootstrap {
+        username: "admin".into(),
+        password_phc: ADMIN_PHC.into(),
+        name_key: strongbox_store::names::NameKey::generate(),
+    };
+    assert!(apply_one(&sm, &as_node("boot", 0, Op::Bootstrap(boot))).result.is_ok());
+    let late = apply_one(&sm, &as_node("late", 0, init(STATE_VERSION_SUPPORTED)));
+    assert_eq!(late.result.unwrap_err().code, ErrorCode::FailedPrecondition);
+    let by_client = apply_one(&sm, &as_admin("by-client", 0, init(STATE_VERSION_SUPPORTED)));
+    assert_eq!(by_client.result.unwrap_err().code, ErrorCode::PermissionDenied);
 }
 
 #[test]
@@ -36,7 +70,7 @@ fn a_version_this_build_does_not_support_stops_apply_and_changes_nothing() {
     let err = b.apply(&as_admin("next", 1, set(STATE_VERSION_SUPPORTED + 1))).unwrap_err();
     assert!(err.to_string().contains("newer build"), "{err}");
     drop(b);
-    assert_eq!(sm.state_version().unwrap(), 1);
+    assert_eq!(sm.state_version().unwrap(), STATE_VERSION_SUPPORTED);
     assert_eq!(sm.revision().unwrap(), rev);
     sm.check_state_version().unwrap();
 }

@@ -108,7 +108,7 @@ impl Audit for AuditService {
                 }
                 let revision = self.api.revision()?;
                 // The local chain's oldest records may have been pruned.
-                let mut next = q.after_seq + 1;
+                let mut next = q.after_seq.saturating_add(1);
                 if chain == AuditChain::Local {
                     next = next.max(local_audit::anchor(self.api.node.sm.db()).map_err(internal)?.0 + 1);
                 }

@@ -267,6 +267,17 @@ impl Auth for AuthService {
                     return Err(Status::failed_precondition("service clients have secrets, not passwords"));
                 };
                 let rec = self.api.node.sm.principal(&caller.principal).map_err(internal)?;
+                // A locked user is refused before any guess is checked: a
+                // failure recorded while locked does not extend the lock, so
+                // otherwise a stolen token could guess on without limit.
+                let now = now_ms();
+                if let Some(until_ms) = rec.as_ref().map(|r| r.locked_until_ms).filter(|u| *u > now) {
+                    return Err(Status::failed_precondition(format!(
+                        "{name} is locked after repeated wrong passwords for {} s more; try again \
+                         then, or ask an admin (`strongbox user unlock {name}`)",
+                        (until_ms - now).div_ceil(1000)
+                    )));
+                }
                 let phc = rec.map(|r| r.credential);
                 if !self.api.auth.hasher.verify(old, phc.clone()).await? {
                     self.record_failure(name).await?;

@@ -63,8 +63,7 @@ impl Clients for ClientsService {
                 check_size(req.get_ref())?;
                 let (meta, _, r) = req.into_parts();
                 client_id_arg(&r.client_id)?;
-                validate_role_names(&r.roles)
-                    .map_err(|e| Status::invalid_argument(format!("roles: {}", e.message)))?;
+                validate_role_names(&r.roles).map_err(|e| crate::observe::field_status("roles", e))?;
                 let (secret, secret_digest) = new_client_secret();
                 let op = Op::CreateClient(CreateClient {
                     client_id: r.client_id.clone(),

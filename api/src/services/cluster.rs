@@ -20,6 +20,7 @@ use strongbox_store::command::{Op, Outcome, SetStateVersion, STATE_VERSION_SUPPO
 use super::{internal, token_of, Api};
 use crate::auth::tokens::bearer;
 use crate::auth::Rpc;
+use crate::local_audit;
 
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -125,15 +126,14 @@ impl Cluster for ClusterService {
                 let r = req.into_inner();
                 let id = require_id(r.id)?;
                 for (field, v) in [("raft_addr", &r.raft_addr), ("api_addr", &r.api_addr)] {
-                    if v.parse::<std::net::SocketAddr>().is_err() && !v.contains(':') {
-                        return Err(Status::invalid_argument(format!("{field}: {v:?} is not host:port")));
-                    }
+                    host_port(field, v)?;
                 }
                 let op = MembershipOp::AddLearner {
                     id,
                     node: NodeInfo { raft_addr: r.raft_addr, api_addr: r.api_addr },
                 };
                 let log_id = self.node.change_membership(op, MEMBERSHIP_TIMEOUT).await?;
+                local_audit::took_effect();
                 Ok(MembershipResponse { members: self.members().await?, log_index: log_id.index })
             })
             .await
@@ -146,6 +146,7 @@ impl Cluster for ClusterService {
                 let id = require_id(req.into_inner().id)?;
                 let log_id =
                     self.node.change_membership(MembershipOp::Promote { id }, MEMBERSHIP_TIMEOUT).await?;
+                local_audit::took_effect();
                 Ok(MembershipResponse { members: self.members().await?, log_index: log_id.index })
             })
             .await
@@ -158,6 +159,7 @@ impl Cluster for ClusterService {
                 let id = require_id(req.into_inner().id)?;
                 let log_id =
                     self.node.change_membership(MembershipOp::Remove { id }, MEMBERSHIP_TIMEOUT).await?;
+                local_audit::took_effect();
                 Ok(MembershipResponse { members: self.members().await?, log_index: log_id.index })
             })
             .await
@@ -172,6 +174,7 @@ impl Cluster for ClusterService {
                 self.admin(req.metadata(), Rpc::ClusterTransferLeader).await?;
                 let id = require_id(req.into_inner().id)?;
                 let leader = self.node.transfer_leader(id, MEMBERSHIP_TIMEOUT).await?;
+                local_audit::took_effect();
                 Ok(TransferLeaderResponse { leader_id: leader })
             })
             .await
@@ -289,5 +292,41 @@ impl Cluster for ClusterService {
                 Ok(Box::pin(ReceiverStream::new(rx)) as SaveSnapshotStream)
             })
             .await
+    }
+}
+
+/// `host:port` (a name or an IP address, and a port), as peers dial it.
+fn host_port(field: &str, v: &str) -> Result<(), Status> {
+    const ADDR_BYTES_MAX: usize = 261; // a 253-byte DNS name, ':' and a port
+    let refuse = || Status::invalid_argument(format!("{field}: {v:?} is not host:port (like 10.0.0.4:7111)"));
+    if v.len() > ADDR_BYTES_MAX {
+        return Err(Status::invalid_argument(format!("{field}: at most {ADDR_BYTES_MAX} bytes")));
+    }
+    if v.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let (host, port) = v.rsplit_once(':').ok_or_else(refuse)?;
+    let host_ok = !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || "-.".contains(c));
+    if !host_ok || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(refuse());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_port;
+
+    #[test]
+    fn peer_addresses_must_be_host_and_port() {
+        for ok in ["127.0.0.1:7111", "[::1]:7111", "node-2.example:7111", "db2:1"] {
+            assert!(host_port("raft_addr", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ":", "node2", "node2:", ":7111", "node 2:7111", "node2:0", "node2:99999", "a:b:c"] {
+            let e = host_port("raft_addr", bad).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad}");
+            assert!(e.message().starts_with("raft_addr: "), "{}", e.message());
+        }
+        assert!(host_port("api_addr", &format!("{}:1", "a".repeat(300))).is_err());
     }
 }

@@ -2,22 +2,25 @@
 //! own applied state (the feed records the state machine writes with each
 //! revision), so writers never wait for watchers.
 //!
-//! Limits: each stream has a buffer of `SUBSCRIBER_BUFFER_MAX` messages; a
-//! consumer that leaves it full for `SLOW_CONSUMER_GRACE` is cut off with
-//! RESOURCE_EXHAUSTED naming the last revision it received, and resumes from
-//! there. At most `WATCHERS_MAX` streams per node.
+//! Limits: each stream has a buffer of `SUBSCRIBER_BUFFER_MAX` messages and
+//! `SUBSCRIBER_BUFFER_BYTES_MAX` encoded bytes; a consumer that leaves it
+//! full for `SLOW_CONSUMER_GRACE` is cut off with RESOURCE_EXHAUSTED naming
+//! the last revision it received, and resumes from there. At most
+//! `WATCHERS_MAX` streams per node, `WATCHERS_PER_PRINCIPAL_MAX` of them for
+//! one user or client, and `KINDS_MAX` kinds per filter.
 
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::Stream;
+use prost::Message;
 use strongbox_proto::v1::feed_server::Feed;
 use strongbox_proto::v1::{ChangeEvent, WatchRequest, WatchResponse};
 use strongbox_store::auth::{Access, Action, Caller, TokenHash};
 use strongbox_store::feed::{ChangeEvent as StoredEvent, FeedRecord};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status};
 
 use super::{installing, internal, token_of, Api};
@@ -25,10 +28,18 @@ use crate::auth::Rpc;
 
 /// Messages buffered per stream.
 pub const SUBSCRIBER_BUFFER_MAX: usize = 256;
+/// And their encoded bytes (one message of a ledger batch can hold 8,189
+/// events); a message larger than this has the buffer to itself.
+pub const SUBSCRIBER_BUFFER_BYTES_MAX: usize = 4 << 20;
 /// How long a full buffer is tolerated before the consumer is cut off.
 pub const SLOW_CONSUMER_GRACE: Duration = Duration::from_secs(5);
 /// Concurrent streams per node.
 pub const WATCHERS_MAX: usize = 256;
+/// Concurrent streams of one user or client on a node, so one caller
+/// cannot take them all.
+pub const WATCHERS_PER_PRINCIPAL_MAX: usize = 32;
+/// Kinds one filter may name (each is matched against every event).
+pub const KINDS_MAX: usize = 32;
 /// Feed records read per step.
 const READ_CHUNK: usize = 256;
 const PROGRESS_DEFAULT_MS: u32 = 5_000;
@@ -36,14 +47,21 @@ const PROGRESS_MS: std::ops::RangeInclusive<u32> = 100..=60_000;
 
 pub struct FeedService {
     api: Api,
-    watchers: Arc<AtomicUsize>,
+    watchers: Arc<Mutex<Watchers>>,
     stopping: watch::Receiver<bool>,
 }
 
 impl FeedService {
     pub fn new(api: Api, stopping: watch::Receiver<bool>) -> Self {
-        FeedService { api, watchers: Arc::new(AtomicUsize::new(0)), stopping }
+        FeedService { api, watchers: Arc::default(), stopping }
     }
+}
+
+/// The streams open on this node, in all and per principal.
+#[derive(Default)]
+struct Watchers {
+    total: usize,
+    per_principal: HashMap<String, usize>,
 }
 
 /// What a stream delivers, decided once from the request.
@@ -55,6 +73,12 @@ struct Filter {
 
 impl Filter {
     fn parse(r: &WatchRequest) -> Result<Filter, Status> {
+        if r.kinds.len() > KINDS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "kinds: at most {KINDS_MAX}, got {}; use a family like \"secret.*\" for several",
+                r.kinds.len()
+            )));
+        }
         for k in &r.kinds {
             if k.is_empty() || k.len() > 64 || !k.chars().all(|c| c.is_ascii_lowercase() || "._*".contains(c))
             {
@@ -139,7 +163,9 @@ struct Producer {
     token: TokenHash,
     filter: Filter,
     progress: Duration,
-    tx: mpsc::Sender<WatchResponse>,
+    tx: mpsc::Sender<Buffered>,
+    /// The buffer's bytes: a message holds its share until handed over.
+    bytes: Arc<Semaphore>,
     cut: Cut,
     stopping: watch::Receiver<bool>,
     /// Shared with the consumer: the stream counts against `WATCHERS_MAX`
@@ -161,17 +187,29 @@ impl Producer {
         *self.cut.lock().expect("cut lock") = Some(Ending::Status(status));
     }
 
-    /// Queues a message, cutting the consumer off if it stays full.
+    /// Queues a message, cutting the consumer off if the buffer (messages
+    /// or bytes) stays full.
     async fn send(&self, msg: WatchResponse) -> bool {
-        match self.tx.send_timeout(msg, SLOW_CONSUMER_GRACE).await {
+        let deadline = tokio::time::Instant::now() + SLOW_CONSUMER_GRACE;
+        let share = msg.encoded_len().clamp(1, SUBSCRIBER_BUFFER_BYTES_MAX) as u32;
+        let permit =
+            match tokio::time::timeout_at(deadline, self.bytes.clone().acquire_many_owned(share)).await {
+                Ok(Ok(p)) => p,
+                Ok(Err(_)) => return false, // never closed while a producer holds it
+                Err(_) => return self.too_slow(),
+            };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match self.tx.send_timeout((msg, permit), left).await {
             Ok(()) => true,
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
-                metrics::counter!("strongbox_watch_cut_total", "reason" => "slow").increment(1);
-                *self.cut.lock().expect("cut lock") = Some(Ending::TooSlow);
-                false
-            }
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => self.too_slow(),
             Err(mpsc::error::SendTimeoutError::Closed(_)) => false,
         }
+    }
+
+    fn too_slow(&self) -> bool {
+        metrics::counter!("strongbox_watch_cut_total", "reason" => "slow").increment(1);
+        *self.cut.lock().expect("cut lock") = Some(Ending::TooSlow);
+        false
     }
 
     async fn run(mut self, mut next: u64) {
@@ -261,9 +299,12 @@ fn compacted(api: &Api, start: u64) -> Status {
     ))
 }
 
+/// A buffered message and its share of the buffer's bytes.
+type Buffered = (WatchResponse, OwnedSemaphorePermit);
+
 /// The consumer's side of one watch.
 struct Consumer {
-    rx: mpsc::Receiver<WatchResponse>,
+    rx: mpsc::Receiver<Buffered>,
     cut: Cut,
     /// The last revision handed to the transport.
     last: u64,
@@ -271,20 +312,44 @@ struct Consumer {
     done: bool,
 }
 
-/// Decrements the watcher count when a stream's producer and consumer have
-/// both ended, however they end.
-struct WatcherSlot(Arc<AtomicUsize>);
+/// One stream's place in the watcher counts, given back when its producer
+/// and consumer have both ended, however they end.
+struct WatcherSlot {
+    watchers: Arc<Mutex<Watchers>>,
+    principal: String,
+}
 
 impl WatcherSlot {
-    fn new(count: Arc<AtomicUsize>) -> WatcherSlot {
+    fn take(watchers: &Arc<Mutex<Watchers>>, principal: String) -> Result<WatcherSlot, Status> {
+        let mut w = watchers.lock().expect("watchers lock");
+        if w.total >= WATCHERS_MAX {
+            return Err(Status::resource_exhausted(format!(
+                "this node serves at most {WATCHERS_MAX} watch streams; try another node or later"
+            )));
+        }
+        let mine = w.per_principal.entry(principal.clone()).or_default();
+        if *mine >= WATCHERS_PER_PRINCIPAL_MAX {
+            return Err(Status::resource_exhausted(format!(
+                "{principal} already has {WATCHERS_PER_PRINCIPAL_MAX} watch streams on this node; \
+                 close one, or watch several kinds in one stream"
+            )));
+        }
+        *mine += 1;
+        w.total += 1;
         metrics::gauge!("strongbox_watch_streams").increment(1.0);
-        WatcherSlot(count)
+        Ok(WatcherSlot { watchers: watchers.clone(), principal })
     }
 }
 
 impl Drop for WatcherSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        let mut w = self.watchers.lock().expect("watchers lock");
+        w.total -= 1;
+        let mine = w.per_principal.get_mut(&self.principal).expect("a slot's principal is counted");
+        *mine -= 1;
+        if *mine == 0 {
+            w.per_principal.remove(&self.principal);
+        }
         metrics::gauge!("strongbox_watch_streams").decrement(1.0);
     }
 }
@@ -309,6 +374,7 @@ impl FeedService {
         // if it says no (a token issued a moment ago through another node).
         let token = self.api.precheck(&meta, Rpc::FeedWatch, "").await?;
         self.api.within_staleness()?;
+        crate::observe::check_size(&r)?;
         let filter = Filter::parse(&r)?;
         let progress_ms =
             if r.progress_interval_ms == 0 { PROGRESS_DEFAULT_MS } else { r.progress_interval_ms };
@@ -325,13 +391,8 @@ impl FeedService {
         if start <= current && oldest.is_none_or(|o| start < o) {
             return Err(compacted(&self.api, start));
         }
-        if self.watchers.fetch_add(1, Ordering::Relaxed) >= WATCHERS_MAX {
-            self.watchers.fetch_sub(1, Ordering::Relaxed);
-            return Err(Status::resource_exhausted(format!(
-                "this node serves at most {WATCHERS_MAX} watch streams; try another node or later"
-            )));
-        }
-        let slot = Arc::new(WatcherSlot::new(self.watchers.clone()));
+        let principal = self.api.check(&token, Rpc::FeedWatch, "")?.principal.to_string();
+        let slot = Arc::new(WatcherSlot::take(&self.watchers, principal)?);
         let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER_MAX);
         let cut: Cut = Arc::default();
         let producer = Producer {
@@ -340,6 +401,7 @@ impl FeedService {
             filter,
             progress: Duration::from_millis(progress_ms as u64),
             tx,
+            bytes: Arc::new(Semaphore::new(SUBSCRIBER_BUFFER_BYTES_MAX)),
             cut: cut.clone(),
             stopping: self.stopping.clone(),
             _slot: slot.clone(),
@@ -363,7 +425,8 @@ impl FeedService {
                 return Some((Err(ending(e, st.last)), st));
             }
             match st.rx.recv().await {
-                Some(msg) => {
+                Some((msg, share)) => {
+                    drop(share);
                     st.last = msg.revision;
                     Some((Ok(msg), st))
                 }

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use super::{internal, token_of, Api};
 use crate::auth::Rpc;
 use crate::config::NodeConfig;
+use crate::local_audit;
 
 pub struct KeysService {
     api: Api,
@@ -83,6 +84,7 @@ impl Keys for KeysService {
                     .await
                     .map_err(internal)?
                     .map_err(internal)?;
+                local_audit::took_effect();
                 tracing::info!(key = id, "data key rotated; re-encryption starts");
                 Ok(KeysService::status(self))
             })
@@ -127,6 +129,7 @@ impl Keys for KeysService {
                 .await
                 .map_err(internal)?
                 .map_err(Status::internal)?;
+                local_audit::took_effect();
                 tracing::info!("master key rotated; data keys re-wrapped");
                 Ok(KeysService::status(self))
             })

@@ -71,14 +71,10 @@ impl LedgerService {
             }
             _ => unreachable!("ledger writes only"),
         };
+        let request_id = request_id(opts)?;
         let hash = self.precheck(meta, rpc, ledgers.into_iter()).await?;
-        let cmd = Command {
-            request_id: request_id(opts),
-            time_ms: now_ms(),
-            node: self.api.node.id,
-            actor: Actor::Token(hash),
-            op,
-        };
+        let cmd =
+            Command { request_id, time_ms: now_ms(), node: self.api.node.id, actor: Actor::Token(hash), op };
         self.api.propose(cmd).await
     }
 

@@ -94,7 +94,9 @@ impl Api {
             // A snapshot install started while this request read: what it
             // read may mix the old state and part of the new one.
             let res = match (res, seen.install_epoch) {
-                (Ok(_), Some(e)) if self.node.sm.install_epoch() != e => Err(installing()),
+                (Ok(_), Some(e)) if !seen.took_effect && self.node.sm.install_epoch() != e => {
+                    Err(installing())
+                }
                 (other, _) => other,
             };
             let actor = match (seen.actor, &seen.token) {
@@ -115,7 +117,15 @@ impl Api {
                 request_id: seen.request_id,
                 revision: self.revision()?,
             };
-            self.local_audit.record(entry).await?;
+            if let Err(e) = self.local_audit.record(entry).await {
+                if seen.took_effect && res.is_ok() {
+                    return Err(Status::internal(format!(
+                        "{method} took effect, but its audit record was not written ({}); do not retry it",
+                        e.message()
+                    )));
+                }
+                return Err(e);
+            }
             res
         })
         .await
@@ -173,7 +183,7 @@ impl Api {
         opts: Option<&WriteOptions>,
         op: Op,
     ) -> Result<Written, Status> {
-        let request_id = request_id(opts);
+        let request_id = request_id(opts)?;
         local_audit::note(|s| s.request_id = request_id.clone());
         let hash = self.precheck(meta, rpc, subject).await?;
         let cmd =
@@ -266,14 +276,11 @@ impl Api {
     }
 }
 
-/// Longest client-supplied `x-request-id` the audit keeps.
-const REQUEST_ID_BYTES_MAX: usize = 128;
-
 /// A read has no idempotency key; a client may still name it for the audit
 /// (a write's own request id comes first).
 fn note_request(meta: &MetadataMap) {
     if let Some(id) = meta.get("x-request-id").and_then(|v| v.to_str().ok()) {
-        if id.len() <= REQUEST_ID_BYTES_MAX {
+        if id.len() <= strongbox_store::limits::REQUEST_ID_BYTES_MAX {
             local_audit::note(|s| {
                 if s.request_id.is_empty() {
                     s.request_id = id.to_string();
@@ -303,8 +310,19 @@ pub fn page(p: Option<&Page>) -> Result<(usize, String), Status> {
         return Err(Status::invalid_argument(format!("page.page_size: at most {PAGE_SIZE_MAX}, got {size}")));
     }
     let size = if size == 0 { PAGE_SIZE_DEFAULT } else { size };
-    Ok((size as usize, p.map(|p| p.page_token.clone()).unwrap_or_default()))
+    let token = p.map(|p| p.page_token.clone()).unwrap_or_default();
+    // A token is a name this API returned, and names are shorter.
+    if token.len() > PAGE_TOKEN_BYTES_MAX {
+        return Err(Status::invalid_argument(format!(
+            "page.page_token: at most {PAGE_TOKEN_BYTES_MAX} bytes, got {}; pass the next_page_token a \
+             list returned",
+            token.len()
+        )));
+    }
+    Ok((size as usize, token))
 }
+
+const PAGE_TOKEN_BYTES_MAX: usize = 4096;
 
 /// The next page token: the last name, when the page was full.
 pub fn next_token<T>(items: &[T], size: usize, name: impl Fn(&T) -> String) -> String {

@@ -32,14 +32,14 @@ impl RolesService {
         let (meta, _, r) = req.into_parts();
         let principal = Principal::parse(&r.principal)
             .map_err(|e| Status::invalid_argument(format!("principal: {}", e.message)))?;
-        role_arg(&r.role)?;
+        role_arg("role", &r.role)?;
         let op = Op::AssignRole(AssignRole { principal, role: r.role, assign });
         Ok(written(self.api.write(&meta, rpc_, "", r.options.as_ref(), op).await?))
     }
 }
 
-fn role_arg(name: &str) -> Result<(), Status> {
-    validate_name("role", name).map_err(|e| Status::invalid_argument(format!("name: {}", e.message)))
+fn role_arg(field: &str, name: &str) -> Result<(), Status> {
+    validate_name("role", name).map_err(|e| Status::invalid_argument(format!("{field}: {}", e.message)))
 }
 
 /// The kinds of resource the permission table names (`users`, `secrets`...),
@@ -131,7 +131,7 @@ impl Roles for RolesService {
             .rpc("roles.put", token_of(req.metadata()), async {
                 check_size(req.get_ref())?;
                 let (meta, _, r) = req.into_parts();
-                role_arg(&r.name)?;
+                role_arg("name", &r.name)?;
                 let rules = r
                     .permissions
                     .into_iter()
@@ -148,7 +148,7 @@ impl Roles for RolesService {
         self.api
             .rpc("roles.get", token_of(req.metadata()), async {
                 let (meta, _, r) = req.into_parts();
-                role_arg(&r.name)?;
+                role_arg("name", &r.name)?;
                 self.api.read(&meta, Rpc::RolesGet, "", r.options.as_ref()).await?;
                 match self.api.node.sm.role(&r.name).map_err(internal)? {
                     Some(role) => Ok(role_view(r.name, role)),
@@ -180,7 +180,7 @@ impl Roles for RolesService {
             .rpc("roles.delete", token_of(req.metadata()), async {
                 check_size(req.get_ref())?;
                 let (meta, _, r) = req.into_parts();
-                role_arg(&r.name)?;
+                role_arg("name", &r.name)?;
                 let op = Op::DeleteRole(DeleteRole { name: r.name });
                 Ok(written(self.api.write(&meta, Rpc::RolesDelete, "", r.options.as_ref(), op).await?))
             })

@@ -70,7 +70,7 @@ impl Users for UsersService {
                 self.api.precheck(&meta, Rpc::UsersCreate, "").await?;
                 // Cheap checks before the expensive hash.
                 strongbox_store::command::validate_role_names(&r.roles)
-                    .map_err(|e| Status::invalid_argument(format!("roles: {}", e.message)))?;
+                    .map_err(|e| crate::observe::field_status("roles", e))?;
                 let password_phc = self.api.auth.hasher.hash(pw).await?;
                 let op = Op::CreateUser(CreateUser { username: r.username, password_phc, roles: r.roles });
                 let w = self.api.write(&meta, Rpc::UsersCreate, "", r.options.as_ref(), op).await?;

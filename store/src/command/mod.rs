@@ -19,6 +19,7 @@ mod delete_role;
 mod delete_secret;
 mod destroy_secret_versions;
 mod expire_pending_transfers;
+mod init_state_version;
 pub(crate) mod intent;
 pub mod issue_token;
 mod put_role;
@@ -43,6 +44,7 @@ pub use delete_role::DeleteRole;
 pub use delete_secret::DeleteSecret;
 pub use destroy_secret_versions::DestroySecretVersions;
 pub use expire_pending_transfers::ExpirePendingTransfers;
+pub use init_state_version::InitStateVersion;
 pub use issue_token::IssueToken;
 pub use put_role::PutRole;
 pub use put_secret::PutSecret;
@@ -181,6 +183,7 @@ ops! {
     CreateTransfers(CreateTransfers) = "create_transfers",
     ExpirePendingTransfers(ExpirePendingTransfers) = "expire_pending_transfers",
     SetStateVersion(SetStateVersion) = "set_state_version",
+    InitStateVersion(InitStateVersion) = "init_state_version",
 }
 
 impl Command {

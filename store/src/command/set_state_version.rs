@@ -18,7 +18,19 @@ use crate::DbError;
 /// The state versions this build applies: 1 up to this one. Raise it (and
 /// gate the new behaviour on `Tx::state_version() >= it`) whenever apply
 /// would answer an entry differently from the build before.
-pub const STATE_VERSION_SUPPORTED: u32 = 1;
+pub const STATE_VERSION_SUPPORTED: u32 = 2;
+
+/// From version 2, ledger events keep every flag they were sent with
+/// (`linked` included, as TigerBeetle stores it), an id already taken is
+/// compared on all of them (`closed` included), and a void retried with
+/// `AMOUNT_MAX` is a different amount, not the whole one. Before, `linked`
+/// was dropped, and neither it nor `closed` was compared.
+pub const LEDGER_FLAGS_KEPT: u32 = 2;
+
+/// From version 2, every failed login moves the revision (and is a feed
+/// event), for a known user or not, locked or not: any caller can watch
+/// the revision, so before, it told which usernames exist.
+pub const LOGIN_FAILURES_UNIFORM: u32 = 2;
 
 /// Why a node cannot go on with a state of `version`.
 pub fn unsupported(version: u32) -> DbError {
@@ -51,7 +63,7 @@ impl SetStateVersion {
             // entry after every restart, until it runs a newer build.
             return Err(unsupported(self.version));
         }
-        let current = tx.state_version()?;
+        let current = tx.state_version();
         if self.version < current {
             return refuse(
                 ErrorCode::FailedPrecondition,

@@ -2,7 +2,7 @@
 
 use super::model::{account_flags as f, Account};
 use super::results::CreateAccountResult as R;
-use super::{account, next_timestamp, require_write, store_accounts, Abort};
+use super::{account, flags_kept, next_timestamp, require_write, store_accounts, Abort};
 use crate::auth::Caller;
 use crate::state_machine::Tx;
 
@@ -26,7 +26,7 @@ pub(crate) fn create_account(tx: &mut Tx<'_>, caller: &Caller, a: &Account) -> R
     }
     if let Some(e) = account(tx, a.id)? {
         require_write(caller, e.ledger)?;
-        return Ok(exists(a, &e));
+        return Ok(exists(a, &e, flags_kept(tx)));
     }
     if a.has(f::DEBITS_MUST_NOT_EXCEED_CREDITS) && a.has(f::CREDITS_MUST_NOT_EXCEED_DEBITS) {
         return Ok(R::FlagsAreMutuallyExclusive);
@@ -51,17 +51,19 @@ pub(crate) fn create_account(tx: &mut Tx<'_>, caller: &Caller, a: &Account) -> R
     }
     let timestamp = next_timestamp(tx)?;
     tx.next_revision();
-    let created = Account { flags: a.flags & !f::LINKED, timestamp, ..*a };
+    let flags = if flags_kept(tx) { a.flags } else { a.flags & !f::LINKED };
+    let created = Account { flags, timestamp, ..*a };
     // A new account joins its ledger's totals with zero balances.
     store_accounts(tx, &[(Account { timestamp: 0, ..created }, created)])?;
     Ok(R::Ok)
 }
 
 /// An id that is taken: the same account again, or which field differs.
-/// `linked` is part of the request, not of the account, and `closed` may
-/// have been set since, so neither is compared.
-fn exists(a: &Account, e: &Account) -> R {
-    let mask = !(f::LINKED | f::CLOSED);
+/// Every flag is compared, as TigerBeetle does (`closed` set by a closing
+/// transfer since included); states before `LEDGER_FLAGS_KEPT` compare
+/// neither `linked` nor `closed`.
+fn exists(a: &Account, e: &Account, all_flags: bool) -> R {
+    let mask = if all_flags { u16::MAX } else { !(f::LINKED | f::CLOSED) };
     if a.flags & mask != e.flags & mask {
         R::ExistsWithDifferentFlags
     } else if a.user_data_128 != e.user_data_128 {

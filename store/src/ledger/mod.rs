@@ -71,6 +71,12 @@ pub fn ledger_resource(ledger: u32) -> String {
 
 /// Write access to a ledger, checked per event inside apply (a batch may
 /// span ledgers, and a post inherits its ledger from the pending transfer).
+/// Whether this command keeps ledger events' flags whole (see
+/// `LEDGER_FLAGS_KEPT`).
+pub(crate) fn flags_kept(tx: &Tx<'_>) -> bool {
+    tx.state_version() >= crate::command::set_state_version::LEDGER_FLAGS_KEPT
+}
+
 pub(crate) fn require_write(caller: &Caller, ledger: u32) -> Result<(), Abort> {
     caller.require(&Access::new(Action::Write, ledger_resource(ledger))).map_err(Abort::Refused)
 }

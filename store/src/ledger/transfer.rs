@@ -6,8 +6,8 @@ use super::model::{
 };
 use super::results::CreateTransferResult as R;
 use super::{
-    account, id_key, next_timestamp, record_entries, require_write, store_accounts, transfer, transfer_id,
-    Abort,
+    account, flags_kept, id_key, next_timestamp, record_entries, require_write, store_accounts, transfer,
+    transfer_id, Abort,
 };
 use crate::auth::Caller;
 use crate::layout::Cf;
@@ -39,7 +39,7 @@ pub(crate) fn create_transfer(tx: &mut Tx<'_>, caller: &Caller, t: &Transfer) ->
             0 => None,
             id => transfer(tx, id)?.map(|p| p.transfer),
         };
-        return Ok(exists(t, &e.transfer, p.as_ref()));
+        return Ok(exists(t, &e.transfer, p.as_ref(), flags_kept(tx)));
     }
     if flags_conflict(t.flags) {
         return Ok(R::FlagsAreMutuallyExclusive);
@@ -149,7 +149,8 @@ pub(crate) fn create_transfer(tx: &mut Tx<'_>, caller: &Caller, t: &Transfer) ->
         cr.flags |= af::CLOSED;
     }
 
-    let created = Transfer { amount, timestamp, flags: t.flags & !f::LINKED, ..*t };
+    let flags = if flags_kept(tx) { t.flags } else { t.flags & !f::LINKED };
+    let created = Transfer { amount, timestamp, flags, ..*t };
     let revision = tx.next_revision();
     store_accounts(tx, &[(dr0, dr), (cr0, cr)])?;
     store_transfer(tx, &created, revision);
@@ -180,9 +181,11 @@ fn flags_conflict(flags: u16) -> bool {
 }
 
 /// An id that is taken: the same transfer again, or which field differs.
-/// `p` is the pending transfer a post or void names.
-fn exists(t: &Transfer, e: &Transfer, p: Option<&Transfer>) -> R {
-    if t.flags & !f::LINKED != e.flags & !f::LINKED {
+/// `p` is the pending transfer a post or void names. `kept`: the state
+/// keeps flags whole (`LEDGER_FLAGS_KEPT`), so all of them are compared.
+fn exists(t: &Transfer, e: &Transfer, p: Option<&Transfer>, kept: bool) -> R {
+    let mask = if kept { u16::MAX } else { !f::LINKED };
+    if t.flags & mask != e.flags & mask {
         return R::ExistsWithDifferentFlags;
     }
     if t.pending_id != e.pending_id {
@@ -193,7 +196,7 @@ fn exists(t: &Transfer, e: &Transfer, p: Option<&Transfer>) -> R {
     }
     let resolves = t.has(f::POST_PENDING_TRANSFER) || t.has(f::VOID_PENDING_TRANSFER);
     match (resolves, p) {
-        (true, Some(p)) => resolution_exists(t, e, p),
+        (true, Some(p)) => resolution_exists(t, e, p, kept),
         // Same flags and pending id as a stored post or void: its pending
         // transfer is stored too.
         (true, None) => unreachable!("a stored post or void of {} names a missing pending transfer", e.id),
@@ -230,7 +233,7 @@ fn plain_exists(t: &Transfer, e: &Transfer) -> R {
 /// A post or void again. Fields it may leave at 0 (accounts, ledger, code,
 /// user data) were filled in from the pending transfer `p`; the "whole
 /// amount" forms (a post of `AMOUNT_MAX`, a void of 0) mean `p`'s amount.
-fn resolution_exists(t: &Transfer, e: &Transfer, p: &Transfer) -> R {
+fn resolution_exists(t: &Transfer, e: &Transfer, p: &Transfer, kept: bool) -> R {
     let given = |asked: u128, stored: u128| asked == 0 || asked == stored;
     // Builds before user data was inherited stored the 0 sent.
     let user_data = |asked: u128, stored: u128, pending: u128| {
@@ -241,8 +244,10 @@ fn resolution_exists(t: &Transfer, e: &Transfer, p: &Transfer) -> R {
         }
     };
     let void = t.has(f::VOID_PENDING_TRANSFER);
-    // Those builds also took a void of AMOUNT_MAX for the whole amount.
-    let whole = (void && t.amount == 0) || t.amount == AMOUNT_MAX;
+    // Those builds also took a void of AMOUNT_MAX for the whole amount
+    // (as states before `LEDGER_FLAGS_KEPT` still do).
+    let whole =
+        if void { t.amount == 0 || (!kept && t.amount == AMOUNT_MAX) } else { t.amount == AMOUNT_MAX };
     let amount = if whole { p.amount } else { t.amount };
     if !given(t.debit_account_id, e.debit_account_id) {
         R::ExistsWithDifferentDebitAccountId

@@ -5,7 +5,8 @@ use super::model::{account_flags as af, transfer_flags as f, PendingStatus, Tran
 use super::results::CreateTransferResult as R;
 use super::transfer::store_transfer;
 use super::{
-    account, id_key, next_timestamp, record_entries, require_write, store_accounts, transfer, Abort,
+    account, flags_kept, id_key, next_timestamp, record_entries, require_write, store_accounts, transfer,
+    Abort,
 };
 use crate::auth::{Caller, Read};
 use crate::layout::Cf;
@@ -106,7 +107,7 @@ pub(super) fn post_or_void(tx: &mut Tx<'_>, caller: &Caller, t: &Transfer) -> Re
         code: p.code,
         amount,
         timestamp,
-        flags: t.flags & !f::LINKED,
+        flags: if flags_kept(tx) { t.flags } else { t.flags & !f::LINKED },
         user_data_128: if t.user_data_128 == 0 { p.user_data_128 } else { t.user_data_128 },
         user_data_64: if t.user_data_64 == 0 { p.user_data_64 } else { t.user_data_64 },
         user_data_32: if t.user_data_32 == 0 { p.user_data_32 } else { t.user_data_32 },

@@ -4,7 +4,7 @@
 
 use strongbox_store::auth::{Principal, TokenHash};
 use strongbox_store::codec::Codec;
-use strongbox_store::command::{Bootstrap, IssueToken, PutSecret};
+use strongbox_store::command::{Bootstrap, IssueToken, PutSecret, STATE_VERSION_SUPPORTED};
 use strongbox_store::{Actor, Command, Db, Op, Response, StateMachine};
 
 pub const ADMIN_TOKEN: TokenHash = [7; 32];
@@ -13,10 +13,25 @@ pub const ADMIN_PHC: &str = "$argon2id$admin";
 pub const BASE: u64 = 2;
 pub const FAR_MS: u64 = 1 << 60;
 
+/// A new state, at the newest state version, as a new cluster starts.
 pub fn open() -> (tempfile::TempDir, StateMachine) {
+    open_at_version(STATE_VERSION_SUPPORTED)
+}
+
+/// A new state at an older state version: a cluster made by an older build.
+pub fn open_at_version(version: u32) -> (tempfile::TempDir, StateMachine) {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), Codec::plaintext()).unwrap();
+    set_version(&db, version);
     bootstrapped(dir, db)
+}
+
+/// Written directly (a new cluster gets it from `InitStateVersion`, which
+/// would move the revisions every test counts from).
+fn set_version(db: &Db, version: u32) {
+    let mut b = db.batch();
+    b.put(strongbox_store::Cf::SmMeta, strongbox_store::layout::sm_keys::STATE_VERSION, &version);
+    db.write(b, true).unwrap();
 }
 
 /// As `open`, with encryption at rest under a fresh master key of its own.
@@ -25,6 +40,7 @@ pub fn open_encrypted() -> (tempfile::TempDir, StateMachine) {
     let dir = tempfile::tempdir().unwrap();
     let keyring = Keyring::create(dir.path(), MasterKey::generate().0).unwrap();
     let db = Db::open(&dir.path().join("db"), Codec::encrypted(std::sync::Arc::new(keyring))).unwrap();
+    set_version(&db, STATE_VERSION_SUPPORTED);
     bootstrapped(dir, db)
 }
 
