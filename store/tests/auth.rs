@@ -377,6 +377,12 @@ fn a_changed_password_ends_every_other_session_but_the_callers() {
         ErrorCode::Unauthenticated
     );
     assert!(apply_one(&sm, &login("bob", "$argon2id$bob2", [11; 32], 5, FAR_MS)).result.is_ok());
+    // A change checked against the hash it replaced, after that hash changed
+    // (a concurrent change won): refused as a lost race, nothing changes.
+    let stale = ChangePassword { expected_phc: BOB_PHC.into(), new_phc: "$argon2id$bob3".into() };
+    let r = apply_one(&sm, &as_token(BOB, "pw2", 6, Op::ChangePassword(stale)));
+    assert_eq!(code(&r), ErrorCode::FailedPrecondition, "{r:?}");
+    assert!(apply_one(&sm, &login("bob", "$argon2id$bob2", [12; 32], 7, FAR_MS)).result.is_ok());
 }
 
 const HELP: [u8; 32] = [3; 32];

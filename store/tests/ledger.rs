@@ -441,7 +441,10 @@ fn flags_are_kept_whole_and_compared_whole_on_a_retry() {
     let stored = read::transfers(sm.db(), &[10]).unwrap().pop().unwrap().transfer;
     assert_eq!(stored.flags, tf::LINKED);
     assert_eq!(create_transfers(&sm, "t2", vec![xfer(10, 2, 3, 5)]), vec![TR::ExistsWithDifferentFlags]);
-    assert_eq!(create_transfers(&sm, "t3", vec![t1, xfer(11, 2, 3, 1)]), vec![TR::Exists, TR::LinkedEventFailed]);
+    assert_eq!(
+        create_transfers(&sm, "t3", vec![t1, xfer(11, 2, 3, 1)]),
+        vec![TR::Exists, TR::LinkedEventFailed]
+    );
 
     // `closed`, set since by a closing transfer, is compared too.
     let closing = Transfer { flags: tf::PENDING | tf::CLOSING_DEBIT, ..xfer(12, 3, 2, 1) };

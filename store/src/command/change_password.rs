@@ -2,6 +2,7 @@ use serde::{Deserialize, Serialize};
 
 use super::create_user::put_principal;
 
+use super::set_state_version::PASSWORD_RACE_IS_PRECONDITION;
 use super::{refuse, validate_credential, Applied, CommandError, Ctx, ErrorCode, Outcome, Required};
 use crate::auth::{principal_record, Principal};
 use crate::layout::Cf;
@@ -48,6 +49,14 @@ impl ChangePassword {
             return refuse(ErrorCode::NotFound, format!("no {p}"));
         };
         if rec.credential != self.expected_phc {
+            // Checked against the hash the node read: another change or a
+            // reset won in between. Version 1 called it a wrong password.
+            if tx.state_version() >= PASSWORD_RACE_IS_PRECONDITION {
+                return refuse(
+                    ErrorCode::FailedPrecondition,
+                    "the password was changed or reset while this change was checked; log in again",
+                );
+            }
             return refuse(ErrorCode::Unauthenticated, "the old password is wrong");
         }
         let revision = tx.next_revision();

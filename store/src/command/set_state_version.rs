@@ -32,6 +32,11 @@ pub const LEDGER_FLAGS_KEPT: u32 = 2;
 /// the revision, so before, it told which usernames exist.
 pub const LOGIN_FAILURES_UNIFORM: u32 = 2;
 
+/// From version 2, a password change that lost a race with another change
+/// or a reset is FAILED_PRECONDITION (it was UNAUTHENTICATED, "wrong
+/// password", though the old password was right).
+pub const PASSWORD_RACE_IS_PRECONDITION: u32 = 2;
+
 /// Why a node cannot go on with a state of `version`.
 pub fn unsupported(version: u32) -> DbError {
     DbError::Format(format!(
