@@ -103,6 +103,7 @@ async fn call(ch: AuthChannel, rpc: Rpc, tag: &str) -> Result<(), Status> {
         Rpc::SecretsPut => go!(secrets.put(put_req(&path, "v", ""))),
         Rpc::SecretsGet => go!(secrets.get(get_req(&path, Consistency::Linearizable, 0))),
         Rpc::SecretsDelete => go!(secrets.delete(DeleteSecretRequest { options: wo(), path })),
+        Rpc::SecretsUndelete => go!(secrets.undelete(UndeleteSecretRequest { options: wo(), path })),
         Rpc::SecretsDestroy => {
             go!(secrets.destroy(DestroySecretRequest { options: wo(), path, versions: vec![1] }))
         }

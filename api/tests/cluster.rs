@@ -243,6 +243,30 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
     let after = c.status(leader).await.unwrap().revision;
     assert_eq!(after, before + 1, "only the one valid put changed state");
     assert!(s.get(get_req("ok/path", Consistency::Linearizable, 0)).await.is_err());
+
+    // Soft delete, as Vault does it: the deleted latest version is hidden
+    // even when named by number, the answer says why, a second delete
+    // succeeds, and undelete brings the version back.
+    put_retry(&c, leader, "del/p", "one", "del-1").await;
+    put_retry(&c, leader, "del/p", "two", "del-2").await;
+    let del = || DeleteSecretRequest { options: None, path: "del/p".into() };
+    assert_eq!(s.delete(del()).await.unwrap().into_inner().version, 2);
+    assert_eq!(s.delete(del()).await.unwrap().into_inner().version, 2, "deleting again succeeds");
+    for version in [0, 2] {
+        let e = s.get(get_req_v("del/p", version)).await.unwrap_err();
+        assert_eq!(e.code(), Code::NotFound);
+        assert!(e.message().contains("latest version (2) of secret del/p is deleted"), "{}", e.message());
+    }
+    assert_eq!(s.get(get_req_v("del/p", 1)).await.unwrap().into_inner().value, b"one");
+    let e = s.get(get_req_v("del/p", 7)).await.unwrap_err();
+    assert!(e.message().contains("no version 7 of secret del/p (the latest is 2)"), "{}", e.message());
+    let back = s.undelete(UndeleteSecretRequest { options: None, path: "del/p".into() }).await.unwrap();
+    assert_eq!(back.into_inner().version, 2);
+    assert_eq!(s.get(get_req_v("del/p", 0)).await.unwrap().into_inner().value, b"two");
+}
+
+fn get_req_v(path: &str, version: u64) -> GetSecretRequest {
+    GetSecretRequest { version, ..get_req(path, Consistency::Linearizable, 0) }
 }
 
 #[tokio::test]

@@ -74,6 +74,7 @@ pub fn resource(op: &Op) -> String {
     match op {
         Op::PutSecret(c) => format!("secrets:{}", c.path),
         Op::DeleteSecret(c) => format!("secrets:{}", c.path),
+        Op::UndeleteSecret(c) => format!("secrets:{}", c.path),
         Op::DestroySecretVersions(c) => format!("secrets:{}", c.path),
         Op::Bootstrap(c) => format!("user:{}", c.username),
         Op::CreateUser(c) => format!("user:{}", c.username),

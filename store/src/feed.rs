@@ -97,6 +97,9 @@ pub(crate) fn describe(
         (Op::DeleteSecret(c), Outcome::SecretDeleted { version }) => {
             vec![event("secret.deleted", &c.path, &[("version", version.to_string())])]
         }
+        (Op::UndeleteSecret(c), Outcome::SecretUndeleted { version }) => {
+            vec![event("secret.undeleted", &c.path, &[("version", version.to_string())])]
+        }
         (Op::DestroySecretVersions(c), _) => {
             let versions = c.versions.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
             vec![event("secret.destroyed", &c.path, &[("versions", versions)])]

@@ -359,27 +359,43 @@ impl StateMachine {
 
     /// Reads a secret: the latest live version, or a given one.
     pub fn get_secret(&self, path: &str, version: Option<u64>) -> Result<Option<SecretView>, DbError> {
+        Ok(self.get_secret_at(path, version)?.0)
+    }
+
+    /// As `get_secret`, with the revision of the state it was read from:
+    /// all from one point in time, so a reader that resyncs from it and
+    /// watches the feed from the next revision misses nothing.
+    pub fn get_secret_at(
+        &self,
+        path: &str,
+        version: Option<u64>,
+    ) -> Result<(Option<SecretView>, u64), DbError> {
         let names = self.names()?;
-        let Some(meta) = self.db.get::<SecretMeta>(Cf::Secrets, &names.key(Cf::Secrets, path))? else {
-            return Ok(None);
+        let view = self.db.view();
+        let revision = view.get::<u64>(Cf::SmMeta, sm_keys::REVISION)?.unwrap_or(0);
+        let Some(meta) = view.get::<SecretMeta>(Cf::Secrets, &names.key(Cf::Secrets, path))? else {
+            return Ok((None, revision));
         };
         let version = match version {
+            // A soft-deleted latest version is hidden however it is asked for.
+            Some(v) if meta.deleted && v == meta.latest_version => return Ok((None, revision)),
             Some(v) => v,
-            None if meta.deleted => return Ok(None),
+            None if meta.deleted => return Ok((None, revision)),
             None => meta.latest_version,
         };
-        let Some(v) = self.db.get::<SecretVersion>(Cf::SecretVersions, &names.version_key(path, version))?
+        let Some(v) = view.get::<SecretVersion>(Cf::SecretVersions, &names.version_key(path, version))?
         else {
-            return Ok(None);
+            return Ok((None, revision));
         };
-        Ok(Some(SecretView {
+        let found = Some(SecretView {
             path: path.to_string(),
             version,
             value: v.value,
             created_ms: v.created_ms,
             revision: v.revision,
             latest_version: meta.latest_version,
-        }))
+        });
+        Ok((found, revision))
     }
 }
 

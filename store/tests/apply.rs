@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use strongbox_store::command::{DeleteSecret, Outcome};
+use strongbox_store::command::{DeleteSecret, DestroySecretVersions, Outcome, UndeleteSecret};
 use strongbox_store::{Command, ErrorCode, Op};
 
 #[test]
@@ -151,13 +151,46 @@ fn invalid_input_is_refused_and_changes_nothing() {
 }
 
 #[test]
-fn soft_delete_hides_latest_keeps_history() {
+fn soft_delete_hides_latest_keeps_history_and_undelete_brings_it_back() {
     let (_d, sm) = open();
     apply_one(&sm, &put("a", 1, "p", "v1", None));
+    apply_one(&sm, &put("b", 1, "p", "v2", None));
     let del = as_admin("d", 2, Op::DeleteSecret(DeleteSecret { path: "p".into() }));
-    assert_eq!(apply_one(&sm, &del).result, Ok(Outcome::SecretDeleted { version: 1 }));
+    assert_eq!(apply_one(&sm, &del).result, Ok(Outcome::SecretDeleted { version: 2 }));
     assert!(sm.get_secret("p", None).unwrap().is_none());
+    assert!(sm.get_secret("p", Some(2)).unwrap().is_none(), "hidden when named by number too");
     assert_eq!(sm.get_secret("p", Some(1)).unwrap().unwrap().value, b"v1");
+    // Deleting it again (a retry without its request id) succeeds and changes nothing.
+    let rev = sm.revision().unwrap();
+    let del2 = Command { request_id: "d2".into(), ..del.clone() };
+    assert_eq!(apply_one(&sm, &del2).result, Ok(Outcome::SecretDeleted { version: 2 }));
+    assert_eq!(sm.revision().unwrap(), rev);
+
+    let undelete = |id: &str| as_admin(id, 3, Op::UndeleteSecret(UndeleteSecret { path: "p".into() }));
+    assert_eq!(apply_one(&sm, &undelete("u1")).result, Ok(Outcome::SecretUndeleted { version: 2 }));
+    assert_eq!(sm.get_secret("p", None).unwrap().unwrap().value, b"v2");
+    assert_eq!(sm.revision().unwrap(), rev + 1);
+    assert_eq!(apply_one(&sm, &undelete("u2")).result, Ok(Outcome::SecretUndeleted { version: 2 }));
+    assert_eq!(sm.revision().unwrap(), rev + 1, "nothing was deleted: a no-op");
+
+    // Destroyed while deleted: nothing to bring back.
+    let del3 = Command { request_id: "d3".into(), ..del };
+    assert!(apply_one(&sm, &del3).result.is_ok());
+    let destroy = DestroySecretVersions { path: "p".into(), versions: vec![2] };
+    assert!(apply_one(&sm, &as_admin("x", 4, Op::DestroySecretVersions(destroy))).result.is_ok());
+    let r = apply_one(&sm, &undelete("u3"));
+    assert_eq!(r.result.unwrap_err().code, ErrorCode::FailedPrecondition);
+    let missing = as_admin("u4", 5, Op::UndeleteSecret(UndeleteSecret { path: "nope".into() }));
+    assert_eq!(apply_one(&sm, &missing).result.unwrap_err().code, ErrorCode::NotFound);
+}
+
+/// A state made by an older build keeps answering a second delete NOT_FOUND.
+#[test]
+fn a_version_one_state_refuses_a_second_delete() {
+    let (_d, sm) = open_at_version(1);
+    apply_one(&sm, &put("a", 1, "p", "v1", None));
+    let del = as_admin("d", 2, Op::DeleteSecret(DeleteSecret { path: "p".into() }));
+    assert!(apply_one(&sm, &del).result.is_ok());
     let del2 = Command { request_id: "d2".into(), ..del };
     assert_eq!(apply_one(&sm, &del2).result.unwrap_err().code, ErrorCode::NotFound);
 }

@@ -73,6 +73,7 @@ rpcs! {
     SecretsPut = "Secrets/Put" => Access(Write, "secrets:<path>");
     SecretsGet = "Secrets/Get" => Access(Read, "secrets:<path>");
     SecretsDelete = "Secrets/Delete" => Access(Write, "secrets:<path>");
+    SecretsUndelete = "Secrets/Undelete" => Access(Write, "secrets:<path>");
     SecretsDestroy = "Secrets/Destroy" => Access(Write, "secrets:<path>");
     SecretsList = "Secrets/List" => Access(Read, "secrets:<folder>/");
     SecretsMetadata = "Secrets/Metadata" => Access(Read, "secrets:<path>");

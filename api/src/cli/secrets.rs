@@ -42,6 +42,12 @@ pub enum SecretCmd {
         #[arg(long)]
         request_id: Option<String>,
     },
+    /// Bring back a soft-deleted latest version.
+    Undelete {
+        path: String,
+        #[arg(long)]
+        request_id: Option<String>,
+    },
     /// Permanently remove the values of some versions.
     Destroy {
         path: String,
@@ -105,6 +111,14 @@ pub async fn secret(conn: Conn, cmd: SecretCmd) -> anyhow::Result<()> {
                 .map_err(status_err)?
                 .into_inner();
             println!("deleted version {} revision {}", r.version, r.revision);
+        }
+        SecretCmd::Undelete { path, request_id } => {
+            let r = client
+                .undelete(UndeleteSecretRequest { options: write_opts(request_id), path })
+                .await
+                .map_err(status_err)?
+                .into_inner();
+            println!("version {} readable again, revision {}", r.version, r.revision);
         }
         SecretCmd::Destroy { path, versions } => {
             let r = client

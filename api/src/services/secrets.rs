@@ -1,7 +1,7 @@
 use strongbox_proto::v1::secrets_server::Secrets;
 use strongbox_proto::v1::*;
 use strongbox_store::command::{
-    validate_secret_path, DeleteSecret, DestroySecretVersions, Outcome, PutSecret,
+    validate_secret_path, DeleteSecret, DestroySecretVersions, Outcome, PutSecret, UndeleteSecret,
 };
 use strongbox_store::Op;
 use tonic::{Request, Response, Status};
@@ -17,6 +17,27 @@ pub struct SecretsService {
 impl SecretsService {
     pub fn new(api: Api) -> Self {
         SecretsService { api }
+    }
+
+    /// Why a read found nothing, in words a person can act on.
+    fn why_not_found(&self, path: &str, version: Option<u64>) -> Result<String, Status> {
+        let Some(m) = self.api.node.sm.secret_meta(path).map_err(internal)? else {
+            return Ok(format!("no secret at {path}"));
+        };
+        let latest = m.latest_version;
+        Ok(match version {
+            Some(v) if v > latest => format!("no version {v} of secret {path} (the latest is {latest})"),
+            Some(v) if v < m.oldest_version => format!(
+                "version {v} of secret {path} was pruned (max_versions {}; the oldest kept is {})",
+                m.max_versions, m.oldest_version
+            ),
+            _ if m.deleted && version.is_none_or(|v| v == latest) => format!(
+                "the latest version ({latest}) of secret {path} is deleted: older versions stay readable \
+                 by number, and a put writes a new one"
+            ),
+            Some(v) => format!("version {v} of secret {path} was destroyed"),
+            None => format!("the latest version ({latest}) of secret {path} was destroyed"),
+        })
     }
 }
 
@@ -89,13 +110,9 @@ impl Secrets for SecretsService {
                 path_arg(&r.path)?;
                 self.api.read(&meta, Rpc::SecretsGet, &r.path, r.options.as_ref()).await?;
                 let version = (r.version != 0).then_some(r.version);
-                let found = self.api.node.sm.get_secret(&r.path, version).map_err(internal)?;
-                let revision = self.api.revision()?;
+                let (found, revision) = self.api.node.sm.get_secret_at(&r.path, version).map_err(internal)?;
                 match found {
-                    None => Err(Status::not_found(match version {
-                        Some(v) => format!("no version {v} of secret {}", r.path),
-                        None => format!("no secret at {}", r.path),
-                    })),
+                    None => Err(Status::not_found(self.why_not_found(&r.path, version)?)),
                     Some(s) => Ok(GetSecretResponse {
                         path: s.path,
                         version: s.version,
@@ -122,6 +139,38 @@ impl Secrets for SecretsService {
                 let w = self.api.write(&meta, Rpc::SecretsDelete, &r.path, r.options.as_ref(), op).await?;
                 match w.outcome {
                     Outcome::SecretDeleted { version } => Ok(DeleteSecretResponse {
+                        version,
+                        revision: w.revision,
+                        deduplicated: w.deduplicated,
+                    }),
+                    other => Err(unexpected(other, w.deduplicated)),
+                }
+            })
+            .await
+    }
+
+    async fn undelete(
+        &self,
+        req: Request<UndeleteSecretRequest>,
+    ) -> Result<Response<UndeleteSecretResponse>, Status> {
+        self.api
+            .rpc("secrets.undelete", token_of(req.metadata()), async {
+                check_size(req.get_ref())?;
+                let (meta, _, r) = req.into_parts();
+                path_arg(&r.path)?;
+                // Members of an older build cannot read this command: the
+                // cluster must have moved on first.
+                let version = self.api.node.sm.state_version().map_err(internal)?;
+                if version < UNDELETE_STATE_VERSION {
+                    return Err(Status::failed_precondition(format!(
+                        "undelete needs state version {UNDELETE_STATE_VERSION} (the cluster is at {version}): \
+                         upgrade every node, then run `strongbox cluster upgrade-state`"
+                    )));
+                }
+                let op = Op::UndeleteSecret(UndeleteSecret { path: r.path.clone() });
+                let w = self.api.write(&meta, Rpc::SecretsUndelete, &r.path, r.options.as_ref(), op).await?;
+                match w.outcome {
+                    Outcome::SecretUndeleted { version } => Ok(UndeleteSecretResponse {
                         version,
                         revision: w.revision,
                         deduplicated: w.deduplicated,
@@ -213,3 +262,6 @@ impl Secrets for SecretsService {
             .await
     }
 }
+
+/// The state version whose members all read `UndeleteSecret`.
+const UNDELETE_STATE_VERSION: u32 = 2;

@@ -1,5 +1,6 @@
 use serde::{Deserialize, Serialize};
 
+use super::set_state_version::SECRET_DELETE_IDEMPOTENT;
 use super::{
     refuse, secret_resource, validate_secret_path, Applied, CommandError, Ctx, ErrorCode, Outcome, Required,
     SecretMeta,
@@ -10,6 +11,8 @@ use crate::state_machine::Tx;
 
 /// Soft-deletes the latest version of a secret: reads of the latest version
 /// answer not-found, older versions stay readable, and a later put revives it.
+/// From `SECRET_DELETE_IDEMPOTENT` on, deleting what is deleted already
+/// succeeds and changes nothing (a retry without a request id, as in Vault).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteSecret {
     pub path: String,
@@ -27,9 +30,13 @@ impl DeleteSecret {
     pub(crate) fn apply(&self, tx: &mut Tx<'_>, ctx: &Ctx<'_>) -> Applied {
         let key = &tx.name_key(Cf::Secrets, &self.path)?;
         let meta: Option<SecretMeta> = tx.get(Cf::Secrets, key)?;
-        let Some(mut meta) = meta.filter(|m| !m.deleted) else {
+        let Some(mut meta) = meta.filter(|m| !m.deleted || tx.state_version() >= SECRET_DELETE_IDEMPOTENT)
+        else {
             return refuse(ErrorCode::NotFound, format!("no secret at {}", self.path));
         };
+        if meta.deleted {
+            return Ok(Ok(Outcome::SecretDeleted { version: meta.latest_version }));
+        }
         meta.deleted = true;
         meta.updated_revision = tx.next_revision();
         meta.updated_ms = tx.clock_ms();

@@ -30,6 +30,7 @@ mod revoke_token;
 mod set_enabled;
 mod set_password;
 pub mod set_state_version;
+mod undelete_secret;
 mod unlock_user;
 
 pub use assign_role::AssignRole;
@@ -54,6 +55,7 @@ pub use revoke_token::RevokeToken;
 pub use set_enabled::SetEnabled;
 pub use set_password::SetPassword;
 pub use set_state_version::{SetStateVersion, STATE_VERSION_SUPPORTED};
+pub use undelete_secret::UndeleteSecret;
 pub use unlock_user::UnlockUser;
 
 use serde::{Deserialize, Serialize};
@@ -184,6 +186,7 @@ ops! {
     ExpirePendingTransfers(ExpirePendingTransfers) = "expire_pending_transfers",
     SetStateVersion(SetStateVersion) = "set_state_version",
     InitStateVersion(InitStateVersion) = "init_state_version",
+    UndeleteSecret(UndeleteSecret) = "undelete_secret",
 }
 
 impl Command {
@@ -193,6 +196,7 @@ impl Command {
             // The hot path: no encoding just to measure.
             Op::PutSecret(c) => c.path.len() + c.value.len() + 24,
             Op::DeleteSecret(c) => c.path.len(),
+            Op::UndeleteSecret(c) => c.path.len(),
             // Postcard's varints make events smaller than this bound.
             Op::CreateAccounts(c) => c.accounts.len() * std::mem::size_of::<crate::ledger::model::Account>(),
             Op::CreateTransfers(c) => {
@@ -290,6 +294,10 @@ pub enum Outcome {
     /// The state version the cluster applies by now.
     StateVersion {
         version: u32,
+    },
+    /// (New variants go last: outcomes are kept in request records.)
+    SecretUndeleted {
+        version: u64,
     },
 }
 

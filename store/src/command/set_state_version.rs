@@ -37,6 +37,10 @@ pub const LOGIN_FAILURES_UNIFORM: u32 = 2;
 /// password", though the old password was right).
 pub const PASSWORD_RACE_IS_PRECONDITION: u32 = 2;
 
+/// From version 2, deleting a secret whose latest version is deleted
+/// already succeeds and changes nothing (it was NOT_FOUND).
+pub const SECRET_DELETE_IDEMPOTENT: u32 = 2;
+
 /// Why a node cannot go on with a state of `version`.
 pub fn unsupported(version: u32) -> DbError {
     DbError::Format(format!(
