@@ -257,7 +257,9 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         assert_eq!(e.code(), Code::NotFound);
         assert!(e.message().contains("latest version (2) of secret del/p is deleted"), "{}", e.message());
     }
-    assert_eq!(s.get(get_req_v("del/p", 1)).await.unwrap().into_inner().value, b"one");
+    let one = s.get(get_req_v("del/p", 1)).await.unwrap().into_inner();
+    assert_eq!(one.value, b"one");
+    assert!(0 < one.version_revision && one.version_revision < one.revision, "{one:?}");
     let e = s.get(get_req_v("del/p", 7)).await.unwrap_err();
     assert!(e.message().contains("no version 7 of secret del/p (the latest is 2)"), "{}", e.message());
     let back = s.undelete(UndeleteSecretRequest { options: None, path: "del/p".into() }).await.unwrap();

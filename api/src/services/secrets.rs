@@ -120,6 +120,7 @@ impl Secrets for SecretsService {
                         created_ms: s.created_ms,
                         latest_version: s.latest_version,
                         revision,
+                        version_revision: s.revision,
                     }),
                 }
             })
