@@ -110,12 +110,13 @@ impl Clients for ClientsService {
                 let (meta, _, r) = req.into_parts();
                 let (size, after) = page(r.page.as_ref())?;
                 self.api.read(&meta, Rpc::ClientsList, "", r.options.as_ref()).await?;
+                let revision = self.api.revision()?;
                 let rows = self.api.node.sm.list_principals(true, &after, size).map_err(internal)?;
                 let next_page_token = next_token(&rows, size, |(n, _)| n.clone());
                 Ok(ListClientsResponse {
                     clients: rows.into_iter().map(|(n, rec)| client_view(n, rec)).collect(),
                     next_page_token,
-                    revision: self.api.revision()?,
+                    revision,
                 })
             })
             .await

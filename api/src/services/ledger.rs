@@ -186,13 +186,14 @@ impl Ledger for LedgerService {
                 let (meta, _, r) = req.into_parts();
                 let ids = ids_in(&r.ids)?;
                 let caller = self.api.read(&meta, Rpc::AuthWhoAmI, "", r.options.as_ref()).await?;
+                let revision = self.api.revision()?;
                 let found = read::accounts(self.api.node.sm.db(), &ids).map_err(internal)?;
                 for a in &found {
                     Self::may_read(&caller, Rpc::LedgerLookupAccounts, a.ledger)?;
                 }
                 Ok(LookupAccountsResponse {
                     accounts: found.iter().map(account_out).collect(),
-                    revision: self.api.revision()?,
+                    revision,
                 })
             })
             .await
@@ -208,13 +209,14 @@ impl Ledger for LedgerService {
                 let (meta, _, r) = req.into_parts();
                 let ids = ids_in(&r.ids)?;
                 let caller = self.api.read(&meta, Rpc::AuthWhoAmI, "", r.options.as_ref()).await?;
+                let revision = self.api.revision()?;
                 let found = read::transfers(self.api.node.sm.db(), &ids).map_err(internal)?;
                 for t in &found {
                     Self::may_read(&caller, Rpc::LedgerLookupTransfers, t.transfer.ledger)?;
                 }
                 Ok(LookupTransfersResponse {
                     transfers: found.iter().map(transfer_out).collect(),
-                    revision: self.api.revision()?,
+                    revision,
                 })
             })
             .await
@@ -229,13 +231,14 @@ impl Ledger for LedgerService {
                 check_size(req.get_ref())?;
                 let (meta, _, r) = req.into_parts();
                 let (filter, _) = self.filtered(&meta, Rpc::LedgerGetAccountTransfers, &r).await?;
+                let revision = self.api.revision()?;
                 let db = self.api.node.sm.db();
                 let page = read::account_entries(db, Cf::AccountTransfers, &filter).map_err(internal)?;
                 let ids: Vec<u128> = page.entries.iter().map(|(_, e)| e.transfer_id).collect();
                 let found = read::transfers(db, &ids).map_err(internal)?;
                 Ok(GetAccountTransfersResponse {
                     transfers: found.iter().map(transfer_out).collect(),
-                    revision: self.api.revision()?,
+                    revision,
                     next_timestamp: page.next_timestamp.unwrap_or(0),
                 })
             })
@@ -251,6 +254,7 @@ impl Ledger for LedgerService {
                 check_size(req.get_ref())?;
                 let (meta, _, r) = req.into_parts();
                 let (filter, _) = self.filtered(&meta, Rpc::LedgerGetAccountBalances, &r).await?;
+                let revision = self.api.revision()?;
                 let db = self.api.node.sm.db();
                 let page = read::account_entries(db, Cf::AccountHistory, &filter).map_err(internal)?;
                 let balances = page
@@ -271,7 +275,7 @@ impl Ledger for LedgerService {
                     .collect();
                 Ok(GetAccountBalancesResponse {
                     balances,
-                    revision: self.api.revision()?,
+                    revision,
                     next_timestamp: page.next_timestamp.unwrap_or(0),
                 })
             })

@@ -271,6 +271,9 @@ impl Api {
         Ok(())
     }
 
+    /// This node's applied revision. A read takes it before its data, so
+    /// what it returns reflects at least the revision it reports (taken
+    /// after, a write applied in between would be claimed but not seen).
     pub fn revision(&self) -> Result<u64, Status> {
         self.node.sm.revision().map_err(internal)
     }

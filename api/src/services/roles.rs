@@ -164,12 +164,13 @@ impl Roles for RolesService {
                 let (meta, _, r) = req.into_parts();
                 let (size, after) = page(r.page.as_ref())?;
                 self.api.read(&meta, Rpc::RolesList, "", r.options.as_ref()).await?;
+                let revision = self.api.revision()?;
                 let rows = self.api.node.sm.list_roles(&after, size).map_err(internal)?;
                 let next_page_token = next_token(&rows, size, |(n, _)| n.clone());
                 Ok(ListRolesResponse {
                     roles: rows.into_iter().map(|(n, r)| role_view(n, r)).collect(),
                     next_page_token,
-                    revision: self.api.revision()?,
+                    revision,
                 })
             })
             .await

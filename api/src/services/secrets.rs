@@ -219,6 +219,7 @@ impl Secrets for SecretsService {
                 self.api
                     .read(&meta, Rpc::SecretsList, prefix.trim_end_matches('/'), r.options.as_ref())
                     .await?;
+                let revision = self.api.revision()?;
                 let entries = self.api.node.sm.list_secrets(&prefix, &after, size).map_err(internal)?;
                 let next_page_token = next_token(&entries, size, |e| e.name.clone());
                 Ok(ListSecretsResponse {
@@ -227,7 +228,7 @@ impl Secrets for SecretsService {
                         .map(|e| SecretEntry { name: e.name, folder: e.folder })
                         .collect(),
                     next_page_token,
-                    revision: self.api.revision()?,
+                    revision,
                 })
             })
             .await
@@ -243,6 +244,7 @@ impl Secrets for SecretsService {
                 let (meta, _, r) = req.into_parts();
                 path_arg(&r.path)?;
                 self.api.read(&meta, Rpc::SecretsMetadata, &r.path, r.options.as_ref()).await?;
+                let revision = self.api.revision()?;
                 let Some(m) = self.api.node.sm.secret_meta(&r.path).map_err(internal)? else {
                     return Err(Status::not_found(format!("no secret at {}", r.path)));
                 };
@@ -257,7 +259,7 @@ impl Secrets for SecretsService {
                     updated_revision: m.updated_revision,
                     updated_ms: m.updated_ms,
                     updated_by: m.updated_by,
-                    revision: self.api.revision()?,
+                    revision,
                 })
             })
             .await

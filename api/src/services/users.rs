@@ -100,12 +100,13 @@ impl Users for UsersService {
                 let (meta, _, r) = req.into_parts();
                 let (size, after) = page(r.page.as_ref())?;
                 self.api.read(&meta, Rpc::UsersList, "", r.options.as_ref()).await?;
+                let revision = self.api.revision()?;
                 let rows = self.api.node.sm.list_principals(false, &after, size).map_err(internal)?;
                 let next_page_token = next_token(&rows, size, |(n, _)| n.clone());
                 Ok(ListUsersResponse {
                     users: rows.into_iter().map(|(n, rec)| user_view(n, rec)).collect(),
                     next_page_token,
-                    revision: self.api.revision()?,
+                    revision,
                 })
             })
             .await
