@@ -576,7 +576,9 @@ fn account_queries_filter_by_side_time_and_revision() {
     create_accounts(&sm, "a", vec![acct(1, af::HISTORY), acct(2, 0)]);
     for i in 0..10u128 {
         let (dr, cr) = if i % 2 == 0 { (1, 2) } else { (2, 1) };
-        create_transfers(&sm, &format!("t{i}"), vec![xfer(100 + i, dr, cr, 10)]);
+        let t =
+            Transfer { code: 1 + (i % 3) as u16, user_data_64: i as u64 % 2, ..xfer(100 + i, dr, cr, 10) };
+        create_transfers(&sm, &format!("t{i}"), vec![t]);
     }
     let filter = |debits, credits, reversed, limit| account_filter(1, debits, credits, reversed, limit);
     let ids = |page: &read::EntryPage| page.entries.iter().map(|(_, e)| e.transfer_id).collect::<Vec<_>>();
@@ -603,6 +605,19 @@ fn account_queries_filter_by_side_time_and_revision() {
     let none = read::account_entries(sm.db(), Cf::AccountHistory, &account_filter(2, true, true, false, 100))
         .unwrap();
     assert!(none.entries.is_empty(), "no history without the flag");
+    // The transfers' own fields, ANDed (TigerBeetle's AccountFilter), for
+    // transfers and for the balances they made.
+    let mut by_code = filter(true, true, false, 100);
+    by_code.code = 2;
+    let found = read::account_entries(sm.db(), Cf::AccountTransfers, &by_code).unwrap();
+    assert_eq!(ids(&found), vec![101, 104, 107]);
+    by_code.user_data_64 = 1;
+    let found = read::account_entries(sm.db(), Cf::AccountTransfers, &by_code).unwrap();
+    assert_eq!(ids(&found), vec![101, 107]);
+    let found = read::account_entries(sm.db(), Cf::AccountHistory, &by_code).unwrap();
+    assert_eq!(ids(&found), vec![101, 107]);
+    by_code.user_data_128 = 5;
+    assert!(read::account_entries(sm.db(), Cf::AccountTransfers, &by_code).unwrap().entries.is_empty());
 }
 
 /// A filter that matches little stops at the scan's bound of rows; the page
@@ -650,6 +665,10 @@ fn account_filter(
         credits,
         reversed,
         limit,
+        user_data_128: 0,
+        user_data_64: 0,
+        user_data_32: 0,
+        code: 0,
     }
 }
 

@@ -152,6 +152,15 @@ pub struct FilterArgs {
     revision_min: u64,
     #[arg(long, default_value_t = 0)]
     revision_max: u64,
+    /// Only transfers with these fields (0: any).
+    #[arg(long, default_value_t = 0)]
+    user_data_128: u128,
+    #[arg(long, default_value_t = 0)]
+    user_data_64: u64,
+    #[arg(long, default_value_t = 0)]
+    user_data_32: u32,
+    #[arg(long, default_value_t = 0)]
+    code: u32,
     #[arg(long)]
     local: bool,
 }
@@ -324,6 +333,10 @@ fn filter(f: FilterArgs) -> AccountFilterRequest {
         reversed: f.reversed,
         limit: f.limit,
         options: read_opts(f.local, 0),
+        user_data_128: u128_out(f.user_data_128),
+        user_data_64: f.user_data_64,
+        user_data_32: f.user_data_32,
+        code: f.code,
     }
 }
 

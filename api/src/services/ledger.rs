@@ -97,6 +97,11 @@ impl LedgerService {
             credits: r.credits,
             reversed: r.reversed,
             limit: limit as usize,
+            user_data_128: u128_in(&r.user_data_128),
+            user_data_64: r.user_data_64,
+            user_data_32: r.user_data_32,
+            code: u16::try_from(r.code)
+                .map_err(|_| Status::invalid_argument(format!("code must fit in 16 bits, got {}", r.code)))?,
         })
     }
 
@@ -191,10 +196,7 @@ impl Ledger for LedgerService {
                 for a in &found {
                     Self::may_read(&caller, Rpc::LedgerLookupAccounts, a.ledger)?;
                 }
-                Ok(LookupAccountsResponse {
-                    accounts: found.iter().map(account_out).collect(),
-                    revision,
-                })
+                Ok(LookupAccountsResponse { accounts: found.iter().map(account_out).collect(), revision })
             })
             .await
     }
@@ -214,10 +216,7 @@ impl Ledger for LedgerService {
                 for t in &found {
                     Self::may_read(&caller, Rpc::LedgerLookupTransfers, t.transfer.ledger)?;
                 }
-                Ok(LookupTransfersResponse {
-                    transfers: found.iter().map(transfer_out).collect(),
-                    revision,
-                })
+                Ok(LookupTransfersResponse { transfers: found.iter().map(transfer_out).collect(), revision })
             })
             .await
     }

@@ -204,4 +204,24 @@ pub struct AccountFilter {
     /// Newest first.
     pub reversed: bool,
     pub limit: usize,
+    /// Only transfers with these fields (0: any).
+    pub user_data_128: u128,
+    pub user_data_64: u64,
+    pub user_data_32: u32,
+    pub code: u16,
+}
+
+impl AccountFilter {
+    /// Whether it filters by the transfers' own fields (each row then
+    /// costs a transfer lookup).
+    pub fn by_fields(&self) -> bool {
+        self.user_data_128 != 0 || self.user_data_64 != 0 || self.user_data_32 != 0 || self.code != 0
+    }
+
+    pub fn fields_match(&self, t: &Transfer) -> bool {
+        (self.user_data_128 == 0 || t.user_data_128 == self.user_data_128)
+            && (self.user_data_64 == 0 || t.user_data_64 == self.user_data_64)
+            && (self.user_data_32 == 0 || t.user_data_32 == self.user_data_32)
+            && (self.code == 0 || t.code == self.code)
+    }
 }

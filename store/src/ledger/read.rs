@@ -118,7 +118,7 @@ fn scan_entries(
             last_ts = Some(ts);
             let in_range = e.revision >= filter.revision_min && e.revision <= rev_max;
             let side = (e.debit && debits) || (!e.debit && credits);
-            if in_range && side {
+            if in_range && side && (!filter.by_fields() || fields_match(db, filter, &e)?) {
                 out.push((ts, e));
                 if out.len() == limit {
                     return Ok((out, last_ts));
@@ -129,4 +129,11 @@ fn scan_entries(
             return Ok((out, None));
         }
     }
+}
+
+/// The entry's transfer has the fields the filter asks for (transfers
+/// never change, so reading it outside the scan's view is safe).
+fn fields_match(db: &Db, filter: &AccountFilter, e: &AccountEntry) -> Result<bool, DbError> {
+    let t = db.get::<StoredTransfer>(Cf::Transfers, &id_key(e.transfer_id))?;
+    Ok(t.is_some_and(|t| filter.fields_match(&t.transfer)))
 }
