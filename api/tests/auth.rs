@@ -122,11 +122,11 @@ async fn call(ch: AuthChannel, rpc: Rpc, tag: &str) -> Result<(), Status> {
             ttl_seconds: 0
         })),
         Rpc::AuthLogout => go!(auth.logout(LogoutRequest { options: wo() })),
-        Rpc::AuthRevoke => go!(auth.revoke(RevokeRequest { options: wo(), token: "sbx_unknown".into() })),
+        Rpc::AuthRevoke => go!(auth.revoke(RevokeRequest { options: wo(), token: unknown_token() })),
         Rpc::AuthRenew => go!(auth.renew(RenewRequest { options: wo(), ttl_seconds: 0 })),
         Rpc::AuthWhoAmI => go!(auth.who_am_i(WhoAmIRequest { options: read() })),
         Rpc::AuthIntrospect => {
-            go!(auth.introspect(IntrospectRequest { options: read(), token: "sbx_unknown".into() }))
+            go!(auth.introspect(IntrospectRequest { options: read(), token: unknown_token() }))
         }
         Rpc::AuthChangePassword => go!(auth.change_password(ChangePasswordRequest {
             options: wo(),
@@ -238,6 +238,11 @@ fn auth_failure(r: &Result<(), Status>) -> Option<Code> {
 /// for want of a bearer token.
 fn asked_for_a_token(r: &Result<(), Status>) -> bool {
     matches!(r, Err(s) if s.message().contains("authorization"))
+}
+
+/// Shaped like a token, issued to no one.
+fn unknown_token() -> String {
+    format!("sbx_{}", "A".repeat(43))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -539,8 +544,15 @@ async fn lockout_expiry_enumeration_clients_and_no_secrets_in_logs() {
         .await
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied, "introspection needs read on tokens");
+    // A token in the wrong form is refused, not quietly matched to nothing.
+    let wrong = AuthClient::new(c.admin(2))
+        .revoke(RevokeRequest { options: wo(), token: format!("{}x", ct.access_token) })
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::InvalidArgument, "{wrong:?}");
+    // As a header would carry it: revoked all the same.
     AuthClient::new(c.admin(2))
-        .revoke(RevokeRequest { options: wo(), token: ct.access_token.clone() })
+        .revoke(RevokeRequest { options: wo(), token: format!(" Bearer {} ", ct.access_token) })
         .await
         .unwrap();
     let intro = AuthClient::new(c.admin(3))

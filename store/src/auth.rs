@@ -27,6 +27,12 @@ pub trait Read {
     fn name_key(&self, cf: Cf, name: &str) -> Result<[u8; 32], DbError> {
         Ok(self.names()?.key(cf, name))
     }
+    /// Whether a deny rule also withholds `admin` (which includes what it
+    /// denies): apply follows the state version (`DENY_COVERS_ADMIN`);
+    /// reads outside apply take the newest rule, the stricter one.
+    fn deny_covers_admin(&self) -> bool {
+        true
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -156,8 +162,11 @@ impl Rule {
         Ok(())
     }
 
-    fn matches(&self, access: &Access) -> bool {
-        self.action.covers(access.action) && pattern_matches(&self.resource, &access.resource)
+    fn matches(&self, access: &Access, deny_covers_admin: bool) -> bool {
+        // `admin` includes read and write, so denying either denies it too.
+        let action = self.action.covers(access.action)
+            || (deny_covers_admin && self.effect == Effect::Deny && access.action == Action::Admin);
+        action && pattern_matches(&self.resource, &access.resource)
     }
 }
 
@@ -349,6 +358,8 @@ pub struct Caller {
     /// The roles this token acts with (after scopes), existing ones only.
     pub role_names: Vec<String>,
     roles: Vec<RoleRecord>,
+    /// A deny rule also withholds `admin` (see `Read::deny_covers_admin`).
+    deny_covers_admin: bool,
 }
 
 impl Caller {
@@ -362,7 +373,12 @@ impl Caller {
     }
 
     pub fn allows(&self, access: &Access) -> bool {
-        let rules = || self.roles.iter().flat_map(|r| r.rules.iter()).filter(|r| r.matches(access));
+        let rules = || {
+            self.roles
+                .iter()
+                .flat_map(|r| r.rules.iter())
+                .filter(|r| r.matches(access, self.deny_covers_admin))
+        };
         let mut matching = rules();
         let any_allow = matching.any(|r| r.effect == Effect::Allow);
         any_allow && !rules().any(|r| r.effect == Effect::Deny)
@@ -462,7 +478,14 @@ pub fn resolve(
             roles.push(role);
         }
     }
-    Ok(Ok(Caller { principal: token.principal.clone(), token_hash: *hash, token, role_names, roles }))
+    Ok(Ok(Caller {
+        principal: token.principal.clone(),
+        token_hash: *hash,
+        token,
+        role_names,
+        roles,
+        deny_covers_admin: r.deny_covers_admin(),
+    }))
 }
 
 #[cfg(test)]
@@ -523,6 +546,7 @@ mod tests {
             },
             role_names: vec![],
             roles,
+            deny_covers_admin: true,
         }
     }
 

@@ -926,6 +926,10 @@ impl Read for Tx<'_> {
     fn names(&self) -> Result<NameKey, DbError> {
         Ok(self.names.clone())
     }
+
+    fn deny_covers_admin(&self) -> bool {
+        self.state_version >= crate::command::set_state_version::DENY_COVERS_ADMIN
+    }
 }
 
 impl<'b> Tx<'b> {
@@ -1002,6 +1006,8 @@ impl Tx<'_> {
     pub(crate) fn set_state_version(&mut self, version: u32) {
         self.put(Cf::SmMeta, sm_keys::STATE_VERSION, &version);
         self.state_version = version;
+        // Callers resolved earlier in the batch carry the old rules.
+        self.touched_auth = true;
     }
 
     pub fn delete(&mut self, cf: Cf, key: &[u8]) {

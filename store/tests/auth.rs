@@ -7,7 +7,7 @@ use common::*;
 use strongbox_store::auth::{Action, Effect, Principal, Rule};
 use strongbox_store::command::{
     AssignRole, Bootstrap, ChangePassword, CreateUser, DeletePrincipal, DeleteRole, Outcome, PutRole,
-    RecordLoginFailure, RevokeToken, SetEnabled, SetPassword, UnlockUser,
+    RecordLoginFailure, RevokeToken, SetEnabled, SetPassword, UnlockUser, STATE_VERSION_SUPPORTED,
 };
 use strongbox_store::{ErrorCode, Op, StateMachine};
 
@@ -576,4 +576,35 @@ fn a_token_scoped_away_from_a_deny_role_is_still_denied() {
     assert_eq!(code(&r), ErrorCode::PermissionDenied, "{r:?}");
     let r = apply_one(&sm, &as_token(SVC, "w-app", 2, put_op("app/db", "v", None)));
     assert!(r.result.is_ok(), "{r:?}");
+}
+
+/// `admin` includes read and write, so a deny of either withholds it too:
+/// `deny write users` stops user management (state version 2 on; a
+/// version-1 state keeps its old reading, where it withheld only `write`).
+#[test]
+fn a_deny_rule_also_withholds_admin_on_what_it_names() {
+    for (version, allowed) in [(STATE_VERSION_SUPPORTED, false), (1, true)] {
+        let (_d, sm) = open_at_version(version);
+        let role = PutRole {
+            name: "almost".into(),
+            rules: vec![
+                rule(Effect::Allow, Action::Admin, "users"),
+                rule(Effect::Deny, Action::Write, "users"),
+            ],
+        };
+        assert!(apply_one(&sm, &as_admin("role", 1, Op::PutRole(role))).result.is_ok());
+        let carol =
+            CreateUser { username: "carol".into(), password_phc: "$argon2id$c".into(), roles: vec![] };
+        let mut with_role = carol.clone();
+        with_role.username = "dave".into();
+        with_role.roles = vec!["almost".into()];
+        assert!(apply_one(&sm, &as_admin("dave", 1, Op::CreateUser(with_role))).result.is_ok());
+        const DAVE: [u8; 32] = [4; 32];
+        assert!(apply_one(&sm, &login("dave", "$argon2id$c", DAVE, 1, FAR_MS)).result.is_ok());
+        let r = apply_one(&sm, &as_token(DAVE, "carol", 2, Op::CreateUser(carol)));
+        assert_eq!(r.result.is_ok(), allowed, "version {version}: {r:?}");
+        if !allowed {
+            assert_eq!(code(&r), ErrorCode::PermissionDenied);
+        }
+    }
 }

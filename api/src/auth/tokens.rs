@@ -24,6 +24,27 @@ pub fn token_hash(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// A token named in a request body (Revoke, Introspect): the same forms a
+/// bearer header takes (an optional `Bearer `, spaces around), and it must
+/// look like a token this cluster issues, so a pasted token in the wrong
+/// form is refused instead of quietly matching nothing.
+pub fn token_arg(field: &str, raw: &str) -> Result<TokenHash, Status> {
+    let t = raw.trim();
+    let t = t.strip_prefix("Bearer ").or_else(|| t.strip_prefix("bearer ")).unwrap_or(t).trim();
+    let body = t.strip_prefix(TOKEN_PREFIX).unwrap_or("");
+    let well_formed = body.len() == TOKEN_BODY_CHARS
+        && body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !well_formed {
+        return Err(Status::invalid_argument(format!(
+            "{field}: not a strongbox token ({TOKEN_PREFIX} and {TOKEN_BODY_CHARS} characters)"
+        )));
+    }
+    Ok(token_hash(t))
+}
+
+/// Characters after the prefix: 32 random bytes in unpadded base64url.
+const TOKEN_BODY_CHARS: usize = 43;
+
 /// A new access token and the hash the cluster stores.
 pub fn new_token() -> (Zeroizing<String>, TokenHash) {
     let t = random_string(TOKEN_PREFIX);

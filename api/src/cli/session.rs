@@ -96,13 +96,8 @@ pub async fn passwd(conn: Conn, password_stdin: bool) -> anyhow::Result<()> {
     })
     .await
     .map_err(|s| {
-        // Our token was fine: the hint to log in again would mislead.
-        if s.code() == tonic::Code::Unauthenticated && s.message().starts_with("old_password") {
-            anyhow::anyhow!(
-                "the current password is wrong; nothing changed ({:?}: {})",
-                s.code(),
-                s.message()
-            )
+        if s.message().starts_with("old_password") {
+            anyhow::anyhow!("the current password is wrong; nothing changed ({:?})", s.code())
         } else {
             status_err(s)
         }

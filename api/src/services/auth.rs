@@ -11,7 +11,7 @@ use strongbox_store::{Actor, Command, Op};
 use tonic::{Request, Response, Status};
 
 use super::{internal, token_of, unexpected, Api, Written};
-use crate::auth::tokens::{bearer, client_secret_digest, new_token, token_hash};
+use crate::auth::tokens::{bearer, client_secret_digest, new_token, token_arg};
 use crate::auth::{password, Rpc};
 use crate::observe::{check_size, now_ms};
 
@@ -179,10 +179,8 @@ impl Auth for AuthService {
             .rpc("auth.revoke", token_of(req.metadata()), async {
                 check_size(req.get_ref())?;
                 let (meta, _, r) = req.into_parts();
-                if r.token.is_empty() {
-                    return Err(Status::invalid_argument("token: required"));
-                }
-                let op = Op::RevokeToken(RevokeToken { token_hash: token_hash(&r.token) });
+                bearer(&meta)?; // no token at all: UNAUTHENTICATED before the body is judged
+                let op = Op::RevokeToken(RevokeToken { token_hash: token_arg("token", &r.token)? });
                 let w = self.api.write(&meta, Rpc::AuthRevoke, "", r.options.as_ref(), op).await?;
                 Ok(write_response(w))
             })
@@ -230,7 +228,7 @@ impl Auth for AuthService {
                 check_size(req.get_ref())?;
                 let (meta, _, r) = req.into_parts();
                 self.api.read(&meta, Rpc::AuthIntrospect, "", r.options.as_ref()).await?;
-                let hash = token_hash(&r.token);
+                let hash = token_arg("token", &r.token)?;
                 let Ok(c) = self.api.node.sm.resolve_token(&hash, now_ms()).map_err(internal)? else {
                     return Ok(IntrospectResponse::default());
                 };
@@ -281,7 +279,9 @@ impl Auth for AuthService {
                 let phc = rec.map(|r| r.credential);
                 if !self.api.auth.hasher.verify(old, phc.clone()).await? {
                     self.record_failure(name).await?;
-                    return Err(Status::unauthenticated("old_password: wrong password"));
+                    // The bearer token is fine (UNAUTHENTICATED would tell
+                    // clients to drop their session): the request is not.
+                    return Err(Status::permission_denied("old_password: wrong password; nothing changed"));
                 }
                 let new_phc = self.api.auth.hasher.hash(new).await?;
                 let op = Op::ChangePassword(ChangePassword {

@@ -41,6 +41,12 @@ pub const PASSWORD_RACE_IS_PRECONDITION: u32 = 2;
 /// already succeeds and changes nothing (it was NOT_FOUND).
 pub const SECRET_DELETE_IDEMPOTENT: u32 = 2;
 
+/// From version 2, a deny rule also withholds `admin` on what it names
+/// (`admin` includes read and write): `deny write users` stops user
+/// management too, as the delegation check always assumed. Before, a deny
+/// withheld only the action it named.
+pub const DENY_COVERS_ADMIN: u32 = 2;
+
 /// Why a node cannot go on with a state of `version`.
 pub fn unsupported(version: u32) -> DbError {
     DbError::Format(format!(
