@@ -13,6 +13,7 @@ use strongbox_proto::v1::cluster_server::ClusterServer;
 use strongbox_proto::v1::feed_server::FeedServer;
 use strongbox_proto::v1::keys_server::KeysServer;
 use strongbox_proto::v1::ledger_server::LedgerServer;
+use strongbox_proto::v1::recovery_server::RecoveryServer;
 use strongbox_proto::v1::roles_server::RolesServer;
 use strongbox_proto::v1::secrets_server::SecretsServer;
 use strongbox_proto::v1::users_server::UsersServer;
@@ -128,8 +129,12 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let peer_svc = RaftPeerServer::new(PeerService::new(node.clone(), stop_rx.clone()))
         .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
+    // Break-glass on the peer port: its mutual TLS is the credential.
+    let recovery_svc = RecoveryServer::new(crate::services::recovery::RecoveryService::new(services.clone()))
+        .max_decoding_message_size(REQUEST_BYTES_MAX);
     let peer_task = tokio::spawn(
         peer.add_service(peer_svc)
+            .add_service(recovery_svc)
             .serve_with_incoming_shutdown(incoming(raft_listener), stopped(stop_rx.clone())),
     );
 

@@ -317,6 +317,14 @@ async fn revocation_on_the_leader_holds_on_every_follower_at_once() {
             .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{typo}: {e:?}");
     }
+    // A missing effect is refused, never read as "allow".
+    let permissions =
+        vec![Permission { effect: String::new(), action: "read".into(), resource: "users".into() }];
+    let e = RolesClient::new(c.admin(1))
+        .put(PutRoleRequest { options: wo(), name: "no-effect".into(), permissions })
+        .await
+        .unwrap_err();
+    assert!(e.code() == Code::InvalidArgument && e.message().contains("effect is required"), "{e:?}");
     put_role(&c, "team-a", &[("allow", "read", "secrets:team-a/*"), ("allow", "write", "secrets:team-a/*")])
         .await;
     create_user(&c, "carol", &["team-a"]).await;

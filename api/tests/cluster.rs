@@ -807,18 +807,20 @@ async fn followers_name_the_leader_and_a_routed_client_moves_there() {
     }
 }
 
-/// Every member reports the cluster's state version and what its build
-/// supports; the RPC moves the version to what is supported, refuses one
-/// beyond it before anything is logged, and never goes back.
+/// Every member reports the cluster's state version (a new cluster starts
+/// at the newest its first node supports) and what its build supports; the
+/// RPC refuses a version beyond that before anything is logged, and the
+/// version never goes back.
 #[tokio::test]
 async fn the_state_version_moves_only_to_what_the_build_supports() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let c = TestCluster::start(3, fast_raft()).await;
-    c.wait_leader(Duration::from_secs(10)).await;
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
     let supported = strongbox_store::command::STATE_VERSION_SUPPORTED;
+    let applied = c.status(leader).await.unwrap().applied_index;
     for id in 1..=3u64 {
-        let s = c.status(id).await.unwrap();
-        assert_eq!((s.state_version, s.state_version_supported), (1, supported), "node {id}");
+        let s = c.wait_applied(id, applied, Duration::from_secs(10)).await;
+        assert_eq!((s.state_version, s.state_version_supported), (supported, supported), "node {id}");
     }
     let set = |version| SetStateVersionRequest { version, options: None };
     let r = c.cluster(1).set_state_version(set(supported)).await.unwrap().into_inner();
@@ -827,6 +829,8 @@ async fn the_state_version_moves_only_to_what_the_build_supports() {
     assert_eq!(beyond.code(), Code::FailedPrecondition, "{beyond:?}");
     let back = c.cluster(3).set_state_version(set(0)).await.unwrap_err();
     assert_eq!(back.code(), Code::InvalidArgument, "{back:?}");
+    let back = c.cluster(3).set_state_version(set(supported - 1)).await.unwrap_err();
+    assert_eq!(back.code(), Code::FailedPrecondition, "{back:?}");
     for id in 1..=3u64 {
         assert_eq!(c.status(id).await.unwrap().state_version, supported, "node {id} still serves");
     }
@@ -993,4 +997,50 @@ async fn a_node_half_an_hour_ahead_does_not_move_the_clusters_clock() {
         through_fast.expires_ms,
         through_fast.expires_ms.saturating_sub(now_ms()) / 1000
     );
+}
+
+/// Anyone can lock a user out by guessing; the break-glass path lifts it
+/// for whoever holds a member's certificate (mutual TLS on the peer port),
+/// and for no one else.
+#[tokio::test]
+async fn a_locked_out_user_is_unlocked_through_the_peer_port_with_a_member_certificate() {
+    use strongbox_api::tls::DevPki;
+    use strongbox_proto::v1::auth_client::AuthClient;
+    use strongbox_proto::v1::recovery_client::RecoveryClient;
+    use strongbox_proto::v1::users_client::UsersClient;
+    use tonic::transport::{Certificate, Identity};
+
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = TestCluster::start(3, fast_raft()).await;
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let password = "correct horse battery";
+    let create = CreateUserRequest {
+        options: None,
+        username: "erin".into(),
+        password: password.into(),
+        roles: vec![],
+    };
+    UsersClient::new(c.admin(leader)).create(create).await.unwrap();
+    let login = |pw: &str| LoginRequest { username: "erin".into(), password: pw.into(), ttl_seconds: 0 };
+    let mut auth = AuthClient::new(c.authed(leader, None));
+    for i in 0..5 {
+        auth.login(login(&format!("wrong guess {i}"))).await.unwrap_err();
+    }
+    assert_eq!(auth.login(login(password)).await.unwrap_err().code(), Code::Unauthenticated, "locked");
+
+    let ca = Certificate::from_pem(std::fs::read(c.dir.path().join("ca.pem")).unwrap());
+    let unlock = || RecoveryUnlockUserRequest { username: "erin".into() };
+    let rogue = DevPki::new("rogue CA").unwrap().node_cert("rogue", &["127.0.0.1".parse().unwrap()]).unwrap();
+    let rogue_id = Identity::from_pem(rogue.cert_pem, rogue.key_pem.as_bytes());
+    if let Ok(ch) = peer_channel(&c.raft_addr(2), ca.clone(), Some(rogue_id)).await {
+        assert!(RecoveryClient::new(ch).unlock_user(unlock()).await.is_err(), "a foreign certificate");
+    }
+    // Not on the client port, whatever the token.
+    let e = RecoveryClient::new(c.admin(leader)).unlock_user(unlock()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
+    assert_eq!(auth.login(login(password)).await.unwrap_err().code(), Code::Unauthenticated, "still locked");
+
+    let ch = peer_channel(&c.raft_addr(2), ca, Some(node_identity(&c, 2))).await.unwrap();
+    RecoveryClient::new(ch).unlock_user(unlock()).await.unwrap();
+    auth.login(login(password)).await.expect("unlocked");
 }

@@ -165,6 +165,10 @@ mod tests {
         let set = prost_types_fds(strongbox_proto::FILE_DESCRIPTOR_SET);
         let mut methods = Vec::new();
         for (service, method) in set {
+            // Served on the peer port: a member certificate, not a token.
+            if service == "Recovery" {
+                continue;
+            }
             methods.push(format!("{service}/{method}"));
         }
         for m in &methods {

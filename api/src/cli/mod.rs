@@ -9,6 +9,7 @@ mod certs;
 mod cluster;
 mod keys;
 mod ledger;
+mod recover;
 mod secrets;
 mod session;
 mod snapshot;
@@ -119,6 +120,9 @@ pub enum Command {
     Keys(keys::KeysCmd),
     /// The permission every RPC needs (Markdown table).
     Permissions,
+    /// Break-glass through a member's peer port, with its certificate.
+    #[command(subcommand)]
+    Recover(recover::RecoverCmd),
     /// Backups: save an image of the whole store, check one, restore one
     /// into a new cluster.
     #[command(subcommand)]
@@ -225,6 +229,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Certs(cmd) => return certs::certs(cmd),
+        Command::Recover(cmd) => return recover::recover(cmd).await,
         Command::Snapshot(ref cmd) => {
             if let Some(done) = snapshot::offline(cmd).await {
                 return done;
@@ -269,6 +274,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Dev(_)
         | Command::Permissions
         | Command::Certs(_)
+        | Command::Recover(_)
         | Command::Snapshot(_) => {
             unreachable!("handled above")
         }

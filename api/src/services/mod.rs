@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod feed;
 pub mod keys;
 pub mod ledger;
+pub mod recovery;
 pub mod roles;
 pub mod secrets;
 pub mod users;

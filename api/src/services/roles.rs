@@ -91,9 +91,12 @@ fn check_resource_kind(resource: &str) -> Result<(), String> {
 
 fn rule_from(i: usize, p: Permission) -> Result<Rule, Status> {
     let bad = |m: String| Status::invalid_argument(format!("permissions[{i}]: {m}"));
+    // Required: a client that drops the field must not turn a deny into
+    // an allow (proto3 sends an empty string for a missing one).
     let effect = match p.effect.as_str() {
-        "allow" | "" => Effect::Allow,
+        "allow" => Effect::Allow,
         "deny" => Effect::Deny,
+        "" => return Err(bad("effect is required: allow or deny".into())),
         other => return Err(bad(format!("effect must be allow or deny, got {other:?}"))),
     };
     let action = Action::parse(&p.action).map_err(|e| bad(e.message))?;

@@ -105,6 +105,9 @@ pub(crate) fn refuse(code: ErrorCode, message: impl Into<String>) -> Applied {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Required {
     Node,
+    /// A node (the break-glass path, from state version
+    /// `RECOVERY_BY_NODE` on), or a token with this access.
+    NodeOrAccess(Access),
     /// Any valid token (self-service: change password, renew, logout).
     Authenticated,
     Access(Access),

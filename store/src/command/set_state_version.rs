@@ -47,6 +47,10 @@ pub const SECRET_DELETE_IDEMPOTENT: u32 = 2;
 /// withheld only the action it named.
 pub const DENY_COVERS_ADMIN: u32 = 2;
 
+/// From version 2, a node may lift a lockout (`UnlockUser` with the node
+/// as actor): the break-glass path of `Recovery.UnlockUser`.
+pub const RECOVERY_BY_NODE: u32 = 2;
+
 /// Why a node cannot go on with a state of `version`.
 pub fn unsupported(version: u32) -> DbError {
     DbError::Format(format!(
