@@ -130,7 +130,7 @@ impl ReadModel {
                         }
                     }
                 }
-                "secret.created" | "secret.updated" => {
+                "secret.created" | "secret.updated" | "secret.undeleted" => {
                     let version = e.fields.get("version").and_then(|v| v.parse().ok()).unwrap_or(0);
                     self.secrets.insert(e.entity.clone(), version);
                 }
