@@ -36,8 +36,8 @@ pub const SLOW_CONSUMER_GRACE: Duration = Duration::from_secs(5);
 /// Concurrent streams per node.
 pub const WATCHERS_MAX: usize = 256;
 /// Concurrent streams of one user or client on a node, so one caller
-/// cannot take them all.
-pub const WATCHERS_PER_PRINCIPAL_MAX: usize = 32;
+/// cannot take them all (a service may well watch with many).
+pub const WATCHERS_PER_PRINCIPAL_MAX: usize = WATCHERS_MAX / 2;
 /// Kinds one filter may name (each is matched against every event).
 pub const KINDS_MAX: usize = 32;
 /// Feed records read per step.
