@@ -600,3 +600,28 @@ async fn lockout_expiry_enumeration_clients_and_no_secrets_in_logs() {
     }
     assert!(logs.contains("node started"), "the logs were captured");
 }
+
+/// Failed logins are throttled per source address on each node (each one
+/// costs a hash and a log entry): past a burst the address is refused with
+/// RESOURCE_EXHAUSTED before any work, while other nodes still answer.
+#[tokio::test]
+async fn failed_logins_from_one_address_are_throttled() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = TestCluster::start(3, fast_raft()).await;
+    let mut refused = None;
+    for i in 0..200 {
+        match login(&c, 1, "no-such-user", &format!("guess-{i}")).await {
+            Err(s) if s.code() == Code::ResourceExhausted => {
+                refused = Some((i, s));
+                break;
+            }
+            Err(s) => assert_eq!(s.code(), Code::Unauthenticated, "{s:?}"),
+            Ok(_) => panic!("a guess logged in"),
+        }
+    }
+    let (i, s) = refused.expect("never throttled after 200 failures");
+    assert!(i >= 20, "throttled after only {i} failures");
+    assert!(s.message().starts_with("too many failed logins from this address"), "{s:?}");
+    let other = login(&c, 2, "no-such-user", "guess").await.unwrap_err();
+    assert_eq!(other.code(), Code::Unauthenticated, "another node keeps its own count: {other:?}");
+}

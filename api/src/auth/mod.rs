@@ -5,6 +5,7 @@
 
 pub mod hasher;
 pub mod permissions;
+pub mod throttle;
 pub mod tokens;
 
 pub use hasher::Hasher;

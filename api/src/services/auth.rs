@@ -1,5 +1,7 @@
 //! Logins, the client-credentials grant, and the life of a token.
 
+use std::time::Instant;
+
 use strongbox_proto::v1::auth_server::Auth;
 use strongbox_proto::v1::*;
 use strongbox_store::auth::{validate_name, Principal};
@@ -11,17 +13,19 @@ use strongbox_store::{Actor, Command, Op};
 use tonic::{Request, Response, Status};
 
 use super::{internal, token_of, unexpected, Api, Written};
+use crate::auth::throttle::LoginThrottle;
 use crate::auth::tokens::{bearer, client_secret_digest, new_token, token_arg};
 use crate::auth::{password, Rpc};
 use crate::observe::{check_size, now_ms};
 
 pub struct AuthService {
     api: Api,
+    throttle: LoginThrottle,
 }
 
 impl AuthService {
     pub fn new(api: Api) -> Self {
-        AuthService { api }
+        AuthService { api, throttle: LoginThrottle::default() }
     }
 
     /// A requested lifetime: 0 = the default, capped at the maximum.
@@ -98,6 +102,16 @@ impl Auth for AuthService {
         self.api
             .rpc("auth.login", token_of(req.metadata()), async {
                 check_size(req.get_ref())?;
+                // Before any hashing or log write (see `LoginThrottle`).
+                let source = req.remote_addr().map(|a| a.ip());
+                if let Some(ip) = source {
+                    if let Err(wait) = self.throttle.check(ip, Instant::now()) {
+                        return Err(Status::resource_exhausted(format!(
+                            "too many failed logins from this address; try again in {} ms",
+                            wait.as_millis().max(1)
+                        )));
+                    }
+                }
                 let r = req.into_inner();
                 validate_name("user", &r.username)
                     .map_err(|e| Status::invalid_argument(format!("username: {}", e.message)))?;
@@ -119,6 +133,9 @@ impl Auth for AuthService {
                         }
                         other => other,
                     };
+                }
+                if let Some(ip) = source {
+                    self.throttle.failed(ip, Instant::now());
                 }
                 self.record_failure(&r.username).await?;
                 Err(Status::unauthenticated(LOGIN_FAILED))
