@@ -3,6 +3,7 @@
 //! then one `Bootstrap` command; apply accepts each only before the first
 //! admin exists, so restarts and races are harmless.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use strongbox_store::command::{Bootstrap, InitStateVersion, STATE_VERSION_SUPPORTED};
@@ -17,7 +18,8 @@ use crate::services::Api;
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// Where the password comes from, in order: the configured file, the
-/// environment, or a random one that is printed once on success.
+/// environment, or a random one, written to `GENERATED_PASSWORD_FILE` in
+/// the data directory (owner-only) before it is used.
 fn password(auth: &Auth) -> anyhow::Result<(Zeroizing<String>, bool)> {
     if let Some(path) = &auth.settings.bootstrap_password_file {
         // As with the master key file: a password others may read is
@@ -51,9 +53,9 @@ fn password(auth: &Auth) -> anyhow::Result<(Zeroizing<String>, bool)> {
 }
 
 /// Runs until the cluster has its first admin (made here or elsewhere).
-pub async fn run(api: Api) {
+pub async fn run(api: Api, data_dir: PathBuf) {
     loop {
-        match attempt(&api).await {
+        match attempt(&api, &data_dir).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::debug!(error = %e, "bootstrap not done yet; retrying");
@@ -63,7 +65,31 @@ pub async fn run(api: Api) {
     }
 }
 
-async fn attempt(api: &Api) -> anyhow::Result<()> {
+/// A generated first-admin password, in the initializing node's data
+/// directory: not on stdout, which a service manager or `strongbox dev`
+/// keeps in log files.
+pub const GENERATED_PASSWORD_FILE: &str = "first-admin-password";
+
+/// Keeps a generated password where only the node's owner reads it. An
+/// existing file is one an earlier attempt wrote: its password is used.
+fn keep_generated(data_dir: &Path, pw: Zeroizing<String>) -> anyhow::Result<Zeroizing<String>> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join(GENERATED_PASSWORD_FILE);
+    if path.exists() {
+        let text = Zeroizing::new(std::fs::read_to_string(&path)?);
+        return Ok(Zeroizing::new(text.trim_end().to_string()));
+    }
+    let tmp = data_dir.join(format!("{GENERATED_PASSWORD_FILE}.partial"));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    f.write_all(format!("{}\n", &*pw).as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(pw)
+}
+
+async fn attempt(api: &Api, data_dir: &Path) -> anyhow::Result<()> {
     // Catch up first: a restarted node must not think a bootstrapped
     // cluster is new just because it has not applied the log yet.
     api.node.read_barrier(true, 0, None, Duration::from_secs(5)).await?;
@@ -86,6 +112,7 @@ async fn attempt(api: &Api) -> anyhow::Result<()> {
             return Ok(());
         }
     };
+    let pw = if generated { keep_generated(data_dir, pw)? } else { pw };
     if let Err(s) = crate::auth::password("bootstrap password", pw.to_string(), true) {
         tracing::error!("{}; no admin was created", s.message());
         return Ok(());
@@ -99,8 +126,13 @@ async fn attempt(api: &Api) -> anyhow::Result<()> {
         Ok(_) => {
             tracing::info!(user = %username, "created the first admin");
             if generated {
-                // Shown once, on stdout (never in the log): like Vault's root token.
-                println!("\nfirst admin: user {username:?}, password {}\n(shown only once; change it with `strongbox passwd`)\n", &*pw);
+                let path = data_dir.join(GENERATED_PASSWORD_FILE);
+                tracing::warn!(
+                    user = %username,
+                    password_file = %path.display(),
+                    "the first admin's password was generated into this file (owner-only); log in, change it \
+                     with `strongbox passwd`, then delete the file"
+                );
             }
             Ok(())
         }

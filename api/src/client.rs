@@ -137,7 +137,7 @@ impl Profile {
                     }
                     return Ok(LeaderRouted::new(routes, i));
                 }
-                Err(e) => last_err = Some(format!("{addr}: {e}")),
+                Err(e) => last_err = Some(format!("{addr}: {}", error_chain(&e))),
             }
         }
         anyhow::bail!("no endpoint answered ({})", last_err.unwrap_or_else(|| "no endpoints".into()))
@@ -147,4 +147,21 @@ impl Profile {
     pub fn channel_to(&self, addr: &str) -> anyhow::Result<LeaderRouted> {
         Ok(LeaderRouted::new(vec![(addr.to_string(), self.endpoint(addr)?.connect_lazy())], 0))
     }
+}
+
+/// An error with its causes: tonic's transport error alone reads only
+/// "transport error", whether the certificate was refused, its name did
+/// not match, or nothing listened.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }

@@ -10,6 +10,8 @@ use strongbox_raft::config::RaftTuning;
 pub const WORKER_THREADS_MAX: usize = 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+// A misspelt setting is an error, not a silent default.
+#[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// Unique, non-zero, never reused within a cluster.
     pub id: u64,
@@ -104,6 +106,7 @@ fn default_local_read_staleness_max_ms() -> u64 {
 /// Passwords, tokens, lockout, and the first admin.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     /// argon2id cost; refused below OWASP's minimum (19 MiB, 2 passes).
     pub argon2_memory_kib: u32,
@@ -123,7 +126,7 @@ pub struct AuthSettings {
     /// The first admin, created once when this node initializes a cluster.
     pub bootstrap_admin_username: String,
     /// Where its password comes from (else $STRONGBOX_BOOTSTRAP_PASSWORD,
-    /// else a random one printed once on stdout).
+    /// else a random one written to `first-admin-password` in the data dir).
     pub bootstrap_password_file: Option<PathBuf>,
 }
 
@@ -151,12 +154,14 @@ fn default_log_format() -> String {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Member {
     pub raft_addr: String,
     pub api_addr: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TlsFiles {
     pub ca_cert: PathBuf,
     pub cert: PathBuf,
@@ -165,6 +170,7 @@ pub struct TlsFiles {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct RaftSettings {
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
@@ -262,5 +268,33 @@ impl NodeConfig {
 
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+id = 1
+data_dir = "/tmp/strongbox-config-test"
+api_addr = "127.0.0.1:7001"
+raft_addr = "127.0.0.1:7101"
+insecure = true
+"#;
+
+    #[test]
+    fn a_minimal_config_parses_and_a_misspelt_setting_is_refused() {
+        let cfg: NodeConfig = toml::from_str(MINIMAL).expect("minimal config");
+        assert_eq!(cfg.id, 1);
+        let reparsed: Result<NodeConfig, _> = toml::from_str(&cfg.to_toml());
+        assert!(reparsed.is_ok(), "what to_toml writes reads back: {reparsed:?}");
+        for typo in
+            ["metrics_address = \"127.0.0.1:9\"", "[raft]\nheartbeat_interval_ms = 5", "[auth]\nlockout = 3"]
+        {
+            let text = format!("{MINIMAL}{typo}\n");
+            let e = toml::from_str::<NodeConfig>(&text).expect_err(typo).to_string();
+            assert!(e.contains("unknown field"), "{typo}: {e}");
+        }
     }
 }

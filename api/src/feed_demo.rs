@@ -66,8 +66,13 @@ pub struct ReadModel {
     /// Transfer id → open reservation (what a post, void or expiry releases).
     #[serde(default)]
     pub pending: BTreeMap<String, PendingView>,
-    /// Feed messages applied by this process and its predecessors.
+    /// Revisions applied from feed messages by this process and its
+    /// predecessors (a revision in parts counts once).
     pub messages_applied: u64,
+    /// A revision whose first parts are applied, its last not yet: the
+    /// model is not saved then (a resume sends that revision whole again).
+    #[serde(skip)]
+    pub partial: Option<u64>,
 }
 
 fn roles_of(fields: &std::collections::HashMap<String, String>) -> BTreeSet<String> {
@@ -98,14 +103,20 @@ impl ReadModel {
 
     /// Applies one message; messages at or below the checkpoint are ignored.
     pub fn apply(&mut self, msg: &WatchResponse) {
-        if msg.revision <= self.revision {
+        // A revision's later parts come with the same revision number.
+        let continues = self.partial == Some(msg.revision);
+        if msg.revision <= self.revision && !continues {
             return;
         }
-        self.revision = msg.revision;
         if msg.progress {
+            self.revision = msg.revision;
             return;
         }
-        self.messages_applied += 1;
+        self.partial = msg.more.then_some(msg.revision);
+        if !msg.more {
+            self.revision = msg.revision;
+            self.messages_applied += 1;
+        }
         for e in &msg.events {
             let user = e.entity.strip_prefix("user:").unwrap_or(&e.entity).to_string();
             match e.kind.as_str() {
@@ -229,8 +240,9 @@ pub async fn follow(
         .into_inner();
     while let Some(msg) = stream.message().await? {
         model.apply(&msg);
-        // Checkpoint when the stream pauses (progress) or every 100 messages.
-        if msg.progress || model.messages_applied % 100 == 0 {
+        // Checkpoint when the stream pauses (progress) or every 100 messages,
+        // never in the middle of a revision (a resume sends it whole again).
+        if model.partial.is_none() && (msg.progress || model.messages_applied % 100 == 0) {
             model.save(state)?;
         }
         if until_revision.is_some_and(|u| model.revision >= u) {
@@ -238,7 +250,9 @@ pub async fn follow(
             return Ok(model);
         }
     }
-    model.save(state)?;
+    if model.partial.is_none() {
+        model.save(state)?;
+    }
     anyhow::bail!(
         "the feed ended (the node stopped?); run again to resume from revision {}",
         model.revision + 1

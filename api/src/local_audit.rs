@@ -45,6 +45,21 @@ pub fn took_effect() {
 
 tokio::task_local! {
     static REQUEST: RefCell<Seen>;
+    /// Set once a request reaches `Api::rpc` (see `refusals`).
+    static ENTERED: std::sync::Arc<std::sync::atomic::AtomicBool>;
+}
+
+/// Marks the current request as one `Api::rpc` records.
+pub fn entered() {
+    let _ = ENTERED.try_with(|e| e.store(true, std::sync::atomic::Ordering::Relaxed));
+}
+
+/// Runs a request's whole service future; returns whether it reached
+/// `Api::rpc`.
+pub async fn watch_entry<T>(f: impl Future<Output = T>) -> (T, bool) {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let out = ENTERED.scope(flag.clone(), f).await;
+    (out, flag.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 /// Runs a handler in a fresh request context; returns what it learned.

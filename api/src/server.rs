@@ -70,6 +70,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let auth = std::sync::Arc::new(Auth::new(cfg.auth.clone())?);
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", cfg.data_dir.display()))?;
+    claim_data_dir(&cfg.data_dir, cfg.id)?;
     let codec = crate::encryption::codec(&cfg)?;
     let db = Db::open(&cfg.data_dir.join("db"), codec)
         .map_err(|e| anyhow::anyhow!("cannot open storage in {}: {e}", cfg.data_dir.display()))?;
@@ -103,7 +104,20 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     )
     .map_err(|e| anyhow::anyhow!("cannot open the node-local audit log: {e}"))?;
     let (local_audit, local_audit_writer) = crate::local_audit::LocalAudit::start(local_log)?;
-    let node = RaftNode::start(cfg.id, info, db, &cfg.raft.tuning(), channels).await?;
+    let node = RaftNode::start(cfg.id, info.clone(), db, &cfg.raft.tuning(), channels).await?;
+    if let Some(known) = node.raft.metrics().borrow().membership_config.membership().get_node(&cfg.id) {
+        if *known != info {
+            // Peers dial what the membership says; there is no address update.
+            tracing::warn!(
+                config_raft_addr = %info.raft_addr,
+                config_api_addr = %info.api_addr,
+                member_raft_addr = %known.raft_addr,
+                member_api_addr = %known.api_addr,
+                "this node's addresses differ from the cluster's membership; peers still dial the old ones \
+                 (remove the node and add it again with the new addresses)"
+            );
+        }
+    }
     let mut services = Api::new(node.clone(), auth, cfg.secret_value_bytes_max, local_audit);
     services.local_read_staleness_max = Duration::from_millis(cfg.local_read_staleness_max_ms);
     if cfg.unsafe_stale_reads {
@@ -139,14 +153,9 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     );
 
     let (health, health_svc) = tonic_health::server::health_reporter();
-    health.set_serving::<SecretsServer<SecretsService>>().await;
-    health.set_serving::<ClusterServer<ClusterService>>().await;
-    health.set_serving::<AuthServer<AuthService>>().await;
-    health.set_serving::<UsersServer<UsersService>>().await;
-    health.set_serving::<ClientsServer<ClientsService>>().await;
-    health.set_serving::<RolesServer<RolesService>>().await;
-    health.set_serving::<KeysServer<KeysService>>().await;
-    health.set_serving::<LedgerServer<LedgerService>>().await;
+    let staleness_max = (!cfg.unsafe_stale_reads).then_some(services.local_read_staleness_max);
+    let health_task =
+        tokio::spawn(crate::health::follow(health, node.clone(), staleness_max, stop_rx.clone()));
     // Both reflection versions: grpcurl speaks v1, many clients still v1alpha.
     let reflection_builder = || {
         tonic_reflection::server::Builder::configure()
@@ -178,57 +187,62 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     }
     let hint = LeaderHint::follow(&node);
     let api_task = tokio::spawn(
-        api.layer(tower::util::MapResponseLayer::new(move |r| {
-            crate::observe::restate_oversize(hint.stamp(r))
-        }))
-        .add_service(health_svc)
-        .add_service(reflection)
-        .add_service(reflection_alpha)
-        .add_service(
-            SecretsServer::new(SecretsService::new(services.clone()))
-                .max_decoding_message_size(REQUEST_BYTES_MAX),
-        )
-        .add_service(
-            ClusterServer::new(ClusterService::new(services.clone()))
-                .max_decoding_message_size(REQUEST_BYTES_MAX),
-        )
-        .add_service(
-            AuthServer::new(AuthService::new(services.clone())).max_decoding_message_size(REQUEST_BYTES_MAX),
-        )
-        .add_service(
-            UsersServer::new(UsersService::new(services.clone()))
-                .max_decoding_message_size(REQUEST_BYTES_MAX),
-        )
-        .add_service(
-            ClientsServer::new(ClientsService::new(services.clone()))
-                .max_decoding_message_size(REQUEST_BYTES_MAX),
-        )
-        .add_service(
-            RolesServer::new(RolesService::new(services.clone()))
-                .max_decoding_message_size(REQUEST_BYTES_MAX),
-        )
-        .add_service(
-            LedgerServer::new(LedgerService::new(services.clone()))
-                .max_decoding_message_size(REQUEST_BYTES_MAX),
-        )
-        .add_service(
-            AuditServer::new(AuditService::new(services.clone()))
-                .max_decoding_message_size(REQUEST_BYTES_MAX),
-        )
-        .add_service(
-            FeedServer::new(FeedService::new(services.clone(), stop_rx.clone()))
-                .max_decoding_message_size(REQUEST_BYTES_MAX),
-        )
-        .add_service(
-            KeysServer::new(KeysService::new(services.clone(), cfg.clone(), reencryption.clone()))
-                .max_decoding_message_size(REQUEST_BYTES_MAX),
-        )
-        .serve_with_incoming_shutdown(incoming(api_listener), stopped(stop_rx.clone())),
+        // Outermost (a Server's first layer wraps the later ones): it sees
+        // the status as restated.
+        api.layer(crate::refusals::AuditRefusalsLayer::new(services.clone()))
+            .layer(tower::util::MapResponseLayer::new(move |r| {
+                crate::observe::restate_oversize(hint.stamp(r))
+            }))
+            .add_service(health_svc)
+            .add_service(reflection)
+            .add_service(reflection_alpha)
+            .add_service(
+                SecretsServer::new(SecretsService::new(services.clone()))
+                    .max_decoding_message_size(REQUEST_BYTES_MAX),
+            )
+            .add_service(
+                ClusterServer::new(ClusterService::new(services.clone()))
+                    .max_decoding_message_size(REQUEST_BYTES_MAX),
+            )
+            .add_service(
+                AuthServer::new(AuthService::new(services.clone()))
+                    .max_decoding_message_size(REQUEST_BYTES_MAX),
+            )
+            .add_service(
+                UsersServer::new(UsersService::new(services.clone()))
+                    .max_decoding_message_size(REQUEST_BYTES_MAX),
+            )
+            .add_service(
+                ClientsServer::new(ClientsService::new(services.clone()))
+                    .max_decoding_message_size(REQUEST_BYTES_MAX),
+            )
+            .add_service(
+                RolesServer::new(RolesService::new(services.clone()))
+                    .max_decoding_message_size(REQUEST_BYTES_MAX),
+            )
+            .add_service(
+                LedgerServer::new(LedgerService::new(services.clone()))
+                    .max_decoding_message_size(REQUEST_BYTES_MAX),
+            )
+            .add_service(
+                AuditServer::new(AuditService::new(services.clone()))
+                    .max_decoding_message_size(REQUEST_BYTES_MAX),
+            )
+            .add_service(
+                FeedServer::new(FeedService::new(services.clone(), stop_rx.clone()))
+                    .max_decoding_message_size(REQUEST_BYTES_MAX),
+            )
+            .add_service(
+                KeysServer::new(KeysService::new(services.clone(), cfg.clone(), reencryption.clone()))
+                    .max_decoding_message_size(REQUEST_BYTES_MAX),
+            )
+            .serve_with_incoming_shutdown(incoming(api_listener), stopped(stop_rx.clone())),
     );
 
     tracing::info!(id = cfg.id, api = %cfg.api_addr, raft = %cfg.raft_addr, "node started");
-    let bootstrap_task =
-        maybe_initialize(&cfg, &node).await?.then(|| tokio::spawn(crate::bootstrap::run(services.clone())));
+    let bootstrap_task = maybe_initialize(&cfg, &node)
+        .await?
+        .then(|| tokio::spawn(crate::bootstrap::run(services.clone(), cfg.data_dir.clone())));
     let metrics_task = tokio::spawn(export_raft_metrics(node.clone()));
     let pulse_task = tokio::spawn(crate::pulse::run(services.clone()));
     let reencrypt_task =
@@ -237,6 +251,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
+    // NOT_SERVING before the servers drain, so balancers move away first.
+    let _ = tokio::time::timeout(Duration::from_secs(1), health_task).await;
     metrics_task.abort();
     pulse_task.abort();
     reencrypt_task.abort();
@@ -271,6 +287,40 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The file naming the node id a data dir belongs to.
+pub const NODE_ID_FILE: &str = "node-id";
+
+/// Ties a data dir to one node id: started under another id (configs
+/// swapped between two machines), a node would run another's log as its
+/// own and could vote away writes that one acknowledged. Written on the
+/// first start (or the first with this build), checked on every later one.
+pub fn claim_data_dir(data_dir: &std::path::Path, id: u64) -> anyhow::Result<()> {
+    let path = data_dir.join(NODE_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let owner: u64 = text
+                .trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{} does not hold a node id ({text:?})", path.display()))?;
+            anyhow::ensure!(
+                owner == id,
+                "data dir {} belongs to node {owner}, and this config says id = {id}: a node must never start \
+                 on another's data (were two configs swapped?)",
+                data_dir.display()
+            );
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tmp = data_dir.join(format!("{NODE_ID_FILE}.partial"));
+            std::fs::write(&tmp, format!("{id}\n"))?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            Ok(())
+        }
+        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+    }
 }
 
 /// Accepted connections with Nagle off: `Server::tcp_nodelay` only applies
@@ -320,6 +370,12 @@ async fn export_raft_metrics(node: RaftNode) {
         } else {
             0.0
         });
+        // A leader cut off from its quorum stays "leader" in openraft 0.9
+        // (it is only silenced): this says how long since it was in step.
+        match node.local_read_age() {
+            Some(age) => metrics::gauge!("strongbox_leader_contact_age_seconds").set(age.as_secs_f64()),
+            None => metrics::gauge!("strongbox_leader_contact_age_seconds").set(f64::INFINITY),
+        }
         metrics::gauge!("strongbox_raft_leader_id").set(m.current_leader.map_or(0.0, |l| l as f64));
         let last = m.last_log_index.unwrap_or(0);
         metrics::gauge!("strongbox_raft_last_log_index").set(last as f64);
@@ -346,5 +402,21 @@ async fn export_raft_metrics(node: RaftNode) {
             Ok(committed) => metrics::gauge!("strongbox_raft_committed_index").set(committed as f64),
             Err(_) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_dir_is_claimed_once_and_refused_to_another_id() {
+        let dir = tempfile::tempdir().unwrap();
+        claim_data_dir(dir.path(), 2).expect("first start");
+        claim_data_dir(dir.path(), 2).expect("a restart");
+        let e = claim_data_dir(dir.path(), 3).expect_err("another id").to_string();
+        assert!(e.contains("belongs to node 2") && e.contains("id = 3"), "{e}");
+        std::fs::write(dir.path().join(NODE_ID_FILE), "two").unwrap();
+        assert!(claim_data_dir(dir.path(), 2).is_err(), "an unreadable claim is not overwritten");
     }
 }

@@ -41,6 +41,8 @@ async fn logins_grants_and_refusals_are_audited_and_the_chain_verifies_everywher
         assert_eq!(v.records_checked, v.head_seq);
         let q = AuditQueryRequest { limit: 1000, ..Default::default() };
         let records = audit.query(q).await.unwrap().into_inner().records;
+        let head = records.iter().find(|r| r.seq == v.head_seq).expect("the head record");
+        assert_eq!(v.head_hash, head.hash, "node {id}: the head hash is the head record's");
         all.push(records);
     }
     assert!(all.windows(2).all(|w| w[0] == w[1]), "every node holds the same chain");
@@ -137,6 +139,11 @@ async fn reads_and_early_refusals_are_audited_locally_and_edits_on_disk_are_foun
     let bad = c.secrets(node).put(put_req("", MARKER, "bad-put-1")).await.unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
     c.secrets(node).put(put_req("local/b", MARKER, "good-put-1")).await.unwrap();
+    // Over the decode limit: tonic refuses it before any handler runs.
+    let mut huge = tonic::Request::new(put_req("local/huge", &"x".repeat(2 << 20), "huge-put-1"));
+    huge.metadata_mut().insert("x-request-id", "huge-put-1".parse().unwrap());
+    let r = c.secrets(node).put(huge).await.unwrap_err();
+    assert_eq!(r.code(), Code::ResourceExhausted, "{r:?}");
 
     let records = local_records(&c, node).await;
     assert!(!format!("{records:?}").contains(MARKER), "a secret value in the local audit log");
@@ -153,6 +160,8 @@ async fn reads_and_early_refusals_are_audited_locally_and_edits_on_disk_are_foun
     let refused = find("user:bob", "secrets.put", "PermissionDenied").expect("the refused write");
     assert_eq!((refused.resource.as_str(), refused.request_id.as_str()), ("secrets:local/a", "bob-put-1"));
     assert!(find("user:admin", "secrets.put", "InvalidArgument").is_some(), "the malformed write");
+    let huge = find("user:admin", "secrets.put", "ResourceExhausted").expect("the oversized write");
+    assert_eq!(huge.request_id, "huge-put-1");
     assert!(
         !records.iter().any(|r| r.request_id == "good-put-1"),
         "an applied write is in the replicated chain, not the local one"

@@ -510,6 +510,15 @@ async fn health_and_metrics_are_served() {
         .unwrap()
         .into_inner();
     assert_eq!(r.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    for service in strongbox_api::health::SERVICES {
+        let r = health.check(tonic_health::pb::HealthCheckRequest { service: service.to_string() }).await;
+        let status = r.unwrap_or_else(|e| panic!("{service:?}: {e:?}")).into_inner().status;
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service:?}"
+        );
+    }
 
     // Server reflection (v1 and v1alpha) lists the client services only.
     {
@@ -571,10 +580,13 @@ async fn membership_add_learner_promote_transfer_remove() {
     let follower = (1..=3).find(|id| *id != leader).unwrap();
     let w = put_retry(&c, leader, "mem/before", "1", "mem-1").await;
 
-    // A node the leader has never replicated to is not promoted.
+    // A node that is not a member is not promoted, nor removed (etcd:
+    // "member not found"), and nothing is logged for it.
     let e = c.cluster(follower).promote(PromoteRequest { id: 4 }).await.unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
-    assert!(e.message().contains("not yet received the log"), "{}", e.message());
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(e.message().contains("node 4 is not a member"), "{e:?}");
+    let e = c.cluster(leader).remove(RemoveRequest { id: 9 }).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
 
     // Node 4 starts empty, with no initial members: it waits to be added.
     c.spawn(4);
@@ -583,6 +595,17 @@ async fn membership_add_learner_promote_transfer_remove() {
     let r = c.cluster(follower).add_learner(add).await.unwrap().into_inner();
     let m4 = r.members.iter().find(|m| m.id == 4).expect("node 4 is a member");
     assert!(!m4.voter, "added as a learner");
+    // The same addition again is a retry: fine. The same id elsewhere, or
+    // another id at a member's address (one machine voting twice), is not.
+    let again = AddLearnerRequest { id: 4, raft_addr: c.raft_addr(4), api_addr: c.api_addr(4) };
+    c.cluster(leader).add_learner(again).await.expect("a retried addition");
+    let moved = AddLearnerRequest { id: 4, raft_addr: c.raft_addr(4), api_addr: "127.0.0.1:1".into() };
+    let e = c.cluster(leader).add_learner(moved).await.unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+    let twin = AddLearnerRequest { id: 5, raft_addr: c.raft_addr(follower), api_addr: "127.0.0.1:2".into() };
+    let e = c.cluster(follower).add_learner(twin).await.unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+    assert!(e.message().contains(&format!("node {follower}'s")), "{e:?}");
     // openraft's blocking add_learner only waits until the learner is within
     // replication_lag_threshold entries, which a short log always is.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -686,6 +709,12 @@ async fn a_leader_transfer_to_an_unreachable_voter_is_refused_at_once() {
     assert!(started.elapsed() < Duration::from_secs(2), "refused only after {:?}", started.elapsed());
     let s = c.status(leader).await.expect("leader status");
     assert_eq!((s.leader_id, s.term), (Some(leader), term), "leadership moved: {s:?}");
+    // Removing the other follower now would need the stopped voter to
+    // commit (joint consensus): refused at once, not a cluster-wide stall.
+    let other = (1..=3).find(|id| *id != leader && *id != down).unwrap();
+    let e = c.cluster(other).remove(RemoveRequest { id: other }).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains(&format!("not answering: [{down}]")), "{e:?}");
     put_retry(&c, leader, "tr/b", "2", "tr-2").await;
 }
 
@@ -729,10 +758,30 @@ async fn no_quorum_answers_unavailable_and_loses_nothing() {
     let e = c.secrets(survivor).get(get_req("q/a", Consistency::Local, 0)).await.unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
     assert!(e.message().contains("may be stale"), "{e:?}");
+    // Health says so too, for load balancers: the node as a whole ("") and
+    // each service.
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let survivor_ch = c.channel(survivor);
+    let health = |service: &str| {
+        let ch = survivor_ch.clone();
+        let service = service.to_string();
+        async move {
+            let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
+            h.check(tonic_health::pb::HealthCheckRequest { service }).await.unwrap().into_inner().status
+        }
+    };
+    for service in ["", "strongbox.v1.Secrets", "strongbox.v1.Feed"] {
+        assert_eq!(health(service).await, ServingStatus::NotServing as i32, "{service:?} cut off");
+    }
     for id in (1..=3).filter(|id| *id != survivor) {
         c.restart(id);
     }
     c.wait_leader(Duration::from_secs(30)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while health("").await != ServingStatus::Serving as i32 {
+        assert!(tokio::time::Instant::now() < deadline, "health did not come back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // The failed write is "maybe applied": it may have landed or not, but a
     // retry with the same id applies it at most once.
     let r = put_retry(&c, survivor, "q/b", "2", "q-2").await;

@@ -240,6 +240,8 @@ async fn stalled_consumer_is_cut_off_and_bad_requests_are_refused() {
         status.message().contains(&format!("reconnect with start_revision {}", last + 1)),
         "{status:?} client last {last} after {received}"
     );
+    let resume = status.metadata().get("strongbox-resume-revision").map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(resume, Some((last + 1).to_string()), "{status:?}");
 }
 
 /// The example consumer (`strongbox feed-demo`): its read model, fed only by
@@ -333,6 +335,36 @@ async fn the_example_consumer_matches_a_linearizable_read_and_resumes() {
     let r =
         ledger.create_transfers(CreateTransfersRequest { transfers: vec![t(17, 2, 1, 1, 0)], options: None });
     assert_eq!(r.await.unwrap().into_inner().results, vec![0]);
+    // A full batch with 39-digit ids: its revision's events pass 1 MiB and
+    // come in parts, which the consumer must put together.
+    let big: Vec<Transfer> = (0..8_189u64)
+        .map(|i| Transfer { id: Some(U128 { lo: i, hi: u64::MAX }), ..t(0, 1, 2, 1, 0) })
+        .collect();
+    let r = ledger.create_transfers(CreateTransfersRequest { transfers: big, options: None }).await.unwrap();
+    assert!(r.into_inner().results.iter().all(|r| *r == 0));
+    let big_revision = revision(c.status(leader).await.unwrap());
+    let mut parts = FeedClient::new(c.admin(other))
+        .watch(WatchRequest {
+            start_revision: big_revision,
+            kinds: vec!["transfer.*".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut events, mut messages) = (0, 0);
+    loop {
+        let m =
+            tokio::time::timeout(Duration::from_secs(20), parts.message()).await.unwrap().unwrap().unwrap();
+        assert!(!m.progress && m.revision == big_revision, "{}", m.revision);
+        assert!(prost::Message::encoded_len(&m) <= strongbox_api::services::feed::MESSAGE_BYTES_MAX);
+        (events, messages) = (events + m.events.len(), messages + 1);
+        if !m.more {
+            break;
+        }
+    }
+    assert_eq!(events, 8_189, "every event of the revision, once");
+    assert!(messages >= 2, "split: {messages} message(s)");
 
     // The second run, through another node, resumes from its checkpoint.
     let target = revision(c.status(leader).await.unwrap());
@@ -378,7 +410,7 @@ async fn the_example_consumer_matches_a_linearizable_read_and_resumes() {
         })
         .collect();
     assert_eq!(model.accounts, expected);
-    assert_eq!((model.accounts["2"].credits_posted, model.accounts["3"].debits_posted), (30, 10));
+    assert_eq!((model.accounts["2"].credits_posted, model.accounts["3"].debits_posted), (30 + 8_189, 10));
     assert_eq!((model.accounts["1"].debits_pending, model.accounts["2"].debits_pending), (0, 3));
     assert_eq!(model.pending.keys().collect::<Vec<_>>(), ["16"], "posted and expired reservations released");
     assert!(!model.users.contains_key("alice") && !model.users["carol"].enabled);
@@ -406,7 +438,7 @@ async fn a_watch_its_client_dropped_stops_working_at_once() {
     // its client left only by watching for it.
     let req = WatchRequest {
         start_revision: 1,
-        kinds: vec!["nothing.matches".into()],
+        kinds: vec!["client.deleted".into()], // none happen here
         progress_interval_ms: 60_000,
         ..Default::default()
     };
@@ -445,4 +477,118 @@ async fn a_watch_its_client_dropped_stops_working_at_once() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// What a consumer coming from etcd's Watch relies on, and what must not
+/// happen: a kind that never occurs, or a start past the end (a checkpoint
+/// from before a restore), is refused rather than waited on forever; a
+/// stream from "now" learns its start at once; a watcher whose rights
+/// change is told (ABORTED, where to resume) instead of skipping silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kinds_start_and_rights_are_checked_not_silently_skipped() {
+    use strongbox_proto::v1::auth_client::AuthClient;
+    use strongbox_proto::v1::roles_client::RolesClient;
+    use strongbox_proto::v1::users_client::UsersClient;
+    use strongbox_proto::v1::{CreateUserRequest, LoginRequest, Permission, PutRoleRequest};
+
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = TestCluster::start(3, fast_raft()).await;
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    let follower = (1..=3).find(|n| *n != leader).unwrap();
+    let mut feed = FeedClient::new(c.admin(follower));
+
+    for bad in ["*.created", "secret.update", "nosuch.*", "secret.*.x", "*"] {
+        let req = WatchRequest { kinds: vec![bad.into()], ..Default::default() };
+        let e = feed.watch(req).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{bad}: {e:?}");
+        assert!(e.message().contains("families: secret"), "{bad}: {}", e.message());
+    }
+    let fine = WatchRequest {
+        kinds: vec!["secret.*".into(), "transfer.posted".into(), "put_secret".into()],
+        ..Default::default()
+    };
+    feed.watch(fine).await.expect("known kinds, a family and a command's name");
+
+    // Past the end: refused, on a follower too, naming the latest revision.
+    let latest = c.status(leader).await.unwrap().revision;
+    let e = feed.watch(WatchRequest { start_revision: latest + 50, ..Default::default() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+    let named: u64 =
+        e.metadata().get("strongbox-latest-revision").unwrap().to_str().unwrap().parse().unwrap();
+    assert!(named >= latest && named < latest + 50, "{named} vs {latest}");
+    // The next revision is not past the end: it waits for it.
+    feed.watch(WatchRequest { start_revision: named + 1, ..Default::default() })
+        .await
+        .expect("next revision");
+
+    // From now: a progress message first, long before the 60 s interval.
+    let req = WatchRequest { progress_interval_ms: 60_000, ..Default::default() };
+    let mut now = feed.watch(req).await.unwrap().into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(5), now.message()).await.expect("at once");
+    let first = first.unwrap().unwrap();
+    assert!(first.progress && first.revision >= latest, "{first:?}");
+
+    // A reader of secrets under feed/ watches; its role is narrowed.
+    let perm = |r: &str| Permission { effect: "allow".into(), action: "read".into(), resource: r.into() };
+    let mut roles = RolesClient::new(c.admin(leader));
+    let role = |rules: Vec<Permission>| PutRoleRequest {
+        options: None,
+        name: "feed-reader".into(),
+        permissions: rules,
+    };
+    roles.put(role(vec![perm("secrets:feed/*")])).await.unwrap();
+    UsersClient::new(c.admin(leader))
+        .create(CreateUserRequest {
+            options: None,
+            username: "feeder".into(),
+            password: "correct horse battery".into(),
+            roles: vec!["feed-reader".into()],
+        })
+        .await
+        .unwrap();
+    let token = AuthClient::new(c.channel(follower))
+        .login(LoginRequest {
+            username: "feeder".into(),
+            password: "correct horse battery".into(),
+            ttl_seconds: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    let mut reader = FeedClient::new(c.authed(follower, Some(&token)))
+        .watch(WatchRequest { prefix: "/feed/".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut secrets = c.secrets(leader);
+    secrets.put(put_req("feed/rights/1", "v", "rights-1")).await.unwrap();
+    let mut last;
+    loop {
+        let m =
+            tokio::time::timeout(Duration::from_secs(10), reader.message()).await.unwrap().unwrap().unwrap();
+        last = m.revision;
+        if !m.progress {
+            assert_eq!(m.events[0].entity, "feed/rights/1", "a leading / in the prefix is ignored");
+            break;
+        }
+    }
+    roles.put(role(vec![perm("secrets:feed/rights/*")])).await.unwrap();
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(10), reader.message())
+            .await
+            .expect("ended within 10 s")
+        {
+            Ok(Some(m)) => {
+                assert!(m.progress, "no event after the change: {m:?}");
+                last = m.revision;
+            }
+            Ok(None) => panic!("ended without a status"),
+            Err(s) => break s,
+        }
+    };
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    let resume: u64 =
+        status.metadata().get("strongbox-resume-revision").unwrap().to_str().unwrap().parse().unwrap();
+    assert_eq!(resume, last + 1, "{status:?}");
 }

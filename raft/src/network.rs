@@ -47,6 +47,9 @@ pub struct PeerChannels {
     /// Whether the last Raft RPC to each address got through: a peer going
     /// down or coming back is logged once, not on every retry.
     reachable: Mutex<HashMap<String, bool>>,
+    /// When each address last answered a Raft RPC (heartbeats included):
+    /// whether a membership change can commit depends on who answers now.
+    answered: Mutex<HashMap<String, Instant>>,
 }
 
 enum Link {
@@ -74,6 +77,7 @@ impl PeerChannels {
             channels: Mutex::new(HashMap::new()),
             links: Mutex::new(HashMap::new()),
             reachable: Mutex::new(HashMap::new()),
+            answered: Mutex::new(HashMap::new()),
         })
     }
 
@@ -83,6 +87,15 @@ impl PeerChannels {
     /// peer that is down); the node's default log filter leaves those out,
     /// and this says it once.
     pub fn note_reachability(&self, target: NodeId, addr: &str, failure: Option<&tonic::Status>) {
+        if failure.is_none() {
+            let mut answered = self.answered.lock().expect("answer time map poisoned");
+            match answered.get_mut(addr) {
+                Some(at) => *at = Instant::now(),
+                None => {
+                    answered.insert(addr.to_string(), Instant::now());
+                }
+            }
+        }
         let was = {
             let mut reachable = self.reachable.lock().expect("reachability map poisoned");
             let was = reachable.get(addr).copied();
@@ -111,6 +124,15 @@ impl PeerChannels {
     /// known to be down).
     pub fn known_unreachable(&self, addr: &str) -> bool {
         self.reachable.lock().expect("reachability map poisoned").get(addr) == Some(&false)
+    }
+
+    /// Whether this address answered a Raft RPC within `window`.
+    pub fn answered_within(&self, addr: &str, window: Duration) -> bool {
+        self.answered
+            .lock()
+            .expect("answer time map poisoned")
+            .get(addr)
+            .is_some_and(|at| at.elapsed() <= window)
     }
 
     /// The open forward stream to this address, opened if there is none or
@@ -157,6 +179,7 @@ impl PeerChannels {
         self.channels.lock().expect("peer channel map poisoned").retain(|a, _| keep.contains(a));
         self.links.lock().expect("forward link map poisoned").retain(|a, _| keep.contains(a));
         self.reachable.lock().expect("reachability map poisoned").retain(|a, _| keep.contains(a));
+        self.answered.lock().expect("answer time map poisoned").retain(|a, _| keep.contains(a));
     }
 
     /// Keeps the caches to the members' addresses for as long as `raft`

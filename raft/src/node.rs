@@ -60,6 +60,16 @@ pub enum NodeError {
     Overloaded,
     #[error("{0}")]
     InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A membership change (which has no request id) ran out of time.
+    #[error(
+        "timed out after {0} ms waiting for the membership change to commit; it may still take effect: \
+         check `strongbox cluster status` before trying again"
+    )]
+    MembershipTimeout(u128),
     #[error("this node has stopped: {0}")]
     Fatal(String),
 }
@@ -82,6 +92,9 @@ impl From<NodeError> for tonic::Status {
             NodeError::Refused(_) => tonic::Status::failed_precondition(msg),
             NodeError::Overloaded => tonic::Status::resource_exhausted(msg),
             NodeError::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
+            NodeError::NotFound(_) => tonic::Status::not_found(msg),
+            NodeError::AlreadyExists(_) => tonic::Status::already_exists(msg),
+            NodeError::MembershipTimeout(_) => tonic::Status::deadline_exceeded(msg),
             NodeError::Fatal(_) => tonic::Status::unavailable(msg),
         }
     }
@@ -126,6 +139,9 @@ pub struct RaftNode {
 
 /// How far behind the leader's log a learner may be and still be promoted.
 pub const PROMOTE_LAG_ENTRIES_MAX: u64 = 1_000;
+/// How long adding a learner waits for it to catch up before answering
+/// (it is a member either way; `promote` checks that it caught up).
+pub const LEARNER_CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 /// How far behind the leader's log a leader transfer's target may be: a
 /// target further behind needs a snapshot or a long catch-up before it can
 /// win, with the cluster's heartbeats off meanwhile.
@@ -266,6 +282,10 @@ impl RaftNode {
     }
 
     pub async fn change_membership(&self, op: MembershipOp, budget: Duration) -> Result<LogId, NodeError> {
+        // Checked against this node's view first, for a precise answer; the
+        // leader checks again against its own (it may know more).
+        let view = self.raft.metrics().borrow().membership_config.clone();
+        membership_conflict(view.membership(), &op)?;
         // Why the last attempt was put off, if it was (see `ProposeError::Busy`).
         let busy = std::sync::Mutex::new(None::<String>);
         let attempt = async {
@@ -295,13 +315,38 @@ impl RaftNode {
         let log_id =
             timeout(budget, attempt).await.map_err(|_| match busy.lock().expect("busy lock").take() {
                 Some(m) => NodeError::Refused(format!("{m}; still so after {} ms", budget.as_millis())),
-                None => self.timeout_error(budget, "the membership change"),
+                None => match self.leader() {
+                    None => NodeError::NoLeader,
+                    Some(_) => NodeError::MembershipTimeout(budget.as_millis()),
+                },
             })??;
+        if let MembershipOp::AddLearner { id, .. } = op {
+            // Scripts promote right after adding: give a running learner a
+            // moment to catch up (a learner not started yet just stays behind).
+            let _ = self
+                .raft
+                .wait(Some(LEARNER_CATCH_UP_WAIT.min(budget)))
+                .metrics(
+                    move |m| {
+                        let last = m.last_log_index.unwrap_or(0);
+                        m.replication
+                            .as_ref()
+                            .and_then(|r| r.get(&id).cloned().flatten())
+                            .is_some_and(|l| l.index + PROMOTE_LAG_ENTRIES_MAX >= last)
+                    },
+                    "learner caught up",
+                )
+                .await;
+        }
         // Let this node see the new membership before answering, so the
-        // caller's next status (served here) reflects the change.
+        // caller's next status (served here) reflects the change. A node
+        // removing itself may never see it (the leader stops replicating to
+        // it once it is out): no wait there.
+        let removes_self = matches!(op, MembershipOp::Remove { id } if id == self.id);
+        let wait = if removes_self { Duration::ZERO } else { budget };
         let _ = self
             .raft
-            .wait(Some(budget))
+            .wait(Some(wait))
             .metrics(
                 move |m| m.membership_config.log_id().is_some_and(|l| l.index >= log_id.index),
                 "membership visible",
@@ -314,9 +359,12 @@ impl RaftNode {
     pub async fn membership_here(&self, op: MembershipOp) -> Result<LogId, ProposeError> {
         // Deposed meanwhile: the change may never be answered here (as a
         // proposal; see `proposer::deposed`). Retried through the new leader.
+        let view = self.raft.metrics().borrow().membership_config.clone();
+        membership_conflict(view.membership(), &op).map_err(|e| ProposeError::Refused(e.to_string()))?;
         if let MembershipOp::Promote { id } = op {
             self.check_in_sync(id)?;
         }
+        self.check_voters_answer(&op)?;
         let deposed = crate::proposer::deposed(&self.raft, self.id);
         let res = tokio::select! {
             res = self.apply_membership_local(op) => res,
@@ -357,6 +405,50 @@ impl RaftNode {
         }
     }
 
+    /// A change of voters goes through a joint configuration that needs a
+    /// majority of the old voters and of the new: if either lacks one, it
+    /// can never commit, and no write commits meanwhile (every later entry
+    /// waits behind it). So it is refused up front, as etcd's strict
+    /// reconfiguration check does, unless enough voters answer the leader now.
+    fn check_voters_answer(&self, op: &MembershipOp) -> Result<(), ProposeError> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let membership = m.membership();
+        let before: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let mut after = before.clone();
+        match *op {
+            MembershipOp::Remove { id } => after.remove(&id),
+            MembershipOp::Promote { id } => after.insert(id),
+            MembershipOp::AddLearner { .. } => return Ok(()),
+        };
+        if after == before {
+            return Ok(());
+        }
+        // Up: answered within the shortest election timeout (several
+        // heartbeats), and its last RPC did not fail (a stopped node's
+        // connection is refused at once).
+        let within = self.election_timeouts.election_min;
+        let answers = |v: &NodeId| {
+            *v == self.id
+                || membership.get_node(v).is_some_and(|n| {
+                    self.channels.answered_within(&n.raft_addr, within)
+                        && !self.channels.known_unreachable(&n.raft_addr)
+                })
+        };
+        for set in [&before, &after] {
+            let up: Vec<NodeId> = set.iter().copied().filter(answers).collect();
+            if up.len() * 2 <= set.len() {
+                let silent: Vec<NodeId> = set.iter().copied().filter(|v| !answers(v)).collect();
+                return Err(ProposeError::Refused(format!(
+                    "refused: the change needs a majority of voters {set:?} to commit, and only {up:?} answered \
+                     the leader in the last {} ms (not answering: {silent:?}); it would stall every write until \
+                     they return. Bring them back first",
+                    within.as_millis()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Out of time: UNAVAILABLE if no leader is known (an election, or a
     /// lost quorum), DEADLINE_EXCEEDED if one is but did not answer in time.
     fn timeout_error(&self, budget: Duration, what: &'static str) -> NodeError {
@@ -388,7 +480,9 @@ impl RaftNode {
         op: MembershipOp,
     ) -> Result<ClientWriteResponse<TypeConfig>, RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>> {
         match op {
-            MembershipOp::AddLearner { id, node } => self.raft.add_learner(id, node, true).await,
+            // Not blocking: a learner added before it is started (etcd's
+            // order: member add, then start it) must not hold the answer.
+            MembershipOp::AddLearner { id, node } => self.raft.add_learner(id, node, false).await,
             MembershipOp::Promote { id } => {
                 self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await
             }
@@ -756,5 +850,47 @@ impl Drop for HeartbeatsOff {
         if self.running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
             self.raft.runtime_config().heartbeat(true);
         }
+    }
+}
+
+/// What a membership change would contradict in a membership view: an id
+/// already there at another address, an address another member uses (one
+/// machine's vote would count twice), a member that is not there.
+fn membership_conflict(
+    m: &openraft::Membership<NodeId, NodeInfo>,
+    op: &MembershipOp,
+) -> Result<(), NodeError> {
+    let listed = || m.nodes().map(|(id, _)| id.to_string()).collect::<Vec<_>>().join(", ");
+    match op {
+        MembershipOp::AddLearner { id, node } => {
+            if let Some(existing) = m.get_node(id) {
+                if existing == node {
+                    return Ok(()); // a retry of the same addition
+                }
+                return Err(NodeError::AlreadyExists(format!(
+                    "node {id} is already a member (raft_addr {}, api_addr {}); remove it first to change \
+                     its addresses",
+                    existing.raft_addr, existing.api_addr
+                )));
+            }
+            for (other, info) in m.nodes() {
+                for (field, mine, theirs) in [
+                    ("raft_addr", &node.raft_addr, &info.raft_addr),
+                    ("api_addr", &node.api_addr, &info.api_addr),
+                ] {
+                    if mine == theirs {
+                        return Err(NodeError::AlreadyExists(format!(
+                            "{field} {mine} is node {other}'s; two ids at one address would count one \
+                             machine's vote twice"
+                        )));
+                    }
+                }
+            }
+            Ok(())
+        }
+        MembershipOp::Promote { id } | MembershipOp::Remove { id } => match m.get_node(id) {
+            Some(_) => Ok(()),
+            None => Err(NodeError::NotFound(format!("node {id} is not a member (members: {})", listed()))),
+        },
     }
 }

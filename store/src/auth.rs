@@ -372,6 +372,15 @@ impl Caller {
             + self.roles.iter().map(|r| std::mem::size_of::<RoleRecord>() + strings(r)).sum::<usize>()
     }
 
+    /// Whether `other` acts with the same rights (roles, their rules, the
+    /// deny-covers-admin rule): a stream filtered by rights ends when they
+    /// change rather than quietly skipping what it may no longer read.
+    pub fn same_rights(&self, other: &Caller) -> bool {
+        self.principal == other.principal
+            && self.roles == other.roles
+            && self.deny_covers_admin == other.deny_covers_admin
+    }
+
     pub fn allows(&self, access: &Access) -> bool {
         let rules = || {
             self.roles

@@ -62,7 +62,55 @@ pub struct ChangeEvent {
     pub fields: BTreeMap<String, String>,
 }
 
+/// Every kind of event `describe` writes, by family. A command with no
+/// finer description has its command's name as its kind (no family).
+pub const KINDS: &[&str] = &[
+    "secret.created",
+    "secret.updated",
+    "secret.deleted",
+    "secret.undeleted",
+    "secret.destroyed",
+    "user.created",
+    "user.deleted",
+    "user.enabled",
+    "user.disabled",
+    "user.password_changed",
+    "user.unlocked",
+    "user.login_failed",
+    "client.created",
+    "client.deleted",
+    "client.enabled",
+    "client.disabled",
+    "role.updated",
+    "role.deleted",
+    "role.granted",
+    "role.revoked",
+    "token.issued",
+    "token.revoked",
+    "token.renewed",
+    "cluster.state_version",
+    "account.created",
+    "transfer.created",
+    "transfer.pending",
+    "transfer.posted",
+    "transfer.voided",
+    "transfer.expired",
+];
+
+/// The families of `KINDS` ("secret" for "secret.*").
+pub fn families() -> impl Iterator<Item = &'static str> {
+    let mut seen: Vec<&'static str> = Vec::new();
+    KINDS.iter().filter_map(move |k| {
+        let family = k.split('.').next().expect("a kind has a family");
+        (!seen.contains(&family)).then(|| {
+            seen.push(family);
+            family
+        })
+    })
+}
+
 fn event(kind: &str, entity: impl Into<String>, fields: &[(&str, String)]) -> ChangeEvent {
+    debug_assert!(KINDS.contains(&kind) || !kind.contains('.'), "{kind} is missing from KINDS");
     ChangeEvent {
         kind: kind.to_string(),
         entity: entity.into(),
@@ -270,6 +318,18 @@ impl TransferEvent {
     }
 }
 
+/// A password changed by its own user was recorded under the actor
+/// ("user:alice"); every other user event names the bare username, which
+/// prefix filters and consumers key on. Shown alike, stored as it was.
+fn named_alike(mut e: ChangeEvent) -> ChangeEvent {
+    if e.kind == "user.password_changed" {
+        if let Some(name) = e.entity.strip_prefix("user:") {
+            e.entity = name.to_string();
+        }
+    }
+    e
+}
+
 /// A stored record's time (ms), decoding only the fields before it: a
 /// ledger revision's events can be a megabyte, and pruning needs the time.
 pub(crate) fn stored_time_ms(encoded: &[u8]) -> Result<u64, DbError> {
@@ -289,7 +349,7 @@ impl StoredRecord {
             .events
             .into_iter()
             .map(|e| match e {
-                StoredEvent::Described(e) => e,
+                StoredEvent::Described(e) => named_alike(e),
                 StoredEvent::Transfer(t) => t.render(),
             })
             .collect();
@@ -352,6 +412,16 @@ mod tests {
         let record = StoredRecord::new(7, 1_234_567, "user:admin".into(), events);
         assert_eq!(stored_time_ms(&crate::db::encode(&record)).unwrap(), 1_234_567);
         assert!(stored_time_ms(&[0xff]).is_err(), "a cut record is an error, not a time");
+    }
+
+    #[test]
+    fn a_users_own_password_change_names_the_bare_username() {
+        let own = StoredEvent::Described(event("user.password_changed", "user:alice", &[]));
+        let reset = StoredEvent::Described(event("user.password_changed", "bob", &[]));
+        let record = StoredRecord::new(3, 1, "user:alice".into(), vec![own, reset]).render();
+        let names: Vec<&str> = record.events.iter().map(|e| e.entity.as_str()).collect();
+        assert_eq!(names, ["alice", "bob"]);
+        assert_eq!(record.actor, "user:alice", "the actor keeps its kind");
     }
     use crate::db::Db;
     use crate::layout::{Cf, FORMAT_KEY, FORMAT_VERSION};

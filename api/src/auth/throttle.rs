@@ -3,6 +3,10 @@
 //! address guessing fast would fill the feed's retention and hold every
 //! user it names locked. A token bucket per address: a burst, then a
 //! steady trickle; refused requests cost no hashing and no log entry.
+//! An IPv6 client counts by its /64 (one host commonly holds a whole /64,
+//! so its addresses are not separate guessers). When the table is full of
+//! addresses mid-burst, the addresses it cannot hold share one bucket:
+//! many addresses at once slow each other down rather than reset anyone.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -17,7 +21,29 @@ const ADDRESSES_MAX: usize = 4096;
 
 #[derive(Default)]
 pub struct LoginThrottle {
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<HashMap<Source, Bucket>>,
+}
+
+/// What one bucket counts.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Source {
+    V4(u32),
+    /// The first 64 bits of an IPv6 address.
+    V6Prefix(u64),
+    /// Every address the full table cannot hold.
+    Overflow,
+}
+
+impl Source {
+    fn of(ip: IpAddr) -> Source {
+        match ip {
+            IpAddr::V4(v4) => Source::V4(u32::from(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Source::V4(u32::from(v4)),
+                None => Source::V6Prefix((u128::from(v6) >> 64) as u64),
+            },
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -46,7 +72,10 @@ impl LoginThrottle {
     /// Whether `ip` may try a login now; if not, how long until it may.
     pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
         let buckets = self.buckets.lock().expect("throttle lock");
-        match buckets.get(&ip).map(|b| b.refilled(now)) {
+        let source = Source::of(ip);
+        let full = buckets.len() >= ADDRESSES_MAX;
+        let bucket = buckets.get(&source).or_else(|| buckets.get(&Source::Overflow).filter(|_| full));
+        match bucket.map(|b| b.refilled(now)) {
             Some(b) if b.left == 0 => {
                 Err(FAILED_LOGIN_REFILL.saturating_sub(now.saturating_duration_since(b.at)))
             }
@@ -57,14 +86,16 @@ impl LoginThrottle {
     /// Counts a failed login from `ip`.
     pub fn failed(&self, ip: IpAddr, now: Instant) {
         let mut buckets = self.buckets.lock().expect("throttle lock");
-        if buckets.len() >= ADDRESSES_MAX && !buckets.contains_key(&ip) {
-            buckets.retain(|_, b| b.refilled(now).left < FAILED_LOGINS_BURST);
+        let mut source = Source::of(ip);
+        if buckets.len() >= ADDRESSES_MAX && !buckets.contains_key(&source) {
+            buckets.retain(|s, b| *s == Source::Overflow || b.refilled(now).left < FAILED_LOGINS_BURST);
             if buckets.len() >= ADDRESSES_MAX {
-                // Every address is mid-burst: forget them all rather than grow.
-                buckets.clear();
+                // Every address is mid-burst: this one shares the overflow
+                // bucket (one more entry at most), rather than grow the table.
+                source = Source::Overflow;
             }
         }
-        let b = buckets.entry(ip).or_insert(Bucket { left: FAILED_LOGINS_BURST, at: now });
+        let b = buckets.entry(source).or_insert(Bucket { left: FAILED_LOGINS_BURST, at: now });
         *b = b.refilled(now);
         b.left = b.left.saturating_sub(1);
     }
@@ -94,12 +125,38 @@ mod tests {
     }
 
     #[test]
-    fn the_table_stays_bounded() {
+    fn the_table_stays_bounded_and_a_full_table_forgets_nobody() {
         let t = LoginThrottle::default();
         let now = Instant::now();
-        for i in 0..(ADDRESSES_MAX as u32 + 10) {
+        let first: IpAddr = IpAddr::from(0u32.to_be_bytes());
+        for _ in 0..FAILED_LOGINS_BURST {
+            t.failed(first, now);
+        }
+        for i in 1..(ADDRESSES_MAX as u32 + 100) {
             t.failed(IpAddr::from(i.to_be_bytes()), now);
         }
-        assert!(t.buckets.lock().unwrap().len() <= ADDRESSES_MAX);
+        assert!(t.buckets.lock().unwrap().len() <= ADDRESSES_MAX + 1);
+        assert!(t.check(first, now).is_err(), "the first guesser is still held up");
+        // The addresses beyond the table share one bucket: 99 failures emptied it.
+        let late: IpAddr = IpAddr::from((ADDRESSES_MAX as u32 + 1000).to_be_bytes());
+        assert!(t.check(late, now).is_err(), "an untracked address shares the overflow bucket");
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_by_its_64_and_mapped_ipv4_as_ipv4() {
+        let t = LoginThrottle::default();
+        let now = Instant::now();
+        for i in 0..FAILED_LOGINS_BURST {
+            let ip: IpAddr = format!("2001:db8:1:2::{:x}", i + 1).parse().unwrap();
+            t.failed(ip, now);
+        }
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        assert!(t.check(same_64, now).is_err(), "one /64, one bucket");
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(t.check(other_64, now).is_ok());
+        for _ in 0..FAILED_LOGINS_BURST {
+            t.failed("10.1.2.3".parse().unwrap(), now);
+        }
+        assert!(t.check("::ffff:10.1.2.3".parse().unwrap(), now).is_err(), "mapped IPv4 is the IPv4 address");
     }
 }

@@ -48,8 +48,16 @@ pub async fn cluster(conn: Conn, cmd: ClusterCmd) -> anyhow::Result<()> {
     match cmd {
         ClusterCmd::Status => {
             let s = client.status(StatusRequest {}).await.map_err(status_err)?.into_inner();
+            // A leader named long ago is only what this node last knew.
+            let heard = match s.leader_contact_age_ms {
+                Some(ms) if ms <= 2_000 => String::new(),
+                Some(ms) => {
+                    format!(" (node {} last in step with it {:.1} s ago)", s.node_id, ms as f64 / 1000.0)
+                }
+                None => format!(" (node {} not in step with a leader since it started)", s.node_id),
+            };
             println!(
-                "cluster: leader {}, term {}",
+                "cluster: leader {}, term {}{heard}",
                 s.leader_id.map_or("none".into(), |l| l.to_string()),
                 s.term
             );

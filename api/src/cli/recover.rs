@@ -35,7 +35,7 @@ pub async fn recover(cmd: RecoverCmd) -> anyhow::Result<()> {
         }
         None => Endpoint::from_shared(format!("http://{addr}"))?.connect().await,
     }
-    .map_err(|e| anyhow::anyhow!("cannot reach the peer port {addr}: {e}"))?;
+    .map_err(|e| anyhow::anyhow!("cannot reach the peer port {addr}: {}", crate::client::error_chain(&e)))?;
     let w = RecoveryClient::new(channel)
         .unlock_user(RecoveryUnlockUserRequest { username: username.clone() })
         .await

@@ -189,8 +189,22 @@ async fn restore(file: &Path, key_file: &Path, config: &Path) -> anyhow::Result<
         .iter()
         .map(|(id, m)| (*id, NodeInfo { raft_addr: m.raft_addr.clone(), api_addr: m.api_addr.clone() }))
         .collect();
+    // Refusals that need no storage come before anything is created, so a
+    // refused restore leaves no keyring or database behind.
+    anyhow::ensure!(
+        members.contains_key(&cfg.id),
+        "node {} is not one of the config's initial_members {:?}: a restored node starts a new cluster of them",
+        cfg.id,
+        members.keys().collect::<Vec<_>>()
+    );
+    anyhow::ensure!(
+        !cfg.data_dir.join("db").join("CURRENT").exists(),
+        "{} holds a node's storage already; restore into an empty one",
+        cfg.data_dir.display()
+    );
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+    crate::server::claim_data_dir(&cfg.data_dir, cfg.id)?;
     let codec = crate::encryption::codec(&cfg)?;
     let db = strongbox_store::Db::open(&cfg.data_dir.join("db"), codec)
         .map_err(|e| anyhow::anyhow!("cannot open storage in {}: {e}", cfg.data_dir.display()))?;

@@ -53,6 +53,9 @@ pub async fn watch(conn: Conn, args: WatchArgs) -> anyhow::Result<()> {
             .collect();
         let line = if msg.progress {
             serde_json::json!({"revision": msg.revision, "progress": true})
+        } else if msg.more {
+            // The revision continues on the next line(s).
+            serde_json::json!({"revision": msg.revision, "time_ms": msg.time_ms, "actor": msg.actor, "events": events, "more": true})
         } else {
             serde_json::json!({"revision": msg.revision, "time_ms": msg.time_ms, "actor": msg.actor, "events": events})
         };

@@ -153,14 +153,14 @@ impl Audit for AuditService {
                 let sm = self.api.node.sm.clone();
                 // A long chain is CPU work: off the async workers. The permit
                 // goes with the walk, which runs on if the caller gives up.
-                let (verdict, head_seq, first_seq) = tokio::task::spawn_blocking(move || {
+                let (verdict, (head_seq, head_hash), first_seq) = tokio::task::spawn_blocking(move || {
                     let _permit = permit;
                     let db = sm.db();
                     Ok::<_, strongbox_store::DbError>(match chain {
-                        AuditChain::Replicated => (sm.verify_audit()?, sm.audit_head()?.0, 1),
+                        AuditChain::Replicated => (sm.verify_audit()?, sm.audit_head()?, 1),
                         AuditChain::Local => (
                             local_audit::verify(db)?,
-                            local_audit::head(db)?.0,
+                            local_audit::head(db)?,
                             local_audit::anchor(db)?.0 + 1,
                         ),
                     })
@@ -177,6 +177,7 @@ impl Audit for AuditService {
                     first_broken_seq,
                     reason,
                     first_seq,
+                    head_hash: head_hash.to_vec(),
                 })
             })
             .await

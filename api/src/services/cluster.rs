@@ -111,6 +111,7 @@ impl Cluster for ClusterService {
                     version: env!("CARGO_PKG_VERSION").into(),
                     state_version: self.node.sm.state_version().map_err(internal)?,
                     state_version_supported: STATE_VERSION_SUPPORTED,
+                    leader_contact_age_ms: self.node.local_read_age().map(|a| a.as_millis() as u64),
                 })
             })
             .await

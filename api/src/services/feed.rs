@@ -40,6 +40,8 @@ pub const WATCHERS_MAX: usize = 256;
 pub const WATCHERS_PER_PRINCIPAL_MAX: usize = WATCHERS_MAX / 2;
 /// Kinds one filter may name (each is matched against every event).
 pub const KINDS_MAX: usize = 32;
+/// A message's encoded bytes at most (a revision's events are split).
+pub const MESSAGE_BYTES_MAX: usize = 1 << 20;
 /// Feed records read per step.
 const READ_CHUNK: usize = 256;
 const PROGRESS_DEFAULT_MS: u32 = 5_000;
@@ -80,17 +82,14 @@ impl Filter {
             )));
         }
         for k in &r.kinds {
-            if k.is_empty() || k.len() > 64 || !k.chars().all(|c| c.is_ascii_lowercase() || "._*".contains(c))
-            {
-                return Err(Status::invalid_argument(format!(
-                    "kinds: {k:?} is not a kind like \"secret.updated\" or a family like \"secret.*\""
-                )));
-            }
+            check_kind(k)?;
         }
         if r.prefix.len() > 1024 {
             return Err(Status::invalid_argument("prefix: at most 1024 bytes"));
         }
-        Ok(Filter { kinds: r.kinds.clone(), prefix: r.prefix.clone(), ledger: r.ledger })
+        // Secret paths are stored without a leading slash, as in role rules.
+        let prefix = r.prefix.strip_prefix('/').unwrap_or(&r.prefix).to_string();
+        Ok(Filter { kinds: r.kinds.clone(), prefix, ledger: r.ledger })
     }
 
     fn matches(&self, e: &StoredEvent) -> bool {
@@ -101,6 +100,28 @@ impl Filter {
             });
         kind_ok && e.entity.starts_with(&self.prefix) && (self.ledger == 0 || e.ledger == Some(self.ledger))
     }
+}
+
+/// A kind a filter names: one the feed writes, a family of them
+/// ("secret.*"), or a command's name (the kind of a change with no finer
+/// description). Anything else would match nothing, silently.
+fn check_kind(k: &str) -> Result<(), Status> {
+    let families = || strongbox_store::feed::families().collect::<Vec<_>>().join(", ");
+    let known = match k.split_once('.') {
+        _ if k.len() > 64 => false,
+        Some((family, "*")) => strongbox_store::feed::families().any(|f| f == family),
+        Some(_) => strongbox_store::feed::KINDS.contains(&k),
+        None => !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+    };
+    if known {
+        return Ok(());
+    }
+    Err(Status::invalid_argument(format!(
+        "kinds: {k:?} is not a kind the feed writes (like \"secret.updated\") or a family like \"secret.*\"; \
+         families: {}; kinds: {}",
+        families(),
+        strongbox_store::feed::KINDS.join(", ")
+    )))
 }
 
 /// The permission an event needs: read on what it is about.
@@ -136,7 +157,41 @@ fn to_proto(record: &FeedRecord, events: Vec<&StoredEvent>) -> WatchResponse {
             })
             .collect(),
         progress: false,
+        more: false,
     }
+}
+
+/// One revision's message, split so that none exceeds `MESSAGE_BYTES_MAX`
+/// (clients' default decode limit is 4 MiB; a ledger batch's revision can
+/// be larger). All but the last carry `more`.
+fn fragments(msg: WatchResponse) -> Vec<WatchResponse> {
+    if msg.encoded_len() <= MESSAGE_BYTES_MAX {
+        return vec![msg];
+    }
+    let WatchResponse { revision, time_ms, actor, events, .. } = msg;
+    let part = |events: Vec<ChangeEvent>| WatchResponse {
+        revision,
+        time_ms,
+        actor: actor.clone(),
+        events,
+        progress: false,
+        more: true,
+    };
+    let mut parts = Vec::new();
+    let (mut chunk, mut chunk_bytes) = (Vec::new(), 0);
+    for e in events {
+        // An event's bytes plus its tag and length prefix.
+        let bytes = e.encoded_len() + 8;
+        if !chunk.is_empty() && chunk_bytes + bytes > MESSAGE_BYTES_MAX - 1024 {
+            parts.push(part(std::mem::take(&mut chunk)));
+            chunk_bytes = 0;
+        }
+        chunk.push(e);
+        chunk_bytes += bytes;
+    }
+    parts.push(part(chunk));
+    parts.last_mut().expect("one part at least").more = false;
+    parts
 }
 
 /// Why a stream ended early; the consumer sees it after what it received.
@@ -144,19 +199,53 @@ enum Ending {
     /// The consumer left its buffer full too long; the stream names the
     /// last revision it actually handed over.
     TooSlow,
+    /// The watcher's rights changed: what it may read is decided as records
+    /// are read, so it is told rather than left with a silent gap.
+    RightsChanged,
     Status(Status),
 }
 
 type Cut = Arc<Mutex<Option<Ending>>>;
 
 fn too_slow(last: u64) -> Status {
-    Status::resource_exhausted(format!(
-        "watcher too slow: its buffer of {SUBSCRIBER_BUFFER_MAX} messages stayed full for {} s; \
-         last delivered revision {last}; reconnect with start_revision {}",
-        SLOW_CONSUMER_GRACE.as_secs(),
-        last + 1
-    ))
+    resume_at(
+        Status::resource_exhausted(format!(
+            "watcher too slow: its buffer of {SUBSCRIBER_BUFFER_MAX} messages stayed full for {} s; \
+             last delivered revision {last}; reconnect with start_revision {}",
+            SLOW_CONSUMER_GRACE.as_secs(),
+            last + 1
+        )),
+        last + 1,
+    )
 }
+
+fn rights_changed(last: u64) -> Status {
+    resume_at(
+        Status::aborted(format!(
+            "the watcher's roles or their rules changed; events are filtered by the rights held when \
+             they are read, so the stream ends here instead of skipping what they no longer allow; \
+             last delivered revision {last}; reconnect with start_revision {}",
+            last + 1
+        )),
+        last + 1,
+    )
+}
+
+/// Where to resume, as trailing metadata too (no parsing of messages).
+fn resume_at(mut status: Status, revision: u64) -> Status {
+    status.metadata_mut().insert(RESUME_REVISION_KEY, revision.into());
+    status
+}
+
+/// Trailing metadata: the start_revision to reconnect with.
+pub const RESUME_REVISION_KEY: &str = "strongbox-resume-revision";
+/// Trailing metadata of a compacted start: the oldest revision retained.
+pub const OLDEST_REVISION_KEY: &str = "strongbox-oldest-revision";
+/// Trailing metadata of a start beyond the end: the latest revision.
+pub const LATEST_REVISION_KEY: &str = "strongbox-latest-revision";
+/// How often an idle stream checks its token, rights and staleness again
+/// (a revoked token or a partitioned node ends it within about this).
+const RECHECK: Duration = Duration::from_secs(1);
 
 struct Producer {
     api: Api,
@@ -212,10 +301,15 @@ impl Producer {
         false
     }
 
-    async fn run(mut self, mut next: u64) {
+    /// Reads the feed from `next` on. `announce`: send a progress message
+    /// first (a stream from "now" learns its start at once, as etcd's
+    /// `created` response tells it).
+    async fn run(mut self, mut next: u64, announce: bool) {
         // Data metrics: log and apply positions only (no timers, no roles).
         let mut applied = self.api.node.raft.data_metrics();
         let mut last_sent = tokio::time::Instant::now();
+        let mut progress_due = announce;
+        let mut rights: Option<Caller> = None;
         loop {
             if *self.stopping.borrow() {
                 self.end(Status::unavailable("node shutting down; reconnect to another node"));
@@ -224,19 +318,37 @@ impl Producer {
             if self.tx.is_closed() {
                 return; // the consumer left (a catch-up may send nothing for long)
             }
+            // The applied index before the revision: an apply after this
+            // point wakes the wait below, however late in the round it lands.
+            let seen = applied.borrow().last_applied.map(|l| l.index);
+            let current = match self.api.revision() {
+                Ok(r) => r,
+                Err(s) => return self.end(s),
+            };
+            // The caller after the revision, and records only up to it: every
+            // record delivered was applied before the rights it is read with.
             // A revoked or expired token ends the stream.
             let caller = match self.caller() {
                 Ok(c) => c,
                 Err(s) => return self.end(s),
             };
-            let current = match self.api.revision() {
-                Ok(r) => r,
-                Err(s) => return self.end(s),
-            };
+            match &rights {
+                Some(first) if !first.same_rights(&caller) => {
+                    metrics::counter!("strongbox_watch_cut_total", "reason" => "rights").increment(1);
+                    *self.cut.lock().expect("cut lock") = Some(Ending::RightsChanged);
+                    return;
+                }
+                Some(_) => {}
+                None => rights = Some(caller.clone()),
+            }
             if next <= current {
                 let epoch = self.api.node.sm.install_epoch();
-                let records = match self.api.node.sm.feed(next, READ_CHUNK) {
-                    Ok(r) => r,
+                let sm = self.api.node.sm.clone();
+                // About a megabyte read, decrypted and rendered: off the async workers.
+                let read = tokio::task::spawn_blocking(move || sm.feed(next, READ_CHUNK)).await;
+                let mut records = match read {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => return self.end(internal(e)),
                     Err(e) => return self.end(internal(e)),
                 };
                 if epoch % 2 == 1 || self.api.node.sm.install_epoch() != epoch {
@@ -248,6 +360,7 @@ impl Producer {
                     // Compacted while this consumer lagged behind.
                     return self.end(compacted(&self.api, next));
                 }
+                records.retain(|r| r.revision <= current);
                 for record in &records {
                     let events: Vec<&StoredEvent> = record
                         .events
@@ -255,8 +368,10 @@ impl Producer {
                         .filter(|e| self.filter.matches(e) && caller.allows(&access_for(e)))
                         .collect();
                     if !events.is_empty() {
-                        if !self.send(to_proto(record, events)).await {
-                            return;
+                        for part in fragments(to_proto(record, events)) {
+                            if !self.send(part).await {
+                                return;
+                            }
                         }
                         last_sent = tokio::time::Instant::now();
                     }
@@ -264,24 +379,33 @@ impl Producer {
                 }
                 continue;
             }
+            if progress_due {
+                // Never below what the consumer asked to start after: on a
+                // follower still catching up, `current` can be.
+                let reached = current.max(next - 1);
+                let msg = WatchResponse { revision: reached, progress: true, ..Default::default() };
+                if !self.send(msg).await {
+                    return;
+                }
+                last_sent = tokio::time::Instant::now();
+                progress_due = false;
+            }
             // Caught up: wait for the next apply, or tell an idle consumer
             // how far it is (so it can checkpoint without events). The data
             // metrics also change with appends and replication; only a new
             // applied index counts, so the progress timer is not reset by them.
-            let seen = self.api.node.raft.data_metrics().borrow().last_applied.map(|l| l.index);
+            // The token, rights and staleness are checked again at least
+            // every RECHECK, and before any progress message.
             let progress_at = last_sent + self.progress;
+            let wake_at = progress_at.min(tokio::time::Instant::now() + RECHECK);
             tokio::select! {
                 alive = async { applied.wait_for(|m| m.last_applied.map(|l| l.index) != seen).await.is_ok() } => {
                     if !alive {
                         return self.end(Status::unavailable("node shutting down"));
                     }
                 }
-                _ = tokio::time::sleep_until(progress_at) => {
-                    let msg = WatchResponse { revision: current, progress: true, ..Default::default() };
-                    if !self.send(msg).await {
-                        return;
-                    }
-                    last_sent = tokio::time::Instant::now();
+                _ = tokio::time::sleep_until(wake_at) => {
+                    progress_due = tokio::time::Instant::now() >= progress_at;
                 }
                 _ = self.stopping.changed() => {}
                 () = self.tx.closed() => return,
@@ -293,10 +417,26 @@ impl Producer {
 fn compacted(api: &Api, start: u64) -> Status {
     let oldest = api.node.sm.feed_oldest().ok().flatten().unwrap_or(0);
     metrics::counter!("strongbox_watch_cut_total", "reason" => "compacted").increment(1);
-    Status::failed_precondition(format!(
+    let mut status = Status::failed_precondition(format!(
         "start_revision {start} is no longer retained; the oldest available revision is {oldest}: \
          resync from a read at a known revision, then watch from the revision after it"
-    ))
+    ));
+    status.metadata_mut().insert(OLDEST_REVISION_KEY, oldest.into());
+    status
+}
+
+/// A start past the cluster's latest revision: a typo, or a checkpoint
+/// from a history that a restore from backup replaced. Waiting for it
+/// would resume silently in the middle of a different history.
+fn beyond_latest(start: u64, latest: u64) -> Status {
+    let mut status = Status::out_of_range(format!(
+        "start_revision {start} is beyond the cluster's latest revision {latest}: a checkpoint past \
+         the end belongs to another history (was the cluster restored from a backup?); resync from a \
+         read, or watch from at most {}",
+        latest + 1
+    ));
+    status.metadata_mut().insert(LATEST_REVISION_KEY, latest.into());
+    status
 }
 
 /// A buffered message and its share of the buffer's bytes.
@@ -385,7 +525,15 @@ impl FeedService {
                 PROGRESS_MS.end()
             )));
         }
-        let current = self.api.revision()?;
+        let mut current = self.api.revision()?;
+        if r.start_revision > current + 1 {
+            // This node may only be behind: ask the cluster.
+            self.api.node.read_barrier(true, 0, None, crate::limits::READ_TIMEOUT).await?;
+            current = self.api.revision()?;
+            if r.start_revision > current + 1 {
+                return Err(beyond_latest(r.start_revision, current));
+            }
+        }
         let start = if r.start_revision == 0 { current + 1 } else { r.start_revision };
         let oldest = self.api.node.sm.feed_oldest().map_err(internal)?;
         if start <= current && oldest.is_none_or(|o| start < o) {
@@ -406,12 +554,13 @@ impl FeedService {
             stopping: self.stopping.clone(),
             _slot: slot.clone(),
         };
-        tokio::spawn(producer.run(start));
+        tokio::spawn(producer.run(start, r.start_revision == 0));
         // Hands out what is buffered; once the producer has cut the stream,
         // the cause comes next (what is still buffered is dropped: the cause
         // names the last revision handed over, to resume from).
         let ending = |e: Ending, last: u64| match e {
             Ending::TooSlow => too_slow(last),
+            Ending::RightsChanged => rights_changed(last),
             Ending::Status(s) => s,
         };
         let state = Consumer { rx, cut, last: start.saturating_sub(1), _slot: slot, done: false };
@@ -427,7 +576,8 @@ impl FeedService {
             match st.rx.recv().await {
                 Some((msg, share)) => {
                     drop(share);
-                    st.last = msg.revision;
+                    // A revision counts as delivered at its last part.
+                    st.last = if msg.more { msg.revision - 1 } else { msg.revision };
                     Some((Ok(msg), st))
                 }
                 None => {
@@ -438,5 +588,62 @@ impl FeedService {
             }
         });
         Ok(Box::pin(stream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(i: usize) -> ChangeEvent {
+        ChangeEvent {
+            kind: "transfer.created".into(),
+            entity: format!("{}{i}", u128::MAX),
+            ledger: 7,
+            // The most a transfer event carries: five 39-digit numbers.
+            fields: ["amount_requested", "amount", "debit_account_id", "credit_account_id", "pending_id"]
+                .into_iter()
+                .map(|k| (k.to_string(), u128::MAX.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_large_revision_is_split_in_order_and_only_its_last_part_completes_it() {
+        let events: Vec<ChangeEvent> = (0..16_378).map(event).collect();
+        let msg = WatchResponse {
+            revision: 9,
+            time_ms: 1,
+            actor: "node".into(),
+            events: events.clone(),
+            ..Default::default()
+        };
+        assert!(msg.encoded_len() > 2 * MESSAGE_BYTES_MAX);
+        let parts = fragments(msg);
+        assert!(parts.len() >= 3, "{} parts", parts.len());
+        for (i, p) in parts.iter().enumerate() {
+            assert!(p.encoded_len() <= MESSAGE_BYTES_MAX, "part {i}: {} bytes", p.encoded_len());
+            assert_eq!(p.more, i + 1 < parts.len(), "part {i}");
+            assert_eq!((p.revision, p.time_ms, p.actor.as_str(), p.progress), (9, 1, "node", false));
+        }
+        let joined: Vec<ChangeEvent> = parts.into_iter().flat_map(|p| p.events).collect();
+        assert_eq!(joined, events, "every event once, in order");
+    }
+
+    #[test]
+    fn a_small_revision_is_one_message() {
+        let msg = WatchResponse { revision: 3, events: (0..100).map(event).collect(), ..Default::default() };
+        let parts = fragments(msg.clone());
+        assert_eq!(parts, vec![msg]);
+    }
+
+    #[test]
+    fn kinds_that_never_occur_are_refused() {
+        for k in ["secret.updated", "secret.*", "transfer.expired", "user.*", "put_secret"] {
+            assert!(check_kind(k).is_ok(), "{k}");
+        }
+        for k in ["*", "*.created", "secret.update", "secrets.*", "secret.*.x", "", "Secret.updated", "a b"] {
+            assert!(check_kind(k).is_err(), "{k:?}");
+        }
     }
 }

@@ -86,6 +86,7 @@ impl Api {
         token: Option<TokenHash>,
         f: impl Future<Output = Result<T, Status>>,
     ) -> Result<Response<T>, Status> {
+        local_audit::entered();
         crate::observe::rpc(method, async {
             let (res, mut seen) = local_audit::scoped(f).await;
             seen.token = seen.token.or(token);
@@ -116,7 +117,9 @@ impl Api {
                 resource: seen.resource,
                 outcome,
                 request_id: seen.request_id,
-                revision: self.revision()?,
+                // Unreadable (a failing disk): the record still goes out,
+                // at revision 0, rather than the request going unrecorded.
+                revision: self.revision().unwrap_or(0),
             };
             if let Err(e) = self.local_audit.record(entry).await {
                 if seen.took_effect && res.is_ok() {
@@ -130,6 +133,27 @@ impl Api {
             res
         })
         .await
+    }
+
+    /// Records a request refused before any handler ran (see
+    /// `crate::refusals`), on this node's local chain.
+    pub async fn audit_refused(
+        &self,
+        action: String,
+        token: Option<TokenHash>,
+        request_id: String,
+        status: &Status,
+    ) -> Result<(), Status> {
+        let entry = LocalEntry {
+            time_ms: now_ms(),
+            actor: token.map_or_else(|| "anonymous".to_string(), |t| self.actor_of(&t)),
+            action,
+            resource: String::new(),
+            outcome: format!("{:?}", status.code()),
+            request_id,
+            revision: self.revision().unwrap_or(0),
+        };
+        self.local_audit.record(entry).await
     }
 
     /// Who a bearer token belongs to, for the audit trail.

@@ -137,7 +137,9 @@ impl Subscriber {
                     Ok(Ok(Some(m))) => m,
                     _ => break,
                 };
-                if msg.progress {
+                // A revision split in parts (a large ledger batch) is
+                // delivered at its last part.
+                if msg.progress || msg.more {
                     continue;
                 }
                 let first = msg.events.first();
