@@ -21,9 +21,73 @@ pub struct LoadedTls {
 
 pub fn load(files: &TlsFiles) -> anyhow::Result<LoadedTls> {
     let read = |p: &Path| std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()));
-    let ca = Certificate::from_pem(read(&files.ca_cert)?);
-    let identity = Identity::from_pem(read(&files.cert)?, read(&files.key)?);
+    let (ca_pem, cert_pem, key_pem) =
+        (read(&files.ca_cert)?, read(&files.cert)?, Zeroizing::new(read(&files.key)?));
+    let not_after = check_node_cert(&ca_pem, &cert_pem, &key_pem)
+        .map_err(|e| anyhow::anyhow!("node certificate {}: {e}", files.cert.display()))?;
+    metrics::gauge!("strongbox_tls_cert_expiry_timestamp_seconds").set(not_after.unix_timestamp() as f64);
+    let left = not_after - time::OffsetDateTime::now_utc();
+    if left < time::Duration::days(30) {
+        tracing::warn!(
+            cert = %files.cert.display(),
+            expires = %not_after,
+            days_left = left.whole_days(),
+            "the node certificate expires soon: make a new one (strongbox certs create-node) and restart"
+        );
+    }
+    let ca = Certificate::from_pem(ca_pem);
+    let identity = Identity::from_pem(cert_pem, key_pem.to_vec());
     Ok(LoadedTls { ca, identity })
+}
+
+/// What would otherwise surface only as "peer unreachable" on the other
+/// nodes, said at start: the certificate has expired (or is not valid yet),
+/// lacks the name peers verify, was not issued by the cluster CA, or is
+/// not the key's. Returns the end of its validity.
+pub fn check_node_cert(
+    ca_pem: &[u8],
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> anyhow::Result<time::OffsetDateTime> {
+    fn text<'a>(b: &'a [u8], what: &str) -> anyhow::Result<&'a str> {
+        std::str::from_utf8(b).map_err(|_| anyhow::anyhow!("the {what} is not PEM text"))
+    }
+    let cert_der = pem_der(text(cert_pem, "certificate")?)?;
+    let ca_der = pem_der(text(ca_pem, "CA certificate")?)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&cert_der)
+        .map_err(|e| anyhow::anyhow!("cannot be parsed: {e}"))?;
+    let (_, ca) = x509_parser::parse_x509_certificate(&ca_der)
+        .map_err(|e| anyhow::anyhow!("the CA certificate cannot be parsed: {e}"))?;
+    let validity = cert.validity();
+    let not_before = time::OffsetDateTime::from_unix_timestamp(validity.not_before.timestamp())?;
+    let not_after = time::OffsetDateTime::from_unix_timestamp(validity.not_after.timestamp())?;
+    let now = time::OffsetDateTime::now_utc();
+    anyhow::ensure!(now >= not_before, "not valid until {not_before} (is this machine's clock right?)");
+    anyhow::ensure!(now <= not_after, "expired on {not_after}: make a new one (strongbox certs create-node)");
+    anyhow::ensure!(
+        cert.issuer() == ca.subject(),
+        "issued by {}, not by the cluster CA ({}): peers would refuse it",
+        cert.issuer(),
+        ca.subject()
+    );
+    let names_peer = cert.subject_alternative_name().ok().flatten().is_some_and(|san| {
+        san.value
+            .general_names
+            .iter()
+            .any(|n| matches!(n, x509_parser::extensions::GeneralName::DNSName(d) if *d == PEER_TLS_NAME))
+    });
+    anyhow::ensure!(
+        names_peer,
+        "lacks the DNS name {PEER_TLS_NAME:?} that peers verify (strongbox certs create-node adds it)"
+    );
+    let key = KeyPair::from_pem(text(key_pem, "key")?)
+        .map_err(|e| anyhow::anyhow!("its key cannot be read: {e}"))?;
+    let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
+    anyhow::ensure!(
+        cert_der.windows(spki.len()).any(|w| w == spki.as_slice()),
+        "its key file holds another certificate's key"
+    );
+    Ok(not_after)
 }
 
 impl LoadedTls {
@@ -130,7 +194,7 @@ impl DevPki {
         // A key that is not the certificate's would sign certificates no
         // peer accepts; say so now rather than at the first TLS handshake.
         let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
-        let der = pem_der(ca_cert_pem)?;
+        let der = pem_der(ca_cert_pem).map_err(|e| anyhow::anyhow!("the CA certificate: {e}"))?;
         anyhow::ensure!(
             der.windows(spki.len()).any(|w| w == spki.as_slice()),
             "the CA key does not belong to the CA certificate"
@@ -212,9 +276,7 @@ fn pem_der(pem: &str) -> anyhow::Result<Vec<u8>> {
         .take_while(|l| !l.starts_with("-----END"))
         .map(str::trim)
         .collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .map_err(|e| anyhow::anyhow!("the CA certificate is not PEM: {e}"))
+    base64::engine::general_purpose::STANDARD.decode(body).map_err(|e| anyhow::anyhow!("not PEM: {e}"))
 }
 
 /// Writes a file readable by its owner only (keys).
@@ -227,4 +289,30 @@ pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     f.write_all(contents.as_bytes())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_certificate_is_checked_against_its_ca_and_key_before_serving() {
+        let pki = DevPki::new("test CA").unwrap();
+        let ip = ["127.0.0.1".parse().unwrap()];
+        let (one, two) = (pki.node_cert("n1", &ip).unwrap(), pki.node_cert("n2", &ip).unwrap());
+        let ca = pki.ca_cert_pem.as_bytes();
+        let not_after =
+            check_node_cert(ca, one.cert_pem.as_bytes(), one.key_pem.as_bytes()).expect("a good pair");
+        assert!(not_after > time::OffsetDateTime::now_utc());
+
+        let rogue = DevPki::new("rogue CA").unwrap().node_cert("n1", &ip).unwrap();
+        let e = check_node_cert(ca, rogue.cert_pem.as_bytes(), rogue.key_pem.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("not by the cluster CA"), "{e}");
+
+        let e = check_node_cert(ca, one.cert_pem.as_bytes(), two.key_pem.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("another certificate's key"), "{e}");
+
+        let e = check_node_cert(ca, b"not a certificate", one.key_pem.as_bytes()).unwrap_err();
+        assert!(!e.to_string().is_empty());
+    }
 }

@@ -56,12 +56,12 @@ fn restore(from: &TestCluster, to: &TestCluster, id: u64, file: &Path, key: &Pat
 #[tokio::test]
 async fn a_backup_restored_into_a_new_cluster_serves_what_was_saved() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let old = TestCluster::start(3, fast_raft()).await;
+    let mut old = TestCluster::start(3, fast_raft()).await;
     let leader = old.wait_leader(Duration::from_secs(10)).await;
     for i in 0..30 {
         put_retry(&old, leader, &format!("backup/k{i}"), &format!("v{i}"), &format!("bk-{i}")).await;
     }
-    let dir = old.dir.path();
+    let dir = old.dir.path().to_path_buf();
     let (key, file) = (dir.join("backup.key"), dir.join("store.backup"));
     ok(strongbox(&old, &[&"snapshot", &"new-key", &key]));
     let saved = ok(strongbox(&old, &[&"snapshot", &"save", &file, &"--key-file", &key]));
@@ -160,4 +160,28 @@ async fn a_backup_restored_into_a_new_cluster_serves_what_was_saved() {
         let got = new.secrets(id).get(get_req("backup/new", Consistency::Local, 0)).await.unwrap();
         assert_eq!(got.into_inner().value, b"fresh");
     }
+
+    // A quorum lost for good: a survivor's own storage, saved offline (no
+    // cluster, no token), holds even what came after the online save.
+    let offline = dir.join("offline.backup");
+    let survivor = old.configs[&3].0.clone();
+    let save_offline = |old: &TestCluster| {
+        strongbox(old, &[&"snapshot", &"save", &offline, &"--key-file", &key, &"--config", &survivor])
+    };
+    refused(save_offline(&old), "stop the node first");
+    for id in 1..=3 {
+        old.stop(id).await;
+    }
+    let out = ok(save_offline(&old));
+    assert!(out.contains("offline from node 3"), "{out}");
+    let status = ok(strongbox(&old, &[&"snapshot", &"status", &offline, &"--key-file", &key]));
+    assert!(status.contains("whole and readable"), "{status}");
+    let mut rescued = TestCluster::prepare(3, fast_raft());
+    for id in 1..=3 {
+        ok(restore(&old, &rescued, id, &offline, &key));
+    }
+    rescued.start_restored(&old.admin_token.clone()).await;
+    let leader = rescued.wait_leader(Duration::from_secs(30)).await;
+    let late = rescued.secrets(leader).get(get_req("backup/after", Consistency::Linearizable, 0)).await;
+    assert_eq!(late.expect("written after the online save").into_inner().value, b"late");
 }

@@ -89,6 +89,11 @@ impl LinResult {
     }
 }
 
+/// How an unknown verdict that is not a spent budget starts.
+pub const MALFORMED: &str = "malformed";
+/// How an unknown verdict for a spent budget starts.
+pub const GAVE_UP: &str = "gave up";
+
 /// Checks one object's ops. The search gets `time_budget_ms`; shrinking a
 /// counterexample gets at most as much again.
 pub fn check<M: Model>(model: &M, ops: &[Completed], time_budget_ms: u64) -> LinResult {
@@ -96,13 +101,15 @@ pub fn check<M: Model>(model: &M, ops: &[Completed], time_budget_ms: u64) -> Lin
     ops.sort_by_key(|op| op.invoke_index);
     let entries = match parse(model, &ops) {
         Ok(entries) => entries,
-        Err(reason) => return LinResult::Unknown { reason },
+        // An op the model cannot read is evidence of a broken client or a
+        // corrupt answer, not a lack of budget: reported as such.
+        Err(reason) => return LinResult::Unknown { reason: format!("{MALFORMED}: {reason}") },
     };
     let budget = Duration::from_millis(time_budget_ms);
     match search(model, &slots(model, &entries, View::WHOLE), &[model.init()], Instant::now() + budget) {
         Verdict::Linearizable => LinResult::Valid,
         Verdict::GaveUp => LinResult::Unknown {
-            reason: format!("gave up after {time_budget_ms} ms or {CONFIGS_MAX} configurations"),
+            reason: format!("{GAVE_UP} after {time_budget_ms} ms or {CONFIGS_MAX} configurations"),
         },
         Verdict::NotLinearizable => {
             let (start_index, end_index) = shrink(model, &entries, budget);
@@ -136,7 +143,7 @@ const EXAMPLES_MAX: usize = 8;
 
 pub fn summarize(results: &BTreeMap<String, LinResult>) -> CheckerResult {
     let (mut invalid, mut unknown) = (serde_json::Map::new(), serde_json::Map::new());
-    let mut counts = [0u64; 3];
+    let mut counts = [0u64; 4];
     for (key, result) in results {
         match result {
             LinResult::Valid => counts[0] += 1,
@@ -148,12 +155,17 @@ pub fn summarize(results: &BTreeMap<String, LinResult>) -> CheckerResult {
             }
             LinResult::Unknown { reason } => {
                 counts[2] += 1;
+                if reason.starts_with(MALFORMED) {
+                    counts[3] += 1;
+                }
                 unknown.insert(key.clone(), json!(reason));
             }
         }
     }
     let valid = if results.is_empty() {
         Validity::Unknown
+    } else if counts[3] > 0 {
+        Validity::Invalid
     } else {
         Validity::all(results.values().map(LinResult::validity))
     };
@@ -162,6 +174,8 @@ pub fn summarize(results: &BTreeMap<String, LinResult>) -> CheckerResult {
         .with_count("valid_keys", counts[0])
         .with_count("invalid_keys", counts[1])
         .with_count("unknown_keys", counts[2])
+        .with_count("malformed_keys", counts[3])
+        .with_count("gave_up_keys", counts[2] - counts[3])
         .with_detail("counterexamples", Value::Object(invalid))
         .with_detail("unknown", Value::Object(unknown))
 }

@@ -15,6 +15,14 @@ use crate::results::{CheckerResult, Validity};
 /// How many violations `check` writes out.
 const EXAMPLES_MAX: usize = 20;
 
+/// What the workload records as a refusal's "error" for UNAUTHENTICATED
+/// (the gRPC code's description).
+pub const UNAUTHENTICATED: &str = "The request does not have valid authentication credentials";
+
+fn refused_as_revoked(op: &Completed) -> bool {
+    op.value_out.get("error").and_then(Value::as_str) == Some(UNAUTHENTICATED)
+}
+
 pub fn check(ops: &[Completed]) -> CheckerResult {
     // The first ok revoke completion of each token.
     let mut revoked: BTreeMap<String, &Completed> = BTreeMap::new();
@@ -30,6 +38,12 @@ pub fn check(ops: &[Completed]) -> CheckerResult {
         let Some(revoke) = revoked.get(&token) else { continue };
         let Some(revoked_at) = revoke.complete_index else { continue };
         if op.invoke_index < revoked_at {
+            continue;
+        }
+        // Evidence that revocation held: a use accepted (a violation) or
+        // refused as unauthenticated. A use that failed for another reason
+        // (no leader, a timeout in a partition) proves nothing either way.
+        if !op.is_ok() && !refused_as_revoked(op) {
             continue;
         }
         checked += 1;

@@ -178,9 +178,12 @@ fn revocation_use_invoked_after_revoke_completed_must_fail() {
     r.ok(0, "revoke", Value::Null);
     r.ok(1, "use", Value::Null);
     r.invoke(2, "use", json!("t1"));
-    r.fail(2, "use", Value::Null);
+    r.fail(2, "use", json!({"error": revocation::UNAUTHENTICATED}));
     r.invoke(3, "use", json!("t2")); // never revoked
     r.ok(3, "use", Value::Null);
+    // Failed for want of a leader: no evidence either way.
+    r.invoke(4, "use", json!("t1"));
+    r.fail(4, "use", json!({"error": "The service is currently unavailable"}));
     let result = revocation::check(&r.completed());
     assert_eq!(result.valid, Validity::Valid);
     assert_eq!((result.count("uses_after_revoke"), result.count("violations")), (1, 0));
@@ -190,7 +193,7 @@ fn revocation_use_invoked_after_revoke_completed_must_fail() {
     let result = revocation::check(&r.completed());
     assert_eq!(result.valid, Validity::Invalid);
     assert_eq!(result.count("violations"), 1);
-    assert_eq!(result.details["violations"][0]["use_invoke_index"], json!(8));
+    assert_eq!(result.details["violations"][0]["use_invoke_index"], json!(10));
     assert_eq!(result.details["violations"][0]["revoke_complete_index"], json!(2));
 }
 

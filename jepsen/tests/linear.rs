@@ -193,11 +193,19 @@ fn time_budget_exhaustion_is_unknown() {
 }
 
 #[test]
-fn malformed_op_is_unknown() {
+fn a_malformed_op_is_no_pass_for_the_checker() {
     let mut r = Rec::default();
     r.invoke(0, "write", read("k"));
     r.ok(0, "write", version(1));
-    assert!(matches!(verdict(&r), LinResult::Unknown { .. }));
+    let result = verdict(&r);
+    assert!(
+        matches!(&result, LinResult::Unknown { reason } if reason.starts_with(jepsen::linear::MALFORMED)),
+        "{result:?}"
+    );
+    // Summarized, it fails the checker rather than passing as "unknown".
+    let summary = jepsen::linear::summarize(&[("k".to_string(), result)].into_iter().collect());
+    assert_eq!(summary.valid, Validity::Invalid);
+    assert_eq!(summary.count("malformed_keys"), 1);
 }
 
 #[test]

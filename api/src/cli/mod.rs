@@ -267,7 +267,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Account(cmd) => ledger::account(conn, cmd).await,
         Command::Transfer(cmd) => ledger::transfer(conn, cmd).await,
-        Command::Snapshot(snapshot::SnapshotCmd::Save { file, key_file }) => {
+        Command::Snapshot(snapshot::SnapshotCmd::Save { file, key_file, .. }) => {
             snapshot::save(conn, file, key_file).await
         }
         Command::Serve { .. }

@@ -27,11 +27,18 @@ pub enum SnapshotCmd {
     NewKey { file: PathBuf },
     /// Save a consistent image of the whole store (every write acknowledged
     /// before the call) to a new file, sealed under --key-file. Superusers
-    /// only (admin on `*`).
+    /// only (admin on `*`). With --config: offline, from the data dir of a
+    /// stopped node (the way out when a quorum is lost for good).
     Save {
         file: PathBuf,
         #[arg(long)]
         key_file: PathBuf,
+        /// A stopped node's config: read its data dir directly (its master
+        /// key opens it); no cluster, no token. The image is what that node
+        /// had applied and persisted, which may be behind what the cluster
+        /// committed.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Check a backup whole (every frame opened and counted) and print what
     /// it holds.
@@ -59,7 +66,10 @@ pub async fn offline(cmd: &SnapshotCmd) -> Option<anyhow::Result<()>> {
         SnapshotCmd::NewKey { file } => new_key(file),
         SnapshotCmd::Status { file, key_file } => status(file, key_file),
         SnapshotCmd::Restore { file, key_file, config } => restore(file, key_file, config).await,
-        SnapshotCmd::Save { .. } => return None,
+        SnapshotCmd::Save { file, key_file, config: Some(config) } => {
+            save_offline(file, key_file, config).await
+        }
+        SnapshotCmd::Save { config: None, .. } => return None,
     })
 }
 
@@ -134,6 +144,62 @@ pub async fn save(conn: Conn, file: PathBuf, key_file: PathBuf) -> anyhow::Resul
         info.applied_index,
         info.applied_term,
         info.node_id,
+        bytes
+    );
+    Ok(())
+}
+
+/// A backup from a stopped node's own storage (etcdutl's way out of a lost
+/// quorum: the survivors' data, restored as a new cluster).
+async fn save_offline(file: &Path, key_file: &Path, config: &Path) -> anyhow::Result<()> {
+    let key = key(key_file)?;
+    anyhow::ensure!(!file.exists(), "{} exists; choose a new name", file.display());
+    let cfg = NodeConfig::load(config)?;
+    anyhow::ensure!(
+        cfg.data_dir.join("db").join("CURRENT").exists(),
+        "{} holds no node storage",
+        cfg.data_dir.display()
+    );
+    crate::server::claim_data_dir(&cfg.data_dir, cfg.id)?;
+    let codec = crate::encryption::codec(&cfg)?;
+    let db = strongbox_store::Db::open(&cfg.data_dir.join("db"), codec).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open storage in {} (stop the node first: it holds the lock): {e}",
+            cfg.data_dir.display()
+        )
+    })?;
+    let sm = strongbox_store::StateMachine::new(db);
+    let (target, node_id) = (file.to_path_buf(), cfg.id);
+    let (header, bytes) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Header, u64)> {
+        let mut export = strongbox_raft::sm_store::Export::start(&sm, || false)?;
+        let applied = export.applied.expect("an export has applied something");
+        let header = Header {
+            format: 0,
+            keyring: String::new(),
+            applied_index: applied.index,
+            applied_term: applied.leader_id.term,
+            revision: export.revision,
+            source_node: node_id,
+            saved_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64,
+        };
+        let mut w = BackupWriter::create(&target, key, header.clone())?;
+        let mut bytes = 0u64;
+        while let Some(frame) = export.next_frame()? {
+            bytes += frame.len() as u64;
+            w.push_plain(&frame)?;
+        }
+        w.finish()?;
+        Ok((header, bytes))
+    })
+    .await??;
+    println!(
+        "saved {} offline from node {}'s data dir: revision {}, log index {} (term {}), {} bytes of image; \
+         restore it into every member of a new cluster with `strongbox snapshot restore`",
+        file.display(),
+        header.source_node,
+        header.revision,
+        header.applied_index,
+        header.applied_term,
         bytes
     );
     Ok(())

@@ -93,12 +93,44 @@ fn workload_of(process: u64, workloads: usize) -> usize {
     }
 }
 
+/// Whether each fault asked for was applied at least once: the nemesis
+/// writes `start-<fault>` with an "error" when it could not (a partition
+/// whose rules failed, a removal refused). A run that never had a fault
+/// would otherwise pass as "under" it. Unknown, not invalid: nothing
+/// wrong was seen, but the claim is not shown.
+pub fn nemesis(ops: &[Op], faults: &[&str]) -> CheckerResult {
+    let mut started: BTreeMap<String, u64> = faults.iter().map(|f| (f.to_string(), 0)).collect();
+    let mut failed: BTreeMap<String, u64> = BTreeMap::new();
+    for op in ops.iter().filter(|op| op.process == jepsen::history::Process::Nemesis) {
+        let Some(fault) = op.f.strip_prefix("start-") else { continue };
+        if op.r#type != jepsen::history::OpType::Info {
+            continue;
+        }
+        if op.value.get("error").is_some() {
+            *failed.entry(fault.to_string()).or_default() += 1;
+        } else {
+            *started.entry(fault.to_string()).or_default() += 1;
+        }
+    }
+    let never: Vec<&String> = started.iter().filter(|(_, n)| **n == 0).map(|(f, _)| f).collect();
+    let valid = if never.is_empty() { Validity::Valid } else { Validity::Unknown };
+    let mut r = CheckerResult::new(valid).with_detail("never_applied", json!(never));
+    for (fault, n) in &started {
+        r = r.with_count(&format!("{fault}_applied"), *n);
+    }
+    for (fault, n) in &failed {
+        r = r.with_count(&format!("{fault}_failed"), *n);
+    }
+    r
+}
+
 pub fn all(
     ops: &[Op],
     workloads: &[std::sync::Arc<Workload>],
     recovery: Recovery,
     crashes: Vec<u64>,
     key_budget_ms: u64,
+    faults: &[&str],
 ) -> anyhow::Result<Results> {
     let completed = pair(ops).map_err(|e| anyhow::anyhow!("malformed history: {e}"))?;
     let mut results = Results::new();
@@ -113,10 +145,16 @@ pub fn all(
                 // Totals and overdrafts read by read, then the whole history
                 // against the ledger's model (one object: every op touches it).
                 let linear = linear::check(&bank::model(), &mine, key_budget_ms);
-                let lin_valid = linear.validity();
+                let (lin_valid, gave_up) = match &linear {
+                    linear::LinResult::Unknown { reason } if reason.starts_with(linear::MALFORMED) => {
+                        (Validity::Invalid, 0)
+                    }
+                    linear::LinResult::Unknown { .. } => (Validity::Unknown, 1),
+                    other => (other.validity(), 0),
+                };
                 let mut r = jepsen::bank::check(&mine, &bank::config());
                 r.valid = r.valid.merge(lin_valid);
-                r.with_detail(
+                r.with_count("gave_up_keys", gave_up).with_detail(
                     "linearizable",
                     serde_json::to_value(&linear_summary(&linear)).unwrap_or_default(),
                 )
@@ -136,5 +174,6 @@ pub fn all(
     );
     let valid = if crashes.is_empty() { Validity::Valid } else { Validity::Invalid };
     results.insert("crashes", CheckerResult::new(valid).with_detail("nodes", json!(crashes)));
+    results.insert("nemesis", nemesis(ops, faults));
     Ok(results)
 }

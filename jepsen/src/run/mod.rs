@@ -121,7 +121,8 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
 
     let ops = rec.ops();
     jepsen::history::save(&out.join("history.jsonl"), &ops)?;
-    let results = check::all(&ops, &workloads, recovery, crashed, args.key_budget_ms)?;
+    let fault_names: Vec<&str> = Fault::parse_list(&args.nemesis)?.into_iter().map(Fault::name).collect();
+    let results = check::all(&ops, &workloads, recovery, crashed, args.key_budget_ms, &fault_names)?;
     results.save(&out.join("results.json"))?;
     let command: Vec<String> = std::env::args().collect();
     let title = format!("{} · nemesis {} · {} s", names.join(","), args.nemesis, args.time_limit);
@@ -148,31 +149,68 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
     }
     let valid = results.valid();
     println!("jepsen: {} ({} ops); see {}/index.html", validity(valid), ops.len(), out.display());
-    if valid == Validity::Unknown && !args.expect_invalid {
-        // Not proven valid: no violation was found, but a search ran out of its
-        // budget (`--key-budget-ms`) before it could prove the history
-        // valid. The exit code stays 0 so a slow machine does not fail CI;
-        // this line says so instead of a silent "unknown".
-        let unknown: Vec<&str> = results
-            .checkers()
+    Ok(exit_code(&results, args.expect_invalid))
+}
+
+/// What a run's verdicts mean for its exit code.
+/// - 1: a violation (or, with `--expect-invalid`, none where one must be).
+/// - 3: unknown for want of evidence (no reads, no deliveries, a fault
+///   never applied): the run did not show what it claims.
+/// - 0: valid, or unknown only because a search ran out of its budget
+///   (`--key-budget-ms`): no violation found, none proven absent; said on
+///   a WARNING line, so a slow machine does not fail CI silently.
+fn exit_code(results: &jepsen::results::Results, expect_invalid: bool) -> i32 {
+    let checkers = results.checkers();
+    if expect_invalid {
+        // The workloads' checkers must catch it, in a run that recovered:
+        // a slow recovery alone is not the checker catching anything.
+        let harness = ["recovery", "crashes", "nemesis"];
+        let caught: Vec<&str> = checkers
             .iter()
-            .filter(|(_, r)| r.valid == Validity::Unknown)
+            .filter(|(name, r)| !harness.contains(&name.as_str()) && r.valid == Validity::Invalid)
             .map(|(name, _)| name.as_str())
             .collect();
-        eprintln!(
-            "jepsen: WARNING: not proven valid: {} gave up (no violation found); rerun with a larger --key-budget-ms",
-            unknown.join(", ")
-        );
-    }
-    Ok(match (valid, args.expect_invalid) {
-        (Validity::Invalid, true) => 0,
-        (_, true) => {
-            eprintln!("jepsen: expected the checkers to find a violation, and they did not");
-            1
+        let sound = harness.iter().all(|h| checkers.get(*h).is_none_or(|r| r.valid == Validity::Valid));
+        if caught.is_empty() || !sound {
+            eprintln!(
+                "jepsen: expected a workload checker to find a violation in a run that recovered; caught by: {caught:?}, \
+                 harness checkers valid: {sound}"
+            );
+            return 1;
         }
-        (Validity::Invalid, false) => 1,
-        _ => 0,
-    })
+        return 0;
+    }
+    match results.valid() {
+        Validity::Invalid => 1,
+        Validity::Valid => 0,
+        Validity::Unknown => {
+            let unknown: Vec<(&String, &jepsen::results::CheckerResult)> =
+                checkers.iter().filter(|(_, r)| r.valid == Validity::Unknown).collect();
+            let gave_up = |r: &jepsen::results::CheckerResult| r.count("gave_up_keys") > 0;
+            let names = |keep: &dyn Fn(&jepsen::results::CheckerResult) -> bool| {
+                unknown
+                    .iter()
+                    .filter(|(_, r)| keep(r))
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            if unknown.iter().all(|(_, r)| gave_up(r)) {
+                eprintln!(
+                    "jepsen: WARNING: not proven valid: {} gave up (no violation found); rerun with a larger --key-budget-ms",
+                    names(&gave_up)
+                );
+                0
+            } else {
+                eprintln!(
+                    "jepsen: NOT SHOWN: {} had nothing to check (no reads, no deliveries, or a fault never applied); \
+                     see results.json",
+                    names(&|r| !gave_up(r))
+                );
+                3
+            }
+        }
+    }
 }
 
 fn validity(v: Validity) -> &'static str {

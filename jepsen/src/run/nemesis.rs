@@ -77,13 +77,21 @@ impl Nemesis {
     /// Alternates quiet and faulty periods of about `interval` until
     /// `until`, then heals everything.
     pub async fn run(mut self, interval: Duration, until: Instant) {
+        // Faults are dealt from a shuffled deck, refilled when empty: every
+        // kind asked for comes up once per round (a random pick could leave
+        // one out of a short run, which would then claim a fault it never had).
+        let mut deck: Vec<Fault> = Vec::new();
         while !self.faults.is_empty() {
             let quiet = jitter(&mut self.rng, interval);
             if Instant::now() + quiet >= until {
                 break;
             }
             tokio::time::sleep(quiet).await;
-            let fault = *self.faults.choose(&mut self.rng).expect("faults is not empty");
+            if deck.is_empty() {
+                deck = self.faults.clone();
+                deck.shuffle(&mut self.rng);
+            }
+            let fault = deck.pop().expect("the deck was refilled");
             let active = self.start(fault).await;
             let faulty = jitter(&mut self.rng, interval).min(until.saturating_duration_since(Instant::now()));
             tokio::time::sleep(faulty).await;
