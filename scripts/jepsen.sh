@@ -13,11 +13,14 @@ SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 if [ "${1:-}" != "--ci" ]; then
   exec $SUDO "$bin" "$@"
 fi
-# Safe mode under kills and partitions: any INVALID checker fails. A checker
-# whose search ran out of budget says "unknown" (no violation found, none
-# proven absent); that passes with a WARNING line, so a slow machine does
-# not fail CI. Read the line: it is not the same as valid.
-$SUDO "$bin" --workload register,bank,feed --nemesis partition,kill --time-limit 60 --out jepsen-results/ci-safe
+# Safe mode under kills, pauses and partitions, every workload: any INVALID
+# checker fails (exit 1), and so does one with nothing to check or a fault
+# never applied (exit 3). A checker whose search ran out of budget says
+# "unknown" (no violation found, none proven absent); that passes with a
+# WARNING line, so a slow machine does not fail CI. Read the line: it is
+# not the same as valid.
+$SUDO "$bin" --workload register,bank,feed,set,revocation --nemesis partition,kill,pause --time-limit 60 \
+  --concurrency 15 --out jepsen-results/ci-safe
 # Checking the checker: reads without the linearizable barrier, under
 # partitions, must be caught as not linearizable.
 $SUDO "$bin" --workload register --nemesis partition --nemesis-interval 3 --time-limit 40 \

@@ -3,12 +3,16 @@
 //! accounts must never be overdrawn.
 //!
 //! A `read` completes ok with a map of account name to integer balance.
+//! After the heal, one `applied` op lists every transfer the ledger holds
+//! (`[id, from, to, amount]`): a transfer that failed must not be among
+//! them, one acknowledged must be, with the amount asked; one of unknown
+//! outcome is settled either way (counted).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
-use crate::history::Completed;
+use crate::history::{Completed, Outcome};
 use crate::results::{CheckerResult, Validity};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -63,18 +67,98 @@ pub fn check(ops: &[Completed], config: &BankConfig) -> CheckerResult {
             }
         }
     }
-    let valid = match (checked, bad_reads) {
+    let settled = settle(ops);
+    let valid = match (checked, bad_reads + settled.problems.len() as u64) {
         (0, _) => Validity::Unknown,
         (_, 0) => Validity::Valid,
         _ => Validity::Invalid,
     };
-    CheckerResult::new(valid)
+    let mut result = CheckerResult::new(valid);
+    for (name, n) in &settled.counts {
+        result = result.with_count(name, *n);
+    }
+    result
+        .with_detail(
+            "transfer_problems",
+            Value::Array(settled.problems.into_iter().take(EXAMPLES_MAX).collect()),
+        )
         .with_count("reads_checked", checked)
         .with_count("bad_reads", bad_reads)
         .with_count("wrong_total", wrong_total)
         .with_count("negative", negative)
         .with_count("malformed", malformed)
         .with_detail("bad_reads", Value::Array(examples))
+}
+
+/// The history's transfers against what the ledger holds after the heal.
+#[derive(Default)]
+struct Settled {
+    counts: BTreeMap<String, u64>,
+    problems: Vec<Value>,
+}
+
+fn settle(ops: &[Completed]) -> Settled {
+    let mut s = Settled::default();
+    let Some(lookup) = ops.iter().find(|op| op.f == "applied" && op.is_ok()) else {
+        return s;
+    };
+    let Some(listed) = lookup.value_out.get("transfers").and_then(Value::as_array) else {
+        s.problems.push(json!({"problem": "malformed lookup", "value": lookup.value_out}));
+        return s;
+    };
+    let quad = |v: &Value| -> Option<(u64, [u64; 3])> {
+        let a = v.as_array()?;
+        Some((a.first()?.as_u64()?, [a.get(1)?.as_u64()?, a.get(2)?.as_u64()?, a.get(3)?.as_u64()?]))
+    };
+    let mut applied: BTreeMap<u64, [u64; 3]> = BTreeMap::new();
+    for v in listed {
+        match quad(v) {
+            Some((id, body)) => {
+                applied.insert(id, body);
+            }
+            None => s.problems.push(json!({"problem": "malformed transfer in lookup", "value": v})),
+        }
+    }
+    let mut bump = |name: &str| *s.counts.entry(name.to_string()).or_default() += 1;
+    let mut problems = Vec::new();
+    let mut invoked = BTreeSet::new();
+    for op in ops.iter().filter(|op| op.f == "transfer") {
+        let field = |k: &str| op.value_in.get(k).and_then(Value::as_u64);
+        let (Some(id), Some(from), Some(to), Some(amount)) =
+            (field("id"), field("from"), field("to"), field("amount"))
+        else {
+            problems.push(json!({"problem": "malformed transfer op", "invoke_index": op.invoke_index}));
+            continue;
+        };
+        invoked.insert(id);
+        let found = applied.get(&id);
+        let problem = match (op.outcome, found) {
+            (_, Some(body)) if *body != [from, to, amount] => Some("applied with another body"),
+            (Outcome::Ok, None) => Some("acknowledged but not in the ledger"),
+            (Outcome::Fail, Some(_)) => Some("failed but applied"),
+            (Outcome::Info, Some(_)) => {
+                bump("unknown_settled_applied");
+                None
+            }
+            (Outcome::Info, None) => {
+                bump("unknown_settled_not_applied");
+                None
+            }
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            bump(&problem.replace(' ', "_"));
+            problems.push(
+                json!({"problem": problem, "invoke_index": op.invoke_index, "id": id, "ledger": found}),
+            );
+        }
+    }
+    for id in applied.keys().filter(|id| !invoked.contains(id)) {
+        problems.push(json!({"problem": "in the ledger but never sent", "id": id}));
+    }
+    s.counts.insert("transfers_in_ledger".into(), applied.len() as u64);
+    s.problems.extend(problems);
+    s
 }
 
 /// Balances in a read, or None unless it is an object of integers.

@@ -1,5 +1,6 @@
 //! Set workload checker: every acknowledged `add` must survive into the final
-//! read, taken once the cluster has healed.
+//! reads, taken through every node once the cluster has healed (each is
+//! checked; the counts are over all of them).
 //!
 //! `add` is invoked with the element as its value; `read` completes ok with an
 //! array of elements. Elements compare by `history::value_key`.
@@ -36,27 +37,44 @@ pub fn check(ops: &[Completed], last_nemesis_index: Option<u64>) -> CheckerResul
         .with_count("info_adds", with(Outcome::Info))
         .with_count("fail_adds", with(Outcome::Fail));
 
-    let final_read = ops.iter().filter(|op| op.f == "read" && op.is_ok()).max_by_key(|op| op.invoke_index);
-    let Some(final_read) = final_read.filter(|r| last_nemesis_index.is_none_or(|n| r.invoke_index > n))
-    else {
+    let finals: Vec<&Completed> = ops
+        .iter()
+        .filter(|op| op.f == "read" && op.is_ok())
+        .filter(|r| last_nemesis_index.is_none_or(|n| r.invoke_index > n))
+        .collect();
+    let Some(final_read) = finals.iter().max_by_key(|op| op.invoke_index).copied() else {
         return result.with_detail("reason", json!("no ok read after the final heal"));
     };
-    let Some(read) = final_read.value_out.as_array() else {
-        return result.with_detail("reason", json!("final read is not an array"));
-    };
-    let read: BTreeSet<String> = read.iter().map(value_key).collect();
+    let mut reads: Vec<BTreeSet<String>> = Vec::new();
+    for r in &finals {
+        let Some(elements) = r.value_out.as_array() else {
+            return CheckerResult { valid: Validity::Invalid, ..result }
+                .with_detail("reason", json!(format!("read {} is not an array", r.invoke_index)));
+        };
+        reads.push(elements.iter().map(value_key).collect());
+    }
+    let read: BTreeSet<String> = reads.last().cloned().unwrap_or_default();
+    let in_all = |e: &String| reads.iter().all(|r| r.contains(e));
+    let in_any = |e: &String| reads.iter().any(|r| r.contains(e));
 
     let (mut lost, mut recovered, mut failed_present) = (Vec::new(), Vec::new(), Vec::new());
     for (element, outcome) in &adds {
-        match (outcome, read.contains(element)) {
-            (Outcome::Ok, false) => lost.push(element.clone()),
-            (Outcome::Info, true) => recovered.push(element.clone()),
-            (Outcome::Fail, true) => failed_present.push(element.clone()),
+        match outcome {
+            Outcome::Ok if !in_all(element) => lost.push(element.clone()),
+            Outcome::Info if in_any(element) => recovered.push(element.clone()),
+            Outcome::Fail if in_any(element) => failed_present.push(element.clone()),
             _ => {}
         }
     }
-    let unexpected: Vec<String> = read.iter().filter(|e| !adds.contains_key(*e)).cloned().collect();
-    let valid = if lost.is_empty() && unexpected.is_empty() && failed_present.is_empty() {
+    // Every final read must agree too (a node that kept something another
+    // lost, or the reverse).
+    let mut unexpected: BTreeSet<String> = BTreeSet::new();
+    for r in &reads {
+        unexpected.extend(r.iter().filter(|e| !adds.contains_key(*e)).cloned());
+    }
+    let unexpected: Vec<String> = unexpected.into_iter().collect();
+    let disagreeing = reads.windows(2).filter(|w| w[0] != w[1]).count() as u64;
+    let valid = if lost.is_empty() && unexpected.is_empty() && failed_present.is_empty() && disagreeing == 0 {
         Validity::Valid
     } else {
         Validity::Invalid
@@ -64,6 +82,8 @@ pub fn check(ops: &[Completed], last_nemesis_index: Option<u64>) -> CheckerResul
     let list = |v: &[String]| json!(v.iter().take(LIST_MAX).collect::<Vec<_>>());
     CheckerResult { valid, ..result }
         .with_count("final_read_size", read.len() as u64)
+        .with_count("final_reads", reads.len() as u64)
+        .with_count("final_reads_disagreeing", disagreeing)
         .with_count("lost", lost.len() as u64)
         .with_count("recovered", recovered.len() as u64)
         .with_count("unexpected", unexpected.len() as u64)

@@ -257,3 +257,60 @@ fn feed_delivery_with_wrong_value_is_invalid() {
     assert_eq!(result.valid, Validity::Invalid);
     assert_eq!(result.count("mismatched"), 1);
 }
+
+/// After the heal the ledger's transfers settle what the history left
+/// open, and contradict what it said was certain.
+#[test]
+fn bank_transfers_are_settled_against_the_ledger_after_the_heal() {
+    let history = |listed: Value| {
+        let mut r = Rec::default();
+        let t = |id: u64| json!({ "id": id, "from": 1, "to": 2, "amount": 3 });
+        r.invoke(1, "transfer", t(10));
+        r.ok(1, "transfer", json!({ "id": 10 }));
+        r.invoke(2, "transfer", t(11));
+        r.fail(2, "transfer", json!({ "error": "refused" }));
+        r.invoke(3, "transfer", t(12));
+        r.info(3, "transfer", json!({ "error": "timeout" }));
+        r.invoke(0, "read", Value::Null);
+        r.ok(0, "read", json!({ "a": 50, "b": 50 }));
+        r.invoke(0, "applied", json!({}));
+        r.ok(0, "applied", json!({ "transfers": listed }));
+        r.completed()
+    };
+    let clean = bank::check(&history(json!([[10, 1, 2, 3], [12, 1, 2, 3]])), &bank_config());
+    assert_eq!(clean.valid, Validity::Valid, "{clean:?}");
+    assert_eq!((clean.count("unknown_settled_applied"), clean.count("transfers_in_ledger")), (1, 2));
+
+    // The failed one applied, the acknowledged one missing, an unknown id.
+    let bad = bank::check(&history(json!([[11, 1, 2, 3], [99, 1, 2, 3]])), &bank_config());
+    assert_eq!(bad.valid, Validity::Invalid);
+    assert_eq!(bad.count("failed_but_applied"), 1);
+    assert_eq!(bad.count("acknowledged_but_not_in_the_ledger"), 1);
+    assert_eq!(bad.count("unknown_settled_not_applied"), 1);
+    assert_eq!(bad.details["transfer_problems"].as_array().unwrap().len(), 3, "{bad:?}");
+
+    // Applied with another amount than asked.
+    let other = bank::check(&history(json!([[10, 1, 2, 4]])), &bank_config());
+    assert_eq!(other.count("applied_with_another_body"), 1);
+}
+
+/// Every final read (one per node) must hold every acknowledged add: a node
+/// that lost one is caught even if the last read has it.
+#[test]
+fn set_final_reads_through_every_node_must_all_hold_every_add() {
+    let mut r = Rec::default();
+    for element in [1, 2] {
+        r.invoke(0, "add", json!(element));
+        r.ok(0, "add", json!(element));
+    }
+    r.nemesis("heal");
+    for read in [json!([1]), json!([1, 2])] {
+        r.invoke(9, "read", Value::Null);
+        r.ok(9, "read", read);
+    }
+    let last = history::last_nemesis_index(r.history().ops());
+    let result = set::check(&r.completed(), last);
+    assert_eq!(result.valid, Validity::Invalid);
+    assert_eq!(set::lost(&result), ["2"]);
+    assert_eq!((result.count("final_reads"), result.count("final_reads_disagreeing")), (2, 1));
+}

@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use strongbox_proto::v1::ledger_client::LedgerClient;
 use strongbox_proto::v1::{
     Account, AccountFlag, CreateAccountResult, CreateAccountsRequest, CreateTransferResult,
-    CreateTransfersRequest, LookupAccountsRequest, Transfer, U128,
+    CreateTransfersRequest, LookupAccountsRequest, LookupTransfersRequest, Transfer, U128,
 };
 
 use jepsen::history::OpType;
@@ -25,6 +25,10 @@ const ACCOUNTS: u64 = 5;
 const FUNDING_ACCOUNT: u64 = 1_000;
 const INITIAL_BALANCE: u64 = 100;
 const AMOUNT_MAX: u64 = 5;
+/// The first id the run's transfers take (those below are the setup's).
+const FIRST_TRANSFER: u64 = 1_000_000;
+/// Ids per lookup after the heal (the ledger's batch limit).
+const LOOKUP_IDS_MAX: usize = 8_189;
 /// Between attempts at a transfer whose outcome is unknown.
 const RETRY_DELAY: Duration = Duration::from_millis(100);
 /// One attempt's wait (a paused or cut-off node never answers): then the
@@ -38,7 +42,7 @@ pub struct Bank {
 impl Default for Bank {
     fn default() -> Self {
         // Ids below this are the setup's.
-        Bank { next_transfer: AtomicU64::new(1_000_000) }
+        Bank { next_transfer: AtomicU64::new(FIRST_TRANSFER) }
     }
 }
 
@@ -209,11 +213,34 @@ impl Bank {
         op(&ctx.rec, c, "read", json!(null), Effect::Read, call).await;
     }
 
-    /// One read through every node once the cluster has healed.
+    /// One read through every node once the cluster has healed, then
+    /// which of the run's transfer ids the ledger holds: a transfer that
+    /// failed must not be there, one acknowledged must, and one of unknown
+    /// outcome is settled (the checker compares them with the history).
     pub async fn final_reads(&self, ctx: &Ctx, c: &mut Client) {
         for node in 1..=ctx.nodes() {
             c.node = node;
             self.read(ctx, c).await;
         }
+        let last = self.next_transfer.load(Ordering::Relaxed);
+        let mut ledger = LedgerClient::new(ctx.admin(c.node));
+        let call = async {
+            let mut applied = Vec::new();
+            let ids: Vec<u64> = (FIRST_TRANSFER..last).collect();
+            for chunk in ids.chunks(LOOKUP_IDS_MAX) {
+                let req = LookupTransfersRequest {
+                    ids: chunk.iter().map(|i| u128_of(*i).unwrap()).collect(),
+                    options: None,
+                };
+                let found = ledger.lookup_transfers(req).await?.into_inner().transfers;
+                for t in found {
+                    let (id, from, to, amount) =
+                        (lo(&t.id), lo(&t.debit_account_id), lo(&t.credit_account_id), lo(&t.amount));
+                    applied.push(json!([id as u64, from as u64, to as u64, amount as u64]));
+                }
+            }
+            Ok::<Value, tonic::Status>(json!({"asked": last - FIRST_TRANSFER, "transfers": applied}))
+        };
+        op(&ctx.rec, c, "applied", json!({"from": FIRST_TRANSFER, "to": last}), Effect::Read, call).await;
     }
 }
