@@ -21,7 +21,7 @@ pub fn master_key(cfg: &NodeConfig) -> anyhow::Result<Option<MasterKey>> {
     if let Some(path) = &cfg.master_key_file {
         return Ok(Some(MasterKey::load_file(path)?));
     }
-    if let Ok(hex) = std::env::var("STRONGBOX_MASTER_KEY") {
+    if let Ok(hex) = std::env::var("STRONGBOX_MASTER_KEY").map(zeroize::Zeroizing::new) {
         return Ok(Some(
             MasterKey::from_hex(&hex).map_err(|e| anyhow::anyhow!("$STRONGBOX_MASTER_KEY: {e}"))?,
         ));

@@ -70,6 +70,14 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let auth = std::sync::Arc::new(Auth::new(cfg.auth.clone())?);
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", cfg.data_dir.display()))?;
+    // Owner only: what is in it is sealed, but its names, sizes and times
+    // are nobody else's business either.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+            anyhow::anyhow!("cannot make data dir {} owner-only: {e}", cfg.data_dir.display())
+        })?;
+    }
     claim_data_dir(&cfg.data_dir, cfg.id)?;
     let codec = crate::encryption::codec(&cfg)?;
     let db = Db::open(&cfg.data_dir.join("db"), codec)

@@ -620,7 +620,10 @@ async fn failed_logins_from_one_address_are_throttled() {
         }
     }
     let (i, s) = refused.expect("never throttled after 200 failures");
-    assert!(i >= 20, "throttled after only {i} failures");
+    // A burst of 20, less what the harness spent: it logs in as admin on
+    // every node until the first admin exists, and each refusal before
+    // that counted (one a second refills).
+    assert!(i >= 15, "throttled after only {i} failures");
     assert!(s.message().starts_with("too many failed logins from this address"), "{s:?}");
     let other = login(&c, 2, "no-such-user", "guess").await.unwrap_err();
     assert_eq!(other.code(), Code::Unauthenticated, "another node keeps its own count: {other:?}");
