@@ -73,7 +73,11 @@ pub async fn follow(
         }
         tokio::select! {
             () = tokio::time::sleep(EVERY) => {}
-            _ = stopping.changed() => {}
+            changed = stopping.changed() => {
+                if changed.is_err() {
+                    return; // the node is gone
+                }
+            }
         }
     }
 }

@@ -74,11 +74,11 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     // are nobody else's business either.
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
-            anyhow::anyhow!("cannot make data dir {} owner-only: {e}", cfg.data_dir.display())
-        })?;
+        if let Err(e) = std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700)) {
+            // A mount point the node does not own, say: said, not fatal.
+            tracing::warn!(data_dir = %cfg.data_dir.display(), error = %e, "could not make the data dir owner-only");
+        }
     }
-    claim_data_dir(&cfg.data_dir, cfg.id)?;
     let codec = crate::encryption::codec(&cfg)?;
     let db = Db::open(&cfg.data_dir.join("db"), codec)
         .map_err(|e| anyhow::anyhow!("cannot open storage in {}: {e}", cfg.data_dir.display()))?;
@@ -112,6 +112,9 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     )
     .map_err(|e| anyhow::anyhow!("cannot open the node-local audit log: {e}"))?;
     let (local_audit, local_audit_writer) = crate::local_audit::LocalAudit::start(local_log)?;
+    // Claimed only once everything before Raft has worked (a start that
+    // failed on a typo claims nothing), and before Raft runs a single step.
+    claim_data_dir(&cfg.data_dir, cfg.id)?;
     let node = RaftNode::start(cfg.id, info.clone(), db, &cfg.raft.tuning(), channels).await?;
     if let Some(known) = node.raft.metrics().borrow().membership_config.membership().get_node(&cfg.id) {
         if *known != info {
@@ -259,7 +262,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    // NOT_SERVING before the servers drain, so balancers move away first.
+    // Health says NOT_SERVING as the servers start draining (the same signal).
     let _ = tokio::time::timeout(Duration::from_secs(1), health_task).await;
     metrics_task.abort();
     pulse_task.abort();
@@ -305,6 +308,21 @@ pub const NODE_ID_FILE: &str = "node-id";
 /// own and could vote away writes that one acknowledged. Written on the
 /// first start (or the first with this build), checked on every later one.
 pub fn claim_data_dir(data_dir: &std::path::Path, id: u64) -> anyhow::Result<()> {
+    if check_claim(data_dir, id)? {
+        return Ok(());
+    }
+    let path = data_dir.join(NODE_ID_FILE);
+    let tmp = data_dir.join(format!("{NODE_ID_FILE}.partial"));
+    std::fs::write(&tmp, format!("{id}\n"))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(data_dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Whether the data dir is claimed by `id` (Ok(false): by nobody yet);
+/// another id is an error. Reads only.
+pub fn check_claim(data_dir: &std::path::Path, id: u64) -> anyhow::Result<bool> {
     let path = data_dir.join(NODE_ID_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
@@ -318,15 +336,9 @@ pub fn claim_data_dir(data_dir: &std::path::Path, id: u64) -> anyhow::Result<()>
                  on another's data (were two configs swapped?)",
                 data_dir.display()
             );
-            Ok(())
+            Ok(true)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let tmp = data_dir.join(format!("{NODE_ID_FILE}.partial"));
-            std::fs::write(&tmp, format!("{id}\n"))?;
-            std::fs::File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            Ok(())
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
     }
 }

@@ -53,11 +53,16 @@ pub fn check_node_cert(
         std::str::from_utf8(b).map_err(|_| anyhow::anyhow!("the {what} is not PEM text"))
     }
     let cert_der = pem_der(text(cert_pem, "certificate")?)?;
-    let ca_der = pem_der(text(ca_pem, "CA certificate")?)?;
     let (_, cert) = x509_parser::parse_x509_certificate(&cert_der)
         .map_err(|e| anyhow::anyhow!("cannot be parsed: {e}"))?;
-    let (_, ca) = x509_parser::parse_x509_certificate(&ca_der)
-        .map_err(|e| anyhow::anyhow!("the CA certificate cannot be parsed: {e}"))?;
+    // The CA file may be a bundle (an old and a new CA while rotating).
+    let mut ca_subjects = Vec::new();
+    for block in pem_blocks(text(ca_pem, "CA certificate")?) {
+        let der = base64_der(&block)?;
+        let (_, ca) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| anyhow::anyhow!("the CA certificate cannot be parsed: {e}"))?;
+        ca_subjects.push(ca.subject().to_string());
+    }
     let validity = cert.validity();
     let not_before = time::OffsetDateTime::from_unix_timestamp(validity.not_before.timestamp())?;
     let not_after = time::OffsetDateTime::from_unix_timestamp(validity.not_after.timestamp())?;
@@ -65,10 +70,10 @@ pub fn check_node_cert(
     anyhow::ensure!(now >= not_before, "not valid until {not_before} (is this machine's clock right?)");
     anyhow::ensure!(now <= not_after, "expired on {not_after}: make a new one (strongbox certs create-node)");
     anyhow::ensure!(
-        cert.issuer() == ca.subject(),
+        ca_subjects.contains(&cert.issuer().to_string()),
         "issued by {}, not by the cluster CA ({}): peers would refuse it",
         cert.issuer(),
-        ca.subject()
+        ca_subjects.join("; ")
     );
     let names_peer = cert.subject_alternative_name().ok().flatten().is_some_and(|san| {
         san.value
@@ -80,13 +85,20 @@ pub fn check_node_cert(
         names_peer,
         "lacks the DNS name {PEER_TLS_NAME:?} that peers verify (strongbox certs create-node adds it)"
     );
-    let key = KeyPair::from_pem(text(key_pem, "key")?)
-        .map_err(|e| anyhow::anyhow!("its key cannot be read: {e}"))?;
-    let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
-    anyhow::ensure!(
-        cert_der.windows(spki.len()).any(|w| w == spki.as_slice()),
-        "its key file holds another certificate's key"
-    );
+    // Only a key rcgen reads (PKCS#8) is compared; TLS itself takes more
+    // formats, and a mismatch there still fails at the handshake.
+    match KeyPair::from_pem(text(key_pem, "key")?) {
+        Ok(key) => {
+            let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
+            anyhow::ensure!(
+                cert_der.windows(spki.len()).any(|w| w == spki.as_slice()),
+                "its key file holds another certificate's key"
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the node key's format is not checked against its certificate here")
+        }
+    }
     Ok(not_after)
 }
 
@@ -267,6 +279,27 @@ impl DevPki {
 }
 
 /// The DER bytes of the first PEM block in `pem`.
+/// Every PEM block's base64 body, in order.
+fn pem_blocks(pem: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in pem.lines().map(str::trim) {
+        if line.starts_with("-----BEGIN") {
+            current = Some(String::new());
+        } else if line.starts_with("-----END") {
+            blocks.extend(current.take());
+        } else if let Some(body) = current.as_mut() {
+            body.push_str(line);
+        }
+    }
+    blocks
+}
+
+fn base64_der(body: &str) -> anyhow::Result<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(body).map_err(|e| anyhow::anyhow!("not PEM: {e}"))
+}
+
 fn pem_der(pem: &str) -> anyhow::Result<Vec<u8>> {
     use base64::Engine;
     let body: String = pem
@@ -314,5 +347,10 @@ mod tests {
 
         let e = check_node_cert(ca, b"not a certificate", one.key_pem.as_bytes()).unwrap_err();
         assert!(!e.to_string().is_empty());
+
+        // A bundle holding the new CA and the old one: either issuer is fine.
+        let bundle = format!("{}{}", DevPki::new("rogue CA").unwrap().ca_cert_pem, pki.ca_cert_pem);
+        check_node_cert(bundle.as_bytes(), one.cert_pem.as_bytes(), one.key_pem.as_bytes())
+            .expect("in the bundle");
     }
 }

@@ -504,12 +504,19 @@ async fn health_and_metrics_are_served() {
     put_retry(&c, leader, "m/p", "v", "m1").await;
 
     let mut health = tonic_health::pb::health_client::HealthClient::new(c.channel(1));
-    let r = health
-        .check(tonic_health::pb::HealthCheckRequest { service: "strongbox.v1.Secrets".into() })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(r.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    // Readiness is evaluated every 0.5 s: SERVING soon after the node is in
+    // step, as a balancer polling it would see.
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let req = tonic_health::pb::HealthCheckRequest { service: "strongbox.v1.Secrets".into() };
+        let status = health.check(req).await.unwrap().into_inner().status;
+        if status == serving {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "node 1 not SERVING within 5 s: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for service in strongbox_api::health::SERVICES {
         let r = health.check(tonic_health::pb::HealthCheckRequest { service: service.to_string() }).await;
         let status = r.unwrap_or_else(|e| panic!("{service:?}: {e:?}")).into_inner().status;

@@ -282,21 +282,23 @@ impl RaftNode {
     }
 
     pub async fn change_membership(&self, op: MembershipOp, budget: Duration) -> Result<LogId, NodeError> {
-        // Checked against this node's view first, for a precise answer; the
-        // leader checks again against its own (it may know more).
-        let view = self.raft.metrics().borrow().membership_config.clone();
-        membership_conflict(view.membership(), &op)?;
+        let deadline = Instant::now() + budget;
         // Why the last attempt was put off, if it was (see `ProposeError::Busy`).
         let busy = std::sync::Mutex::new(None::<String>);
         let attempt = async {
             let mut backoff = Backoff::new();
+            // An attempt that got no answer may have taken effect.
+            let mut maybe_applied = false;
             loop {
                 let res = match self.leader() {
                     Some((l, node)) if l != self.id => {
                         match forward_rpc(&self.channels, &node, Forwarded::Membership(op.clone())).await {
                             Ok(ForwardReply::Membership(r)) => r,
                             Ok(other) => Err(ProposeError::Fatal(format!("unexpected reply {other:?}"))),
-                            Err(_) => Err(ProposeError::NotLeader),
+                            Err(_) => {
+                                maybe_applied = true;
+                                Err(ProposeError::NotLeader)
+                            }
                         }
                     }
                     _ => self.membership_here(op.clone()).await,
@@ -306,7 +308,22 @@ impl RaftNode {
                     // Also what a change retried on a new leader meets while
                     // the old leader's attempt is still uncommitted there.
                     Err(ProposeError::Busy(m)) => *busy.lock().expect("busy lock") = Some(m),
-                    Err(ProposeError::NotLeader) => *busy.lock().expect("busy lock") = None,
+                    Err(ProposeError::NotLeader) => {
+                        maybe_applied = true;
+                        *busy.lock().expect("busy lock") = None
+                    }
+                    // A removal retried after one that may have committed:
+                    // the member being gone is its success, not a refusal.
+                    Err(ProposeError::Refused(m))
+                        if maybe_applied
+                            && matches!(op, MembershipOp::Remove { .. })
+                            && m.contains(NOT_A_MEMBER) =>
+                    {
+                        let now =
+                            (*self.raft.metrics().borrow().membership_config.log_id()).unwrap_or_default();
+                        return Ok(now);
+                    }
+                    Err(ProposeError::Refused(m)) => return Err(refusal(m)),
                     Err(e) => return Err(propose_error(e)),
                 }
                 backoff.wait().await;
@@ -320,12 +337,16 @@ impl RaftNode {
                     Some(_) => NodeError::MembershipTimeout(budget.as_millis()),
                 },
             })??;
-        if let MembershipOp::AddLearner { id, .. } = op {
+        let left = || deadline.saturating_duration_since(Instant::now());
+        let leads = self.raft.metrics().borrow().state == ServerState::Leader;
+        if let (MembershipOp::AddLearner { id, .. }, true) = (&op, leads) {
             // Scripts promote right after adding: give a running learner a
-            // moment to catch up (a learner not started yet just stays behind).
+            // moment to catch up (a learner not started yet just stays
+            // behind). Only the leader sees replication progress.
+            let id = *id;
             let _ = self
                 .raft
-                .wait(Some(LEARNER_CATCH_UP_WAIT.min(budget)))
+                .wait(Some(LEARNER_CATCH_UP_WAIT.min(left())))
                 .metrics(
                     move |m| {
                         let last = m.last_log_index.unwrap_or(0);
@@ -343,7 +364,7 @@ impl RaftNode {
         // removing itself may never see it (the leader stops replicating to
         // it once it is out): no wait there.
         let removes_self = matches!(op, MembershipOp::Remove { id } if id == self.id);
-        let wait = if removes_self { Duration::ZERO } else { budget };
+        let wait = if removes_self { Duration::ZERO } else { left() };
         let _ = self
             .raft
             .wait(Some(wait))
@@ -853,6 +874,23 @@ impl Drop for HeartbeatsOff {
     }
 }
 
+/// How a refusal for a member that is not there reads (it crosses the
+/// forward RPC as text).
+const NOT_A_MEMBER: &str = "is not a member";
+/// How a refusal for an id or address already taken reads.
+const ALREADY_TAKEN: [&str; 2] = ["is already a member", "two ids at one address"];
+
+/// A refusal as the status it stands for (the leader's text names it).
+fn refusal(m: String) -> NodeError {
+    if m.contains(NOT_A_MEMBER) {
+        NodeError::NotFound(m)
+    } else if ALREADY_TAKEN.iter().any(|t| m.contains(t)) {
+        NodeError::AlreadyExists(m)
+    } else {
+        NodeError::Refused(m)
+    }
+}
+
 /// What a membership change would contradict in a membership view: an id
 /// already there at another address, an address another member uses (one
 /// machine's vote would count twice), a member that is not there.
@@ -890,7 +928,7 @@ fn membership_conflict(
         }
         MembershipOp::Promote { id } | MembershipOp::Remove { id } => match m.get_node(id) {
             Some(_) => Ok(()),
-            None => Err(NodeError::NotFound(format!("node {id} is not a member (members: {})", listed()))),
+            None => Err(NodeError::NotFound(format!("node {id} {NOT_A_MEMBER} (members: {})", listed()))),
         },
     }
 }

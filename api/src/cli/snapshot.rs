@@ -160,7 +160,8 @@ async fn save_offline(file: &Path, key_file: &Path, config: &Path) -> anyhow::Re
         "{} holds no node storage",
         cfg.data_dir.display()
     );
-    crate::server::claim_data_dir(&cfg.data_dir, cfg.id)?;
+    // Read, not claimed: this command must leave the stopped node's dir as it was.
+    crate::server::check_claim(&cfg.data_dir, cfg.id)?;
     let codec = crate::encryption::codec(&cfg)?;
     let db = strongbox_store::Db::open(&cfg.data_dir.join("db"), codec).map_err(|e| {
         anyhow::anyhow!(

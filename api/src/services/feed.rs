@@ -111,7 +111,15 @@ fn check_kind(k: &str) -> Result<(), Status> {
         _ if k.len() > 64 => false,
         Some((family, "*")) => strongbox_store::feed::families().any(|f| f == family),
         Some(_) => strongbox_store::feed::KINDS.contains(&k),
-        None => !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+        // A command's name; a bare family ("secret") is a likely slip for "secret.*".
+        None => {
+            if strongbox_store::feed::families().any(|f| f == k) {
+                return Err(Status::invalid_argument(format!(
+                    "kinds: {k:?} is a family; write \"{k}.*\" for all its kinds"
+                )));
+            }
+            !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        }
     };
     if known {
         return Ok(());
@@ -308,8 +316,15 @@ impl Producer {
         // Data metrics: log and apply positions only (no timers, no roles).
         let mut applied = self.api.node.raft.data_metrics();
         let mut last_sent = tokio::time::Instant::now();
-        let mut progress_due = announce;
+        let mut progress_due = false;
         let mut rights: Option<Caller> = None;
+        if announce {
+            // First, whatever lands meanwhile: where a stream from now starts.
+            let msg = WatchResponse { revision: next - 1, progress: true, ..Default::default() };
+            if !self.send(msg).await {
+                return;
+            }
+        }
         loop {
             if *self.stopping.borrow() {
                 self.end(Status::unavailable("node shutting down; reconnect to another node"));
@@ -407,7 +422,12 @@ impl Producer {
                 _ = tokio::time::sleep_until(wake_at) => {
                     progress_due = tokio::time::Instant::now() >= progress_at;
                 }
-                _ = self.stopping.changed() => {}
+                changed = self.stopping.changed() => {
+                    if changed.is_err() {
+                        // The node's stop signal is gone: so is the node.
+                        return self.end(Status::unavailable("node shutting down"));
+                    }
+                }
                 () = self.tx.closed() => return,
             }
         }
@@ -642,7 +662,17 @@ mod tests {
         for k in ["secret.updated", "secret.*", "transfer.expired", "user.*", "put_secret"] {
             assert!(check_kind(k).is_ok(), "{k}");
         }
-        for k in ["*", "*.created", "secret.update", "secrets.*", "secret.*.x", "", "Secret.updated", "a b"] {
+        for k in [
+            "*",
+            "*.created",
+            "secret.update",
+            "secrets.*",
+            "secret.*.x",
+            "",
+            "Secret.updated",
+            "a b",
+            "secret",
+        ] {
             assert!(check_kind(k).is_err(), "{k:?}");
         }
     }

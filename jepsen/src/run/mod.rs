@@ -186,7 +186,9 @@ fn exit_code(results: &jepsen::results::Results, expect_invalid: bool) -> i32 {
         Validity::Unknown => {
             let unknown: Vec<(&String, &jepsen::results::CheckerResult)> =
                 checkers.iter().filter(|(_, r)| r.valid == Validity::Unknown).collect();
-            let gave_up = |r: &jepsen::results::CheckerResult| r.count("gave_up_keys") > 0;
+            let gave_up = |r: &jepsen::results::CheckerResult| {
+                r.count("gave_up_keys") > 0 && r.count("nothing_to_check") == 0
+            };
             let names = |keep: &dyn Fn(&jepsen::results::CheckerResult) -> bool| {
                 unknown
                     .iter()
