@@ -132,8 +132,14 @@ fn check_kind(k: &str) -> Result<(), Status> {
     )))
 }
 
-/// The permission an event needs: read on what it is about.
+/// The permission an event needs: read on what it is about. A failed
+/// login names whatever was typed as a username (a password typed in the
+/// wrong field, names being guessed): it is the audit trail's to show,
+/// not every user directory's.
 fn access_for(e: &StoredEvent) -> Access {
+    if e.kind == "user.login_failed" {
+        return Access::new(Action::Read, "audit");
+    }
     let family = e.kind.split('.').next().unwrap_or("");
     let resource = match family {
         "secret" => format!("secrets:{}", e.entity),
@@ -655,6 +661,18 @@ mod tests {
         let msg = WatchResponse { revision: 3, events: (0..100).map(event).collect(), ..Default::default() };
         let parts = fragments(msg.clone());
         assert_eq!(parts, vec![msg]);
+    }
+
+    #[test]
+    fn a_failed_login_is_for_audit_readers_only() {
+        let event = |kind: &str| StoredEvent {
+            kind: kind.into(),
+            entity: "hunter2".into(),
+            ledger: None,
+            fields: Default::default(),
+        };
+        assert_eq!(access_for(&event("user.login_failed")).resource, "audit");
+        assert_eq!(access_for(&event("user.created")).resource, "users");
     }
 
     #[test]
