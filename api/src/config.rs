@@ -254,7 +254,46 @@ impl NodeConfig {
                 "initial_members does not include this node's id {}",
                 self.id
             );
+            let mine = &self.initial_members[&self.id];
+            anyhow::ensure!(
+                mine.raft_addr == self.public_raft_addr() && mine.api_addr == self.public_api_addr(),
+                "initial_members.{} says raft_addr {} and api_addr {}, but this node serves {} and {} \
+                 (set advertise_raft_addr / advertise_api_addr if it binds another address)",
+                self.id,
+                mine.raft_addr,
+                mine.api_addr,
+                self.public_raft_addr(),
+                self.public_api_addr()
+            );
+            let mut seen = std::collections::BTreeMap::new();
+            for (id, m) in &self.initial_members {
+                for addr in [&m.raft_addr, &m.api_addr] {
+                    if let Some(other) = seen.insert(addr.clone(), *id) {
+                        anyhow::bail!("initial_members: {addr} is given to node {other} and node {id}");
+                    }
+                }
+            }
         }
+        // Checked here, before anything is created, as openraft would check
+        // them after the data dir and keyring exist.
+        let r = &self.raft;
+        anyhow::ensure!(
+            r.heartbeat_ms > 0 && r.heartbeat_ms < r.election_timeout_min_ms,
+            "raft.heartbeat_ms ({}) must be above 0 and below raft.election_timeout_min_ms ({})",
+            r.heartbeat_ms,
+            r.election_timeout_min_ms
+        );
+        anyhow::ensure!(
+            r.election_timeout_min_ms < r.election_timeout_max_ms,
+            "raft.election_timeout_min_ms ({}) must be below raft.election_timeout_max_ms ({})",
+            r.election_timeout_min_ms,
+            r.election_timeout_max_ms
+        );
+        anyhow::ensure!(
+            ["text", "json"].contains(&self.log_format.as_str()),
+            "log_format must be \"text\" or \"json\", not {:?}",
+            self.log_format
+        );
         Ok(())
     }
 
@@ -289,6 +328,20 @@ insecure = true
         assert_eq!(cfg.id, 1);
         let reparsed: Result<NodeConfig, _> = toml::from_str(&cfg.to_toml());
         assert!(reparsed.is_ok(), "what to_toml writes reads back: {reparsed:?}");
+        let mut bad = cfg.clone();
+        bad.raft.election_timeout_min_ms = bad.raft.heartbeat_ms;
+        assert!(bad.validate().unwrap_err().to_string().contains("heartbeat_ms"));
+        let mut bad = cfg.clone();
+        bad.log_format = "yaml".into();
+        assert!(bad.validate().is_err());
+        let mut bad = cfg.clone();
+        let member = |raft: &str, api: &str| Member { raft_addr: raft.into(), api_addr: api.into() };
+        bad.initial_members.insert(1, member("127.0.0.1:7101", "127.0.0.1:7001"));
+        bad.initial_members.insert(2, member("127.0.0.1:7101", "127.0.0.1:7002"));
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("given to node 1 and node 2"), "{e}");
+        bad.initial_members.insert(1, member("127.0.0.1:9999", "127.0.0.1:7001"));
+        assert!(bad.validate().unwrap_err().to_string().contains("but this node serves"));
         for typo in
             ["metrics_address = \"127.0.0.1:9\"", "[raft]\nheartbeat_interval_ms = 5", "[auth]\nlockout = 3"]
         {
