@@ -44,6 +44,10 @@ use crate::services::secrets::SecretsService;
 use crate::services::users::UsersService;
 use crate::services::Api;
 
+/// How long a stopping leader tries to hand leadership over before it
+/// stops anyway (the others then elect one after their election timeout).
+const HAND_OFF_BUDGET: Duration = Duration::from_secs(3);
+
 /// Runs a node until `shutdown` resolves, then stops it cleanly.
 pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     // Read the clock offset now, so a bad value stops the node at start.
@@ -165,8 +169,10 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
 
     let (health, health_svc) = tonic_health::server::health_reporter();
     let staleness_max = (!cfg.unsafe_stale_reads).then_some(services.local_read_staleness_max);
-    let health_task =
-        tokio::spawn(crate::health::follow(health, node.clone(), staleness_max, stop_rx.clone()));
+    // Health goes NOT_SERVING first, so load balancers move away while
+    // leadership is handed off and before the servers drain.
+    let (unready_tx, unready_rx) = tokio::sync::watch::channel(false);
+    let health_task = tokio::spawn(crate::health::follow(health, node.clone(), staleness_max, unready_rx));
     // Both reflection versions: grpcurl speaks v1, many clients still v1alpha.
     let reflection_builder = || {
         tonic_reflection::server::Builder::configure()
@@ -261,9 +267,18 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
 
     shutdown.await;
     tracing::info!("shutting down");
-    let _ = stop_tx.send(true);
-    // Health says NOT_SERVING as the servers start draining (the same signal).
+    node.begin_stop();
+    let _ = unready_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(1), health_task).await;
+    match node.hand_off_leadership(HAND_OFF_BUDGET).await {
+        None => {}
+        Some(Ok(Some(to))) if to != node.id => tracing::info!(to, "handed leadership over before stopping"),
+        Some(Ok(_)) => tracing::warn!("leadership was not handed over before stopping"),
+        Some(Err(why)) => {
+            tracing::warn!(why = why.as_str(), "leadership was not handed over before stopping")
+        }
+    }
+    let _ = stop_tx.send(true);
     metrics_task.abort();
     pulse_task.abort();
     reencrypt_task.abort();

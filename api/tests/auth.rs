@@ -628,3 +628,27 @@ async fn failed_logins_from_one_address_are_throttled() {
     let other = login(&c, 2, "no-such-user", "guess").await.unwrap_err();
     assert_eq!(other.code(), Code::Unauthenticated, "another node keeps its own count: {other:?}");
 }
+
+/// A retried password change is answered as done; a request id reused for
+/// another password must not be (the first password would silently stay).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_id_reused_for_another_password_is_refused() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = TestCluster::start(3, fast_raft()).await;
+    create_user(&c, "pat", &[]).await;
+    let set = |password: &str| SetPasswordRequest {
+        options: Some(WriteOptions { request_id: "pw-1".into() }),
+        username: "pat".into(),
+        password: password.into(),
+    };
+    let mut users = UsersClient::new(c.admin(1));
+    let first = users.set_password(set("first-password-1")).await.unwrap().into_inner();
+    assert!(!first.deduplicated);
+    let retry = users.set_password(set("first-password-1")).await.unwrap().into_inner();
+    assert!(retry.deduplicated, "the retry is answered from the first attempt");
+    let other = users.set_password(set("second-password-2")).await.unwrap_err();
+    assert_eq!(other.code(), Code::FailedPrecondition, "{other:?}");
+    assert!(other.message().starts_with("options.request_id:"), "{}", other.message());
+    assert!(login(&c, 2, "pat", "first-password-1").await.is_ok());
+    assert!(login(&c, 2, "pat", "second-password-2").await.is_err());
+}

@@ -234,6 +234,17 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
     let e = s.get(get_req("missing/thing", Consistency::Linearizable, 0)).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
 
+    // A consistency level this build does not know is not read as the
+    // default; a revision no write ever returned is refused at once.
+    let mut unknown = get_req("missing/thing", Consistency::Linearizable, 0);
+    unknown.options.as_mut().unwrap().consistency = 7;
+    let e = s.get(unknown).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().starts_with("options.consistency: unknown value 7"), "{}", e.message());
+    let e = s.get(get_req("missing/thing", Consistency::Linearizable, before + 1_000_000)).await.unwrap_err();
+    assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+    assert!(e.message().contains("past the cluster's latest revision"), "{}", e.message());
+
     put_retry(&c, leader, "cas/p", "1", "cas-1").await;
     let mut req = put_req("cas/p", "2", "cas-2");
     req.cas = Some(0);
@@ -1099,4 +1110,42 @@ async fn a_locked_out_user_is_unlocked_through_the_peer_port_with_a_member_certi
     let ch = peer_channel(&c.raft_addr(2), ca, Some(node_identity(&c, 2))).await.unwrap();
     RecoveryClient::new(ch).unlock_user(unlock()).await.unwrap();
     auth.login(login(password)).await.expect("unlocked");
+}
+
+/// A leader stopped cleanly hands leadership over before it exits, as
+/// etcd's does: the survivors know a new leader the moment it is gone, not
+/// an election timeout later, and a rolling restart costs writes no
+/// election. A follower that is itself stopping is not chosen.
+#[tokio::test]
+async fn a_stopping_leader_hands_leadership_over_first() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = TestCluster::start(3, fast_raft()).await;
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    put_retry(&c, leader, "roll/a", "1", "roll-1").await;
+    c.stop(leader).await;
+    let survivors: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    for id in &survivors {
+        // Right after the exit: without a hand-off each survivor would
+        // still name the old leader for 600 ms or more.
+        let s = c.status(*id).await.expect("a survivor answers");
+        let now = s.leader_id.expect("a survivor knows a leader at once");
+        assert_ne!(now, leader, "node {id} still names the stopped leader {leader}");
+        assert!(survivors.contains(&now));
+    }
+    assert!(
+        c.log(leader).contains("handed leadership over before stopping"),
+        "the stopped leader's log: {}",
+        c.log(leader)
+    );
+    let r = put_retry(&c, survivors[0], "roll/b", "2", "roll-2").await;
+    assert_eq!(r.version, 1);
+
+    // The new leader stops too: leadership moves on again, to the
+    // restarted node or the third.
+    c.restart(leader);
+    let new_leader = c.wait_leader(Duration::from_secs(10)).await;
+    c.wait_applied(leader, c.status(new_leader).await.unwrap().applied_index, Duration::from_secs(20)).await;
+    c.stop(new_leader).await;
+    let s = c.status(leader).await.expect("the restarted node answers");
+    assert!(s.leader_id.is_some_and(|l| l != new_leader), "leadership moved on again: {s:?}");
 }

@@ -267,7 +267,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if self.db.persisted_through() < log_id.index {
             let db = self.db.clone();
             let started = Instant::now();
-            tokio::task::spawn_blocking(move || db.persist_unlogged_through(log_id.index))
+            // Marked durable through what was applied before the flush, not
+            // through the purge index: should a purge ever run ahead of
+            // apply, the next one must still flush.
+            let applied = self.applied_index()?;
+            tokio::task::spawn_blocking(move || db.persist_unlogged_through(applied))
                 .await
                 .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?
                 .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;

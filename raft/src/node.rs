@@ -3,6 +3,7 @@
 //! membership. The api layer talks to this, never to openraft directly.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,8 +35,23 @@ use crate::wire::{ForwardReply, Forwarded, MembershipOp};
 pub enum NodeError {
     #[error("no leader: an election is in progress or a majority of nodes is unreachable; retry shortly")]
     NoLeader,
-    #[error("timed out after {0} ms waiting for {1}; a write may still be applied later (retry with the same request_id)")]
-    Timeout(u128, &'static str),
+    /// A write ran out of time after it may have reached a leader: its
+    /// outcome is unknown (the request id is named so it can be retried).
+    #[error(
+        "timed out after {0} ms waiting for the write to commit; it may still be applied: \
+         retry with request_id {1:?} (a retry is answered, never applied twice)"
+    )]
+    Timeout(u128, String),
+    /// This node stopped while a write it had proposed or forwarded was in
+    /// flight: its outcome is unknown.
+    #[error(
+        "this node stopped with the write in flight ({0}); it may have been applied: \
+         retry on another node with request_id {1:?}"
+    )]
+    Interrupted(String, String),
+    /// Leadership did not move within the budget.
+    #[error("timed out after {0} ms waiting for {1}")]
+    TransferTimeout(u128, &'static str),
     /// A read (or a write's check before proposing) ran out of time:
     /// nothing was changed.
     #[error("timed out after {0} ms waiting for {1}; nothing was changed, retry")]
@@ -63,6 +79,8 @@ pub enum NodeError {
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
+    OutOfRange(String),
+    #[error("{0}")]
     AlreadyExists(String),
     /// A membership change (which has no request id) ran out of time.
     #[error(
@@ -88,11 +106,16 @@ impl From<NodeError> for tonic::Status {
         let msg = e.to_string();
         match e {
             NodeError::NoLeader | NodeError::Stale { .. } => tonic::Status::unavailable(msg),
-            NodeError::Timeout(..) | NodeError::ReadTimeout(..) => tonic::Status::deadline_exceeded(msg),
+            NodeError::Timeout(..) | NodeError::ReadTimeout(..) | NodeError::TransferTimeout(..) => {
+                tonic::Status::deadline_exceeded(msg)
+            }
+            // gRPC's code for "may or may not have happened".
+            NodeError::Interrupted(..) => tonic::Status::unknown(msg),
             NodeError::Refused(_) => tonic::Status::failed_precondition(msg),
             NodeError::Overloaded => tonic::Status::resource_exhausted(msg),
             NodeError::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
             NodeError::NotFound(_) => tonic::Status::not_found(msg),
+            NodeError::OutOfRange(_) => tonic::Status::out_of_range(msg),
             NodeError::AlreadyExists(_) => tonic::Status::already_exists(msg),
             NodeError::MembershipTimeout(_) => tonic::Status::deadline_exceeded(msg),
             NodeError::Fatal(_) => tonic::Status::unavailable(msg),
@@ -135,6 +158,9 @@ pub struct RaftNode {
     transfers: Arc<std::sync::atomic::AtomicUsize>,
     /// Received snapshots openraft is installing (see `LogStore::purge`).
     pub installs: PendingInstalls,
+    /// Set once this node begins a clean stop: it neither campaigns nor
+    /// accepts a leadership hand-off from then on.
+    stopping: Arc<std::sync::Mutex<Option<Hold>>>,
 }
 
 /// How far behind the leader's log a learner may be and still be promoted.
@@ -237,6 +263,7 @@ impl RaftNode {
             election_timeouts,
             transfers: Arc::default(),
             installs,
+            stopping: Arc::default(),
         })
     }
 
@@ -258,22 +285,53 @@ impl RaftNode {
     /// leads. Retries through elections until `budget` runs out: the same
     /// command (same request id) is proposed again, and apply deduplicates it
     /// if an earlier attempt won.
+    ///
+    /// Once an attempt may have reached a leader (an unanswered proposal, a
+    /// lost forward), no answer but success says "not applied": running
+    /// out of time is DEADLINE_EXCEEDED, and any later refusal says the
+    /// outcome is unknown. UNAVAILABLE (no leader) only while nothing was sent.
     pub async fn write(&self, cmd: Command, budget: Duration) -> Result<(LogId, Response), NodeError> {
         let started = Instant::now();
+        // Set as an attempt starts (it may reach a leader while it runs),
+        // and kept by any attempt that ends without an answer.
+        let maybe_sent = std::sync::atomic::AtomicBool::new(false);
         let attempt = async {
             let mut backoff = Backoff::new();
+            let mut lost = false;
             loop {
-                match self.proposer.propose(cmd.clone()).await {
-                    Ok(r) => return Ok(r),
-                    Err(ProposeError::NotLeader) => {}
-                    Err(e) => return Err(propose_error(e)),
+                // With no leader known nothing is proposed: a refusal then
+                // would only blur "never sent" with "lost on the way".
+                if self.leader().is_some() {
+                    maybe_sent.store(true, Ordering::Relaxed);
+                    let res = self.proposer.propose(cmd.clone()).await;
+                    maybe_sent.store(lost, Ordering::Relaxed);
+                    match res {
+                        Ok(r) => return Ok(r),
+                        Err(ProposeError::NotLeader) => {
+                            lost = true;
+                            maybe_sent.store(true, Ordering::Relaxed);
+                        }
+                        Err(ProposeError::Fatal(why)) => {
+                            return Err(NodeError::Interrupted(why, cmd.request_id.clone()))
+                        }
+                        Err(e) if lost => {
+                            return Err(NodeError::Interrupted(e.to_string(), cmd.request_id.clone()))
+                        }
+                        Err(e) => return Err(propose_error(e)),
+                    }
                 }
                 backoff.wait().await;
             }
         };
         let res = timeout(budget, attempt).await;
         metrics::histogram!("strongbox_write_seconds").record(started.elapsed().as_secs_f64());
-        res.map_err(|_| self.timeout_error(budget, "the write to commit"))?
+        res.map_err(|_| {
+            if maybe_sent.load(Ordering::Relaxed) {
+                NodeError::Timeout(budget.as_millis(), cmd.request_id.clone())
+            } else {
+                NodeError::NoLeader
+            }
+        })?
     }
 
     /// Proposes a command only if this node leads (forwarded writes).
@@ -470,12 +528,12 @@ impl RaftNode {
         Ok(())
     }
 
-    /// Out of time: UNAVAILABLE if no leader is known (an election, or a
-    /// lost quorum), DEADLINE_EXCEEDED if one is but did not answer in time.
+    /// A leader transfer out of time: UNAVAILABLE if no leader is known (an
+    /// election, or a lost quorum), DEADLINE_EXCEEDED if one is.
     fn timeout_error(&self, budget: Duration, what: &'static str) -> NodeError {
         match self.leader() {
             None => NodeError::NoLeader,
-            Some(_) => NodeError::Timeout(budget.as_millis(), what),
+            Some(_) => NodeError::TransferTimeout(budget.as_millis(), what),
         }
     }
 
@@ -589,6 +647,20 @@ impl RaftNode {
         Some(openraft::raft::VoteResponse::new(vote, last_log, false))
     }
 
+    /// A clean stop begins: this node's own elections stop for good, and
+    /// a leader's hand-off to it is refused (it would lead for a moment,
+    /// then leave the cluster leaderless for an election timeout).
+    pub fn begin_stop(&self) {
+        let mut stopping = self.stopping.lock().expect("stopping lock");
+        if stopping.is_none() {
+            *stopping = Some(self.elections.hold());
+        }
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.lock().expect("stopping lock").is_some()
+    }
+
     /// Keeps this node from campaigning while `leader` streams it a
     /// snapshot (see `election_hold`). None for a sender whose vote is
     /// older than this node's: a deposed leader must not silence anyone.
@@ -625,6 +697,15 @@ impl RaftNode {
                         "this node to apply up to the read index".into(),
                     )
                 })?;
+            // Every acknowledged write is applied here now: a revision
+            // past this one was never returned by any write.
+            let latest = self.sm.revision().map_err(|e| NodeError::Fatal(e.to_string()))?;
+            if min_revision > latest {
+                return Err(NodeError::OutOfRange(format!(
+                    "options.min_revision: {min_revision} is past the cluster's latest revision {latest}; \
+                     pass a revision a write to this cluster returned"
+                )));
+            }
         }
         if min_revision > 0 {
             let sm = self.sm.clone();
@@ -767,6 +848,12 @@ impl RaftNode {
                     unanswered = 0;
                     None
                 }
+                Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                    break Err(ProposeError::Refused(format!(
+                        "node {to} refused: {}; leadership stays",
+                        s.message()
+                    )));
+                }
                 Err(s) => {
                     tracing::debug!(to, %s, "leader transfer: election trigger failed");
                     unanswered += 1;
@@ -801,6 +888,40 @@ impl RaftNode {
             }
         };
         result
+    }
+
+    /// On a clean stop, as etcd's leader does: hands leadership to the
+    /// most caught-up voter that answers, so clients wait for a transfer
+    /// (a few round trips), not for an election timeout after the leader's
+    /// heartbeats stop. Nothing to do on a follower or a single voter.
+    /// Returns who leads afterwards when a hand-off was tried.
+    pub async fn hand_off_leadership(&self, budget: Duration) -> Option<Result<Option<NodeId>, String>> {
+        let target = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            if m.current_leader != Some(self.id) {
+                return None;
+            }
+            let membership = m.membership_config.membership();
+            membership
+                .voter_ids()
+                .filter(|v| *v != self.id)
+                .filter(|v| {
+                    membership.get_node(v).is_some_and(|n| {
+                        !self.channels.known_unreachable(&n.raft_addr)
+                            && self
+                                .channels
+                                .answered_within(&n.raft_addr, self.election_timeouts.election_min)
+                    })
+                })
+                .max_by_key(|v| {
+                    m.replication.as_ref().and_then(|r| r.get(v).copied().flatten()).map(|l| l.index)
+                })
+        }?;
+        Some(self.transfer_leader_here(target, budget).await.map_err(|e| match e {
+            ProposeError::Refused(why) => why,
+            other => format!("{other:?}"),
+        }))
     }
 
     /// Who leads, for a transfer that failed: with heartbeats off for a

@@ -224,6 +224,9 @@ impl RaftPeer for PeerService {
     }
 
     async fn trigger_election(&self, _req: Request<Empty>) -> Result<Response<Empty>, Status> {
+        if self.node.is_stopping() {
+            return Err(Status::failed_precondition(format!("node {} is stopping", self.node.id)));
+        }
         self.node.raft.trigger().elect().await.map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(Empty {}))
     }

@@ -184,13 +184,26 @@ async fn dispatch(ctx: &Ctx, batch: Vec<Pending>) {
 /// logged is the capped one, so apply stays deterministic.
 pub const CLOCK_AHEAD_MS_MAX: u64 = 1_000;
 
+/// How far behind the leader's clock a command's stamped time may be (a
+/// forward takes milliseconds; the rest is a slow clock).
+pub const CLOCK_BEHIND_MS_MAX: u64 = 1_000;
+
 /// Caps every command's `time_ms` at `leader_now_ms + CLOCK_AHEAD_MS_MAX`
 /// (token expiries move back with it: `Command::cap_time`); returns by how
 /// much the furthest one was ahead of `leader_now_ms` (0: none was capped).
+///
+/// Times more than `CLOCK_BEHIND_MS_MAX` behind the leader's clock are
+/// raised to that floor (`Command::floor_time`): with a node whose clock
+/// runs slow stamping writes, the applied clock would lag, and a token
+/// expired by the cluster's time would still pass the check inside apply.
 pub fn cap_times(cmds: &mut [Command], leader_now_ms: u64) -> u64 {
     let cap = leader_now_ms.saturating_add(CLOCK_AHEAD_MS_MAX);
+    let floor = leader_now_ms.saturating_sub(CLOCK_BEHIND_MS_MAX);
     let mut ahead_ms = 0;
     for c in cmds.iter_mut() {
+        if c.floor_time(floor) > 0 {
+            metrics::counter!("strongbox_command_times_raised_total").increment(1);
+        }
         let back_ms = c.cap_time(cap);
         if back_ms > 0 {
             ahead_ms = ahead_ms.max(back_ms + CLOCK_AHEAD_MS_MAX);
@@ -340,7 +353,21 @@ async fn forward(ctx: &Ctx, leader_id: NodeId, leader: &NodeInfo, batch: Vec<Pen
     let n = cmds.len();
     let call = forward_rpc(&ctx.channels, leader, Forwarded::Writes(cmds));
     let results = match until_leader_changes(&ctx.raft, leader_id, call).await {
-        Ok(ForwardReply::Writes(results)) if results.len() == n => results,
+        // The leader stopping with these in flight: outcome unknown, and
+        // another leader takes over; the caller retries with the same ids.
+        Ok(ForwardReply::Writes(results)) if results.len() == n => results
+            .into_iter()
+            .map(|r| match r {
+                Err(ProposeError::Fatal(why)) => {
+                    tracing::debug!(
+                        why = why.as_str(),
+                        "the leader stopped with a forwarded write in flight"
+                    );
+                    Err(ProposeError::NotLeader)
+                }
+                other => other,
+            })
+            .collect(),
         Ok(other) => {
             vec![Err(ProposeError::Fatal(format!("leader answered a write batch with {other:?}"))); n]
         }

@@ -54,6 +54,11 @@ pub struct SmStore {
     /// A build and an install never overlap: an install's batches are not
     /// one instant to export, and each records its file and cleans up.
     files: Arc<Mutex<()>>,
+    /// Installs waiting for the files lock. A paced build holding it stops
+    /// pacing for them: openraft's core waits for the install (its purge
+    /// behind the image does), handling nothing else meanwhile, and a paced
+    /// build of a large state takes a minute.
+    installs_waiting: Arc<std::sync::atomic::AtomicUsize>,
     installs: PendingInstalls,
 }
 
@@ -117,6 +122,7 @@ impl SmStore {
             sm,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
             files: Arc::new(Mutex::new(())),
+            installs_waiting: Arc::default(),
             installs: PendingInstalls::default(),
         }
     }
@@ -221,7 +227,8 @@ impl SmStore {
         let tmp = dir.join(format!("{name}.tmp"));
         let mut w = FrameWriter::new(create_new(&tmp)?, self.sm.db().codec().clone())?;
         if paced {
-            w = w.paced(BUILD_IDLE_PER_WORK);
+            let waiting = self.installs_waiting.clone();
+            w = w.paced(BUILD_IDLE_PER_WORK).hurry_when(move || waiting.load(Ordering::Relaxed) > 0);
         }
         let out = match fill(&mut w) {
             Ok(out) => out,
@@ -340,7 +347,10 @@ impl SmStore {
     /// The receive that handed us `received` holds a use of the snapshot
     /// gate until this returns, so its frames' keys stay while we copy.
     fn install_blocking(&self, meta: SnapshotMeta, received: File) -> Result<(), DbError> {
-        let _files = self.files.lock().expect("snapshot files lock");
+        self.installs_waiting.fetch_add(1, Ordering::Relaxed);
+        let files = self.files.lock();
+        self.installs_waiting.fetch_sub(1, Ordering::Relaxed);
+        let _files = files.expect("snapshot files lock");
         let codec = self.sm.db().codec().clone();
         // The image needs a name the redo marker can point to. A received
         // image (an O_TMPFILE, sealed with our keys) is checked whole, then

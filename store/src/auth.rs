@@ -205,7 +205,7 @@ fn pattern_covers(outer: &str, inner: &str) -> bool {
 }
 
 /// Whether some resource is named by both.
-fn patterns_overlap(a: &str, b: &str) -> bool {
+pub(crate) fn patterns_overlap(a: &str, b: &str) -> bool {
     match (a.strip_suffix('*'), b.strip_suffix('*')) {
         (Some(x), Some(y)) => x.starts_with(y) || y.starts_with(x),
         (Some(x), None) => b.starts_with(x),

@@ -88,6 +88,8 @@ pub struct FrameWriter {
     /// Asked after each frame: true ends the image with an error (its
     /// reader has gone; see `cancel_when`).
     cancelled: Option<Box<dyn Fn() -> bool + Send>>,
+    /// Asked after each frame: true skips the pacing sleep (see `hurry_when`).
+    hurry: Option<Box<dyn Fn() -> bool + Send>>,
 }
 
 impl FrameWriter {
@@ -109,6 +111,7 @@ impl FrameWriter {
             idle_per_work: 0,
             frame_started: std::time::Instant::now(),
             cancelled: None,
+            hurry: None,
         })
     }
 
@@ -125,6 +128,13 @@ impl FrameWriter {
     /// for may leave long before the end.
     pub fn cancel_when(mut self, cancelled: impl Fn() -> bool + Send + 'static) -> FrameWriter {
         self.cancelled = Some(Box::new(cancelled));
+        self
+    }
+
+    /// A paced writer stops pacing while `hurry` says so: something that
+    /// cannot go on until this image is done is waiting for it.
+    pub fn hurry_when(mut self, hurry: impl Fn() -> bool + Send + 'static) -> FrameWriter {
+        self.hurry = Some(Box::new(hurry));
         self
     }
 
@@ -193,7 +203,7 @@ impl FrameWriter {
             self.out.get_ref().sync_data().map_err(io)?;
             self.written_since_sync = 0;
         }
-        if self.idle_per_work > 0 {
+        if self.idle_per_work > 0 && !self.hurry.as_ref().is_some_and(|h| h()) {
             std::thread::sleep(self.frame_started.elapsed() * self.idle_per_work);
         }
         self.frame_started = std::time::Instant::now();

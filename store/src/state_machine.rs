@@ -195,12 +195,15 @@ impl StateMachine {
     }
 
     /// The caller behind a token hash as of `now_ms` (the serving node's
-    /// clock: reads are checked outside apply).
+    /// clock: reads are checked outside apply), or as of the applied clock
+    /// if that is later: a node whose clock runs slow must not keep
+    /// honouring a token the cluster's own time has seen expire.
     pub fn resolve_token(
         &self,
         hash: &TokenHash,
         now_ms: u64,
     ) -> Result<Result<Caller, CommandError>, DbError> {
+        let now_ms = now_ms.max(self.db.get::<u64>(Cf::SmMeta, sm_keys::CLOCK_MS)?.unwrap_or(0));
         if let Some(c) = self.callers.get(hash, now_ms) {
             return Ok(Ok(c));
         }

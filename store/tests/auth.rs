@@ -319,7 +319,8 @@ fn the_last_enabled_admin_cannot_lose_admin_rights() {
     for (i, op) in refused.iter().enumerate() {
         let r = apply_one(&sm, &as_admin(&format!("last-{i}"), 1, op.clone()));
         assert_eq!(code(&r), ErrorCode::FailedPrecondition, "{op:?}");
-        assert!(r.result.unwrap_err().message.contains("last enabled principal with the admin role"));
+        let why = r.result.unwrap_err().message;
+        assert!(why.contains("no enabled principal with the admin role"), "{why}");
     }
     assert_eq!(sm.revision().unwrap(), before, "nothing may change");
     let p = sm.principal(&admin()).unwrap().unwrap();
@@ -607,4 +608,110 @@ fn a_deny_rule_also_withholds_admin_on_what_it_names() {
             assert_eq!(code(&r), ErrorCode::PermissionDenied);
         }
     }
+}
+
+/// Must not happen (from state version 3): a lesser administrator adding a
+/// deny rule to a role a superuser holds, shutting the superuser out of
+/// user and role management for good; nor the last superuser doing it to
+/// itself by mistake. Under version 2 the first went through.
+#[test]
+fn no_role_edit_shuts_out_a_greater_admin_or_the_last_one() {
+    use strongbox_store::command::set_state_version::ROLE_EDITS_GUARD_HOLDERS;
+    let lockout = || {
+        Op::PutRole(PutRole {
+            name: "readers".into(),
+            rules: vec![
+                rule(Effect::Allow, Action::Read, "secrets:*"),
+                rule(Effect::Deny, Action::Admin, "roles"),
+                rule(Effect::Deny, Action::Admin, "users"),
+            ],
+        })
+    };
+    for version in [ROLE_EDITS_GUARD_HOLDERS - 1, ROLE_EDITS_GUARD_HOLDERS] {
+        let (_d, sm) = open_at_version(version);
+        let readers =
+            PutRole { name: "readers".into(), rules: vec![rule(Effect::Allow, Action::Read, "secrets:*")] };
+        assert!(apply_one(&sm, &as_admin("readers", 1, Op::PutRole(readers))).result.is_ok());
+        let give =
+            AssignRole { principal: Principal::User("admin".into()), role: "readers".into(), assign: true };
+        assert!(apply_one(&sm, &as_admin("give", 1, Op::AssignRole(give))).result.is_ok());
+        let lesser = PutRole {
+            name: "lesser".into(),
+            rules: vec![
+                rule(Effect::Allow, Action::Admin, "roles"),
+                rule(Effect::Allow, Action::Admin, "users"),
+                rule(Effect::Allow, Action::Read, "secrets:*"),
+            ],
+        };
+        assert!(apply_one(&sm, &as_admin("lesser", 1, Op::PutRole(lesser))).result.is_ok());
+        let h =
+            CreateUser { username: "h".into(), password_phc: HELP_PHC.into(), roles: vec!["lesser".into()] };
+        assert!(apply_one(&sm, &as_admin("h", 1, Op::CreateUser(h))).result.is_ok());
+        assert!(apply_one(&sm, &login("h", HELP_PHC, HELP, 1, FAR_MS)).result.is_ok());
+
+        let r = apply_one(&sm, &as_token(HELP, "lockout", 2, lockout()));
+        if version < ROLE_EDITS_GUARD_HOLDERS {
+            assert!(r.result.is_ok(), "version {version} applies as it always did: {r:?}");
+            continue;
+        }
+        assert_eq!(code(&r), ErrorCode::PermissionDenied, "{r:?}");
+        let why = r.result.unwrap_err().message;
+        assert!(why.contains("held by user:admin"), "{why}");
+        let rev = sm.revision().unwrap();
+        // Deleting the role is guarded the same way (it takes rights away).
+        let r =
+            apply_one(&sm, &as_token(HELP, "del", 2, Op::DeleteRole(DeleteRole { name: "readers".into() })));
+        assert_eq!(code(&r), ErrorCode::PermissionDenied, "{r:?}");
+        // The superuser itself, the only one: refused, and says why.
+        let r = apply_one(&sm, &as_admin("self", 2, lockout()));
+        assert_eq!(code(&r), ErrorCode::FailedPrecondition, "{r:?}");
+        assert!(r.result.unwrap_err().message.contains("no enabled principal with the admin role"));
+        let deny =
+            PutRole { name: "deny-users".into(), rules: vec![rule(Effect::Deny, Action::Write, "users")] };
+        assert!(apply_one(&sm, &as_admin("deny", 2, Op::PutRole(deny))).result.is_ok());
+        let rev_after_new_role = sm.revision().unwrap();
+        assert_eq!(rev_after_new_role, rev + 1);
+        let take = AssignRole {
+            principal: Principal::User("admin".into()),
+            role: "deny-users".into(),
+            assign: true,
+        };
+        let r = apply_one(&sm, &as_admin("take", 2, Op::AssignRole(take.clone())));
+        assert_eq!(code(&r), ErrorCode::FailedPrecondition, "{r:?}");
+        assert_eq!(sm.revision().unwrap(), rev_after_new_role, "nothing refused changed anything");
+        // With a second, unhindered superuser, the first may hinder itself.
+        let carol =
+            CreateUser { username: "carol".into(), password_phc: "x".into(), roles: vec!["admin".into()] };
+        assert!(apply_one(&sm, &as_admin("carol", 3, Op::CreateUser(carol))).result.is_ok());
+        assert!(apply_one(&sm, &as_admin("take-2", 3, Op::AssignRole(take))).result.is_ok());
+        // The superuser still manages users and roles.
+        let r =
+            apply_one(&sm, &as_admin("still", 3, Op::PutRole(PutRole { name: "x".into(), rules: vec![] })));
+        assert!(r.result.is_ok(), "{r:?}");
+    }
+}
+
+/// Must not happen: two nodes answering one revoke two ways because their
+/// apply batches were cut differently (one had pruned the expired token
+/// at the end of an earlier batch, the other had not yet).
+#[test]
+fn revoking_an_expired_token_answers_alike_however_entries_are_batched() {
+    let short = [5; 32];
+    let run = |one_batch: bool| {
+        let (_d, sm) = open();
+        with_bob(&sm);
+        assert!(apply_one(&sm, &login("bob", BOB_PHC, short, 7, 100)).result.is_ok());
+        let tick = put("tick", 200, "x/tick", "v", None);
+        let revoke = as_admin("rv", 200, Op::RevokeToken(RevokeToken { token_hash: short }));
+        let last = if one_batch {
+            apply_group(&sm, &[tick, revoke]).pop().unwrap()
+        } else {
+            assert!(apply_one(&sm, &tick).result.is_ok());
+            apply_one(&sm, &revoke)
+        };
+        (last.result, sm.revision().unwrap())
+    };
+    let (together, apart) = (run(true), run(false));
+    assert_eq!(together, apart);
+    assert_eq!(together.0, Ok(Outcome::TokenRevoked { existed: false }));
 }

@@ -32,6 +32,7 @@ const SAVE_FRAMES_AHEAD: usize = 2;
 /// How long a client may take to read one frame before the save ends.
 const SAVE_FRAME_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
+#[derive(Clone)]
 pub struct ClusterService {
     node: RaftNode,
     api: Api,
@@ -121,9 +122,10 @@ impl Cluster for ClusterService {
         &self,
         req: Request<AddLearnerRequest>,
     ) -> Result<Response<MembershipResponse>, Status> {
+        let this = self.clone();
         self.api
-            .rpc("cluster.add_learner", token_of(req.metadata()), async {
-                self.admin(req.metadata(), Rpc::ClusterAddLearner).await?;
+            .rpc_detached("cluster.add_learner", token_of(req.metadata()), async move {
+                this.admin(req.metadata(), Rpc::ClusterAddLearner).await?;
                 let r = req.into_inner();
                 let id = require_id(r.id)?;
                 for (field, v) in [("raft_addr", &r.raft_addr), ("api_addr", &r.api_addr)] {
@@ -133,35 +135,37 @@ impl Cluster for ClusterService {
                     id,
                     node: NodeInfo { raft_addr: r.raft_addr, api_addr: r.api_addr },
                 };
-                let log_id = self.node.change_membership(op, MEMBERSHIP_TIMEOUT).await?;
+                let log_id = this.node.change_membership(op, MEMBERSHIP_TIMEOUT).await?;
                 local_audit::took_effect();
-                Ok(MembershipResponse { members: self.members().await?, log_index: log_id.index })
+                Ok(MembershipResponse { members: this.members().await?, log_index: log_id.index })
             })
             .await
     }
 
     async fn promote(&self, req: Request<PromoteRequest>) -> Result<Response<MembershipResponse>, Status> {
+        let this = self.clone();
         self.api
-            .rpc("cluster.promote", token_of(req.metadata()), async {
-                self.admin(req.metadata(), Rpc::ClusterPromote).await?;
+            .rpc_detached("cluster.promote", token_of(req.metadata()), async move {
+                this.admin(req.metadata(), Rpc::ClusterPromote).await?;
                 let id = require_id(req.into_inner().id)?;
                 let log_id =
-                    self.node.change_membership(MembershipOp::Promote { id }, MEMBERSHIP_TIMEOUT).await?;
+                    this.node.change_membership(MembershipOp::Promote { id }, MEMBERSHIP_TIMEOUT).await?;
                 local_audit::took_effect();
-                Ok(MembershipResponse { members: self.members().await?, log_index: log_id.index })
+                Ok(MembershipResponse { members: this.members().await?, log_index: log_id.index })
             })
             .await
     }
 
     async fn remove(&self, req: Request<RemoveRequest>) -> Result<Response<MembershipResponse>, Status> {
+        let this = self.clone();
         self.api
-            .rpc("cluster.remove", token_of(req.metadata()), async {
-                self.admin(req.metadata(), Rpc::ClusterRemove).await?;
+            .rpc_detached("cluster.remove", token_of(req.metadata()), async move {
+                this.admin(req.metadata(), Rpc::ClusterRemove).await?;
                 let id = require_id(req.into_inner().id)?;
                 let log_id =
-                    self.node.change_membership(MembershipOp::Remove { id }, MEMBERSHIP_TIMEOUT).await?;
+                    this.node.change_membership(MembershipOp::Remove { id }, MEMBERSHIP_TIMEOUT).await?;
                 local_audit::took_effect();
-                Ok(MembershipResponse { members: self.members().await?, log_index: log_id.index })
+                Ok(MembershipResponse { members: this.members().await?, log_index: log_id.index })
             })
             .await
     }

@@ -118,7 +118,7 @@ fn check_kind(k: &str) -> Result<(), Status> {
                     "kinds: {k:?} is a family; write \"{k}.*\" for all its kinds"
                 )));
             }
-            !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            strongbox_store::Op::NAMES.contains(&k)
         }
     };
     if known {
@@ -126,9 +126,10 @@ fn check_kind(k: &str) -> Result<(), Status> {
     }
     Err(Status::invalid_argument(format!(
         "kinds: {k:?} is not a kind the feed writes (like \"secret.updated\") or a family like \"secret.*\"; \
-         families: {}; kinds: {}",
+         families: {}; kinds: {}; or a command's name: {}",
         families(),
-        strongbox_store::feed::KINDS.join(", ")
+        strongbox_store::feed::KINDS.join(", "),
+        strongbox_store::Op::NAMES.join(", ")
     )))
 }
 

@@ -14,6 +14,7 @@ use crate::auth::Rpc;
 use crate::config::NodeConfig;
 use crate::local_audit;
 
+#[derive(Clone)]
 pub struct KeysService {
     api: Api,
     cfg: NodeConfig,
@@ -76,17 +77,18 @@ impl Keys for KeysService {
         &self,
         req: Request<RotateDataKeyRequest>,
     ) -> Result<Response<KeysStatusResponse>, Status> {
+        let this = self.clone();
         self.api
-            .rpc("keys.rotate_data_key", token_of(req.metadata()), async {
-                self.admin(req.metadata(), Rpc::KeysRotateDataKey).await?;
-                let keyring = self.api.node.sm.db().codec().keyring().cloned().ok_or_else(unencrypted)?;
+            .rpc_detached("keys.rotate_data_key", token_of(req.metadata()), async move {
+                this.admin(req.metadata(), Rpc::KeysRotateDataKey).await?;
+                let keyring = this.api.node.sm.db().codec().keyring().cloned().ok_or_else(unencrypted)?;
                 let id = tokio::task::spawn_blocking(move || keyring.rotate())
                     .await
                     .map_err(internal)?
                     .map_err(internal)?;
                 local_audit::took_effect();
                 tracing::info!(key = id, "data key rotated; re-encryption starts");
-                Ok(KeysService::status(self))
+                Ok(KeysService::status(&this))
             })
             .await
     }
@@ -95,11 +97,12 @@ impl Keys for KeysService {
         &self,
         req: Request<RotateMasterKeyRequest>,
     ) -> Result<Response<KeysStatusResponse>, Status> {
+        let this = self.clone();
         self.api
-            .rpc("keys.rotate_master_key", token_of(req.metadata()), async {
-                self.admin(req.metadata(), Rpc::KeysRotateMasterKey).await?;
-                let keyring = self.api.node.sm.db().codec().keyring().cloned().ok_or_else(unencrypted)?;
-                let Some(current) = self.cfg.master_key_file.clone() else {
+            .rpc_detached("keys.rotate_master_key", token_of(req.metadata()), async move {
+                this.admin(req.metadata(), Rpc::KeysRotateMasterKey).await?;
+                let keyring = this.api.node.sm.db().codec().keyring().cloned().ok_or_else(unencrypted)?;
+                let Some(current) = this.cfg.master_key_file.clone() else {
                     return Err(Status::failed_precondition(
                         "the master key comes from $STRONGBOX_MASTER_KEY: rotate it by restarting with a \
                      master_key_file",
@@ -131,7 +134,7 @@ impl Keys for KeysService {
                 .map_err(Status::internal)?;
                 local_audit::took_effect();
                 tracing::info!("master key rotated; data keys re-wrapped");
-                Ok(KeysService::status(self))
+                Ok(KeysService::status(&this))
             })
             .await
     }

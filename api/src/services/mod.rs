@@ -80,6 +80,23 @@ impl Api {
     /// chain). The answer leaves only once its record is durable.
     /// `token` is the request's bearer, read before the handler runs, so a
     /// request refused before any check is still attributed.
+    /// As `rpc`, for an RPC that changes something outside apply
+    /// (membership, keys): it runs to its end on its own task even if the
+    /// caller goes away (a client deadline drops the handler's future), so
+    /// what it did is finished, answered to no one, and still audited.
+    pub async fn rpc_detached<T: Send + 'static>(
+        &self,
+        method: &'static str,
+        token: Option<TokenHash>,
+        f: impl Future<Output = Result<T, Status>> + Send + 'static,
+    ) -> Result<Response<T>, Status> {
+        local_audit::entered();
+        let api = self.clone();
+        tokio::spawn(async move { api.rpc(method, token, f).await })
+            .await
+            .map_err(|e| Status::internal(format!("{method} did not finish: {e}")))?
+    }
+
     pub async fn rpc<T>(
         &self,
         method: &'static str,
@@ -259,6 +276,12 @@ impl Api {
     /// Applies the read options: a linearizable barrier, or a local read's
     /// staleness bound; and min_revision.
     pub async fn read_barrier(&self, opts: Option<&ReadOptions>) -> Result<(), Status> {
+        if let Some(o) = opts.filter(|o| Consistency::try_from(o.consistency).is_err()) {
+            return Err(Status::invalid_argument(format!(
+                "options.consistency: unknown value {}; use CONSISTENCY_LINEARIZABLE (0) or CONSISTENCY_LOCAL (1)",
+                o.consistency
+            )));
+        }
         let linearizable = opts.is_none_or(|o| o.consistency() == Consistency::Linearizable);
         let min_revision = opts.map_or(0, |o| o.min_revision);
         let staleness_max = match opts.map_or(0, |o| o.max_staleness_ms) {

@@ -35,6 +35,32 @@ impl UsersService {
     }
 }
 
+impl UsersService {
+    /// A request id answered from the dedup table says nothing about the
+    /// password: its hash is salted afresh on every attempt, so a retry
+    /// cannot be told from a different request by its command. The stored
+    /// hash can: a retry of the same request matches it; anything else
+    /// must not hear "done" while the other password stays in force.
+    async fn same_password_if_retried(
+        &self,
+        w: &Written,
+        username: &str,
+        pw: zeroize::Zeroizing<String>,
+    ) -> Result<(), Status> {
+        if !w.deduplicated {
+            return Ok(());
+        }
+        let stored = self.api.node.sm.principal(&Principal::User(username.to_string())).map_err(internal)?;
+        if self.api.auth.hasher.verify(pw, stored.map(|r| r.credential)).await? {
+            return Ok(());
+        }
+        Err(Status::failed_precondition(
+            "options.request_id: already used for a request with another password (or the password has \
+             changed since); this request changed nothing. Use a new request id",
+        ))
+    }
+}
+
 pub fn written(w: Written) -> WriteResponse {
     WriteResponse { revision: w.revision, deduplicated: w.deduplicated }
 }
@@ -71,9 +97,11 @@ impl Users for UsersService {
                 // Cheap checks before the expensive hash.
                 strongbox_store::command::validate_role_names(&r.roles)
                     .map_err(|e| crate::observe::field_status("roles", e))?;
-                let password_phc = self.api.auth.hasher.hash(pw).await?;
+                let password_phc = self.api.auth.hasher.hash(pw.clone()).await?;
+                let username = r.username.clone();
                 let op = Op::CreateUser(CreateUser { username: r.username, password_phc, roles: r.roles });
                 let w = self.api.write(&meta, Rpc::UsersCreate, "", r.options.as_ref(), op).await?;
+                self.same_password_if_retried(&w, &username, pw).await?;
                 Ok(written(w))
             })
             .await
@@ -156,9 +184,11 @@ impl Users for UsersService {
                 username_arg(&r.username)?;
                 let pw = password("password", r.password, true)?;
                 self.api.precheck(&meta, Rpc::UsersSetPassword, "").await?;
-                let password_phc = self.api.auth.hasher.hash(pw).await?;
+                let password_phc = self.api.auth.hasher.hash(pw.clone()).await?;
+                let username = r.username.clone();
                 let op = Op::SetPassword(SetPassword { username: r.username, password_phc });
                 let w = self.api.write(&meta, Rpc::UsersSetPassword, "", r.options.as_ref(), op).await?;
+                self.same_password_if_retried(&w, &username, pw).await?;
                 Ok(written(w))
             })
             .await

@@ -1,8 +1,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::create_user::put_principal;
+use super::set_state_version::ROLE_EDITS_GUARD_HOLDERS;
 use super::{
-    check_roles_exist, refuse, require_holds_roles, Applied, CommandError, Ctx, ErrorCode, Outcome, Required,
+    check_roles_exist, keep_an_unhindered_admin, refuse, require_holds_roles, Applied, CommandError, Ctx,
+    ErrorCode, Outcome, Required, RightsChange,
 };
 use crate::auth::{principal_record, validate_name, Access, Action, Principal};
 use crate::limits::ROLES_PER_PRINCIPAL_MAX;
@@ -43,6 +45,7 @@ impl AssignRole {
         if has == self.assign {
             return Ok(Ok(Outcome::Done));
         }
+        let guarded = tx.state_version() >= ROLE_EDITS_GUARD_HOLDERS;
         if self.assign {
             if let Err(e) = check_roles_exist(tx, std::slice::from_ref(&self.role))? {
                 return Ok(Err(e));
@@ -53,15 +56,27 @@ impl AssignRole {
                     format!("{p} already has the maximum of {ROLES_PER_PRINCIPAL_MAX} roles"),
                 );
             }
-            rec.roles.push(self.role.clone());
-            rec.roles.sort();
-        } else {
-            if self.role == crate::auth::ADMIN_ROLE {
-                if let Err(e) = super::keep_an_admin(tx, p, &rec)? {
+            let mut after = rec.clone();
+            after.roles.push(self.role.clone());
+            after.roles.sort();
+            // A role whose deny rules would hinder the last unhindered admin.
+            if guarded {
+                let change = RightsChange { principal: Some((p, Some(&after))), ..Default::default() };
+                let what = format!("giving {p} role {:?}", self.role);
+                if let Err(e) = keep_an_unhindered_admin(tx, &change, &what)? {
                     return Ok(Err(e));
                 }
             }
-            rec.roles.retain(|r| r != &self.role);
+            rec = after;
+        } else {
+            let mut after = rec.clone();
+            after.roles.retain(|r| r != &self.role);
+            if guarded || self.role == crate::auth::ADMIN_ROLE {
+                if let Err(e) = super::keep_an_admin(tx, p, &rec, Some(&after))? {
+                    return Ok(Err(e));
+                }
+            }
+            rec = after;
         }
         rec.updated_revision = tx.next_revision();
         rec.updated_ms = tx.clock_ms();

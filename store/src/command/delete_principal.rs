@@ -28,7 +28,7 @@ impl DeletePrincipal {
         if let Err(e) = super::require_holds_principal(tx, ctx.caller(), p, "delete")? {
             return Ok(Err(e));
         }
-        if let Err(e) = super::keep_an_admin(tx, p, &rec)? {
+        if let Err(e) = super::keep_an_admin(tx, p, &rec, None)? {
             return Ok(Err(e));
         }
         tx.next_revision();

@@ -1,7 +1,11 @@
 use serde::{Deserialize, Serialize};
 
 use super::create_user::put_principal;
-use super::{for_each_principal, refuse, Applied, CommandError, Ctx, ErrorCode, Outcome, Required};
+use super::set_state_version::ROLE_EDITS_GUARD_HOLDERS;
+use super::{
+    for_each_principal, refuse, require_holds_holders, Applied, CommandError, Ctx, ErrorCode, Outcome,
+    Required,
+};
 use crate::auth::{validate_name, Access, Action, Principal, PrincipalRecord, Read, RoleRecord, ADMIN_ROLE};
 use crate::db::DbError;
 use crate::layout::Cf;
@@ -36,6 +40,12 @@ impl DeleteRole {
         if let Err(e) = ctx.caller().require_holds(&old.rules, &format!("delete role {:?}", self.name)) {
             return Ok(Err(e));
         }
+        if tx.state_version() >= ROLE_EDITS_GUARD_HOLDERS {
+            let what = format!("delete role {:?}, held by", self.name);
+            if let Err(e) = require_holds_holders(tx, ctx.caller(), &self.name, &what)? {
+                return Ok(Err(e));
+            }
+        }
         let revision = tx.next_revision();
         tx.delete(Cf::Roles, &key);
         for (p, mut rec) in holders(tx, &self.name)? {
@@ -49,7 +59,7 @@ impl DeleteRole {
 }
 
 /// Every user and client whose role list names `role`.
-fn holders(tx: &Tx<'_>, role: &str) -> Result<Vec<(Principal, PrincipalRecord)>, DbError> {
+pub(crate) fn holders(tx: &Tx<'_>, role: &str) -> Result<Vec<(Principal, PrincipalRecord)>, DbError> {
     let mut out = Vec::new();
     for_each_principal(tx, |cf, rec| {
         if rec.roles.iter().any(|r| r == role) {

@@ -58,6 +58,8 @@ pub use set_state_version::{SetStateVersion, STATE_VERSION_SUPPORTED};
 pub use undelete_secret::UndeleteSecret;
 pub use unlock_user::UnlockUser;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Access, Caller, Principal, TokenHash};
@@ -138,6 +140,9 @@ macro_rules! ops {
         }
 
         impl Op {
+            /// Every command's name (`name`), in declaration order.
+            pub const NAMES: &[&str] = &[$($name,)*];
+
             pub fn name(&self) -> &'static str {
                 match self {
                     $(Op::$variant(_) => $name,)*
@@ -229,6 +234,25 @@ impl Command {
             _ => {}
         }
         back_ms
+    }
+
+    /// Raises `time_ms` to `floor_ms` when it is older, moving the
+    /// command's absolute times (token expiries) forward with it. Returns
+    /// how far (0: not at all). For the leader: a node whose clock runs
+    /// slow must not stamp commands from the past, where a token past its
+    /// expiry by the leader's clock would still be valid.
+    pub fn floor_time(&mut self, floor_ms: u64) -> u64 {
+        let Some(fwd_ms) = floor_ms.checked_sub(self.time_ms).filter(|d| *d > 0) else { return 0 };
+        self.time_ms = floor_ms;
+        match &mut self.op {
+            Op::IssueToken(t) => {
+                t.expires_ms = t.expires_ms.saturating_add(fwd_ms);
+                t.renew_until_ms = t.renew_until_ms.saturating_add(fwd_ms);
+            }
+            Op::RenewToken(t) => t.expires_ms = t.expires_ms.saturating_add(fwd_ms),
+            _ => {}
+        }
+        fwd_ms
     }
 
     pub fn validate(&self) -> Result<(), CommandError> {
@@ -436,15 +460,135 @@ pub(crate) fn require_holds_principal(
     }
 }
 
+/// Refuses `caller` editing or deleting `role` unless it holds every right
+/// of each principal that holds the role: the edit changes their rights
+/// (a deny rule added to a superuser's role shuts the superuser out).
+pub(crate) fn require_holds_holders(
+    tx: &Tx<'_>,
+    caller: &crate::auth::Caller,
+    role: &str,
+    what: &str,
+) -> Result<Result<(), CommandError>, DbError> {
+    for (p, rec) in delete_role::holders(tx, role)? {
+        if p == caller.principal {
+            continue; // its own rights: what its roles give it, by definition
+        }
+        if let Err(e) = require_holds_roles(tx, caller, &rec.roles, &format!("{what} {p}"))? {
+            return Ok(Err(e));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// A change to roles or to one principal, judged before it is made.
+#[derive(Default)]
+pub(crate) struct RightsChange<'a> {
+    /// A role's new rules (None: the role is gone).
+    pub role: Option<(&'a str, Option<&'a [crate::auth::Rule]>)>,
+    /// A principal's new record (None: deleted).
+    pub principal: Option<(&'a Principal, Option<&'a crate::auth::PrincipalRecord>)>,
+}
+
+/// Whether, after `change`, some enabled principal holds the admin role
+/// and none of its roles has a deny rule touching `users` or `roles`: one
+/// that can still manage every user and role, and so repair anything.
+fn an_unhindered_admin(tx: &Tx<'_>, change: &RightsChange<'_>) -> Result<bool, DbError> {
+    use crate::auth::{patterns_overlap, Effect, Read, RoleRecord, Rule, ADMIN_ROLE};
+    let hinders = |rules: &[Rule]| {
+        rules.iter().any(|r| {
+            r.effect == Effect::Deny
+                && (patterns_overlap(&r.resource, "users") || patterns_overlap(&r.resource, "roles"))
+        })
+    };
+    let mut hindering: BTreeMap<String, bool> = BTreeMap::new();
+    let mut role_hinders = |name: &str| -> Result<bool, DbError> {
+        if let Some(h) = hindering.get(name) {
+            return Ok(*h);
+        }
+        let h = match change.role {
+            Some((changed, rules)) if changed == name => rules.is_some_and(hinders),
+            _ => tx
+                .get::<RoleRecord>(crate::Cf::Roles, &tx.name_key(crate::Cf::Roles, name)?)?
+                .is_some_and(|r| hinders(&r.rules)),
+        };
+        hindering.insert(name.to_string(), h);
+        Ok(h)
+    };
+    let mut unhindered = |rec: &crate::auth::PrincipalRecord| -> Result<bool, DbError> {
+        if !rec.enabled || !rec.roles.iter().any(|r| r == ADMIN_ROLE) {
+            return Ok(false);
+        }
+        for r in &rec.roles {
+            if role_hinders(r)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    if let Some((_, Some(rec))) = change.principal {
+        if unhindered(rec)? {
+            return Ok(true);
+        }
+    }
+    let mut found = false;
+    let mut failed = None;
+    for_each_principal(tx, |cf, rec| {
+        let replaced = change.principal.is_some_and(|(p, _)| cf == p.cf() && rec.name == p.name());
+        if !replaced {
+            match unhindered(&rec) {
+                Ok(true) => found = true,
+                Ok(false) => {}
+                Err(e) => failed = Some(e),
+            }
+        }
+        if found || failed.is_some() {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    })?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(found),
+    }
+}
+
+/// From state version 3: refuses `change` if it would leave the cluster
+/// without an unhindered admin (see `an_unhindered_admin`) where it had
+/// one. Nothing could give the rights back (etcd refuses to take `root`
+/// from its root user for the same reason).
+pub(crate) fn keep_an_unhindered_admin(
+    tx: &Tx<'_>,
+    change: &RightsChange<'_>,
+    what: &str,
+) -> Result<Result<(), CommandError>, DbError> {
+    if an_unhindered_admin(tx, change)? || !an_unhindered_admin(tx, &RightsChange::default())? {
+        return Ok(Ok(()));
+    }
+    Ok(Err(CommandError::new(
+        ErrorCode::FailedPrecondition,
+        format!(
+            "{what} would leave no enabled principal with the admin role and no deny rule on users or roles \
+             (nothing could manage users and roles then); give the admin role to another user first"
+        ),
+    )))
+}
+
 /// Refuses taking admin rights from `p` (disabling it, deleting it or
 /// unassigning its admin role) when it is the last enabled principal that
 /// holds them: nothing could give them back (etcd refuses the same for its
 /// root user). Scans the principals only when `p` is such an admin.
+/// `after`: `p`'s record after the change (None: deleted).
 pub(crate) fn keep_an_admin(
     tx: &Tx<'_>,
     p: &Principal,
     rec: &crate::auth::PrincipalRecord,
+    after: Option<&crate::auth::PrincipalRecord>,
 ) -> Result<Result<(), CommandError>, DbError> {
+    if tx.state_version() >= set_state_version::ROLE_EDITS_GUARD_HOLDERS {
+        let change = RightsChange { principal: Some((p, after)), ..Default::default() };
+        return keep_an_unhindered_admin(tx, &change, &format!("this change to {p}"));
+    }
     use crate::auth::ADMIN_ROLE;
     let is_admin = |r: &crate::auth::PrincipalRecord| r.enabled && r.roles.iter().any(|x| x == ADMIN_ROLE);
     if !is_admin(rec) {

@@ -1,6 +1,10 @@
 use serde::{Deserialize, Serialize};
 
-use super::{refuse, Applied, CommandError, Ctx, ErrorCode, Outcome, Required};
+use super::set_state_version::ROLE_EDITS_GUARD_HOLDERS;
+use super::{
+    keep_an_unhindered_admin, refuse, require_holds_holders, Applied, CommandError, Ctx, ErrorCode, Outcome,
+    Required, RightsChange,
+};
 use crate::auth::{validate_name, validate_rules, Access, Action, Read, RoleRecord, Rule, ADMIN_ROLE};
 use crate::layout::Cf;
 use crate::state_machine::Tx;
@@ -38,6 +42,18 @@ impl PutRole {
         if let Some(old) = &old {
             if let Err(e) = caller.require_holds(&old.rules, &format!("change role {:?}", self.name)) {
                 return Ok(Err(e));
+            }
+            if tx.state_version() >= ROLE_EDITS_GUARD_HOLDERS {
+                let what = format!("change role {:?}, held by", self.name);
+                if let Err(e) = require_holds_holders(tx, caller, &self.name, &what)? {
+                    return Ok(Err(e));
+                }
+                let change =
+                    RightsChange { role: Some((&self.name, Some(&self.rules))), ..Default::default() };
+                let what = format!("changing role {:?}", self.name);
+                if let Err(e) = keep_an_unhindered_admin(tx, &change, &what)? {
+                    return Ok(Err(e));
+                }
             }
         }
         let revision = tx.next_revision();

@@ -23,7 +23,14 @@ impl RevokeToken {
     }
 
     pub(crate) fn apply(&self, tx: &mut Tx<'_>, ctx: &Ctx<'_>) -> Applied {
-        let Some(token) = tx.get::<TokenRecord>(Cf::Tokens, &self.token_hash)? else {
+        // An expired token is gone whether or not the once-per-batch prune
+        // has deleted it yet: how entries fall into batches differs from
+        // node to node, and the answer (and the revision) must not.
+        let expired_is_gone = tx.state_version() >= super::set_state_version::EXPIRED_TOKENS_ARE_GONE;
+        let token = tx
+            .get::<TokenRecord>(Cf::Tokens, &self.token_hash)?
+            .filter(|t| !expired_is_gone || t.expires_ms > tx.clock_ms());
+        let Some(token) = token else {
             return Ok(Ok(Outcome::TokenRevoked { existed: false }));
         };
         let caller = ctx.caller();

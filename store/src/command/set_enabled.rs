@@ -35,7 +35,8 @@ impl SetEnabled {
             return Ok(Ok(Outcome::Done));
         }
         if !self.enabled {
-            if let Err(e) = super::keep_an_admin(tx, p, &rec)? {
+            let after = crate::auth::PrincipalRecord { enabled: false, ..rec.clone() };
+            if let Err(e) = super::keep_an_admin(tx, p, &rec, Some(&after))? {
                 return Ok(Err(e));
             }
         }

@@ -18,7 +18,7 @@ use crate::DbError;
 /// The state versions this build applies: 1 up to this one. Raise it (and
 /// gate the new behaviour on `Tx::state_version() >= it`) whenever apply
 /// would answer an entry differently from the build before.
-pub const STATE_VERSION_SUPPORTED: u32 = 2;
+pub const STATE_VERSION_SUPPORTED: u32 = 3;
 
 /// From version 2, ledger events keep every flag they were sent with
 /// (`linked` included, as TigerBeetle stores it), an id already taken is
@@ -50,6 +50,22 @@ pub const DENY_COVERS_ADMIN: u32 = 2;
 /// From version 2, a node may lift a lockout (`UnlockUser` with the node
 /// as actor): the break-glass path of `Recovery.UnlockUser`.
 pub const RECOVERY_BY_NODE: u32 = 2;
+
+/// From version 3, editing or deleting a role needs every right of each
+/// principal that holds it (as assigning one always did): a lesser
+/// administrator could otherwise add `deny admin users` to a role a
+/// superuser holds and shut it out for good. And no change to roles or
+/// their rules may leave the cluster without an enabled principal that
+/// holds the admin role with no deny rule touching `users` or `roles`
+/// (before, only holding the admin role counted, deny rules or not).
+pub const ROLE_EDITS_GUARD_HOLDERS: u32 = 3;
+
+/// From version 3, revoking a token past its expiry answers as for an
+/// unknown token (`existed: false`, no revision), whether or not apply's
+/// once-per-batch prune has deleted it yet. Before, the answer depended on
+/// how entries fell into apply batches, which differs between nodes: their
+/// revisions, feeds and audit chains could part.
+pub const EXPIRED_TOKENS_ARE_GONE: u32 = 3;
 
 /// Why a node cannot go on with a state of `version`.
 pub fn unsupported(version: u32) -> DbError {
