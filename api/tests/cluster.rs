@@ -203,6 +203,18 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
     let e = s.put(put_req("", "v", "")).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("path"), "{}", e.message());
+    // Without a token, that is what a caller hears first, whatever else is
+    // wrong with the request (as from etcd or Vault).
+    let e = secrets_client::SecretsClient::new(c.authed(leader, None))
+        .put(put_req("", "v", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let e = users_client::UsersClient::new(c.authed(leader, None))
+        .get(GetUserRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
 
     let e = s.put(put_req("a//b", "v", "")).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);

@@ -378,12 +378,39 @@ pub fn copy(r: &mut FrameReader, w: &mut FrameWriter) -> Result<SmMeta, DbError>
 
 /// Reads a whole image and returns its `SmMeta` records (a check before
 /// installing: the image's position must match what it claims).
+///
+/// Also checks, before anything is replaced, what `install` would refuse
+/// half-way (with the state already emptied, and its redo marker set, a
+/// node could then neither finish nor start): every record's family, the
+/// older layouts' records it translates, and the image's state version.
 pub fn read_meta(r: &mut FrameReader) -> Result<SmMeta, DbError> {
     let mut meta = SmMeta::default();
     while let Some(records) = r.next_records()? {
-        meta.0.extend(records.into_iter().filter(|(cf, ..)| *cf == Cf::SmMeta as u8).map(|(_, k, v)| (k, v)));
+        for (cf, k, v) in records {
+            let cf = image_cf(cf)?;
+            if cf == Cf::SmMeta {
+                meta.0.push((k, v));
+                continue;
+            }
+            if let Some(k) = crate::requests::legacy_record(cf, &k, &v)? {
+                if cf == Cf::Feed {
+                    crate::feed::upgrade_legacy(&k, &v)?;
+                }
+            }
+        }
+    }
+    let version: u32 = meta.get(crate::layout::sm_keys::STATE_VERSION)?.unwrap_or(1);
+    if version > crate::command::STATE_VERSION_SUPPORTED {
+        return Err(crate::command::set_state_version::unsupported(version));
     }
     Ok(meta)
+}
+
+/// The family an image record goes to; any other is a corrupt image.
+fn image_cf(cf: u8) -> Result<Cf, DbError> {
+    Cf::from_u8(cf)
+        .filter(|cf| Cf::STATE_MACHINE.contains(cf) || *cf == Cf::RequestsByTime)
+        .ok_or_else(|| corrupt(format!("unknown column family {cf}")))
 }
 
 /// Replaces the state machine with an image. Every state machine family is
@@ -413,9 +440,7 @@ pub fn install(db: &Db, r: &mut FrameReader, last: impl FnOnce(&mut Batch)) -> R
     let mut batch_bytes = 0usize;
     while let Some(records) = r.next_records()? {
         for (cf, k, v) in records {
-            let cf = Cf::from_u8(cf)
-                .filter(|cf| Cf::STATE_MACHINE.contains(cf) || *cf == Cf::RequestsByTime)
-                .ok_or_else(|| corrupt(format!("unknown column family {cf}")))?;
+            let cf = image_cf(cf)?;
             if cf == Cf::SmMeta {
                 meta.push((k, v));
                 continue;

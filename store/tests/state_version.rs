@@ -95,3 +95,28 @@ fn a_state_of_a_version_this_build_does_not_know_is_refused() {
     let err = sm.check_state_version().unwrap_err();
     assert!(err.to_string().contains("newer build"), "{err}");
 }
+
+/// Must not happen: an image of a state this build cannot apply (a newer
+/// state version, a family it does not know) found out only half-way
+/// through its install, with the node's own state already emptied. The
+/// check that every install and restore runs first refuses it whole.
+#[test]
+fn an_image_this_build_cannot_apply_is_refused_before_anything_is_replaced() {
+    use strongbox_store::snapshot::{read_meta, FrameReader};
+    let (_d, newer) = open();
+    let mut b = newer.db().batch();
+    let too_new = STATE_VERSION_SUPPORTED + 1;
+    b.put(strongbox_store::Cf::SmMeta, strongbox_store::layout::sm_keys::STATE_VERSION, &too_new);
+    newer.db().write(b, true).unwrap();
+    let image = image_of(&newer);
+    let err = read_meta(&mut FrameReader::new(image, newer.db().codec().clone()).unwrap()).unwrap_err();
+    assert!(err.to_string().contains(&format!("version {too_new}")), "{err}");
+
+    let (_d, ok) = open();
+    let image = image_of(&ok);
+    let meta = read_meta(&mut FrameReader::new(image, ok.db().codec().clone()).unwrap()).unwrap();
+    assert_eq!(
+        meta.get::<u32>(strongbox_store::layout::sm_keys::STATE_VERSION).unwrap(),
+        Some(STATE_VERSION_SUPPORTED)
+    );
+}

@@ -23,7 +23,8 @@ pub enum AccountCmd {
     Create {
         #[command(flatten)]
         event: AccountArgs,
-        #[arg(long, conflicts_with_all = ["id", "ledger", "code"])]
+        /// Every event flag is then refused (the file holds the events).
+        #[arg(long, conflicts_with = "AccountArgs")]
         file: Option<PathBuf>,
         #[arg(long)]
         request_id: Option<String>,
@@ -47,7 +48,8 @@ pub enum TransferCmd {
     Create {
         #[command(flatten)]
         event: TransferArgs,
-        #[arg(long, conflicts_with_all = ["id"])]
+        /// Every event flag is then refused (the file holds the events).
+        #[arg(long, conflicts_with = "TransferArgs")]
         file: Option<PathBuf>,
         #[arg(long)]
         request_id: Option<String>,

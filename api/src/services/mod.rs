@@ -104,6 +104,18 @@ impl Api {
         f: impl Future<Output = Result<T, Status>>,
     ) -> Result<Response<T>, Status> {
         local_audit::entered();
+        // A request without a usable bearer token hears that first, as from
+        // etcd or Vault, whatever else is wrong with it.
+        let needs_token = !TOKENLESS_METHODS.contains(&method);
+        let f = async move {
+            if needs_token && token.is_none() {
+                return Err(Status::unauthenticated(
+                    "missing or malformed authorization metadata: send `authorization: Bearer <token>` \
+                     (get one with Auth.Login)",
+                ));
+            }
+            f.await
+        };
         crate::observe::rpc(method, async {
             let (res, mut seen) = local_audit::scoped(f).await;
             seen.token = seen.token.or(token);
@@ -342,6 +354,11 @@ fn note_request(meta: &MetadataMap) {
 }
 
 /// The bearer's hash, if the request carries a well-formed one.
+/// The RPCs (`Api::rpc` names) that take no bearer token: the two that
+/// issue one, and break-glass recovery on the peer port (its mutual TLS is
+/// the credential).
+const TOKENLESS_METHODS: &[&str] = &["auth.login", "auth.client_token", "recovery.unlock_user"];
+
 pub fn token_of(meta: &MetadataMap) -> Option<TokenHash> {
     bearer(meta).ok()
 }
