@@ -44,10 +44,6 @@ use crate::services::secrets::SecretsService;
 use crate::services::users::UsersService;
 use crate::services::Api;
 
-/// How long a stopping leader tries to hand leadership over before it
-/// stops anyway (the others then elect one after their election timeout).
-const HAND_OFF_BUDGET: Duration = Duration::from_secs(3);
-
 /// Runs a node until `shutdown` resolves, then stops it cleanly.
 pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     // Read the clock offset now, so a bad value stops the node at start.
@@ -270,7 +266,11 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     node.begin_stop();
     let _ = unready_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(1), health_task).await;
-    match node.hand_off_leadership(HAND_OFF_BUDGET).await {
+    // At most one election timeout: a hand-off takes a round trip or two,
+    // and one that does not come off must not hold the stop up longer than
+    // the election it was meant to spare (the whole cluster stopping, say).
+    let hand_off_budget = Duration::from_millis(node.raft.config().election_timeout_min);
+    match node.hand_off_leadership(hand_off_budget).await {
         None => {}
         Some(Ok(Some(to))) if to != node.id => tracing::info!(to, "handed leadership over before stopping"),
         Some(Ok(_)) => tracing::warn!("leadership was not handed over before stopping"),
