@@ -53,6 +53,9 @@ pub struct StateMachine {
     /// The feed's byte budget (`feed::FEED_RETAIN_BYTES`; tests set less).
     /// Apply prunes by it, so every node of a cluster must have the same.
     feed_retain_bytes: u64,
+    /// The applied clock as of the last batch this process committed (0
+    /// before one): token checks outside apply never run behind it.
+    applied_clock_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// One entry of a secret folder listing.
@@ -84,6 +87,7 @@ impl StateMachine {
             install_epoch: Default::default(),
             callers: Default::default(),
             feed_retain_bytes: feed::FEED_RETAIN_BYTES,
+            applied_clock_ms: Default::default(),
         }
     }
 
@@ -203,7 +207,7 @@ impl StateMachine {
         hash: &TokenHash,
         now_ms: u64,
     ) -> Result<Result<Caller, CommandError>, DbError> {
-        let now_ms = now_ms.max(self.db.get::<u64>(Cf::SmMeta, sm_keys::CLOCK_MS)?.unwrap_or(0));
+        let now_ms = now_ms.max(self.applied_clock_ms.load(std::sync::atomic::Ordering::Relaxed));
         if let Some(c) = self.callers.get(hash, now_ms) {
             return Ok(Ok(c));
         }
@@ -716,6 +720,7 @@ impl<'a> ApplyBatch<'a> {
                 if touched_auth {
                     self.sm.callers.invalidate();
                 }
+                self.sm.applied_clock_ms.fetch_max(self.clock_ms, std::sync::atomic::Ordering::Relaxed);
                 self.sm.accounts.store(accounts);
                 for (cf, last) in deleted {
                     self.sm.db.raise_floor(cf, &last)?;
