@@ -266,10 +266,11 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     node.begin_stop();
     let _ = unready_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(1), health_task).await;
-    // At most one election timeout: a hand-off takes a round trip or two,
-    // and one that does not come off must not hold the stop up longer than
-    // the election it was meant to spare (the whole cluster stopping, say).
-    let hand_off_budget = Duration::from_millis(node.raft.config().election_timeout_min);
+    // A hand-off waits out the voters' leader lease (openraft's, up to one
+    // election timeout once heartbeats stop), then takes a round trip; one
+    // that does not come off ends at a refusal or an unanswered trigger,
+    // or at twice the longest election timeout.
+    let hand_off_budget = Duration::from_millis(2 * node.raft.config().election_timeout_max);
     match node.hand_off_leadership(hand_off_budget).await {
         None => {}
         Some(Ok(Some(to))) if to != node.id => tracing::info!(to, "handed leadership over before stopping"),

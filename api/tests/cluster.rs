@@ -1141,7 +1141,12 @@ async fn a_stopping_leader_hands_leadership_over_first() {
         // still name the old leader for 600 ms or more.
         let s = c.status(*id).await.expect("a survivor answers");
         let now = s.leader_id.expect("a survivor knows a leader at once");
-        assert_ne!(now, leader, "node {id} still names the stopped leader {leader}");
+        assert_ne!(
+            now,
+            leader,
+            "node {id} still names the stopped leader {leader}; its log:\n{}",
+            c.log(leader)
+        );
         assert!(survivors.contains(&now));
     }
     assert!(
@@ -1159,5 +1164,6 @@ async fn a_stopping_leader_hands_leadership_over_first() {
     c.wait_applied(leader, c.status(new_leader).await.unwrap().applied_index, Duration::from_secs(20)).await;
     c.stop(new_leader).await;
     let s = c.status(leader).await.expect("the restarted node answers");
-    assert!(s.leader_id.is_some_and(|l| l != new_leader), "leadership moved on again: {s:?}");
+    assert!(s.leader_id.is_some_and(|l| l != new_leader), "leadership moved on again at once: {s:?}");
+    assert!(c.log(new_leader).contains("handed leadership over before stopping"));
 }

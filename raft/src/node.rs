@@ -42,11 +42,11 @@ pub enum NodeError {
          retry with request_id {1:?} (a retry is answered, never applied twice)"
     )]
     Timeout(u128, String),
-    /// This node stopped while a write it had proposed or forwarded was in
-    /// flight: its outcome is unknown.
+    /// A write failed after an earlier attempt of it may have reached a
+    /// leader, or this node stopped with it in flight: its outcome is unknown.
     #[error(
-        "this node stopped with the write in flight ({0}); it may have been applied: \
-         retry on another node with request_id {1:?}"
+        "the write's outcome is unknown ({0}); it may have been applied: \
+         retry with request_id {1:?} (a retry is answered, never applied twice)"
     )]
     Interrupted(String, String),
     /// Leadership did not move within the budget.
@@ -311,8 +311,17 @@ impl RaftNode {
                             lost = true;
                             maybe_sent.store(true, Ordering::Relaxed);
                         }
+                        // Refused before it was queued: nothing was sent.
+                        Err(ProposeError::Fatal(why))
+                            if !lost && why == crate::proposer::PROPOSER_STOPPED =>
+                        {
+                            return Err(NodeError::Fatal(why))
+                        }
                         Err(ProposeError::Fatal(why)) => {
-                            return Err(NodeError::Interrupted(why, cmd.request_id.clone()))
+                            return Err(NodeError::Interrupted(
+                                format!("this node stopped with it in flight: {why}"),
+                                cmd.request_id.clone(),
+                            ))
                         }
                         Err(e) if lost => {
                             return Err(NodeError::Interrupted(e.to_string(), cmd.request_id.clone()))
@@ -636,7 +645,9 @@ impl RaftNode {
     /// really lost its quorum, or pauses itself to hand over leadership, is
     /// replaced as fast as before.
     pub fn refuse_vote_while_leading(&self) -> Option<openraft::raft::VoteResponse<NodeId>> {
-        if !pre_vote::leads_with_quorum(&self.raft, &self.election_timeouts) {
+        // A leader that is stopping wants a successor now (its hand-off
+        // asked for this vote): it does not hold on to its lease.
+        if self.is_stopping() || !pre_vote::leads_with_quorum(&self.raft, &self.election_timeouts) {
             return None;
         }
         // Read after the check: a refusal is safe with whatever vote is
@@ -790,6 +801,17 @@ impl RaftNode {
         to: NodeId,
         budget: Duration,
     ) -> Result<Option<NodeId>, ProposeError> {
+        self.transfer_leader_to(to, budget, TRANSFER_TRIGGERS_UNANSWERED_MAX).await
+    }
+
+    /// As `transfer_leader_here`; it gives up once `unanswered_max` election
+    /// triggers in a row went unanswered.
+    async fn transfer_leader_to(
+        &self,
+        to: NodeId,
+        budget: Duration,
+        unanswered_max: u32,
+    ) -> Result<Option<NodeId>, ProposeError> {
         let (node, matched, last_log) = {
             let m = self.raft.metrics();
             let m = m.borrow();
@@ -843,11 +865,8 @@ impl RaftNode {
                 }
                 Err(e) => Err(tonic::Status::unavailable(e.to_string())),
             };
-            let unanswered_why = match asked {
-                Ok(()) => {
-                    unanswered = 0;
-                    None
-                }
+            match asked {
+                Ok(()) => unanswered = 0,
                 Err(s) if s.code() == tonic::Code::FailedPrecondition => {
                     break Err(ProposeError::Refused(format!(
                         "node {to} refused: {}; leadership stays",
@@ -857,25 +876,25 @@ impl RaftNode {
                 Err(s) => {
                     tracing::debug!(to, %s, "leader transfer: election trigger failed");
                     unanswered += 1;
-                    Some(s)
+                    if unanswered >= unanswered_max {
+                        // A target gone mid-way: end here, not at the
+                        // budget's end, so heartbeats are not off any
+                        // longer than that.
+                        break Err(ProposeError::Refused(format!(
+                            "node {to} stopped answering ({}: {}); {}",
+                            s.code(),
+                            s.message(),
+                            self.leader_now()
+                        )));
+                    }
                 }
-            };
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             let round = election_timeout.min(left);
             let waited =
                 self.raft.wait(Some(round)).metrics(move |m| m.current_leader == Some(to), "transfer").await;
             if let Ok(m) = waited {
                 break Ok(m.current_leader);
-            }
-            // A target gone mid-way: end here, not at the budget's end, so
-            // heartbeats are not off any longer than that.
-            if let Some(s) = unanswered_why.filter(|_| unanswered >= TRANSFER_TRIGGERS_UNANSWERED_MAX) {
-                break Err(ProposeError::Refused(format!(
-                    "node {to} stopped answering ({}: {}); {}",
-                    s.code(),
-                    s.message(),
-                    self.leader_now()
-                )));
             }
             if Instant::now() >= deadline {
                 // With heartbeats off for that long another follower may
@@ -896,14 +915,21 @@ impl RaftNode {
     /// heartbeats stop. Nothing to do on a follower or a single voter.
     /// Returns who leads afterwards when a hand-off was tried.
     pub async fn hand_off_leadership(&self, budget: Duration) -> Option<Result<Option<NodeId>, String>> {
-        let target = {
+        let deadline = Instant::now() + budget;
+        // An election this node began before it started stopping may still
+        // make it leader: let it settle, or it would win and then leave.
+        if self.raft.metrics().borrow().state == ServerState::Candidate {
+            let _ =
+                self.raft.wait(Some(budget)).metrics(|m| m.state != ServerState::Candidate, "settle").await;
+        }
+        let targets: Vec<NodeId> = {
             let m = self.raft.metrics();
             let m = m.borrow();
             if m.current_leader != Some(self.id) {
                 return None;
             }
             let membership = m.membership_config.membership();
-            membership
+            let mut live: Vec<(Option<u64>, NodeId)> = membership
                 .voter_ids()
                 .filter(|v| *v != self.id)
                 .filter(|v| {
@@ -914,14 +940,28 @@ impl RaftNode {
                                 .answered_within(&n.raft_addr, self.election_timeouts.election_min)
                     })
                 })
-                .max_by_key(|v| {
-                    m.replication.as_ref().and_then(|r| r.get(v).copied().flatten()).map(|l| l.index)
+                .map(|v| {
+                    (m.replication.as_ref().and_then(|r| r.get(&v).copied().flatten()).map(|l| l.index), v)
                 })
-        }?;
-        Some(self.transfer_leader_here(target, budget).await.map_err(|e| match e {
-            ProposeError::Refused(why) => why,
-            other => format!("{other:?}"),
-        }))
+                .collect();
+            live.sort_unstable_by(|a, b| b.cmp(a)); // most caught-up first
+            live.into_iter().map(|(_, v)| v).collect()
+        };
+        let mut why = None;
+        // One unanswered trigger ends a try: the next voter may be up (a
+        // target that is stopping too refuses at once).
+        for to in targets {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.transfer_leader_to(to, left, 1).await {
+                Ok(leader) => return Some(Ok(leader)),
+                Err(ProposeError::Refused(w)) => why = Some(w),
+                Err(e) => return Some(Err(e.to_string())),
+            }
+        }
+        why.map(Err)
     }
 
     /// Who leads, for a transfer that failed: with heartbeats off for a

@@ -49,6 +49,9 @@ pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// `propose_here`; a deposed leader lets go at once).
 pub const PROPOSAL_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why a proposal was refused before it was queued (this node stopping).
+pub const PROPOSER_STOPPED: &str = "proposer stopped";
+
 #[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
 pub enum ProposeError {
     /// No leader reachable right now (election, leader change, lost peer):
@@ -112,7 +115,7 @@ impl Proposer {
         let (reply, rx) = oneshot::channel();
         self.tx.try_send(Pending { cmd, local_only, reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => ProposeError::Overloaded,
-            mpsc::error::TrySendError::Closed(_) => ProposeError::Fatal("proposer stopped".into()),
+            mpsc::error::TrySendError::Closed(_) => ProposeError::Fatal(PROPOSER_STOPPED.into()),
         })?;
         rx.await.map_err(|_| ProposeError::Fatal("proposal dropped (node shutting down)".into()))?
     }

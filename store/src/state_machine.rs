@@ -79,6 +79,8 @@ pub struct SecretView {
 
 impl StateMachine {
     pub fn new(db: Db) -> Self {
+        // Unreadable now, it is read again at the first apply.
+        let clock_ms = db.get::<u64>(Cf::SmMeta, sm_keys::CLOCK_MS).ok().flatten().unwrap_or(0);
         StateMachine {
             db,
             names: Default::default(),
@@ -87,7 +89,7 @@ impl StateMachine {
             install_epoch: Default::default(),
             callers: Default::default(),
             feed_retain_bytes: feed::FEED_RETAIN_BYTES,
-            applied_clock_ms: Default::default(),
+            applied_clock_ms: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(clock_ms)),
         }
     }
 
@@ -130,6 +132,9 @@ impl StateMachine {
         self.folders.clear();
         *self.names.write().expect("names lock") = None;
         if installed.is_ok() {
+            if let Ok(Some(clock_ms)) = self.db.get::<u64>(Cf::SmMeta, sm_keys::CLOCK_MS) {
+                self.applied_clock_ms.fetch_max(clock_ms, Ordering::Relaxed);
+            }
             self.install_epoch.fetch_add(1, Ordering::SeqCst);
         }
         installed

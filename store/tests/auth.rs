@@ -715,3 +715,40 @@ fn revoking_an_expired_token_answers_alike_however_entries_are_batched() {
     assert_eq!(together, apart);
     assert_eq!(together.0, Ok(Outcome::TokenRevoked { existed: false }));
 }
+
+/// Data from before version 3 may have no unhindered admin at all (every
+/// admin holds some deny rule on users or roles): the last admin-role
+/// holder is still kept, before and after the move to version 3.
+#[test]
+fn the_last_admin_role_holder_is_kept_when_none_is_unhindered() {
+    use strongbox_store::command::set_state_version::ROLE_EDITS_GUARD_HOLDERS;
+    use strongbox_store::command::SetStateVersion;
+    const XAVIER: [u8; 32] = [21; 32];
+    for upgrade in [false, true] {
+        let (_d, sm) = open_at_version(ROLE_EDITS_GUARD_HOLDERS - 1);
+        // xavier may do anything, by a role of its own, not the admin role.
+        let sup = PutRole { name: "super".into(), rules: vec![rule(Effect::Allow, Action::Admin, "*")] };
+        assert!(apply_one(&sm, &as_admin("super", 1, Op::PutRole(sup))).result.is_ok());
+        let x = CreateUser {
+            username: "xavier".into(),
+            password_phc: HELP_PHC.into(),
+            roles: vec!["super".into()],
+        };
+        assert!(apply_one(&sm, &as_admin("xavier", 1, Op::CreateUser(x))).result.is_ok());
+        assert!(apply_one(&sm, &login("xavier", HELP_PHC, XAVIER, 1, FAR_MS)).result.is_ok());
+        let deny =
+            PutRole { name: "no-roles".into(), rules: vec![rule(Effect::Deny, Action::Write, "roles")] };
+        assert!(apply_one(&sm, &as_admin("deny", 1, Op::PutRole(deny))).result.is_ok());
+        let give =
+            AssignRole { principal: Principal::User("admin".into()), role: "no-roles".into(), assign: true };
+        assert!(apply_one(&sm, &as_admin("give", 2, Op::AssignRole(give))).result.is_ok());
+        if upgrade {
+            let up = Op::SetStateVersion(SetStateVersion { version: ROLE_EDITS_GUARD_HOLDERS });
+            assert!(apply_one(&sm, &as_admin("up", 2, up)).result.is_ok());
+        }
+        let off = Op::SetEnabled(SetEnabled { principal: Principal::User("admin".into()), enabled: false });
+        let r = apply_one(&sm, &as_token(XAVIER, "off-admin", 3, off));
+        assert_eq!(code(&r), ErrorCode::FailedPrecondition, "upgraded {upgrade}: {r:?}");
+        assert!(r.result.unwrap_err().message.contains("last enabled principal with the admin role"));
+    }
+}

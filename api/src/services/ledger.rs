@@ -133,7 +133,7 @@ impl Ledger for LedgerService {
             .rpc("ledger.create_accounts", token_of(req.metadata()), async {
                 check_size(req.get_ref())?;
                 let (meta, _, r) = req.into_parts();
-                batch_len(r.accounts.len())?;
+                batch_len("accounts", r.accounts.len())?;
                 let accounts =
                     r.accounts.iter().enumerate().map(|(i, a)| account_in(i, a)).collect::<Result<_, _>>()?;
                 let w = self
@@ -159,7 +159,7 @@ impl Ledger for LedgerService {
             .rpc("ledger.create_transfers", token_of(req.metadata()), async {
                 check_size(req.get_ref())?;
                 let (meta, _, r) = req.into_parts();
-                batch_len(r.transfers.len())?;
+                batch_len("transfers", r.transfers.len())?;
                 let transfers = r
                     .transfers
                     .iter()
@@ -282,13 +282,13 @@ impl Ledger for LedgerService {
     }
 }
 
-fn batch_len(n: usize) -> Result<(), Status> {
+fn batch_len(field: &str, n: usize) -> Result<(), Status> {
     if n == 0 {
-        return Err(Status::invalid_argument("a batch needs at least one event"));
+        return Err(Status::invalid_argument(format!("{field}: a batch needs at least one event")));
     }
     if n > EVENTS_PER_BATCH_MAX {
         return Err(Status::resource_exhausted(format!(
-            "a batch holds at most {EVENTS_PER_BATCH_MAX} events, got {n}; split it into several requests"
+            "{field}: a batch holds at most {EVENTS_PER_BATCH_MAX} events, got {n}; split it into several requests"
         )));
     }
     Ok(())

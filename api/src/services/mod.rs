@@ -157,6 +157,20 @@ impl Api {
                         e.message()
                     )));
                 }
+                // A write whose outcome is unknown stays so: UNAVAILABLE
+                // would say nothing was sent.
+                if let Err(s) = &res {
+                    if matches!(s.code(), tonic::Code::DeadlineExceeded | tonic::Code::Unknown) {
+                        return Err(Status::new(
+                            s.code(),
+                            format!(
+                                "{} (and its audit record was not written: {})",
+                                s.message(),
+                                e.message()
+                            ),
+                        ));
+                    }
+                }
                 return Err(e);
             }
             res

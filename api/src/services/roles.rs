@@ -31,6 +31,7 @@ impl RolesService {
         check_size(req.get_ref())?;
         let (meta, _, r) = req.into_parts();
         let principal = Principal::parse(&r.principal)
+            .and_then(|p| p.validate().map(|()| p))
             .map_err(|e| Status::invalid_argument(format!("principal: {}", e.message)))?;
         role_arg("role", &r.role)?;
         let op = Op::AssignRole(AssignRole { principal, role: r.role, assign });
@@ -141,6 +142,8 @@ impl Roles for RolesService {
                     .enumerate()
                     .map(|(i, p)| rule_from(i, p))
                     .collect::<Result<Vec<_>, _>>()?;
+                strongbox_store::auth::validate_rules(&rules)
+                    .map_err(|e| crate::observe::field_status("permissions", e))?;
                 let op = Op::PutRole(PutRole { name: r.name, rules });
                 Ok(written(self.api.write(&meta, Rpc::RolesPut, "", r.options.as_ref(), op).await?))
             })

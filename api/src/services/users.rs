@@ -50,6 +50,9 @@ impl UsersService {
         if !w.deduplicated {
             return Ok(());
         }
+        // The answer may come from the leader before this node has applied
+        // the first attempt: read the hash as of that attempt at least.
+        self.api.node.read_barrier(false, w.revision, None, crate::limits::READ_TIMEOUT).await?;
         let stored = self.api.node.sm.principal(&Principal::User(username.to_string())).map_err(internal)?;
         if self.api.auth.hasher.verify(pw, stored.map(|r| r.credential)).await? {
             return Ok(());

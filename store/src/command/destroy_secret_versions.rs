@@ -27,7 +27,7 @@ impl DestroySecretVersions {
             )));
         }
         if self.versions.contains(&0) {
-            return Err(CommandError::invalid("versions start at 1"));
+            return Err(CommandError::invalid("versions: version numbers start at 1"));
         }
         Ok(())
     }

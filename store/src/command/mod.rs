@@ -585,7 +585,12 @@ pub(crate) fn keep_an_admin(
     rec: &crate::auth::PrincipalRecord,
     after: Option<&crate::auth::PrincipalRecord>,
 ) -> Result<Result<(), CommandError>, DbError> {
-    if tx.state_version() >= set_state_version::ROLE_EDITS_GUARD_HOLDERS {
+    // From version 3 an admin hindered by a deny rule does not count; while
+    // there is no unhindered one at all (data from before), the last
+    // admin-role holder is kept as before.
+    if tx.state_version() >= set_state_version::ROLE_EDITS_GUARD_HOLDERS
+        && an_unhindered_admin(tx, &RightsChange::default())?
+    {
         let change = RightsChange { principal: Some((p, after)), ..Default::default() };
         return keep_an_unhindered_admin(tx, &change, &format!("this change to {p}"));
     }

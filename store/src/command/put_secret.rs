@@ -46,7 +46,7 @@ impl PutSecret {
         if let Some(m) = self.max_versions {
             if !(1..=SECRET_VERSIONS_LIMIT).contains(&m) {
                 return Err(CommandError::invalid(format!(
-                    "max_versions must be 1..={SECRET_VERSIONS_LIMIT}, got {m}"
+                    "max_versions: must be 1..={SECRET_VERSIONS_LIMIT}, got {m}"
                 )));
             }
         }
