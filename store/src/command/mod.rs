@@ -215,44 +215,48 @@ impl Command {
         self.request_id.len() + op + 48
     }
 
-    /// Moves the command's time back to `cap_ms` if it is later, and every
-    /// absolute time the proposing node computed from its clock with it
-    /// (token expiries), so that durations stay what was asked for. Returns
-    /// how far back it moved (0: not at all). For the leader, whose clock
-    /// caps the others' (see `strongbox_raft::proposer::cap_times`).
+    /// Moves the command's time back to `cap_ms` if it is later (see
+    /// `move_time`). Returns how far back (0: not at all). For the leader,
+    /// whose clock caps the others' (see `strongbox_raft::proposer::cap_times`).
     pub fn cap_time(&mut self, cap_ms: u64) -> u64 {
         let Some(back_ms) = self.time_ms.checked_sub(cap_ms).filter(|d| *d > 0) else { return 0 };
-        self.time_ms = cap_ms;
+        self.move_time(cap_ms);
+        back_ms
+    }
+
+    /// Raises the command's time to `floor_ms` if it is older (see
+    /// `move_time`). Returns how far (0: not at all). For the leader: a node
+    /// whose clock runs slow must not stamp commands from the past, where a
+    /// token past its expiry by the leader's clock would still be valid.
+    pub fn floor_time(&mut self, floor_ms: u64) -> u64 {
+        let Some(fwd_ms) = floor_ms.checked_sub(self.time_ms).filter(|d| *d > 0) else { return 0 };
+        self.move_time(floor_ms);
+        fwd_ms
+    }
+
+    /// Sets `time_ms`, and moves every absolute time the proposing node
+    /// computed from its clock (token expiries) by as much, so that
+    /// durations stay what was asked for.
+    fn move_time(&mut self, to_ms: u64) {
+        let from_ms = self.time_ms;
+        let shift = |t: &mut u64| {
+            *t = if to_ms >= from_ms {
+                t.saturating_add(to_ms - from_ms)
+            } else {
+                t.saturating_sub(from_ms - to_ms)
+            }
+        };
+        self.time_ms = to_ms;
         match &mut self.op {
             Op::IssueToken(t) => {
-                t.expires_ms = t.expires_ms.saturating_sub(back_ms);
-                t.renew_until_ms = t.renew_until_ms.saturating_sub(back_ms);
+                shift(&mut t.expires_ms);
+                shift(&mut t.renew_until_ms);
             }
-            Op::RenewToken(t) => t.expires_ms = t.expires_ms.saturating_sub(back_ms),
+            Op::RenewToken(t) => shift(&mut t.expires_ms),
             // Every other op's times are durations, or taken from apply's
             // clock.
             _ => {}
         }
-        back_ms
-    }
-
-    /// Raises `time_ms` to `floor_ms` when it is older, moving the
-    /// command's absolute times (token expiries) forward with it. Returns
-    /// how far (0: not at all). For the leader: a node whose clock runs
-    /// slow must not stamp commands from the past, where a token past its
-    /// expiry by the leader's clock would still be valid.
-    pub fn floor_time(&mut self, floor_ms: u64) -> u64 {
-        let Some(fwd_ms) = floor_ms.checked_sub(self.time_ms).filter(|d| *d > 0) else { return 0 };
-        self.time_ms = floor_ms;
-        match &mut self.op {
-            Op::IssueToken(t) => {
-                t.expires_ms = t.expires_ms.saturating_add(fwd_ms);
-                t.renew_until_ms = t.renew_until_ms.saturating_add(fwd_ms);
-            }
-            Op::RenewToken(t) => t.expires_ms = t.expires_ms.saturating_add(fwd_ms),
-            _ => {}
-        }
-        fwd_ms
     }
 
     pub fn validate(&self) -> Result<(), CommandError> {
