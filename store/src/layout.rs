@@ -176,6 +176,9 @@ pub mod sm_keys {
     /// by its caller (0: from the start). Before it plus the dedup window,
     /// apply also probes for records of the unscoped kind.
     pub const REQUESTS_SCOPED_SINCE_MS: &[u8] = b"requests_scoped_since_ms";
+    /// When the state moved to request ids scoped by principal (state
+    /// version 3); absent on a state that started there.
+    pub const REQUESTS_BY_PRINCIPAL_SINCE_MS: &[u8] = b"requests_by_principal_since_ms";
     /// The state version the cluster applies by (`command::SetStateVersion`);
     /// absent: 1.
     pub const STATE_VERSION: &[u8] = b"state_version";

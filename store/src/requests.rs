@@ -74,6 +74,17 @@ pub(crate) fn scoped_id_hash(names: &crate::names::NameKey, cmd: &crate::Command
     }
 }
 
+/// As `scoped_id_hash`, scoped by a principal (`user:alice`) instead of a
+/// token (state version 3 on).
+pub(crate) fn principal_id_hash(
+    names: &crate::names::NameKey,
+    principal: &crate::auth::Principal,
+    request_id: &str,
+) -> [u8; ID_HASH_BYTES] {
+    let scope = [b"p:".as_slice(), principal.to_string().as_bytes()].concat();
+    names.scoped_request_key(&scope, request_id)
+}
+
 /// The bucket a record written at `time_ms` lives in.
 pub(crate) fn bucket(time_ms: u64) -> u64 {
     time_ms / DEDUP_WINDOW_MS

@@ -474,10 +474,21 @@ impl<'a> ApplyBatch<'a> {
         // equal, is another request (and must not see this one's answer).
         // Records written before ids were scoped are probed too; they leave
         // the window ten minutes after an upgrade.
-        let id_hash = requests::scoped_id_hash(&self.names, cmd);
+        let token_hash = requests::scoped_id_hash(&self.names, cmd);
+        // From state version 3, by the principal behind a live token: a
+        // retry under a new token (after logging in again) is the same
+        // request. Token-scoped records stay findable for one window after
+        // the move.
+        let (id_hash, token_scoped_hash) = match self.live_principal(cmd)? {
+            Some(p) => {
+                let old = self.token_scoped_records_live()?.then_some(token_hash);
+                (requests::principal_id_hash(&self.names, &p, &cmd.request_id), old)
+            }
+            None => (token_hash, None),
+        };
         let unscoped_hash =
             self.unscoped_records_live()?.then(|| self.names.key(Cf::Requests, &cmd.request_id));
-        for hash in std::iter::once(id_hash).chain(unscoped_hash) {
+        for hash in std::iter::once(id_hash).chain(token_scoped_hash).chain(unscoped_hash) {
             for probe in requests::probe_keys(self.clock_ms, &hash) {
                 let Some(raw) = self.read(Cf::Requests, &probe)? else { continue };
                 let rec = RequestRecord::decode(&raw)?;
@@ -562,6 +573,33 @@ impl<'a> ApplyBatch<'a> {
         let key = requests::key(requests::bucket(self.clock_ms), &id_hash);
         self.overlay.insert(Key::new(Cf::Requests, &key), Some(encode(&rec)));
         Ok(response)
+    }
+
+    /// The principal a command's request id is scoped by (state version 3
+    /// on): the one behind its token while the token is live by apply's
+    /// clock. An expired token counts as gone whether or not the prune has
+    /// deleted it on this node yet, so every node picks the same scope.
+    fn live_principal(&self, cmd: &Command) -> Result<Option<crate::auth::Principal>, DbError> {
+        let Actor::Token(h) = &cmd.actor else { return Ok(None) };
+        if self.state_version < crate::command::set_state_version::REQUEST_IDS_BY_PRINCIPAL {
+            return Ok(None);
+        }
+        if let Some(c) = self.callers.get(h).filter(|c| c.token.expires_ms > self.clock_ms) {
+            return Ok(Some(c.principal.clone()));
+        }
+        let Some(raw) = self.read(Cf::Tokens, h)? else { return Ok(None) };
+        let token = decode::<crate::auth::TokenRecord>(Cf::Tokens, &raw)?;
+        Ok((token.expires_ms > self.clock_ms).then_some(token.principal))
+    }
+
+    /// Whether request records scoped by token (before state version 3)
+    /// may still be inside their window.
+    fn token_scoped_records_live(&self) -> Result<bool, DbError> {
+        let Some(raw) = self.read(Cf::SmMeta, sm_keys::REQUESTS_BY_PRINCIPAL_SINCE_MS)? else {
+            return Ok(false);
+        };
+        let since_ms = decode::<u64>(Cf::SmMeta, &raw)?;
+        Ok(self.clock_ms <= since_ms.saturating_add(DEDUP_WINDOW_MS))
     }
 
     /// Whether a request record of the unscoped kind (written before ids

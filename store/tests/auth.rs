@@ -752,3 +752,50 @@ fn the_last_admin_role_holder_is_kept_when_none_is_unhindered() {
         assert!(r.result.unwrap_err().message.contains("last enabled principal with the admin role"));
     }
 }
+
+/// A client whose token expired mid-retry logs in again and retries with
+/// the same request id: from state version 3 that retry is answered, not
+/// applied a second time (the id is scoped by the principal). Another
+/// principal's equal id is still another request.
+#[test]
+fn a_retry_under_a_new_token_of_the_same_principal_is_answered() {
+    use strongbox_store::command::set_state_version::REQUEST_IDS_BY_PRINCIPAL;
+    for version in [REQUEST_IDS_BY_PRINCIPAL - 1, REQUEST_IDS_BY_PRINCIPAL] {
+        let (_d, sm) = open_at_version(version);
+        with_bob(&sm);
+        let bob_again = [31; 32];
+        assert!(apply_one(&sm, &login("bob", BOB_PHC, bob_again, 2, FAR_MS)).result.is_ok());
+        let first = apply_one(&sm, &as_token(BOB, "same-id", 3, put_op("team-a/r", "v", None)));
+        assert!(first.result.is_ok() && !first.deduplicated, "{first:?}");
+        let retry = apply_one(&sm, &as_token(bob_again, "same-id", 4, put_op("team-a/r", "v", None)));
+        let versions = sm.get_secret("team-a/r", None).unwrap().unwrap().latest_version;
+        if version < REQUEST_IDS_BY_PRINCIPAL {
+            assert!(!retry.deduplicated, "version {version} scoped ids by token");
+            assert_eq!(versions, 2);
+            continue;
+        }
+        assert!(retry.deduplicated, "{retry:?}");
+        assert_eq!(retry.revision, first.revision);
+        assert_eq!(versions, 1, "applied once");
+        // The admin's equal id is its own request.
+        let admin = apply_one(&sm, &as_admin("same-id", 5, put_op("team-a/r", "w", None)));
+        assert!(admin.result.is_ok() && !admin.deduplicated, "{admin:?}");
+    }
+}
+
+/// Must not happen: a same-token retry applied twice because the state
+/// moved to principal-scoped request ids between the two attempts.
+#[test]
+fn a_retry_across_the_move_to_principal_scoped_ids_is_answered() {
+    use strongbox_store::command::set_state_version::REQUEST_IDS_BY_PRINCIPAL;
+    use strongbox_store::command::SetStateVersion;
+    let (_d, sm) = open_at_version(REQUEST_IDS_BY_PRINCIPAL - 1);
+    with_bob(&sm);
+    let first = apply_one(&sm, &as_token(BOB, "across", 3, put_op("team-a/u", "v", None)));
+    assert!(first.result.is_ok());
+    let up = Op::SetStateVersion(SetStateVersion { version: REQUEST_IDS_BY_PRINCIPAL });
+    assert!(apply_one(&sm, &as_admin("up", 4, up)).result.is_ok());
+    let retry = apply_one(&sm, &as_token(BOB, "across", 5, put_op("team-a/u", "v", None)));
+    assert!(retry.deduplicated, "{retry:?}");
+    assert_eq!(sm.get_secret("team-a/u", None).unwrap().unwrap().latest_version, 1);
+}

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{refuse, Applied, CommandError, Ctx, ErrorCode, Outcome, Required};
 use crate::auth::{Access, Action};
+use crate::layout::Cf;
 use crate::state_machine::Tx;
 use crate::DbError;
 
@@ -67,6 +68,14 @@ pub const ROLE_EDITS_GUARD_HOLDERS: u32 = 3;
 /// revisions, feeds and audit chains could part.
 pub const EXPIRED_TOKENS_ARE_GONE: u32 = 3;
 
+/// From version 3, a request id is scoped by the principal behind the
+/// token (while the token is live), not by the token itself: a client
+/// whose token expired mid-retry logs in again and retries under the new
+/// token, and that retry must be answered, not applied a second time.
+/// For one dedup window after the move, same-token records written before
+/// it are still found.
+pub const REQUEST_IDS_BY_PRINCIPAL: u32 = 3;
+
 /// Why a node cannot go on with a state of `version`.
 pub fn unsupported(version: u32) -> DbError {
     DbError::Format(format!(
@@ -106,6 +115,10 @@ impl SetStateVersion {
             );
         }
         if self.version > current {
+            if current < REQUEST_IDS_BY_PRINCIPAL && self.version >= REQUEST_IDS_BY_PRINCIPAL {
+                let since_ms = tx.clock_ms();
+                tx.put(Cf::SmMeta, crate::layout::sm_keys::REQUESTS_BY_PRINCIPAL_SINCE_MS, &since_ms);
+            }
             tx.set_state_version(self.version);
             tx.next_revision();
         }
