@@ -158,6 +158,8 @@ impl StateMachine {
     pub fn begin(&self) -> Result<ApplyBatch<'_>, DbError> {
         let clock_ms = self.db.get::<u64>(Cf::SmMeta, sm_keys::CLOCK_MS)?.unwrap_or(0);
         let scoped_since_ms = self.db.get::<u64>(Cf::SmMeta, sm_keys::REQUESTS_SCOPED_SINCE_MS)?;
+        let by_principal_since_ms =
+            self.db.get::<u64>(Cf::SmMeta, sm_keys::REQUESTS_BY_PRINCIPAL_SINCE_MS)?;
         let feed_oldest = self.feed_oldest_meta()?;
         let (feed_bytes, feed_oldest_bytes) = self.feed_sizes(feed_oldest)?;
         Ok(ApplyBatch {
@@ -169,6 +171,7 @@ impl StateMachine {
             clock_ms,
             begin_clock_ms: clock_ms,
             scoped_since_ms,
+            by_principal_since_ms,
             audit_head: self.audit_head()?,
             feed_oldest,
             feed_oldest_bytes,
@@ -421,6 +424,10 @@ pub struct ApplyBatch<'a> {
     begin_clock_ms: u64,
     /// `sm_keys::REQUESTS_SCOPED_SINCE_MS`, once read or set.
     scoped_since_ms: Option<u64>,
+    /// When request ids moved to principal scope (see
+    /// `set_state_version::REQUEST_IDS_BY_PRINCIPAL`); read again when a
+    /// command of the batch moves the state version.
+    by_principal_since_ms: Option<u64>,
     /// The audit chain's last record: (seq, hash).
     audit_head: (u64, [u8; 32]),
     /// The oldest feed record kept: (revision, time_ms).
@@ -481,7 +488,7 @@ impl<'a> ApplyBatch<'a> {
         // the move.
         let (id_hash, token_scoped_hash) = match self.live_principal(cmd)? {
             Some(p) => {
-                let old = self.token_scoped_records_live()?.then_some(token_hash);
+                let old = self.token_scoped_records_live().then_some(token_hash);
                 (requests::principal_id_hash(&self.names, &p, &cmd.request_id), old)
             }
             None => (token_hash, None),
@@ -543,6 +550,13 @@ impl<'a> ApplyBatch<'a> {
         let Tx { touched_auth, bumps_revision, expired, names, state_version, .. } = tx;
         if let Ok(outcome) = &result {
             self.names = names;
+            if state_version != self.state_version {
+                self.by_principal_since_ms =
+                    match self.read(Cf::SmMeta, sm_keys::REQUESTS_BY_PRINCIPAL_SINCE_MS)? {
+                        Some(raw) => Some(decode::<u64>(Cf::SmMeta, &raw)?),
+                        None => None,
+                    };
+            }
             self.state_version = state_version;
             let actor = actor.clone();
             if touched_auth {
@@ -594,12 +608,9 @@ impl<'a> ApplyBatch<'a> {
 
     /// Whether request records scoped by token (before state version 3)
     /// may still be inside their window.
-    fn token_scoped_records_live(&self) -> Result<bool, DbError> {
-        let Some(raw) = self.read(Cf::SmMeta, sm_keys::REQUESTS_BY_PRINCIPAL_SINCE_MS)? else {
-            return Ok(false);
-        };
-        let since_ms = decode::<u64>(Cf::SmMeta, &raw)?;
-        Ok(self.clock_ms <= since_ms.saturating_add(DEDUP_WINDOW_MS))
+    fn token_scoped_records_live(&self) -> bool {
+        self.by_principal_since_ms
+            .is_some_and(|since_ms| self.clock_ms <= since_ms.saturating_add(DEDUP_WINDOW_MS))
     }
 
     /// Whether a request record of the unscoped kind (written before ids
