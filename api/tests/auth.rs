@@ -102,8 +102,12 @@ async fn call(ch: AuthChannel, rpc: Rpc, tag: &str) -> Result<(), Status> {
     match rpc {
         Rpc::SecretsPut => go!(secrets.put(put_req(&path, "v", ""))),
         Rpc::SecretsGet => go!(secrets.get(get_req(&path, Consistency::Linearizable, 0))),
-        Rpc::SecretsDelete => go!(secrets.delete(DeleteSecretRequest { options: wo(), path })),
-        Rpc::SecretsUndelete => go!(secrets.undelete(UndeleteSecretRequest { options: wo(), path })),
+        Rpc::SecretsDelete => {
+            go!(secrets.delete(DeleteSecretRequest { options: wo(), path, versions: vec![] }))
+        }
+        Rpc::SecretsUndelete => {
+            go!(secrets.undelete(UndeleteSecretRequest { options: wo(), path, versions: vec![] }))
+        }
         Rpc::SecretsDestroy => {
             go!(secrets.destroy(DestroySecretRequest { options: wo(), path, versions: vec![1] }))
         }
@@ -160,6 +164,7 @@ async fn call(ch: AuthChannel, rpc: Rpc, tag: &str) -> Result<(), Status> {
         Rpc::ClientsDelete => go!(clients.delete(client("ghost"))),
         Rpc::ClientsDisable => go!(clients.disable(client("ghost"))),
         Rpc::ClientsEnable => go!(clients.enable(client("ghost"))),
+        Rpc::ClientsRotateSecret => go!(clients.rotate_secret(client("ghost"))),
         Rpc::RolesPut => {
             go!(roles.put(PutRoleRequest { options: wo(), name: format!("r-{tag}"), permissions: vec![] }))
         }
@@ -570,6 +575,40 @@ async fn lockout_expiry_enumeration_clients_and_no_secrets_in_logs() {
         .into_inner();
     assert!(!intro.active);
 
+    // Rotating the secret: a new one, shown once; the old secret and the
+    // tokens it minted stop working on every node.
+    let live = AuthClient::new(c.channel(1))
+        .client_token(grant(created.client_secret.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    let rotate = ClientRequest { options: wo(), client_id: "ci".into() };
+    let denied =
+        ClientsClient::new(c.authed(1, Some(&token))).rotate_secret(rotate.clone()).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    let rotated = ClientsClient::new(c.admin(2)).rotate_secret(rotate).await.unwrap().into_inner();
+    assert!(rotated.client_secret.starts_with("sbxc_") && rotated.client_secret != created.client_secret);
+    let old =
+        AuthClient::new(c.channel(3)).client_token(grant(created.client_secret.clone())).await.unwrap_err();
+    assert_eq!(old.code(), Code::Unauthenticated, "{old:?}");
+    let minted_before = SecretsClient::new(c.authed(3, Some(&live)))
+        .put(put_req("team-a/from-ci", "late", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(minted_before.code(), Code::Unauthenticated, "{minted_before:?}");
+    let fresh = AuthClient::new(c.channel(3))
+        .client_token(grant(rotated.client_secret.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fresh.scopes, vec!["team-a".to_string()]);
+    let missing = ClientsClient::new(c.admin(1))
+        .rotate_secret(ClientRequest { options: wo(), client_id: "nobody".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+
     // Secrets: metadata names who changed it; list shows folders.
     let m = SecretsClient::new(c.admin(1))
         .metadata(SecretMetadataRequest { options: None, path: "team-a/from-ci".into() })
@@ -592,7 +631,9 @@ async fn lockout_expiry_enumeration_clients_and_no_secrets_in_logs() {
         "owner-",
         &token,
         &created.client_secret,
+        &rotated.client_secret,
         &ct.access_token,
+        &fresh.access_token,
         &c.admin_password,
         &c.admin_token,
     ] {

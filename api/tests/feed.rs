@@ -295,7 +295,10 @@ async fn the_example_consumer_matches_a_linearizable_read_and_resumes() {
     users.delete(UserRequest { options: None, username: "alice".into() }).await.unwrap();
     put_retry(&c, leader, "demo/a", "2", "demo-a2").await;
     let mut secrets = c.secrets(leader);
-    secrets.delete(DeleteSecretRequest { options: None, path: "demo/b".into() }).await.unwrap();
+    secrets
+        .delete(DeleteSecretRequest { options: None, path: "demo/b".into(), versions: vec![] })
+        .await
+        .unwrap();
     put_retry(&c, leader, "demo/c", "1", "demo-c1").await;
     // Ledger moves whose applied amount differs from the requested one: a
     // balancing debit clamped to the balance, a partial post.

@@ -81,6 +81,7 @@ pub const KINDS: &[&str] = &[
     "client.deleted",
     "client.enabled",
     "client.disabled",
+    "client.secret_rotated",
     "role.updated",
     "role.deleted",
     "role.granted",
@@ -148,6 +149,14 @@ pub(crate) fn describe(
         (Op::UndeleteSecret(c), Outcome::SecretUndeleted { version }) => {
             vec![event("secret.undeleted", &c.path, &[("version", version.to_string())])]
         }
+        // One event per version, shaped as the latest-only commands' are.
+        (Op::DeleteSecretVersions(c), Outcome::SecretVersionsDeleted { versions }) => {
+            versions.iter().map(|v| event("secret.deleted", &c.path, &[("version", v.to_string())])).collect()
+        }
+        (Op::UndeleteSecretVersions(c), Outcome::SecretVersionsUndeleted { versions }) => versions
+            .iter()
+            .map(|v| event("secret.undeleted", &c.path, &[("version", v.to_string())]))
+            .collect(),
         (Op::DestroySecretVersions(c), _) => {
             let versions = c.versions.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
             vec![event("secret.destroyed", &c.path, &[("versions", versions)])]
@@ -172,6 +181,7 @@ pub(crate) fn describe(
             vec![event(&format!("{}.{state}", c.principal.kind()), c.principal.name(), &[])]
         }
         (Op::SetPassword(c), _) => vec![event("user.password_changed", &c.username, &[])],
+        (Op::RotateClientSecret(c), _) => vec![event("client.secret_rotated", &c.client_id, &[])],
         (Op::ChangePassword(_), _) => vec![event("user.password_changed", actor, &[])],
         (Op::UnlockUser(c), _) => vec![event("user.unlocked", &c.username, &[])],
         (Op::RecordLoginFailure(c), Outcome::LoginFailureRecorded { locked }) => {

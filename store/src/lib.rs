@@ -23,6 +23,7 @@ pub mod names;
 mod overlay;
 pub mod reencrypt;
 mod requests;
+pub mod secret_deletions;
 pub mod snapshot;
 pub mod snapshot_gate;
 pub mod state_machine;

@@ -77,6 +77,18 @@ pub struct SecretView {
     pub latest_version: u64,
 }
 
+/// One kept version of a secret, as `secret_versions` reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionState {
+    pub version: u64,
+    /// None: destroyed (the value is gone for good).
+    pub created_ms: Option<u64>,
+    /// The revision that wrote it; None: destroyed.
+    pub revision: Option<u64>,
+    /// When it was soft-deleted, if it is.
+    pub deleted_ms: Option<u64>,
+}
+
 impl StateMachine {
     pub fn new(db: Db) -> Self {
         // Unreadable now, it is read again at the first apply.
@@ -274,6 +286,32 @@ impl StateMachine {
         self.db.get(Cf::Secrets, &self.name_key(Cf::Secrets, path)?)
     }
 
+    /// A secret's meta and the state of each version it keeps (oldest
+    /// first), all read from one point in time; None: no such secret.
+    pub fn secret_versions(&self, path: &str) -> Result<Option<(SecretMeta, Vec<VersionState>)>, DbError> {
+        let names = self.names()?;
+        let view = View { sm: self, view: self.db.view() };
+        let key = names.key(Cf::Secrets, path);
+        let Some(meta) = view.get::<SecretMeta>(Cf::Secrets, &key)? else { return Ok(None) };
+        let marks = crate::secret_deletions::load(&view, &key)?;
+        let mut states = Vec::new();
+        // Bounded: at most SECRET_VERSIONS_LIMIT versions are kept.
+        for version in meta.oldest_version..=meta.latest_version {
+            let stored = view.get::<SecretVersion>(Cf::SecretVersions, &names.version_key(path, version))?;
+            let deleted_ms = marks.deleted_ms(version, meta.oldest_version).or_else(|| {
+                // A deletion from before state version 4 has no entry.
+                (version == meta.latest_version && meta.deleted).then_some(meta.updated_ms)
+            });
+            states.push(VersionState {
+                version,
+                created_ms: stored.as_ref().map(|s| s.created_ms),
+                revision: stored.as_ref().map(|s| s.revision),
+                deleted_ms,
+            });
+        }
+        Ok(Some((meta, states)))
+    }
+
     /// The direct children of a folder (`""` is the root, else `team-a/`):
     /// secrets and sub-folders (`name/`), in index (hash) order, starting
     /// after `after`. One index scan: a folder's children share a prefix.
@@ -386,14 +424,22 @@ impl StateMachine {
         version: Option<u64>,
     ) -> Result<(Option<SecretView>, u64), DbError> {
         let names = self.names()?;
-        let view = self.db.view();
+        let view = View { sm: self, view: self.db.view() };
         let revision = view.get::<u64>(Cf::SmMeta, sm_keys::REVISION)?.unwrap_or(0);
-        let Some(meta) = view.get::<SecretMeta>(Cf::Secrets, &names.key(Cf::Secrets, path))? else {
+        let key = names.key(Cf::Secrets, path);
+        let Some(meta) = view.get::<SecretMeta>(Cf::Secrets, &key)? else {
             return Ok((None, revision));
         };
         let version = match version {
             // A soft-deleted latest version is hidden however it is asked for.
             Some(v) if meta.deleted && v == meta.latest_version => return Ok((None, revision)),
+            Some(v) if v < meta.latest_version => {
+                let marks = crate::secret_deletions::load(&view, &key)?;
+                if marks.deleted_ms(v, meta.oldest_version).is_some() {
+                    return Ok((None, revision));
+                }
+                v
+            }
             Some(v) => v,
             None if meta.deleted => return Ok((None, revision)),
             None => meta.latest_version,

@@ -799,3 +799,68 @@ fn a_retry_across_the_move_to_principal_scoped_ids_is_answered() {
     assert!(retry.deduplicated, "{retry:?}");
     assert_eq!(sm.get_secret("team-a/u", None).unwrap().unwrap().latest_version, 1);
 }
+
+/// Rotating a client's secret hands whoever rotates it the client's rights:
+/// a client administrator may rotate only clients whose rights it holds.
+/// The old secret's tokens stop working; a version-3 state refuses it.
+#[test]
+fn a_client_secret_is_rotated_only_by_who_holds_the_clients_rights() {
+    use strongbox_store::command::{CreateClient, IssueToken, RotateClientSecret};
+    const DESK: [u8; 32] = [5; 32];
+    const CI: [u8; 32] = [6; 32];
+    let (_d, sm) = open();
+    with_bob(&sm); // role team-a
+    let desk_role = PutRole {
+        name: "client-desk".into(),
+        rules: vec![
+            rule(Effect::Allow, Action::Admin, "clients"),
+            rule(Effect::Allow, Action::Read, "secrets:team-a/*"),
+            rule(Effect::Allow, Action::Write, "secrets:team-a/*"),
+        ],
+    };
+    assert!(apply_one(&sm, &as_admin("desk-role", 1, Op::PutRole(desk_role))).result.is_ok());
+    let desk = CreateUser {
+        username: "desk".into(),
+        password_phc: "$argon2id$d".into(),
+        roles: vec!["client-desk".into()],
+    };
+    assert!(apply_one(&sm, &as_admin("desk", 1, Op::CreateUser(desk))).result.is_ok());
+    assert!(apply_one(&sm, &login("desk", "$argon2id$d", DESK, 1, FAR_MS)).result.is_ok());
+    for (id, role) in [("ci", "team-a"), ("root-ci", "admin")] {
+        let c = CreateClient {
+            client_id: id.into(),
+            secret_digest: format!("sha256:{id}"),
+            roles: vec![role.into()],
+        };
+        assert!(apply_one(&sm, &as_admin(id, 1, Op::CreateClient(c))).result.is_ok());
+    }
+    let issue = IssueToken {
+        principal: Principal::Client("ci".into()),
+        verified_credential: "sha256:ci".into(),
+        token_hash: CI,
+        expires_ms: FAR_MS,
+        renew_until_ms: FAR_MS,
+        scopes: Some(vec!["team-a".into()]),
+    };
+    assert!(apply_one(&sm, &as_node("ci-login", 1, Op::IssueToken(issue))).result.is_ok());
+    let rotate = |id: &str| {
+        Op::RotateClientSecret(RotateClientSecret {
+            client_id: id.into(),
+            secret_digest: "sha256:new".into(),
+        })
+    };
+
+    let rev = sm.revision().unwrap();
+    let r = apply_one(&sm, &as_token(DESK, "rot-root", 2, rotate("root-ci")));
+    assert_eq!(code(&r), ErrorCode::PermissionDenied, "{r:?}");
+    assert_eq!(sm.revision().unwrap(), rev, "refused: nothing changed");
+
+    let r = apply_one(&sm, &as_token(DESK, "rot-ci", 2, rotate("ci")));
+    assert_eq!(r.result, Ok(Outcome::ClientSecretRotated { secret_digest: "sha256:new".into() }));
+    let put = as_token(CI, "ci-put", 3, put_op("team-a/x", "v", None));
+    assert_eq!(code(&apply_one(&sm, &put)), ErrorCode::Unauthenticated, "the old secret's token died");
+
+    let (_d3, old) = open_at_version(3);
+    let r = apply_one(&old, &as_admin("rot-v3", 2, rotate("admin")));
+    assert_eq!(code(&r), ErrorCode::FailedPrecondition);
+}

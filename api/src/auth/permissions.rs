@@ -98,6 +98,7 @@ rpcs! {
     ClientsList = "Clients/List" => Access(Read, "clients");
     ClientsDelete = "Clients/Delete" => Access(Admin, "clients");
     ClientsDisable = "Clients/Disable" => Access(Admin, "clients");
+    ClientsRotateSecret = "Clients/RotateSecret" => Access(Admin, "clients");
     ClientsEnable = "Clients/Enable" => Access(Admin, "clients");
     RolesPut = "Roles/Put" => Access(Admin, "roles");
     RolesGet = "Roles/Get" => Access(Read, "roles");

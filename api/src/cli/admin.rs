@@ -95,6 +95,10 @@ pub enum ClientCmd {
     Enable {
         client_id: String,
     },
+    /// Replace the client's secret (printed once); its tokens stop working.
+    RotateSecret {
+        client_id: String,
+    },
 }
 
 fn print_user(u: &User) {
@@ -273,6 +277,16 @@ pub async fn client(conn: Conn, cmd: ClientCmd) -> anyhow::Result<()> {
         ClientCmd::Delete { client_id } => c.delete(req(client_id)).await,
         ClientCmd::Disable { client_id } => c.disable(req(client_id)).await,
         ClientCmd::Enable { client_id } => c.enable(req(client_id)).await,
+        ClientCmd::RotateSecret { client_id } => {
+            let r = c.rotate_secret(req(client_id)).await.map_err(status_err)?.into_inner();
+            if r.client_secret.is_empty() {
+                println!("the secret of {} was rotated by an earlier attempt of this request", r.client_id);
+            } else {
+                println!("client {}: new secret (shown only now; the old one no longer works):", r.client_id);
+                println!("{}", r.client_secret);
+            }
+            return Ok(());
+        }
     };
     let r = done.map_err(status_err)?.into_inner();
     println!("ok, revision {}", r.revision);

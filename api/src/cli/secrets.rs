@@ -36,15 +36,22 @@ pub enum SecretCmd {
         #[arg(long, default_value_t = 0)]
         min_revision: u64,
     },
-    /// Soft delete (older versions stay readable; a put revives the secret).
+    /// Soft delete the latest version, or the versions named (they stay
+    /// deleted until undeleted; other versions stay readable).
     Delete {
         path: String,
+        /// A version to delete (repeat for more); none: the latest.
+        #[arg(long = "version")]
+        versions: Vec<u64>,
         #[arg(long)]
         request_id: Option<String>,
     },
-    /// Bring back a soft-deleted latest version.
+    /// Bring back the soft-deleted latest version, or the versions named.
     Undelete {
         path: String,
+        /// A version to bring back (repeat for more); none: the latest.
+        #[arg(long = "version")]
+        versions: Vec<u64>,
         #[arg(long)]
         request_id: Option<String>,
     },
@@ -104,21 +111,31 @@ pub async fn secret(conn: Conn, cmd: SecretCmd) -> anyhow::Result<()> {
             out.flush()?;
             eprintln!("(version {} of {}, revision {})", r.version, r.latest_version, r.revision);
         }
-        SecretCmd::Delete { path, request_id } => {
+        SecretCmd::Delete { path, versions, request_id } => {
+            let named = !versions.is_empty();
             let r = client
-                .delete(DeleteSecretRequest { options: write_opts(request_id), path })
+                .delete(DeleteSecretRequest { options: write_opts(request_id), path, versions })
                 .await
                 .map_err(status_err)?
                 .into_inner();
-            println!("deleted version {} revision {}", r.version, r.revision);
+            if named {
+                println!("deleted versions [{}] revision {}", list(&r.versions), r.revision);
+            } else {
+                println!("deleted version {} revision {}", r.version, r.revision);
+            }
         }
-        SecretCmd::Undelete { path, request_id } => {
+        SecretCmd::Undelete { path, versions, request_id } => {
+            let named = !versions.is_empty();
             let r = client
-                .undelete(UndeleteSecretRequest { options: write_opts(request_id), path })
+                .undelete(UndeleteSecretRequest { options: write_opts(request_id), path, versions })
                 .await
                 .map_err(status_err)?
                 .into_inner();
-            println!("version {} readable again, revision {}", r.version, r.revision);
+            if named {
+                println!("versions [{}] readable again, revision {}", list(&r.versions), r.revision);
+            } else {
+                println!("version {} readable again, revision {}", r.version, r.revision);
+            }
         }
         SecretCmd::Destroy { path, versions } => {
             let r = client
@@ -170,7 +187,23 @@ pub async fn secret(conn: Conn, cmd: SecretCmd) -> anyhow::Result<()> {
                 fmt_ms(m.updated_ms),
                 m.updated_by
             );
+            for v in &m.versions {
+                let state = if v.destroyed {
+                    "destroyed".to_string()
+                } else if v.deleted_ms != 0 {
+                    format!("deleted {}", fmt_ms(v.deleted_ms))
+                } else {
+                    "live".to_string()
+                };
+                let created =
+                    if v.destroyed { String::new() } else { format!(", created {}", fmt_ms(v.created_ms)) };
+                println!("  version {}: {state}{created}", v.version);
+            }
         }
     }
     Ok(())
+}
+
+fn list(versions: &[u64]) -> String {
+    versions.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
 }

@@ -4,7 +4,10 @@
 use strongbox_proto::v1::clients_server::Clients;
 use strongbox_proto::v1::*;
 use strongbox_store::auth::{validate_name, Principal, PrincipalRecord};
-use strongbox_store::command::{validate_role_names, CreateClient, DeletePrincipal, Outcome, SetEnabled};
+use strongbox_store::command::set_state_version::CLIENT_SECRET_ROTATION;
+use strongbox_store::command::{
+    validate_role_names, CreateClient, DeletePrincipal, Outcome, RotateClientSecret, SetEnabled,
+};
 use strongbox_store::Op;
 use tonic::{Request, Response, Status};
 
@@ -83,6 +86,30 @@ impl Clients for ClientsService {
                     // Answered before the digest was part of the outcome.
                     _ => !w.deduplicated,
                 };
+                let client_secret = if kept { secret.to_string() } else { String::new() };
+                Ok(CreateClientResponse { client_id: r.client_id, client_secret, revision: w.revision })
+            })
+            .await
+    }
+
+    async fn rotate_secret(
+        &self,
+        req: Request<ClientRequest>,
+    ) -> Result<Response<CreateClientResponse>, Status> {
+        self.api
+            .rpc("clients.rotate_secret", token_of(req.metadata()), async {
+                check_size(req.get_ref())?;
+                let (meta, _, r) = req.into_parts();
+                client_id_arg(&r.client_id)?;
+                self.api.need_state_version(CLIENT_SECRET_ROTATION, "rotating a client secret")?;
+                let (secret, secret_digest) = new_client_secret();
+                let op = Op::RotateClientSecret(RotateClientSecret {
+                    client_id: r.client_id.clone(),
+                    secret_digest: secret_digest.clone(),
+                });
+                let w = self.api.write(&meta, Rpc::ClientsRotateSecret, "", r.options.as_ref(), op).await?;
+                // As for Create: show the secret only if it is the one kept.
+                let kept = matches!(&w.outcome, Outcome::ClientSecretRotated { secret_digest: k } if *k == secret_digest);
                 let client_secret = if kept { secret.to_string() } else { String::new() };
                 Ok(CreateClientResponse { client_id: r.client_id, client_secret, revision: w.revision })
             })

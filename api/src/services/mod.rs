@@ -351,6 +351,19 @@ impl Api {
     pub fn revision(&self) -> Result<u64, Status> {
         self.node.sm.revision().map_err(internal)
     }
+
+    /// Refuses `what` (a command members of an older build cannot read)
+    /// until the cluster has moved to state version `needed`.
+    pub fn need_state_version(&self, needed: u32, what: &str) -> Result<(), Status> {
+        let version = self.node.sm.state_version().map_err(internal)?;
+        if version < needed {
+            return Err(Status::failed_precondition(format!(
+                "{what} needs state version {needed} (the cluster is at {version}): \
+                 upgrade every node, then run `strongbox cluster upgrade-state`"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// A read has no idempotency key; a client may still name it for the audit

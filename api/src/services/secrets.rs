@@ -1,7 +1,9 @@
 use strongbox_proto::v1::secrets_server::Secrets;
 use strongbox_proto::v1::*;
+use strongbox_store::command::set_state_version::SECRET_DELETES_PER_VERSION;
 use strongbox_store::command::{
-    validate_secret_path, DeleteSecret, DestroySecretVersions, Outcome, PutSecret, UndeleteSecret,
+    validate_secret_path, DeleteSecret, DeleteSecretVersions, DestroySecretVersions, Outcome, PutSecret,
+    UndeleteSecret, UndeleteSecretVersions,
 };
 use strongbox_store::Op;
 use tonic::{Request, Response, Status};
@@ -21,20 +23,29 @@ impl SecretsService {
 
     /// Why a read found nothing, in words a person can act on.
     fn why_not_found(&self, path: &str, version: Option<u64>) -> Result<String, Status> {
-        let Some(m) = self.api.node.sm.secret_meta(path).map_err(internal)? else {
+        let Some((m, states)) = self.api.node.sm.secret_versions(path).map_err(internal)? else {
             return Ok(format!("no secret at {path}"));
         };
         let latest = m.latest_version;
+        let asked = version.unwrap_or(latest);
+        let state = states.iter().find(|s| s.version == asked);
         Ok(match version {
             Some(v) if v > latest => format!("no version {v} of secret {path} (the latest is {latest})"),
             Some(v) if v < m.oldest_version => format!(
                 "version {v} of secret {path} was pruned (max_versions {}; the oldest kept is {})",
                 m.max_versions, m.oldest_version
             ),
-            _ if m.deleted && version.is_none_or(|v| v == latest) => format!(
-                "the latest version ({latest}) of secret {path} is deleted: older versions stay readable \
-                 by number, and a put writes a new one"
-            ),
+            _ if state.is_some_and(|s| s.created_ms.is_some() && s.deleted_ms.is_some()) => {
+                let which = if asked == latest {
+                    format!("the latest version ({latest})")
+                } else {
+                    format!("version {asked}")
+                };
+                format!(
+                    "{which} of secret {path} is deleted: undelete brings it back; other versions stay \
+                     readable by number, and a put writes a new one"
+                )
+            }
             Some(v) => format!("version {v} of secret {path} was destroyed"),
             None => format!("the latest version ({latest}) of secret {path} was destroyed"),
         })
@@ -136,13 +147,27 @@ impl Secrets for SecretsService {
                 check_size(req.get_ref())?;
                 let (meta, _, r) = req.into_parts();
                 path_arg(&r.path)?;
-                let op = Op::DeleteSecret(DeleteSecret { path: r.path.clone() });
+                let op = if r.versions.is_empty() {
+                    Op::DeleteSecret(DeleteSecret { path: r.path.clone() })
+                } else {
+                    self.api.need_state_version(SECRET_DELETES_PER_VERSION, "deleting versions by number")?;
+                    let op = DeleteSecretVersions { path: r.path.clone(), versions: r.versions };
+                    op.validate().map_err(command_status)?;
+                    Op::DeleteSecretVersions(op)
+                };
                 let w = self.api.write(&meta, Rpc::SecretsDelete, &r.path, r.options.as_ref(), op).await?;
                 match w.outcome {
                     Outcome::SecretDeleted { version } => Ok(DeleteSecretResponse {
                         version,
                         revision: w.revision,
                         deduplicated: w.deduplicated,
+                        versions: Vec::new(),
+                    }),
+                    Outcome::SecretVersionsDeleted { versions } => Ok(DeleteSecretResponse {
+                        version: 0,
+                        revision: w.revision,
+                        deduplicated: w.deduplicated,
+                        versions,
                     }),
                     other => Err(unexpected(other, w.deduplicated)),
                 }
@@ -159,22 +184,29 @@ impl Secrets for SecretsService {
                 check_size(req.get_ref())?;
                 let (meta, _, r) = req.into_parts();
                 path_arg(&r.path)?;
-                // Members of an older build cannot read this command: the
-                // cluster must have moved on first.
-                let version = self.api.node.sm.state_version().map_err(internal)?;
-                if version < UNDELETE_STATE_VERSION {
-                    return Err(Status::failed_precondition(format!(
-                        "undelete needs state version {UNDELETE_STATE_VERSION} (the cluster is at {version}): \
-                         upgrade every node, then run `strongbox cluster upgrade-state`"
-                    )));
-                }
-                let op = Op::UndeleteSecret(UndeleteSecret { path: r.path.clone() });
+                let op = if r.versions.is_empty() {
+                    self.api.need_state_version(UNDELETE_STATE_VERSION, "undelete")?;
+                    Op::UndeleteSecret(UndeleteSecret { path: r.path.clone() })
+                } else {
+                    self.api
+                        .need_state_version(SECRET_DELETES_PER_VERSION, "undeleting versions by number")?;
+                    let op = UndeleteSecretVersions { path: r.path.clone(), versions: r.versions };
+                    op.validate().map_err(command_status)?;
+                    Op::UndeleteSecretVersions(op)
+                };
                 let w = self.api.write(&meta, Rpc::SecretsUndelete, &r.path, r.options.as_ref(), op).await?;
                 match w.outcome {
                     Outcome::SecretUndeleted { version } => Ok(UndeleteSecretResponse {
                         version,
                         revision: w.revision,
                         deduplicated: w.deduplicated,
+                        versions: Vec::new(),
+                    }),
+                    Outcome::SecretVersionsUndeleted { versions } => Ok(UndeleteSecretResponse {
+                        version: 0,
+                        revision: w.revision,
+                        deduplicated: w.deduplicated,
+                        versions,
                     }),
                     other => Err(unexpected(other, w.deduplicated)),
                 }
@@ -245,7 +277,7 @@ impl Secrets for SecretsService {
                 path_arg(&r.path)?;
                 self.api.read(&meta, Rpc::SecretsMetadata, &r.path, r.options.as_ref()).await?;
                 let revision = self.api.revision()?;
-                let Some(m) = self.api.node.sm.secret_meta(&r.path).map_err(internal)? else {
+                let Some((m, states)) = self.api.node.sm.secret_versions(&r.path).map_err(internal)? else {
                     return Err(Status::not_found(format!("no secret at {}", r.path)));
                 };
                 Ok(SecretMetadata {
@@ -260,6 +292,16 @@ impl Secrets for SecretsService {
                     updated_ms: m.updated_ms,
                     updated_by: m.updated_by,
                     revision,
+                    versions: states
+                        .into_iter()
+                        .map(|s| SecretVersionState {
+                            version: s.version,
+                            created_ms: s.created_ms.unwrap_or(0),
+                            revision: s.revision.unwrap_or(0),
+                            deleted_ms: s.deleted_ms.unwrap_or(0),
+                            destroyed: s.created_ms.is_none(),
+                        })
+                        .collect(),
                 })
             })
             .await

@@ -1,16 +1,19 @@
 use serde::{Deserialize, Serialize};
 
-use super::set_state_version::SECRET_DELETE_IDEMPOTENT;
+use super::set_state_version::{SECRET_DELETES_PER_VERSION, SECRET_DELETE_IDEMPOTENT};
 use super::{
     refuse, secret_resource, validate_secret_path, Applied, CommandError, Ctx, ErrorCode, Outcome, Required,
     SecretMeta,
 };
 use crate::auth::{Access, Action, Read};
 use crate::layout::Cf;
+use crate::secret_deletions;
 use crate::state_machine::Tx;
 
-/// Soft-deletes the latest version of a secret: reads of the latest version
-/// answer not-found, older versions stay readable, and a later put revives it.
+/// Soft-deletes the latest version of a secret: reads of it answer
+/// not-found, older versions stay readable. Before
+/// `SECRET_DELETES_PER_VERSION`, the next put made it readable again by its
+/// number; from then on it stays deleted (see `secret_deletions`).
 /// From `SECRET_DELETE_IDEMPOTENT` on, deleting what is deleted already
 /// succeeds and changes nothing (a retry without a request id, as in Vault).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +41,11 @@ impl DeleteSecret {
             return Ok(Ok(Outcome::SecretDeleted { version: meta.latest_version }));
         }
         meta.deleted = true;
+        if tx.state_version() >= SECRET_DELETES_PER_VERSION {
+            let mut marks = secret_deletions::load(&*tx, key)?;
+            marks.insert(meta.latest_version, tx.clock_ms());
+            secret_deletions::save(tx, key, &mut marks, meta.oldest_version);
+        }
         meta.updated_revision = tx.next_revision();
         meta.updated_ms = tx.clock_ms();
         meta.updated_by = ctx.actor_name();

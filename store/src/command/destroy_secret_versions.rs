@@ -1,12 +1,11 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    refuse, secret_resource, validate_secret_path, Applied, CommandError, Ctx, ErrorCode, Outcome, Required,
-    SecretMeta, SecretVersion,
+    refuse, secret_resource, validate_secret_path, validate_versions, Applied, CommandError, Ctx, ErrorCode,
+    Outcome, Required, SecretMeta, SecretVersion,
 };
 use crate::auth::{Access, Action, Read};
 use crate::layout::Cf;
-use crate::limits::DESTROY_VERSIONS_MAX;
 use crate::state_machine::Tx;
 
 /// Permanently removes the values of the given versions; the version
@@ -20,16 +19,7 @@ pub struct DestroySecretVersions {
 impl DestroySecretVersions {
     pub fn validate(&self) -> Result<(), CommandError> {
         validate_secret_path(&self.path)?;
-        if self.versions.is_empty() || self.versions.len() > DESTROY_VERSIONS_MAX {
-            return Err(CommandError::invalid(format!(
-                "versions must name 1..={DESTROY_VERSIONS_MAX} versions, got {}",
-                self.versions.len()
-            )));
-        }
-        if self.versions.contains(&0) {
-            return Err(CommandError::invalid("versions: version numbers start at 1"));
-        }
-        Ok(())
+        validate_versions(&self.versions)
     }
 
     pub fn required(&self) -> Required {
@@ -42,11 +32,8 @@ impl DestroySecretVersions {
         let Some(mut meta) = tx.get::<SecretMeta>(Cf::Secrets, key)? else {
             return refuse(ErrorCode::NotFound, format!("no secret at {}", self.path));
         };
-        let mut versions = self.versions.clone();
-        versions.sort_unstable();
-        versions.dedup();
         let mut destroyed = 0;
-        for v in versions {
+        for v in super::delete_secret_versions::sorted_unique(&self.versions) {
             let vk = names.version_key(&self.path, v);
             if tx.get::<SecretVersion>(Cf::SecretVersions, &vk)?.is_some() {
                 tx.delete(Cf::SecretVersions, &vk);

@@ -10,7 +10,10 @@
 
 use sha2::{Digest, Sha256};
 
-use super::{Bootstrap, ChangePassword, CreateClient, CreateUser, IssueToken, Op, RenewToken, SetPassword};
+use super::{
+    Bootstrap, ChangePassword, CreateClient, CreateUser, IssueToken, Op, RenewToken, RotateClientSecret,
+    SetPassword,
+};
 
 /// Bytes of an intent digest (a truncated SHA-256; collisions only matter
 /// between one caller's own requests under one request id).
@@ -54,6 +57,9 @@ impl Op {
             }),
             Op::CreateClient(c) => {
                 Op::CreateClient(CreateClient { secret_digest: String::new(), ..c.clone() })
+            }
+            Op::RotateClientSecret(c) => {
+                Op::RotateClientSecret(RotateClientSecret { secret_digest: String::new(), ..c.clone() })
             }
             // Generated token and expiries computed from the node's clock.
             Op::IssueToken(c) => Op::IssueToken(IssueToken {

@@ -17,6 +17,7 @@ mod create_user;
 mod delete_principal;
 mod delete_role;
 mod delete_secret;
+mod delete_secret_versions;
 mod destroy_secret_versions;
 mod expire_pending_transfers;
 mod init_state_version;
@@ -27,10 +28,12 @@ mod put_secret;
 mod record_login_failure;
 mod renew_token;
 mod revoke_token;
+mod rotate_client_secret;
 mod set_enabled;
 mod set_password;
 pub mod set_state_version;
 mod undelete_secret;
+mod undelete_secret_versions;
 mod unlock_user;
 
 pub use assign_role::AssignRole;
@@ -43,6 +46,7 @@ pub use create_user::CreateUser;
 pub use delete_principal::DeletePrincipal;
 pub use delete_role::DeleteRole;
 pub use delete_secret::DeleteSecret;
+pub use delete_secret_versions::DeleteSecretVersions;
 pub use destroy_secret_versions::DestroySecretVersions;
 pub use expire_pending_transfers::ExpirePendingTransfers;
 pub use init_state_version::InitStateVersion;
@@ -52,10 +56,12 @@ pub use put_secret::PutSecret;
 pub use record_login_failure::RecordLoginFailure;
 pub use renew_token::RenewToken;
 pub use revoke_token::RevokeToken;
+pub use rotate_client_secret::RotateClientSecret;
 pub use set_enabled::SetEnabled;
 pub use set_password::SetPassword;
 pub use set_state_version::{SetStateVersion, STATE_VERSION_SUPPORTED};
 pub use undelete_secret::UndeleteSecret;
+pub use undelete_secret_versions::UndeleteSecretVersions;
 pub use unlock_user::UnlockUser;
 
 use std::collections::BTreeMap;
@@ -195,6 +201,9 @@ ops! {
     SetStateVersion(SetStateVersion) = "set_state_version",
     InitStateVersion(InitStateVersion) = "init_state_version",
     UndeleteSecret(UndeleteSecret) = "undelete_secret",
+    DeleteSecretVersions(DeleteSecretVersions) = "delete_secret_versions",
+    UndeleteSecretVersions(UndeleteSecretVersions) = "undelete_secret_versions",
+    RotateClientSecret(RotateClientSecret) = "rotate_client_secret",
 }
 
 impl Command {
@@ -330,6 +339,19 @@ pub enum Outcome {
     SecretUndeleted {
         version: u64,
     },
+    /// The versions this command soft-deleted (those named that were live).
+    SecretVersionsDeleted {
+        versions: Vec<u64>,
+    },
+    /// The versions this command brought back.
+    SecretVersionsUndeleted {
+        versions: Vec<u64>,
+    },
+    /// The digest of the new secret (as `ClientCreated`'s: a node whose
+    /// retry comes back deduplicated tells whether its secret was kept).
+    ClientSecretRotated {
+        secret_digest: String,
+    },
 }
 
 /// A deterministic refusal: every node reaches the same one, nothing applied.
@@ -382,6 +404,22 @@ pub fn validate_secret_path(path: &str) -> Result<(), CommandError> {
         return Err(CommandError::invalid(format!(
             "path {path:?} contains {c:?}: only printable ASCII without spaces is allowed"
         )));
+    }
+    Ok(())
+}
+
+/// Version numbers named by a secret command: 1..=`DESTROY_VERSIONS_MAX`
+/// of them, none 0.
+pub fn validate_versions(versions: &[u64]) -> Result<(), CommandError> {
+    use crate::limits::DESTROY_VERSIONS_MAX;
+    if versions.is_empty() || versions.len() > DESTROY_VERSIONS_MAX {
+        return Err(CommandError::invalid(format!(
+            "versions: name 1..={DESTROY_VERSIONS_MAX} versions, got {}",
+            versions.len()
+        )));
+    }
+    if versions.contains(&0) {
+        return Err(CommandError::invalid("versions: version numbers start at 1"));
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 use serde::{Deserialize, Serialize};
 
+use super::set_state_version::SECRET_DELETES_PER_VERSION;
 use super::{
     secret_resource, validate_secret_path, Applied, CommandError, Ctx, ErrorCode, Outcome, Required,
     SecretMeta, SecretVersion,
@@ -8,6 +9,7 @@ use crate::auth::{Access, Action, Read};
 use crate::layout::Cf;
 use crate::limits::{SECRET_VALUE_BYTES_MAX, SECRET_VERSIONS_DEFAULT, SECRET_VERSIONS_LIMIT};
 use crate::names::{index_entries, version_key_of, IndexEntry};
+use crate::secret_deletions;
 use crate::state_machine::Tx;
 
 /// Writes a new version of the secret at `path`.
@@ -101,6 +103,16 @@ impl PutSecret {
         while version - oldest_version + 1 > max_versions {
             tx.delete(Cf::SecretVersions, &version_key_of(key, oldest_version));
             oldest_version += 1;
+        }
+        // The deleted latest version stays deleted (its entry is written
+        // here if the deletion predates SECRET_DELETES_PER_VERSION).
+        if let Some(m) =
+            meta.as_ref().filter(|m| m.deleted && tx.state_version() >= SECRET_DELETES_PER_VERSION)
+        {
+            let mut marks = secret_deletions::load(&*tx, key)?;
+            if marks.insert(m.latest_version, m.updated_ms) || oldest_version > m.oldest_version {
+                secret_deletions::save(tx, key, &mut marks, oldest_version);
+            }
         }
         tx.put(
             Cf::Secrets,

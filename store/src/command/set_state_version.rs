@@ -19,7 +19,7 @@ use crate::DbError;
 /// The state versions this build applies: 1 up to this one. Raise it (and
 /// gate the new behaviour on `Tx::state_version() >= it`) whenever apply
 /// would answer an entry differently from the build before.
-pub const STATE_VERSION_SUPPORTED: u32 = 3;
+pub const STATE_VERSION_SUPPORTED: u32 = 4;
 
 /// From version 2, ledger events keep every flag they were sent with
 /// (`linked` included, as TigerBeetle stores it), an id already taken is
@@ -75,6 +75,17 @@ pub const EXPIRED_TOKENS_ARE_GONE: u32 = 3;
 /// For one dedup window after the move, same-token records written before
 /// it are still found.
 pub const REQUEST_IDS_BY_PRINCIPAL: u32 = 3;
+
+/// From version 4, a soft-deleted secret version stays deleted when a put
+/// writes a newer one (Vault KV v2; see `secret_deletions`), and single
+/// versions can be deleted and undeleted by number
+/// (`DeleteSecretVersions`, `UndeleteSecretVersions`). Before, a put made
+/// the deleted latest version readable again by its number.
+pub const SECRET_DELETES_PER_VERSION: u32 = 4;
+
+/// From version 4, a service client's secret can be replaced
+/// (`RotateClientSecret`, a command older builds cannot read).
+pub const CLIENT_SECRET_ROTATION: u32 = 4;
 
 /// Why a node cannot go on with a state of `version`.
 pub fn unsupported(version: u32) -> DbError {

@@ -1,11 +1,13 @@
 use serde::{Deserialize, Serialize};
 
+use super::set_state_version::SECRET_DELETES_PER_VERSION;
 use super::{
     refuse, secret_resource, validate_secret_path, Applied, CommandError, Ctx, ErrorCode, Outcome, Required,
     SecretMeta, SecretVersion,
 };
 use crate::auth::{Access, Action, Read};
 use crate::layout::Cf;
+use crate::secret_deletions;
 use crate::state_machine::Tx;
 
 /// Brings back a soft-deleted latest version (Vault's undelete). Nothing is
@@ -45,6 +47,12 @@ impl UndeleteSecret {
             );
         }
         meta.deleted = false;
+        if tx.state_version() >= SECRET_DELETES_PER_VERSION {
+            let mut marks = secret_deletions::load(&*tx, key)?;
+            if marks.remove(meta.latest_version) {
+                secret_deletions::save(tx, key, &mut marks, meta.oldest_version);
+            }
+        }
         meta.updated_revision = tx.next_revision();
         meta.updated_ms = tx.clock_ms();
         meta.updated_by = ctx.actor_name();
