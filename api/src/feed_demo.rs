@@ -148,6 +148,14 @@ impl ReadModel {
                 "secret.deleted" => {
                     self.secrets.remove(&e.entity);
                 }
+                // By number: only the latest version's state is modelled.
+                "secret.version_deleted" if e.fields.get("latest").is_some_and(|l| l == "true") => {
+                    self.secrets.remove(&e.entity);
+                }
+                "secret.version_undeleted" if e.fields.get("latest").is_some_and(|l| l == "true") => {
+                    let version = e.fields.get("version").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    self.secrets.insert(e.entity.clone(), version);
+                }
                 "account.created" => {
                     self.accounts
                         .insert(e.entity.clone(), BalanceView { ledger: e.ledger, ..Default::default() });

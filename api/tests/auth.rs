@@ -102,11 +102,13 @@ async fn call(ch: AuthChannel, rpc: Rpc, tag: &str) -> Result<(), Status> {
     match rpc {
         Rpc::SecretsPut => go!(secrets.put(put_req(&path, "v", ""))),
         Rpc::SecretsGet => go!(secrets.get(get_req(&path, Consistency::Linearizable, 0))),
-        Rpc::SecretsDelete => {
-            go!(secrets.delete(DeleteSecretRequest { options: wo(), path, versions: vec![] }))
+        Rpc::SecretsDelete => go!(secrets.delete(DeleteSecretRequest { options: wo(), path })),
+        Rpc::SecretsUndelete => go!(secrets.undelete(UndeleteSecretRequest { options: wo(), path })),
+        Rpc::SecretsDeleteVersions => {
+            go!(secrets.delete_versions(SecretVersionsRequest { options: wo(), path, versions: vec![1] }))
         }
-        Rpc::SecretsUndelete => {
-            go!(secrets.undelete(UndeleteSecretRequest { options: wo(), path, versions: vec![] }))
+        Rpc::SecretsUndeleteVersions => {
+            go!(secrets.undelete_versions(SecretVersionsRequest { options: wo(), path, versions: vec![1] }))
         }
         Rpc::SecretsDestroy => {
             go!(secrets.destroy(DestroySecretRequest { options: wo(), path, versions: vec![1] }))

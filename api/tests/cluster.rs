@@ -73,7 +73,6 @@ async fn duplicate_request_id_is_applied_once() {
         .delete(DeleteSecretRequest {
             options: Some(WriteOptions { request_id: "the-same-id".into() }),
             path: "dup/p".into(),
-            versions: vec![],
         })
         .await
         .unwrap_err();
@@ -273,7 +272,7 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
     // succeeds, and undelete brings the version back.
     put_retry(&c, leader, "del/p", "one", "del-1").await;
     put_retry(&c, leader, "del/p", "two", "del-2").await;
-    let del = || DeleteSecretRequest { options: None, path: "del/p".into(), versions: vec![] };
+    let del = || DeleteSecretRequest { options: None, path: "del/p".into() };
     assert_eq!(s.delete(del()).await.unwrap().into_inner().version, 2);
     assert_eq!(s.delete(del()).await.unwrap().into_inner().version, 2, "deleting again succeeds");
     for version in [0, 2] {
@@ -286,8 +285,7 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
     assert!(0 < one.version_revision && one.version_revision < one.revision, "{one:?}");
     let e = s.get(get_req_v("del/p", 7)).await.unwrap_err();
     assert!(e.message().contains("no version 7 of secret del/p (the latest is 2)"), "{}", e.message());
-    let undel = |versions: Vec<u64>| UndeleteSecretRequest { options: None, path: "del/p".into(), versions };
-    let back = s.undelete(undel(vec![])).await.unwrap();
+    let back = s.undelete(UndeleteSecretRequest { options: None, path: "del/p".into() }).await.unwrap();
     assert_eq!(back.into_inner().version, 2);
     assert_eq!(s.get(get_req_v("del/p", 0)).await.unwrap().into_inner().value, b"two");
 
@@ -302,8 +300,8 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
 
     // Versions by number: the ones that changed are named in the answer.
     let by_number =
-        |versions: Vec<u64>| DeleteSecretRequest { options: None, path: "del/p".into(), versions };
-    let d = s.delete(by_number(vec![1, 2, 9])).await.unwrap().into_inner();
+        |versions: Vec<u64>| SecretVersionsRequest { options: None, path: "del/p".into(), versions };
+    let d = s.delete_versions(by_number(vec![1, 2, 9])).await.unwrap().into_inner();
     assert_eq!(d.versions, vec![1], "2 was deleted already, 9 does not exist");
     assert_eq!(s.get(get_req_v("del/p", 1)).await.unwrap_err().code(), Code::NotFound);
     let m =
@@ -311,11 +309,11 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
     let deleted: Vec<bool> = m.versions.iter().map(|v| v.deleted_ms != 0).collect();
     assert_eq!(deleted, vec![true, true, false], "{m:?}");
     assert!(!m.deleted, "the latest (3) is live");
-    let u = s.undelete(undel(vec![2, 3])).await.unwrap().into_inner();
+    let u = s.undelete_versions(by_number(vec![2, 3])).await.unwrap().into_inner();
     assert_eq!(u.versions, vec![2], "3 was not deleted");
     assert_eq!(s.get(get_req_v("del/p", 2)).await.unwrap().into_inner().value, b"two");
     assert_eq!(s.get(get_req_v("del/p", 1)).await.unwrap_err().code(), Code::NotFound, "1 stays deleted");
-    let bad = s.delete(by_number(vec![0])).await.unwrap_err();
+    let bad = s.delete_versions(by_number(vec![0])).await.unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
 }
 

@@ -295,11 +295,14 @@ async fn the_example_consumer_matches_a_linearizable_read_and_resumes() {
     users.delete(UserRequest { options: None, username: "alice".into() }).await.unwrap();
     put_retry(&c, leader, "demo/a", "2", "demo-a2").await;
     let mut secrets = c.secrets(leader);
-    secrets
-        .delete(DeleteSecretRequest { options: None, path: "demo/b".into(), versions: vec![] })
-        .await
-        .unwrap();
+    secrets.delete(DeleteSecretRequest { options: None, path: "demo/b".into() }).await.unwrap();
     put_retry(&c, leader, "demo/c", "1", "demo-c1").await;
+    // By number: an older version of demo/a (still readable as the latest),
+    // and demo/c's only one (gone as the latest too).
+    for (path, version) in [("demo/a", 1), ("demo/c", 1)] {
+        let del = SecretVersionsRequest { options: None, path: path.into(), versions: vec![version] };
+        assert_eq!(secrets.delete_versions(del).await.unwrap().into_inner().versions, vec![version]);
+    }
     // Ledger moves whose applied amount differs from the requested one: a
     // balancing debit clamped to the balance, a partial post.
     let mut ledger = LedgerClient::new(c.admin(leader));

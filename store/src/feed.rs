@@ -69,6 +69,8 @@ pub const KINDS: &[&str] = &[
     "secret.updated",
     "secret.deleted",
     "secret.undeleted",
+    "secret.version_deleted",
+    "secret.version_undeleted",
     "secret.destroyed",
     "user.created",
     "user.deleted",
@@ -110,6 +112,11 @@ pub fn families() -> impl Iterator<Item = &'static str> {
     })
 }
 
+fn version_events(kind: &str, path: &str, versions: &[u64], latest_version: u64) -> Vec<ChangeEvent> {
+    let fields = |v: u64| [("version", v.to_string()), ("latest", (v == latest_version).to_string())];
+    versions.iter().map(|v| event(kind, path, &fields(*v))).collect()
+}
+
 fn event(kind: &str, entity: impl Into<String>, fields: &[(&str, String)]) -> ChangeEvent {
     debug_assert!(KINDS.contains(&kind) || !kind.contains('.'), "{kind} is missing from KINDS");
     ChangeEvent {
@@ -149,14 +156,15 @@ pub(crate) fn describe(
         (Op::UndeleteSecret(c), Outcome::SecretUndeleted { version }) => {
             vec![event("secret.undeleted", &c.path, &[("version", version.to_string())])]
         }
-        // One event per version, shaped as the latest-only commands' are.
-        (Op::DeleteSecretVersions(c), Outcome::SecretVersionsDeleted { versions }) => {
-            versions.iter().map(|v| event("secret.deleted", &c.path, &[("version", v.to_string())])).collect()
+        // One event per version, of kinds of their own: a consumer that
+        // tracks each secret's latest version must not read the deletion
+        // of an older one as the secret gone. `latest` says which it was.
+        (Op::DeleteSecretVersions(c), Outcome::SecretVersionsDeleted { versions, latest_version }) => {
+            version_events("secret.version_deleted", &c.path, versions, *latest_version)
         }
-        (Op::UndeleteSecretVersions(c), Outcome::SecretVersionsUndeleted { versions }) => versions
-            .iter()
-            .map(|v| event("secret.undeleted", &c.path, &[("version", v.to_string())]))
-            .collect(),
+        (Op::UndeleteSecretVersions(c), Outcome::SecretVersionsUndeleted { versions, latest_version }) => {
+            version_events("secret.version_undeleted", &c.path, versions, *latest_version)
+        }
         (Op::DestroySecretVersions(c), _) => {
             let versions = c.versions.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
             vec![event("secret.destroyed", &c.path, &[("versions", versions)])]

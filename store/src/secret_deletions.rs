@@ -10,7 +10,9 @@
 //! version are stale, read as absent, and dropped at the next rewrite.
 //!
 //! A version is deleted when it has an entry, or when it is the latest and
-//! the meta says so (a deletion made before version 4 has no entry).
+//! the meta says so (a deletion made before version 4 has no entry; its
+//! time is taken as the meta's last change, the closest kept: a destroy of
+//! another version since then moves it later).
 
 use serde::{Deserialize, Serialize};
 

@@ -85,7 +85,7 @@ fn a_deletion_made_before_the_upgrade_survives_the_next_put() {
     // And it can be brought back by number.
     assert_eq!(
         apply_one(&sm, &undelete("u", 13, &[2])).result,
-        Ok(Outcome::SecretVersionsUndeleted { versions: vec![2] })
+        Ok(Outcome::SecretVersionsUndeleted { versions: vec![2], latest_version: 3 })
     );
     assert!(readable(&sm, 2));
 }
@@ -95,28 +95,42 @@ fn versions_by_number_change_only_what_they_name_and_answer_what_changed() {
     let (_d, sm) = open();
     with_versions(&sm, 3);
     let r = apply_one(&sm, &delete("d1", 10, &[3, 1, 9, 1]));
-    assert_eq!(r.result, Ok(Outcome::SecretVersionsDeleted { versions: vec![1, 3] }), "9 does not exist");
+    assert_eq!(
+        r.result,
+        Ok(Outcome::SecretVersionsDeleted { versions: vec![1, 3], latest_version: 3 }),
+        "9 does not exist"
+    );
     assert!(!readable(&sm, 1) && readable(&sm, 2) && !readable(&sm, 3));
     assert!(sm.get_secret("p", None).unwrap().is_none(), "the latest (3) is deleted");
     assert!(sm.secret_meta("p").unwrap().unwrap().deleted);
 
     let rev = sm.revision().unwrap();
     let again = apply_one(&sm, &delete("d2", 11, &[1]));
-    assert_eq!(again.result, Ok(Outcome::SecretVersionsDeleted { versions: vec![] }));
+    assert_eq!(again.result, Ok(Outcome::SecretVersionsDeleted { versions: vec![], latest_version: 3 }));
     assert_eq!(sm.revision().unwrap(), rev, "nothing changed: no revision");
 
     let r = apply_one(&sm, &undelete("u1", 12, &[2, 3]));
-    assert_eq!(r.result, Ok(Outcome::SecretVersionsUndeleted { versions: vec![3] }), "2 was live");
+    assert_eq!(
+        r.result,
+        Ok(Outcome::SecretVersionsUndeleted { versions: vec![3], latest_version: 3 }),
+        "2 was live"
+    );
     assert!(!sm.secret_meta("p").unwrap().unwrap().deleted);
     assert_eq!(sm.get_secret("p", None).unwrap().unwrap().value, b"v3");
     assert!(!readable(&sm, 1), "1 stays deleted");
 
-    // One feed event per version, shaped as the latest-only commands' are.
+    // One feed event per version, saying whether it was the latest.
     apply_one(&sm, &delete("d3", 13, &[2, 3]));
     let last = sm.feed(sm.revision().unwrap(), 1).unwrap().remove(0);
-    let events: Vec<_> =
-        last.events.iter().map(|e| (e.kind.as_str(), e.fields["version"].as_str())).collect();
-    assert_eq!(events, vec![("secret.deleted", "2"), ("secret.deleted", "3")]);
+    let events: Vec<_> = last
+        .events
+        .iter()
+        .map(|e| (e.kind.as_str(), e.fields["version"].as_str(), e.fields["latest"].as_str()))
+        .collect();
+    assert_eq!(
+        events,
+        vec![("secret.version_deleted", "2", "false"), ("secret.version_deleted", "3", "true")]
+    );
 }
 
 #[test]
@@ -128,11 +142,11 @@ fn destroyed_versions_are_neither_deleted_nor_brought_back() {
     assert!(apply_one(&sm, &as_admin("x", 11, Op::DestroySecretVersions(destroy))).result.is_ok());
     assert_eq!(
         apply_one(&sm, &delete("d2", 12, &[2])).result,
-        Ok(Outcome::SecretVersionsDeleted { versions: vec![] })
+        Ok(Outcome::SecretVersionsDeleted { versions: vec![], latest_version: 2 })
     );
     assert_eq!(
         apply_one(&sm, &undelete("u", 13, &[1])).result,
-        Ok(Outcome::SecretVersionsUndeleted { versions: vec![] })
+        Ok(Outcome::SecretVersionsUndeleted { versions: vec![], latest_version: 2 })
     );
     let (_, states) = sm.secret_versions("p").unwrap().unwrap();
     assert!(states.iter().all(|s| s.created_ms.is_none()), "{states:?}");

@@ -74,6 +74,8 @@ rpcs! {
     SecretsGet = "Secrets/Get" => Access(Read, "secrets:<path>");
     SecretsDelete = "Secrets/Delete" => Access(Write, "secrets:<path>");
     SecretsUndelete = "Secrets/Undelete" => Access(Write, "secrets:<path>");
+    SecretsDeleteVersions = "Secrets/DeleteVersions" => Access(Write, "secrets:<path>");
+    SecretsUndeleteVersions = "Secrets/UndeleteVersions" => Access(Write, "secrets:<path>");
     SecretsDestroy = "Secrets/Destroy" => Access(Write, "secrets:<path>");
     SecretsList = "Secrets/List" => Access(Read, "secrets:<folder>/");
     SecretsMetadata = "Secrets/Metadata" => Access(Read, "secrets:<path>");
@@ -98,8 +100,8 @@ rpcs! {
     ClientsList = "Clients/List" => Access(Read, "clients");
     ClientsDelete = "Clients/Delete" => Access(Admin, "clients");
     ClientsDisable = "Clients/Disable" => Access(Admin, "clients");
-    ClientsRotateSecret = "Clients/RotateSecret" => Access(Admin, "clients");
     ClientsEnable = "Clients/Enable" => Access(Admin, "clients");
+    ClientsRotateSecret = "Clients/RotateSecret" => Access(Admin, "clients");
     RolesPut = "Roles/Put" => Access(Admin, "roles");
     RolesGet = "Roles/Get" => Access(Read, "roles");
     RolesList = "Roles/List" => Access(Read, "roles");

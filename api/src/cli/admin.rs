@@ -279,12 +279,8 @@ pub async fn client(conn: Conn, cmd: ClientCmd) -> anyhow::Result<()> {
         ClientCmd::Enable { client_id } => c.enable(req(client_id)).await,
         ClientCmd::RotateSecret { client_id } => {
             let r = c.rotate_secret(req(client_id)).await.map_err(status_err)?.into_inner();
-            if r.client_secret.is_empty() {
-                println!("the secret of {} was rotated by an earlier attempt of this request", r.client_id);
-            } else {
-                println!("client {}: new secret (shown only now; the old one no longer works):", r.client_id);
-                println!("{}", r.client_secret);
-            }
+            println!("client {}: new secret (shown only now; the old one no longer works):", r.client_id);
+            println!("{}", r.client_secret);
             return Ok(());
         }
     };

@@ -112,29 +112,45 @@ pub async fn secret(conn: Conn, cmd: SecretCmd) -> anyhow::Result<()> {
             eprintln!("(version {} of {}, revision {})", r.version, r.latest_version, r.revision);
         }
         SecretCmd::Delete { path, versions, request_id } => {
-            let named = !versions.is_empty();
-            let r = client
-                .delete(DeleteSecretRequest { options: write_opts(request_id), path, versions })
-                .await
-                .map_err(status_err)?
-                .into_inner();
-            if named {
-                println!("deleted versions [{}] revision {}", list(&r.versions), r.revision);
-            } else {
+            if versions.is_empty() {
+                let r = client
+                    .delete(DeleteSecretRequest { options: write_opts(request_id), path })
+                    .await
+                    .map_err(status_err)?
+                    .into_inner();
                 println!("deleted version {} revision {}", r.version, r.revision);
+            } else {
+                let r = client
+                    .delete_versions(SecretVersionsRequest {
+                        options: write_opts(request_id),
+                        path,
+                        versions,
+                    })
+                    .await
+                    .map_err(status_err)?
+                    .into_inner();
+                println!("deleted versions [{}] revision {}", list(&r.versions), r.revision);
             }
         }
         SecretCmd::Undelete { path, versions, request_id } => {
-            let named = !versions.is_empty();
-            let r = client
-                .undelete(UndeleteSecretRequest { options: write_opts(request_id), path, versions })
-                .await
-                .map_err(status_err)?
-                .into_inner();
-            if named {
-                println!("versions [{}] readable again, revision {}", list(&r.versions), r.revision);
-            } else {
+            if versions.is_empty() {
+                let r = client
+                    .undelete(UndeleteSecretRequest { options: write_opts(request_id), path })
+                    .await
+                    .map_err(status_err)?
+                    .into_inner();
                 println!("version {} readable again, revision {}", r.version, r.revision);
+            } else {
+                let r = client
+                    .undelete_versions(SecretVersionsRequest {
+                        options: write_opts(request_id),
+                        path,
+                        versions,
+                    })
+                    .await
+                    .map_err(status_err)?
+                    .into_inner();
+                println!("versions [{}] readable again, revision {}", list(&r.versions), r.revision);
             }
         }
         SecretCmd::Destroy { path, versions } => {

@@ -108,9 +108,20 @@ impl Clients for ClientsService {
                     secret_digest: secret_digest.clone(),
                 });
                 let w = self.api.write(&meta, Rpc::ClientsRotateSecret, "", r.options.as_ref(), op).await?;
-                // As for Create: show the secret only if it is the one kept.
+                // As for Create, the secret is shown only if it is the one
+                // kept. A retry of a rotation that applied has none to
+                // show, and the old secret is dead: say so, rather than
+                // answer OK with no secret and leave the client locked out.
                 let kept = matches!(&w.outcome, Outcome::ClientSecretRotated { secret_digest: k } if *k == secret_digest);
-                let client_secret = if kept { secret.to_string() } else { String::new() };
+                if !kept {
+                    return Err(Status::failed_precondition(format!(
+                        "the secret of client {:?} was rotated by an earlier attempt of this request \
+                         (revision {}); the new secret was in that answer only. If it was lost, rotate \
+                         again with a new request id",
+                        r.client_id, w.revision
+                    )));
+                }
+                let client_secret = secret.to_string();
                 Ok(CreateClientResponse { client_id: r.client_id, client_secret, revision: w.revision })
             })
             .await

@@ -147,27 +147,13 @@ impl Secrets for SecretsService {
                 check_size(req.get_ref())?;
                 let (meta, _, r) = req.into_parts();
                 path_arg(&r.path)?;
-                let op = if r.versions.is_empty() {
-                    Op::DeleteSecret(DeleteSecret { path: r.path.clone() })
-                } else {
-                    self.api.need_state_version(SECRET_DELETES_PER_VERSION, "deleting versions by number")?;
-                    let op = DeleteSecretVersions { path: r.path.clone(), versions: r.versions };
-                    op.validate().map_err(command_status)?;
-                    Op::DeleteSecretVersions(op)
-                };
+                let op = Op::DeleteSecret(DeleteSecret { path: r.path.clone() });
                 let w = self.api.write(&meta, Rpc::SecretsDelete, &r.path, r.options.as_ref(), op).await?;
                 match w.outcome {
                     Outcome::SecretDeleted { version } => Ok(DeleteSecretResponse {
                         version,
                         revision: w.revision,
                         deduplicated: w.deduplicated,
-                        versions: Vec::new(),
-                    }),
-                    Outcome::SecretVersionsDeleted { versions } => Ok(DeleteSecretResponse {
-                        version: 0,
-                        revision: w.revision,
-                        deduplicated: w.deduplicated,
-                        versions,
                     }),
                     other => Err(unexpected(other, w.deduplicated)),
                 }
@@ -184,29 +170,72 @@ impl Secrets for SecretsService {
                 check_size(req.get_ref())?;
                 let (meta, _, r) = req.into_parts();
                 path_arg(&r.path)?;
-                let op = if r.versions.is_empty() {
-                    self.api.need_state_version(UNDELETE_STATE_VERSION, "undelete")?;
-                    Op::UndeleteSecret(UndeleteSecret { path: r.path.clone() })
-                } else {
-                    self.api
-                        .need_state_version(SECRET_DELETES_PER_VERSION, "undeleting versions by number")?;
-                    let op = UndeleteSecretVersions { path: r.path.clone(), versions: r.versions };
-                    op.validate().map_err(command_status)?;
-                    Op::UndeleteSecretVersions(op)
-                };
+                self.api.need_state_version(UNDELETE_STATE_VERSION, "undelete")?;
+                let op = Op::UndeleteSecret(UndeleteSecret { path: r.path.clone() });
                 let w = self.api.write(&meta, Rpc::SecretsUndelete, &r.path, r.options.as_ref(), op).await?;
                 match w.outcome {
                     Outcome::SecretUndeleted { version } => Ok(UndeleteSecretResponse {
                         version,
                         revision: w.revision,
                         deduplicated: w.deduplicated,
-                        versions: Vec::new(),
                     }),
-                    Outcome::SecretVersionsUndeleted { versions } => Ok(UndeleteSecretResponse {
-                        version: 0,
+                    other => Err(unexpected(other, w.deduplicated)),
+                }
+            })
+            .await
+    }
+
+    async fn delete_versions(
+        &self,
+        req: Request<SecretVersionsRequest>,
+    ) -> Result<Response<SecretVersionsResponse>, Status> {
+        self.api
+            .rpc("secrets.delete_versions", token_of(req.metadata()), async {
+                check_size(req.get_ref())?;
+                let (meta, _, r) = req.into_parts();
+                path_arg(&r.path)?;
+                self.api.need_state_version(SECRET_DELETES_PER_VERSION, "deleting versions by number")?;
+                let op = DeleteSecretVersions { path: r.path.clone(), versions: r.versions };
+                op.validate().map_err(command_status)?;
+                let op = Op::DeleteSecretVersions(op);
+                let w = self
+                    .api
+                    .write(&meta, Rpc::SecretsDeleteVersions, &r.path, r.options.as_ref(), op)
+                    .await?;
+                match w.outcome {
+                    Outcome::SecretVersionsDeleted { versions, .. } => Ok(SecretVersionsResponse {
+                        versions,
                         revision: w.revision,
                         deduplicated: w.deduplicated,
+                    }),
+                    other => Err(unexpected(other, w.deduplicated)),
+                }
+            })
+            .await
+    }
+
+    async fn undelete_versions(
+        &self,
+        req: Request<SecretVersionsRequest>,
+    ) -> Result<Response<SecretVersionsResponse>, Status> {
+        self.api
+            .rpc("secrets.undelete_versions", token_of(req.metadata()), async {
+                check_size(req.get_ref())?;
+                let (meta, _, r) = req.into_parts();
+                path_arg(&r.path)?;
+                self.api.need_state_version(SECRET_DELETES_PER_VERSION, "undeleting versions by number")?;
+                let op = UndeleteSecretVersions { path: r.path.clone(), versions: r.versions };
+                op.validate().map_err(command_status)?;
+                let op = Op::UndeleteSecretVersions(op);
+                let w = self
+                    .api
+                    .write(&meta, Rpc::SecretsUndeleteVersions, &r.path, r.options.as_ref(), op)
+                    .await?;
+                match w.outcome {
+                    Outcome::SecretVersionsUndeleted { versions, .. } => Ok(SecretVersionsResponse {
                         versions,
+                        revision: w.revision,
+                        deduplicated: w.deduplicated,
                     }),
                     other => Err(unexpected(other, w.deduplicated)),
                 }

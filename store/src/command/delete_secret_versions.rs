@@ -68,7 +68,7 @@ impl DeleteSecretVersions {
             meta.updated_by = ctx.actor_name();
             tx.put(Cf::Secrets, &key, &meta);
         }
-        Ok(Ok(Outcome::SecretVersionsDeleted { versions: deleted }))
+        Ok(Ok(Outcome::SecretVersionsDeleted { versions: deleted, latest_version: meta.latest_version }))
     }
 }
 

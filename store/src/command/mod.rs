@@ -339,13 +339,16 @@ pub enum Outcome {
     SecretUndeleted {
         version: u64,
     },
-    /// The versions this command soft-deleted (those named that were live).
+    /// The versions this command soft-deleted (those named that were
+    /// live), and the secret's latest version.
     SecretVersionsDeleted {
         versions: Vec<u64>,
+        latest_version: u64,
     },
-    /// The versions this command brought back.
+    /// The versions this command brought back, and the latest version.
     SecretVersionsUndeleted {
         versions: Vec<u64>,
+        latest_version: u64,
     },
     /// The digest of the new secret (as `ClientCreated`'s: a node whose
     /// retry comes back deduplicated tells whether its secret was kept).

@@ -68,6 +68,6 @@ impl UndeleteSecretVersions {
             meta.updated_by = ctx.actor_name();
             tx.put(Cf::Secrets, &key, &meta);
         }
-        Ok(Ok(Outcome::SecretVersionsUndeleted { versions: undeleted }))
+        Ok(Ok(Outcome::SecretVersionsUndeleted { versions: undeleted, latest_version: meta.latest_version }))
     }
 }
