@@ -104,6 +104,10 @@ impl Api {
         f: impl Future<Output = Result<T, Status>>,
     ) -> Result<Response<T>, Status> {
         local_audit::entered();
+        // The handler's future goes to the heap once, here: it is kilobytes
+        // (a write's proposal, its retries and timers), and each wrapper
+        // below would otherwise copy it whole as it is built.
+        let f = Box::pin(f);
         // A request without a usable bearer token hears that first, as from
         // etcd or Vault, whatever else is wrong with it.
         let needs_token = !TOKENLESS_METHODS.contains(&method);
@@ -283,7 +287,9 @@ impl Api {
         let hash = bearer(meta)?;
         local_audit::note(|s| s.token = Some(hash));
         if self.check(&hash, rpc, subject).is_err() {
-            self.node.read_barrier(true, 0, None, READ_TIMEOUT).await?;
+            // Boxed: the barrier's future is kilobytes, rarely run, and
+            // would otherwise be part of every write's future.
+            Box::pin(self.node.read_barrier(true, 0, None, READ_TIMEOUT)).await?;
             self.check(&hash, rpc, subject)?;
         }
         Ok(hash)
@@ -292,7 +298,7 @@ impl Api {
     /// Proposes a command and waits for its answer.
     pub async fn propose(&self, cmd: Command) -> Result<Written, Status> {
         cmd.validate().map_err(command_status)?;
-        let (_, resp) = self.node.write(cmd, WRITE_TIMEOUT).await?;
+        let (_, resp) = Box::pin(self.node.write(cmd, WRITE_TIMEOUT)).await?;
         // Applied (accepted or refused there): the replicated chain has it.
         local_audit::note(|s| s.replicated = true);
         let outcome = resp.result.map_err(command_status)?;
