@@ -151,6 +151,11 @@ fn destroyed_versions_are_neither_deleted_nor_brought_back() {
     let (_, states) = sm.secret_versions("p").unwrap().unwrap();
     assert!(states.iter().all(|s| s.created_ms.is_none()), "{states:?}");
     assert_eq!(states[0].deleted_ms, Some(10), "Vault keeps the deletion time of a destroyed version");
+    // Deleting the destroyed latest: OK, and nothing changes (Vault).
+    let rev = sm.revision().unwrap();
+    assert_eq!(apply_one(&sm, &delete_latest("d3", 14)).result, Ok(Outcome::SecretDeleted { version: 2 }));
+    assert_eq!(sm.revision().unwrap(), rev);
+    assert!(!sm.secret_meta("p").unwrap().unwrap().deleted);
 }
 
 #[test]

@@ -3,10 +3,11 @@ use serde::{Deserialize, Serialize};
 use super::set_state_version::{SECRET_DELETES_PER_VERSION, SECRET_DELETE_IDEMPOTENT};
 use super::{
     refuse, secret_resource, validate_secret_path, Applied, CommandError, Ctx, ErrorCode, Outcome, Required,
-    SecretMeta,
+    SecretMeta, SecretVersion,
 };
 use crate::auth::{Access, Action, Read};
 use crate::layout::Cf;
+use crate::names::version_key_of;
 use crate::secret_deletions;
 use crate::state_machine::Tx;
 
@@ -39,6 +40,14 @@ impl DeleteSecret {
         };
         if meta.deleted {
             return Ok(Ok(Outcome::SecretDeleted { version: meta.latest_version }));
+        }
+        if tx.state_version() >= SECRET_DELETES_PER_VERSION {
+            // A destroyed latest version has nothing left to hide: Vault
+            // answers OK and changes nothing (as `DeleteSecretVersions` does).
+            let latest = version_key_of(key, meta.latest_version);
+            if tx.get::<SecretVersion>(Cf::SecretVersions, &latest)?.is_none() {
+                return Ok(Ok(Outcome::SecretDeleted { version: meta.latest_version }));
+            }
         }
         meta.deleted = true;
         if tx.state_version() >= SECRET_DELETES_PER_VERSION {
