@@ -2,13 +2,15 @@ use serde::{Deserialize, Serialize};
 
 use super::set_state_version::SECRET_DELETES_PER_VERSION;
 use super::{
-    refuse, secret_resource, validate_secret_path, validate_versions, Applied, CommandError, Ctx, ErrorCode,
-    Outcome, Required, SecretMeta, SecretVersion,
+    secret_resource, validate_secret_path, validate_versions, Applied, CommandError, Ctx, ErrorCode, Outcome,
+    Required, SecretMeta, SecretVersion,
 };
 use crate::auth::{Access, Action, Read};
 use crate::layout::Cf;
-use crate::secret_deletions;
+use crate::names::version_key_of;
+use crate::secret_deletions::{self, DeletedVersions};
 use crate::state_machine::Tx;
+use crate::DbError;
 
 /// Soft-deletes the named versions of a secret (Vault's `delete` with
 /// versions): their values stay, reads of them answer not found, and
@@ -33,42 +35,77 @@ impl DeleteSecretVersions {
     }
 
     pub(crate) fn apply(&self, tx: &mut Tx<'_>, ctx: &Ctx<'_>) -> Applied {
-        if tx.state_version() < SECRET_DELETES_PER_VERSION {
-            return refuse(
-                ErrorCode::FailedPrecondition,
-                format!("deleting versions by number needs state version {SECRET_DELETES_PER_VERSION}"),
-            );
-        }
-        let names = tx.names()?;
-        let key = names.key(Cf::Secrets, &self.path);
-        let Some(mut meta) = tx.get::<SecretMeta>(Cf::Secrets, &key)? else {
-            return refuse(ErrorCode::NotFound, format!("no secret at {}", self.path));
+        let mut s = match Versioned::load(tx, &self.path, "deleting versions by number")? {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
         };
-        let mut marks = secret_deletions::load(&*tx, &key)?;
         let now_ms = tx.clock_ms();
         let mut deleted = Vec::new();
         for v in sorted_unique(&self.versions) {
-            let latest = v == meta.latest_version;
-            if v < meta.oldest_version
-                || v > meta.latest_version
-                || (latest && meta.deleted)
-                || marks.deleted_ms(v, meta.oldest_version).is_some()
-                || tx.get::<SecretVersion>(Cf::SecretVersions, &names.version_key(&self.path, v))?.is_none()
-            {
+            if s.is_deleted(v) || !s.has_value(tx, v)? {
                 continue;
             }
-            marks.insert(v, now_ms);
-            meta.deleted |= latest;
+            s.marks.insert(v, now_ms);
+            s.meta.deleted |= v == s.meta.latest_version;
             deleted.push(v);
         }
-        if !deleted.is_empty() {
-            secret_deletions::save(tx, &key, &mut marks, meta.oldest_version);
-            meta.updated_revision = tx.next_revision();
-            meta.updated_ms = now_ms;
-            meta.updated_by = ctx.actor_name();
-            tx.put(Cf::Secrets, &key, &meta);
+        let latest_version = s.store(tx, ctx, !deleted.is_empty());
+        Ok(Ok(Outcome::SecretVersionsDeleted { versions: deleted, latest_version }))
+    }
+}
+
+/// A secret as the by-number commands change it: its meta and its record
+/// of deleted versions, loaded once the state version allows them.
+pub(super) struct Versioned {
+    key: [u8; 32],
+    pub(super) meta: SecretMeta,
+    pub(super) marks: DeletedVersions,
+}
+
+impl Versioned {
+    /// `what` names the command in its refusal on an older state.
+    pub(super) fn load(
+        tx: &Tx<'_>,
+        path: &str,
+        what: &str,
+    ) -> Result<Result<Versioned, CommandError>, DbError> {
+        if tx.state_version() < SECRET_DELETES_PER_VERSION {
+            let needs = format!("{what} needs state version {SECRET_DELETES_PER_VERSION}");
+            return Ok(Err(CommandError::new(ErrorCode::FailedPrecondition, needs)));
         }
-        Ok(Ok(Outcome::SecretVersionsDeleted { versions: deleted, latest_version: meta.latest_version }))
+        let key = tx.name_key(Cf::Secrets, path)?;
+        let Some(meta) = tx.get::<SecretMeta>(Cf::Secrets, &key)? else {
+            return Ok(Err(CommandError::not_found(format!("no secret at {path}"))));
+        };
+        let marks = secret_deletions::load(tx, &key)?;
+        Ok(Ok(Versioned { key, meta, marks }))
+    }
+
+    pub(super) fn is_deleted(&self, version: u64) -> bool {
+        (version == self.meta.latest_version && self.meta.deleted)
+            || self.marks.deleted_ms(version, self.meta.oldest_version).is_some()
+    }
+
+    /// Whether `version` still has its value: written, neither pruned nor
+    /// destroyed.
+    pub(super) fn has_value(&self, tx: &Tx<'_>, version: u64) -> Result<bool, DbError> {
+        if !(self.meta.oldest_version..=self.meta.latest_version).contains(&version) {
+            return Ok(false);
+        }
+        Ok(tx.get::<SecretVersion>(Cf::SecretVersions, &version_key_of(&self.key, version))?.is_some())
+    }
+
+    /// Writes the record and the meta back if `changed` (a new revision);
+    /// else nothing. Returns the latest version, for the outcome.
+    pub(super) fn store(mut self, tx: &mut Tx<'_>, ctx: &Ctx<'_>, changed: bool) -> u64 {
+        if changed {
+            secret_deletions::save(tx, &self.key, &mut self.marks, self.meta.oldest_version);
+            self.meta.updated_revision = tx.next_revision();
+            self.meta.updated_ms = tx.clock_ms();
+            self.meta.updated_by = ctx.actor_name();
+            tx.put(Cf::Secrets, &self.key, &self.meta);
+        }
+        self.meta.latest_version
     }
 }
 
