@@ -145,7 +145,7 @@ impl ReadModel {
                     let version = e.fields.get("version").and_then(|v| v.parse().ok()).unwrap_or(0);
                     self.secrets.insert(e.entity.clone(), version);
                 }
-                "secret.deleted" => {
+                "secret.deleted" | "secret.purged" => {
                     self.secrets.remove(&e.entity);
                 }
                 // By number: only the latest version's state is modelled.

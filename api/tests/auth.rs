@@ -117,6 +117,7 @@ async fn call(ch: AuthChannel, rpc: Rpc, tag: &str) -> Result<(), Status> {
             go!(secrets.list(ListSecretsRequest { options: read(), folder: path, page: None }))
         }
         Rpc::SecretsMetadata => go!(secrets.metadata(SecretMetadataRequest { options: read(), path })),
+        Rpc::SecretsPurge => go!(secrets.purge(PurgeSecretRequest { options: wo(), path })),
         Rpc::AuthLogin => {
             go!(auth.login(LoginRequest { username: "ghost".into(), password: "x".into(), ttl_seconds: 0 }))
         }

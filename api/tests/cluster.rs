@@ -315,6 +315,22 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
     assert_eq!(s.get(get_req_v("del/p", 1)).await.unwrap_err().code(), Code::NotFound, "1 stays deleted");
     let bad = s.delete_versions(by_number(vec![0])).await.unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+
+    // Purged (Vault's metadata delete): the versions, the metadata and the
+    // listing go, on every node; the path starts over at version 1.
+    let purge = |path: &str| PurgeSecretRequest { options: None, path: path.into() };
+    let p = s.purge(purge("del/p")).await.unwrap().into_inner();
+    assert_eq!(p.versions_destroyed, 3, "{p:?}");
+    for node in 1..=3 {
+        let mut on = c.secrets(node);
+        let e = on.get(get_req_v("del/p", 2)).await.unwrap_err();
+        assert_eq!((e.code(), e.message()), (Code::NotFound, "no secret at del/p"), "node {node}");
+        let list = ListSecretsRequest { options: None, folder: "del".into(), page: None };
+        assert!(on.list(list).await.unwrap().into_inner().entries.is_empty(), "node {node}");
+    }
+    assert_eq!(s.purge(purge("del/p")).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(s.purge(purge("del//p")).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(put_retry(&c, leader, "del/p", "again", "del-4").await.version, 1);
 }
 
 fn get_req_v(path: &str, version: u64) -> GetSecretRequest {

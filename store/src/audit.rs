@@ -78,6 +78,7 @@ pub fn resource(op: &Op) -> String {
         Op::DestroySecretVersions(c) => format!("secrets:{}", c.path),
         Op::DeleteSecretVersions(c) => format!("secrets:{}", c.path),
         Op::UndeleteSecretVersions(c) => format!("secrets:{}", c.path),
+        Op::PurgeSecret(c) => format!("secrets:{}", c.path),
         Op::Bootstrap(c) => format!("user:{}", c.username),
         Op::CreateUser(c) => format!("user:{}", c.username),
         Op::SetPassword(c) => format!("user:{}", c.username),

@@ -72,6 +72,7 @@ pub const KINDS: &[&str] = &[
     "secret.version_deleted",
     "secret.version_undeleted",
     "secret.destroyed",
+    "secret.purged",
     "user.created",
     "user.deleted",
     "user.enabled",
@@ -169,6 +170,8 @@ pub(crate) fn describe(
             let versions = c.versions.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
             vec![event("secret.destroyed", &c.path, &[("versions", versions)])]
         }
+        // The path is free again: a consumer drops what it holds for it.
+        (Op::PurgeSecret(c), _) => vec![event("secret.purged", &c.path, &[])],
         (Op::Bootstrap(c), _) => vec![
             event("role.updated", crate::auth::ADMIN_ROLE, &[("rules", "1".into())]),
             event(

@@ -3,7 +3,8 @@
 //! usual case) that is one RocksDB read that hits (a memtable walk, an
 //! AES-GCM open, a decode) on every node, for every new path.
 //!
-//! Folder entries are never removed, so an entry once seen stays true. The
+//! A folder entry is removed only by a purge that leaves the folder empty,
+//! which drops it from the cache too, so an entry cached stays true. The
 //! cache is emptied when a snapshot replaces the state or a batch fails to
 //! commit, and emptied whole when it reaches its bound. Apply results never
 //! depend on it (a miss reads the database).
@@ -34,6 +35,11 @@ impl FolderCache {
             keys.clear();
         }
         keys.insert(key);
+    }
+
+    /// Forgets a folder entry that a purge removes.
+    pub fn remove(&self, key: &FolderKey) {
+        self.keys.lock().expect("folder cache lock").remove(key);
     }
 
     pub fn clear(&self) {

@@ -16,8 +16,9 @@ use std::ops::Range;
 use crate::layout::Cf;
 
 /// Column families apply reads by key range (the ledger's expiry sweep;
-/// principals, when the last admin would lose admin rights).
-pub const RANGED: [Cf; 3] = [Cf::PendingExpiry, Cf::Users, Cf::Clients];
+/// principals, when the last admin would lose admin rights; a secret
+/// folder's entries, when a purge may leave it empty).
+pub const RANGED: [Cf; 4] = [Cf::PendingExpiry, Cf::Users, Cf::Clients, Cf::SecretIndex];
 
 /// A value as the layer holds it: `None` is a deletion.
 pub type Value = Option<Vec<u8>>;

@@ -1089,6 +1089,14 @@ impl Tx<'_> {
         Ok(listed)
     }
 
+    /// Removes a secret folder's entry for one child; a folder entry is
+    /// also dropped from the cache of listed folders at once (a batch that
+    /// then fails to commit empties the cache anyway).
+    pub(crate) fn unlist(&mut self, key: &crate::folder_cache::FolderKey) {
+        self.sm.folders.remove(key);
+        self.delete(Cf::SecretIndex, key);
+    }
+
     /// A ledger account as this command sees it: its own writes, the
     /// batch's, then the committed state (cached decoded; see `ledger::cache`).
     pub(crate) fn account(&self, id: u128) -> Result<Option<Account>, DbError> {

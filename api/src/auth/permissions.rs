@@ -79,6 +79,7 @@ rpcs! {
     SecretsDestroy = "Secrets/Destroy" => Access(Write, "secrets:<path>");
     SecretsList = "Secrets/List" => Access(Read, "secrets:<folder>/");
     SecretsMetadata = "Secrets/Metadata" => Access(Read, "secrets:<path>");
+    SecretsPurge = "Secrets/Purge" => Access(Admin, "secrets:<path>");
     AuthLogin = "Auth/Login" => Public;
     AuthClientToken = "Auth/ClientToken" => Public;
     AuthLogout = "Auth/Logout" => Authenticated;

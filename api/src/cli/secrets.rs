@@ -61,6 +61,10 @@ pub enum SecretCmd {
         #[arg(long = "version", required = true)]
         versions: Vec<u64>,
     },
+    /// Remove a secret outright: every version, its metadata and its
+    /// listing (Vault's `kv metadata delete`). Needs admin on the secret.
+    #[command(alias = "metadata-delete")]
+    Purge { path: String },
     /// Secrets and folders directly under a folder.
     List {
         #[arg(default_value = "")]
@@ -160,6 +164,17 @@ pub async fn secret(conn: Conn, cmd: SecretCmd) -> anyhow::Result<()> {
                 .map_err(status_err)?
                 .into_inner();
             println!("destroyed {} version(s), revision {}", r.destroyed, r.revision);
+        }
+        SecretCmd::Purge { path } => {
+            let r = client
+                .purge(PurgeSecretRequest { options: write_opts(None), path: path.clone() })
+                .await
+                .map_err(status_err)?
+                .into_inner();
+            println!(
+                "purged {path}: {} version(s) destroyed, metadata removed, revision {}",
+                r.versions_destroyed, r.revision
+            );
         }
         SecretCmd::List { folder } => {
             let mut page_token = String::new();

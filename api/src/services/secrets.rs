@@ -1,9 +1,9 @@
 use strongbox_proto::v1::secrets_server::Secrets;
 use strongbox_proto::v1::*;
-use strongbox_store::command::set_state_version::SECRET_DELETES_PER_VERSION;
+use strongbox_store::command::set_state_version::{SECRET_DELETES_PER_VERSION, SECRET_PURGE};
 use strongbox_store::command::{
-    validate_secret_path, DeleteSecret, DeleteSecretVersions, DestroySecretVersions, Outcome, PutSecret,
-    UndeleteSecret, UndeleteSecretVersions,
+    validate_secret_path, DeleteSecret, DeleteSecretVersions, DestroySecretVersions, Outcome, PurgeSecret,
+    PutSecret, UndeleteSecret, UndeleteSecretVersions,
 };
 use strongbox_store::Op;
 use tonic::{Request, Response, Status};
@@ -261,6 +261,28 @@ impl Secrets for SecretsService {
                 match w.outcome {
                     Outcome::SecretVersionsDestroyed { destroyed } => Ok(DestroySecretResponse {
                         destroyed,
+                        revision: w.revision,
+                        deduplicated: w.deduplicated,
+                    }),
+                    other => Err(unexpected(other, w.deduplicated)),
+                }
+            })
+            .await
+    }
+
+    async fn purge(&self, req: Request<PurgeSecretRequest>) -> Result<Response<PurgeSecretResponse>, Status> {
+        self.api
+            .rpc("secrets.purge", token_of(req.metadata()), async {
+                check_size(req.get_ref())?;
+                let (meta, _, r) = req.into_parts();
+                path_arg(&r.path)?;
+                self.api.need_state_version(SECRET_PURGE, "purging a secret")?;
+                let op = Op::PurgeSecret(PurgeSecret { path: r.path.clone() });
+                op.validate().map_err(command_status)?;
+                let w = self.api.write(&meta, Rpc::SecretsPurge, &r.path, r.options.as_ref(), op).await?;
+                match w.outcome {
+                    Outcome::SecretPurged { versions_destroyed } => Ok(PurgeSecretResponse {
+                        versions_destroyed,
                         revision: w.revision,
                         deduplicated: w.deduplicated,
                     }),

@@ -23,6 +23,7 @@ mod expire_pending_transfers;
 mod init_state_version;
 pub(crate) mod intent;
 pub mod issue_token;
+mod purge_secret;
 mod put_role;
 mod put_secret;
 mod record_login_failure;
@@ -51,6 +52,7 @@ pub use destroy_secret_versions::DestroySecretVersions;
 pub use expire_pending_transfers::ExpirePendingTransfers;
 pub use init_state_version::InitStateVersion;
 pub use issue_token::IssueToken;
+pub use purge_secret::PurgeSecret;
 pub use put_role::PutRole;
 pub use put_secret::PutSecret;
 pub use record_login_failure::RecordLoginFailure;
@@ -204,6 +206,7 @@ ops! {
     DeleteSecretVersions(DeleteSecretVersions) = "delete_secret_versions",
     UndeleteSecretVersions(UndeleteSecretVersions) = "undelete_secret_versions",
     RotateClientSecret(RotateClientSecret) = "rotate_client_secret",
+    PurgeSecret(PurgeSecret) = "purge_secret",
 }
 
 impl Command {
@@ -301,6 +304,10 @@ pub enum Outcome {
     },
     SecretVersionsDestroyed {
         destroyed: u64,
+    },
+    /// A secret removed outright: how many versions still had values.
+    SecretPurged {
+        versions_destroyed: u64,
     },
     TokenIssued {
         expires_ms: u64,

@@ -19,7 +19,7 @@ use crate::DbError;
 /// The state versions this build applies: 1 up to this one. Raise it (and
 /// gate the new behaviour on `Tx::state_version() >= it`) whenever apply
 /// would answer an entry differently from the build before.
-pub const STATE_VERSION_SUPPORTED: u32 = 4;
+pub const STATE_VERSION_SUPPORTED: u32 = 5;
 
 /// From version 2, ledger events keep every flag they were sent with
 /// (`linked` included, as TigerBeetle stores it), an id already taken is
@@ -86,6 +86,10 @@ pub const SECRET_DELETES_PER_VERSION: u32 = 4;
 /// From version 4, a service client's secret can be replaced
 /// (`RotateClientSecret`, a command older builds cannot read).
 pub const CLIENT_SECRET_ROTATION: u32 = 4;
+
+/// From version 5, a secret can be removed outright with its metadata and
+/// its listing (`PurgeSecret`, a command older builds cannot read).
+pub const SECRET_PURGE: u32 = 5;
 
 /// Why a node cannot go on with a state of `version`.
 pub fn unsupported(version: u32) -> DbError {

@@ -1,0 +1,143 @@
+//! Purging a secret (Vault's `kv metadata delete`, state version 5): every
+//! version and the metadata go, the folder listing forgets the path and the
+//! folders it leaves empty, and the path starts over at version 1.
+
+mod common;
+
+use common::*;
+use strongbox_store::command::{Outcome, PurgeSecret};
+use strongbox_store::{Command, ErrorCode, Op, StateMachine};
+
+fn purge(id: &str, t: u64, path: &str) -> Command {
+    as_admin(id, t, Op::PurgeSecret(PurgeSecret { path: path.into() }))
+}
+
+fn listed(sm: &StateMachine, folder: &str) -> Vec<String> {
+    let mut names: Vec<String> =
+        sm.list_secrets(folder, "", 100).unwrap().into_iter().map(|e| e.name).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_purge_removes_every_version_the_metadata_and_the_listing() {
+    let (_d, sm) = open();
+    for (i, (path, value)) in
+        [("a/b/c", "1"), ("a/b/c", "2"), ("a/b/c", "3"), ("a/x", "x")].iter().enumerate()
+    {
+        assert!(apply_one(&sm, &put(&format!("put-{i}"), i as u64 + 1, path, value, None)).result.is_ok());
+    }
+    let before = sm.revision().unwrap();
+    let r = apply_one(&sm, &purge("purge-1", 10, "a/b/c"));
+    assert_eq!(r.result, Ok(Outcome::SecretPurged { versions_destroyed: 3 }));
+    assert_eq!(r.revision, before + 1, "a purge is one change");
+    for v in 1..=3 {
+        assert!(sm.get_secret("a/b/c", Some(v)).unwrap().is_none(), "version {v} must be gone");
+    }
+    assert!(sm.secret_meta("a/b/c").unwrap().is_none());
+    assert!(sm.secret_versions("a/b/c").unwrap().is_none());
+    assert_eq!(listed(&sm, "a/"), ["x"], "the emptied folder b/ goes, x stays");
+    assert!(listed(&sm, "a/b/").is_empty());
+    assert_eq!(listed(&sm, ""), ["a/"], "a/ still holds x");
+    assert_eq!(sm.get_secret("a/x", None).unwrap().unwrap().value, b"x");
+
+    // The path starts over.
+    let again = apply_one(&sm, &put("put-again", 11, "a/b/c", "new", Some(0)));
+    assert_eq!(again.result, Ok(Outcome::SecretWritten { version: 1 }));
+    assert_eq!(listed(&sm, "a/"), ["b/", "x"]);
+    assert_eq!(listed(&sm, "a/b/"), ["c"]);
+}
+
+#[test]
+fn a_folder_emptied_by_a_purge_is_listed_again_by_the_next_put_under_it() {
+    // The folder cache must not answer "listed" for an entry a purge took
+    // away: put a/x finds the root's a/ entry in the database and caches it.
+    let (_d, sm) = open();
+    apply_one(&sm, &put("p1", 1, "a/b/c", "1", None));
+    apply_one(&sm, &put("p2", 2, "a/x", "x", None));
+    apply_one(&sm, &purge("g1", 3, "a/b/c"));
+    apply_one(&sm, &purge("g2", 4, "a/x"));
+    assert!(listed(&sm, "").is_empty(), "nothing left anywhere");
+    assert!(listed(&sm, "a/").is_empty());
+    apply_one(&sm, &put("p3", 5, "a/y", "y", None));
+    assert_eq!(listed(&sm, ""), ["a/"]);
+    assert_eq!(listed(&sm, "a/"), ["y"]);
+}
+
+#[test]
+fn a_purge_and_puts_in_one_apply_batch_see_each_other() {
+    let (_d, sm) = open();
+    apply_one(&sm, &put("p1", 1, "f/s", "1", None));
+    let rs = apply_group(
+        &sm,
+        &[
+            purge("g1", 2, "f/s"),
+            put("p2", 3, "f/t", "t", None),
+            purge("g2", 4, "f/t"),
+            put("p3", 5, "f/s", "s", None),
+        ],
+    );
+    assert!(rs.iter().all(|r| r.result.is_ok()), "{rs:?}");
+    assert_eq!(rs[3].result, Ok(Outcome::SecretWritten { version: 1 }));
+    assert_eq!(listed(&sm, ""), ["f/"]);
+    assert_eq!(listed(&sm, "f/"), ["s"]);
+}
+
+#[test]
+fn purging_what_is_not_there_is_not_found_and_changes_nothing() {
+    let (_d, sm) = open();
+    apply_one(&sm, &put("p1", 1, "a/b", "1", None));
+    let before = sm.revision().unwrap();
+    for path in ["a/c", "a", "a/b/c"] {
+        let r = apply_one(&sm, &purge(&format!("g-{path}"), 2, path));
+        assert_eq!(r.result.unwrap_err().code, ErrorCode::NotFound, "{path}");
+    }
+    assert_eq!(sm.revision().unwrap(), before);
+    assert_eq!(listed(&sm, "a/"), ["b"]);
+    assert!(sm.get_secret("a/b", None).unwrap().is_some());
+}
+
+#[test]
+fn a_purge_takes_soft_deleted_and_destroyed_versions_along() {
+    let (_d, sm) = open();
+    for v in 1..=3 {
+        apply_one(&sm, &put(&format!("p{v}"), v, "s", "v", None));
+    }
+    let del = as_admin("d", 4, Op::DeleteSecret(strongbox_store::command::DeleteSecret { path: "s".into() }));
+    assert!(apply_one(&sm, &del).result.is_ok());
+    let destroy = strongbox_store::command::DestroySecretVersions { path: "s".into(), versions: vec![1] };
+    assert!(apply_one(&sm, &as_admin("x", 5, Op::DestroySecretVersions(destroy))).result.is_ok());
+    let r = apply_one(&sm, &purge("g", 6, "s"));
+    assert_eq!(r.result, Ok(Outcome::SecretPurged { versions_destroyed: 2 }), "versions 2 and 3 had values");
+    // Nothing of the old secret's deletions carries over to the new one.
+    apply_one(&sm, &put("p4", 7, "s", "fresh", None));
+    let (meta, states) = sm.secret_versions("s").unwrap().unwrap();
+    assert_eq!((meta.latest_version, meta.deleted), (1, false));
+    assert_eq!(states.len(), 1);
+    assert_eq!(states[0].deleted_ms, None);
+}
+
+#[test]
+fn before_version_5_a_purge_is_refused_and_nothing_changes() {
+    let (_d, sm) = open_at_version(4);
+    apply_one(&sm, &put("p1", 1, "s", "v", None));
+    let r = apply_one(&sm, &purge("g", 2, "s"));
+    let e = r.result.unwrap_err();
+    assert_eq!(e.code, ErrorCode::FailedPrecondition);
+    assert!(e.message.contains("state version 5"), "{}", e.message);
+    assert!(sm.get_secret("s", None).unwrap().is_some());
+    assert_eq!(listed(&sm, ""), ["s"]);
+}
+
+#[test]
+fn a_purge_is_a_feed_event_and_an_audit_record() {
+    let (_d, sm) = open();
+    apply_one(&sm, &put("p1", 1, "team/s", "v", None));
+    let r = apply_one(&sm, &purge("g", 2, "team/s"));
+    let feed = sm.feed(r.revision, 10).unwrap();
+    let kinds: Vec<_> =
+        feed.iter().flat_map(|rec| rec.events.iter().map(|e| (e.kind.clone(), e.entity.clone()))).collect();
+    assert_eq!(kinds, [("secret.purged".to_string(), "team/s".to_string())]);
+    let audit = sm.audit(0, 100).unwrap();
+    assert!(audit.iter().any(|a| a.resource == "secrets:team/s" && a.action == "purge_secret"));
+}
