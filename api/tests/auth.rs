@@ -118,6 +118,12 @@ async fn call(ch: AuthChannel, rpc: Rpc, tag: &str) -> Result<(), Status> {
         }
         Rpc::SecretsMetadata => go!(secrets.metadata(SecretMetadataRequest { options: read(), path })),
         Rpc::SecretsPurge => go!(secrets.purge(PurgeSecretRequest { options: wo(), path })),
+        Rpc::SecretsUpdateMetadata => go!(secrets.update_metadata(UpdateSecretMetadataRequest {
+            options: wo(),
+            path,
+            cas_required: Some(false),
+            ..Default::default()
+        })),
         Rpc::AuthLogin => {
             go!(auth.login(LoginRequest { username: "ghost".into(), password: "x".into(), ttl_seconds: 0 }))
         }

@@ -331,6 +331,35 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
     assert_eq!(s.purge(purge("del/p")).await.unwrap_err().code(), Code::NotFound);
     assert_eq!(s.purge(purge("del//p")).await.unwrap_err().code(), Code::InvalidArgument);
     assert_eq!(put_retry(&c, leader, "del/p", "again", "del-4").await.version, 1);
+
+    // Settings without a version (Vault's metadata put): cas required,
+    // custom metadata shown by Metadata on every node.
+    let settings = UpdateSecretMetadataRequest {
+        options: None,
+        path: "del/p".into(),
+        cas_required: Some(true),
+        custom_metadata: Some(CustomMetadata { entries: [("owner".to_string(), "ops".to_string())].into() }),
+        ..Default::default()
+    };
+    s.update_metadata(settings).await.unwrap();
+    let e = s.put(put_req("del/p", "no-cas", "del-5")).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("requires check-and-set"), "{}", e.message());
+    let mut with_cas = put_req("del/p", "with-cas", "del-6");
+    with_cas.cas = Some(1);
+    assert_eq!(s.put(with_cas).await.unwrap().into_inner().version, 2);
+    for node in 1..=3 {
+        let m = c
+            .secrets(node)
+            .metadata(SecretMetadataRequest { options: None, path: "del/p".into() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(m.cas_required, "node {node}");
+        assert_eq!(m.custom_metadata.get("owner").map(String::as_str), Some("ops"), "node {node}");
+    }
+    let empty = UpdateSecretMetadataRequest { path: "del/p".into(), ..Default::default() };
+    assert_eq!(s.update_metadata(empty).await.unwrap_err().code(), Code::InvalidArgument);
 }
 
 fn get_req_v(path: &str, version: u64) -> GetSecretRequest {

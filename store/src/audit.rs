@@ -79,6 +79,7 @@ pub fn resource(op: &Op) -> String {
         Op::DeleteSecretVersions(c) => format!("secrets:{}", c.path),
         Op::UndeleteSecretVersions(c) => format!("secrets:{}", c.path),
         Op::PurgeSecret(c) => format!("secrets:{}", c.path),
+        Op::UpdateSecretMetadata(c) => format!("secrets:{}", c.path),
         Op::Bootstrap(c) => format!("user:{}", c.username),
         Op::CreateUser(c) => format!("user:{}", c.username),
         Op::SetPassword(c) => format!("user:{}", c.username),

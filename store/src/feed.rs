@@ -73,6 +73,7 @@ pub const KINDS: &[&str] = &[
     "secret.version_undeleted",
     "secret.destroyed",
     "secret.purged",
+    "secret.metadata_updated",
     "user.created",
     "user.deleted",
     "user.enabled",
@@ -172,6 +173,20 @@ pub(crate) fn describe(
         }
         // The path is free again: a consumer drops what it holds for it.
         (Op::PurgeSecret(c), _) => vec![event("secret.purged", &c.path, &[])],
+        // What changed, not the custom metadata itself (only its keys' count).
+        (Op::UpdateSecretMetadata(c), _) => {
+            let mut fields = Vec::new();
+            if let Some(m) = c.max_versions {
+                fields.push(("max_versions", m.to_string()));
+            }
+            if let Some(r) = c.cas_required {
+                fields.push(("cas_required", r.to_string()));
+            }
+            if let Some(m) = &c.custom_metadata {
+                fields.push(("custom_metadata_keys", m.len().to_string()));
+            }
+            vec![event("secret.metadata_updated", &c.path, &fields)]
+        }
         (Op::Bootstrap(c), _) => vec![
             event("role.updated", crate::auth::ADMIN_ROLE, &[("rules", "1".into())]),
             event(

@@ -24,6 +24,7 @@ mod overlay;
 pub mod reencrypt;
 mod requests;
 pub mod secret_deletions;
+pub mod secret_settings;
 pub mod snapshot;
 pub mod snapshot_gate;
 pub mod state_machine;

@@ -286,6 +286,12 @@ impl StateMachine {
         self.db.get(Cf::Secrets, &self.name_key(Cf::Secrets, path)?)
     }
 
+    /// A secret's settings (cas_required, custom metadata); the defaults
+    /// for a secret without a record, or no secret at all.
+    pub fn secret_settings(&self, path: &str) -> Result<crate::secret_settings::SecretSettings, DbError> {
+        crate::secret_settings::load(self, &self.name_key(Cf::Secrets, path)?)
+    }
+
     /// A secret's meta and the state of each version it keeps (oldest
     /// first), all read from one point in time; None: no such secret.
     pub fn secret_versions(&self, path: &str) -> Result<Option<(SecretMeta, Vec<VersionState>)>, DbError> {

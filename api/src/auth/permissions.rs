@@ -80,6 +80,7 @@ rpcs! {
     SecretsList = "Secrets/List" => Access(Read, "secrets:<folder>/");
     SecretsMetadata = "Secrets/Metadata" => Access(Read, "secrets:<path>");
     SecretsPurge = "Secrets/Purge" => Access(Admin, "secrets:<path>");
+    SecretsUpdateMetadata = "Secrets/UpdateMetadata" => Access(Write, "secrets:<path>");
     AuthLogin = "Auth/Login" => Public;
     AuthClientToken = "Auth/ClientToken" => Public;
     AuthLogout = "Auth/Logout" => Authenticated;

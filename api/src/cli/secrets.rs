@@ -65,6 +65,23 @@ pub enum SecretCmd {
     /// listing (Vault's `kv metadata delete`). Needs admin on the secret.
     #[command(alias = "metadata-delete")]
     Purge { path: String },
+    /// Change a secret's settings without writing a version (Vault's `kv
+    /// metadata put`).
+    MetaPut {
+        path: String,
+        /// Versions to keep (1..=100), applied at the next put.
+        #[arg(long)]
+        max_versions: Option<u64>,
+        /// Whether every put must send --cas.
+        #[arg(long)]
+        cas_required: Option<bool>,
+        /// KEY=VALUE (repeat for more): replaces the custom metadata whole.
+        #[arg(long = "custom", value_parser = parse_custom)]
+        custom: Vec<(String, String)>,
+        /// Remove all custom metadata.
+        #[arg(long, conflicts_with = "custom")]
+        clear_custom: bool,
+    },
     /// Secrets and folders directly under a folder.
     List {
         #[arg(default_value = "")]
@@ -176,6 +193,22 @@ pub async fn secret(conn: Conn, cmd: SecretCmd) -> anyhow::Result<()> {
                 r.versions_destroyed, r.revision
             );
         }
+        SecretCmd::MetaPut { path, max_versions, cas_required, custom, clear_custom } => {
+            let custom_metadata = (clear_custom || !custom.is_empty())
+                .then(|| CustomMetadata { entries: custom.into_iter().collect() });
+            let r = client
+                .update_metadata(UpdateSecretMetadataRequest {
+                    options: write_opts(None),
+                    path,
+                    max_versions,
+                    cas_required,
+                    custom_metadata,
+                })
+                .await
+                .map_err(status_err)?
+                .into_inner();
+            println!("revision {}", r.revision);
+        }
         SecretCmd::List { folder } => {
             let mut page_token = String::new();
             loop {
@@ -212,6 +245,14 @@ pub async fn secret(conn: Conn, cmd: SecretCmd) -> anyhow::Result<()> {
                 if m.deleted { ", latest deleted" } else { "" }
             );
             println!("created: revision {}, {}", m.created_revision, fmt_ms(m.created_ms));
+            if m.cas_required {
+                println!("cas required: every put must send --cas");
+            }
+            let mut custom: Vec<_> = m.custom_metadata.iter().collect();
+            custom.sort();
+            for (k, v) in custom {
+                println!("custom: {k}={v}");
+            }
             println!(
                 "updated: revision {}, {} by {}",
                 m.updated_revision,
@@ -237,4 +278,9 @@ pub async fn secret(conn: Conn, cmd: SecretCmd) -> anyhow::Result<()> {
 
 fn list(versions: &[u64]) -> String {
     versions.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+}
+
+fn parse_custom(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))?;
+    Ok((k.to_string(), v.to_string()))
 }

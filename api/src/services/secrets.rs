@@ -3,7 +3,7 @@ use strongbox_proto::v1::*;
 use strongbox_store::command::set_state_version::{SECRET_DELETES_PER_VERSION, SECRET_PURGE};
 use strongbox_store::command::{
     validate_secret_path, DeleteSecret, DeleteSecretVersions, DestroySecretVersions, Outcome, PurgeSecret,
-    PutSecret, UndeleteSecret, UndeleteSecretVersions,
+    PutSecret, UndeleteSecret, UndeleteSecretVersions, UpdateSecretMetadata,
 };
 use strongbox_store::Op;
 use tonic::{Request, Response, Status};
@@ -292,6 +292,35 @@ impl Secrets for SecretsService {
             .await
     }
 
+    async fn update_metadata(
+        &self,
+        req: Request<UpdateSecretMetadataRequest>,
+    ) -> Result<Response<WriteResponse>, Status> {
+        self.api
+            .rpc("secrets.update_metadata", token_of(req.metadata()), async {
+                check_size(req.get_ref())?;
+                let (meta, _, r) = req.into_parts();
+                path_arg(&r.path)?;
+                self.api.need_state_version(SECRET_PURGE, "updating a secret's metadata")?;
+                let op = Op::UpdateSecretMetadata(UpdateSecretMetadata {
+                    path: r.path.clone(),
+                    max_versions: r.max_versions,
+                    cas_required: r.cas_required,
+                    custom_metadata: r.custom_metadata.map(|m| m.entries.into_iter().collect()),
+                });
+                op.validate().map_err(command_status)?;
+                let w = self
+                    .api
+                    .write(&meta, Rpc::SecretsUpdateMetadata, &r.path, r.options.as_ref(), op)
+                    .await?;
+                match w.outcome {
+                    Outcome::Done => Ok(WriteResponse { revision: w.revision, deduplicated: w.deduplicated }),
+                    other => Err(unexpected(other, w.deduplicated)),
+                }
+            })
+            .await
+    }
+
     async fn list(&self, req: Request<ListSecretsRequest>) -> Result<Response<ListSecretsResponse>, Status> {
         self.api
             .rpc("secrets.list", token_of(req.metadata()), async {
@@ -331,6 +360,7 @@ impl Secrets for SecretsService {
                 let Some((m, states)) = self.api.node.sm.secret_versions(&r.path).map_err(internal)? else {
                     return Err(Status::not_found(format!("no secret at {}", r.path)));
                 };
+                let settings = self.api.node.sm.secret_settings(&r.path).map_err(internal)?;
                 Ok(SecretMetadata {
                     path: r.path,
                     latest_version: m.latest_version,
@@ -353,6 +383,8 @@ impl Secrets for SecretsService {
                             destroyed: s.created_ms.is_none(),
                         })
                         .collect(),
+                    cas_required: settings.cas_required,
+                    custom_metadata: settings.custom_metadata.into_iter().collect(),
                 })
             })
             .await

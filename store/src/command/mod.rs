@@ -36,6 +36,7 @@ pub mod set_state_version;
 mod undelete_secret;
 mod undelete_secret_versions;
 mod unlock_user;
+mod update_secret_metadata;
 
 pub use assign_role::AssignRole;
 pub use bootstrap::Bootstrap;
@@ -65,6 +66,7 @@ pub use set_state_version::{SetStateVersion, STATE_VERSION_SUPPORTED};
 pub use undelete_secret::UndeleteSecret;
 pub use undelete_secret_versions::UndeleteSecretVersions;
 pub use unlock_user::UnlockUser;
+pub use update_secret_metadata::UpdateSecretMetadata;
 
 use std::collections::BTreeMap;
 
@@ -207,6 +209,7 @@ ops! {
     UndeleteSecretVersions(UndeleteSecretVersions) = "undelete_secret_versions",
     RotateClientSecret(RotateClientSecret) = "rotate_client_secret",
     PurgeSecret(PurgeSecret) = "purge_secret",
+    UpdateSecretMetadata(UpdateSecretMetadata) = "update_secret_metadata",
 }
 
 impl Command {

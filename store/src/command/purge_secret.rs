@@ -9,11 +9,12 @@ use crate::auth::{Access, Action, Read};
 use crate::layout::Cf;
 use crate::names::{index_entries, version_key_of};
 use crate::secret_deletions::deleted_versions_key;
+use crate::secret_settings::settings_key;
 use crate::state_machine::Tx;
 use crate::DbError;
 
-/// Removes a secret outright: every kept version, its metadata and its
-/// deletion record, and its entry in its folder's listing, with the
+/// Removes a secret outright: every kept version, its metadata, its
+/// deletion record and settings, and its entry in its folder's listing, with the
 /// entries of folders left empty (Vault's `kv metadata delete`). The path
 /// is free again: the next put there writes version 1. Needs admin on the
 /// secret (write only soft-deletes and destroys single versions), from
@@ -55,6 +56,7 @@ impl PurgeSecret {
         }
         tx.delete(Cf::Secrets, &key);
         tx.delete(Cf::Secrets, &deleted_versions_key(&key));
+        tx.delete(Cf::Secrets, &settings_key(&key));
         // The leaf's entry, then each folder's that is left with no child,
         // up to the first that still has one.
         for (folder, child) in index_entries(&self.path).into_iter().rev() {

@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use super::set_state_version::SECRET_DELETES_PER_VERSION;
+use super::set_state_version::{SECRET_DELETES_PER_VERSION, SECRET_PURGE};
 use super::{
     secret_resource, validate_secret_path, Applied, CommandError, Ctx, ErrorCode, Outcome, Required,
     SecretMeta, SecretVersion,
@@ -9,8 +9,8 @@ use crate::auth::{Access, Action, Read};
 use crate::layout::Cf;
 use crate::limits::{SECRET_VALUE_BYTES_MAX, SECRET_VERSIONS_DEFAULT, SECRET_VERSIONS_LIMIT};
 use crate::names::{index_entries, version_key_of, IndexEntry};
-use crate::secret_deletions;
 use crate::state_machine::Tx;
+use crate::{secret_deletions, secret_settings};
 
 /// Writes a new version of the secret at `path`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +77,18 @@ impl PutSecret {
             }
         }
         let current = meta.as_ref().map_or(0, |m| m.latest_version);
+        // Settings exist only from SECRET_PURGE on; an older state has none.
+        if self.cas.is_none() && meta.is_some() && tx.state_version() >= SECRET_PURGE {
+            if secret_settings::load(&*tx, key)?.cas_required {
+                return Ok(Err(CommandError::new(
+                    ErrorCode::FailedPrecondition,
+                    format!(
+                        "{} requires check-and-set: send cas (the current version is {current})",
+                        self.path
+                    ),
+                )));
+            }
+        }
         if let Some(expected) = self.cas {
             if expected != current {
                 return Ok(Err(CommandError::new(

@@ -1,11 +1,15 @@
-//! Purging a secret (Vault's `kv metadata delete`, state version 5): every
-//! version and the metadata go, the folder listing forgets the path and the
-//! folders it leaves empty, and the path starts over at version 1.
+//! A secret's metadata, Vault KV v2's way (state version 5). Purging
+//! (`kv metadata delete`): every version and the metadata go, the folder
+//! listing forgets the path and the folders it leaves empty, and the path
+//! starts over at version 1. Settings (`kv metadata put`): versions kept,
+//! check-and-set required, custom metadata.
 
 mod common;
 
 use common::*;
-use strongbox_store::command::{Outcome, PurgeSecret};
+use std::collections::BTreeMap;
+
+use strongbox_store::command::{Outcome, PurgeSecret, UpdateSecretMetadata};
 use strongbox_store::{Command, ErrorCode, Op, StateMachine};
 
 fn purge(id: &str, t: u64, path: &str) -> Command {
@@ -140,4 +144,95 @@ fn a_purge_is_a_feed_event_and_an_audit_record() {
     assert_eq!(kinds, [("secret.purged".to_string(), "team/s".to_string())]);
     let audit = sm.audit(0, 100).unwrap();
     assert!(audit.iter().any(|a| a.resource == "secrets:team/s" && a.action == "purge_secret"));
+}
+
+fn settings(id: &str, t: u64, path: &str, f: impl FnOnce(&mut UpdateSecretMetadata)) -> Command {
+    let mut op = UpdateSecretMetadata {
+        path: path.into(),
+        max_versions: None,
+        cas_required: None,
+        custom_metadata: None,
+    };
+    f(&mut op);
+    as_admin(id, t, Op::UpdateSecretMetadata(op))
+}
+
+#[test]
+fn cas_required_refuses_a_put_without_cas_and_nothing_is_written() {
+    let (_d, sm) = open();
+    apply_one(&sm, &put("p1", 1, "s", "v1", None));
+    let r = apply_one(&sm, &settings("m1", 2, "s", |o| o.cas_required = Some(true)));
+    assert_eq!(r.result, Ok(Outcome::Done));
+    let before = sm.revision().unwrap();
+    let refused = apply_one(&sm, &put("p2", 3, "s", "v2", None)).result.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::FailedPrecondition);
+    assert!(refused.message.contains("requires check-and-set"), "{}", refused.message);
+    assert_eq!(sm.revision().unwrap(), before, "nothing applied");
+    assert_eq!(sm.get_secret("s", None).unwrap().unwrap().value, b"v1");
+    // With cas it goes through; a wrong cas is still refused.
+    assert_eq!(
+        apply_one(&sm, &put("p3", 4, "s", "v2", Some(1))).result,
+        Ok(Outcome::SecretWritten { version: 2 })
+    );
+    assert!(apply_one(&sm, &put("p4", 5, "s", "v3", Some(1))).result.is_err());
+    // Switched off again: plain puts work.
+    apply_one(&sm, &settings("m2", 6, "s", |o| o.cas_required = Some(false)));
+    assert!(apply_one(&sm, &put("p5", 7, "s", "v3", None)).result.is_ok());
+}
+
+#[test]
+fn settings_are_kept_replaced_whole_and_go_with_a_purge() {
+    let (_d, sm) = open();
+    apply_one(&sm, &put("p1", 1, "s", "v1", None));
+    let custom = BTreeMap::from([("owner".to_string(), "team-a".to_string()), ("tier".into(), "1".into())]);
+    let r = apply_one(
+        &sm,
+        &settings("m1", 2, "s", |o| {
+            o.custom_metadata = Some(custom.clone());
+            o.max_versions = Some(2);
+        }),
+    );
+    assert!(r.result.is_ok());
+    let s = sm.secret_settings("s").unwrap();
+    assert_eq!(s.custom_metadata, custom);
+    assert!(!s.cas_required);
+    assert_eq!(sm.secret_meta("s").unwrap().unwrap().max_versions, 2);
+    // The same settings again: OK, no new revision.
+    let again = sm.revision().unwrap();
+    let same = apply_one(&sm, &settings("m2", 3, "s", |o| o.custom_metadata = Some(custom.clone())));
+    assert_eq!((same.result, same.revision), (Ok(Outcome::Done), again));
+    // Replaced whole, not merged.
+    let only = BTreeMap::from([("tier".to_string(), "2".to_string())]);
+    apply_one(&sm, &settings("m3", 4, "s", |o| o.custom_metadata = Some(only.clone())));
+    assert_eq!(sm.secret_settings("s").unwrap().custom_metadata, only);
+    // max_versions applies at the next put: versions 1 and 2 of 3 would be
+    // kept at 3; with 2 kept, version 1 goes.
+    apply_one(&sm, &put("p2", 5, "s", "v2", None));
+    apply_one(&sm, &put("p3", 6, "s", "v3", None));
+    assert!(sm.get_secret("s", Some(1)).unwrap().is_none());
+    assert!(sm.get_secret("s", Some(2)).unwrap().is_some());
+    // A purge takes the settings along; the new secret has none.
+    apply_one(&sm, &settings("m4", 7, "s", |o| o.cas_required = Some(true)));
+    apply_one(&sm, &purge("g", 8, "s"));
+    assert!(apply_one(&sm, &put("p4", 9, "s", "fresh", None)).result.is_ok(), "no cas needed any more");
+    assert!(sm.secret_settings("s").unwrap().is_default());
+}
+
+#[test]
+fn bad_or_empty_settings_are_refused_before_they_reach_the_log() {
+    let (_d, sm) = open();
+    apply_one(&sm, &put("p1", 1, "s", "v1", None));
+    let nothing = apply_one(&sm, &settings("m1", 2, "s", |_| {})).result.unwrap_err();
+    assert_eq!(nothing.code, ErrorCode::InvalidArgument);
+    let zero = apply_one(&sm, &settings("m2", 2, "s", |o| o.max_versions = Some(0))).result.unwrap_err();
+    assert_eq!(zero.code, ErrorCode::InvalidArgument);
+    let big = BTreeMap::from([("k".to_string(), "v".repeat(513))]);
+    let r = apply_one(&sm, &settings("m3", 2, "s", |o| o.custom_metadata = Some(big))).result.unwrap_err();
+    assert_eq!(r.code, ErrorCode::InvalidArgument);
+    let missing = apply_one(&sm, &settings("m4", 2, "nope", |o| o.cas_required = Some(true)));
+    assert_eq!(missing.result.unwrap_err().code, ErrorCode::NotFound);
+    let (_d4, old) = open_at_version(4);
+    apply_one(&old, &put("p1", 1, "s", "v1", None));
+    let r = apply_one(&old, &settings("m5", 2, "s", |o| o.cas_required = Some(true)));
+    assert_eq!(r.result.unwrap_err().code, ErrorCode::FailedPrecondition);
 }

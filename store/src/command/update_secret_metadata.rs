@@ -1,0 +1,87 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::set_state_version::SECRET_PURGE;
+use super::{
+    refuse, secret_resource, validate_secret_path, Applied, CommandError, Ctx, ErrorCode, Outcome, Required,
+    SecretMeta,
+};
+use crate::auth::{Access, Action, Read};
+use crate::layout::Cf;
+use crate::limits::SECRET_VERSIONS_LIMIT;
+use crate::secret_settings::{self, validate_custom_metadata};
+use crate::state_machine::Tx;
+
+/// Changes a secret's settings without writing a version (Vault's `kv
+/// metadata put`): versions to keep (applied at the next put, as Vault
+/// does), whether puts must carry check-and-set, custom metadata (replaced
+/// whole). Unset fields stay as they are. From state version
+/// `SECRET_PURGE` on (the version that brought the settings record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateSecretMetadata {
+    pub path: String,
+    pub max_versions: Option<u64>,
+    pub cas_required: Option<bool>,
+    pub custom_metadata: Option<BTreeMap<String, String>>,
+}
+
+impl UpdateSecretMetadata {
+    pub fn validate(&self) -> Result<(), CommandError> {
+        validate_secret_path(&self.path)?;
+        if let Some(m) = self.max_versions {
+            if m == 0 || m > SECRET_VERSIONS_LIMIT {
+                return Err(CommandError::invalid(format!(
+                    "max_versions: must be 1..={SECRET_VERSIONS_LIMIT}, got {m}"
+                )));
+            }
+        }
+        if let Some(m) = &self.custom_metadata {
+            validate_custom_metadata(m)?;
+        }
+        if self.max_versions.is_none() && self.cas_required.is_none() && self.custom_metadata.is_none() {
+            return Err(CommandError::invalid(
+                "nothing to change: set max_versions, cas_required or custom_metadata",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn required(&self) -> Required {
+        Required::Access(Access::new(Action::Write, secret_resource(&self.path)))
+    }
+
+    pub(crate) fn apply(&self, tx: &mut Tx<'_>, ctx: &Ctx<'_>) -> Applied {
+        if tx.state_version() < SECRET_PURGE {
+            return refuse(
+                ErrorCode::FailedPrecondition,
+                format!("updating a secret's metadata needs state version {SECRET_PURGE}"),
+            );
+        }
+        let key = tx.name_key(Cf::Secrets, &self.path)?;
+        let Some(mut meta) = tx.get::<SecretMeta>(Cf::Secrets, &key)? else {
+            return refuse(ErrorCode::NotFound, format!("no secret at {}", self.path));
+        };
+        let mut settings = secret_settings::load(&*tx, &key)?;
+        let before = (meta.max_versions, settings.clone());
+        if let Some(m) = self.max_versions {
+            meta.max_versions = m;
+        }
+        if let Some(c) = self.cas_required {
+            settings.cas_required = c;
+        }
+        if let Some(m) = &self.custom_metadata {
+            settings.custom_metadata = m.clone();
+        }
+        // The same settings again change nothing (a retry without an id).
+        if before == (meta.max_versions, settings.clone()) {
+            return Ok(Ok(Outcome::Done));
+        }
+        secret_settings::save(tx, &key, &settings);
+        meta.updated_revision = tx.next_revision();
+        meta.updated_ms = tx.clock_ms();
+        meta.updated_by = ctx.actor_name();
+        tx.put(Cf::Secrets, &key, &meta);
+        Ok(Ok(Outcome::Done))
+    }
+}
