@@ -238,6 +238,11 @@ impl Db {
         }
     }
 
+    /// Whether the database holds `key`, without opening its value.
+    pub fn contains(&self, cf: Cf, key: &[u8]) -> Result<bool, DbError> {
+        Ok(self.inner.db.get_pinned_cf(self.handle(cf), key)?.is_some())
+    }
+
     /// Of sorted, distinct `keys`, those the database does not hold, in
     /// one batched lookup (one pass over the memtables and each file's
     /// filter instead of a full lookup per key).
@@ -301,7 +306,15 @@ impl Db {
             Some(floor) if floor.as_slice() > from => floor,
             _ => from.to_vec(),
         };
-        let iter = self.inner.db.iterator_cf(self.handle(cf), IteratorMode::From(&from, Direction::Forward));
+        // With an end, RocksDB stops there: without it, an iterator steps
+        // over every deleted key past the end until it finds a live one
+        // (a purged folder's run of tombstones, for each scan beside it).
+        let mut ro = rocksdb::ReadOptions::default();
+        if let Some(to) = to {
+            ro.set_iterate_upper_bound(to.to_vec());
+        }
+        let iter =
+            self.inner.db.iterator_cf_opt(self.handle(cf), ro, IteratorMode::From(&from, Direction::Forward));
         for item in iter {
             if out.len() >= limit || bytes >= bytes_max {
                 break;

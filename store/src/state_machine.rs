@@ -295,6 +295,18 @@ impl StateMachine {
     /// A secret's meta and the state of each version it keeps (oldest
     /// first), all read from one point in time; None: no such secret.
     pub fn secret_versions(&self, path: &str) -> Result<Option<(SecretMeta, Vec<VersionState>)>, DbError> {
+        Ok(self.secret_metadata(path)?.map(|(meta, states, _)| (meta, states)))
+    }
+
+    /// As `secret_versions`, with the secret's settings, from the same
+    /// point in time (a purge and a new put between two reads would pair
+    /// one secret's versions with another's settings).
+    #[allow(clippy::type_complexity)]
+    pub fn secret_metadata(
+        &self,
+        path: &str,
+    ) -> Result<Option<(SecretMeta, Vec<VersionState>, crate::secret_settings::SecretSettings)>, DbError>
+    {
         let names = self.names()?;
         let view = View { sm: self, view: self.db.view() };
         let key = names.key(Cf::Secrets, path);
@@ -315,7 +327,8 @@ impl StateMachine {
                 deleted_ms,
             });
         }
-        Ok(Some((meta, states)))
+        let settings = crate::secret_settings::load(&view, &key)?;
+        Ok(Some((meta, states, settings)))
     }
 
     /// The direct children of a folder (`""` is the root, else `team-a/`):
@@ -1093,6 +1106,15 @@ impl Tx<'_> {
             folders.insert(*key);
         }
         Ok(listed)
+    }
+
+    /// Whether `key` holds a value as this command sees it, without
+    /// opening the value (a secret version can be a MiB).
+    pub(crate) fn contains(&self, cf: Cf, key: &[u8]) -> Result<bool, DbError> {
+        match self.overlay.get(&Key::new(cf, key)) {
+            Some(v) => Ok(v.is_some()),
+            None => self.sm.db.contains(cf, key),
+        }
     }
 
     /// Removes a secret folder's entry for one child; a folder entry is

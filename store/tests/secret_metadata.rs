@@ -236,3 +236,18 @@ fn bad_or_empty_settings_are_refused_before_they_reach_the_log() {
     let r = apply_one(&old, &settings("m5", 2, "s", |o| o.cas_required = Some(true)));
     assert_eq!(r.result.unwrap_err().code, ErrorCode::FailedPrecondition);
 }
+
+#[test]
+fn a_settings_change_keeps_the_time_of_a_deletion_made_before_version_4() {
+    let (_d, sm) = open_at_version(3);
+    apply_one(&sm, &put("p1", 1, "s", "v1", None));
+    let del =
+        as_admin("d", 10, Op::DeleteSecret(strongbox_store::command::DeleteSecret { path: "s".into() }));
+    assert!(apply_one(&sm, &del).result.is_ok());
+    let up =
+        as_admin("up", 11, Op::SetStateVersion(strongbox_store::command::SetStateVersion { version: 5 }));
+    assert_eq!(apply_one(&sm, &up).result, Ok(Outcome::StateVersion { version: 5 }));
+    apply_one(&sm, &settings("m", 20, "s", |o| o.cas_required = Some(true)));
+    let (_, states) = sm.secret_versions("s").unwrap().unwrap();
+    assert_eq!(states[0].deleted_ms, Some(10), "the deletion's time, not the settings change's");
+}

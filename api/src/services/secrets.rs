@@ -357,10 +357,11 @@ impl Secrets for SecretsService {
                 path_arg(&r.path)?;
                 self.api.read(&meta, Rpc::SecretsMetadata, &r.path, r.options.as_ref()).await?;
                 let revision = self.api.revision()?;
-                let Some((m, states)) = self.api.node.sm.secret_versions(&r.path).map_err(internal)? else {
+                let Some((m, states, settings)) =
+                    self.api.node.sm.secret_metadata(&r.path).map_err(internal)?
+                else {
                     return Err(Status::not_found(format!("no secret at {}", r.path)));
                 };
-                let settings = self.api.node.sm.secret_settings(&r.path).map_err(internal)?;
                 Ok(SecretMetadata {
                     path: r.path,
                     latest_version: m.latest_version,

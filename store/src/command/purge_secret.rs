@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 use super::set_state_version::SECRET_PURGE;
 use super::{
     refuse, secret_resource, validate_secret_path, Applied, CommandError, Ctx, ErrorCode, Outcome, Required,
-    SecretMeta, SecretVersion,
+    SecretMeta,
 };
 use crate::auth::{Access, Action, Read};
 use crate::layout::Cf;
@@ -49,7 +49,7 @@ impl PurgeSecret {
         let mut destroyed = 0;
         for v in meta.oldest_version..=meta.latest_version {
             let vk = version_key_of(&key, v);
-            if tx.get::<SecretVersion>(Cf::SecretVersions, &vk)?.is_some() {
+            if tx.contains(Cf::SecretVersions, &vk)? {
                 tx.delete(Cf::SecretVersions, &vk);
                 destroyed += 1;
             }

@@ -65,7 +65,7 @@ impl PutSecret {
         let meta: Option<SecretMeta> = tx.get(Cf::Secrets, key)?;
         if meta.is_none() {
             // A new path: listed under each of its folders from now on
-            // (secrets are never removed outright, so neither are entries).
+            // (until a purge removes it).
             // Leaf first, then up: a folder already listed has all its
             // ancestors listed too, so the walk stops there.
             for (folder, child) in index_entries(&self.path).into_iter().rev() {

@@ -10,6 +10,7 @@ use super::{
 use crate::auth::{Access, Action, Read};
 use crate::layout::Cf;
 use crate::limits::SECRET_VERSIONS_LIMIT;
+use crate::secret_deletions;
 use crate::secret_settings::{self, validate_custom_metadata};
 use crate::state_machine::Tx;
 
@@ -60,7 +61,13 @@ impl UpdateSecretMetadata {
         }
         let key = tx.name_key(Cf::Secrets, &self.path)?;
         let Some(mut meta) = tx.get::<SecretMeta>(Cf::Secrets, &key)? else {
-            return refuse(ErrorCode::NotFound, format!("no secret at {}", self.path));
+            return refuse(
+                ErrorCode::NotFound,
+                format!(
+                    "no secret at {}: write it first (cas 0 makes sure it is new), then set its metadata",
+                    self.path
+                ),
+            );
         };
         let mut settings = secret_settings::load(&*tx, &key)?;
         let before = (meta.max_versions, settings.clone());
@@ -78,6 +85,14 @@ impl UpdateSecretMetadata {
             return Ok(Ok(Outcome::Done));
         }
         secret_settings::save(tx, &key, &settings);
+        // A latest version deleted before state version 4 has no mark: its
+        // time is the meta's last change, which this one would move.
+        if meta.deleted {
+            let mut marks = secret_deletions::load(&*tx, &key)?;
+            if marks.insert(meta.latest_version, meta.updated_ms) {
+                secret_deletions::save(tx, &key, &mut marks, meta.oldest_version);
+            }
+        }
         meta.updated_revision = tx.next_revision();
         meta.updated_ms = tx.clock_ms();
         meta.updated_by = ctx.actor_name();
