@@ -2,8 +2,8 @@ use serde::{Deserialize, Serialize};
 
 use super::set_state_version::SECRET_DELETES_PER_VERSION;
 use super::{
-    secret_resource, validate_secret_path, validate_versions, Applied, CommandError, Ctx, ErrorCode, Outcome,
-    Required, SecretMeta, SecretVersion,
+    secret_resource, validate_secret_path, validate_versions, Applied, CommandError, Ctx, Outcome, Required,
+    SecretMeta, SecretVersion,
 };
 use crate::auth::{Access, Action, Read};
 use crate::layout::Cf;
@@ -69,9 +69,8 @@ impl Versioned {
         path: &str,
         what: &str,
     ) -> Result<Result<Versioned, CommandError>, DbError> {
-        if tx.state_version() < SECRET_DELETES_PER_VERSION {
-            let needs = format!("{what} needs state version {SECRET_DELETES_PER_VERSION}");
-            return Ok(Err(CommandError::new(ErrorCode::FailedPrecondition, needs)));
+        if let Some(e) = super::below_state_version(tx, SECRET_DELETES_PER_VERSION, what) {
+            return Ok(Err(e));
         }
         let key = tx.name_key(Cf::Secrets, path)?;
         let Some(meta) = tx.get::<SecretMeta>(Cf::Secrets, &key)? else {

@@ -113,6 +113,18 @@ pub(crate) fn refuse(code: ErrorCode, message: impl Into<String>) -> Applied {
     Ok(Err(CommandError::new(code, message)))
 }
 
+/// The refusal of a command the state's version does not apply yet
+/// (`what` names it), or None when it does. The API checks first
+/// (`need_state_version`); this is the answer if a node's state lags.
+pub(crate) fn below_state_version(tx: &Tx<'_>, version: u32, what: &str) -> Option<CommandError> {
+    (tx.state_version() < version).then(|| {
+        CommandError::new(
+            ErrorCode::FailedPrecondition,
+            format!("{what} needs state version {version} (strongbox cluster upgrade-state)"),
+        )
+    })
+}
+
 /// Who may apply an op.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Required {

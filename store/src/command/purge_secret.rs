@@ -2,8 +2,8 @@ use serde::{Deserialize, Serialize};
 
 use super::set_state_version::SECRET_PURGE;
 use super::{
-    refuse, secret_resource, validate_secret_path, Applied, CommandError, Ctx, ErrorCode, Outcome, Required,
-    SecretMeta,
+    below_state_version, refuse, secret_resource, validate_secret_path, Applied, CommandError, Ctx,
+    ErrorCode, Outcome, Required, SecretMeta,
 };
 use crate::auth::{Access, Action, Read};
 use crate::layout::Cf;
@@ -34,11 +34,8 @@ impl PurgeSecret {
     }
 
     pub(crate) fn apply(&self, tx: &mut Tx<'_>, _ctx: &Ctx<'_>) -> Applied {
-        if tx.state_version() < SECRET_PURGE {
-            return refuse(
-                ErrorCode::FailedPrecondition,
-                format!("purging a secret needs state version {SECRET_PURGE}"),
-            );
+        if let Some(e) = below_state_version(tx, SECRET_PURGE, "purging a secret") {
+            return Ok(Err(e));
         }
         let names = tx.names()?;
         let key = names.key(Cf::Secrets, &self.path);

@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 use super::create_user::update_principal;
 use super::set_state_version::CLIENT_SECRET_ROTATION;
 use super::{
-    refuse, require_holds_principal, validate_credential, Applied, CommandError, Ctx, ErrorCode, Outcome,
+    below_state_version, require_holds_principal, validate_credential, Applied, CommandError, Ctx, Outcome,
     Required,
 };
 use crate::auth::{Access, Action, Principal};
@@ -42,11 +42,8 @@ impl RotateClientSecret {
     }
 
     pub(crate) fn apply(&self, tx: &mut Tx<'_>, ctx: &Ctx<'_>) -> Applied {
-        if tx.state_version() < CLIENT_SECRET_ROTATION {
-            return refuse(
-                ErrorCode::FailedPrecondition,
-                format!("rotating a client secret needs state version {CLIENT_SECRET_ROTATION}"),
-            );
+        if let Some(e) = below_state_version(tx, CLIENT_SECRET_ROTATION, "rotating a client secret") {
+            return Ok(Err(e));
         }
         let p = Principal::Client(self.client_id.clone());
         if let Err(e) = require_holds_principal(tx, ctx.caller(), &p, "rotate the secret of")? {

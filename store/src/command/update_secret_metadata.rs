@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use super::set_state_version::SECRET_PURGE;
 use super::{
-    refuse, secret_resource, validate_secret_path, Applied, CommandError, Ctx, ErrorCode, Outcome, Required,
-    SecretMeta,
+    below_state_version, refuse, secret_resource, validate_secret_path, Applied, CommandError, Ctx,
+    ErrorCode, Outcome, Required, SecretMeta,
 };
 use crate::auth::{Access, Action, Read};
 use crate::layout::Cf;
@@ -53,11 +53,8 @@ impl UpdateSecretMetadata {
     }
 
     pub(crate) fn apply(&self, tx: &mut Tx<'_>, ctx: &Ctx<'_>) -> Applied {
-        if tx.state_version() < SECRET_PURGE {
-            return refuse(
-                ErrorCode::FailedPrecondition,
-                format!("updating a secret's metadata needs state version {SECRET_PURGE}"),
-            );
+        if let Some(e) = below_state_version(tx, SECRET_PURGE, "updating a secret's metadata") {
+            return Ok(Err(e));
         }
         let key = tx.name_key(Cf::Secrets, &self.path)?;
         let Some(mut meta) = tx.get::<SecretMeta>(Cf::Secrets, &key)? else {
