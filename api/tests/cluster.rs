@@ -328,7 +328,8 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         let list = ListSecretsRequest { options: None, folder: "del".into(), page: None };
         assert!(on.list(list).await.unwrap().into_inner().entries.is_empty(), "node {node}");
     }
-    assert_eq!(s.purge(purge("del/p")).await.unwrap_err().code(), Code::NotFound);
+    let again = s.purge(purge("del/p")).await.unwrap().into_inner();
+    assert_eq!((again.versions_destroyed, again.revision), (0, p.revision), "a purge again changes nothing");
     assert_eq!(s.purge(purge("del//p")).await.unwrap_err().code(), Code::InvalidArgument);
     assert_eq!(put_retry(&c, leader, "del/p", "again", "del-4").await.version, 1);
 
@@ -360,6 +361,34 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
     }
     let empty = UpdateSecretMetadataRequest { path: "del/p".into(), ..Default::default() };
     assert_eq!(s.update_metadata(empty).await.unwrap_err().code(), Code::InvalidArgument);
+
+    // Settings before the first version: listed with no version on every
+    // node, and the first put must carry cas 0.
+    let first =
+        UpdateSecretMetadataRequest { path: "del/q".into(), cas_required: Some(true), ..Default::default() };
+    s.update_metadata(first).await.unwrap();
+    for node in 1..=3 {
+        let mut on = c.secrets(node);
+        let m = on
+            .metadata(SecretMetadataRequest { options: None, path: "del/q".into() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((m.latest_version, m.versions.len(), m.cas_required), (0, 0, true), "node {node}");
+        let list = ListSecretsRequest { options: None, folder: "del".into(), page: None };
+        let names: Vec<_> =
+            on.list(list).await.unwrap().into_inner().entries.into_iter().map(|e| e.name).collect();
+        assert!(names.contains(&"q".to_string()), "node {node}: {names:?}");
+        assert_eq!(
+            on.get(get_req("del/q", Consistency::Linearizable, 0)).await.unwrap_err().code(),
+            Code::NotFound
+        );
+    }
+    let e = s.put(put_req("del/q", "no-cas", "del-7")).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let mut new = put_req("del/q", "first", "del-8");
+    new.cas = Some(0);
+    assert_eq!(s.put(new).await.unwrap().into_inner().version, 1);
 }
 
 fn get_req_v(path: &str, version: u64) -> GetSecretRequest {

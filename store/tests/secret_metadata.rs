@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use std::collections::BTreeMap;
 
-use strongbox_store::command::{Outcome, PurgeSecret, UpdateSecretMetadata};
+use strongbox_store::command::{Outcome, PurgeSecret, UpdateSecretMetadata, STATE_VERSION_SUPPORTED};
 use strongbox_store::{Command, ErrorCode, Op, StateMachine};
 
 fn purge(id: &str, t: u64, path: &str) -> Command {
@@ -88,17 +88,28 @@ fn a_purge_and_puts_in_one_apply_batch_see_each_other() {
 }
 
 #[test]
-fn purging_what_is_not_there_is_not_found_and_changes_nothing() {
-    let (_d, sm) = open();
-    apply_one(&sm, &put("p1", 1, "a/b", "1", None));
-    let before = sm.revision().unwrap();
-    for path in ["a/c", "a", "a/b/c"] {
-        let r = apply_one(&sm, &purge(&format!("g-{path}"), 2, path));
-        assert_eq!(r.result.unwrap_err().code, ErrorCode::NotFound, "{path}");
+fn purging_what_is_not_there_succeeds_and_changes_nothing() {
+    // As Vault's `kv metadata delete` (204) and etcd's DeleteRange: a purge
+    // retried without its request id after it went through is no error.
+    // State version 5 answered NOT_FOUND, and still does on such a state.
+    for (version, found) in [(STATE_VERSION_SUPPORTED, true), (5, false)] {
+        let (_d, sm) = open_at_version(version);
+        apply_one(&sm, &put("p1", 1, "a/b", "1", None));
+        let before = sm.revision().unwrap();
+        let feed_before = sm.feed(0, 100).unwrap().len();
+        for path in ["a/c", "a", "a/b/c"] {
+            let r = apply_one(&sm, &purge(&format!("g-{path}"), 2, path));
+            if found {
+                assert_eq!(r.result, Ok(Outcome::SecretPurged { versions_destroyed: 0 }), "{path}");
+            } else {
+                assert_eq!(r.result.unwrap_err().code, ErrorCode::NotFound, "{path}");
+            }
+        }
+        assert_eq!(sm.revision().unwrap(), before, "no revision at version {version}");
+        assert_eq!(sm.feed(0, 100).unwrap().len(), feed_before, "no feed event");
+        assert_eq!(listed(&sm, "a/"), ["b"]);
+        assert!(sm.get_secret("a/b", None).unwrap().is_some());
     }
-    assert_eq!(sm.revision().unwrap(), before);
-    assert_eq!(listed(&sm, "a/"), ["b"]);
-    assert!(sm.get_secret("a/b", None).unwrap().is_some());
 }
 
 #[test]
@@ -229,8 +240,10 @@ fn bad_or_empty_settings_are_refused_before_they_reach_the_log() {
     let big = BTreeMap::from([("k".to_string(), "v".repeat(513))]);
     let r = apply_one(&sm, &settings("m3", 2, "s", |o| o.custom_metadata = Some(big))).result.unwrap_err();
     assert_eq!(r.code, ErrorCode::InvalidArgument);
-    let missing = apply_one(&sm, &settings("m4", 2, "nope", |o| o.cas_required = Some(true)));
-    assert_eq!(missing.result.unwrap_err().code, ErrorCode::NotFound);
+    let (_d5, v5) = open_at_version(5);
+    let missing = apply_one(&v5, &settings("m4", 2, "nope", |o| o.cas_required = Some(true)));
+    assert_eq!(missing.result.unwrap_err().code, ErrorCode::NotFound, "before version 6, write first");
+    assert!(v5.secret_meta("nope").unwrap().is_none());
     let (_d4, old) = open_at_version(4);
     apply_one(&old, &put("p1", 1, "s", "v1", None));
     let r = apply_one(&old, &settings("m5", 2, "s", |o| o.cas_required = Some(true)));
@@ -250,4 +263,72 @@ fn a_settings_change_keeps_the_time_of_a_deletion_made_before_version_4() {
     apply_one(&sm, &settings("m", 20, "s", |o| o.cas_required = Some(true)));
     let (_, states) = sm.secret_versions("s").unwrap().unwrap();
     assert_eq!(states[0].deleted_ms, Some(10), "the deletion's time, not the settings change's");
+}
+
+#[test]
+fn metadata_set_before_the_first_version_lists_the_path_and_binds_the_first_put() {
+    // Vault's `kv metadata put` on a new path: cas can be required from
+    // the very first write on.
+    let (_d, sm) = open();
+    let custom = BTreeMap::from([("owner".to_string(), "team-a".to_string())]);
+    let r = apply_one(
+        &sm,
+        &settings("m1", 5, "team/db/pw", |o| {
+            o.cas_required = Some(true);
+            o.max_versions = Some(2);
+            o.custom_metadata = Some(custom.clone());
+        }),
+    );
+    assert_eq!(r.result, Ok(Outcome::Done));
+    let (meta, states, set) = sm.secret_metadata("team/db/pw").unwrap().expect("metadata exists");
+    assert_eq!((meta.latest_version, meta.max_versions, meta.deleted), (0, 2, false));
+    assert_eq!((meta.created_revision, meta.updated_revision), (r.revision, r.revision));
+    assert_eq!(meta.created_ms, 5);
+    assert!(states.is_empty(), "no version yet");
+    assert!(set.cas_required);
+    assert_eq!(set.custom_metadata, custom);
+    assert_eq!(listed(&sm, ""), ["team/"]);
+    assert_eq!(listed(&sm, "team/db/"), ["pw"]);
+    assert!(sm.get_secret("team/db/pw", None).unwrap().is_none(), "nothing to read yet");
+    assert!(sm.get_secret("team/db/pw", Some(0)).unwrap().is_none());
+
+    // The first put must carry cas 0; without it nothing is written.
+    let before = sm.revision().unwrap();
+    let refused = apply_one(&sm, &put("p0", 6, "team/db/pw", "v", None)).result.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::FailedPrecondition);
+    assert!(refused.message.contains("current version is 0"), "{}", refused.message);
+    assert_eq!(sm.revision().unwrap(), before);
+    assert!(apply_one(&sm, &put("p1", 7, "team/db/pw", "v", Some(1))).result.is_err());
+    let first = apply_one(&sm, &put("p2", 8, "team/db/pw", "v1", Some(0)));
+    assert_eq!(first.result, Ok(Outcome::SecretWritten { version: 1 }));
+    let kinds: Vec<_> =
+        sm.feed(first.revision, 1).unwrap()[0].events.iter().map(|e| e.kind.clone()).collect();
+    assert_eq!(kinds, ["secret.created"], "the first version is still the secret's creation");
+    for (i, cas) in [(3u64, 1u64), (4, 2)] {
+        apply_one(&sm, &put(&format!("p{i}"), 8 + i, "team/db/pw", &format!("v{i}"), Some(cas)));
+    }
+    // max_versions set before the first put holds: 2 of 3 kept.
+    let (meta, states, _) = sm.secret_metadata("team/db/pw").unwrap().unwrap();
+    assert_eq!((meta.latest_version, meta.oldest_version, states.len()), (3, 2, 2));
+    assert_eq!(meta.created_ms, 5, "created when its metadata was");
+    // Listed once, not twice.
+    assert_eq!(listed(&sm, "team/db/"), ["pw"]);
+}
+
+#[test]
+fn a_path_with_metadata_only_can_be_deleted_and_purged_without_harm() {
+    let (_d, sm) = open();
+    apply_one(&sm, &put("p1", 1, "a/keep", "k", None));
+    apply_one(&sm, &settings("m1", 2, "a/new/s", |o| o.max_versions = Some(3)));
+    let before = sm.revision().unwrap();
+    // A soft delete finds no version to hide: OK, nothing changes.
+    let del =
+        as_admin("d", 3, Op::DeleteSecret(strongbox_store::command::DeleteSecret { path: "a/new/s".into() }));
+    assert!(apply_one(&sm, &del).result.is_ok());
+    assert_eq!(sm.revision().unwrap(), before);
+    let r = apply_one(&sm, &purge("g", 4, "a/new/s"));
+    assert_eq!(r.result, Ok(Outcome::SecretPurged { versions_destroyed: 0 }));
+    assert_eq!(r.revision, before + 1, "the metadata was something to remove");
+    assert!(sm.secret_meta("a/new/s").unwrap().is_none());
+    assert_eq!(listed(&sm, "a/"), ["keep"], "the emptied folder new/ goes");
 }

@@ -189,7 +189,7 @@ pub async fn secret(conn: Conn, cmd: SecretCmd) -> anyhow::Result<()> {
                 .map_err(status_err)?
                 .into_inner();
             println!(
-                "purged {path}: {} version(s) destroyed, metadata removed, revision {}",
+                "purged {path}: {} version(s) destroyed; no metadata or listing left, revision {}",
                 r.versions_destroyed, r.revision
             );
         }

@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use super::set_state_version::SECRET_PURGE;
+use super::set_state_version::{SECRET_METADATA_FIRST, SECRET_PURGE};
 use super::{
     below_state_version, refuse, secret_resource, validate_secret_path, Applied, CommandError, Ctx,
     ErrorCode, Outcome, Required, SecretMeta,
@@ -18,7 +18,8 @@ use crate::DbError;
 /// entries of folders left empty (Vault's `kv metadata delete`). The path
 /// is free again: the next put there writes version 1. Needs admin on the
 /// secret (write only soft-deletes and destroys single versions), from
-/// state version `SECRET_PURGE` on.
+/// state version `SECRET_PURGE` on. A path with no secret is done already:
+/// OK, no revision (from `SECRET_METADATA_FIRST` on; NOT_FOUND before).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PurgeSecret {
     pub path: String,
@@ -40,6 +41,10 @@ impl PurgeSecret {
         let names = tx.names()?;
         let key = names.key(Cf::Secrets, &self.path);
         let Some(meta) = tx.get::<SecretMeta>(Cf::Secrets, &key)? else {
+            if tx.state_version() >= SECRET_METADATA_FIRST {
+                // Nothing to remove: done, and no revision (as Vault).
+                return Ok(Ok(Outcome::SecretPurged { versions_destroyed: 0 }));
+            }
             return refuse(ErrorCode::NotFound, format!("no secret at {}", self.path));
         };
         // Bounded: at most `max_versions` versions are kept.

@@ -8,8 +8,9 @@ use super::{
 use crate::auth::{Access, Action, Read};
 use crate::layout::Cf;
 use crate::limits::{SECRET_VALUE_BYTES_MAX, SECRET_VERSIONS_DEFAULT, SECRET_VERSIONS_LIMIT};
-use crate::names::{index_entries, version_key_of, IndexEntry};
+use crate::names::{index_entries, version_key_of, IndexEntry, NameKey};
 use crate::state_machine::Tx;
+use crate::DbError;
 use crate::{secret_deletions, secret_settings};
 
 /// Writes a new version of the secret at `path`.
@@ -64,17 +65,7 @@ impl PutSecret {
         let key = &names.key(Cf::Secrets, &self.path);
         let meta: Option<SecretMeta> = tx.get(Cf::Secrets, key)?;
         if meta.is_none() {
-            // A new path: listed under each of its folders from now on
-            // (until a purge removes it).
-            // Leaf first, then up: a folder already listed has all its
-            // ancestors listed too, so the walk stops there.
-            for (folder, child) in index_entries(&self.path).into_iter().rev() {
-                let key = names.index_key(folder, child);
-                if child.ends_with('/') && tx.folder_listed(&key)? {
-                    break;
-                }
-                tx.put(Cf::SecretIndex, &key, &IndexEntry { name: child.into() });
-            }
+            list_new_path(tx, &names, &self.path)?;
         }
         let current = meta.as_ref().map_or(0, |m| m.latest_version);
         // Settings exist only from SECRET_PURGE on; an older state has none.
@@ -143,4 +134,18 @@ impl PutSecret {
         );
         Ok(Ok(Outcome::SecretWritten { version }))
     }
+}
+
+/// Lists a new path under each of its folders from now on (until a purge
+/// removes it). Leaf first, then up: a folder already listed has all its
+/// ancestors listed too, so the walk stops there.
+pub(super) fn list_new_path(tx: &mut Tx<'_>, names: &NameKey, path: &str) -> Result<(), DbError> {
+    for (folder, child) in index_entries(path).into_iter().rev() {
+        let key = names.index_key(folder, child);
+        if child.ends_with('/') && tx.folder_listed(&key)? {
+            break;
+        }
+        tx.put(Cf::SecretIndex, &key, &IndexEntry { name: child.into() });
+    }
+    Ok(())
 }

@@ -19,7 +19,7 @@ use crate::DbError;
 /// The state versions this build applies: 1 up to this one. Raise it (and
 /// gate the new behaviour on `Tx::state_version() >= it`) whenever apply
 /// would answer an entry differently from the build before.
-pub const STATE_VERSION_SUPPORTED: u32 = 5;
+pub const STATE_VERSION_SUPPORTED: u32 = 6;
 
 /// From version 2, ledger events keep every flag they were sent with
 /// (`linked` included, as TigerBeetle stores it), an id already taken is
@@ -90,6 +90,15 @@ pub const CLIENT_SECRET_ROTATION: u32 = 4;
 /// From version 5, a secret can be removed outright with its metadata and
 /// its listing (`PurgeSecret`, a command older builds cannot read).
 pub const SECRET_PURGE: u32 = 5;
+
+/// From version 6, a secret's metadata can be set before its first version
+/// (Vault's `kv metadata put` on a new path): the path is listed, has no
+/// versions yet, and a put must then honour the settings (cas_required from
+/// the very first write). And purging a path with no secret succeeds and
+/// changes nothing (Vault answers 204, etcd's DeleteRange deleted=0), so a
+/// purge retried without its request id is not an error. Before, both were
+/// NOT_FOUND.
+pub const SECRET_METADATA_FIRST: u32 = 6;
 
 /// Why a node cannot go on with a state of `version`.
 pub fn unsupported(version: u32) -> DbError {

@@ -2,14 +2,15 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::set_state_version::SECRET_PURGE;
+use super::put_secret::list_new_path;
+use super::set_state_version::{SECRET_METADATA_FIRST, SECRET_PURGE};
 use super::{
     below_state_version, refuse, secret_resource, validate_secret_path, Applied, CommandError, Ctx,
     ErrorCode, Outcome, Required, SecretMeta,
 };
 use crate::auth::{Access, Action, Read};
 use crate::layout::Cf;
-use crate::limits::SECRET_VERSIONS_LIMIT;
+use crate::limits::{SECRET_VERSIONS_DEFAULT, SECRET_VERSIONS_LIMIT};
 use crate::secret_deletions;
 use crate::secret_settings::{self, validate_custom_metadata};
 use crate::state_machine::Tx;
@@ -18,7 +19,8 @@ use crate::state_machine::Tx;
 /// metadata put`): versions to keep (applied at the next put, as Vault
 /// does), whether puts must carry check-and-set, custom metadata (replaced
 /// whole). Unset fields stay as they are. From state version
-/// `SECRET_PURGE` on (the version that brought the settings record).
+/// `SECRET_PURGE` on (the version that brought the settings record); from
+/// `SECRET_METADATA_FIRST` on, on a path with no secret yet too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpdateSecretMetadata {
     pub path: String,
@@ -56,15 +58,38 @@ impl UpdateSecretMetadata {
         if let Some(e) = below_state_version(tx, SECRET_PURGE, "updating a secret's metadata") {
             return Ok(Err(e));
         }
-        let key = tx.name_key(Cf::Secrets, &self.path)?;
-        let Some(mut meta) = tx.get::<SecretMeta>(Cf::Secrets, &key)? else {
-            return refuse(
-                ErrorCode::NotFound,
-                format!(
-                    "no secret at {}: write it first (cas 0 makes sure it is new), then set its metadata",
-                    self.path
-                ),
-            );
+        let names = tx.names()?;
+        let key = names.key(Cf::Secrets, &self.path);
+        let existing = tx.get::<SecretMeta>(Cf::Secrets, &key)?;
+        let created = existing.is_none();
+        let mut meta = match existing {
+            Some(meta) => meta,
+            None if tx.state_version() >= SECRET_METADATA_FIRST => {
+                // Metadata before the first version (Vault creates it too):
+                // listed at once, no version yet; the first put is version 1.
+                list_new_path(tx, &names, &self.path)?;
+                SecretMeta {
+                    latest_version: 0,
+                    oldest_version: 1,
+                    max_versions: SECRET_VERSIONS_DEFAULT,
+                    deleted: false,
+                    // Both set below, with the updated ones.
+                    created_revision: 0,
+                    created_ms: 0,
+                    updated_revision: 0,
+                    updated_ms: 0,
+                    updated_by: String::new(),
+                }
+            }
+            None => {
+                return refuse(
+                    ErrorCode::NotFound,
+                    format!(
+                        "no secret at {}: write it first (cas 0 makes sure it is new), then set its metadata",
+                        self.path
+                    ),
+                )
+            }
         };
         let mut settings = secret_settings::load(&*tx, &key)?;
         let before = (meta.max_versions, settings.clone());
@@ -78,7 +103,7 @@ impl UpdateSecretMetadata {
             settings.custom_metadata = m.clone();
         }
         // The same settings again change nothing (a retry without an id).
-        if before == (meta.max_versions, settings.clone()) {
+        if !created && before == (meta.max_versions, settings.clone()) {
             return Ok(Ok(Outcome::Done));
         }
         secret_settings::save(tx, &key, &settings);
@@ -93,6 +118,10 @@ impl UpdateSecretMetadata {
         meta.updated_revision = tx.next_revision();
         meta.updated_ms = tx.clock_ms();
         meta.updated_by = ctx.actor_name();
+        if created {
+            meta.created_revision = meta.updated_revision;
+            meta.created_ms = meta.updated_ms;
+        }
         tx.put(Cf::Secrets, &key, &meta);
         Ok(Ok(Outcome::Done))
     }
