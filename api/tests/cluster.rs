@@ -379,10 +379,9 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         let names: Vec<_> =
             on.list(list).await.unwrap().into_inner().entries.into_iter().map(|e| e.name).collect();
         assert!(names.contains(&"q".to_string()), "node {node}: {names:?}");
-        assert_eq!(
-            on.get(get_req("del/q", Consistency::Linearizable, 0)).await.unwrap_err().code(),
-            Code::NotFound
-        );
+        let e = on.get(get_req("del/q", Consistency::Linearizable, 0)).await.unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "node {node}");
+        assert!(e.message().contains("has no version yet"), "node {node}: {}", e.message());
     }
     let e = s.put(put_req("del/q", "no-cas", "del-7")).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");

@@ -139,7 +139,11 @@ pub async fn secret(conn: Conn, cmd: SecretCmd) -> anyhow::Result<()> {
                     .await
                     .map_err(status_err)?
                     .into_inner();
-                println!("deleted version {} revision {}", r.version, r.revision);
+                if r.version == 0 {
+                    println!("no version to delete yet (metadata only), revision {}", r.revision);
+                } else {
+                    println!("deleted version {} revision {}", r.version, r.revision);
+                }
             } else {
                 let r = client
                     .delete_versions(SecretVersionsRequest {
@@ -237,13 +241,17 @@ pub async fn secret(conn: Conn, cmd: SecretCmd) -> anyhow::Result<()> {
                 .map_err(status_err)?
                 .into_inner();
             println!("path: {}", m.path);
-            println!(
-                "versions: {}..={} (keeps {}){}",
-                m.oldest_version,
-                m.latest_version,
-                m.max_versions,
-                if m.deleted { ", latest deleted" } else { "" }
-            );
+            if m.latest_version == 0 {
+                println!("versions: none yet (keeps {})", m.max_versions);
+            } else {
+                println!(
+                    "versions: {}..={} (keeps {}){}",
+                    m.oldest_version,
+                    m.latest_version,
+                    m.max_versions,
+                    if m.deleted { ", latest deleted" } else { "" }
+                );
+            }
             println!("created: revision {}, {}", m.created_revision, fmt_ms(m.created_ms));
             if m.cas_required {
                 println!("cas required: every put must send --cas");

@@ -27,6 +27,12 @@ impl SecretsService {
             return Ok(format!("no secret at {path}"));
         };
         let latest = m.latest_version;
+        if latest == 0 {
+            return Ok(format!(
+                "secret {path} has no version yet (its metadata was set before any put; put one, with \
+                 --cas 0 if it requires check-and-set)"
+            ));
+        }
         let asked = version.unwrap_or(latest);
         let state = states.iter().find(|s| s.version == asked);
         Ok(match version {
