@@ -20,35 +20,6 @@ use strongbox_proto::v1::{
 };
 use tonic::Code;
 
-fn strongbox(c: &TestCluster, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    let ca = c.profile.ca_cert.clone().expect("TLS cluster");
-    std::process::Command::new(env!("CARGO_BIN_EXE_strongbox"))
-        .env("STRONGBOX_TOKEN", &c.admin_token)
-        .arg("--endpoint")
-        .arg(c.api_addr(1))
-        .arg("--ca")
-        .arg(ca)
-        .args(args.iter().map(|a| a.as_ref()))
-        .output()
-        .unwrap()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn refused(out: Output, why: &str) {
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "went through: {}", String::from_utf8_lossy(&out.stdout));
-    assert!(err.contains(why), "expected {why:?} in: {err}");
-}
-
 fn restore(from: &TestCluster, to: &TestCluster, id: u64, file: &Path, key: &Path) -> Output {
     strongbox(from, &[&"snapshot", &"restore", &file, &"--key-file", &key, &"--config", &to.configs[&id].0])
 }

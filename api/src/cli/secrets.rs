@@ -55,6 +55,19 @@ pub enum SecretCmd {
         #[arg(long)]
         request_id: Option<String>,
     },
+    /// Write an older version's value as a new version (Vault's `kv
+    /// rollback`): read it, then put it with check-and-set on the latest
+    /// version read with it, so a write in between fails the rollback
+    /// instead of being overwritten.
+    Rollback {
+        path: String,
+        /// The version whose value comes back (deleted or destroyed ones
+        /// cannot).
+        #[arg(long)]
+        version: u64,
+        #[arg(long)]
+        request_id: Option<String>,
+    },
     /// Permanently remove the values of some versions.
     Destroy {
         path: String,
@@ -131,6 +144,33 @@ pub async fn secret(conn: Conn, cmd: SecretCmd) -> anyhow::Result<()> {
             }
             out.flush()?;
             eprintln!("(version {} of {}, revision {})", r.version, r.latest_version, r.revision);
+        }
+        SecretCmd::Rollback { path, version, request_id } => {
+            if version == 0 {
+                anyhow::bail!("--version: name the version to roll back to (1 or more)");
+            }
+            let old = client
+                .get(GetSecretRequest { options: read_opts(false, 0), path: path.clone(), version })
+                .await
+                .map_err(status_err)?
+                .into_inner();
+            let r = client
+                .put(PutSecretRequest {
+                    options: write_opts(request_id),
+                    path,
+                    value: old.value,
+                    cas: Some(old.latest_version),
+                    max_versions: None,
+                })
+                .await
+                .map_err(status_err)?
+                .into_inner();
+            println!(
+                "version {} revision {}: the value of version {version}{}",
+                r.version,
+                r.revision,
+                if r.deduplicated { " (deduplicated)" } else { "" }
+            );
         }
         SecretCmd::Delete { path, versions, request_id } => {
             if versions.is_empty() {

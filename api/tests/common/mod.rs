@@ -280,6 +280,54 @@ impl TestCluster {
     }
 }
 
+/// The `strongbox` binary as a user runs it, against node 1 as the admin.
+pub fn strongbox(c: &TestCluster, args: &[&dyn AsRef<std::ffi::OsStr>]) -> std::process::Output {
+    strongbox_with_stdin(c, args, b"")
+}
+
+/// As `strongbox`, with `stdin` piped in (a secret's value, a password).
+pub fn strongbox_with_stdin(
+    c: &TestCluster,
+    args: &[&dyn AsRef<std::ffi::OsStr>],
+    stdin: &[u8],
+) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let ca = c.profile.ca_cert.clone().expect("TLS cluster");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_strongbox"))
+        .env("STRONGBOX_TOKEN", &c.admin_token)
+        .arg("--endpoint")
+        .arg(c.api_addr(1))
+        .arg("--ca")
+        .arg(ca)
+        .args(args.iter().map(|a| a.as_ref()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The command's stdout; it must have succeeded.
+pub fn ok(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The command must have failed, saying `why` on stderr.
+pub fn refused(out: std::process::Output, why: &str) {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "went through: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(err.contains(why), "expected {why:?} in: {err}");
+}
+
 pub fn put_req(path: &str, value: &str, request_id: &str) -> PutSecretRequest {
     PutSecretRequest {
         options: Some(WriteOptions { request_id: request_id.into() }),

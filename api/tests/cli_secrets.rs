@@ -1,0 +1,73 @@
+//! The README's secret commands, run as a user runs them: the real
+//! `strongbox` binary against a three-node cluster, through node 1 (leader
+//! or not), checked by what they print and what they refuse.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn sb(c: &TestCluster, args: &[&str]) -> std::process::Output {
+    let args: Vec<&dyn AsRef<std::ffi::OsStr>> = args.iter().map(|a| a as _).collect();
+    strongbox(c, &args)
+}
+
+fn value_of(c: &TestCluster, args: &[&str]) -> String {
+    ok(sb(c, &[&["secret", "get"], args].concat()))
+}
+
+#[tokio::test]
+async fn the_readmes_secret_commands_do_what_they_say() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = TestCluster::start(3, fast_raft()).await;
+    c.wait_leader(Duration::from_secs(10)).await;
+    let path = "team-a/db/password";
+
+    let put = ok(strongbox_with_stdin(&c, &[&"secret", &"put", &path], b"s3cr3t"));
+    assert!(put.starts_with("version 1 revision "), "{put}");
+    assert_eq!(value_of(&c, &[path]), "s3cr3t", "the exact bytes, no newline when not a terminal");
+    assert!(ok(sb(&c, &["secret", "put", path, "--value", "new", "--cas", "1"])).starts_with("version 2 "));
+    refused(sb(&c, &["secret", "put", path, "--value", "lost", "--cas", "1"]), "check-and-set failed");
+    assert_eq!(ok(sb(&c, &["secret", "list", "team-a"])).trim(), "db/");
+    let meta = ok(sb(&c, &["secret", "meta", path]));
+    assert!(meta.contains("versions: 1..=2 (keeps 10)"), "{meta}");
+
+    // Rollback: version 1's value as version 3.
+    let back = ok(sb(&c, &["secret", "rollback", path, "--version", "1"]));
+    assert!(back.starts_with("version 3 ") && back.contains("the value of version 1"), "{back}");
+    assert_eq!(value_of(&c, &[path]), "s3cr3t");
+    refused(sb(&c, &["secret", "rollback", path, "--version", "9"]), "no version 9");
+    refused(sb(&c, &["secret", "rollback", path, "--version", "0"]), "--version");
+
+    // Soft delete and back; older versions stay readable meanwhile.
+    assert!(ok(sb(&c, &["secret", "delete", path])).starts_with("deleted version 3 "));
+    refused(sb(&c, &["secret", "get", path]), "is deleted");
+    assert_eq!(value_of(&c, &[path, "--version", "2"]), "new");
+    ok(sb(&c, &["secret", "undelete", path]));
+    assert_eq!(value_of(&c, &[path]), "s3cr3t");
+
+    // Destroyed: gone for good, and no rollback to it.
+    ok(sb(&c, &["secret", "destroy", path, "--version", "1"]));
+    refused(sb(&c, &["secret", "get", path, "--version", "1"]), "destroyed");
+    refused(sb(&c, &["secret", "rollback", path, "--version", "1"]), "destroyed");
+
+    // Metadata before the first version binds that version's put.
+    ok(sb(&c, &["secret", "meta-put", "team-b/key", "--cas-required", "true", "--custom", "owner=b"]));
+    let meta = ok(sb(&c, &["secret", "meta", "team-b/key"]));
+    assert!(meta.contains("versions: none yet") && meta.contains("owner=b"), "{meta}");
+    refused(sb(&c, &["secret", "get", "team-b/key"]), "has no version yet");
+    refused(sb(&c, &["secret", "put", "team-b/key", "--value", "v"]), "requires check-and-set");
+    assert!(
+        ok(sb(&c, &["secret", "put", "team-b/key", "--value", "v", "--cas", "0"])).starts_with("version 1 ")
+    );
+
+    // Purge: every version, the metadata, the listing; again is no error.
+    let purged = ok(sb(&c, &["secret", "purge", path]));
+    assert!(purged.contains("2 version(s) destroyed"), "versions 2 and 3 had values: {purged}");
+    assert!(ok(sb(&c, &["secret", "purge", path])).contains("0 version(s) destroyed"));
+    assert_eq!(ok(sb(&c, &["secret", "list", "team-a"])).trim(), "");
+    refused(sb(&c, &["secret", "get", path]), "no secret at team-a/db/password");
+    ok(sb(&c, &["secret", "metadata-delete", "team-b/key"]));
+    assert_eq!(ok(sb(&c, &["secret", "list"])).trim(), "", "nothing left at the root");
+}
