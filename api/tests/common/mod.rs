@@ -291,11 +291,27 @@ pub fn strongbox_with_stdin(
     args: &[&dyn AsRef<std::ffi::OsStr>],
     stdin: &[u8],
 ) -> std::process::Output {
+    strongbox_as(c, Some(&c.admin_token), args, stdin)
+}
+
+/// The binary with `token` (None: the token a `login` in this cluster's
+/// scratch profile saved, as a user's CLI uses). The profile is the
+/// cluster's own, never the user's `~/.config`.
+pub fn strongbox_as(
+    c: &TestCluster,
+    token: Option<&str>,
+    args: &[&dyn AsRef<std::ffi::OsStr>],
+    stdin: &[u8],
+) -> std::process::Output {
     use std::io::Write;
     use std::process::Stdio;
     let ca = c.profile.ca_cert.clone().expect("TLS cluster");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_strongbox"))
-        .env("STRONGBOX_TOKEN", &c.admin_token)
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_strongbox"));
+    cmd.env("STRONGBOX_PROFILE", c.dir.path().join("cli-profile.toml")).env_remove("STRONGBOX_TOKEN");
+    if let Some(t) = token {
+        cmd.env("STRONGBOX_TOKEN", t);
+    }
+    let mut child = cmd
         .arg("--endpoint")
         .arg(c.api_addr(1))
         .arg("--ca")
