@@ -76,6 +76,8 @@ async fn the_readmes_access_commands_do_what_they_say() {
     ok(admin(&c, &["role", "delete", "team-a-rw"]));
     refused(saved(&c, &["secret", "get", "team-a/app"]), "PermissionDenied");
     refused(run(&c, Some(&fresh), &["secret", "get", "team-a/app"], ""), "PermissionDenied");
+    // Logged out: the token is revoked, not only forgotten by the CLI.
+    let alice_token = std::fs::read_to_string(c.dir.path().join("token")).expect("login saved it");
     ok(saved(&c, &["logout"]));
-    refused(saved(&c, &["whoami"]), "Unauthenticated");
+    refused(run(&c, Some(alice_token.trim()), &["whoami"], ""), "Unauthenticated");
 }

@@ -57,6 +57,7 @@ async fn the_readmes_secret_commands_do_what_they_say() {
     let meta = ok(sb(&c, &["secret", "meta", "team-b/key"]));
     assert!(meta.contains("versions: none yet") && meta.contains("owner=b"), "{meta}");
     refused(sb(&c, &["secret", "get", "team-b/key"]), "has no version yet");
+    assert!(ok(sb(&c, &["secret", "delete", "team-b/key"])).starts_with("no version to delete yet"));
     refused(sb(&c, &["secret", "put", "team-b/key", "--value", "v"]), "requires check-and-set");
     assert!(
         ok(sb(&c, &["secret", "put", "team-b/key", "--value", "v", "--cas", "0"])).starts_with("version 1 ")

@@ -313,6 +313,13 @@ fn metadata_set_before_the_first_version_lists_the_path_and_binds_the_first_put(
     assert_eq!(meta.created_ms, 5, "created when its metadata was");
     // Listed once, not twice.
     assert_eq!(listed(&sm, "team/db/"), ["pw"]);
+
+    // A new path is named plainly, as a put would require.
+    let before = sm.revision().unwrap();
+    let dots = apply_one(&sm, &settings("m2", 20, "team/../app/x", |o| o.max_versions = Some(3)));
+    assert_eq!(dots.result.unwrap_err().code, ErrorCode::InvalidArgument);
+    assert!(sm.secret_meta("team/../app/x").unwrap().is_none());
+    assert_eq!((sm.revision().unwrap(), listed(&sm, "team/")), (before, vec!["db/".to_string()]));
 }
 
 #[test]

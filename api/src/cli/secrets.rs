@@ -59,14 +59,14 @@ pub enum SecretCmd {
     /// rollback`): read it, then put it with check-and-set on the latest
     /// version read with it, so a write in between fails the rollback
     /// instead of being overwritten.
+    /// (No --request-id: a retry reads the new latest version and so sends
+    /// another cas; a failed rollback is simply run again.)
     Rollback {
         path: String,
         /// The version whose value comes back (deleted or destroyed ones
         /// cannot).
         #[arg(long)]
         version: u64,
-        #[arg(long)]
-        request_id: Option<String>,
     },
     /// Permanently remove the values of some versions.
     Destroy {
@@ -145,7 +145,7 @@ pub async fn secret(conn: Conn, cmd: SecretCmd) -> anyhow::Result<()> {
             out.flush()?;
             eprintln!("(version {} of {}, revision {})", r.version, r.latest_version, r.revision);
         }
-        SecretCmd::Rollback { path, version, request_id } => {
+        SecretCmd::Rollback { path, version } => {
             if version == 0 {
                 anyhow::bail!("--version: name the version to roll back to (1 or more)");
             }
@@ -156,7 +156,7 @@ pub async fn secret(conn: Conn, cmd: SecretCmd) -> anyhow::Result<()> {
                 .into_inner();
             let r = client
                 .put(PutSecretRequest {
-                    options: write_opts(request_id),
+                    options: write_opts(None),
                     path,
                     value: old.value,
                     cas: Some(old.latest_version),
@@ -204,7 +204,11 @@ pub async fn secret(conn: Conn, cmd: SecretCmd) -> anyhow::Result<()> {
                     .await
                     .map_err(status_err)?
                     .into_inner();
-                println!("version {} readable again, revision {}", r.version, r.revision);
+                if r.version == 0 {
+                    println!("no version to undelete yet (metadata only), revision {}", r.revision);
+                } else {
+                    println!("version {} readable again, revision {}", r.version, r.revision);
+                }
             } else {
                 let r = client
                     .undelete_versions(SecretVersionsRequest {

@@ -65,6 +65,17 @@ impl UpdateSecretMetadata {
         let mut meta = match existing {
             Some(meta) => meta,
             None if tx.state_version() >= SECRET_METADATA_FIRST => {
+                // A new path, as a put would make it: no `.` or `..` segment
+                // (listed literally, matched by rules literally).
+                if self.path.split('/').any(|seg| seg == "." || seg == "..") {
+                    return refuse(
+                        ErrorCode::InvalidArgument,
+                        format!(
+                            "path: {:?} has a '.' or '..' segment; name the secret by its plain path",
+                            self.path
+                        ),
+                    );
+                }
                 // Metadata before the first version (Vault creates it too):
                 // listed at once, no version yet; the first put is version 1.
                 list_new_path(tx, &names, &self.path)?;
