@@ -237,6 +237,7 @@ async fn call(ch: AuthChannel, rpc: Rpc, tag: &str) -> Result<(), Status> {
             go!(cluster.set_state_version(SetStateVersionRequest { version: 1, options: None }))
         }
         Rpc::ClusterSaveSnapshot => go!(cluster.save_snapshot(SaveSnapshotRequest {})),
+        Rpc::ClusterStateHash => go!(cluster.state_hash(StateHashRequest {})),
     }
 }
 

@@ -71,4 +71,20 @@ async fn the_readmes_secret_commands_do_what_they_say() {
     refused(sb(&c, &["secret", "get", path]), "no secret at team-a/db/password");
     ok(sb(&c, &["secret", "metadata-delete", "team-b/key"]));
     assert_eq!(ok(sb(&c, &["secret", "list"])).trim(), "", "nothing left at the root");
+
+    // After all that, the three replicas hold the same state: once every
+    // member has applied the last write, their digests agree.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = ok(sb(&c, &["cluster", "hash"]));
+        let digests: Vec<&str> =
+            out.lines().skip(1).take(3).filter_map(|l| l.split_whitespace().nth(4)).collect();
+        if out.contains("every member that answered agrees") {
+            assert_eq!(digests.len(), 3, "{out}");
+            assert!(digests.iter().all(|d| d.len() == 64 && *d == digests[0]), "{out}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "members never at one applied index: {out}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -27,6 +27,7 @@ pub mod secret_deletions;
 pub mod secret_settings;
 pub mod snapshot;
 pub mod snapshot_gate;
+pub mod state_hash;
 pub mod state_machine;
 
 pub use command::{Actor, Command, CommandError, ErrorCode, Op, Response};

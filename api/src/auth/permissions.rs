@@ -130,6 +130,7 @@ rpcs! {
     ClusterRemove = "Cluster/Remove" => Access(Admin, "cluster");
     ClusterTransferLeader = "Cluster/TransferLeader" => Access(Admin, "cluster");
     ClusterSetStateVersion = "Cluster/SetStateVersion" => Access(Admin, "cluster");
+    ClusterStateHash = "Cluster/StateHash" => Access(Admin, "cluster");
     // A backup holds every secret: only a rule on `*` itself covers it.
     ClusterSaveSnapshot = "Cluster/SaveSnapshot" => Access(Admin, "*");
 }

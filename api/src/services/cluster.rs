@@ -3,8 +3,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
-use strongbox_raft::sm_store::Export;
+use strongbox_raft::sm_store::{Export, META_APPLIED};
+use strongbox_raft::types::LogId;
 use strongbox_store::auth::{Action, Effect, Rule};
+use strongbox_store::layout::sm_keys;
+use strongbox_store::state_hash::state_hash;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -24,8 +27,8 @@ use crate::local_audit;
 
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Snapshot saves running at once on one node: each reads the whole state
-/// and holds an image of it on disk until its client has it.
+/// Whole-state reads running at once on one node: snapshot saves (each
+/// holds an image on disk until its client has it) and state hashes.
 const SAVES_RUNNING_MAX: usize = 1;
 /// Frames read ahead of a slow client (each at most `FRAME_BYTES_MAX`).
 const SAVE_FRAMES_AHEAD: usize = 2;
@@ -233,6 +236,43 @@ impl Cluster for ClusterService {
     }
 
     type SaveSnapshotStream = SaveSnapshotStream;
+
+    async fn state_hash(
+        &self,
+        req: Request<StateHashRequest>,
+    ) -> Result<Response<StateHashResponse>, Status> {
+        self.api
+            .rpc("cluster.state_hash", token_of(req.metadata()), async {
+                // This node as it is: no barrier (a partitioned member can
+                // still be compared once it is back).
+                self.api.check_caught_up(&bearer(req.metadata())?, Rpc::ClusterStateHash, "").await?;
+                let permit = self.saves.clone().try_acquire_owned().map_err(|_| {
+                    Status::resource_exhausted(
+                        "this node is reading its whole state already (a snapshot save or a state hash); \
+                         try again when it is done",
+                    )
+                })?;
+                let sm = self.node.sm.clone();
+                let keys: [&[u8]; 2] = [META_APPLIED, sm_keys::REVISION];
+                let h = tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    state_hash(sm.db(), &keys)
+                })
+                .await
+                .map_err(internal)?
+                .map_err(internal)?;
+                let applied: Option<LogId> = h.meta(META_APPLIED).map_err(internal)?;
+                Ok(StateHashResponse {
+                    node_id: self.node.id,
+                    applied_index: applied.map_or(0, |l| l.index),
+                    applied_term: applied.map_or(0, |l| l.leader_id.term),
+                    revision: h.meta::<u64>(sm_keys::REVISION).map_err(internal)?.unwrap_or(0),
+                    records: h.records,
+                    digest: h.hex(),
+                })
+            })
+            .await
+    }
 
     async fn save_snapshot(
         &self,

@@ -44,13 +44,35 @@ pub fn open_encrypted() -> (tempfile::TempDir, StateMachine) {
     bootstrapped(dir, db)
 }
 
-fn bootstrapped(dir: tempfile::TempDir, db: Db) -> (tempfile::TempDir, StateMachine) {
-    let sm = StateMachine::new(db);
-    let boot = Bootstrap {
-        username: "admin".into(),
-        password_phc: ADMIN_PHC.into(),
-        name_key: strongbox_store::names::NameKey::generate(),
+/// One replica of a cluster whose bootstrap carried `name_key`: plaintext,
+/// or sealed under a master key of its own (as each node's is).
+pub fn open_replica(
+    name_key: &strongbox_store::names::NameKey,
+    encrypted: bool,
+) -> (tempfile::TempDir, StateMachine) {
+    use strongbox_store::keyring::{Keyring, MasterKey};
+    let dir = tempfile::tempdir().unwrap();
+    let codec = if encrypted {
+        Codec::encrypted(std::sync::Arc::new(Keyring::create(dir.path(), MasterKey::generate().0).unwrap()))
+    } else {
+        Codec::plaintext()
     };
+    let db = Db::open(&dir.path().join("db"), codec).unwrap();
+    set_version(&db, STATE_VERSION_SUPPORTED);
+    bootstrapped_with(dir, db, name_key.clone())
+}
+
+fn bootstrapped(dir: tempfile::TempDir, db: Db) -> (tempfile::TempDir, StateMachine) {
+    bootstrapped_with(dir, db, strongbox_store::names::NameKey::generate())
+}
+
+fn bootstrapped_with(
+    dir: tempfile::TempDir,
+    db: Db,
+    name_key: strongbox_store::names::NameKey,
+) -> (tempfile::TempDir, StateMachine) {
+    let sm = StateMachine::new(db);
+    let boot = Bootstrap { username: "admin".into(), password_phc: ADMIN_PHC.into(), name_key };
     assert!(apply_one(&sm, &as_node("boot", 0, Op::Bootstrap(boot))).result.is_ok());
     assert!(apply_one(&sm, &login("admin", ADMIN_PHC, ADMIN_TOKEN, 0, FAR_MS)).result.is_ok());
     assert_eq!(sm.revision().unwrap(), BASE);
