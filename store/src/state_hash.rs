@@ -9,10 +9,14 @@
 //! `SmMeta` holds bookkeeping a node may keep its own way (counters cached
 //! by one build and not another, markers of an upgrade done in place), so
 //! only its keys named here, or by the caller (the Raft layer's applied
-//! position), are hashed.
+//! position), are hashed. Expired tokens are left out too: apply removes
+//! them once per apply batch, a bounded number at a time, and nodes group
+//! entries into batches differently, so at one applied index one node may
+//! still hold a token another has pruned (every node treats it as gone).
 
 use sha2::{Digest, Sha256};
 
+use crate::auth::TokenRecord;
 use crate::db::{decode, Db, DbError};
 use crate::layout::{sm_keys, Cf};
 
@@ -52,15 +56,34 @@ impl StateHash {
 /// replicated ones (and returns them). Reads and decrypts every record:
 /// seconds for a large state, so the caller bounds how often it runs.
 pub fn state_hash(db: &Db, meta_keys: &[&[u8]]) -> Result<StateHash, DbError> {
+    // A re-encryption pass must not retire a key this view still needs.
+    let _keys = db.snapshot_gate().enter();
     let mut h = Sha256::new();
     let (mut records, mut meta) = (0u64, Vec::new());
+    // SmMeta comes first: the state's clock is known before the tokens.
+    debug_assert_eq!(Cf::STATE_MACHINE[0], Cf::SmMeta);
+    let mut clock_ms = 0u64;
     db.for_each_consistent(&Cf::STATE_MACHINE, |cf, key, value| {
-        if cf == Cf::SmMeta {
-            if meta_keys.contains(&key) {
-                meta.push((key.to_vec(), value.clone()));
-            } else if !REPLICATED_META_KEYS.contains(&key) {
-                return Ok(());
+        match cf {
+            Cf::SmMeta => {
+                if key == sm_keys::CLOCK_MS {
+                    clock_ms = decode(cf, &value)?;
+                }
+                if meta_keys.contains(&key) {
+                    meta.push((key.to_vec(), value.clone()));
+                } else if !REPLICATED_META_KEYS.contains(&key) {
+                    return Ok(());
+                }
             }
+            // As apply's prune: expired at or before the state's clock.
+            Cf::Tokens if decode::<TokenRecord>(cf, &value)?.expires_ms <= clock_ms => return Ok(()),
+            Cf::TokensByExpiry
+                if key.len() >= 8
+                    && u64::from_be_bytes(key[..8].try_into().expect("8 bytes")) <= clock_ms =>
+            {
+                return Ok(())
+            }
+            _ => {}
         }
         // Lengths first: no two different record lists hash the same bytes.
         h.update([cf as u8]);

@@ -37,3 +37,29 @@ fn replicas_sealed_under_different_keys_hash_alike_and_any_change_shows() {
     apply_one(&sealed, &put("p-extra", 41, "a/k0", "w", None));
     assert_ne!(h(&sealed).digest, h(&other).digest);
 }
+
+#[test]
+fn a_token_one_replica_pruned_and_another_not_yet_does_not_part_them() {
+    // Apply prunes expired tokens once per apply batch, from what earlier
+    // batches committed: grouped differently, two replicas at one applied
+    // index can hold different expired tokens. Both treat them as gone.
+    let key = strongbox_store::names::NameKey::generate();
+    let (_a, one_by_one) = open_replica(&key, true);
+    let (_b, together) = open_replica(&key, true);
+    let short = login("admin", ADMIN_PHC, [9; 32], 50, 100);
+    let later = put("p-later", 200, "a/k", "v", None);
+    apply_one(&one_by_one, &short);
+    apply_one(&one_by_one, &later);
+    let mut b = together.begin().unwrap();
+    assert!(b.apply(&short).unwrap().result.is_ok());
+    assert!(b.apply(&later).unwrap().result.is_ok());
+    b.commit().unwrap();
+    let tokens = |sm: &strongbox_store::StateMachine| {
+        sm.db().scan_raw(strongbox_store::Cf::Tokens, &[], None, 10).unwrap().len()
+    };
+    assert_eq!(tokens(&one_by_one) + 1, tokens(&together), "one pruned the expired token, the other not yet");
+    assert_eq!(
+        state_hash(one_by_one.db(), &[]).unwrap().digest,
+        state_hash(together.db(), &[]).unwrap().digest
+    );
+}

@@ -35,8 +35,9 @@ pub enum ClusterCmd {
     /// switch on together). Asks each member; refuses if one does not answer.
     UpgradeState,
     /// Each member's digest of its replicated state (etcd's HashKV): members
-    /// at the same applied index must agree. Exit 1 if two disagree; run it
-    /// while writes pause to have every member at one index.
+    /// at the same applied index must agree. Exit 1 if two disagree, 3 if
+    /// not every member answered at one index (nothing wrong seen, but not
+    /// all compared: run it again while writes pause).
     Hash,
 }
 
@@ -135,11 +136,17 @@ pub async fn cluster(conn: Conn, cmd: ClusterCmd) -> anyhow::Result<()> {
                 }
             }
             anyhow::ensure!(parted.is_empty(), "replicas disagree: {}", parted.join("; "));
-            if by_index.len() > 1 {
-                println!("members are at different applied indexes: only those at the same one compare");
-            } else {
-                println!("every member that answered agrees");
+            let answered: usize = by_index.values().map(Vec::len).sum();
+            if by_index.len() != 1 || answered != s.members.len() {
+                eprintln!(
+                    "not compared in full: {answered} of {} members answered, at {} applied index(es); \
+                     run again while writes pause",
+                    s.members.len(),
+                    by_index.len()
+                );
+                std::process::exit(3);
             }
+            println!("all {answered} members agree");
         }
         ClusterCmd::UpgradeState => {
             let s = client.status(StatusRequest {}).await.map_err(status_err)?.into_inner();

@@ -9,7 +9,8 @@ use jepsen::linear::{self, key_of, Register};
 use jepsen::results::{CheckerResult, Results, Validity};
 use serde_json::json;
 use strongbox_proto::v1::auth_client::AuthClient;
-use strongbox_proto::v1::WhoAmIRequest;
+use strongbox_proto::v1::cluster_client::ClusterClient;
+use strongbox_proto::v1::{StateHashRequest, WhoAmIRequest};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -73,6 +74,42 @@ pub async fn recovery(cluster: &Mutex<Cluster>, ctx: &Ctx, limit: Duration) -> R
     Recovery { converged: false, seconds: start.elapsed().as_secs_f64(), nodes }
 }
 
+/// After the final reads, with no write left in flight: every node's
+/// digest of its replicated state (`Cluster.StateHash`) at one applied
+/// index. Two nodes at one index with two digests have parted: invalid at
+/// once. All at one index and one digest: valid. Never all at one index
+/// within `limit`: unknown (nothing wrong seen, nothing shown).
+pub async fn replicas(cluster: &Mutex<Cluster>, ctx: &Ctx, limit: Duration) -> CheckerResult {
+    let start = Instant::now();
+    let mut seen: BTreeMap<u64, (u64, String)> = BTreeMap::new();
+    while start.elapsed() < limit {
+        seen.clear();
+        let ids = cluster.lock().await.ids();
+        for id in &ids {
+            let mut c = ClusterClient::new(ctx.admin(*id));
+            let call = c.state_hash(StateHashRequest {});
+            if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(10), call).await {
+                let r = r.into_inner();
+                seen.insert(*id, (r.applied_index, r.digest));
+            }
+        }
+        let detail = json!(seen);
+        for (a, (index_a, digest_a)) in &seen {
+            if let Some((b, _)) = seen.iter().find(|(b, (i, d))| *b > a && i == index_a && d != digest_a) {
+                return CheckerResult::new(Validity::Invalid)
+                    .with_detail("parted", json!({"nodes": [a, b], "applied_index": index_a}))
+                    .with_detail("nodes", detail);
+            }
+        }
+        let first = seen.values().next().map(|(i, _)| *i);
+        if seen.len() == ids.len() && seen.values().all(|(i, _)| Some(*i) == first) {
+            return CheckerResult::new(Validity::Valid).with_detail("nodes", detail);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    CheckerResult::new(Validity::Unknown).with_detail("nodes", json!(seen))
+}
+
 fn linear_summary(r: &linear::LinResult) -> serde_json::Value {
     match r {
         linear::LinResult::Valid => json!(true),
@@ -128,6 +165,7 @@ pub fn all(
     ops: &[Op],
     workloads: &[std::sync::Arc<Workload>],
     recovery: Recovery,
+    replicas: CheckerResult,
     crashes: Vec<u64>,
     key_budget_ms: u64,
     faults: &[&str],
@@ -174,6 +212,7 @@ pub fn all(
             .with_detail("seconds", json!(recovery.seconds))
             .with_detail("nodes", json!(recovery.nodes)),
     );
+    results.insert("replicas", replicas);
     let valid = if crashes.is_empty() { Validity::Valid } else { Validity::Invalid };
     results.insert("crashes", CheckerResult::new(valid).with_detail("nodes", json!(crashes)));
     results.insert("nemesis", nemesis(ops, faults));

@@ -115,6 +115,7 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
         let mut client = new_client(FINAL_PROCESS + i as u64, 1, rng.random());
         w.final_reads(&ctx, &mut client).await;
     }
+    let replicas = check::replicas(&cluster, &ctx, Duration::from_secs(args.recovery_limit)).await;
     let crashed = cluster.lock().await.crashed();
     cluster.lock().await.stop_all().await;
     drop(net);
@@ -122,7 +123,8 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
     let ops = rec.ops();
     jepsen::history::save(&out.join("history.jsonl"), &ops)?;
     let fault_names: Vec<&str> = Fault::parse_list(&args.nemesis)?.into_iter().map(Fault::name).collect();
-    let results = check::all(&ops, &workloads, recovery, crashed, args.key_budget_ms, &fault_names)?;
+    let results =
+        check::all(&ops, &workloads, recovery, replicas, crashed, args.key_budget_ms, &fault_names)?;
     results.save(&out.join("results.json"))?;
     let command: Vec<String> = std::env::args().collect();
     let title = format!("{} · nemesis {} · {} s", names.join(","), args.nemesis, args.time_limit);
