@@ -102,8 +102,11 @@ pub async fn replicas(cluster: &Mutex<Cluster>, ctx: &Ctx, limit: Duration) -> C
             }
         }
         let first = seen.values().next().map(|(i, _)| *i);
-        if seen.len() == ids.len() && seen.values().all(|(i, _)| Some(*i) == first) {
-            return CheckerResult::new(Validity::Valid).with_detail("nodes", detail);
+        if let Some(index) = first.filter(|i| seen.len() == ids.len() && seen.values().all(|(j, _)| j == i)) {
+            return CheckerResult::new(Validity::Valid)
+                .with_count("nodes_compared", seen.len() as u64)
+                .with_count("applied_index", index)
+                .with_detail("nodes", detail);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
