@@ -248,6 +248,21 @@ async fn permissions_are_per_ledger() {
         vec![10],
         "nothing of the refused batch"
     );
+
+    // An empty batch: no results, as TigerBeetle answers, and nothing
+    // applied; it still needs a valid token.
+    let empty =
+        tess.create_transfers(CreateTransfersRequest { transfers: vec![], options: None }).await.unwrap();
+    let empty = empty.into_inner();
+    assert!(empty.results.is_empty() && !empty.deduplicated, "{empty:?}");
+    assert!(empty.revision >= ok.revision, "the node's revision: {} < {}", empty.revision, ok.revision);
+    let none = tess.create_accounts(CreateAccountsRequest { accounts: vec![], options: None }).await.unwrap();
+    assert!(none.into_inner().results.is_empty());
+    let s = ledger(c.authed(1, None))
+        .create_transfers(CreateTransfersRequest { transfers: vec![], options: None })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
 }
 
 /// Many clients on all nodes move value between accounts that may not go

@@ -9,6 +9,7 @@ use rand::{Rng, SeedableRng};
 use strongbox_store::auth::{Action, Effect, Rule};
 use strongbox_store::command::{
     CreateAccounts, CreateTransfers, CreateUser, ExpirePendingTransfers, Outcome, PutRole,
+    STATE_VERSION_SUPPORTED,
 };
 use strongbox_store::ledger::model::{
     account_flags as af, transfer_flags as tf, Account, AccountFilter, PendingStatus, Transfer,
@@ -568,6 +569,39 @@ fn batches_are_bounded() {
     assert_eq!(r.result.unwrap_err().code, ErrorCode::ResourceExhausted);
     let r = apply_one(&sm, &transfers_cmd("empty", 1, vec![]));
     assert_eq!(r.result.unwrap_err().code, ErrorCode::InvalidArgument);
+}
+
+/// TigerBeetle: balances released by a timeout do not change the history;
+/// every row is a transfer's, at that transfer's timestamp. Below state
+/// version 7 an expiry added a row of its own, and still does there.
+#[test]
+fn an_expiry_adds_no_balance_history_row_from_state_version_7() {
+    for (version, expiry_rows) in [(STATE_VERSION_SUPPORTED, 0), (6, 1)] {
+        let (_d, sm) = open_at_version(version);
+        assert_eq!(create_accounts(&sm, "a", vec![acct(1, af::HISTORY), acct(2, 0)]), vec![AR::Ok; 2]);
+        let pending = Transfer { flags: tf::PENDING, timeout: 1, ..xfer(10, 1, 2, 9) };
+        assert_eq!(create_transfers_at(&sm, "p", 5_000, vec![pending]), vec![TR::Ok]);
+        // A later transfer sweeps the expired one first, then applies.
+        assert_eq!(create_transfers_at(&sm, "t", 7_000, vec![xfer(11, 2, 1, 4)]), vec![TR::Ok]);
+        assert_eq!(read::pending_status(sm.db(), 10).unwrap(), Some(PendingStatus::Expired));
+        assert_eq!(bal(&sm, 1), (0, 0, 0, 4), "the reservation is released either way");
+
+        let history =
+            read::account_entries(sm.db(), Cf::AccountHistory, &account_filter(1, true, true, false, 100))
+                .unwrap()
+                .entries;
+        let ids: Vec<u128> = history.iter().map(|(_, e)| e.transfer_id).collect();
+        let mut expected = vec![10];
+        expected.extend(std::iter::repeat_n(10, expiry_rows));
+        expected.push(11);
+        assert_eq!(ids, expected, "state version {version}");
+        let transfers = read::transfers(sm.db(), &[10, 11]).unwrap();
+        let transfer_timestamps: Vec<u64> = transfers.iter().map(|t| t.transfer.timestamp).collect();
+        let paired = history.iter().filter(|(ts, _)| transfer_timestamps.contains(ts)).count();
+        assert_eq!(paired, 2, "state version {version}: rows at a transfer's timestamp");
+        let last = history.last().unwrap().1.balance.unwrap();
+        assert_eq!((last.debits_pending, last.credits_posted), (0, 4), "state version {version}");
+    }
 }
 
 #[test]

@@ -50,6 +50,21 @@ impl LedgerService {
         }
     }
 
+    /// An empty batch, which TigerBeetle answers with no results: nothing is
+    /// proposed, but the caller must hold a valid token and a well-formed
+    /// request id, as for any write. Answers the revision this node has
+    /// applied.
+    async fn nothing_to_apply(
+        &self,
+        meta: &MetadataMap,
+        opts: Option<&WriteOptions>,
+        rpc: Rpc,
+    ) -> Result<u64, Status> {
+        request_id(opts)?;
+        self.precheck(meta, rpc, std::iter::empty()).await?;
+        self.api.revision()
+    }
+
     /// Read access on `ledger`, for each record a query returns.
     fn may_read(caller: &Caller, rpc: Rpc, ledger: u32) -> Result<(), Status> {
         let access = rpc.need().access(&ledger.to_string()).expect("ledger RPCs name a ledger");
@@ -133,6 +148,11 @@ impl Ledger for LedgerService {
             .rpc("ledger.create_accounts", token_of(req.metadata()), async {
                 check_size(req.get_ref())?;
                 let (meta, _, r) = req.into_parts();
+                if r.accounts.is_empty() {
+                    let revision =
+                        self.nothing_to_apply(&meta, r.options.as_ref(), Rpc::LedgerCreateAccounts).await?;
+                    return Ok(CreateAccountsResponse { results: Vec::new(), revision, deduplicated: false });
+                }
                 batch_len("accounts", r.accounts.len())?;
                 let accounts =
                     r.accounts.iter().enumerate().map(|(i, a)| account_in(i, a)).collect::<Result<_, _>>()?;
@@ -159,6 +179,15 @@ impl Ledger for LedgerService {
             .rpc("ledger.create_transfers", token_of(req.metadata()), async {
                 check_size(req.get_ref())?;
                 let (meta, _, r) = req.into_parts();
+                if r.transfers.is_empty() {
+                    let revision =
+                        self.nothing_to_apply(&meta, r.options.as_ref(), Rpc::LedgerCreateTransfers).await?;
+                    return Ok(CreateTransfersResponse {
+                        results: Vec::new(),
+                        revision,
+                        deduplicated: false,
+                    });
+                }
                 batch_len("transfers", r.transfers.len())?;
                 let transfers = r
                     .transfers
@@ -283,9 +312,6 @@ impl Ledger for LedgerService {
 }
 
 fn batch_len(field: &str, n: usize) -> Result<(), Status> {
-    if n == 0 {
-        return Err(Status::invalid_argument(format!("{field}: a batch needs at least one event")));
-    }
     if n > EVENTS_PER_BATCH_MAX {
         return Err(Status::resource_exhausted(format!(
             "{field}: a batch holds at most {EVENTS_PER_BATCH_MAX} events, got {n}; split it into several requests"

@@ -19,7 +19,7 @@ use crate::DbError;
 /// The state versions this build applies: 1 up to this one. Raise it (and
 /// gate the new behaviour on `Tx::state_version() >= it`) whenever apply
 /// would answer an entry differently from the build before.
-pub const STATE_VERSION_SUPPORTED: u32 = 6;
+pub const STATE_VERSION_SUPPORTED: u32 = 7;
 
 /// From version 2, ledger events keep every flag they were sent with
 /// (`linked` included, as TigerBeetle stores it), an id already taken is
@@ -99,6 +99,15 @@ pub const SECRET_PURGE: u32 = 5;
 /// purge retried without its request id is not an error. Before, both were
 /// NOT_FOUND.
 pub const SECRET_METADATA_FIRST: u32 = 6;
+
+/// From version 7, a pending transfer that expires adds no row to its
+/// accounts' balance history, as in TigerBeetle ("pending balances removed
+/// by a timeout don't change historical balances"): every row then belongs
+/// to a transfer with the row's timestamp, so a client can pair balances
+/// with `GetAccountTransfers`. The accounts' current balances release the
+/// reservation as before. Before, each expiry added a row under the
+/// expired transfer's id.
+pub const EXPIRY_WITHOUT_HISTORY: u32 = 7;
 
 /// Why a node cannot go on with a state of `version`.
 pub fn unsupported(version: u32) -> DbError {

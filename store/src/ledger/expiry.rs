@@ -6,6 +6,7 @@
 use super::model::{account_flags as af, transfer_flags as f, AccountEntry, PendingStatus};
 use super::{account, entry_key, id_key, next_timestamp, store_accounts, transfer, EXPIRE_PER_COMMAND_MAX};
 use crate::auth::Read;
+use crate::command::set_state_version::EXPIRY_WITHOUT_HISTORY;
 use crate::layout::Cf;
 use crate::state_machine::Tx;
 use crate::DbError;
@@ -49,6 +50,9 @@ pub(crate) fn expire_due(tx: &mut Tx<'_>) -> Result<usize, DbError> {
         tx.put(Cf::PendingTransfers, &id_key(id), &PendingStatus::Expired);
         tx.delete(Cf::PendingExpiry, k);
         tx.expired.push(id);
+        if tx.state_version() >= EXPIRY_WITHOUT_HISTORY {
+            continue;
+        }
         for (a, debit) in [(&dr, true), (&cr, false)] {
             if a.has(af::HISTORY) {
                 let entry = AccountEntry { transfer_id: id, debit, revision, balance: Some(a.balance()) };
