@@ -114,7 +114,10 @@ impl Profile {
             .tcp_nodelay(true);
         if !self.insecure {
             let ca_path =
-                self.ca_cert.as_ref().ok_or_else(|| anyhow::anyhow!("the profile names no ca_cert"))?;
+                self.ca_cert.as_ref().ok_or_else(|| anyhow::anyhow!(
+                    "no CA certificate to verify the nodes with: the profile names no ca_cert; with --endpoint, \
+                     pass --ca FILE (or --insecure for a node started with insecure = true)"
+                ))?;
             let ca = std::fs::read(ca_path)
                 .map_err(|e| anyhow::anyhow!("cannot read CA {}: {e}", ca_path.display()))?;
             ep = ep.tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))?;

@@ -323,7 +323,9 @@ async fn revocation_on_the_leader_holds_on_every_follower_at_once() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let c = TestCluster::start(3, fast_raft()).await;
     // Rules no RPC could ever match (a typo) are refused, not stored.
-    for typo in ["secret:team-a/*", "users:alice", "nosuchkind"] {
+    // So are rules on a scoped kind that name none of it, or a ledger by
+    // something that is not an id: as a deny, each would deny nothing.
+    for typo in ["secret:team-a/*", "users:alice", "nosuchkind", "secrets", "secrets:../x", "ledgers:abc"] {
         let permissions =
             vec![Permission { effect: "allow".into(), action: "read".into(), resource: typo.into() }];
         let e = RolesClient::new(c.admin(1))
@@ -528,11 +530,17 @@ async fn lockout_expiry_enumeration_clients_and_no_secrets_in_logs() {
     let created = ClientsClient::new(c.admin(1)).create(create.clone()).await.unwrap().into_inner();
     assert!(created.client_secret.starts_with("sbxc_"), "the first answer shows the secret");
     // A retry of the same request (it generated a secret of its own) is
-    // answered from the first apply: no secret, since the one it made was
-    // never kept; the first secret keeps working (checked below).
-    let retried = ClientsClient::new(c.admin(2)).create(create).await.unwrap().into_inner();
-    assert_eq!(retried.client_secret, "", "a retry must not show a secret that was never kept");
-    assert_eq!(retried.revision, created.revision);
+    // answered from the first apply: FAILED_PRECONDITION pointing at the
+    // first answer and at rotation, never OK with an empty secret (nor the
+    // retry's own, never kept); the first secret keeps working (below).
+    let retried = ClientsClient::new(c.admin(2)).create(create).await.unwrap_err();
+    assert_eq!(retried.code(), Code::FailedPrecondition, "{retried:?}");
+    assert!(
+        retried.message().contains("rotate-secret")
+            && retried.message().contains(&format!("revision {}", created.revision)),
+        "{}",
+        retried.message()
+    );
     let grant = |secret: String| ClientTokenRequest {
         grant_type: "client_credentials".into(),
         client_id: "ci".into(),

@@ -24,6 +24,18 @@ async fn the_readmes_secret_commands_do_what_they_say() {
     c.wait_leader(Duration::from_secs(10)).await;
     let path = "team-a/db/password";
 
+    // One node by --endpoint, the rest from the profile (its CA included):
+    // no --ca needed to talk to one member of the profile's own cluster.
+    let profile = c.dir.path().join("ca-profile.toml");
+    c.profile.save(&profile).unwrap();
+    let one_node = std::process::Command::new(env!("CARGO_BIN_EXE_strongbox"))
+        .env("STRONGBOX_PROFILE", &profile)
+        .env("STRONGBOX_TOKEN", &c.admin_token)
+        .args(["--endpoint", &c.api_addr(2), "cluster", "status"])
+        .output()
+        .unwrap();
+    assert!(ok(one_node).contains("leader"), "cluster status through node 2 alone");
+
     let put = ok(strongbox_with_stdin(&c, &[&"secret", &"put", &path], b"s3cr3t"));
     assert!(put.starts_with("version 1 revision "), "{put}");
     assert_eq!(value_of(&c, &[path]), "s3cr3t", "the exact bytes, no newline when not a terminal");

@@ -94,3 +94,60 @@ fn a_node_certificate_never_outlives_its_ca() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(&format!("valid until {ca_end} UTC")), "{stdout}");
 }
+
+/// The README's first command as a new user runs it: `strongbox dev` comes
+/// up, the CLI works from another process with no flags but the profile,
+/// the new cluster's record holds no failed login (its login loop used to
+/// reach a node before the first admin existed, and the failure applied
+/// against the admin once it did), and Ctrl-C stops all three nodes.
+#[tokio::test]
+async fn dev_comes_up_serves_the_cli_and_stops_on_ctrl_c() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("profile.toml");
+    let mut dev = tokio::process::Command::new(env!("CARGO_BIN_EXE_strongbox"))
+        .args(["dev", "--base-port", "7940", "--dir"])
+        .arg(dir.path().join("dev"))
+        .env("STRONGBOX_PROFILE", &profile)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(dev.stdout.take().unwrap()).lines();
+    let up = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("cluster is up") {
+                return;
+            }
+        }
+        panic!("strongbox dev exited before the cluster was up");
+    };
+    tokio::time::timeout(Duration::from_secs(120), up).await.expect("the cluster comes up");
+    // Keep draining its output so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_strongbox"))
+            .args(args)
+            .env("STRONGBOX_PROFILE", &profile)
+            .env_remove("STRONGBOX_TOKEN")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{args:?}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        stdout
+    };
+    assert!(cli(&["cluster", "status"]).contains("leader"));
+    let audit = cli(&["audit", "query"]);
+    assert!(audit.contains("\"bootstrap\""), "the record starts with the first admin: {audit}");
+    assert!(!audit.contains("login_failure"), "no failed login on a new cluster's record: {audit}");
+
+    let pid = dev.id().expect("running") as i32;
+    // SAFETY: a plain syscall on our own child's pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0, "SIGINT to strongbox dev");
+    let status = tokio::time::timeout(Duration::from_secs(60), dev.wait()).await.expect("dev stops").unwrap();
+    assert!(status.success(), "dev exits cleanly on Ctrl-C: {status:?}");
+    let left =
+        std::process::Command::new("pgrep").args(["-f", &dir.path().display().to_string()]).output().unwrap();
+    assert!(left.stdout.is_empty(), "no node left running: {}", String::from_utf8_lossy(&left.stdout));
+}

@@ -186,7 +186,15 @@ impl ConnArgs {
     pub fn conn(&self) -> anyhow::Result<Conn> {
         let profile_path = self.profile.clone().unwrap_or_else(default_profile_path);
         let profile = if !self.endpoint.is_empty() {
-            Profile { endpoints: self.endpoint.clone(), ca_cert: self.ca.clone(), insecure: self.insecure }
+            // The endpoints replace the profile's; its CA still serves
+            // unless --ca or --insecure says otherwise (one node of the
+            // profile's own cluster is the common case).
+            let ca_cert = match (&self.ca, self.insecure) {
+                (Some(ca), _) => Some(ca.clone()),
+                (None, true) => None,
+                (None, false) => Profile::load(&profile_path).ok().and_then(|p| p.ca_cert),
+            };
+            Profile { endpoints: self.endpoint.clone(), ca_cert, insecure: self.insecure }
         } else {
             let mut p = Profile::load(&profile_path)?;
             p.insecure |= self.insecure;

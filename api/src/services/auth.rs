@@ -92,6 +92,20 @@ impl AuthService {
     }
 }
 
+/// A new cluster has no principal until its first admin is created (a
+/// command right after the first election). A login in between is not a
+/// wrong password: UNAVAILABLE, and no failure is recorded, which would
+/// otherwise apply after the admin exists and count against it (every new
+/// `strongbox dev` cluster began with a failed admin login on record).
+fn not_before_bootstrap(api: &Api) -> Result<(), Status> {
+    if api.node.sm.bootstrapped().map_err(internal)? {
+        return Ok(());
+    }
+    Err(Status::unavailable(
+        "the cluster is still being initialized (its first admin does not exist yet); try again in a moment",
+    ))
+}
+
 fn write_response(w: Written) -> WriteResponse {
     WriteResponse { revision: w.revision, deduplicated: w.deduplicated }
 }
@@ -119,6 +133,7 @@ impl Auth for AuthService {
                 // The user record as of now: a user created a moment ago through
                 // another node is found, and its failures are counted right.
                 self.api.read_barrier(None).await?;
+                not_before_bootstrap(&self.api)?;
                 let p = Principal::User(r.username.clone());
                 let rec = self.api.node.sm.principal(&p).map_err(internal)?;
                 let now = now_ms();
@@ -161,6 +176,7 @@ impl Auth for AuthService {
                     .map_err(|e| Status::invalid_argument(format!("client_id: {}", e.message)))?;
                 let secret = zeroize::Zeroizing::new(r.client_secret);
                 self.api.read_barrier(None).await?;
+                not_before_bootstrap(&self.api)?;
                 let p = Principal::Client(r.client_id.clone());
                 let rec = self.api.node.sm.principal(&p).map_err(internal)?;
                 let digest = client_secret_digest(&secret);

@@ -75,18 +75,28 @@ impl Clients for ClientsService {
                 });
                 let w = self.api.write(&meta, Rpc::ClientsCreate, "", r.options.as_ref(), op).await?;
                 // Show the secret only if it is the one kept. A client's own
-                // retry (same request id, a new secret generated) gets none:
-                // the first answer had it, and only its digest was kept. But
-                // this call's command may also come back deduplicated when the
-                // node retried it after an election and the first attempt had
-                // applied: the kept digest is then ours, and hiding the secret
-                // would lose it for good.
+                // retry (same request id, a new secret generated) has none
+                // to show: the first answer had it, and only its digest was
+                // kept. Said as an error, not OK with an empty secret that a
+                // caller could store and be locked out with (as for
+                // RotateSecret). But this call's command may also come back
+                // deduplicated when the node retried it after an election and
+                // the first attempt had applied: the kept digest is then
+                // ours, and hiding the secret would lose it for good.
                 let kept = match &w.outcome {
                     Outcome::ClientCreated { secret_digest: kept } => *kept == secret_digest,
                     // Answered before the digest was part of the outcome.
                     _ => !w.deduplicated,
                 };
-                let client_secret = if kept { secret.to_string() } else { String::new() };
+                if !kept {
+                    return Err(Status::failed_precondition(format!(
+                        "client {:?} was created by an earlier attempt of this request (revision {}); its \
+                         secret was in that answer only. If it was lost, issue a new one with \
+                         `strongbox client rotate-secret {}` (Clients.RotateSecret)",
+                        r.client_id, w.revision, r.client_id
+                    )));
+                }
+                let client_secret = secret.to_string();
                 Ok(CreateClientResponse { client_id: r.client_id, client_secret, revision: w.revision })
             })
             .await

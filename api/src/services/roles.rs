@@ -87,7 +87,111 @@ fn check_resource_kind(resource: &str) -> Result<(), String> {
     if sub.is_some() && !scoped {
         return Err(format!("resource {resource:?}: {kind} has no sub-resources; use {kind:?}"));
     }
-    Ok(())
+    match (scoped, sub) {
+        (true, None) => Err(format!(
+            "resource {resource:?}: every request on {kind} names one ({kind}:<...>), so this matches none; \
+             use {kind}:* for all of them"
+        )),
+        (true, Some(sub)) => {
+            check_sub_resource(kind, sub).map_err(|why| format!("resource {resource:?}: {why}"))
+        }
+        (false, _) => Ok(()),
+    }
+}
+
+/// A sub-resource no request can name (a ledger id that is not one, a path
+/// with an empty, '.' or '..' segment) would match nothing; a deny rule
+/// written that way would silently deny nothing.
+fn check_sub_resource(kind: &str, sub: &str) -> Result<(), String> {
+    let (fixed, pattern) = match sub.strip_suffix('*') {
+        Some(prefix) => (prefix, true),
+        None => (sub, false),
+    };
+    match kind {
+        "ledgers" => {
+            let named = if pattern {
+                fixed.bytes().all(|b| b.is_ascii_digit()) && !fixed.starts_with('0')
+            } else {
+                fixed.parse::<u32>().is_ok_and(|l| l != 0 && l.to_string() == fixed)
+            };
+            if named {
+                Ok(())
+            } else {
+                Err("a ledger is named by its id, 1 to 4294967295 without leading zeros (ledgers:7), \
+                     or a prefix of one (ledgers:7*), or ledgers:* for every ledger"
+                    .into())
+            }
+        }
+        "secrets" => {
+            if !pattern && fixed.is_empty() {
+                return Err(
+                    "names no path; use secrets:<path>, secrets:<folder>/* or secrets:* for every secret"
+                        .into(),
+                );
+            }
+            // Every segment but a pattern's last (partial) one, and a
+            // folder's trailing '/' (`secrets:team-a/` is listing team-a).
+            let mut segments: Vec<&str> = fixed.split('/').collect();
+            if pattern || fixed.ends_with('/') {
+                segments.pop();
+            }
+            match segments.iter().find(|s| s.is_empty() || **s == "." || **s == "..") {
+                Some(s) => Err(format!(
+                    "a secret path has no {} segment, so this matches none",
+                    if s.is_empty() { "empty" } else { s }
+                )),
+                None => Ok(()),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_resource_kind;
+
+    #[test]
+    fn rules_that_could_match_nothing_are_refused() {
+        for ok in [
+            "*",
+            "secrets*",
+            "secrets:*",
+            "secrets:team-a/*",
+            "secrets:team-a/db/password",
+            "secrets:team-a/",
+            "secrets:team-*",
+            "ledgers:*",
+            "ledgers:7",
+            "ledgers:4294967295",
+            "ledgers:1*",
+            "users",
+            "users*",
+        ] {
+            assert_eq!(check_resource_kind(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "secrets",
+            "secrets:",
+            "secrets:../x",
+            "secrets:a/../*",
+            "secrets:a//b",
+            "secrets:./*",
+            "ledgers",
+            "ledgers:",
+            "ledgers:abc",
+            "ledgers:-1",
+            "ledgers:0",
+            "ledgers:007",
+            "ledgers:4294967296",
+            "ledgers:0*",
+            "ledgers:x*",
+            "users:alice",
+            "secret:team-a/*",
+        ] {
+            assert!(check_resource_kind(bad).is_err(), "{bad}");
+        }
+    }
 }
 
 fn rule_from(i: usize, p: Permission) -> Result<Rule, Status> {
