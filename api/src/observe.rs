@@ -79,14 +79,33 @@ pub fn restate_oversize<B>(mut resp: tonic::codegen::http::Response<B>) -> tonic
         && status.message().starts_with("Error, decoded message length too large")
     {
         let why = status.message().trim_start_matches("Error, decoded message length too large: ");
-        let restated = Status::resource_exhausted(format!(
-            "request too large ({why}); split it or send less (limit {REQUEST_BYTES_MAX} bytes)"
-        ));
+        // tonic's own words name the limit already.
+        let restated = if why.contains("limit") {
+            Status::resource_exhausted(format!("request too large ({why}); split it or send less"))
+        } else {
+            Status::resource_exhausted(format!(
+                "request too large ({why}); split it or send less (limit {REQUEST_BYTES_MAX} bytes)"
+            ))
+        };
         // Cannot fail: the message is ASCII, percent-encoded by tonic.
+        let _ = restated.add_header(resp.headers_mut());
+    }
+    // A body that does not decode as the method's message (a truncated
+    // varint, bad UTF-8 in a string): tonic says INTERNAL, as gRPC's table
+    // does, but nothing failed on this side; the request was malformed, and
+    // clients and alerts read INTERNAL as a server fault.
+    if status.code() == Code::Internal && status.message().starts_with(DECODE_ERROR_PREFIX) {
+        let restated = Status::invalid_argument(format!(
+            "the request is not a well-formed message of this method: {}",
+            status.message()
+        ));
         let _ = restated.add_header(resp.headers_mut());
     }
     resp
 }
+
+/// How tonic's prost codec words a request body that does not decode.
+const DECODE_ERROR_PREFIX: &str = "failed to decode Protobuf message";
 
 /// RESOURCE_EXHAUSTED for requests over the size cap.
 pub fn check_size<M: prost::Message>(msg: &M) -> Result<(), Status> {

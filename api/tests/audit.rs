@@ -66,6 +66,14 @@ async fn logins_grants_and_refusals_are_audited_and_the_chain_verifies_everywher
     assert!(
         !refusals.records.is_empty() && refusals.records.iter().all(|r| r.outcome == "FailedPrecondition")
     );
+    // Filters nothing could match are refused, not answered with silence.
+    for q in [
+        AuditQueryRequest { outcome: "permission_denied".into(), ..Default::default() },
+        AuditQueryRequest { since_ms: 2_000, until_ms: 1_000, ..Default::default() },
+    ] {
+        let e = audit.query(q).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    }
     let q = AuditQueryRequest { limit: 2, ..Default::default() };
     let page = audit.query(q).await.unwrap().into_inner();
     assert_eq!(page.records.len(), 2);

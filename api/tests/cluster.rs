@@ -233,6 +233,32 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
     let huge = "x".repeat(2 * 1024 * 1024);
     let e = s.put(put_req("ok/path", &huge, "")).await.unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
+    assert_eq!(e.message().matches("1572864").count(), 1, "the limit said once: {}", e.message());
+
+    // Two authorization entries, a valid one first: refused, not picked.
+    let mut two = tonic::Request::new(get_req("ok/path", Consistency::Linearizable, 0));
+    two.metadata_mut().append("authorization", format!("Bearer {}", c.admin_token).parse().unwrap());
+    two.metadata_mut().append("authorization", "Bearer sbx_someone_else".parse().unwrap());
+    let e = secrets_client::SecretsClient::new(c.channel(leader)).get(two).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert!(e.message().contains("exactly one"), "{}", e.message());
+
+    // A body that is not the method's message (field 1, a string there,
+    // holds bytes that are not UTF-8): INVALID_ARGUMENT, not the INTERNAL
+    // tonic answers, and before any token is asked for.
+    let mut raw = tonic::client::Grpc::new(c.channel(leader));
+    raw.ready().await.unwrap();
+    let garbage = strongbox_proto::raft::v1::Payload { data: vec![0xff, 0xfe], ..Default::default() };
+    let e = raw
+        .unary(
+            tonic::Request::new(garbage),
+            tonic::codegen::http::uri::PathAndQuery::from_static("/strongbox.v1.Auth/Login"),
+            tonic_prost::ProstCodec::<_, strongbox_proto::raft::v1::Payload>::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("UTF-8"), "{}", e.message());
     // Far over, on a read (refused by the transport before any handler).
     let e = s.get(get_req(&"x".repeat(9 << 20), Consistency::Linearizable, 0)).await.unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());

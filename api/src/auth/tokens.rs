@@ -70,6 +70,11 @@ pub fn bearer(meta: &MetadataMap) -> Result<TokenHash, Status> {
             "missing authorization metadata: send `authorization: Bearer <token>` (get one with Auth.Login)",
         ));
     };
+    // Which of two would count is a guess a proxy and this node could make
+    // differently: refused rather than picked.
+    if meta.get_all("authorization").iter().nth(1).is_some() {
+        return Err(Status::unauthenticated("more than one authorization metadata entry: send exactly one"));
+    }
     let v = v.to_str().map_err(|_| Status::unauthenticated("authorization metadata is not ASCII"))?;
     let token = v
         .strip_prefix("Bearer ")

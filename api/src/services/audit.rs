@@ -88,6 +88,30 @@ fn matches(q: &AuditQueryRequest, r: &AuditRecord) -> bool {
         && (q.until_ms == 0 || r.time_ms <= q.until_ms)
 }
 
+/// Filters that no record can match are a mistake (a misspelt outcome, a
+/// reversed time range) that would otherwise read as "nothing happened".
+fn check_filters(q: &AuditQueryRequest) -> Result<(), Status> {
+    if q.since_ms != 0 && q.until_ms != 0 && q.since_ms > q.until_ms {
+        return Err(Status::invalid_argument(format!(
+            "since_ms ({}) is after until_ms ({}): no record can match",
+            q.since_ms, q.until_ms
+        )));
+    }
+    if q.outcome.is_empty() || q.outcome == "ok" || q.outcome == "deduplicated" {
+        return Ok(());
+    }
+    // A refusal is recorded by its gRPC code's name (`PermissionDenied`).
+    let codes: Vec<String> = (1..=16).map(|c| format!("{:?}", tonic::Code::from(c))).collect();
+    if codes.contains(&q.outcome) {
+        return Ok(());
+    }
+    Err(Status::invalid_argument(format!(
+        "outcome: {:?} is never recorded; use ok, deduplicated or a gRPC code name: {}",
+        q.outcome,
+        codes.join(", ")
+    )))
+}
+
 fn chain(v: i32, field: &str) -> Result<AuditChain, Status> {
     AuditChain::try_from(v).map_err(|_| Status::invalid_argument(format!("{field}: unknown audit chain {v}")))
 }
@@ -100,6 +124,7 @@ impl Audit for AuditService {
                 let (meta, _, q) = req.into_parts();
                 self.api.read(&meta, Rpc::AuditQuery, "", q.options.as_ref()).await?;
                 let chain = chain(q.chain, "chain")?;
+                check_filters(&q)?;
                 let limit = if q.limit == 0 { PAGE_DEFAULT } else { q.limit } as usize;
                 if limit > AUDIT_READ_MAX {
                     return Err(Status::invalid_argument(format!(

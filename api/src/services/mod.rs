@@ -114,8 +114,8 @@ impl Api {
         let f = async move {
             if needs_token && token.is_none() {
                 return Err(Status::unauthenticated(
-                    "missing or malformed authorization metadata: send `authorization: Bearer <token>` \
-                     (get one with Auth.Login)",
+                    "missing, malformed or repeated authorization metadata: send exactly one \
+                     `authorization: Bearer <token>` (get one with Auth.Login)",
                 ));
             }
             f.await
