@@ -133,6 +133,11 @@ pub fn request_id(given: Option<&strongbox_proto::v1::WriteOptions>) -> Result<S
             "options.request_id: at most {REQUEST_ID_BYTES_MAX} bytes, got {}",
             id.len()
         ))),
+        // An id is echoed in the audit trail and in logs: a control
+        // character there could forge a line.
+        Some(id) if id.chars().any(char::is_control) => Err(Status::invalid_argument(
+            "options.request_id: control characters (newline, NUL...) are not allowed; use printable text such as a UUID",
+        )),
         Some(id) if !id.is_empty() => Ok(id.to_string()),
         _ => Ok(uuid::Uuid::new_v4().to_string()),
     }

@@ -264,6 +264,12 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
     assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
     assert!(e.message().contains("request too large"), "{}", e.message());
 
+    // A path with the rules' wildcard; a request id with a control character.
+    let e = s.put(put_req("team-a/*", "v", "")).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let e = s.put(put_req("ok/rid", "v", "retry\n1")).await.unwrap_err();
+    assert!(e.code() == Code::InvalidArgument && e.message().contains("control"), "{e:?}");
+
     // An idempotency key over its limit: refused, and nothing keeps it.
     let e = s.put(put_req("ok/rid", "v", &"r".repeat(129))).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);

@@ -74,6 +74,14 @@ fn new_path_arg(path: &str) -> Result<(), Status> {
             "path: {path:?} has a '.' or '..' segment; name the secret by its plain path"
         )));
     }
+    // '*' ends a role rule's prefix pattern: a path holding one could not
+    // be granted on its own (secrets:a/* means everything under a/).
+    if path.contains('*') {
+        return Err(Status::invalid_argument(format!(
+            "path: {path:?} holds '*', the wildcard of role rules; a secret named with it could not be \
+             granted alone. Use another character"
+        )));
+    }
     Ok(())
 }
 
