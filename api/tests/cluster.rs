@@ -810,6 +810,14 @@ async fn membership_add_learner_promote_transfer_remove() {
     let r = c.cluster(leader).remove(RemoveRequest { id: 4 }).await.unwrap().into_inner();
     assert_eq!(r.members.len(), 3, "node 4 removed: {r:?}");
     assert!(r.members.iter().all(|m| m.id != 4));
+    // No longer a member: NOT_FOUND, as for promote and remove, through a
+    // follower (the leader's answer crosses the forward) and the leader.
+    let follower = [1, 2, 3].into_iter().find(|i| *i != leader).unwrap();
+    for via in [follower, leader] {
+        let e = c.cluster(via).transfer_leader(TransferLeaderRequest { id: 4 }).await.unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "via node {via}: {e:?}");
+        assert!(e.message().contains("is not a member"), "{}", e.message());
+    }
     let e = c.cluster(leader).promote(PromoteRequest { id: 0 }).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     c.stop(4).await;

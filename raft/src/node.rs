@@ -96,7 +96,10 @@ fn propose_error(e: ProposeError) -> NodeError {
     match e {
         ProposeError::NotLeader => NodeError::NoLeader,
         ProposeError::Overloaded => NodeError::Overloaded,
-        ProposeError::Refused(m) | ProposeError::Busy(m) => NodeError::Refused(m),
+        // A member that is not there reads NOT_FOUND, as for membership
+        // changes (the text crosses the forward RPC).
+        ProposeError::Refused(m) => refusal(m),
+        ProposeError::Busy(m) => NodeError::Refused(m),
         ProposeError::Fatal(m) => NodeError::Fatal(m),
     }
 }
@@ -819,8 +822,16 @@ impl RaftNode {
                 return Err(ProposeError::NotLeader);
             }
             let membership = m.membership_config.membership();
+            if membership.get_node(&to).is_none() {
+                let members = membership.nodes().map(|(id, _)| id.to_string()).collect::<Vec<_>>().join(", ");
+                return Err(ProposeError::Refused(format!(
+                    "id: node {to} {NOT_A_MEMBER} (members: {members})"
+                )));
+            }
             if !membership.voter_ids().any(|v| v == to) {
-                return Err(ProposeError::Refused(format!("id: node {to} is not a voter")));
+                return Err(ProposeError::Refused(format!(
+                    "id: node {to} is a learner, not a voter; promote it first"
+                )));
             }
             let node = membership.get_node(&to).cloned().expect("voters have node info");
             let matched = m.replication.as_ref().and_then(|r| r.get(&to).copied().flatten()).map(|l| l.index);
