@@ -33,6 +33,14 @@ pub trait Read {
     fn deny_covers_admin(&self) -> bool {
         true
     }
+    /// Whether a token refused for its principal says which of the two
+    /// happened (disabled, or credentials changed since it was issued):
+    /// apply follows the state version (`PRECISE_TOKEN_REFUSALS`), since
+    /// the refusal's text is kept in the request record; reads outside
+    /// apply take the newest wording.
+    fn precise_token_refusals(&self) -> bool {
+        true
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -469,7 +477,19 @@ pub fn resolve(
         return Ok(Err(unauthenticated("the token's principal no longer exists")));
     };
     if !rec.enabled || rec.epoch != token.epoch {
-        return Ok(Err(unauthenticated("the token's principal is disabled or was re-created")));
+        if !r.precise_token_refusals() {
+            return Ok(Err(unauthenticated("the token's principal is disabled or was re-created")));
+        }
+        let p = &token.principal;
+        return Ok(Err(unauthenticated(&if !rec.enabled {
+            format!("{p} is disabled; once an administrator enables it again, log in again")
+        } else {
+            format!(
+                "the token predates the last change to {p}'s credentials (a password set or changed, \
+                 a client secret rotated, or the principal disabled and enabled again or re-created); \
+                 log in again"
+            )
+        })));
     }
     let mut roles = Vec::new();
     let mut role_names = Vec::new();

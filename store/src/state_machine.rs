@@ -1062,6 +1062,10 @@ impl Read for Tx<'_> {
     fn deny_covers_admin(&self) -> bool {
         self.state_version >= crate::command::set_state_version::DENY_COVERS_ADMIN
     }
+
+    fn precise_token_refusals(&self) -> bool {
+        self.state_version >= crate::command::set_state_version::PRECISE_TOKEN_REFUSALS
+    }
 }
 
 impl<'b> Tx<'b> {

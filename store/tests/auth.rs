@@ -386,6 +386,39 @@ fn a_changed_password_ends_every_other_session_but_the_callers() {
     assert!(apply_one(&sm, &login("bob", "$argon2id$bob2", [12; 32], 7, FAR_MS)).result.is_ok());
 }
 
+/// A token refused for its principal says why (state version 8 on): a
+/// password change is not reported as the principal being disabled. Below
+/// 8 the old wording stays, since it is kept in request records.
+#[test]
+fn a_refused_token_says_whether_its_principal_is_disabled_or_its_password_changed() {
+    let message = |r: &strongbox_store::Response| r.result.clone().unwrap_err().message;
+    for version in [STATE_VERSION_SUPPORTED, 7] {
+        let (_d, sm) = open_at_version(version);
+        with_bob(&sm);
+        let other = [9; 32];
+        assert!(apply_one(&sm, &login("bob", BOB_PHC, other, 2, FAR_MS)).result.is_ok());
+        let change = ChangePassword { expected_phc: BOB_PHC.into(), new_phc: "$argon2id$bob2".into() };
+        assert!(apply_one(&sm, &as_token(BOB, "pw", 3, Op::ChangePassword(change))).result.is_ok());
+        let changed = apply_one(&sm, &as_token(other, "w1", 4, put_op("team-a/x", "v", None)));
+        let off = SetEnabled { principal: Principal::User("bob".into()), enabled: false };
+        assert!(apply_one(&sm, &as_admin("off", 5, Op::SetEnabled(off))).result.is_ok());
+        let disabled = apply_one(&sm, &as_token(BOB, "w2", 6, put_op("team-a/x", "v", None)));
+        assert_eq!(code(&changed), ErrorCode::Unauthenticated);
+        assert_eq!(code(&disabled), ErrorCode::Unauthenticated);
+        if version == STATE_VERSION_SUPPORTED {
+            assert!(
+                message(&changed).contains("predates the last change to user:bob's credentials"),
+                "{changed:?}"
+            );
+            assert!(!message(&changed).contains("disabled;"), "{changed:?}");
+            assert!(message(&disabled).starts_with("user:bob is disabled"), "{disabled:?}");
+        } else {
+            assert_eq!(message(&changed), "the token's principal is disabled or was re-created");
+            assert_eq!(message(&disabled), message(&changed));
+        }
+    }
+}
+
 const HELP: [u8; 32] = [3; 32];
 const HELP_PHC: &str = "$argon2id$help";
 

@@ -19,7 +19,7 @@ use crate::DbError;
 /// The state versions this build applies: 1 up to this one. Raise it (and
 /// gate the new behaviour on `Tx::state_version() >= it`) whenever apply
 /// would answer an entry differently from the build before.
-pub const STATE_VERSION_SUPPORTED: u32 = 7;
+pub const STATE_VERSION_SUPPORTED: u32 = 8;
 
 /// From version 2, ledger events keep every flag they were sent with
 /// (`linked` included, as TigerBeetle stores it), an id already taken is
@@ -108,6 +108,14 @@ pub const SECRET_METADATA_FIRST: u32 = 6;
 /// reservation as before. Before, each expiry added a row under the
 /// expired transfer's id.
 pub const EXPIRY_WITHOUT_HISTORY: u32 = 7;
+
+/// From version 8, a token refused for its principal says which case it
+/// is: the principal is disabled, or its credentials changed after the
+/// token was issued (a password change, a rotated client secret). Before,
+/// both read "disabled or was re-created", which sent a user whose
+/// password had just been reset looking for who disabled them. Gated
+/// because the refusal's text is part of the request record.
+pub const PRECISE_TOKEN_REFUSALS: u32 = 8;
 
 /// Why a node cannot go on with a state of `version`.
 pub fn unsupported(version: u32) -> DbError {
