@@ -46,7 +46,7 @@ thread_local! {
 }
 
 /// A status code's name as a metric label, without an allocation per RPC.
-fn code_name(code: Code) -> &'static str {
+pub(crate) fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "Ok",
         Code::Cancelled => "Cancelled",

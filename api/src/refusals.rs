@@ -64,6 +64,16 @@ pub fn action_of(path: &str) -> String {
     out
 }
 
+/// The `method` label of a request refused before its handler: the routed
+/// method's name as handlers count it, or `unknown` for a path nothing
+/// serves (a client's path must not mint a metric series each).
+fn metric_method(path: &str, code: tonic::Code) -> String {
+    if code == tonic::Code::Unimplemented {
+        return "unknown".to_string();
+    }
+    action_of(path)
+}
+
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for AuditRefusals<S>
 where
     S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
@@ -96,6 +106,12 @@ where
             if status.code() == tonic::Code::Ok {
                 return Ok(resp);
             }
+            metrics::counter!(
+                "strongbox_rpc_total",
+                "method" => metric_method(&path, status.code()),
+                "code" => crate::observe::code_name(status.code())
+            )
+            .increment(1);
             let token = authorization.and_then(|v| {
                 let mut meta = tonic::metadata::MetadataMap::new();
                 meta.insert("authorization", v.to_str().ok()?.parse().ok()?);
@@ -127,5 +143,14 @@ mod tests {
         assert_eq!(action_of("/strongbox.v1.Secrets/Put"), "secrets.put");
         assert_eq!(action_of("/strongbox.v1.Cluster/AddLearner"), "cluster.add_learner");
         assert_eq!(action_of("/nope.Service/Call"), "/nope.Service/Call");
+    }
+
+    #[test]
+    fn an_unserved_path_is_counted_as_unknown() {
+        use super::metric_method;
+        use tonic::Code;
+        assert_eq!(metric_method("/nope.Service/Call", Code::Unimplemented), "unknown");
+        assert_eq!(metric_method("/strongbox.v1.Secrets/Nope", Code::Unimplemented), "unknown");
+        assert_eq!(metric_method("/strongbox.v1.Secrets/Put", Code::InvalidArgument), "secrets.put");
     }
 }

@@ -259,6 +259,28 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains("UTF-8"), "{}", e.message());
+    // A path nothing serves.
+    let e = raw
+        .unary(
+            tonic::Request::new(strongbox_proto::raft::v1::Payload::default()),
+            tonic::codegen::http::uri::PathAndQuery::from_static("/strongbox.v1.Secrets/NoSuchMethod"),
+            tonic_prost::ProstCodec::<_, strongbox_proto::raft::v1::Payload>::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
+    // Both are counted though no handler ran: as the method routed to, and
+    // as `unknown` (a client's path names no series).
+    let body = c.metrics(leader).await;
+    for (method, code) in [("auth.login", "InvalidArgument"), ("unknown", "Unimplemented")] {
+        assert!(
+            body.lines().any(|l| l.starts_with("strongbox_rpc_total{")
+                && l.contains(&format!("method=\"{method}\""))
+                && l.contains(&format!("code=\"{code}\""))),
+            "no strongbox_rpc_total for {method} {code} in /metrics"
+        );
+    }
+    assert!(!body.contains("NoSuchMethod"), "an unserved path became a label");
     // Far over, on a read (refused by the transport before any handler).
     let e = s.get(get_req(&"x".repeat(9 << 20), Consistency::Linearizable, 0)).await.unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
