@@ -32,6 +32,9 @@ const EVERY: Duration = Duration::from_millis(500);
 
 /// Whether this node can serve now, and if not, why.
 fn readiness(node: &RaftNode, staleness_max: Option<Duration>) -> Result<(), String> {
+    if let Some(why) = node.removal() {
+        return Err(why);
+    }
     let member = node.raft.metrics().borrow().membership_config.membership().get_node(&node.id).is_some();
     if !member {
         return Err("not a member of the cluster (not yet added, or removed)".into());

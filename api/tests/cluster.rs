@@ -842,6 +842,43 @@ async fn membership_add_learner_promote_transfer_remove() {
     }
     let e = c.cluster(leader).promote(PromoteRequest { id: 0 }).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
+
+    // Node 4 knows it was removed, whether or not the entry removing it
+    // reached it (else the leader tells it when it forwards): it says so to
+    // clients, as UNAVAILABLE (a client with other endpoints moves on), and
+    // must not forward writes to the leader, which refuses them anyway.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let e = loop {
+        let e = c.secrets(4).put(put_req("mem/via-removed", "x", "mem-removed")).await.unwrap_err();
+        if e.code() == Code::Unavailable && e.message().contains("was removed from the cluster") {
+            break e;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "node 4 does not know: {e:?}\n{}", c.log(4));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(e.message().contains("node 4 was removed"), "{e:?}");
+    let e = c.secrets(4).get(get_req("mem/before", Consistency::Linearizable, 0)).await.unwrap_err();
+    assert!(e.code() == Code::Unavailable && e.message().contains("was removed"), "{e:?}");
+    let e = c.secrets(4).get(get_req("mem/before", Consistency::Local, 0)).await.unwrap_err();
+    assert!(e.code() == Code::Unavailable && e.message().contains("was removed"), "{e:?}");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(c.channel(4));
+    let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+    loop {
+        let req = tonic_health::pb::HealthCheckRequest { service: String::new() };
+        if health.check(req).await.unwrap().into_inner().status == not_serving {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "node 4 still reports SERVING");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let e =
+        c.secrets(leader).get(get_req("mem/via-removed", Consistency::Linearizable, 0)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "a write through the removed node was applied");
+    // Added back, it serves again.
+    let add = AddLearnerRequest { id: 4, raft_addr: c.raft_addr(4), api_addr: c.api_addr(4) };
+    c.cluster(leader).add_learner(add).await.expect("node 4 added back");
+    put_retry(&c, 4, "mem/back", "4", "mem-4").await;
+    c.cluster(leader).remove(RemoveRequest { id: 4 }).await.expect("node 4 removed again");
     c.stop(4).await;
     put_retry(&c, follower, "mem/without-4", "3", "mem-3").await;
 }

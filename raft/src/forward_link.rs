@@ -45,14 +45,20 @@ pub enum PeerStreamError {
 }
 
 impl ForwardLink {
-    pub async fn open(mut client: RaftPeerClient<Channel>) -> Result<Arc<ForwardLink>, PeerStreamError> {
+    pub async fn open(
+        mut client: RaftPeerClient<Channel>,
+        sender: Option<crate::types::NodeId>,
+    ) -> Result<Arc<ForwardLink>, PeerStreamError> {
         let (requests, rx) = mpsc::channel(FORWARD_STREAM_CALLS_MAX);
         // Our half of the stream ends with the answers (`read_answers` drops
         // `ended`): a leader that stops ends its half, and its graceful
         // shutdown waits for both halves to close.
         let (ended, end) = oneshot::channel::<()>();
         let outgoing = tokio_stream::wrappers::ReceiverStream::new(rx).take_until(end);
-        let call = tonic::Request::new(outgoing);
+        let mut call = tonic::Request::new(outgoing);
+        if let Some(id) = sender {
+            crate::removal::stamp(&mut call, id);
+        }
         let answers = match client.forward_stream(call).await {
             Ok(r) => r.into_inner(),
             Err(s) if s.code() == Code::Unimplemented => return Err(PeerStreamError::Unimplemented),

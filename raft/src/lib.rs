@@ -16,6 +16,7 @@ pub mod peer_service;
 pub mod pre_vote;
 pub mod proposer;
 pub mod quorum_clock;
+pub mod removal;
 pub mod restore;
 pub mod sm_store;
 pub mod snapshot_policy;

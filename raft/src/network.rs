@@ -50,6 +50,9 @@ pub struct PeerChannels {
     /// When each address last answered a Raft RPC (heartbeats included):
     /// whether a membership change can commit depends on who answers now.
     answered: Mutex<HashMap<String, Instant>>,
+    /// This node's id, named on the peer requests the leader answers for
+    /// it (see `removal`).
+    sender: std::sync::OnceLock<NodeId>,
 }
 
 enum Link {
@@ -78,7 +81,20 @@ impl PeerChannels {
             links: Mutex::new(HashMap::new()),
             reachable: Mutex::new(HashMap::new()),
             answered: Mutex::new(HashMap::new()),
+            sender: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets the id this node's peer requests name as their sender (once).
+    pub fn set_sender(&self, id: NodeId) {
+        let _ = self.sender.set(id);
+    }
+
+    /// Names this node as the sender of a peer request (see `removal`).
+    pub fn stamp<T>(&self, req: &mut tonic::Request<T>) {
+        if let Some(id) = self.sender.get() {
+            crate::removal::stamp(req, *id);
+        }
     }
 
     /// Records whether a Raft RPC to `target` got through (`failure: None`)
@@ -153,9 +169,11 @@ impl PeerChannels {
         }
         let client = self.client(addr).map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let opened =
-            tokio::time::timeout(LINK_OPEN_TIMEOUT, ForwardLink::open(client)).await.map_err(|_| {
-                tonic::Status::unavailable(format!("no answer from {addr} opening a forward stream"))
-            })?;
+            tokio::time::timeout(LINK_OPEN_TIMEOUT, ForwardLink::open(client, self.sender.get().copied()))
+                .await
+                .map_err(|_| {
+                    tonic::Status::unavailable(format!("no answer from {addr} opening a forward stream"))
+                })?;
         match opened {
             Ok(link) => {
                 *slot = Some(Link::Open(link.clone()));

@@ -58,6 +58,9 @@ pub enum NodeError {
     ReadTimeout(u128, String),
     #[error("{0}")]
     Refused(String),
+    /// This node is no longer a member (see `removal`).
+    #[error("{0}")]
+    Removed(String),
     /// A local read on a node that may be too far behind (see `local_read_age`).
     #[error(
         "this node may be stale: {}; a local read here allows {max_ms} ms \
@@ -108,7 +111,11 @@ impl From<NodeError> for tonic::Status {
     fn from(e: NodeError) -> Self {
         let msg = e.to_string();
         match e {
-            NodeError::NoLeader | NodeError::Stale { .. } => tonic::Status::unavailable(msg),
+            // Removed: this endpoint cannot serve and another can, which
+            // is what makes clients (and `LeaderRouted`) move on.
+            NodeError::NoLeader | NodeError::Stale { .. } | NodeError::Removed(_) => {
+                tonic::Status::unavailable(msg)
+            }
             NodeError::Timeout(..) | NodeError::ReadTimeout(..) | NodeError::TransferTimeout(..) => {
                 tonic::Status::deadline_exceeded(msg)
             }
@@ -164,6 +171,8 @@ pub struct RaftNode {
     /// Set once this node begins a clean stop: it neither campaigns nor
     /// accepts a leadership hand-off from then on.
     stopping: Arc<std::sync::Mutex<Option<Hold>>>,
+    /// Whether a leader said this node is no member (see `removal`).
+    removal: Arc<crate::removal::Removal>,
 }
 
 /// How far behind the leader's log a learner may be and still be promoted.
@@ -239,7 +248,9 @@ impl RaftNode {
             follower_lease: Duration::from_millis(tuning.election_timeout_max_ms),
         };
         check_quorum::spawn(raft.clone(), silence, timers);
-        let proposer = Proposer::start(id, raft.clone(), channels.clone());
+        channels.set_sender(id);
+        let removal = Arc::new(crate::removal::Removal::default());
+        let proposer = Proposer::start(id, raft.clone(), channels.clone(), removal.clone());
         let elections = ElectionHolds::new();
         let contact = LeaderContact::new();
         let election_timeouts = pre_vote::Timeouts {
@@ -265,6 +276,7 @@ impl RaftNode {
             quorum,
             election_timeouts,
             transfers: Arc::default(),
+            removal,
             installs,
             stopping: Arc::default(),
         })
@@ -302,6 +314,9 @@ impl RaftNode {
             let mut backoff = Backoff::new();
             let mut lost = false;
             loop {
+                if let (false, Some(why)) = (lost, self.removal()) {
+                    return Err(NodeError::Removed(why));
+                }
                 // With no leader known nothing is proposed: a refusal then
                 // would only blur "never sent" with "lost on the way".
                 if self.leader().is_some() {
@@ -325,6 +340,10 @@ impl RaftNode {
                                 format!("this node stopped with it in flight: {why}"),
                                 cmd.request_id.clone(),
                             ))
+                        }
+                        // The leader refused it unread: this node is no member.
+                        Err(ProposeError::Refused(why)) if !lost && self.removal().is_some() => {
+                            return Err(NodeError::Removed(why))
                         }
                         Err(e) if lost => {
                             return Err(NodeError::Interrupted(e.to_string(), cmd.request_id.clone()))
@@ -622,13 +641,22 @@ impl RaftNode {
                 Some((leader_id, node)) => {
                     let reply = match self.channels.client(&node.raft_addr) {
                         Ok(mut c) => {
-                            let call = c.read_index(ReadIndexRequest {});
+                            let mut req = tonic::Request::new(ReadIndexRequest {});
+                            self.channels.stamp(&mut req);
+                            let call = c.read_index(req);
                             until_leader_changes(&self.raft, leader_id, call).await
                         }
                         Err(e) => Err(tonic::Status::unavailable(e.to_string())),
                     };
                     match reply {
                         Ok(r) => return Ok(r.into_inner().index),
+                        Err(s) if crate::removal::is_refusal(&s) => {
+                            self.removal.told(self.applied_index(), &s);
+                            return Err(NodeError::Removed(crate::removal::client_message(
+                                self.id,
+                                s.message(),
+                            )));
+                        }
                         Err(s) => tracing::debug!(%s, "read index from leader failed; retrying"),
                     }
                 }
@@ -671,6 +699,52 @@ impl RaftNode {
         }
     }
 
+    fn applied_index(&self) -> Option<u64> {
+        self.raft.metrics().borrow().last_applied.map(|l| l.index)
+    }
+
+    /// Why this node is no member of the cluster, if it knows it is not:
+    /// its own membership (applied, or appended) leaves it out, or the
+    /// leader said so and nothing was applied here since.
+    pub fn removal(&self) -> Option<String> {
+        let (listed, empty, applied) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let membership = m.membership_config.membership();
+            let listed = membership.get_node(&self.id).is_some();
+            let empty = membership.nodes().next().is_none();
+            (listed, empty, m.last_applied.map(|l| l.index))
+        };
+        // An empty membership: a new node waiting to be added.
+        if !listed && !empty {
+            return Some(crate::removal::client_message(self.id, "its own membership no longer lists it"));
+        }
+        let why = self.removal.current(applied)?;
+        Some(crate::removal::client_message(self.id, &why))
+    }
+
+    /// On the leader: a refusal for a peer request from a node that its
+    /// membership does not list (see `removal`). None for any other sender,
+    /// or when this node does not lead (the leader judges).
+    pub fn refuse_non_member(&self, from: Option<NodeId>) -> Option<tonic::Status> {
+        let from = from?;
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        if m.current_leader != Some(self.id) {
+            return None;
+        }
+        let membership = m.membership_config.membership();
+        if membership.get_node(&from).is_some() {
+            return None;
+        }
+        let members = membership
+            .nodes()
+            .map(|(id, n)| format!("{id} at {}", n.api_addr))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Some(crate::removal::refusal(from, self.id, &members))
+    }
+
     pub fn is_stopping(&self) -> bool {
         self.stopping.lock().expect("stopping lock").is_some()
     }
@@ -693,6 +767,9 @@ impl RaftNode {
         budget: Duration,
     ) -> Result<(), NodeError> {
         let deadline = Instant::now() + budget;
+        if let Some(why) = self.removal() {
+            return Err(NodeError::Removed(why));
+        }
         if let (false, Some(max)) = (linearizable, staleness_max) {
             self.within_staleness(max)?;
         }

@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::forward_link::FORWARD_STREAM_CALLS_MAX;
 use crate::proposer::FORWARD_TIMEOUT;
+use crate::removal;
 
 use crate::types::{NodeId, SnapshotMeta};
 
@@ -163,6 +164,9 @@ impl RaftPeer for PeerService {
     }
 
     async fn forward(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        if let Some(refused) = self.node.refuse_non_member(removal::sender(req.metadata())) {
+            return Err(refused);
+        }
         let fwd: Forwarded = wire::decode(req.get_ref())?;
         Ok(Response::new(wire::encode(&run_forwarded(&self.node, fwd).await)))
     }
@@ -179,6 +183,10 @@ impl RaftPeer for PeerService {
         &self,
         req: Request<Streaming<Payload>>,
     ) -> Result<Response<PeerAnswers>, Status> {
+        let sender = removal::sender(req.metadata());
+        if let Some(refused) = self.node.refuse_non_member(sender) {
+            return Err(refused);
+        }
         let mut inbound = req.into_inner();
         let (answers, rx) = mpsc::channel(FORWARD_STREAM_CALLS_MAX);
         let slots = Arc::new(Semaphore::new(FORWARD_STREAM_CALLS_MAX));
@@ -201,6 +209,12 @@ impl RaftPeer for PeerService {
                         return;
                     }
                 };
+                // Removed while its stream was open: the stream ends, and
+                // the sender's next one is refused at the start, so it learns.
+                if let Some(refused) = node.refuse_non_member(sender) {
+                    let _ = answers.send(Err(refused)).await;
+                    return;
+                }
                 let (node, answers) = (node.clone(), answers.clone());
                 tokio::spawn(async move {
                     if let Ok(reply) = tokio::time::timeout(FORWARD_TIMEOUT, run_forwarded(&node, fwd)).await
@@ -217,8 +231,11 @@ impl RaftPeer for PeerService {
 
     async fn read_index(
         &self,
-        _req: Request<ReadIndexRequest>,
+        req: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
+        if let Some(refused) = self.node.refuse_non_member(removal::sender(req.metadata())) {
+            return Err(refused);
+        }
         let index = self.node.leader_read_index().await.map_err(Status::from)?;
         Ok(Response::new(ReadIndexResponse { index }))
     }

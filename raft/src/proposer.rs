@@ -91,12 +91,18 @@ struct Ctx {
     id: NodeId,
     raft: Raft,
     channels: Arc<PeerChannels>,
+    removal: Arc<crate::removal::Removal>,
 }
 
 impl Proposer {
-    pub fn start(id: NodeId, raft: Raft, channels: Arc<PeerChannels>) -> Proposer {
+    pub fn start(
+        id: NodeId,
+        raft: Raft,
+        channels: Arc<PeerChannels>,
+        removal: Arc<crate::removal::Removal>,
+    ) -> Proposer {
         let (tx, rx) = mpsc::channel(PROPOSAL_QUEUE_MAX);
-        tokio::spawn(run(Arc::new(Ctx { id, raft, channels }), rx));
+        tokio::spawn(run(Arc::new(Ctx { id, raft, channels, removal }), rx));
         Proposer { tx }
     }
 
@@ -374,6 +380,12 @@ async fn forward(ctx: &Ctx, leader_id: NodeId, leader: &NodeInfo, batch: Vec<Pen
         Ok(other) => {
             vec![Err(ProposeError::Fatal(format!("leader answered a write batch with {other:?}"))); n]
         }
+        // Refused unread: this node is no member (see `removal`).
+        Err(status) if crate::removal::is_refusal(&status) => {
+            ctx.removal.told(ctx.raft.metrics().borrow().last_applied.map(|l| l.index), &status);
+            let why = crate::removal::client_message(ctx.id, status.message());
+            vec![Err(ProposeError::Refused(why)); n]
+        }
         Err(status) => {
             // Unknown outcome: the caller retries with the same request ids.
             tracing::debug!(%status, "forwarding to the leader failed");
@@ -423,6 +435,7 @@ pub(crate) async fn forward_rpc(
             channels.client(&leader.raft_addr).map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let mut req = tonic::Request::new(wire::encode(&fwd));
         req.set_timeout(FORWARD_TIMEOUT);
+        channels.stamp(&mut req);
         let reply = client.forward(req).await?;
         wire::decode(reply.get_ref())
     };

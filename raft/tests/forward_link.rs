@@ -106,7 +106,7 @@ fn answered_to(r: Result<ForwardReply, Status>) -> u64 {
 
 #[tokio::test]
 async fn answers_reach_their_own_callers_and_late_ones_are_dropped() {
-    let Ok(link) = ForwardLink::open(fake_leader().await).await else { panic!("the stream opens") };
+    let Ok(link) = ForwardLink::open(fake_leader().await, None).await else { panic!("the stream opens") };
 
     // The slow call is sent first and answered last.
     let first = ask(1, 300);
@@ -129,7 +129,7 @@ async fn answers_reach_their_own_callers_and_late_ones_are_dropped() {
 
 #[tokio::test]
 async fn a_broken_stream_fails_its_waiting_calls_and_closes() {
-    let Ok(link) = ForwardLink::open(fake_leader().await).await else { panic!("the stream opens") };
+    let Ok(link) = ForwardLink::open(fake_leader().await, None).await else { panic!("the stream opens") };
     let slow = ask(1, 2_000);
     let both = async {
         tokio::join!(link.call(&slow), async {
