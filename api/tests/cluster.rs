@@ -880,6 +880,17 @@ async fn membership_add_learner_promote_transfer_remove() {
     put_retry(&c, 4, "mem/back", "4", "mem-4").await;
     c.cluster(leader).remove(RemoveRequest { id: 4 }).await.expect("node 4 removed again");
     c.stop(4).await;
+    // A peer that left is not reported up (or down) for good.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = c.metrics(leader).await;
+        let gauge = body.lines().find(|l| l.starts_with("strongbox_peer_reachable{peer=\"4\"}"));
+        if gauge.is_none_or(|l| l.ends_with("NaN")) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "a removed peer's gauge stays: {gauge:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     put_retry(&c, follower, "mem/without-4", "3", "mem-3").await;
 }
 

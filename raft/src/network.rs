@@ -207,24 +207,49 @@ impl PeerChannels {
         // Server metrics change with the vote, leader and membership only.
         let mut metrics = raft.server_metrics();
         tokio::spawn(async move {
+            let mut led = false;
+            let mut peers: HashSet<NodeId> = HashSet::new();
             loop {
-                let keep: HashSet<String> = metrics
-                    .borrow_and_update()
-                    .membership_config
-                    .membership()
-                    .nodes()
-                    .map(|(_, n)| n.raft_addr.clone())
-                    .collect();
+                let (keep, leads, members) = {
+                    let m = metrics.borrow_and_update();
+                    let nodes = m.membership_config.membership().nodes();
+                    let (keep, members): (HashSet<String>, HashSet<NodeId>) = nodes
+                        .filter(|(id, _)| **id != m.id)
+                        .map(|(id, n)| (n.raft_addr.clone(), *id))
+                        .unzip();
+                    (keep, m.current_leader == Some(m.id), members)
+                };
                 let Some(channels) = channels.upgrade() else { return };
-                if !keep.is_empty() {
+                if !members.is_empty() {
                     channels.retain_addresses(&keep);
                 }
+                // Only a leader reaches its peers steadily: once it stops
+                // leading, or a peer leaves, what was last seen is no
+                // longer known, and must not stand as "down" (or "up").
+                let gone: Vec<NodeId> = if led && !leads {
+                    peers.iter().copied().collect()
+                } else {
+                    peers.difference(&members).copied().collect()
+                };
+                if !gone.is_empty() {
+                    channels.reachability_unknown(&gone);
+                }
+                (led, peers) = (leads, members);
                 drop(channels);
                 if metrics.changed().await.is_err() {
                     return;
                 }
             }
         });
+    }
+
+    /// Forgets whether these peers were reachable: their gauge reads NaN
+    /// (unknown) until the next Raft RPC to them sets it again.
+    fn reachability_unknown(&self, ids: &[NodeId]) {
+        self.reachable.lock().expect("reachability map poisoned").clear();
+        for id in ids {
+            metrics::gauge!("strongbox_peer_reachable", "peer" => id.to_string()).set(f64::NAN);
+        }
     }
 
     #[cfg(test)]

@@ -225,8 +225,9 @@ type Cut = Arc<Mutex<Option<Ending>>>;
 fn too_slow(last: u64) -> Status {
     resume_at(
         Status::resource_exhausted(format!(
-            "watcher too slow: its buffer of {SUBSCRIBER_BUFFER_MAX} messages stayed full for {} s; \
-             last delivered revision {last}; reconnect with start_revision {}",
+            "watcher too slow: its buffer ({SUBSCRIBER_BUFFER_MAX} messages or {} MiB, whichever fills \
+             first) stayed full for {} s; last delivered revision {last}; reconnect with start_revision {}",
+            SUBSCRIBER_BUFFER_BYTES_MAX >> 20,
             SLOW_CONSUMER_GRACE.as_secs(),
             last + 1
         )),
