@@ -10,23 +10,34 @@ use super::{status_err, Conn};
 pub enum ClusterCmd {
     /// Leader, term and per-member log / committed / applied indexes.
     Status,
+    /// Adds a node (started with its own data dir and no initial members)
+    /// as a learner: it receives the log but does not vote.
     AddLearner {
+        /// The new node's id (unique in the cluster).
         #[arg(long)]
         id: u64,
+        /// Its peer address (host:port), as other nodes reach it.
         #[arg(long)]
         raft_addr: String,
+        /// Its client address (host:port), as clients reach it.
         #[arg(long)]
         api_addr: String,
     },
+    /// Makes a learner that has caught up a voter.
     Promote {
+        /// The learner's id.
         #[arg(long)]
         id: u64,
     },
+    /// Removes a member (voter or learner); it then refuses clients.
     Remove {
+        /// The member's id.
         #[arg(long)]
         id: u64,
     },
+    /// Hands leadership to a voter that has caught up.
     TransferLeader {
+        /// The voter's id.
         #[arg(long)]
         id: u64,
     },

@@ -187,7 +187,7 @@ fn u128_any<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u128>, D::Error> {
         // JSON numbers past 2^64 reach serde_json as floats, rounded.
         fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
             Err(E::custom(format!(
-                "{v} is not exact as a JSON number: write numbers of 2^64 and above as decimal strings (\"340282366920938463463374607431768211455\")"
+                "{v} is not an exact integer as written (a fraction, an exponent such as 1e3, or a number of 2^64 and above): write it as digits, or as a decimal string (\"340282366920938463463374607431768211455\")"
             )))
         }
     }
@@ -279,7 +279,8 @@ fn read_events<T: for<'de> Deserialize<'de>>(path: &PathBuf) -> anyhow::Result<V
     let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {
-        Box::new(std::io::BufReader::new(std::fs::File::open(path)?))
+        let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Box::new(std::io::BufReader::new(file))
     };
     let mut out = Vec::new();
     for (i, line) in reader.lines().enumerate() {
@@ -346,6 +347,15 @@ fn ids(ids: &[u128]) -> Vec<U128> {
     ids.iter().map(|i| u128_out(*i).unwrap_or_default()).collect()
 }
 
+/// Which event of a batch file an error is about (the file's n-th event,
+/// blank lines not counted).
+fn in_event(file: &Option<PathBuf>, i: usize, e: anyhow::Error) -> anyhow::Error {
+    match file {
+        Some(f) => anyhow::anyhow!("{}: event {}: {e}", f.display(), i + 1),
+        None => e,
+    }
+}
+
 /// The one event given by flags, or the batch in `file`.
 fn events<T: for<'de> Deserialize<'de>>(event: T, file: &Option<PathBuf>) -> anyhow::Result<Vec<T>> {
     match file {
@@ -393,7 +403,8 @@ pub async fn account(conn: Conn, cmd: AccountCmd) -> anyhow::Result<()> {
         AccountCmd::Create { event, file, request_id } => {
             let accounts = events(event, &file)?
                 .iter()
-                .map(AccountArgs::to_proto)
+                .enumerate()
+                .map(|(i, a)| a.to_proto().map_err(|e| in_event(&file, i, e)))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let names: Vec<String> = accounts.iter().map(|a| s(&a.id)).collect();
             let r = client
@@ -455,7 +466,8 @@ pub async fn transfer(conn: Conn, cmd: TransferCmd) -> anyhow::Result<()> {
         TransferCmd::Create { event, file, request_id } => {
             let transfers = events(event, &file)?
                 .iter()
-                .map(TransferArgs::to_proto)
+                .enumerate()
+                .map(|(i, t)| t.to_proto().map_err(|e| in_event(&file, i, e)))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let names: Vec<String> = transfers.iter().map(|t| s(&t.id)).collect();
             let r = client
