@@ -226,13 +226,15 @@ impl PeerChannels {
                 // Only a leader reaches its peers steadily: once it stops
                 // leading, or a peer leaves, what was last seen is no
                 // longer known, and must not stand as "down" (or "up").
-                let gone: Vec<NodeId> = if led && !leads {
+                // (A peer that left was dropped from the map above.)
+                let deposed = led && !leads;
+                let gone: Vec<NodeId> = if deposed {
                     peers.iter().copied().collect()
                 } else {
                     peers.difference(&members).copied().collect()
                 };
                 if !gone.is_empty() {
-                    channels.reachability_unknown(&gone);
+                    channels.reachability_unknown(&gone, deposed);
                 }
                 (led, peers) = (leads, members);
                 drop(channels);
@@ -243,10 +245,13 @@ impl PeerChannels {
         });
     }
 
-    /// Forgets whether these peers were reachable: their gauge reads NaN
-    /// (unknown) until the next Raft RPC to them sets it again.
-    fn reachability_unknown(&self, ids: &[NodeId]) {
-        self.reachable.lock().expect("reachability map poisoned").clear();
+    /// Marks these peers' reachability unknown: their gauge reads NaN until
+    /// the next Raft RPC to them sets it again. `forget`: a leader that
+    /// stepped down also forgets what it saw (a later term starts afresh).
+    fn reachability_unknown(&self, ids: &[NodeId], forget: bool) {
+        if forget {
+            self.reachable.lock().expect("reachability map poisoned").clear();
+        }
         for id in ids {
             metrics::gauge!("strongbox_peer_reachable", "peer" => id.to_string()).set(f64::NAN);
         }
