@@ -12,7 +12,7 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::command::{CommandError, ErrorCode};
+use crate::command::{set_state_version, CommandError, ErrorCode};
 use crate::layout::Cf;
 use crate::limits::{NAME_BYTES_MAX, ROLE_RULES_MAX};
 use crate::names::NameKey;
@@ -33,13 +33,12 @@ pub trait Read {
     fn deny_covers_admin(&self) -> bool {
         true
     }
-    /// Whether a token refused for its principal says which of the two
-    /// happened (disabled, or credentials changed since it was issued):
-    /// apply follows the state version (`PRECISE_TOKEN_REFUSALS`), since
-    /// the refusal's text is kept in the request record; reads outside
-    /// apply take the newest wording.
-    fn precise_token_refusals(&self) -> bool {
-        true
+    /// Which state version's wording a token's refusal takes: apply follows
+    /// the state version (`PRECISE_TOKEN_REFUSALS`,
+    /// `UNKNOWN_TOKENS_MAY_HAVE_EXPIRED`), since the refusal's text is kept
+    /// in the request record; reads outside apply take the newest wording.
+    fn refusal_wording(&self) -> u32 {
+        crate::command::STATE_VERSION_SUPPORTED
     }
 }
 
@@ -468,6 +467,11 @@ pub fn resolve(
     now_ms: u64,
 ) -> Result<Result<Caller, CommandError>, DbError> {
     let Some(token) = r.get::<TokenRecord>(Cf::Tokens, hash)? else {
+        // An expired token is pruned a moment after it expires: then it
+        // is unknown here, and the refusal must not rule expiry out.
+        if r.refusal_wording() >= set_state_version::UNKNOWN_TOKENS_MAY_HAVE_EXPIRED {
+            return Ok(Err(unauthenticated("the token is unknown, expired or revoked; log in again")));
+        }
         return Ok(Err(unauthenticated("the token is unknown or revoked; log in again")));
     };
     if token.expires_ms <= now_ms {
@@ -477,7 +481,7 @@ pub fn resolve(
         return Ok(Err(unauthenticated("the token's principal no longer exists")));
     };
     if !rec.enabled || rec.epoch != token.epoch {
-        if !r.precise_token_refusals() {
+        if r.refusal_wording() < set_state_version::PRECISE_TOKEN_REFUSALS {
             return Ok(Err(unauthenticated("the token's principal is disabled or was re-created")));
         }
         let p = &token.principal;

@@ -214,7 +214,12 @@ pub(crate) fn describe(
             vec![event("user.login_failed", &c.username, &[("locked", locked.to_string())])]
         }
         (Op::IssueToken(c), _) => vec![event("token.issued", c.principal.to_string(), &[])],
+        // About the token's principal; the revoker is the record's actor.
         // The token's hash identifies a credential: it stays out.
+        (Op::RevokeToken(_), Outcome::TokenRevokedOf { principal }) => {
+            vec![event("token.revoked", principal.to_string(), &[])]
+        }
+        // Before state version 9 the outcome did not say whose it was.
         (Op::RevokeToken(_), _) => vec![event("token.revoked", actor, &[])],
         (Op::RenewToken(_), _) => vec![event("token.renewed", actor, &[])],
         (Op::SetStateVersion(SetStateVersion { version }), _)

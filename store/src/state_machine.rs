@@ -1063,8 +1063,8 @@ impl Read for Tx<'_> {
         self.state_version >= crate::command::set_state_version::DENY_COVERS_ADMIN
     }
 
-    fn precise_token_refusals(&self) -> bool {
-        self.state_version >= crate::command::set_state_version::PRECISE_TOKEN_REFUSALS
+    fn refusal_wording(&self) -> u32 {
+        self.state_version
     }
 }
 

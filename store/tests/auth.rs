@@ -94,7 +94,7 @@ fn revoked_disabled_and_expired_tokens_get_nothing() {
     // Revoked.
     assert_eq!(
         apply_one(&sm, &as_admin("rv", 2, Op::RevokeToken(RevokeToken { token_hash: BOB }))).result,
-        Ok(Outcome::TokenRevoked { existed: true })
+        Ok(Outcome::TokenRevokedOf { principal: Principal::User("bob".into()) })
     );
     let r = apply_one(&sm, &as_token(BOB, "w", 3, put_op("team-a/x", "v", None)));
     assert_eq!(code(&r), ErrorCode::Unauthenticated);
@@ -415,6 +415,32 @@ fn a_refused_token_says_whether_its_principal_is_disabled_or_its_password_change
         } else {
             assert_eq!(message(&changed), "the token's principal is disabled or was re-created");
             assert_eq!(message(&disabled), message(&changed));
+        }
+    }
+}
+
+/// A token that expired and was pruned is refused without ruling expiry
+/// out (state version 9 on): before, it read "unknown or revoked" though
+/// the same token read "expired" until the prune.
+#[test]
+fn a_pruned_expired_token_is_not_called_revoked_only() {
+    use strongbox_store::command::set_state_version::UNKNOWN_TOKENS_MAY_HAVE_EXPIRED;
+    for version in [UNKNOWN_TOKENS_MAY_HAVE_EXPIRED, UNKNOWN_TOKENS_MAY_HAVE_EXPIRED - 1] {
+        let (_d, sm) = open_at_version(version);
+        with_bob(&sm);
+        let short = [9; 32];
+        assert!(apply_one(&sm, &login("bob", BOB_PHC, short, 2, 50)).result.is_ok());
+        // Expired, not yet pruned.
+        let r = apply_one(&sm, &as_token(short, "late", 100, put_op("team-a/x", "v", None)));
+        assert_eq!(r.result.unwrap_err().message, "the token has expired; log in again");
+        // A batch later, pruned.
+        let r = apply_one(&sm, &as_token(short, "later", 101, put_op("team-a/x", "v", None)));
+        assert_eq!(code(&r), ErrorCode::Unauthenticated);
+        let message = r.result.unwrap_err().message;
+        if version >= UNKNOWN_TOKENS_MAY_HAVE_EXPIRED {
+            assert_eq!(message, "the token is unknown, expired or revoked; log in again");
+        } else {
+            assert_eq!(message, "the token is unknown or revoked; log in again");
         }
     }
 }

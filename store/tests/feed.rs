@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use strongbox_store::command::DeleteSecret;
+use strongbox_store::command::Outcome;
 use strongbox_store::feed::FEED_READ_MAX;
 use strongbox_store::Op;
 
@@ -39,6 +40,50 @@ fn every_revision_has_one_record_in_order_and_refusals_have_none() {
     assert_eq!(tail[0].revision, BASE + 2);
     assert!(sm.feed(BASE + 4, FEED_READ_MAX).unwrap().is_empty());
     assert_eq!(sm.feed_oldest().unwrap(), Some(1));
+}
+
+/// A revocation is about the token's principal, whoever revokes it (from
+/// state version 9); the revoker is the record's actor. Before, the event
+/// named the revoker, and a consumer following bob's sessions missed it.
+#[test]
+fn a_revoked_tokens_event_names_its_principal_not_the_revoker() {
+    use strongbox_store::auth::Principal;
+    use strongbox_store::command::set_state_version::REVOCATIONS_NAME_THE_PRINCIPAL;
+    use strongbox_store::command::{CreateUser, RevokeToken};
+    const BOB: [u8; 32] = [9; 32];
+    for (version, entity) in
+        [(REVOCATIONS_NAME_THE_PRINCIPAL, "user:bob"), (REVOCATIONS_NAME_THE_PRINCIPAL - 1, "user:admin")]
+    {
+        let (_dir, sm) = open_at_version(version);
+        let bob = CreateUser { username: "bob".into(), password_phc: "$argon2id$bob".into(), roles: vec![] };
+        assert!(apply_one(&sm, &as_admin("bob", 1, Op::CreateUser(bob))).result.is_ok());
+        assert!(apply_one(&sm, &login("bob", "$argon2id$bob", BOB, 1, FAR_MS)).result.is_ok());
+        let issued = sm.feed(sm.revision().unwrap(), 1).unwrap();
+        assert_eq!(issued[0].events[0].entity, "user:bob", "token.issued names the principal");
+
+        let revoke = Op::RevokeToken(RevokeToken { token_hash: BOB });
+        let r = apply_one(&sm, &as_admin("rv", 2, revoke)).result.unwrap();
+        let record = sm.feed(sm.revision().unwrap(), 1).unwrap().remove(0);
+        assert_eq!(record.events.len(), 1);
+        assert_eq!(record.events[0].kind, "token.revoked");
+        assert_eq!(record.events[0].entity, entity, "at state version {version}");
+        assert_eq!(record.actor, "user:admin", "the revoker is the actor");
+        let text = format!("{record:?}");
+        assert!(!text.contains("[9, 9"), "the token's hash stays out of the feed");
+        if version >= REVOCATIONS_NAME_THE_PRINCIPAL {
+            assert_eq!(r, Outcome::TokenRevokedOf { principal: Principal::User("bob".into()) });
+        } else {
+            assert_eq!(r, Outcome::TokenRevoked { existed: true });
+        }
+        // Revoking it again: an unknown token, no revision, no event.
+        let before = sm.revision().unwrap();
+        let again = Op::RevokeToken(RevokeToken { token_hash: BOB });
+        assert_eq!(
+            apply_one(&sm, &as_admin("rv2", 3, again)).result,
+            Ok(Outcome::TokenRevoked { existed: false })
+        );
+        assert_eq!(sm.revision().unwrap(), before);
+    }
 }
 
 #[test]

@@ -513,52 +513,117 @@ fn a_pending_amount_must_fit_the_posted_balance_it_may_be_posted_to() {
 
 #[test]
 fn ledger_permissions_are_per_ledger_and_refuse_the_whole_batch() {
+    for version in [STATE_VERSION_SUPPORTED, 8] {
+        let (_d, sm) = open_at_version(version);
+        let bob = with_teller(&sm, &[(Action::Write, LEDGER)]);
+        let ok = bob_transfers(&sm, bob, "b1", vec![xfer(10, 1, 2, 1)]);
+        assert_eq!(ok, Ok(vec![TR::Ok]));
+        // A batch that names a ledger bob may not write is refused whole.
+        let mixed = vec![xfer(11, 1, 2, 1), Transfer { ledger: 800, ..xfer(12, 50, 51, 1) }];
+        assert_eq!(bob_transfers(&sm, bob, "b2", mixed).unwrap_err(), ErrorCode::PermissionDenied);
+        assert!(
+            read::transfers(sm.db(), &[11, 12]).unwrap().is_empty(),
+            "nothing of a refused batch applies"
+        );
+    }
+}
+
+/// A user who may write one ledger learns nothing of another from a
+/// ledger command but that an id is taken (state version 9 on): before, an
+/// id taken there refused the whole batch naming that ledger (so a writer
+/// on one ledger could block another's batches by taking its ids), and an
+/// account there answered "must have the same ledger" (so it existed).
+#[test]
+fn other_ledgers_stay_hidden_from_a_writer_on_one() {
+    use strongbox_store::command::set_state_version::FOREIGN_LEDGERS_STAY_HIDDEN as HIDDEN;
+    use strongbox_store::ledger::model::AMOUNT_MAX;
+    for version in [HIDDEN, HIDDEN - 1] {
+        let (_d, sm) = open_at_version(version);
+        let bob = with_teller(&sm, &[(Action::Write, LEDGER)]);
+        let pending = Transfer { ledger: 800, flags: tf::PENDING, ..xfer(98, 50, 51, 1) };
+        let foreign = vec![Transfer { ledger: 800, ..xfer(99, 50, 51, 1) }, pending];
+        assert_eq!(create_transfers(&sm, "admin-99", foreign), vec![TR::Ok; 2]);
+
+        // A transfer id taken on ledger 800, next to a good transfer.
+        let batch = vec![xfer(20, 1, 2, 1), xfer(99, 1, 2, 1)];
+        let r = bob_transfers(&sm, bob, "b3", batch);
+        // An account on ledger 800, debit or credit.
+        let r2 = bob_transfers(&sm, bob, "b4", vec![xfer(21, 50, 2, 1), xfer(22, 1, 51, 1)]);
+        // A post of ledger 800's pending transfer, naming no ledger.
+        let post = Transfer {
+            id: 23,
+            pending_id: 98,
+            amount: AMOUNT_MAX,
+            flags: tf::POST_PENDING_TRANSFER,
+            ..Default::default()
+        };
+        let r3 = bob_transfers(&sm, bob, "b5", vec![post]);
+        // An account id taken on ledger 800.
+        let accounts = Op::CreateAccounts(CreateAccounts { accounts: vec![acct(60, 0), acct(50, 0)] });
+        let r4 = apply_one(&sm, &as_token(bob, "b6", 2, accounts)).result;
+        assert_eq!(bal(&sm, 50), (1, 1, 0, 0), "ledger 800 untouched");
+        if version >= HIDDEN {
+            assert_eq!(r, Ok(vec![TR::Ok, TR::ExistsWithDifferentLedger]));
+            assert_eq!(r2, Ok(vec![TR::DebitAccountNotFound, TR::CreditAccountNotFound]));
+            assert_eq!(r3, Ok(vec![TR::PendingTransferNotFound]));
+            let results = vec![AR::Ok, AR::ExistsWithDifferentLedger];
+            assert_eq!(r4, Ok(Outcome::AccountsCreated { results }));
+            // Its own transfer applied; no id kept for the post it could not see.
+            assert_eq!(read::transfers(sm.db(), &[20]).unwrap().len(), 1);
+            assert!(read::transfers(sm.db(), &[23]).unwrap().is_empty());
+            let again = create_transfers(&sm, "admin-23", vec![Transfer { id: 23, ..post }]);
+            assert_eq!(again, vec![TR::Ok], "the id of a post bob could not see stays free");
+        } else {
+            assert_eq!(r.unwrap_err(), ErrorCode::PermissionDenied);
+            let named = vec![TR::AccountsMustHaveTheSameLedger, TR::AccountsMustHaveTheSameLedger];
+            assert_eq!(r2, Ok(named));
+            assert_eq!(r3.unwrap_err(), ErrorCode::PermissionDenied);
+            assert_eq!(r4.unwrap_err().code, ErrorCode::PermissionDenied);
+        }
+    }
+
+    // A caller who may read ledger 800 learns what it could look up anyway.
     let (_d, sm) = open();
-    with_accounts(&sm);
-    assert_eq!(
-        create_accounts(
-            &sm,
-            "other",
-            vec![Account { ledger: 800, ..acct(50, 0) }, Account { ledger: 800, ..acct(51, 0) }]
-        ),
-        vec![AR::Ok; 2]
-    );
-    let role = PutRole {
-        name: "teller".into(),
-        rules: vec![Rule {
+    let bob = with_teller(&sm, &[(Action::Write, LEDGER), (Action::Read, 800)]);
+    let r = bob_transfers(&sm, bob, "b7", vec![xfer(21, 50, 2, 1)]);
+    assert_eq!(r, Ok(vec![TR::AccountsMustHaveTheSameLedger]));
+}
+
+/// Accounts 1-3 on `LEDGER`, 50-51 on ledger 800, and bob with a role
+/// holding `rights`; bob's token.
+fn with_teller(sm: &StateMachine, rights: &[(Action, u32)]) -> [u8; 32] {
+    with_accounts(sm);
+    let other = vec![Account { ledger: 800, ..acct(50, 0) }, Account { ledger: 800, ..acct(51, 0) }];
+    assert_eq!(create_accounts(sm, "other", other), vec![AR::Ok; 2]);
+    let rules = rights
+        .iter()
+        .map(|(action, ledger)| Rule {
             effect: Effect::Allow,
-            action: Action::Write,
-            resource: format!("ledgers:{LEDGER}"),
-        }],
-    };
-    assert!(apply_one(&sm, &as_admin("role", 1, Op::PutRole(role))).result.is_ok());
+            action: *action,
+            resource: format!("ledgers:{ledger}"),
+        })
+        .collect();
+    let role = PutRole { name: "teller".into(), rules };
+    assert!(apply_one(sm, &as_admin("role", 1, Op::PutRole(role))).result.is_ok());
     let bob =
         CreateUser { username: "bob".into(), password_phc: "$bob".into(), roles: vec!["teller".into()] };
-    assert!(apply_one(&sm, &as_admin("bob", 1, Op::CreateUser(bob))).result.is_ok());
+    assert!(apply_one(sm, &as_admin("bob", 1, Op::CreateUser(bob))).result.is_ok());
     const BOB: [u8; 32] = [2; 32];
-    assert!(apply_one(&sm, &login("bob", "$bob", BOB, 1, FAR_MS)).result.is_ok());
+    assert!(apply_one(sm, &login("bob", "$bob", BOB, 1, FAR_MS)).result.is_ok());
+    BOB
+}
 
-    let ok = apply_one(
-        &sm,
-        &as_token(BOB, "b1", 2, Op::CreateTransfers(CreateTransfers { transfers: vec![xfer(10, 1, 2, 1)] })),
-    );
-    assert_eq!(ok.result, Ok(Outcome::TransfersCreated { results: vec![TR::Ok] }));
-    let mixed = vec![xfer(11, 1, 2, 1), Transfer { ledger: 800, ..xfer(12, 50, 51, 1) }];
-    let denied =
-        apply_one(&sm, &as_token(BOB, "b2", 2, Op::CreateTransfers(CreateTransfers { transfers: mixed })));
-    assert_eq!(denied.result.unwrap_err().code, ErrorCode::PermissionDenied);
-    assert!(read::transfers(sm.db(), &[11, 12]).unwrap().is_empty(), "nothing of a refused batch applies");
-    // Probing an id on a ledger bob may not write reveals nothing either.
-    let probe = Transfer { ledger: LEDGER, ..xfer(99, 1, 2, 1) };
-    assert_eq!(
-        create_transfers(&sm, "admin-99", vec![Transfer { ledger: 800, ..xfer(99, 50, 51, 1) }]),
-        vec![TR::Ok]
-    );
-    let r = apply_one(
-        &sm,
-        &as_token(BOB, "b3", 2, Op::CreateTransfers(CreateTransfers { transfers: vec![probe] })),
-    );
-    assert_eq!(r.result.unwrap_err().code, ErrorCode::PermissionDenied);
+fn bob_transfers(
+    sm: &StateMachine,
+    bob: [u8; 32],
+    id: &str,
+    transfers: Vec<Transfer>,
+) -> Result<Vec<TR>, ErrorCode> {
+    match apply_one(sm, &as_token(bob, id, 2, Op::CreateTransfers(CreateTransfers { transfers }))).result {
+        Ok(Outcome::TransfersCreated { results }) => Ok(results),
+        Ok(other) => panic!("unexpected {other:?}"),
+        Err(e) => Err(e.code),
+    }
 }
 
 #[test]

@@ -184,11 +184,14 @@ fn u128_any<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u128>, D::Error> {
         fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
             v.parse().map(Some).map_err(|_| E::custom(format!("{v:?} is not an unsigned 128-bit integer")))
         }
-        // JSON numbers past 2^64 reach serde_json as floats, rounded.
-        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
-            Err(E::custom(format!(
-                "{v} is not an exact integer as written (a fraction, an exponent such as 1e3, or a number of 2^64 and above): write it as digits, or as a decimal string (\"340282366920938463463374607431768211455\")"
-            )))
+        // JSON numbers past 2^64 reach serde_json as floats, rounded, so
+        // the number as written is gone: not repeated (5.0 would read 5).
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Err(E::custom(
+                "a number with a fraction, an exponent (1e3) or of 2^64 and above is not exact here: write \
+                 whole numbers below 2^64 as digits, larger ones as a decimal string \
+                 (\"340282366920938463463374607431768211455\")",
+            ))
         }
     }
     d.deserialize_any(V)
@@ -274,8 +277,9 @@ impl TransferArgs {
     }
 }
 
-/// Events from a JSON-lines file (`-`: stdin), blank lines skipped.
-fn read_events<T: for<'de> Deserialize<'de>>(path: &PathBuf) -> anyhow::Result<Vec<T>> {
+/// Events from a JSON-lines file (`-`: stdin), blank lines skipped, each
+/// with its line number.
+fn read_events<T: for<'de> Deserialize<'de>>(path: &PathBuf) -> anyhow::Result<Vec<(usize, T)>> {
     let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {
@@ -291,9 +295,9 @@ fn read_events<T: for<'de> Deserialize<'de>>(path: &PathBuf) -> anyhow::Result<V
         if out.len() == EVENTS_PER_BATCH_MAX {
             anyhow::bail!("{}: more than {EVENTS_PER_BATCH_MAX} events; split the file", path.display());
         }
-        out.push(
-            serde_json::from_str(&line).map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1))?,
-        );
+        let event =
+            serde_json::from_str(&line).map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1))?;
+        out.push((i + 1, event));
     }
     Ok(out)
 }
@@ -347,20 +351,20 @@ fn ids(ids: &[u128]) -> Vec<U128> {
     ids.iter().map(|i| u128_out(*i).unwrap_or_default()).collect()
 }
 
-/// Which event of a batch file an error is about (the file's n-th event,
-/// blank lines not counted).
-fn in_event(file: &Option<PathBuf>, i: usize, e: anyhow::Error) -> anyhow::Error {
+/// Where in a batch file an error is: `file:line`, as for parse errors.
+fn in_event(file: &Option<PathBuf>, line: usize, e: anyhow::Error) -> anyhow::Error {
     match file {
-        Some(f) => anyhow::anyhow!("{}: event {}: {e}", f.display(), i + 1),
+        Some(f) => anyhow::anyhow!("{}:{line}: {e}", f.display()),
         None => e,
     }
 }
 
-/// The one event given by flags, or the batch in `file`.
-fn events<T: for<'de> Deserialize<'de>>(event: T, file: &Option<PathBuf>) -> anyhow::Result<Vec<T>> {
+/// The one event given by flags, or the batch in `file`, each with its
+/// line number in the file.
+fn events<T: for<'de> Deserialize<'de>>(event: T, file: &Option<PathBuf>) -> anyhow::Result<Vec<(usize, T)>> {
     match file {
         Some(f) => read_events(f),
-        None => Ok(vec![event]),
+        None => Ok(vec![(0, event)]),
     }
 }
 
@@ -403,8 +407,7 @@ pub async fn account(conn: Conn, cmd: AccountCmd) -> anyhow::Result<()> {
         AccountCmd::Create { event, file, request_id } => {
             let accounts = events(event, &file)?
                 .iter()
-                .enumerate()
-                .map(|(i, a)| a.to_proto().map_err(|e| in_event(&file, i, e)))
+                .map(|(line, a)| a.to_proto().map_err(|e| in_event(&file, *line, e)))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let names: Vec<String> = accounts.iter().map(|a| s(&a.id)).collect();
             let r = client
@@ -436,8 +439,19 @@ pub async fn account(conn: Conn, cmd: AccountCmd) -> anyhow::Result<()> {
             Ok(())
         }
         AccountCmd::Balances(f) => {
-            let reversed = f.reversed;
+            let (reversed, id, local) = (f.reversed, f.account_id, f.local);
             let r = client.get_account_balances(filter(f)).await.map_err(status_err)?.into_inner();
+            if r.balances.is_empty() {
+                // Nothing may mean no history kept at all: say so.
+                let lookup = LookupAccountsRequest { ids: ids(&[id]), options: read_opts(local, 0) };
+                let found = client.lookup_accounts(lookup).await.map_err(status_err)?.into_inner();
+                if found.accounts.iter().any(|a| u32::from(af::HISTORY) & a.flags == 0) {
+                    eprintln!(
+                        "account {id} was created without the history flag: it keeps no balance history \
+                         (`strongbox account get {id}` shows its current balances)"
+                    );
+                }
+            }
             for b in &r.balances {
                 let v = json!({
                     "timestamp": b.timestamp, "transfer_id": s(&b.transfer_id), "revision": b.revision,
@@ -466,8 +480,7 @@ pub async fn transfer(conn: Conn, cmd: TransferCmd) -> anyhow::Result<()> {
         TransferCmd::Create { event, file, request_id } => {
             let transfers = events(event, &file)?
                 .iter()
-                .enumerate()
-                .map(|(i, t)| t.to_proto().map_err(|e| in_event(&file, i, e)))
+                .map(|(line, t)| t.to_proto().map_err(|e| in_event(&file, *line, e)))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let names: Vec<String> = transfers.iter().map(|t| s(&t.id)).collect();
             let r = client

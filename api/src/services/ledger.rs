@@ -65,10 +65,37 @@ impl LedgerService {
         self.api.revision()
     }
 
-    /// Read access on `ledger`, for each record a query returns.
-    fn may_read(caller: &Caller, rpc: Rpc, ledger: u32) -> Result<(), Status> {
+    /// Whether a record on `ledger` is shown: `Ok(true)` with read access;
+    /// `Ok(false)`, as if it did not exist, when the caller may neither read
+    /// nor write that ledger (ids are global: an answer that told a foreign
+    /// record from a missing one would show what other ledgers hold);
+    /// PERMISSION_DENIED for a writer without read, whom that tells nothing.
+    fn shown(caller: &Caller, rpc: Rpc, ledger: u32) -> Result<bool, Status> {
         let access = rpc.need().access(&ledger.to_string()).expect("ledger RPCs name a ledger");
-        caller.require(&access).map_err(crate::observe::command_status)
+        if caller.allows(&access) {
+            return Ok(true);
+        }
+        let write = Rpc::LedgerCreateTransfers.need().access(&ledger.to_string()).expect("names a ledger");
+        if caller.allows(&write) {
+            return caller.require(&access).map(|_| true).map_err(crate::observe::command_status);
+        }
+        Ok(false)
+    }
+
+    /// What of `found` is shown to `caller` (see `shown`), in order.
+    fn shown_only<T>(
+        caller: &Caller,
+        rpc: Rpc,
+        found: Vec<T>,
+        ledger: impl Fn(&T) -> u32,
+    ) -> Result<Vec<T>, Status> {
+        let mut shown = Vec::with_capacity(found.len());
+        for record in found {
+            if Self::shown(caller, rpc, ledger(&record))? {
+                shown.push(record);
+            }
+        }
+        Ok(shown)
     }
 
     async fn write(
@@ -98,10 +125,10 @@ impl LedgerService {
         if account_id == 0 {
             return Err(Status::invalid_argument("account_id: required (non-zero)"));
         }
-        let limit = if r.limit == 0 { QUERY_LIMIT_DEFAULT } else { r.limit };
-        if limit as usize > QUERY_RESULTS_MAX {
-            return Err(Status::invalid_argument(format!("limit: at most {QUERY_RESULTS_MAX}, got {limit}")));
-        }
+        // Capped, as TigerBeetle caps it: a client asking for "everything"
+        // gets the most one page holds, and pages on.
+        let limit = if r.limit == 0 { QUERY_LIMIT_DEFAULT as usize } else { r.limit as usize };
+        let limit = limit.min(QUERY_RESULTS_MAX);
         Ok(AccountFilter {
             account_id,
             timestamp_min: r.timestamp_min,
@@ -111,7 +138,7 @@ impl LedgerService {
             debits: r.debits,
             credits: r.credits,
             reversed: r.reversed,
-            limit: limit as usize,
+            limit,
             user_data_128: u128_in(&r.user_data_128),
             user_data_64: r.user_data_64,
             user_data_32: r.user_data_32,
@@ -130,11 +157,11 @@ impl LedgerService {
         let filter = Self::filter(r)?;
         let caller = self.api.read(meta, Rpc::AuthWhoAmI, "", r.options.as_ref()).await?;
         let db = self.api.node.sm.db();
-        let Some(account) = read::accounts(db, &[filter.account_id]).map_err(internal)?.pop() else {
-            return Err(Status::not_found(format!("no account {}", filter.account_id)));
-        };
-        Self::may_read(&caller, rpc, account.ledger)?;
-        Ok((filter, caller))
+        let account = read::accounts(db, &[filter.account_id]).map_err(internal)?.pop();
+        match account {
+            Some(a) if Self::shown(&caller, rpc, a.ledger)? => Ok((filter, caller)),
+            _ => Err(Status::not_found(format!("no account {}", filter.account_id))),
+        }
     }
 }
 
@@ -222,9 +249,7 @@ impl Ledger for LedgerService {
                 let caller = self.api.read(&meta, Rpc::AuthWhoAmI, "", r.options.as_ref()).await?;
                 let revision = self.api.revision()?;
                 let found = read::accounts(self.api.node.sm.db(), &ids).map_err(internal)?;
-                for a in &found {
-                    Self::may_read(&caller, Rpc::LedgerLookupAccounts, a.ledger)?;
-                }
+                let found = Self::shown_only(&caller, Rpc::LedgerLookupAccounts, found, |a| a.ledger)?;
                 Ok(LookupAccountsResponse { accounts: found.iter().map(account_out).collect(), revision })
             })
             .await
@@ -242,9 +267,8 @@ impl Ledger for LedgerService {
                 let caller = self.api.read(&meta, Rpc::AuthWhoAmI, "", r.options.as_ref()).await?;
                 let revision = self.api.revision()?;
                 let found = read::transfers(self.api.node.sm.db(), &ids).map_err(internal)?;
-                for t in &found {
-                    Self::may_read(&caller, Rpc::LedgerLookupTransfers, t.transfer.ledger)?;
-                }
+                let found =
+                    Self::shown_only(&caller, Rpc::LedgerLookupTransfers, found, |t| t.transfer.ledger)?;
                 Ok(LookupTransfersResponse { transfers: found.iter().map(transfer_out).collect(), revision })
             })
             .await

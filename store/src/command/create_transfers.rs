@@ -41,7 +41,8 @@ impl CreateTransfers {
         tx.prefetch_absent_transfers(self.transfers.iter().map(|t| t.id))?;
         let linked = |t: &Transfer| t.has(transfer_flags::LINKED);
         let apply = |tx: &mut Tx<'_>, t: &Transfer| create_transfer(tx, caller, t);
-        let results = run_chains(tx, &self.transfers, linked, codes, apply, keep_failed_id);
+        let failed = |tx: &mut Tx<'_>, t: &Transfer, r| keep_failed_id(tx, caller, t, r);
+        let results = run_chains(tx, &self.transfers, linked, codes, apply, failed);
         answer(results, |results| Outcome::TransfersCreated { results })
     }
 }

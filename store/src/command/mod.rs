@@ -377,6 +377,11 @@ pub enum Outcome {
     ClientSecretRotated {
         secret_digest: String,
     },
+    /// A live token revoked (from state version 9; `TokenRevoked` for an
+    /// unknown one): whose it was, for the change feed.
+    TokenRevokedOf {
+        principal: crate::auth::Principal,
+    },
 }
 
 /// A deterministic refusal: every node reaches the same one, nothing applied.

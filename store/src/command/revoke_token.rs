@@ -47,6 +47,9 @@ impl RevokeToken {
         tx.next_revision();
         tx.delete(Cf::Tokens, &self.token_hash);
         tx.delete(Cf::TokensByExpiry, &token_expiry_key(token.expires_ms, &self.token_hash));
+        if tx.state_version() >= super::set_state_version::REVOCATIONS_NAME_THE_PRINCIPAL {
+            return Ok(Ok(Outcome::TokenRevokedOf { principal: token.principal }));
+        }
         Ok(Ok(Outcome::TokenRevoked { existed: true }))
     }
 }

@@ -19,7 +19,7 @@ use crate::DbError;
 /// The state versions this build applies: 1 up to this one. Raise it (and
 /// gate the new behaviour on `Tx::state_version() >= it`) whenever apply
 /// would answer an entry differently from the build before.
-pub const STATE_VERSION_SUPPORTED: u32 = 8;
+pub const STATE_VERSION_SUPPORTED: u32 = 9;
 
 /// From version 2, ledger events keep every flag they were sent with
 /// (`linked` included, as TigerBeetle stores it), an id already taken is
@@ -116,6 +116,34 @@ pub const EXPIRY_WITHOUT_HISTORY: u32 = 7;
 /// password had just been reset looking for who disabled them. Gated
 /// because the refusal's text is part of the request record.
 pub const PRECISE_TOKEN_REFUSALS: u32 = 8;
+
+/// From version 9, a revoked token's change-feed event names the token's
+/// principal as its entity (the revoker is the record's actor), as
+/// `token.issued` does: a consumer that tracks alice's sessions sees an
+/// administrator revoke one. Before, the entity was the revoker, so such a
+/// consumer missed every revocation but alice's own. Gated because the
+/// event comes from the command's outcome, which now carries the principal
+/// (`Outcome::TokenRevokedOf`, a variant older builds cannot read).
+pub const REVOCATIONS_NAME_THE_PRINCIPAL: u32 = 9;
+
+/// From version 9, a token this state does not hold is refused as
+/// "unknown, expired or revoked": an expired token is pruned a moment after
+/// it expires, and until then is refused as "expired", so the same token
+/// read "expired" on one request and "unknown or revoked" on the next.
+pub const UNKNOWN_TOKENS_MAY_HAVE_EXPIRED: u32 = 9;
+
+/// From version 9, a ledger command tells a caller nothing about ledgers
+/// it may not see (neither read nor write) beyond that an id is taken
+/// (ids are global, as in TigerBeetle): an id taken there is
+/// `exists_with_different_ledger` (with no field compared), an account
+/// there is not found, a pending transfer there is not found (and no id is
+/// kept failed for it). An id taken on a ledger the caller may read but
+/// not write is `exists_with_different_ledger` too. Before, each of these
+/// refused the whole batch as PERMISSION_DENIED naming the other ledger,
+/// or answered with codes that told its accounts' ledgers: a writer on one
+/// ledger could learn another's ids, and block another ledger's batches
+/// by taking ids they would use.
+pub const FOREIGN_LEDGERS_STAY_HIDDEN: u32 = 9;
 
 /// Why a node cannot go on with a state of `version`.
 pub fn unsupported(version: u32) -> DbError {

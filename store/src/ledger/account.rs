@@ -2,7 +2,9 @@
 
 use super::model::{account_flags as f, Account};
 use super::results::CreateAccountResult as R;
-use super::{account, flags_kept, next_timestamp, require_write, store_accounts, Abort};
+use super::{
+    account, flags_kept, hides_foreign, may_write, next_timestamp, require_write, store_accounts, Abort,
+};
 use crate::auth::Caller;
 use crate::state_machine::Tx;
 
@@ -20,11 +22,16 @@ pub(crate) fn create_account(tx: &mut Tx<'_>, caller: &Caller, a: &Account) -> R
         return Ok(R::IdMustNotBeIntMax);
     }
     // Before anything that reveals what exists: the caller must be allowed
-    // on the ledger named, and on the one an existing account is on.
+    // on the ledger named; an account taken on another ledger it may not
+    // write tells it no more than that.
     if a.ledger != 0 {
         require_write(caller, a.ledger)?;
     }
     if let Some(e) = account(tx, a.id)? {
+        if hides_foreign(tx) && !may_write(caller, e.ledger) {
+            // Taken on a ledger this caller may not write: see the transfer's.
+            return Ok(R::ExistsWithDifferentLedger);
+        }
         require_write(caller, e.ledger)?;
         return Ok(exists(a, &e, flags_kept(tx)));
     }

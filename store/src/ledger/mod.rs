@@ -81,6 +81,21 @@ pub(crate) fn require_write(caller: &Caller, ledger: u32) -> Result<(), Abort> {
     caller.require(&Access::new(Action::Write, ledger_resource(ledger))).map_err(Abort::Refused)
 }
 
+/// Whether this command keeps what lies on ledgers the caller may not see
+/// to itself (see `FOREIGN_LEDGERS_STAY_HIDDEN`).
+pub(crate) fn hides_foreign(tx: &Tx<'_>) -> bool {
+    tx.state_version() >= crate::command::set_state_version::FOREIGN_LEDGERS_STAY_HIDDEN
+}
+
+pub(crate) fn may_write(caller: &Caller, ledger: u32) -> bool {
+    caller.allows(&Access::new(Action::Write, ledger_resource(ledger)))
+}
+
+/// Read or write: what a caller may learn about a ledger's records.
+pub(crate) fn may_see(caller: &Caller, ledger: u32) -> bool {
+    may_write(caller, ledger) || caller.allows(&Access::new(Action::Read, ledger_resource(ledger)))
+}
+
 pub fn id_key(id: u128) -> [u8; 16] {
     id.to_be_bytes()
 }
@@ -114,6 +129,7 @@ pub(crate) fn transfer_id(tx: &Tx<'_>, id: u128) -> Result<Option<StoredTransfer
 /// it (else anyone could burn any id).
 pub(crate) fn keep_failed_id(
     tx: &mut Tx<'_>,
+    caller: &Caller,
     t: &Transfer,
     r: results::CreateTransferResult,
 ) -> Result<(), Abort> {
@@ -122,7 +138,12 @@ pub(crate) fn keep_failed_id(
     }
     let ledger = match (t.ledger, t.pending_id) {
         (0, 0) => 0,
-        (0, pending) => transfer(tx, pending)?.map_or(0, |p| p.transfer.ledger),
+        // A pending transfer on a ledger the caller may not see was "not
+        // found": no check passed, so nothing is kept.
+        (0, pending) => match transfer(tx, pending)? {
+            Some(p) if !hides_foreign(tx) || may_write(caller, p.transfer.ledger) => p.transfer.ledger,
+            _ => 0,
+        },
         (ledger, _) => ledger,
     };
     if ledger != 0 {

@@ -2,12 +2,13 @@
 //! posting and voiding a pending transfer in `two_phase`.
 
 use super::model::{
-    account_flags as af, transfer_flags as f, PendingStatus, StoredTransfer, Transfer, AMOUNT_MAX, NS_PER_S,
+    account_flags as af, transfer_flags as f, Account, PendingStatus, StoredTransfer, Transfer, AMOUNT_MAX,
+    NS_PER_S,
 };
 use super::results::CreateTransferResult as R;
 use super::{
-    account, flags_kept, id_key, next_timestamp, record_entries, require_write, store_accounts, transfer,
-    transfer_id, Abort,
+    account, flags_kept, hides_foreign, id_key, may_see, may_write, next_timestamp, record_entries,
+    require_write, store_accounts, transfer, transfer_id, Abort,
 };
 use crate::auth::Caller;
 use crate::layout::Cf;
@@ -30,6 +31,12 @@ pub(crate) fn create_transfer(tx: &mut Tx<'_>, caller: &Caller, t: &Transfer) ->
         require_write(caller, t.ledger)?;
     }
     if let Some(e) = transfer_id(tx, t.id)? {
+        if hides_foreign(tx) && !may_write(caller, e.transfer.ledger) {
+            // Taken on a ledger this caller may not write (so not the one
+            // it named): that much it must learn, ids being global; how the
+            // transfer there differs from this one it may not.
+            return Ok(R::ExistsWithDifferentLedger);
+        }
         require_write(caller, e.transfer.ledger)?;
         if e.is_failed() {
             return Ok(R::IdAlreadyFailed);
@@ -77,8 +84,14 @@ pub(crate) fn create_transfer(tx: &mut Tx<'_>, caller: &Caller, t: &Transfer) ->
     if t.code == 0 {
         return Ok(R::CodeMustNotBeZero);
     }
-    let Some(dr0) = account(tx, t.debit_account_id)? else { return Ok(R::DebitAccountNotFound) };
-    let Some(cr0) = account(tx, t.credit_account_id)? else { return Ok(R::CreditAccountNotFound) };
+    // An account on a ledger the caller may not see is not found.
+    let hidden = |a: &Account| hides_foreign(tx) && !may_see(caller, a.ledger);
+    let Some(dr0) = account(tx, t.debit_account_id)?.filter(|a| !hidden(a)) else {
+        return Ok(R::DebitAccountNotFound);
+    };
+    let Some(cr0) = account(tx, t.credit_account_id)?.filter(|a| !hidden(a)) else {
+        return Ok(R::CreditAccountNotFound);
+    };
     if dr0.ledger != cr0.ledger {
         return Ok(R::AccountsMustHaveTheSameLedger);
     }

@@ -5,8 +5,8 @@ use super::model::{account_flags as af, transfer_flags as f, PendingStatus, Tran
 use super::results::CreateTransferResult as R;
 use super::transfer::store_transfer;
 use super::{
-    account, flags_kept, id_key, next_timestamp, record_entries, require_write, store_accounts, transfer,
-    Abort,
+    account, flags_kept, hides_foreign, id_key, may_see, next_timestamp, record_entries, require_write,
+    store_accounts, transfer, Abort,
 };
 use crate::auth::{Caller, Read};
 use crate::layout::Cf;
@@ -28,6 +28,9 @@ pub(super) fn post_or_void(tx: &mut Tx<'_>, caller: &Caller, t: &Transfer) -> Re
     }
     let Some(p) = transfer(tx, t.pending_id)? else { return Ok(R::PendingTransferNotFound) };
     let p = p.transfer;
+    if hides_foreign(tx) && !may_see(caller, p.ledger) {
+        return Ok(R::PendingTransferNotFound);
+    }
     require_write(caller, p.ledger)?;
     if !p.has(f::PENDING) {
         return Ok(R::PendingTransferNotPending);
