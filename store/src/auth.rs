@@ -402,6 +402,21 @@ impl Caller {
         any_allow && !rules().any(|r| r.effect == Effect::Deny)
     }
 
+    /// Whether some allow rule grants `action` on some resource under
+    /// `prefix` (`ledgers:`): a check that depends on no record, for reads
+    /// that skip the records a caller may not see. Deny rules are not
+    /// weighed: they only narrow what such a read then shows.
+    pub fn may_on_some(&self, action: Action, prefix: &str) -> bool {
+        self.roles.iter().flat_map(|r| r.rules.iter()).any(|r| {
+            r.effect == Effect::Allow
+                && r.action.covers(action)
+                && match r.resource.strip_suffix('*') {
+                    Some(p) => p.starts_with(prefix) || prefix.starts_with(p),
+                    None => r.resource.starts_with(prefix),
+                }
+        })
+    }
+
     /// Whether this caller may itself do everything `rule` allows: one of
     /// its allow rules covers the rule's action and every resource it
     /// names, and none of its deny rules touches any of them. A deny rule
@@ -538,6 +553,26 @@ mod tests {
             updated_revision: 1,
             updated_ms: 0,
         }
+    }
+
+    /// Some rule could grant the action under the prefix: exact names,
+    /// wider and narrower patterns; other actions and prefixes do not.
+    #[test]
+    fn may_on_some_sees_any_rule_that_could_reach_under_a_prefix() {
+        use Action::{Admin, Read, Write};
+        let on = |rules: &[(Effect, Action, &str)], action| {
+            caller(vec![role(rules)]).may_on_some(action, "ledgers:")
+        };
+        for granted in ["ledgers:7", "ledgers:7*", "ledgers:*", "ledgers*", "*"] {
+            assert!(on(&[(Effect::Allow, Read, granted)], Read), "{granted}");
+            assert!(on(&[(Effect::Allow, Admin, granted)], Read), "admin covers read: {granted}");
+        }
+        assert!(!on(&[(Effect::Allow, Write, "ledgers:7")], Read), "write is not read");
+        assert!(!on(&[(Effect::Allow, Read, "secrets:*")], Read));
+        assert!(on(&[(Effect::Allow, Read, "ledger*")], Read), "ledger* reaches ledgers:7");
+        assert!(!on(&[(Effect::Allow, Read, "ledgerz*")], Read));
+        assert!(!on(&[(Effect::Deny, Read, "ledgers:*")], Read), "a deny grants nothing");
+        assert!(!on(&[], Read));
     }
 
     /// The request-side cache is bounded by bytes as well as by count: a

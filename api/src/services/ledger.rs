@@ -82,6 +82,20 @@ impl LedgerService {
         Ok(false)
     }
 
+    /// A caller that may neither read nor write any ledger is refused a
+    /// ledger read outright (that depends on no record, so tells nothing):
+    /// an empty answer would hide that it lacks the right.
+    fn reads_some_ledger(caller: &Caller) -> Result<(), Status> {
+        use strongbox_store::auth::Action;
+        if caller.may_on_some(Action::Read, "ledgers:") || caller.may_on_some(Action::Write, "ledgers:") {
+            return Ok(());
+        }
+        Err(Status::permission_denied(format!(
+            "{} may not read on any ledger: it needs `read` on `ledgers:<ledger>` (or `ledgers:*`)",
+            caller.principal
+        )))
+    }
+
     /// What of `found` is shown to `caller` (see `shown`), in order.
     fn shown_only<T>(
         caller: &Caller,
@@ -156,6 +170,7 @@ impl LedgerService {
     ) -> Result<(AccountFilter, Caller), Status> {
         let filter = Self::filter(r)?;
         let caller = self.api.read(meta, Rpc::AuthWhoAmI, "", r.options.as_ref()).await?;
+        Self::reads_some_ledger(&caller)?;
         let db = self.api.node.sm.db();
         let account = read::accounts(db, &[filter.account_id]).map_err(internal)?.pop();
         match account {
@@ -248,6 +263,7 @@ impl Ledger for LedgerService {
                 let ids = ids_in(&r.ids)?;
                 let caller = self.api.read(&meta, Rpc::AuthWhoAmI, "", r.options.as_ref()).await?;
                 let revision = self.api.revision()?;
+                Self::reads_some_ledger(&caller)?;
                 let found = read::accounts(self.api.node.sm.db(), &ids).map_err(internal)?;
                 let found = Self::shown_only(&caller, Rpc::LedgerLookupAccounts, found, |a| a.ledger)?;
                 Ok(LookupAccountsResponse { accounts: found.iter().map(account_out).collect(), revision })
@@ -266,6 +282,7 @@ impl Ledger for LedgerService {
                 let ids = ids_in(&r.ids)?;
                 let caller = self.api.read(&meta, Rpc::AuthWhoAmI, "", r.options.as_ref()).await?;
                 let revision = self.api.revision()?;
+                Self::reads_some_ledger(&caller)?;
                 let found = read::transfers(self.api.node.sm.db(), &ids).map_err(internal)?;
                 let found =
                     Self::shown_only(&caller, Rpc::LedgerLookupTransfers, found, |t| t.transfer.ledger)?;
