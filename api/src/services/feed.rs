@@ -102,13 +102,23 @@ impl Filter {
     }
 }
 
+/// The longest kind a filter may name (the feed's are far shorter).
+const KIND_BYTES_MAX: usize = 64;
+
 /// A kind a filter names: one the feed writes, a family of them
 /// ("secret.*"), or a command's name (the kind of a change with no finer
 /// description). Anything else would match nothing, silently.
 fn check_kind(k: &str) -> Result<(), Status> {
+    // Not echoed whole: a long one would push the status past gRPC's
+    // metadata limit, and the client would hear RESOURCE_EXHAUSTED instead.
+    if k.len() > KIND_BYTES_MAX {
+        return Err(Status::invalid_argument(format!(
+            "kinds: a kind is at most {KIND_BYTES_MAX} bytes (like \"secret.updated\" or \"secret.*\"), got {}",
+            k.len()
+        )));
+    }
     let families = || strongbox_store::feed::families().collect::<Vec<_>>().join(", ");
     let known = match k.split_once('.') {
-        _ if k.len() > 64 => false,
         Some((family, "*")) => strongbox_store::feed::families().any(|f| f == family),
         Some(_) => strongbox_store::feed::KINDS.contains(&k),
         // A command's name; a bare family ("secret") is a likely slip for "secret.*".
@@ -622,6 +632,16 @@ impl FeedService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A long kind is refused by its length, not echoed into the status.
+    #[test]
+    fn a_long_kind_is_refused_without_being_echoed() {
+        let s = check_kind(&"z".repeat(15_000)).unwrap_err();
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert!(s.message().len() < 200 && s.message().contains("at most 64 bytes"), "{}", s.message());
+        assert!(check_kind("secret.*").is_ok());
+        assert_eq!(check_kind(&"z".repeat(64)).unwrap_err().code(), tonic::Code::InvalidArgument);
+    }
 
     fn event(i: usize) -> ChangeEvent {
         ChangeEvent {
