@@ -84,8 +84,9 @@ pub(crate) fn create_transfer(tx: &mut Tx<'_>, caller: &Caller, t: &Transfer) ->
     if t.code == 0 {
         return Ok(R::CodeMustNotBeZero);
     }
-    // An account on a ledger the caller may not see is not found.
-    let hidden = |a: &Account| hides_foreign(tx) && !may_see(caller, a.ledger);
+    // An account on a ledger the caller may not see is not found. The
+    // transfer's own ledger passed `require_write` above: no rule scan.
+    let hidden = |a: &Account| a.ledger != t.ledger && hides_foreign(tx) && !may_see(caller, a.ledger);
     let Some(dr0) = account(tx, t.debit_account_id)?.filter(|a| !hidden(a)) else {
         return Ok(R::DebitAccountNotFound);
     };
