@@ -224,8 +224,12 @@ pub async fn follow(
     state: &Path,
     until_revision: Option<u64>,
 ) -> anyhow::Result<ReadModel> {
+    let first_run = !state.exists();
     let mut model = ReadModel::load(state)?;
     if until_revision.is_some_and(|u| model.revision >= u) {
+        if first_run {
+            model.save(state)?;
+        }
         return Ok(model);
     }
     let req = WatchRequest {
@@ -238,12 +242,25 @@ pub async fn follow(
         .watch(req)
         .await
         .map_err(|s| {
-            anyhow::anyhow!(
-                "{}: {} (this demo resumes from its checkpoint only; delete {} to start over)",
-                s.code(),
-                s.message(),
-                state.display()
-            )
+            if first_run && s.code() == tonic::Code::FailedPrecondition {
+                // Its model is built from the feed alone, from revision 1.
+                anyhow::anyhow!(
+                    "{}: {} (this demo builds its model from the whole feed, and the cluster no longer \
+                     holds its first revisions; a real consumer loads a read first and watches from the \
+                     revision after it)",
+                    s.code(),
+                    s.message()
+                )
+            } else if first_run {
+                anyhow::anyhow!("{}: {}", s.code(), s.message())
+            } else {
+                anyhow::anyhow!(
+                    "{}: {} (this demo resumes from its checkpoint only; delete {} to start over)",
+                    s.code(),
+                    s.message(),
+                    state.display()
+                )
+            }
         })?
         .into_inner();
     while let Some(msg) = stream.message().await? {

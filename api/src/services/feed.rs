@@ -3,11 +3,20 @@
 //! revision), so writers never wait for watchers.
 //!
 //! Limits: each stream has a buffer of `SUBSCRIBER_BUFFER_MAX` messages and
-//! `SUBSCRIBER_BUFFER_BYTES_MAX` encoded bytes; a consumer that leaves it
+//! `SUBSCRIBER_BUFFER_BYTES_MAX` bytes of events; a consumer that leaves it
 //! full for `SLOW_CONSUMER_GRACE` is cut off with RESOURCE_EXHAUSTED naming
 //! the last revision it received, and resumes from there. At most
 //! `WATCHERS_MAX` streams per node, `WATCHERS_PER_PRINCIPAL_MAX` of them for
 //! one user or client, and `KINDS_MAX` kinds per filter.
+//!
+//! Memory: the buffer holds events as stored (a transfer in ~112 bytes),
+//! rendered into messages only as the transport takes them (the same
+//! transfer is ~1 KB of strings and map), so a stalled consumer costs its
+//! buffer, one read and one rendered slice: a few MiB, not the ~40 MiB it
+//! cost when whole rendered revisions waited in its buffer and producer.
+//! Reading and rendering run off the async workers, `FEED_WORK_MAX` at a
+//! time per node, so many watchers of large revisions cannot starve Raft
+//! (a node has one worker thread in `strongbox dev`).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -19,7 +28,7 @@ use prost::Message;
 use strongbox_proto::v1::feed_server::Feed;
 use strongbox_proto::v1::{ChangeEvent, WatchRequest, WatchResponse};
 use strongbox_store::auth::{Access, Action, Caller, TokenHash};
-use strongbox_store::feed::{ChangeEvent as StoredEvent, FeedRecord};
+use strongbox_store::feed::{StoredEvent, StoredRecord};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status};
 
@@ -28,9 +37,16 @@ use crate::auth::Rpc;
 
 /// Messages buffered per stream.
 pub const SUBSCRIBER_BUFFER_MAX: usize = 256;
-/// And their encoded bytes (one message of a ledger batch can hold 8,189
-/// events); a message larger than this has the buffer to itself.
-pub const SUBSCRIBER_BUFFER_BYTES_MAX: usize = 4 << 20;
+/// And the bytes their events hold, as stored (a revision of 8,189
+/// transfers is about 0.9 MiB).
+pub const SUBSCRIBER_BUFFER_BYTES_MAX: usize = 2 << 20;
+/// Events of one revision per buffered slice: what is rendered at once.
+const SLICE_EVENTS_MAX: usize = 1024;
+/// Slices this small are rendered on the async worker (a handoff to the
+/// blocking pool costs more than they do).
+const RENDER_INLINE_EVENTS_MAX: usize = 64;
+/// Feed reads and large renders running at once on a node.
+const FEED_WORK_MAX: usize = 1;
 /// How long a full buffer is tolerated before the consumer is cut off.
 pub const SLOW_CONSUMER_GRACE: Duration = Duration::from_secs(5);
 /// Concurrent streams per node.
@@ -51,11 +67,14 @@ pub struct FeedService {
     api: Api,
     watchers: Arc<Mutex<Watchers>>,
     stopping: watch::Receiver<bool>,
+    /// Permits for reading and rendering (`FEED_WORK_MAX`).
+    work: Arc<Semaphore>,
 }
 
 impl FeedService {
     pub fn new(api: Api, stopping: watch::Receiver<bool>) -> Self {
-        FeedService { api, watchers: Arc::default(), stopping }
+        let work = Arc::new(Semaphore::new(FEED_WORK_MAX));
+        FeedService { api, watchers: Arc::default(), stopping, work }
     }
 }
 
@@ -93,12 +112,15 @@ impl Filter {
     }
 
     fn matches(&self, e: &StoredEvent) -> bool {
+        let kind = e.kind();
         let kind_ok = self.kinds.is_empty()
             || self.kinds.iter().any(|k| match k.strip_suffix('*') {
-                Some(family) => e.kind.starts_with(family),
-                None => *k == e.kind,
+                Some(family) => kind.starts_with(family),
+                None => k == kind,
             });
-        kind_ok && e.entity.starts_with(&self.prefix) && (self.ledger == 0 || e.ledger == Some(self.ledger))
+        kind_ok
+            && (self.ledger == 0 || e.ledger() == Some(self.ledger))
+            && (self.prefix.is_empty() || e.entity().starts_with(&self.prefix))
     }
 }
 
@@ -148,13 +170,12 @@ fn check_kind(k: &str) -> Result<(), Status> {
 /// wrong field, names being guessed): it is the audit trail's to show,
 /// not every user directory's.
 fn access_for(e: &StoredEvent) -> Access {
-    if e.kind == "user.login_failed" {
+    if e.kind() == "user.login_failed" {
         return Access::new(Action::Read, "audit");
     }
-    let family = e.kind.split('.').next().unwrap_or("");
-    let resource = match family {
-        "secret" => format!("secrets:{}", e.entity),
-        "account" | "transfer" => match e.ledger {
+    let resource = match family(e) {
+        "secret" => format!("secrets:{}", e.entity()),
+        "account" | "transfer" => match e.ledger() {
             Some(l) => format!("ledgers:{l}"),
             None => "ledgers".to_string(),
         },
@@ -167,33 +188,100 @@ fn access_for(e: &StoredEvent) -> Access {
     Access::new(Action::Read, resource)
 }
 
-fn to_proto(record: &FeedRecord, events: Vec<&StoredEvent>) -> WatchResponse {
-    WatchResponse {
-        revision: record.revision,
-        time_ms: record.time_ms,
-        actor: record.actor.clone(),
-        events: events
-            .into_iter()
-            .map(|e| ChangeEvent {
-                kind: e.kind.clone(),
-                entity: e.entity.clone(),
-                ledger: e.ledger.unwrap_or(0),
-                fields: e.fields.clone().into_iter().collect(),
-            })
-            .collect(),
-        progress: false,
-        more: false,
+fn family(e: &StoredEvent) -> &str {
+    e.kind().split('.').next().unwrap_or("")
+}
+
+/// What a stream buffers: where it stands, or some of one revision's
+/// events as stored, rendered when the transport takes them.
+enum Queued {
+    Progress(u64),
+    Events(Slice),
+}
+
+/// Up to `SLICE_EVENTS_MAX` events of one revision that a watcher may see;
+/// `more`: events of the revision follow in the next slice.
+struct Slice {
+    revision: u64,
+    time_ms: u64,
+    actor: String,
+    events: Vec<StoredEvent>,
+    more: bool,
+}
+
+impl Slice {
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<Slice>()
+            + self.actor.len()
+            + self.events.iter().map(StoredEvent::bytes).sum::<usize>()
     }
+
+    /// Its messages, none over `MESSAGE_BYTES_MAX`.
+    fn render(self) -> Vec<WatchResponse> {
+        let events = self
+            .events
+            .iter()
+            .map(|e| {
+                let e = e.render();
+                ChangeEvent {
+                    kind: e.kind,
+                    entity: e.entity,
+                    ledger: e.ledger.unwrap_or(0),
+                    fields: e.fields.into_iter().collect(),
+                }
+            })
+            .collect();
+        fragments(WatchResponse {
+            revision: self.revision,
+            time_ms: self.time_ms,
+            actor: self.actor,
+            events,
+            progress: false,
+            more: self.more,
+        })
+    }
+}
+
+/// The events of `record` the watcher may see, in slices (none when none
+/// matches: a revision is delivered only with something in it).
+fn slices(record: StoredRecord, filter: &Filter, caller: &Caller) -> Vec<Slice> {
+    // A ledger event's right depends on its ledger only: asked once per
+    // ledger, not for each of up to 8,189 transfers.
+    let mut ledger_rights: HashMap<Option<u32>, bool> = HashMap::new();
+    let mut allowed = |e: &StoredEvent| match family(e) {
+        "account" | "transfer" => {
+            *ledger_rights.entry(e.ledger()).or_insert_with(|| caller.allows(&access_for(e)))
+        }
+        _ => caller.allows(&access_for(e)),
+    };
+    let StoredRecord { revision, time_ms, actor, events } = record;
+    let mut out: Vec<Slice> = Vec::new();
+    for e in events {
+        if !(filter.matches(&e) && allowed(&e)) {
+            continue;
+        }
+        match out.last_mut() {
+            Some(s) if s.events.len() < SLICE_EVENTS_MAX => s.events.push(e),
+            _ => {
+                if let Some(s) = out.last_mut() {
+                    s.more = true;
+                }
+                out.push(Slice { revision, time_ms, actor: actor.clone(), events: vec![e], more: false });
+            }
+        }
+    }
+    out
 }
 
 /// One revision's message, split so that none exceeds `MESSAGE_BYTES_MAX`
 /// (clients' default decode limit is 4 MiB; a ledger batch's revision can
-/// be larger). All but the last carry `more`.
+/// be larger). All but the last carry `more`; the last keeps the message's
+/// own (a slice that is not its revision's last).
 fn fragments(msg: WatchResponse) -> Vec<WatchResponse> {
     if msg.encoded_len() <= MESSAGE_BYTES_MAX {
         return vec![msg];
     }
-    let WatchResponse { revision, time_ms, actor, events, .. } = msg;
+    let WatchResponse { revision, time_ms, actor, events, more, .. } = msg;
     let part = |events: Vec<ChangeEvent>| WatchResponse {
         revision,
         time_ms,
@@ -215,7 +303,7 @@ fn fragments(msg: WatchResponse) -> Vec<WatchResponse> {
         chunk_bytes += bytes;
     }
     parts.push(part(chunk));
-    parts.last_mut().expect("one part at least").more = false;
+    parts.last_mut().expect("one part at least").more = more;
     parts
 }
 
@@ -235,8 +323,8 @@ type Cut = Arc<Mutex<Option<Ending>>>;
 fn too_slow(last: u64) -> Status {
     resume_at(
         Status::resource_exhausted(format!(
-            "watcher too slow: its buffer ({SUBSCRIBER_BUFFER_MAX} messages or {} MiB, whichever fills \
-             first) stayed full for {} s; last delivered revision {last}; reconnect with start_revision {}",
+            "watcher too slow: its buffer ({SUBSCRIBER_BUFFER_MAX} messages or {} MiB of events, \
+             whichever fills first) stayed full for {} s; last delivered revision {last}; reconnect with start_revision {}",
             SUBSCRIBER_BUFFER_BYTES_MAX >> 20,
             SLOW_CONSUMER_GRACE.as_secs(),
             last + 1
@@ -276,7 +364,9 @@ const RECHECK: Duration = Duration::from_secs(1);
 struct Producer {
     api: Api,
     token: TokenHash,
-    filter: Filter,
+    filter: Arc<Filter>,
+    /// The node's permits for reading and rendering.
+    work: Arc<Semaphore>,
     progress: Duration,
     tx: mpsc::Sender<Buffered>,
     /// The buffer's bytes: a message holds its share until handed over.
@@ -304,9 +394,13 @@ impl Producer {
 
     /// Queues a message, cutting the consumer off if the buffer (messages
     /// or bytes) stays full.
-    async fn send(&self, msg: WatchResponse) -> bool {
+    async fn send(&self, msg: Queued) -> bool {
         let deadline = tokio::time::Instant::now() + SLOW_CONSUMER_GRACE;
-        let share = msg.encoded_len().clamp(1, SUBSCRIBER_BUFFER_BYTES_MAX) as u32;
+        let bytes = match &msg {
+            Queued::Progress(_) => 1,
+            Queued::Events(slice) => slice.bytes(),
+        };
+        let share = bytes.clamp(1, SUBSCRIBER_BUFFER_BYTES_MAX) as u32;
         let permit =
             match tokio::time::timeout_at(deadline, self.bytes.clone().acquire_many_owned(share)).await {
                 Ok(Ok(p)) => p,
@@ -319,6 +413,28 @@ impl Producer {
             Err(mpsc::error::SendTimeoutError::Timeout(_)) => self.too_slow(),
             Err(mpsc::error::SendTimeoutError::Closed(_)) => false,
         }
+    }
+
+    /// Reads the feed from `next` (up to `current`) and keeps what the
+    /// caller may see, off the async workers: about a megabyte decrypted
+    /// and decoded, and up to 8,189 events a revision weighed.
+    async fn read(&self, next: u64, current: u64, caller: Caller) -> Result<Read, Status> {
+        let _permit = self.work.clone().acquire_owned().await.map_err(internal)?;
+        let sm = self.api.node.sm.clone();
+        let filter = self.filter.clone();
+        tokio::task::spawn_blocking(move || {
+            let records = sm.feed_stored(next, READ_CHUNK)?;
+            let first = records.first().map(|r| r.revision);
+            let mut read = Read { first, last: None, slices: Vec::new() };
+            for record in records.into_iter().take_while(|r| r.revision <= current) {
+                read.last = Some(record.revision);
+                read.slices.extend(slices(record, &filter, &caller));
+            }
+            Ok::<_, strongbox_store::DbError>(read)
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)
     }
 
     fn too_slow(&self) -> bool {
@@ -338,8 +454,7 @@ impl Producer {
         let mut rights: Option<Caller> = None;
         if announce {
             // First, whatever lands meanwhile: where a stream from now starts.
-            let msg = WatchResponse { revision: next - 1, progress: true, ..Default::default() };
-            if !self.send(msg).await {
+            if !self.send(Queued::Progress(next - 1)).await {
                 return;
             }
         }
@@ -363,7 +478,12 @@ impl Producer {
             // A revoked or expired token ends the stream.
             let caller = match self.caller() {
                 Ok(c) => c,
-                Err(s) => return self.end(s),
+                Err(s) => {
+                    // A node cut off from the cluster, or the token gone.
+                    let reason = if s.code() == tonic::Code::Unavailable { "stale" } else { "auth" };
+                    metrics::counter!("strongbox_watch_cut_total", "reason" => reason).increment(1);
+                    return self.end(s);
+                }
             };
             match &rights {
                 Some(first) if !first.same_rights(&caller) => {
@@ -376,48 +496,34 @@ impl Producer {
             }
             if next <= current {
                 let epoch = self.api.node.sm.install_epoch();
-                let sm = self.api.node.sm.clone();
-                // About a megabyte read, decrypted and rendered: off the async workers.
-                let read = tokio::task::spawn_blocking(move || sm.feed(next, READ_CHUNK)).await;
-                let mut records = match read {
-                    Ok(Ok(r)) => r,
-                    Ok(Err(e)) => return self.end(internal(e)),
-                    Err(e) => return self.end(internal(e)),
+                let read = match self.read(next, current, caller).await {
+                    Ok(r) => r,
+                    Err(s) => return self.end(s),
                 };
                 if epoch % 2 == 1 || self.api.node.sm.install_epoch() != epoch {
                     // Read across a snapshot install: possibly a partial
                     // state (a gap that is not a compaction). Resume elsewhere.
                     return self.end(installing());
                 }
-                if records.first().map(|r| r.revision) != Some(next) {
+                if read.first != Some(next) {
                     // Compacted while this consumer lagged behind.
+                    metrics::counter!("strongbox_watch_cut_total", "reason" => "compacted").increment(1);
                     return self.end(compacted(&self.api, next));
                 }
-                records.retain(|r| r.revision <= current);
-                for record in &records {
-                    let events: Vec<&StoredEvent> = record
-                        .events
-                        .iter()
-                        .filter(|e| self.filter.matches(e) && caller.allows(&access_for(e)))
-                        .collect();
-                    if !events.is_empty() {
-                        for part in fragments(to_proto(record, events)) {
-                            if !self.send(part).await {
-                                return;
-                            }
-                        }
-                        last_sent = tokio::time::Instant::now();
+                for slice in read.slices {
+                    if !self.send(Queued::Events(slice)).await {
+                        return;
                     }
-                    next = record.revision + 1;
+                    last_sent = tokio::time::Instant::now();
                 }
+                next = read.last.map_or(next, |last| last + 1);
                 continue;
             }
             if progress_due {
                 // Never below what the consumer asked to start after: on a
                 // follower still catching up, `current` can be.
                 let reached = current.max(next - 1);
-                let msg = WatchResponse { revision: reached, progress: true, ..Default::default() };
-                if !self.send(msg).await {
+                if !self.send(Queued::Progress(reached)).await {
                     return;
                 }
                 last_sent = tokio::time::Instant::now();
@@ -452,9 +558,16 @@ impl Producer {
     }
 }
 
+/// One read: the first and last revision read (up to the latest), and
+/// what of them the watcher may see.
+struct Read {
+    first: Option<u64>,
+    last: Option<u64>,
+    slices: Vec<Slice>,
+}
+
 fn compacted(api: &Api, start: u64) -> Status {
     let oldest = api.node.sm.feed_oldest().ok().flatten().unwrap_or(0);
-    metrics::counter!("strongbox_watch_cut_total", "reason" => "compacted").increment(1);
     let mut status = Status::failed_precondition(format!(
         "start_revision {start} is no longer retained; the oldest available revision is {oldest}: \
          resync from a read at a known revision, then watch from the revision after it"
@@ -478,7 +591,7 @@ fn beyond_latest(start: u64, latest: u64) -> Status {
 }
 
 /// A buffered message and its share of the buffer's bytes.
-type Buffered = (WatchResponse, OwnedSemaphorePermit);
+type Buffered = (Queued, OwnedSemaphorePermit);
 
 /// The consumer's side of one watch.
 struct Consumer {
@@ -486,8 +599,42 @@ struct Consumer {
     cut: Cut,
     /// The last revision handed to the transport.
     last: u64,
+    /// Messages of the slice rendered last, not yet handed over.
+    rendered: std::collections::VecDeque<WatchResponse>,
+    work: Arc<Semaphore>,
     _slot: Arc<WatcherSlot>,
     done: bool,
+}
+
+impl Consumer {
+    /// The next message for the transport: rendered from the buffer only
+    /// now that the transport asks (a stalled consumer renders nothing).
+    async fn next(&mut self) -> Option<Result<WatchResponse, Status>> {
+        if self.rendered.is_empty() {
+            let msg = match self.rx.recv().await? {
+                (Queued::Progress(revision), _share) => {
+                    WatchResponse { revision, progress: true, ..Default::default() }
+                }
+                (Queued::Events(slice), _share) if slice.events.len() <= RENDER_INLINE_EVENTS_MAX => {
+                    self.rendered.extend(slice.render());
+                    self.rendered.pop_front()?
+                }
+                (Queued::Events(slice), _share) => {
+                    let rendered = async {
+                        let _permit = self.work.clone().acquire_owned().await.map_err(internal)?;
+                        tokio::task::spawn_blocking(move || slice.render()).await.map_err(internal)
+                    };
+                    match rendered.await {
+                        Ok(parts) => self.rendered.extend(parts),
+                        Err(s) => return Some(Err(s)),
+                    }
+                    self.rendered.pop_front()?
+                }
+            };
+            return Some(Ok(msg));
+        }
+        self.rendered.pop_front().map(Ok)
+    }
 }
 
 /// One stream's place in the watcher counts, given back when its producer
@@ -584,7 +731,8 @@ impl FeedService {
         let producer = Producer {
             api: self.api.clone(),
             token,
-            filter,
+            filter: Arc::new(filter),
+            work: self.work.clone(),
             progress: Duration::from_millis(progress_ms as u64),
             tx,
             bytes: Arc::new(Semaphore::new(SUBSCRIBER_BUFFER_BYTES_MAX)),
@@ -601,7 +749,15 @@ impl FeedService {
             Ending::RightsChanged => rights_changed(last),
             Ending::Status(s) => s,
         };
-        let state = Consumer { rx, cut, last: start.saturating_sub(1), _slot: slot, done: false };
+        let state = Consumer {
+            rx,
+            cut,
+            last: start.saturating_sub(1),
+            rendered: Default::default(),
+            work: self.work.clone(),
+            _slot: slot,
+            done: false,
+        };
         let stream = futures::stream::unfold(state, move |mut st| async move {
             if st.done {
                 return None;
@@ -611,12 +767,15 @@ impl FeedService {
                 st.done = true;
                 return Some((Err(ending(e, st.last)), st));
             }
-            match st.rx.recv().await {
-                Some((msg, share)) => {
-                    drop(share);
+            match st.next().await {
+                Some(Ok(msg)) => {
                     // A revision counts as delivered at its last part.
                     st.last = if msg.more { msg.revision - 1 } else { msg.revision };
                     Some((Ok(msg), st))
+                }
+                Some(Err(s)) => {
+                    st.done = true;
+                    Some((Err(s), st))
                 }
                 None => {
                     let e = st.cut.lock().expect("cut lock").take()?;
@@ -678,6 +837,19 @@ mod tests {
         assert_eq!(joined, events, "every event once, in order");
     }
 
+    /// A slice that is not its revision's last: every part says more follows.
+    #[test]
+    fn parts_of_a_slice_that_is_not_the_last_all_say_more() {
+        let msg = WatchResponse {
+            revision: 9,
+            events: (0..16_378).map(event).collect(),
+            more: true,
+            ..Default::default()
+        };
+        let parts = fragments(msg);
+        assert!(parts.len() >= 2 && parts.iter().all(|p| p.more), "{} parts", parts.len());
+    }
+
     #[test]
     fn a_small_revision_is_one_message() {
         let msg = WatchResponse { revision: 3, events: (0..100).map(event).collect(), ..Default::default() };
@@ -687,11 +859,13 @@ mod tests {
 
     #[test]
     fn a_failed_login_is_for_audit_readers_only() {
-        let event = |kind: &str| StoredEvent {
-            kind: kind.into(),
-            entity: "hunter2".into(),
-            ledger: None,
-            fields: Default::default(),
+        let event = |kind: &str| {
+            StoredEvent::Described(strongbox_store::feed::ChangeEvent {
+                kind: kind.into(),
+                entity: "hunter2".into(),
+                ledger: None,
+                fields: Default::default(),
+            })
         };
         assert_eq!(access_for(&event("user.login_failed")).resource, "audit");
         assert_eq!(access_for(&event("user.created")).resource, "users");
