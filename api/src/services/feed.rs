@@ -60,6 +60,10 @@ pub const KINDS_MAX: usize = 32;
 pub const MESSAGE_BYTES_MAX: usize = 1 << 20;
 /// Feed records read per step.
 const READ_CHUNK: usize = 256;
+/// And the bytes of the events kept from them, as stored: what a producer
+/// holds while it waits for room in its buffer (records past it are read
+/// again next step; a record that crosses it is kept whole).
+const READ_KEPT_BYTES_MAX: usize = 1 << 20;
 const PROGRESS_DEFAULT_MS: u32 = 5_000;
 const PROGRESS_MS: std::ops::RangeInclusive<u32> = 100..=60_000;
 
@@ -426,9 +430,16 @@ impl Producer {
             let records = sm.feed_stored(next, READ_CHUNK)?;
             let first = records.first().map(|r| r.revision);
             let mut read = Read { first, last: None, slices: Vec::new() };
+            let mut kept_bytes = 0;
             for record in records.into_iter().take_while(|r| r.revision <= current) {
+                if kept_bytes >= READ_KEPT_BYTES_MAX {
+                    break;
+                }
                 read.last = Some(record.revision);
-                read.slices.extend(slices(record, &filter, &caller));
+                for slice in slices(record, &filter, &caller) {
+                    kept_bytes += slice.bytes();
+                    read.slices.push(slice);
+                }
             }
             Ok::<_, strongbox_store::DbError>(read)
         })
