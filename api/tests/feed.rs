@@ -364,6 +364,7 @@ async fn the_example_consumer_matches_a_linearizable_read_and_resumes() {
             tokio::time::timeout(Duration::from_secs(20), parts.message()).await.unwrap().unwrap().unwrap();
         assert!(!m.progress && m.revision == big_revision, "{}", m.revision);
         assert!(prost::Message::encoded_len(&m) <= strongbox_api::services::feed::MESSAGE_BYTES_MAX);
+        assert!(m.events.len() <= 1024, "{} events in one message", m.events.len());
         (events, messages) = (events + m.events.len(), messages + 1);
         if !m.more {
             break;
