@@ -54,8 +54,8 @@ async fn logins_grants_and_refusals_are_audited_and_the_chain_verifies_everywher
             .iter()
             .any(|r| r.actor == actor && r.action == action && r.resource == resource && r.outcome == outcome)
     };
-    assert!(has("node", "record_login_failure", "user:admin", "ok"), "the failed login");
-    assert!(has("node", "issue_token", "user:admin", "ok"), "the token grant");
+    assert!(has("node", "record_login_failure", "user:admin", "Unauthenticated"), "the failed login");
+    assert!(has("user:admin", "issue_token", "user:admin", "ok"), "the token grant, as who logged in");
     assert!(has("user:admin", "put_secret", "secrets:audit/a", "ok"));
     assert!(has("user:admin", "put_secret", "secrets:audit/a", "FailedPrecondition"));
 

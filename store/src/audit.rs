@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::command::{Command, CommandError, InitStateVersion, Op, Outcome, SetStateVersion};
+use crate::command::{Command, CommandError, ErrorCode, InitStateVersion, Op, Outcome, SetStateVersion};
 use crate::db::encode;
 
 /// Records one query returns at most.
@@ -70,6 +70,35 @@ impl Linked for AuditRecord {
 }
 
 /// What a record is about, whatever the outcome.
+/// The operation as the audit trail names it: the command's name, but for
+/// the direction of a role assignment and of an enable flag (see
+/// `AUDIT_ACTIONS_NAME_THE_DIRECTION`).
+pub fn action(op: &Op, state_version: u32) -> &'static str {
+    if state_version >= crate::command::set_state_version::AUDIT_ACTIONS_NAME_THE_DIRECTION {
+        match op {
+            Op::AssignRole(c) if !c.assign => return "unassign_role",
+            Op::SetEnabled(c) if c.enabled => return "enable_principal",
+            Op::SetEnabled(_) => return "disable_principal",
+            _ => {}
+        }
+    }
+    op.name()
+}
+
+/// The actor and outcome a record shows: a login's token is granted by the
+/// node but is the principal's act, and a failed login's record is of a
+/// refusal (see `LOGINS_AUDITED_AS_THEIR_PRINCIPAL`).
+fn attributed(op: &Op, actor: String, outcome: String, state_version: u32) -> (String, String) {
+    if state_version < crate::command::set_state_version::LOGINS_AUDITED_AS_THEIR_PRINCIPAL {
+        return (actor, outcome);
+    }
+    match op {
+        Op::IssueToken(c) if actor == "node" => (c.principal.to_string(), outcome),
+        Op::RecordLoginFailure(_) if outcome == "ok" => (actor, format!("{:?}", ErrorCode::Unauthenticated)),
+        _ => (actor, outcome),
+    }
+}
+
 pub fn resource(op: &Op) -> String {
     match op {
         Op::PutSecret(c) => format!("secrets:{}", c.path),
@@ -123,13 +152,15 @@ pub fn seal(
     actor: String,
     outcome: String,
     revision: u64,
+    state_version: u32,
 ) -> (AuditRecord, Vec<u8>) {
+    let (actor, outcome) = attributed(&cmd.op, actor, outcome, state_version);
     let mut r = AuditRecord {
         seq: prev.0 + 1,
         time_ms: cmd.time_ms,
         node: cmd.node,
         actor,
-        action: cmd.op.name().to_string(),
+        action: action(&cmd.op, state_version).to_string(),
         resource: resource(&cmd.op),
         outcome,
         request_id: cmd.request_id.clone(),

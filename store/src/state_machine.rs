@@ -715,7 +715,8 @@ impl<'a> ApplyBatch<'a> {
 
     /// Appends the command's audit record to the chain.
     fn record_audit(&mut self, cmd: &Command, actor: String, outcome: String) {
-        let (rec, encoded) = audit::seal(self.audit_head, cmd, actor, outcome, self.revision);
+        let (rec, encoded) =
+            audit::seal(self.audit_head, cmd, actor, outcome, self.revision, self.state_version);
         self.audit_head = (rec.seq, rec.hash);
         self.overlay.insert(Key::new(Cf::Audit, &rec.seq.to_be_bytes()), Some(encoded));
     }

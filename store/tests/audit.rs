@@ -54,3 +54,63 @@ fn every_command_leaves_a_chained_record_and_tampering_is_detected() {
     let broken = first_broken((0, [0; 32]), &sm.audit(1, 100).unwrap()).expect("removal detected");
     assert_eq!(broken.0, 5, "{broken:?}");
 }
+
+/// From state version 10 an auditor tells a grant from its removal and a
+/// disable from an enable by the action; before, both read the same.
+#[test]
+fn the_action_names_the_direction_of_role_and_enable_changes() {
+    use strongbox_store::auth::Principal;
+    use strongbox_store::command::{AssignRole, CreateUser, SetEnabled, STATE_VERSION_SUPPORTED};
+    use strongbox_store::Op;
+    for (version, expected) in [
+        (STATE_VERSION_SUPPORTED, ["assign_role", "unassign_role", "disable_principal", "enable_principal"]),
+        (9, ["assign_role", "assign_role", "set_enabled", "set_enabled"]),
+    ] {
+        let (_dir, sm) = open_at_version(version);
+        let bob = CreateUser { username: "bob".into(), password_phc: "$argon2id$x".into(), roles: vec![] };
+        assert!(apply_one(&sm, &as_admin("bob", 1, Op::CreateUser(bob))).result.is_ok());
+        let principal = Principal::User("bob".into());
+        let assign = |assign| {
+            Op::AssignRole(AssignRole { principal: principal.clone(), role: "admin".into(), assign })
+        };
+        let enable = |enabled| Op::SetEnabled(SetEnabled { principal: principal.clone(), enabled });
+        for (i, op) in [assign(true), assign(false), enable(false), enable(true)].into_iter().enumerate() {
+            let r = apply_one(&sm, &as_admin(&format!("r{i}"), 2 + i as u64, op));
+            assert!(r.result.is_ok(), "{version} {i}: {r:?}");
+        }
+        let records = sm.audit(1, 100).unwrap();
+        let actions: Vec<&str> = records[records.len() - 4..].iter().map(|r| r.action.as_str()).collect();
+        assert_eq!(actions, expected, "state version {version}");
+        assert!(records[records.len() - 4..].iter().all(|r| r.resource.starts_with("user:bob")));
+    }
+}
+
+/// From state version 10 a login is the act of who logged in, and a failed
+/// one reads as refused; before, both were the node's, and "ok".
+#[test]
+fn logins_are_audited_as_their_principal_and_failures_as_refused() {
+    use strongbox_store::command::{RecordLoginFailure, STATE_VERSION_SUPPORTED};
+    use strongbox_store::Op;
+    for (version, login_actor, failure_outcome) in
+        [(STATE_VERSION_SUPPORTED, "user:admin", "Unauthenticated"), (9, "node", "ok")]
+    {
+        let (_dir, sm) = open_at_version(version);
+        let failure = RecordLoginFailure {
+            username: "admin".into(),
+            failures_max: 5,
+            window_ms: 60_000,
+            lockout_ms: 60_000,
+        };
+        assert!(apply_one(&sm, &as_node("failed", 1, Op::RecordLoginFailure(failure))).result.is_ok());
+        let records = sm.audit(1, 100).unwrap();
+        let login = records.iter().find(|r| r.action == "issue_token").expect("the bootstrap login");
+        assert_eq!(
+            (login.actor.as_str(), login.outcome.as_str()),
+            (login_actor, "ok"),
+            "state version {version}"
+        );
+        let failed = records.last().unwrap();
+        assert_eq!(failed.action, "record_login_failure");
+        assert_eq!((failed.actor.as_str(), failed.outcome.as_str()), ("node", failure_outcome), "{version}");
+    }
+}

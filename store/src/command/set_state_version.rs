@@ -19,7 +19,7 @@ use crate::DbError;
 /// The state versions this build applies: 1 up to this one. Raise it (and
 /// gate the new behaviour on `Tx::state_version() >= it`) whenever apply
 /// would answer an entry differently from the build before.
-pub const STATE_VERSION_SUPPORTED: u32 = 9;
+pub const STATE_VERSION_SUPPORTED: u32 = 10;
 
 /// From version 2, ledger events keep every flag they were sent with
 /// (`linked` included, as TigerBeetle stores it), an id already taken is
@@ -144,6 +144,21 @@ pub const UNKNOWN_TOKENS_MAY_HAVE_EXPIRED: u32 = 9;
 /// ledger could learn another's ids, and block another ledger's batches
 /// by taking ids they would use.
 pub const FOREIGN_LEDGERS_STAY_HIDDEN: u32 = 9;
+
+/// From version 10, the audit trail names the direction of a role
+/// assignment and of an enable flag in the record's action:
+/// `unassign_role` (granting stays `assign_role`), `enable_principal` and
+/// `disable_principal` (they were `assign_role` and `set_enabled` either
+/// way, so an auditor could not tell a grant from its removal, or who
+/// locked an account from who reopened it). Gated because the replicated
+/// chain's records, and so their hashes, are written by apply.
+pub const AUDIT_ACTIONS_NAME_THE_DIRECTION: u32 = 10;
+
+/// From version 10, a login's audit record names who logged in as its
+/// actor (`user:alice`; it was `node`, the proposer of every login), and a
+/// failed login's record has the outcome `Unauthenticated` (it was `ok`:
+/// recording the failure succeeded). Gated as above.
+pub const LOGINS_AUDITED_AS_THEIR_PRINCIPAL: u32 = 10;
 
 /// Why a node cannot go on with a state of `version`.
 pub fn unsupported(version: u32) -> DbError {
