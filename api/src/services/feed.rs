@@ -388,7 +388,7 @@ impl Producer {
     /// state, which must still be in step with the cluster: a node cut off
     /// from it would otherwise go on streaming to a token revoked meanwhile.
     fn caller(&self) -> Result<Caller, Status> {
-        self.api.within_staleness()?;
+        self.api.within_staleness().map_err(stale_for_watch)?;
         self.api.check(&self.token, Rpc::FeedWatch, "")
     }
 
@@ -569,6 +569,19 @@ impl Producer {
     }
 }
 
+/// A node out of step with the cluster refuses watches as it refuses local
+/// reads, but its advice there (read options, linearizable reads) does
+/// not apply to a stream, which is always served from the node's state.
+fn stale_for_watch(s: Status) -> Status {
+    let Some((why, _advice)) = s.message().split_once("; a local read here allows") else {
+        return s;
+    };
+    Status::unavailable(format!(
+        "{why}; a watch is served from this node's own state, so it needs the node in step: watch \
+         through another node, or again once this one has caught up"
+    ))
+}
+
 /// One read: the first and last revision read (up to the latest), and
 /// what of them the watcher may see.
 struct Read {
@@ -709,7 +722,7 @@ impl FeedService {
         // Checked against this node's state, caught up with the leader first
         // if it says no (a token issued a moment ago through another node).
         let token = self.api.precheck(&meta, Rpc::FeedWatch, "").await?;
-        self.api.within_staleness()?;
+        self.api.within_staleness().map_err(stale_for_watch)?;
         crate::observe::check_size(&r)?;
         let filter = Filter::parse(&r)?;
         let progress_ms =
@@ -859,6 +872,26 @@ mod tests {
         };
         let parts = fragments(msg);
         assert!(parts.len() >= 2 && parts.iter().all(|p| p.more), "{} parts", parts.len());
+    }
+
+    #[test]
+    fn a_stale_node_gives_watchers_advice_that_applies_to_them() {
+        let local = Status::from(strongbox_raft::node::NodeError::Stale { age_ms: None, max_ms: 5000 });
+        let s = stale_for_watch(local);
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert!(
+            s.message().starts_with("this node may be stale: it has not been in step"),
+            "{}",
+            s.message()
+        );
+        assert!(s.message().contains("watch through another node"), "{}", s.message());
+        assert!(
+            !s.message().contains("linearizable") && !s.message().contains("max_staleness"),
+            "{}",
+            s.message()
+        );
+        let other = Status::unavailable("node shutting down");
+        assert_eq!(stale_for_watch(other).message(), "node shutting down");
     }
 
     #[test]
